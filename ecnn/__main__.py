@@ -1,0 +1,3 @@
+from ecnn.cli import main
+
+raise SystemExit(main())

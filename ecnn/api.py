@@ -1,0 +1,114 @@
+"""The public API: a small, symmetric set of functions in the style of safetensors.
+
+Tensors go in as a mapping of names to ``torch.Tensor`` or numpy arrays and
+come out as ``torch.Tensor`` (``ecnn.numpy`` has the numpy variants).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from ecnn import file as _file
+from ecnn.config import EncodeConfig, make_config
+from ecnn.container.format import Limits
+
+
+def _config(bits, step, lossless, config) -> EncodeConfig:
+    if config is not None:
+        if bits is not None or step is not None or lossless:
+            from ecnn.errors import InvalidOption
+
+            raise InvalidOption("pass either config or bits/step/lossless, not both")
+        return config
+    return make_config(bits=bits, step=step, lossless=lossless)
+
+
+def _arrays(tensors):
+    from ecnn import torch as et
+
+    return et.to_arrays(tensors)
+
+
+def encode(
+    tensors: Mapping,
+    *,
+    bits: int | None = None,
+    step: float | None = None,
+    lossless: bool = False,
+    metadata: Mapping[str, str] | None = None,
+    config: EncodeConfig | None = None,
+) -> bytes:
+    """Encode tensors into the bytes of a ``.ecnn`` file.
+
+    Args:
+        tensors: names to ``torch.Tensor`` or numpy arrays (a state dict).
+        bits: quantize float weights (2-D and up) to this many bits per tensor.
+        step: quantize float weights with this fixed step instead.
+        lossless: keep every value bit-exact.
+        metadata: string-to-string map stored in the file.
+        config: a full :class:`~ecnn.config.EncodeConfig` instead of the three options.
+
+    With none of ``bits``, ``step`` and ``lossless``, weights are quantized to 8 bits.
+    1-D float tensors (biases, norms) and integer tensors are always stored exactly.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        InvalidOption, UnsupportedDtype, InvalidTensorName.
+
+    Example:
+        >>> import torch, ecnn
+        >>> data = ecnn.encode({"w": torch.ones(4, 4)}, bits=8)
+        >>> ecnn.decode(data)["w"].shape
+        torch.Size([4, 4])
+    """
+    return _file.encode(_arrays(tensors), _config(bits, step, lossless, config), metadata)
+
+
+def save_file(
+    tensors: Mapping,
+    path: str | os.PathLike,
+    *,
+    bits: int | None = None,
+    step: float | None = None,
+    lossless: bool = False,
+    metadata: Mapping[str, str] | None = None,
+    config: EncodeConfig | None = None,
+) -> int:
+    """Encode tensors and write them to ``path`` atomically; returns the file size.
+
+    Options as in :func:`encode`.
+    """
+    return _file.save(_arrays(tensors), path, _config(bits, step, lossless, config), metadata)
+
+
+def decode(data: bytes, *, device="cpu", limits: Limits = Limits()) -> dict:
+    """Decode the bytes of a ``.ecnn`` file into ``{name: torch.Tensor}``.
+
+    Raises:
+        FormatError: a subclass naming the check the data failed.
+    """
+    with _file.EcnnFile(data, limits) as f:
+        return {n: f.get_tensor(n, device) for n in f.keys()}
+
+
+def load_file(path: str | os.PathLike, device="cpu", *, limits: Limits = Limits()) -> dict:
+    """Read a ``.ecnn`` file into ``{name: torch.Tensor}`` on ``device``."""
+    with _file.EcnnFile(path, limits) as f:
+        return {n: f.get_tensor(n, device) for n in f.keys()}
+
+
+def open(path, *, limits: Limits = Limits()) -> _file.EcnnFile:  # noqa: A001 - mirrors safe_open
+    """Open a ``.ecnn`` file (or its bytes) to list tensors and decode them one at a time.
+
+    Example:
+        >>> import torch, ecnn
+        >>> f = ecnn.open(ecnn.encode({"a": torch.zeros(3), "b": torch.ones(2, 2)}))
+        >>> f.keys()
+        ['a', 'b']
+        >>> f.get_tensor("b").sum().item()
+        4.0
+    """
+    return _file.EcnnFile(path, limits)

@@ -1,0 +1,198 @@
+"""Where the stages meet: tensors to records and payloads, and back.
+
+A tensor's record has a representation (``repr``) saying how its values become
+integer symbol streams, and one descriptor per stream saying how the stream is
+coded (spec/CODING.md). The encoder tries the representations that apply and
+keeps the smallest payload.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+
+import numpy as np
+
+from ecnn import dtypes, quantize
+from ecnn.coder import streams
+from ecnn.config import EncodeConfig
+from ecnn.container.reader import TensorRecord
+from ecnn.dtypes import DType
+from ecnn.errors import CorruptPayload, InvalidField, InvalidOption, UnknownField, UnsupportedCoding
+
+log = logging.getLogger(__name__)
+
+REPRS = ("raw", "planes", "int", "uniform")
+_REPR_KEYS = {"raw": {"kind"}, "planes": {"kind"}, "int": {"kind"}, "uniform": {"kind", "step"}}
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def _raw(arr: np.ndarray) -> tuple[dict, list, bytes]:
+    data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    return {"kind": "raw"}, [], data
+
+
+def _planes(arr: np.ndarray, dt: DType, chunk: int) -> tuple[dict, list, bytes]:
+    b = np.ascontiguousarray(arr).view(np.uint8).reshape(-1, dt.itemsize)
+    descs, parts = [], []
+    for k in range(dt.itemsize):
+        d, p = streams.encode_best(b[:, k], 1, False, chunk)
+        descs.append(d)
+        parts.append(p)
+    return {"kind": "planes"}, descs, b"".join(parts)
+
+
+def _ints(arr: np.ndarray, dt: DType, chunk: int):
+    values = arr.ravel().astype(np.uint8) if dt.kind == "b" else arr.ravel()
+    d, p = streams.encode_best(values, dt.itemsize, dt.kind != "u", chunk)
+    if d["coder"] == "raw":
+        return None  # the raw representation stores the same bytes more simply
+    return {"kind": "int"}, [d], p
+
+
+def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
+    q = quantize.quantize(arr, dt, step)
+    d, p = streams.encode_best(q.ravel(), 4, True, chunk)
+    return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
+
+
+def _smallest(cands):
+    return min(cands, key=lambda c: len(c[2]))
+
+
+def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> tuple[dict, bytes]:
+    """Encode one tensor (numpy storage array) into a record and its payload.
+
+    The record lacks ``offset``, ``length`` and ``crc32``; the container fills them.
+    """
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype != dt.storage:
+        raise InvalidOption(f"tensor {name!r}: array dtype {arr.dtype} does not match {dt.name}")
+    if arr.size == 0:
+        rep, descs, payload = _raw(arr)
+    elif dt.is_float and wants_quantization(name, arr, dt, cfg):
+        step = quantize.step_for_bits(arr, dt, cfg.bits) if cfg.bits is not None else quantize.check_step(cfg.step)
+        try:
+            rep, descs, payload = _uniform(arr, dt, step, cfg.chunk)
+        except InvalidOption as e:
+            log.warning("tensor %r kept exact: %s", name, e)
+            rep, descs, payload = _smallest([_raw(arr), _planes(arr, dt, cfg.chunk)])
+    else:
+        cands = [_raw(arr), _planes(arr, dt, cfg.chunk)]
+        if not dt.is_float:
+            cands.append(_ints(arr, dt, cfg.chunk))
+        rep, descs, payload = _smallest([c for c in cands if c is not None])
+    rec = {"name": name, "dtype": dt.name, "shape": [int(s) for s in arr.shape], "repr": rep, "streams": descs}
+    return rec, payload
+
+
+def wants_quantization(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> bool:
+    """Whether the config quantizes this tensor (others are stored exactly)."""
+    if not cfg.quantizes or not quantize.quantizable(dt):
+        return False
+    if arr.ndim < cfg.min_ndim:
+        return False
+    return not any(fnmatch.fnmatchcase(name, p) for p in cfg.exact)
+
+
+# --- validation -------------------------------------------------------------
+
+
+def validate_record(rec: TensorRecord) -> None:
+    """Check a record's representation and streams before decoding anything.
+
+    Raises:
+        UnsupportedCoding, UnknownField, InvalidField, LimitExceeded.
+    """
+    dt = dtypes.get(rec.dtype)
+    kind = rec.repr.get("kind")
+    if kind not in REPRS:
+        raise UnsupportedCoding(f"tensor {rec.name!r}: unknown representation {kind!r}")
+    extra = {k for k in rec.repr if k not in _REPR_KEYS[kind] and not k.startswith("_")}
+    if extra:
+        raise UnknownField(f"tensor {rec.name!r}: unknown repr field(s) {sorted(extra)}")
+    count = rec.numel
+    if kind == "raw":
+        _nstreams(rec, 0)
+        if rec.length != rec.nbytes:
+            raise InvalidField(f"tensor {rec.name!r}: raw payload length {rec.length} != {rec.nbytes}")
+        return
+    if kind == "planes":
+        _nstreams(rec, dt.itemsize)
+    elif kind == "int":
+        if dt.is_float:
+            raise InvalidField(f"tensor {rec.name!r}: int representation of a float dtype")
+        _nstreams(rec, 1)
+    else:
+        if not quantize.quantizable(dt):
+            raise InvalidField(f"tensor {rec.name!r}: {dt.name} cannot use the uniform representation")
+        s = rec.repr.get("step")
+        if type(s) is not int or not 0 <= s <= 0xFFFFFFFF:
+            raise InvalidField(f"tensor {rec.name!r}: step must be a uint32 bit pattern")
+        v = quantize.step_from_bits(s)
+        if not (np.isfinite(v) and v > 0):
+            raise InvalidField(f"tensor {rec.name!r}: step is not a positive finite float32")
+        _nstreams(rec, 1)
+    lo, hi = _symbol_range(dt, kind)
+    total = 0
+    for d in rec.streams:
+        streams.validate(d, count, lo, hi)
+        total += d["length"]
+    if total != rec.length:
+        raise InvalidField(f"tensor {rec.name!r}: stream lengths sum to {total}, payload is {rec.length}")
+
+
+def _nstreams(rec: TensorRecord, n: int) -> None:
+    if len(rec.streams) != n:
+        raise InvalidField(f"tensor {rec.name!r}: {rec.repr['kind']} needs {n} streams, has {len(rec.streams)}")
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def _symbol_range(dt: DType, kind: str) -> tuple[int, int]:
+    if kind == "planes":
+        return 0, 255
+    if kind == "int":
+        return dt.int_range
+    qmax = quantize.QMAX_FLOAT64 if dt.name == "float64" else quantize.QMAX_FLOAT32
+    return -qmax, qmax
+
+
+def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
+    """Decode a validated record's payload into its numpy storage array."""
+    dt = dtypes.get(rec.dtype)
+    kind = rec.repr["kind"]
+    count = rec.numel
+    if kind == "raw":
+        arr = np.frombuffer(payload, dtype=dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage, count=count)
+        return arr.astype(dt.storage).reshape(rec.shape)  # copies: the result owns its memory
+    parts = _split(rec, payload)
+    if kind == "planes":
+        out = np.empty((count, dt.itemsize), dtype=np.uint8)
+        for k, (d, p) in enumerate(parts):
+            out[:, k] = streams.decode(d, p, count, np.uint8, 0, 255)
+        return out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage).reshape(rec.shape).astype(dt.storage, copy=False)
+    ((d, p),) = parts
+    lo, hi = _symbol_range(dt, kind)
+    if kind == "int":
+        if dt.kind == "b":
+            v = streams.decode(d, p, count, np.uint8, lo, hi)
+            return v.view(np.bool_).reshape(rec.shape)
+        return streams.decode(d, p, count, dt.storage, lo, hi).reshape(rec.shape)
+    q = streams.decode(d, p, count, np.int32, lo, hi)
+    return quantize.dequantize(q, dt, quantize.step_from_bits(rec.repr["step"])).reshape(rec.shape)
+
+
+def _split(rec: TensorRecord, payload):
+    mv = memoryview(payload)
+    pos = 0
+    out = []
+    for d in rec.streams:
+        out.append((d, mv[pos : pos + d["length"]]))
+        pos += d["length"]
+    if pos != len(mv):
+        raise CorruptPayload(f"tensor {rec.name!r}: streams do not cover the payload")
+    return out

@@ -1,0 +1,57 @@
+"""Range coding of symbol indices with a static categorical model.
+
+The model is built from integer frequencies produced by
+:func:`ecnn.context.tables.expand`; the coder is constriction's range coder with
+32-bit words and 24-bit precision (spec/RANGE_CODER.md). Long sequences are cut
+into chunks of ``chunk`` symbols, each coded independently so that chunks can
+be decoded separately.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+from ecnn.context.tables import PRECISION
+
+WORD_BITS = 32
+
+
+def model(freqs: np.ndarray):
+    """The constriction model for expanded frequencies ``freqs``.
+
+    With ``perfect=False`` and frequencies summing to ``2**24 - n``, constriction
+    assigns symbol ``i`` exactly ``freqs[i] + 1`` out of ``2**24``.
+    """
+    return constriction.stream.model.Categorical(
+        np.asarray(freqs, dtype=np.float64), perfect=False
+    )
+
+
+def num_chunks(count: int, chunk: int) -> int:
+    return -(-count // chunk) if count else 0
+
+
+def encode(indices: np.ndarray, freqs: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """Encode symbol indices ``0..n-1``; returns the uint32 words of each chunk."""
+    idx = np.ascontiguousarray(indices, dtype=np.int32).ravel()
+    m = model(freqs)
+    out = []
+    for start in range(0, idx.size, chunk):
+        enc = constriction.stream.queue.RangeEncoder()
+        enc.encode(idx[start : start + chunk], m)
+        out.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+    return out
+
+
+def decode_chunk(words: np.ndarray, freqs_model, count: int) -> np.ndarray:
+    """Decode ``count`` symbol indices from one chunk's words.
+
+    Raises:
+        ValueError: if words are left over after the last symbol.
+    """
+    dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words, dtype=np.uint32))
+    out = dec.decode(freqs_model, count)
+    if not dec.maybe_exhausted():
+        raise ValueError("compressed words left over after the last symbol")
+    return out

@@ -1,0 +1,214 @@
+"""Symbol streams: the unit the coders work on (spec/CODING.md, "Streams").
+
+A stream is a sequence of ``count`` integer symbols with a descriptor (a small
+dict stored in the file header) saying how its bytes code them:
+
+* ``const`` -- every symbol equals ``value``; no bytes.
+* ``raw``   -- little-endian integers of ``width`` bytes, ``signed`` or not.
+* ``cat0``  -- an order-0 categorical model over ``offset .. offset+nsym-1``:
+  the stored counts as varints, the number of words of each chunk as varints,
+  then the range coder's 32-bit words, little-endian.
+
+Decoders validate a descriptor with :func:`validate` before touching any bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecnn.coder import categorical
+from ecnn.context import order0, tables, varint
+from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnknownField, UnsupportedCoding
+
+DEFAULT_CHUNK = 1 << 20
+MIN_CHUNK = 1 << 12
+MAX_CHUNKS = 1 << 20
+_RAW_DTYPES = {
+    (1, False): np.dtype("u1"),
+    (2, False): np.dtype("<u2"),
+    (4, False): np.dtype("<u4"),
+    (8, False): np.dtype("<u8"),
+    (1, True): np.dtype("i1"),
+    (2, True): np.dtype("<i2"),
+    (4, True): np.dtype("<i4"),
+    (8, True): np.dtype("<i8"),
+}
+_KEYS = {
+    "const": {"coder", "length", "value"},
+    "raw": {"coder", "length", "width", "signed"},
+    "cat0": {"coder", "length", "offset", "nsym", "chunk", "precision"},
+}
+
+
+def _int(desc: dict, key: str, lo: int, hi: int) -> int:
+    v = desc.get(key)
+    if type(v) is not int:  # bool is not an int here
+        raise InvalidField(f"stream field {key!r} must be an integer")
+    if not lo <= v <= hi:
+        raise InvalidField(f"stream field {key!r}={v} out of range [{lo}, {hi}]")
+    return v
+
+
+def validate(desc, count: int, lo: int, hi: int) -> None:
+    """Check a stream descriptor whose symbols must lie in ``[lo, hi]``.
+
+    Raises:
+        UnsupportedCoding: unknown coder kind or parameter value.
+        UnknownField: a field this decoder does not know.
+        InvalidField: wrong field types or ranges.
+    """
+    if not isinstance(desc, dict):
+        raise InvalidField("a stream descriptor must be a map")
+    kind = desc.get("coder")
+    if kind not in _KEYS:
+        raise UnsupportedCoding(f"unknown stream coder {kind!r}")
+    extra = {k for k in desc if k not in _KEYS[kind] and not k.startswith("_")}
+    if extra:
+        raise UnknownField(f"unknown field(s) in {kind} stream: {sorted(extra)}")
+    length = _int(desc, "length", 0, (1 << 63) - 1)
+    if kind == "const":
+        if length != 0:
+            raise InvalidField("a const stream has length 0")
+        _int(desc, "value", lo, hi)
+    elif kind == "raw":
+        width = _int(desc, "width", 1, 8)
+        signed = desc.get("signed")
+        if type(signed) is not bool or (width, signed) not in _RAW_DTYPES:
+            raise InvalidField("raw stream needs width in {1,2,4,8} and a bool 'signed'")
+        if length != count * width:
+            raise InvalidField(f"raw stream length {length} != {count} x {width}")
+    else:
+        precision = _int(desc, "precision", 1, 64)
+        if precision != tables.PRECISION:
+            raise UnsupportedCoding(f"cat0 precision {precision} is not supported (only 24)")
+        nsym = _int(desc, "nsym", 2, tables.MAX_NSYM)
+        offset = _int(desc, "offset", -(1 << 63), (1 << 63) - 1)
+        if offset < lo or offset + nsym - 1 > hi:
+            raise InvalidField("cat0 alphabet falls outside the allowed symbol range")
+        chunk = _int(desc, "chunk", 1, (1 << 63) - 1)
+        if count == 0:
+            raise InvalidField("a cat0 stream must code at least one symbol")
+        if categorical.num_chunks(count, chunk) > MAX_CHUNKS:
+            raise LimitExceeded(f"cat0 stream has more than {MAX_CHUNKS} chunks")
+        # Table (>= 1 byte per symbol) and chunk index (>= 1 byte per chunk).
+        if length < nsym + categorical.num_chunks(count, chunk):
+            raise InvalidField("cat0 stream too short for its table and chunk index")
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def encode_const(value: int) -> tuple[dict, bytes]:
+    return {"coder": "const", "length": 0, "value": int(value)}, b""
+
+
+def encode_raw(values: np.ndarray, width: int, signed: bool) -> tuple[dict, bytes]:
+    data = np.ascontiguousarray(values, dtype=_RAW_DTYPES[(width, signed)]).tobytes()
+    return {"coder": "raw", "length": len(data), "width": width, "signed": signed}, data
+
+
+def cat0_estimate(hist: np.ndarray, count: int, chunk: int) -> tuple[order0.Order0Fit, float]:
+    """Best table for a histogram and the estimated stream size in bits."""
+    fit = order0.fit(hist)
+    k = categorical.num_chunks(count, chunk)
+    # Each chunk: its index varint (~2-3 bytes) plus up to FLUSH_BITS of flush.
+    bits = fit.total_bits + k * (24 + order0.FLUSH_BITS)
+    return fit, bits
+
+
+def encode_cat0(indices: np.ndarray, offset: int, nsym: int, counts: np.ndarray, chunk: int) -> tuple[dict, bytes]:
+    freqs = tables.expand(counts)
+    words = categorical.encode(indices, freqs, chunk)
+    parts = [varint.encode(counts), varint.encode([w.size for w in words])]
+    parts += [w.astype("<u4").tobytes() for w in words]
+    data = b"".join(parts)
+    desc = {
+        "coder": "cat0",
+        "length": len(data),
+        "offset": int(offset),
+        "nsym": int(nsym),
+        "chunk": int(chunk),
+        "precision": tables.PRECISION,
+    }
+    return desc, data
+
+
+def encode_best(values: np.ndarray, width: int, signed: bool, chunk: int = DEFAULT_CHUNK) -> tuple[dict, bytes]:
+    """Code integer values with whichever of const / raw / cat0 is smallest.
+
+    ``width`` and ``signed`` describe the raw fallback and must hold every value.
+    """
+    v = np.asarray(values).ravel()
+    if v.size == 0:
+        return encode_raw(v, width, signed)
+    lo, hi = int(v.min()), int(v.max())
+    if lo == hi:
+        return encode_const(lo)
+    raw_bits = 8 * v.size * width
+    nsym = hi - lo + 1
+    if nsym <= tables.MAX_NSYM:
+        indices = (v.astype(np.int64) - lo).astype(np.int32)
+        hist = order0.histogram(indices, nsym)
+        fit, bits = cat0_estimate(hist, v.size, chunk)
+        if bits < raw_bits:
+            return encode_cat0(indices, lo, nsym, fit.counts, chunk)
+    return encode_raw(v, width, signed)
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def decode(desc: dict, buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+    """Decode a validated stream into ``count`` values of ``out_dtype``.
+
+    ``buf`` holds exactly the stream's ``length`` bytes; symbols must lie in
+    ``[lo, hi]`` (checked by :func:`validate` for const and cat0 streams, and
+    here, value by value, for raw streams).
+
+    Raises:
+        CorruptPayload: the bytes contradict the descriptor.
+    """
+    kind = desc["coder"]
+    out_dtype = np.dtype(out_dtype)
+    if kind == "const":
+        return np.full(count, desc["value"], dtype=out_dtype)
+    if kind == "raw":
+        raw = np.frombuffer(buf, dtype=_RAW_DTYPES[(desc["width"], desc["signed"])], count=count)
+        info = np.iinfo(raw.dtype)
+        if count and (info.min < lo or info.max > hi):
+            if int(raw.min()) < lo or int(raw.max()) > hi:
+                raise CorruptPayload(f"raw stream has symbols outside [{lo}, {hi}]")
+        return raw.astype(out_dtype)
+    return _decode_cat0(desc, buf, count, out_dtype)
+
+
+def _decode_cat0(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
+    nsym, offset, chunk = desc["nsym"], desc["offset"], desc["chunk"]
+    k = categorical.num_chunks(count, chunk)
+    mv = memoryview(buf)
+    try:
+        counts, pos = varint.decode(mv, nsym, 0)
+        nwords, pos = varint.decode(mv, k, pos)
+        freqs = tables.expand(np.array(counts, dtype=np.int64))
+    except ValueError as e:
+        raise CorruptPayload(f"cat0 stream: {e}") from None
+    if pos + 4 * sum(nwords) != len(mv):
+        raise CorruptPayload("cat0 stream length does not match its chunk index")
+    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=sum(nwords))
+    m = categorical.model(freqs)
+    out = np.empty(count, dtype=out_dtype)
+    wpos = 0
+    for i in range(k):
+        start = i * chunk
+        n = min(chunk, count - start)
+        w = words[wpos : wpos + nwords[i]]
+        wpos += nwords[i]
+        try:
+            idx = categorical.decode_chunk(w, m, n)
+        except (ValueError, RuntimeError) as e:
+            raise CorruptPayload(f"cat0 chunk {i}: {e}") from None
+        if offset == 0:
+            out[start : start + n] = idx
+        else:
+            out[start : start + n] = idx.astype(np.int64) + offset
+    return out

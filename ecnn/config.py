@@ -1,0 +1,69 @@
+"""Options, as frozen dataclasses.
+
+Each field says whether it *shapes the bitstream* (changes the bytes written)
+or only affects the run. Decoding needs no options: everything that shapes the
+bitstream is stored in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ecnn.errors import InvalidOption
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How to encode tensors.
+
+    Attributes:
+        bits: quantize float weights to this many bits per tensor (symmetric,
+            step = max|x| / (2**(bits-1) - 1)). Shapes the bitstream.
+        step: quantize float weights with this fixed step. Shapes the bitstream.
+        lossless: store every tensor bit-exactly. Shapes the bitstream.
+        exact: glob patterns (fnmatch) of tensor names to keep bit-exact even
+            when quantizing. Shapes the bitstream.
+        min_ndim: float tensors with fewer dimensions (biases, norms) are kept
+            exact. Shapes the bitstream.
+        chunk: symbols per independently decodable chunk. Shapes the bitstream.
+        align: payload alignment in bytes (power of two). Shapes the bitstream.
+        version: version of this config's meaning; bumps when a default changes.
+    """
+
+    bits: int | None = None
+    step: float | None = None
+    lossless: bool = False
+    exact: tuple[str, ...] = ()
+    min_ndim: int = 2
+    chunk: int = 1 << 20
+    align: int = 8
+    version: int = field(default=1, repr=False)
+
+    def __post_init__(self):
+        chosen = sum([self.bits is not None, self.step is not None, bool(self.lossless)])
+        if chosen > 1:
+            raise InvalidOption("choose at most one of bits, step and lossless")
+        if self.bits is not None and (type(self.bits) is not int or not 2 <= self.bits <= 16):
+            raise InvalidOption(f"bits must be an integer in [2, 16], got {self.bits!r}")
+        if self.step is not None and not (isinstance(self.step, (int, float)) and 0 < self.step < float("inf")):
+            raise InvalidOption(f"step must be a positive finite number, got {self.step!r}")
+        if not 4096 <= self.chunk <= 1 << 30:
+            raise InvalidOption(f"chunk must be in [4096, 2**30], got {self.chunk}")
+        if self.align < 1 or self.align > 4096 or self.align & (self.align - 1):
+            raise InvalidOption(f"align must be a power of two in [1, 4096], got {self.align}")
+        if isinstance(self.exact, str):
+            object.__setattr__(self, "exact", (self.exact,))
+
+    @property
+    def quantizes(self) -> bool:
+        return self.bits is not None or self.step is not None
+
+
+DEFAULT_BITS = 8
+
+
+def make_config(bits=None, step=None, lossless=False, **kw) -> EncodeConfig:
+    """Build an EncodeConfig; with no choice given, quantize to 8 bits."""
+    if bits is None and step is None and not lossless:
+        bits = DEFAULT_BITS
+    return EncodeConfig(bits=bits, step=step, lossless=lossless, **kw)

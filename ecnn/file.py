@@ -1,0 +1,238 @@
+"""Reading and writing whole ``.ecnn`` files on numpy arrays.
+
+This layer knows nothing of torch: tensors are numpy storage arrays plus a
+:class:`~ecnn.dtypes.DType` (bfloat16 and float8 travel as their bit patterns).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from ecnn import codec, dtypes
+from ecnn.config import EncodeConfig
+from ecnn.container import format as fmt
+from ecnn.container.reader import Container, TensorRecord
+from ecnn.container.writer import atomic_write, serialize
+from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFile
+
+Progress = Callable[[str, int, int], None]  # (tensor name, index, total)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the header says about one tensor, for listing without decoding."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    representation: str
+    step: float | None
+    coded_bytes: int
+    coders: tuple[str, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * dtypes.get(self.dtype).itemsize
+
+    @property
+    def bits_per_value(self) -> float:
+        return 8.0 * self.coded_bytes / self.numel if self.numel else 0.0
+
+
+def _info(rec: TensorRecord) -> TensorInfo:
+    from ecnn import quantize
+
+    step = quantize.step_from_bits(rec.repr["step"]) if rec.repr["kind"] == "uniform" else None
+    return TensorInfo(
+        name=rec.name,
+        dtype=rec.dtype,
+        shape=rec.shape,
+        representation=rec.repr["kind"],
+        step=step,
+        coded_bytes=rec.length,
+        coders=tuple(s["coder"] for s in rec.streams),
+    )
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str):
+        raise InvalidTensorName(f"tensor names must be strings, got {type(name).__name__}")
+    if not 1 <= len(name.encode("utf-8")) <= fmt.MAX_NAME_BYTES:
+        raise InvalidTensorName(f"tensor name must be 1..{fmt.MAX_NAME_BYTES} UTF-8 bytes: {name[:40]!r}")
+    return name
+
+
+def _check_metadata(metadata) -> dict[str, str]:
+    md = dict(metadata or {})
+    for k, v in md.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidOption("metadata must map strings to strings")
+    return md
+
+
+def encode_parts(
+    arrays: Mapping[str, tuple[np.ndarray, dtypes.DType]],
+    config: EncodeConfig,
+    metadata: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> Iterable[bytes]:
+    """Encode arrays; returns the file as a sequence of byte strings."""
+    md = _check_metadata(metadata)
+    records, payloads = [], []
+    total = len(arrays)
+    for i, (name, (arr, dt)) in enumerate(arrays.items()):
+        _check_name(name)
+        if progress:
+            progress(name, i, total)
+        rec, payload = codec.encode_tensor(name, arr, dt, config)
+        records.append(rec)
+        payloads.append(payload)
+    if progress:
+        progress("", total, total)
+    return list(serialize(records, payloads, md, config.align))
+
+
+def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> bytes:
+    return b"".join(encode_parts(arrays, config, metadata, progress))
+
+
+def save(arrays, path, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> int:
+    """Encode and write atomically; returns the file size."""
+    return atomic_write(path, encode_parts(arrays, config, metadata, progress))
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+class EcnnFile:
+    """An opened ``.ecnn`` file: list tensors, decode any one without the rest.
+
+    The header and every record are validated when the file is opened; a
+    tensor's payload is checked against its CRC-32 when it is decoded.
+
+    Example:
+        >>> with ecnn.open("model.ecnn") as f:            # doctest: +SKIP
+        ...     print(f.keys())
+        ...     w = f.get_tensor("fc.weight")
+    """
+
+    def __init__(self, source, limits: fmt.Limits = fmt.Limits()):
+        self._mmap = None
+        self._file = None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            buf = source
+        else:
+            self._file = open(os.fspath(source), "rb")
+            try:
+                size = os.fstat(self._file.fileno()).st_size
+                if size == 0:
+                    raise TruncatedFile("file is empty")
+                self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            except BaseException:
+                self._file.close()
+                raise
+            buf = self._mmap
+        try:
+            self._c = Container(buf, limits)
+            for rec in self._c.records:
+                codec.validate_record(rec)
+        except BaseException:
+            self.close()
+            raise
+
+    # dict-like listing
+    def keys(self) -> list[str]:
+        return self._c.names()
+
+    def __contains__(self, name) -> bool:
+        return name in self._c._by_name
+
+    def __len__(self) -> int:
+        return len(self._c)
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self._c.metadata)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self._c.major, self._c.minor
+
+    @property
+    def size(self) -> int:
+        return len(self._c.buf)
+
+    def info(self, name: str) -> TensorInfo:
+        return _info(self._c.record(name))
+
+    def infos(self) -> list[TensorInfo]:
+        return [_info(r) for r in self._c.records]
+
+    def get_array(self, name: str) -> tuple[np.ndarray, dtypes.DType]:
+        """Decode one tensor to its numpy storage array and dtype."""
+        rec = self._c.record(name)
+        return codec.decode_tensor(rec, self._c.payload(rec)), dtypes.get(rec.dtype)
+
+    def arrays(self, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
+        out = {}
+        names = self.keys()
+        for i, name in enumerate(names):
+            if progress:
+                progress(name, i, len(names))
+            out[name] = self.get_array(name)
+        if progress:
+            progress("", len(names), len(names))
+        return out
+
+    def get_tensor(self, name: str, device="cpu"):
+        """Decode one tensor as a ``torch.Tensor`` on ``device``."""
+        from ecnn import torch as et
+
+        arr, dt = self.get_array(name)
+        return et.from_array(arr, dt, device)
+
+    def verify(self, progress: Progress | None = None) -> None:
+        """Check every checksum and padding byte and decode every tensor.
+
+        Raises:
+            FormatError: the first problem found.
+        """
+        self._c.check_padding()
+        self.arrays(progress)
+
+    def close(self) -> None:
+        if getattr(self, "_c", None) is not None:
+            self._c.release()
+            self._c = None
+        if self._mmap is not None:
+            self._mmap.close()
+            self._mmap = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "EcnnFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except EcnnError:
+            pass

@@ -1,0 +1,45 @@
+"""numpy variants of the API: arrays in, arrays out, no torch needed.
+
+bfloat16 and float8 tensors come back as unsigned integer arrays holding their
+bit patterns (numpy has no such types); ``EcnnFile.info(name).dtype`` names them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ecnn import dtypes
+from ecnn import file as _file
+from ecnn.config import EncodeConfig, make_config
+from ecnn.container.format import Limits
+
+
+def _arrays(arrays: Mapping[str, np.ndarray]):
+    out = {}
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        out[name] = (a.astype(a.dtype.newbyteorder("=")), dtypes.from_numpy(a.dtype))
+    return out
+
+
+def encode(arrays, *, bits=None, step=None, lossless=False, metadata=None, config: EncodeConfig | None = None) -> bytes:
+    """Encode numpy arrays into ``.ecnn`` bytes (options as in :func:`ecnn.encode`)."""
+    cfg = config or make_config(bits=bits, step=step, lossless=lossless)
+    return _file.encode(_arrays(arrays), cfg, metadata)
+
+
+def save_file(arrays, path, *, bits=None, step=None, lossless=False, metadata=None, config=None) -> int:
+    cfg = config or make_config(bits=bits, step=step, lossless=lossless)
+    return _file.save(_arrays(arrays), path, cfg, metadata)
+
+
+def decode(data: bytes, *, limits: Limits = Limits()) -> dict[str, np.ndarray]:
+    with _file.EcnnFile(data, limits) as f:
+        return {n: a for n, (a, _) in f.arrays().items()}
+
+
+def load_file(path, *, limits: Limits = Limits()) -> dict[str, np.ndarray]:
+    with _file.EcnnFile(path, limits) as f:
+        return {n: a for n, (a, _) in f.arrays().items()}

@@ -1,0 +1,102 @@
+"""Uniform scalar quantization (spec/CODING.md, "Uniform quantizer").
+
+A float tensor ``x`` becomes integer symbols ``q = round_half_even(x / step)``,
+where ``step`` is a positive finite float32 and the division is done in float64.
+The decoder reconstructs ``q * step`` in float32 (float64 for float64 tensors)
+and rounds that to the tensor's dtype. So every value is within ``step / 2`` of
+the original, plus half a unit in the last place of the reconstructed value
+from the final rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecnn.dtypes import DType
+from ecnn.errors import InvalidOption
+
+MIN_BITS, MAX_BITS = 2, 16
+# Largest |symbol|: float32 holds every integer up to 2**24 exactly, float64 up to 2**53.
+QMAX_FLOAT32 = 1 << 24
+QMAX_FLOAT64 = (1 << 31) - 1
+
+
+def to_float(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """Values of a float tensor as float32 (float64 for float64 tensors)."""
+    if dtype.name == "bfloat16":
+        return (values.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    if dtype.name in ("float32", "float16"):
+        return values.astype(np.float32, copy=False)
+    if dtype.name == "float64":
+        return values
+    raise InvalidOption(f"{dtype.name} tensors cannot be quantized; they are stored exactly")
+
+
+def from_float(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """Round float32/float64 values to ``dtype`` storage, round-half-to-even."""
+    if dtype.name == "bfloat16":
+        u = values.astype(np.float32, copy=False).view(np.uint32)
+        rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        return rounded.astype(np.uint16)
+    return values.astype(dtype.storage, copy=False)
+
+
+def quantizable(dtype: DType) -> bool:
+    return dtype.name in ("float64", "float32", "float16", "bfloat16")
+
+
+def step_for_bits(values: np.ndarray, dtype: DType, bits: int) -> float:
+    """The float32 step that maps the tensor's largest magnitude to ``2**(bits-1) - 1``."""
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise InvalidOption(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}")
+    x = to_float(values, dtype)
+    absmax = float(np.max(np.abs(x))) if x.size else 0.0
+    if absmax == 0.0:
+        return 1.0
+    step = np.float32(absmax / ((1 << (bits - 1)) - 1))
+    if not np.isfinite(step) or step <= 0:
+        # absmax below float32's smallest subnormal times the level count.
+        step = np.float32(np.finfo(np.float32).smallest_subnormal)
+    return float(step)
+
+
+def check_step(step: float) -> float:
+    s = np.float32(step)
+    if not (np.isfinite(s) and s > 0):
+        raise InvalidOption(f"step must be a positive finite float32, got {step}")
+    return float(s)
+
+
+def quantize(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
+    """Integer symbols (int32) of a float tensor; ``step`` must be a float32 value.
+
+    Raises:
+        InvalidOption: if the tensor has non-finite values or the step is so
+            small that a symbol would not fit in int32.
+    """
+    x = to_float(values, dtype).astype(np.float64, copy=False)
+    if x.size and not np.isfinite(x).all():
+        raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
+    q = np.rint(x / np.float64(np.float32(step)))
+    qmax = QMAX_FLOAT64 if dtype.name == "float64" else QMAX_FLOAT32
+    if q.size and np.max(np.abs(q)) > qmax:
+        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax})")
+    return q.astype(np.int32)
+
+
+def dequantize(q: np.ndarray, dtype: DType, step: float) -> np.ndarray:
+    """Reconstruct a tensor's storage array from its symbols."""
+    if dtype.name == "float64":
+        return q.astype(np.float64) * np.float64(np.float32(step))
+    x = q.astype(np.float32)
+    x *= np.float32(step)
+    return from_float(x, dtype)
+
+
+def step_bits(step: float) -> int:
+    """The IEEE-754 binary32 bit pattern of a step, as stored in the file."""
+    return int(np.array(step, dtype=np.float32).view(np.uint32))
+
+
+def step_from_bits(bits: int) -> float:
+    return float(np.array(bits, dtype=np.uint32).view(np.float32))
