@@ -91,12 +91,14 @@ def decode(data: bytes, *, device="cpu", limits: Limits = Limits()) -> dict:
         FormatError: a subclass naming the check the data failed.
     """
     with _file.EcnnFile(data, limits) as f:
+        f.check_padding()
         return {n: f.get_tensor(n, device) for n in f.keys()}
 
 
 def load_file(path: str | os.PathLike, device="cpu", *, limits: Limits = Limits()) -> dict:
     """Read a ``.ecnn`` file into ``{name: torch.Tensor}`` on ``device``."""
     with _file.EcnnFile(path, limits) as f:
+        f.check_padding()
         return {n: f.get_tensor(n, device) for n in f.keys()}
 
 

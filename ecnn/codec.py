@@ -18,6 +18,7 @@ from ecnn.coder import streams
 from ecnn.config import EncodeConfig
 from ecnn.container.reader import TensorRecord
 from ecnn.dtypes import DType
+from ecnn.dtypes import contiguous as _contig
 from ecnn.errors import CorruptPayload, InvalidField, InvalidOption, UnknownField, UnsupportedCoding
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,12 @@ _REPR_KEYS = {"raw": {"kind"}, "planes": {"kind"}, "int": {"kind"}, "uniform": {
 
 
 def _raw(arr: np.ndarray) -> tuple[dict, list, bytes]:
-    data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    data = _contig(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     return {"kind": "raw"}, [], data
 
 
 def _planes(arr: np.ndarray, dt: DType, chunk: int) -> tuple[dict, list, bytes]:
-    b = np.ascontiguousarray(arr).view(np.uint8).reshape(-1, dt.itemsize)
+    b = _contig(arr).reshape(-1).view(np.uint8).reshape(-1, dt.itemsize)
     descs, parts = [], []
     for k in range(dt.itemsize):
         d, p = streams.encode_best(b[:, k], 1, False, chunk)
@@ -67,7 +68,7 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
 
     The record lacks ``offset``, ``length`` and ``crc32``; the container fills them.
     """
-    arr = np.ascontiguousarray(arr)
+    arr = _contig(arr)
     if arr.dtype != dt.storage:
         raise InvalidOption(f"tensor {name!r}: array dtype {arr.dtype} does not match {dt.name}")
     if arr.size == 0:

@@ -86,3 +86,8 @@ def from_numpy(dtype: np.dtype) -> DType:
     if name is None:
         raise UnsupportedDtype(f"unsupported numpy dtype {dtype}")
     return BY_NAME[name]
+
+
+def contiguous(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous version of an array, keeping 0-d arrays 0-d (unlike np.ascontiguousarray)."""
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")

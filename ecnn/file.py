@@ -187,7 +187,7 @@ class EcnnFile:
         rec = self._c.record(name)
         return codec.decode_tensor(rec, self._c.payload(rec)), dtypes.get(rec.dtype)
 
-    def arrays(self, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
+    def _arrays(self, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
         out = {}
         names = self.keys()
         for i, name in enumerate(names):
@@ -205,13 +205,21 @@ class EcnnFile:
         arr, dt = self.get_array(name)
         return et.from_array(arr, dt, device)
 
+    def check_padding(self) -> None:
+        """Check that every padding byte of the file is zero (NonZeroPadding if not)."""
+        self._c.check_padding()
+
+    def arrays(self, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
+        """Decode every tensor, after checking the padding between payloads."""
+        self._c.check_padding()
+        return self._arrays(progress)
+
     def verify(self, progress: Progress | None = None) -> None:
         """Check every checksum and padding byte and decode every tensor.
 
         Raises:
             FormatError: the first problem found.
         """
-        self._c.check_padding()
         self.arrays(progress)
 
     def close(self) -> None:

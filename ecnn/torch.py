@@ -8,9 +8,11 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+
 import torch
 
 from ecnn import dtypes
+from ecnn.dtypes import contiguous as _contig
 from ecnn.errors import UnsupportedDtype
 
 _TORCH_NAMES = {
@@ -47,11 +49,13 @@ def to_array(t: torch.Tensor) -> tuple[np.ndarray, dtypes.DType]:
 
 def from_array(arr: np.ndarray, dt: dtypes.DType, device="cpu") -> torch.Tensor:
     """A torch tensor from a numpy storage array (shares memory when on CPU)."""
-    arr = np.ascontiguousarray(arr)
     if dt.name not in _BY_NAME:
         raise UnsupportedDtype(f"this torch build has no {dt.name}")
+    shape = arr.shape
+    arr = _contig(arr)
     if dt.name in _VIEW_AS:
-        t = torch.from_numpy(arr.view(np.int16) if dt.itemsize == 2 else arr).view(_BY_NAME[dt.name])
+        flat = arr.reshape(-1)
+        t = torch.from_numpy(flat.view(np.int16) if dt.itemsize == 2 else flat).view(_BY_NAME[dt.name]).reshape(shape)
     else:
         t = torch.from_numpy(arr)
     return t.to(device) if str(device) != "cpu" else t
@@ -81,6 +85,7 @@ def load_file(path, device="cpu", dtype: torch.dtype | None = None) -> dict[str,
 
     out = {}
     with EcnnFile(path) as f:
+        f.check_padding()
         for name in f.keys():
             t = f.get_tensor(name, device)
             if dtype is not None and t.is_floating_point():

@@ -85,7 +85,14 @@ class Container:
     """
 
     def __init__(self, buf, limits: fmt.Limits = fmt.Limits()):
-        self.buf = memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf.cast("B")
+        self.buf = memoryview(buf).cast("B")
+        try:
+            self._parse(limits)
+        except BaseException:
+            self.buf.release()
+            raise
+
+    def _parse(self, limits: fmt.Limits) -> None:
         size = len(self.buf)
         self.major, self.minor, hlen, hcrc = read_preamble(self.buf)
         if hlen > min(limits.max_header_length, fmt.MAX_HEADER_LENGTH):

@@ -1,0 +1,280 @@
+"""The ``ecnn`` command: pack, unpack, info, verify."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from ecnn.errors import EcnnError, OutputExists, SameFile
+
+EXAMPLES = """\
+examples:
+  ecnn pack model.safetensors -o model.ecnn --bits 8     quantize weights to 8 bits
+  ecnn pack pytorch_model.bin -o model.ecnn --lossless   keep every bit
+  ecnn pack ckpt/ -o model.ecnn --step 0.002             sharded checkpoint folder
+  ecnn info model.ecnn                                   sizes per tensor
+  ecnn verify model.ecnn                                 check every checksum, decode all
+  ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
+"""
+
+
+def _progress_bar(enabled: bool, desc: str):
+    """A progress callback drawing a bar on stderr when it is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(name: str, i: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="tensor", leave=False, file=sys.stderr)
+        bar.n = i
+        bar.set_postfix_str(name[-40:], refresh=True)
+
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return update, close
+
+
+def _confirm_overwrite(path: Path, force: bool) -> None:
+    if not path.exists() or force:
+        return
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        sys.stderr.write(f"{path} exists. Overwrite? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() in ("y", "yes"):
+            return
+    raise OutputExists(f"{path} exists; pass --force to overwrite it")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _metadata(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            from ecnn.errors import InvalidOption
+
+            raise InvalidOption(f"--metadata expects KEY=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def cmd_pack(a) -> int:
+    from ecnn import file as efile
+    from ecnn import io as eio
+    from ecnn import torch as et
+    from ecnn.config import make_config
+
+    src = Path(a.input)
+    out = Path(a.output) if a.output else src.with_suffix(".ecnn")
+    if src.is_dir() and not a.output:
+        out = src.with_name(src.name + ".ecnn")
+    if eio.same_file(src, out) or (src.resolve() == out.resolve()):
+        raise SameFile(f"refusing to overwrite the input {src} with the output")
+    cfg = make_config(bits=a.bits, step=a.step, lossless=a.lossless, exact=tuple(a.exact))
+    _confirm_overwrite(out, a.force)
+    t0 = time.perf_counter()
+    tensors = eio.load_weights(src)
+    arrays = et.to_arrays(tensors)
+    in_bytes = sum(arr.nbytes for arr, _ in arrays.values())
+    update, close = _progress_bar(not a.quiet, "packing")
+    try:
+        size = efile.save(arrays, out, cfg, _metadata(a.metadata), update)
+    finally:
+        close()
+    dt = time.perf_counter() - t0
+    if not a.quiet:
+        print(
+            f"packed {len(arrays)} tensors, {_human(in_bytes)} -> {_human(size)} "
+            f"({in_bytes / max(size, 1):.2f}x) in {dt:.1f} s: {out}"
+        )
+    return 0
+
+
+def cmd_unpack(a) -> int:
+    from ecnn import file as efile
+    from ecnn import io as eio
+    from ecnn import torch as et
+
+    src = Path(a.input)
+    out = Path(a.output) if a.output else src.with_suffix(".safetensors")
+    if eio.same_file(src, out) or src.resolve() == out.resolve():
+        raise SameFile(f"refusing to overwrite the input {src} with the output")
+    if eio.kind_of(out) not in ("safetensors", "torch"):
+        from ecnn.errors import InvalidOption
+
+        raise InvalidOption(f"{out}: unpack writes .safetensors, .pt, .pth or .bin")
+    _confirm_overwrite(out, a.force)
+    update, close = _progress_bar(not a.quiet, "unpacking")
+    try:
+        with efile.EcnnFile(src) as f:
+            arrays = f.arrays(update)
+            metadata = f.metadata()
+    finally:
+        close()
+    tensors = {n: et.from_array(arr, dt) for n, (arr, dt) in arrays.items()}
+    size = eio.save_weights(tensors, out, metadata)
+    if not a.quiet:
+        print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)})")
+    return 0
+
+
+def cmd_info(a) -> int:
+    from ecnn import file as efile
+
+    with efile.EcnnFile(a.input) as f:
+        infos = f.infos()
+        meta = f.metadata()
+        size = f.size
+        version = f.version
+    if a.json:
+        rows = [
+            {
+                "name": i.name,
+                "shape": list(i.shape),
+                "dtype": i.dtype,
+                "representation": i.representation,
+                "step": i.step,
+                "coders": list(i.coders),
+                "coded_bytes": i.coded_bytes,
+                "bits_per_value": i.bits_per_value,
+            }
+            for i in infos
+        ]
+        print(json.dumps({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows}, indent=1))
+        return 0
+    print(format_table(infos))
+    raw = sum(i.nbytes for i in infos)
+    params = sum(i.numel for i in infos)
+    bpp = 8 * size / params if params else 0.0
+    print(
+        f"\n{len(infos)} tensors, {params:,} values, {_human(raw)} decoded; file {_human(size)} "
+        f"(format {version[0]}.{version[1]}): {raw / max(size, 1):.2f}x, {bpp:.3f} bits per value"
+    )
+    if meta:
+        print("metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
+    return 0
+
+
+def format_table(infos) -> str:
+    head = ("tensor", "shape", "dtype", "quantizer", "coder", "bytes", "bits/value", "ratio")
+    rows = []
+    for i in infos:
+        quant = f"uniform step={i.step:.4g}" if i.step is not None else f"exact ({i.representation})"
+        coders = "+".join(sorted(set(i.coders))) if i.coders else "raw"
+        ratio = f"{i.nbytes / i.coded_bytes:.2f}x" if i.coded_bytes else "-"
+        rows.append(
+            (i.name, "x".join(map(str, i.shape)) or "scalar", i.dtype, quant, coders, f"{i.coded_bytes:,}", f"{i.bits_per_value:.3f}", ratio)
+        )
+    widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(head)]
+    right = {5, 6, 7}
+
+    def fmt(r):
+        return "  ".join(c.rjust(w) if k in right else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join([fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(r) for r in rows])
+
+
+def cmd_verify(a) -> int:
+    from ecnn import file as efile
+
+    update, close = _progress_bar(not a.quiet, "verifying")
+    try:
+        with efile.EcnnFile(a.input) as f:
+            f.verify(update)
+            n, size = len(f), f.size
+    finally:
+        close()
+    if not a.quiet:
+        print(f"ok: {a.input}: {n} tensors, {size:,} bytes, every checksum matches and every tensor decodes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ecnn import __version__
+
+    p = argparse.ArgumentParser(
+        prog="ecnn",
+        description="Make trained neural networks small and load them back fast.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ecnn {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sp = sub.add_parser(
+        "pack",
+        help="compress a weights file into .ecnn",
+        description="Compress .safetensors, sharded safetensors (folder or index.json) or .pt/.pth/.bin "
+        "state dicts into a .ecnn file. Float tensors with 2+ dimensions are quantized "
+        "(8 bits unless told otherwise); biases, norms and integer tensors are kept exact.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument("input", help="weights file or checkpoint folder")
+    sp.add_argument("-o", "--output", help="output .ecnn file (default: input name with .ecnn)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--bits", type=int, help="bits per weight for the uniform quantizer, 2..16 (default 8)")
+    g.add_argument("--step", type=float, help="fixed quantization step instead of --bits")
+    g.add_argument("--lossless", action="store_true", help="keep every value bit-exact")
+    sp.add_argument("--exact", action="append", default=[], metavar="PATTERN", help="keep tensors whose name matches this glob exact (repeatable)")
+    sp.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="store a metadata entry (repeatable)")
+    sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.set_defaults(func=cmd_pack)
+
+    sp = sub.add_parser("unpack", help="decode .ecnn back to .safetensors or .pt")
+    sp.add_argument("input", help=".ecnn file")
+    sp.add_argument("-o", "--output", help="output .safetensors or .pt (default: input name with .safetensors)")
+    sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.set_defaults(func=cmd_unpack)
+
+    sp = sub.add_parser("info", help="list tensors with their sizes and coding")
+    sp.add_argument("input", help=".ecnn file")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("verify", help="check every checksum and decode every tensor")
+    sp.add_argument("input", help=".ecnn file")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return a.func(a)
+    except EcnnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,80 @@
+"""ecnn/context: varints, table expansion, order-0 fitting and its rate estimate."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ecnn.coder import categorical
+from ecnn.context import order0, tables, varint
+
+
+@given(st.lists(st.integers(0, (1 << 64) - 1), max_size=50))
+def test_varint_roundtrip(values):
+    data = varint.encode(values)
+    assert len(data) == int(varint.varint_sizes(values).sum()) if values else data == b""
+    back, pos = varint.decode(data, len(values))
+    assert back == values and pos == len(data)
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [(b"\x80", "past the end"), (b"\x80\x00", "non-minimal"), (b"\xff" * 10 + b"\x01", "longer than 10"), (b"\xff" * 9 + b"\x7f", "out of range")],
+)
+def test_varint_rejects_bad_encodings(data, why):
+    with pytest.raises(ValueError, match=why):
+        varint.decode(data, 1)
+
+
+@given(st.lists(st.integers(0, 1 << 20), min_size=2, max_size=300).filter(lambda c: sum(c) > 0))
+def test_expand_sums_to_free_weight(counts):
+    f = tables.expand(np.array(counts))
+    n = len(counts)
+    assert f.sum() == (1 << 24) - n
+    assert (f >= 0).all()
+    # Proportional up to the floor and the remainder on one symbol.
+    c = np.array(counts, dtype=np.int64)
+    base = c * ((1 << 24) - n) // c.sum()
+    diff = f - base
+    assert (diff >= 0).all() and np.count_nonzero(diff) <= 1
+    assert diff[np.argmax(c)] == diff.sum()
+
+
+@pytest.mark.parametrize("counts", [[5], [0, 0, 0], [1, -1], [1, 1 << 32]])
+def test_expand_rejects_bad_tables(counts):
+    with pytest.raises(ValueError):
+        tables.expand(np.array(counts))
+
+
+def test_fit_picks_exact_counts_for_small_streams():
+    hist = np.array([3, 0, 5, 1])
+    fit = order0.fit(hist)
+    assert fit.counts.tolist() == [3, 0, 5, 1]
+
+
+def test_fit_never_zeroes_an_occurring_symbol():
+    rng = np.random.default_rng(1)
+    hist = np.bincount(rng.geometric(0.05, 200_000), minlength=300)[:300]
+    fit = order0.fit(hist)
+    assert ((hist > 0) <= (fit.counts > 0)).all()
+
+
+@pytest.mark.parametrize("scale, n", [(2.0, 100_000), (30.0, 300_000), (0.4, 5_000)])
+def test_rate_estimate_matches_coded_size(scale, n):
+    rng = np.random.default_rng(7)
+    x = np.rint(rng.laplace(0, scale, n)).astype(np.int64)
+    idx = (x - x.min()).astype(np.int32)
+    hist = order0.histogram(idx, int(idx.max()) + 1)
+    fit = order0.fit(hist)
+    words = categorical.encode(idx, tables.expand(fit.counts), chunk=1 << 20)
+    coded_bits = 32 * sum(w.size for w in words)
+    assert abs(coded_bits - fit.symbol_bits) <= 0.01 * fit.symbol_bits + order0.FLUSH_BITS
+    # The table costs less than it saves over coding with 8-bit symbols.
+    assert fit.total_bits < 8 * n
+
+
+def test_entropy_is_a_lower_bound_of_the_fit():
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, 17, 50_000)
+    hist = order0.histogram(idx, 17)
+    assert order0.fit(hist).symbol_bits >= order0.entropy_bits(hist) - 1e-6

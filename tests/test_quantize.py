@@ -1,0 +1,88 @@
+"""ecnn/quantize: the error bound, rounding, and step choice."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ecnn import dtypes, quantize
+from ecnn.errors import InvalidOption
+
+F32 = dtypes.get("float32")
+
+
+def _ulp(x: np.ndarray, dtype) -> np.ndarray:
+    return np.spacing(np.abs(x).astype(dtype)).astype(np.float64)
+
+
+@given(
+    hnp.arrays(np.float32, st.integers(1, 200), elements=st.floats(-1e4, 1e4, width=32)),
+    st.integers(2, 16),
+)
+def test_error_bound_float32(x, bits):
+    step = quantize.step_for_bits(x, F32, bits)
+    q = quantize.quantize(x, F32, step)
+    assert np.abs(q).max() <= (1 << (bits - 1)) - 1 + 1
+    y = quantize.dequantize(q, F32, step)
+    err = np.abs(x.astype(np.float64) - y.astype(np.float64))
+    assert (err <= step / 2 + _ulp(y, np.float32) / 2).all()
+
+
+@pytest.mark.parametrize("name, np_dtype", [("float16", np.float16), ("float64", np.float64)])
+def test_error_bound_other_floats(name, np_dtype):
+    dt = dtypes.get(name)
+    x = (np.random.default_rng(0).standard_normal(5000) * 3).astype(np_dtype)
+    step = quantize.step_for_bits(x, dt, 6)
+    y = quantize.dequantize(quantize.quantize(x, dt, step), dt, step)
+    assert y.dtype == np_dtype
+    err = np.abs(x.astype(np.float64) - y.astype(np.float64))
+    assert (err <= step / 2 + _ulp(y, np_dtype) / 2).all()
+
+
+def test_bfloat16_rounds_half_to_even():
+    bf = dtypes.get("bfloat16")
+    # 1 + 2**-8 lies halfway between bf16 1.0 and 1.0078125: ties go to the even one (1.0).
+    halfway = np.array([1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8)], np.float32)
+    bits = quantize.from_float(halfway, bf)
+    back = quantize.to_float(bits, bf)
+    np.testing.assert_array_equal(back, np.array([1.0, 1 + 2**-6, -1.0], np.float32))
+
+
+def test_bfloat16_matches_torch_rounding():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 100
+    ours = quantize.from_float(x, dtypes.get("bfloat16"))
+    theirs = torch.from_numpy(x).bfloat16().view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_rounding_is_half_to_even():
+    q = quantize.quantize(np.array([0.5, 1.5, 2.5, -0.5, -1.5], np.float32), F32, 1.0)
+    assert q.tolist() == [0, 2, 2, 0, -2]
+
+
+def test_step_bits_roundtrip():
+    for s in [1.0, 0.001, 3.4e38, 1e-45]:
+        assert quantize.step_from_bits(quantize.step_bits(s)) == float(np.float32(s))
+
+
+def test_all_zero_tensor_gets_a_valid_step():
+    assert quantize.step_for_bits(np.zeros(10, np.float32), F32, 8) == 1.0
+
+
+@pytest.mark.parametrize("bad", [np.array([np.nan], np.float32), np.array([np.inf], np.float32)])
+def test_non_finite_values_cannot_be_quantized(bad):
+    with pytest.raises(InvalidOption):
+        quantize.quantize(bad, F32, 0.1)
+
+
+def test_step_too_small_is_refused():
+    with pytest.raises(InvalidOption):
+        quantize.quantize(np.array([1.0], np.float32), F32, 1e-9)
+
+
+@pytest.mark.parametrize("bits", [1, 17])
+def test_bits_out_of_range(bits):
+    with pytest.raises(InvalidOption):
+        quantize.step_for_bits(np.ones(3, np.float32), F32, bits)
