@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 
+import msgpack
 import numpy as np
 
 from ecnn import dtypes, quantize
@@ -59,8 +60,14 @@ def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict,
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
+def _cost(cand) -> int:
+    """Bytes a candidate adds to the file: its payload plus its header entries."""
+    rep, descs, payload = cand
+    return len(payload) + len(msgpack.packb(rep)) + len(msgpack.packb(descs))
+
+
 def _smallest(cands):
-    return min(cands, key=lambda c: len(c[2]))
+    return min(cands, key=_cost)
 
 
 def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> tuple[dict, bytes]:

@@ -227,7 +227,10 @@ class EcnnFile:
             self._c.release()
             self._c = None
         if self._mmap is not None:
-            self._mmap.close()
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # a caller still holds a view of it; it closes when that view goes
             self._mmap = None
         if self._file is not None:
             self._file.close()

@@ -100,10 +100,10 @@ class Container:
         hend = fmt.PREAMBLE_SIZE + hlen
         if hend > size:
             raise TruncatedFile(f"file ends at byte {size}, inside the {hlen}-byte header")
-        header_bytes = self.buf[fmt.PREAMBLE_SIZE : hend]
-        if fmt.crc32(self.buf[8:16], header_bytes) != hcrc:
+        header_bytes = bytes(self.buf[fmt.PREAMBLE_SIZE : hend])  # a copy: no view outlives an error
+        if fmt.crc32(bytes(self.buf[8:16]), header_bytes) != hcrc:
             raise HeaderChecksumMismatch("header checksum mismatch (the file is damaged)")
-        h = hdr.decode(bytes(header_bytes))
+        h = hdr.decode(header_bytes)
         self.header = h
         self.metadata: dict[str, str] = dict(h["metadata"])
         self.align: int = h["align"]

@@ -59,6 +59,10 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable) -> int:
     fd, tmp = tempfile.mkstemp(prefix=".ecnn-", suffix=".tmp", dir=folder)
     n = 0
     try:
+        # mkstemp creates the file 0600; give it the mode open() would (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             for c in chunks:
                 f.write(c)

@@ -1,0 +1,69 @@
+"""Conformance vectors in fixtures/v1: never skipped, never deleted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ecnn.numpy as en
+from ecnn import errors
+from ecnn.file import EcnnFile
+from make_fixtures import sha256_of
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
+VALID = json.loads((FIX / "valid" / "expected.json").read_text())
+INVALID = json.loads((FIX / "invalid" / "expected.json").read_text())
+
+
+def test_every_fixture_file_has_an_expectation():
+    assert sorted(p.stem for p in (FIX / "valid").glob("*.ecnn")) == sorted(VALID)
+    assert sorted(p.stem for p in (FIX / "invalid").glob("*.ecnn")) == sorted(INVALID)
+    assert len(VALID) >= 10 and len(INVALID) >= 20
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_valid_fixture_decodes_to_expected_tensors(name):
+    want = VALID[name]
+    data = (FIX / "valid" / f"{name}.ecnn").read_bytes()
+    with EcnnFile(data) as f:
+        f.verify()
+        assert f.metadata() == want["metadata"]
+        assert f.keys() == list(want["tensors"]) or sorted(f.keys()) == sorted(want["tensors"])
+        for tname, t in want["tensors"].items():
+            arr, dt = f.get_array(tname)
+            assert dt.name == t["dtype"] and list(arr.shape) == t["shape"]
+            assert sha256_of(arr) == t["sha256"], tname
+    assert set(en.decode(data)) == set(want["tensors"])
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_fixture_raises_its_error(name):
+    err = getattr(errors, INVALID[name]["error"])
+    data = (FIX / "invalid" / f"{name}.ecnn").read_bytes()
+    with pytest.raises(errors.FormatError) as info:
+        en.decode(data)
+    assert type(info.value) is err, f"{name}: got {type(info.value).__name__}: {info.value}"
+
+
+def test_cli_prints_one_line_for_every_invalid_fixture():
+    # One interpreter for all files keeps this fast; each file goes through the real CLI entry point.
+    code = (
+        "import sys, io, contextlib\n"
+        "from ecnn.cli import main\n"
+        "for p in sys.argv[1:]:\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        rc = main(['verify', '-q', p])\n"
+        "    print(rc, repr(err.getvalue()))\n"
+    )
+    files = [str(FIX / "invalid" / f"{n}.ecnn") for n in sorted(INVALID)]
+    r = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, check=True)
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(files)
+    for f, line in zip(files, lines):
+        rc, text = line.split(" ", 1)
+        text = eval(text)  # repr of a str printed above
+        assert rc == "1", f
+        assert text.startswith("error: ") and text.count("\n") == 1 and "Traceback" not in text, (f, text)

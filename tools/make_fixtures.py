@@ -1,0 +1,227 @@
+"""Build the conformance vectors under fixtures/v1/.
+
+    python tools/make_fixtures.py            # check: rebuild in memory, compare with the committed files
+    python tools/make_fixtures.py --write    # write new files (only for new vectors; never change old ones)
+
+valid/NAME.ecnn must decode to the tensors described in valid/expected.json
+(dtype, shape, SHA-256 of the little-endian storage bytes). invalid/NAME.ecnn
+must be rejected with the error class named in invalid/expected.json.
+Fixtures are never deleted: every later version must keep decoding them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import struct
+import sys
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import ecnn.numpy as en  # noqa: E402
+from ecnn.config import EncodeConfig  # noqa: E402
+from ecnn.container import format as fmt  # noqa: E402
+from ecnn.container.reader import Container  # noqa: E402
+
+OUT = ROOT / "fixtures" / "v1"
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    from ecnn import dtypes, quantize
+
+    return quantize.from_float(x.astype(np.float32), dtypes.get("bfloat16"))
+
+
+def valid() -> dict[str, tuple[bytes, dict]]:
+    """name -> (file bytes, tensors as numpy storage arrays with dtype names)."""
+    out = {}
+
+    def add(name, arrays, **kw):
+        cfg = kw.pop("config", None)
+        data = en.encode(arrays, config=cfg, **kw) if cfg else en.encode(arrays, **kw)
+        out[name] = data
+
+    r = _rng(1)
+    add(
+        "uniform_cat0",
+        {"fc.weight": (r.standard_normal((24, 16)) * 0.05).astype(np.float32), "fc.bias": (r.standard_normal(24) * 0.01).astype(np.float32)},
+        bits=4,
+        metadata={"model": "tiny mlp", "ecnn.fixture": "uniform_cat0"},
+    )
+    r = _rng(2)
+    add("uniform_float16_float64", {"h": (r.standard_normal((20, 10))).astype(np.float16), "d": r.standard_normal((5, 7))}, bits=8)
+    r = _rng(3)
+    add("lossless_planes", {"w": (r.standard_normal((40, 30)) * 0.02).astype(np.float32), "v": (r.standard_normal(100)).astype(np.float64)}, lossless=True)
+    r = _rng(4)
+    add(
+        "ints_and_bools",
+        {
+            "pos": np.arange(512, dtype=np.int64).reshape(1, 512),
+            "mask": r.random((16, 16)) > 0.2,
+            "q8": r.integers(-128, 128, (8, 8)).astype(np.int8),
+            "u8": np.minimum(r.geometric(0.3, 300), 255).astype(np.uint8),
+            "wide": r.integers(-(1 << 40), 1 << 40, 50).astype(np.int64),
+        },
+        lossless=True,
+    )
+    add("const_scalar_empty", {"zeros": np.zeros((10, 10), np.float32), "scalar": np.array(2.5, np.float32), "empty": np.zeros((0, 4), np.float32)}, bits=8)
+    r = _rng(5)
+    add("chunked", {"w": np.rint(r.laplace(0, 4, (100, 100))).astype(np.float32) * 0.01}, config=EncodeConfig(bits=8, chunk=4096))
+    add("no_tensors", {}, metadata={"note": "a file may hold only metadata"})
+    r = _rng(6)
+    add("align64", {"a": r.standard_normal((9, 9)).astype(np.float32), "b": np.arange(3, dtype=np.int16)}, config=EncodeConfig(lossless=True, align=64))
+    # Ancillary keys (leading underscore) in the header, a record and a stream: decoders ignore them.
+    base = en.encode({"w": (_rng(7).standard_normal((6, 6)) * 0.1).astype(np.float32)}, bits=6)
+    h, area = split(base)
+    h["_comment"] = "ancillary"
+    h["tensors"][0]["_note"] = "ancillary"
+    h["tensors"][0]["streams"][0]["_x"] = 1
+    out["ancillary_fields"] = build(h, area)
+    r = _rng(8)
+    bf = _bf16(r.standard_normal((12, 12)))
+    from ecnn import dtypes as dt_
+    from ecnn import file as efile
+
+    arrays = {"bf": (bf, dt_.get("bfloat16")), "bf_exact": (_bf16(r.standard_normal(12)), dt_.get("bfloat16"))}
+    out["bfloat16"] = efile.encode(arrays, EncodeConfig(bits=8))
+    return out
+
+
+def split(data: bytes) -> tuple[dict, bytes]:
+    c = Container(data)
+    return json.loads(json.dumps(c.header)), bytes(c.buf[c.data_start :])
+
+
+def build(header, area: bytes, *, major=1, minor=0, crc=None, hlen=None) -> bytes:
+    """Assemble a file from any header (dict or raw bytes), skipping the writer's checks."""
+    hb = header if isinstance(header, bytes) else msgpack.packb(header)
+    n = len(hb) if hlen is None else hlen
+    head = struct.pack("<HHI", major, minor, n)
+    c = fmt.crc32(head, hb) if crc is None else crc
+    data = fmt.SIGNATURE + head + struct.pack("<I", c) + hb
+    align = header.get("align", 8) if isinstance(header, dict) else 8
+    data += bytes(fmt.align_up(len(data), align) - len(data))
+    return data + area
+
+
+def invalid(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """name -> (file bytes, expected error class, what is wrong)."""
+    h, area = split(base)
+    out = {}
+
+    def add(name, data, err, why):
+        out[name] = (data, err, why)
+
+    def rec(i, **kw):
+        t = json.loads(json.dumps(h))
+        t["tensors"][i].update(kw)
+        return t
+
+    add("bad_signature", b"\x89PNG\r\n\x1a\n" + base[8:], "BadSignature", "PNG signature instead of .ecnn")
+    add("empty", b"", "TruncatedFile", "zero bytes")
+    add("truncated_preamble", base[:13], "TruncatedFile", "ends inside the 20-byte preamble")
+    add("truncated_header", base[:40], "TruncatedFile", "ends inside the header")
+    add("truncated_payload", base[:-3], "TruncatedFile", "last payload cut short")
+    add("unknown_major", build(h, area, major=2), "UnsupportedVersion", "Format_Major = 2")
+    add("header_too_large", build(h, area, hlen=fmt.MAX_HEADER_LENGTH + 1), "HeaderTooLarge", "Header_Length over the 64 MiB cap")
+    add("header_checksum", build(h, area, crc=0x12345678), "HeaderChecksumMismatch", "wrong Header_CRC32")
+    pb = bytearray(base)
+    c = Container(base)
+    pb[c.records[0].offset] ^= 0x01
+    add("payload_checksum", bytes(pb), "PayloadChecksumMismatch", "one bit flipped in the first payload")
+    hb = msgpack.packb(h)
+    dup = bytes([hb[0] + 1]) + hb[1:] + msgpack.packb("align") + msgpack.packb(h["align"])
+    add("duplicate_key", build(dup, area), "DuplicateKey", "the top-level key 'align' twice")
+    add("malformed_msgpack", build(hb[:-1] + b"\xc1", area), "MalformedHeader", "0xC1 (never used) in the header")
+    add("float_in_header", build(dict(h, metadata={"k": 1.5}), area), "InvalidField", "a float value in the header")
+    add("unknown_field", build(dict(h, compression="zip"), area), "UnknownField", "unknown critical top-level key")
+    add("duplicate_names", build(rec(1, name=h["tensors"][0]["name"]), area), "DuplicateTensorName", "two records named alike")
+    add("offset_overlap", build(rec(1, offset=0), area), "BadLayout", "second payload overlaps the first")
+    add("offset_gap", build(rec(1, offset=h["tensors"][1]["offset"] + 64), area), "BadLayout", "a hole before the second payload")
+    add("length_out_of_range", build(rec(1, length=1 << 40), area), "TruncatedFile", "payload runs past the end of the file")
+    add("trailing_data", base + b"\0" * 8, "TrailingData", "bytes after the last payload")
+    add("huge_tensor", build(rec(0, shape=[1 << 20, 1 << 20]), area), "LimitExceeded", "declares a 4 TiB tensor")
+    add("unknown_dtype", build(rec(0, dtype="complex64"), area), "UnsupportedCoding", "dtype not in the table")
+    add("unknown_repr", build(rec(0, repr={"kind": "wavelet"}), area), "UnsupportedCoding", "representation kind not in the spec")
+    s0 = dict(h["tensors"][0]["streams"][0], coder="ans")
+    add("unknown_coder", build(rec(0, streams=[s0]), area), "UnsupportedCoding", "stream coder not in the spec")
+    s0 = dict(h["tensors"][0]["streams"][0], precision=16)
+    add("unsupported_precision", build(rec(0, streams=[s0]), area), "UnsupportedCoding", "cat0 precision other than 24")
+    # Padding byte set between header and first payload.
+    pad = bytearray(base)
+    if c.data_start > c.header_end:
+        pad[c.header_end] = 0xAA
+        add("nonzero_padding", bytes(pad), "NonZeroPadding", "a padding byte after the header is not zero")
+    # A cat0 table of all-zero counts, with the payload CRC recomputed.
+    t0 = h["tensors"][0]
+    s0 = t0["streams"][0]
+    assert s0["coder"] == "cat0", s0
+    payload = bytearray(area[t0["offset"] : t0["offset"] + t0["length"]])
+    # Every stored count of the base file fits one varint byte, so zeroing the first
+    # nsym bytes zeroes the whole table without moving anything after it.
+    assert all(b < 0x80 for b in payload[: s0["nsym"]])
+    payload[: s0["nsym"]] = bytes(s0["nsym"])
+    bad_area = bytes(payload) + area[t0["offset"] + t0["length"] :]
+    add("zero_table", build(rec(0, crc32=fmt.crc32(bytes(payload))), bad_area), "CorruptPayload", "cat0 table with all counts zero")
+    return out
+
+
+def sha256_of(arr: np.ndarray) -> str:
+    a = np.ascontiguousarray(arr)
+    if a.dtype.itemsize > 1:
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return hashlib.sha256(a.tobytes()).hexdigest()
+
+
+def describe(data: bytes) -> dict:
+    from ecnn.file import EcnnFile
+
+    with EcnnFile(data) as f:
+        tensors = {}
+        for name in f.keys():
+            arr, dt = f.get_array(name)
+            tensors[name] = {"dtype": dt.name, "shape": list(arr.shape), "sha256": sha256_of(arr)}
+        return {"metadata": f.metadata(), "tensors": tensors}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="write the files instead of comparing")
+    a = ap.parse_args()
+    v = valid()
+    base = v["uniform_cat0"]
+    inv = invalid(base)
+    files = {OUT / "valid" / f"{k}.ecnn": d for k, d in v.items()}
+    files.update({OUT / "invalid" / f"{k}.ecnn": d for k, (d, _, _) in inv.items()})
+    files[OUT / "valid" / "expected.json"] = (json.dumps({k: describe(d) for k, d in v.items()}, indent=1, sort_keys=True) + "\n").encode()
+    files[OUT / "invalid" / "expected.json"] = (
+        json.dumps({k: {"error": e, "why": w} for k, (_, e, w) in inv.items()}, indent=1, sort_keys=True) + "\n"
+    ).encode()
+    if a.write:
+        for p, d in files.items():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if p.exists() and p.suffix == ".ecnn" and p.read_bytes() != d:
+                print(f"refusing to change existing fixture {p.relative_to(ROOT)}", file=sys.stderr)
+                return 1
+            p.write_bytes(d)
+        print(f"wrote {len(files)} files under {OUT.relative_to(ROOT)}")
+        return 0
+    diff = [p for p, d in files.items() if not p.exists() or p.read_bytes() != d]
+    for p in diff:
+        print(f"differs: {p.relative_to(ROOT)}")
+    print("fixtures match the encoder" if not diff else f"{len(diff)} fixture files differ")
+    return 1 if diff else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
