@@ -81,7 +81,8 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
     if arr.size == 0:
         rep, descs, payload = _raw(arr)
     elif dt.is_float and wants_quantization(name, arr, dt, cfg):
-        step = quantize.step_for_bits(arr, dt, cfg.bits) if cfg.bits is not None else quantize.check_step(cfg.step)
+        fixed = cfg.step_for(name)
+        step = quantize.check_step(fixed) if fixed is not None else quantize.step_for_bits(arr, dt, cfg.bits)
         try:
             rep, descs, payload = _uniform(arr, dt, step, cfg.chunk)
         except InvalidOption as e:
@@ -100,9 +101,11 @@ def wants_quantization(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig)
     """Whether the config quantizes this tensor (others are stored exactly)."""
     if not cfg.quantizes or not quantize.quantizable(dt):
         return False
-    if arr.ndim < cfg.min_ndim:
+    if any(fnmatch.fnmatchcase(name, p) for p in cfg.exact):
         return False
-    return not any(fnmatch.fnmatchcase(name, p) for p in cfg.exact)
+    if name in dict(cfg.steps):
+        return True  # an explicit per-tensor step overrides the dimension rule
+    return arr.ndim >= cfg.min_ndim and (cfg.bits is not None or cfg.step is not None)
 
 
 # --- validation -------------------------------------------------------------

@@ -23,6 +23,9 @@ class EncodeConfig:
         lossless: store every tensor bit-exactly. Shapes the bitstream.
         exact: glob patterns (fnmatch) of tensor names to keep bit-exact even
             when quantizing. Shapes the bitstream.
+        steps: per-tensor quantization steps, ``{name: step}``; these tensors
+            are quantized with their own step whatever ``bits``/``step`` say
+            (e.g. weights already on a grid after ``ecnn.train``). Shapes the bitstream.
         min_ndim: float tensors with fewer dimensions (biases, norms) are kept
             exact. Shapes the bitstream.
         chunk: symbols per independently decodable chunk. Shapes the bitstream.
@@ -34,6 +37,7 @@ class EncodeConfig:
     step: float | None = None
     lossless: bool = False
     exact: tuple[str, ...] = ()
+    steps: tuple[tuple[str, float], ...] = ()
     min_ndim: int = 2
     chunk: int = 1 << 20
     align: int = 8
@@ -53,10 +57,21 @@ class EncodeConfig:
             raise InvalidOption(f"align must be a power of two in [1, 4096], got {self.align}")
         if isinstance(self.exact, str):
             object.__setattr__(self, "exact", (self.exact,))
+        steps = tuple(sorted(dict(self.steps).items()))
+        for name, s in steps:
+            if not (isinstance(s, (int, float)) and 0 < s < float("inf")):
+                raise InvalidOption(f"step for {name!r} must be a positive finite number, got {s!r}")
+        object.__setattr__(self, "steps", steps)
+        if chosen and steps and self.lossless:
+            raise InvalidOption("per-tensor steps cannot be combined with lossless")
 
     @property
     def quantizes(self) -> bool:
-        return self.bits is not None or self.step is not None
+        return self.bits is not None or self.step is not None or bool(self.steps)
+
+    def step_for(self, name: str) -> float | None:
+        """The fixed step for a tensor (per-tensor first, then ``step``), if any."""
+        return dict(self.steps).get(name, self.step)
 
 
 DEFAULT_BITS = 8
@@ -64,6 +79,6 @@ DEFAULT_BITS = 8
 
 def make_config(bits=None, step=None, lossless=False, **kw) -> EncodeConfig:
     """Build an EncodeConfig; with no choice given, quantize to 8 bits."""
-    if bits is None and step is None and not lossless:
+    if bits is None and step is None and not lossless and not kw.get("steps"):
         bits = DEFAULT_BITS
     return EncodeConfig(bits=bits, step=step, lossless=lossless, **kw)

@@ -188,3 +188,17 @@ def test_chunked_tensor_roundtrip():
     f = ecnn.open(ecnn.encode({"t": t}, config=ecnn.EncodeConfig(bits=8, chunk=4096)))
     ref = ecnn.decode(ecnn.encode({"t": t}, bits=8))["t"]
     assert torch.equal(f.get_tensor("t"), ref)
+
+
+def test_per_tensor_steps_pack_grid_weights_without_requantizing():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(-20, 21, (30, 40), generator=g)
+    w = q.float() * 0.0173  # weights already on a grid, as after training
+    b = torch.randint(-5, 6, (30,), generator=g).float() * 0.5
+    cfg = ecnn.EncodeConfig(steps={"w": 0.0173, "b": 0.5})
+    f = ecnn.open(ecnn.encode({"w": w, "b": b, "other": torch.randn(5, 5)}, config=cfg))
+    assert torch.equal(f.get_tensor("w"), w) and torch.equal(f.get_tensor("b"), b)
+    assert f.info("b").representation == "uniform"  # named explicitly, so 1-D is quantized too
+    assert f.info("other").representation != "uniform"  # no bits/step: kept exact
+    with pytest.raises(InvalidOption):
+        ecnn.EncodeConfig(steps={"w": 0.0})
