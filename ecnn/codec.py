@@ -118,6 +118,8 @@ def validate_record(rec: TensorRecord) -> None:
         UnsupportedCoding, UnknownField, InvalidField, LimitExceeded.
     """
     dt = dtypes.get(rec.dtype)
+    if any(type(k) is not str for k in rec.repr):
+        raise InvalidField(f"tensor {rec.name!r}: repr keys must be strings")
     kind = rec.repr.get("kind")
     if kind not in REPRS:
         raise UnsupportedCoding(f"tensor {rec.name!r}: unknown representation {kind!r}")
@@ -178,6 +180,8 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
     kind = rec.repr["kind"]
     count = rec.numel
     if kind == "raw":
+        if dt.kind == "b":
+            return _bools(np.frombuffer(payload, dtype=np.uint8, count=count), rec)
         arr = np.frombuffer(payload, dtype=dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage, count=count)
         return arr.astype(dt.storage).reshape(rec.shape)  # copies: the result owns its memory
     parts = _split(rec, payload)
@@ -185,6 +189,8 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
         out = np.empty((count, dt.itemsize), dtype=np.uint8)
         for k, (d, p) in enumerate(parts):
             out[:, k] = streams.decode(d, p, count, np.uint8, 0, 255)
+        if dt.kind == "b":
+            return _bools(out[:, 0], rec)
         return out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage).reshape(rec.shape).astype(dt.storage, copy=False)
     ((d, p),) = parts
     lo, hi = _symbol_range(dt, kind)
@@ -195,6 +201,13 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
         return streams.decode(d, p, count, dt.storage, lo, hi).reshape(rec.shape)
     q = streams.decode(d, p, count, np.int32, lo, hi)
     return quantize.dequantize(q, dt, quantize.step_from_bits(rec.repr["step"])).reshape(rec.shape)
+
+
+def _bools(values: np.ndarray, rec: TensorRecord) -> np.ndarray:
+    """Bytes of a bool tensor: only 0 and 1 are valid."""
+    if values.size and int(values.max()) > 1:
+        raise CorruptPayload(f"tensor {rec.name!r}: bool bytes other than 0 and 1")
+    return values.astype(np.bool_).reshape(rec.shape)
 
 
 def _split(rec: TensorRecord, payload):

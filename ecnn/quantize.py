@@ -16,7 +16,8 @@ from ecnn.dtypes import DType
 from ecnn.errors import InvalidOption
 
 MIN_BITS, MAX_BITS = 2, 16
-# Largest |symbol|: float32 holds every integer up to 2**24 exactly, float64 up to 2**53.
+# Largest |symbol|: float32 holds every integer up to 2**24 exactly; float64 tensors
+# allow the int32 range.
 QMAX_FLOAT32 = 1 << 24
 QMAX_FLOAT64 = (1 << 31) - 1
 

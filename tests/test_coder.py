@@ -117,3 +117,27 @@ def test_raw_stream_values_are_range_checked():
     desc = {"coder": "raw", "length": 3, "width": 1, "signed": False}
     with pytest.raises(CorruptPayload):
         streams.decode(desc, data, 3, np.uint8, 0, 1)
+
+
+def test_damaged_words_raise_corrupt_payload():
+    values, desc, data = _cat0()
+    from ecnn.context import varint
+
+    counts, pos = varint.decode(data, desc["nsym"])
+    nwords, end = varint.decode(data, -(-values.size // desc["chunk"]), pos)
+    bad = data[:end] + b"\xff" * (len(data) - end)
+    with pytest.raises(CorruptPayload):
+        streams.decode(desc, bad, values.size, np.int32, -(1 << 24), 1 << 24)
+
+
+@pytest.mark.parametrize("desc", [{1: 2, "coder": "const"}, {"coder": ["x"], "length": 0}])
+def test_malformed_descriptors_are_typed_errors(desc):
+    with pytest.raises(InvalidField):
+        streams.validate(desc, 10, 0, 255)
+
+
+def test_large_uint64_values_fall_back_to_raw():
+    v = np.array([1 << 63, (1 << 63) + 5, (1 << 63) + 2] * 100, dtype=np.uint64)
+    desc, data = streams.encode_best(v, 8, False)
+    out = streams.decode(desc, data, v.size, np.uint64, 0, (1 << 64) - 1)
+    np.testing.assert_array_equal(out, v)

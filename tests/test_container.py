@@ -214,3 +214,16 @@ def test_atomic_write_replaces(tmp_path):
     n = atomic_write(target, serialize([], [], {}))
     assert target.stat().st_size == n
     assert en.load_file(target) == {}
+
+
+def test_header_type_rules():
+    h, area = parts(small_file())
+    ts = msgpack.packb(dict(h, _when=msgpack.Timestamp(1, 0)), datetime=False)
+    with pytest.raises(MalformedHeader):
+        en.decode(rebuild(ts, area))
+    with pytest.raises(MalformedHeader):
+        en.decode(rebuild(msgpack.packb(dict(h, _b=b""), use_bin_type=True), area))
+    with pytest.raises(InvalidField):
+        en.decode(rebuild(dict(h, _m={1.5: "x"}), area))
+    dup = msgpack.packb(dict(h, _m={1: "a", True: "b"}))
+    en.decode(rebuild(dup, area))  # 1 and true are different keys

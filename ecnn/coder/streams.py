@@ -21,7 +21,6 @@ from ecnn.context import order0, tables, varint
 from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnknownField, UnsupportedCoding
 
 DEFAULT_CHUNK = 1 << 20
-MIN_CHUNK = 1 << 12
 MAX_CHUNKS = 1 << 20
 _RAW_DTYPES = {
     (1, False): np.dtype("u1"),
@@ -59,7 +58,11 @@ def validate(desc, count: int, lo: int, hi: int) -> None:
     """
     if not isinstance(desc, dict):
         raise InvalidField("a stream descriptor must be a map")
+    if any(type(k) is not str for k in desc):
+        raise InvalidField("stream descriptor keys must be strings")
     kind = desc.get("coder")
+    if type(kind) is not str:
+        raise InvalidField("stream field 'coder' must be a string")
     if kind not in _KEYS:
         raise UnsupportedCoding(f"unknown stream coder {kind!r}")
     extra = {k for k in desc if k not in _KEYS[kind] and not k.startswith("_")}
@@ -146,8 +149,8 @@ def encode_best(values: np.ndarray, width: int, signed: bool, chunk: int = DEFAU
         return encode_const(lo)
     raw_bits = 8 * v.size * width
     nsym = hi - lo + 1
-    if nsym <= tables.MAX_NSYM:
-        indices = (v.astype(np.int64) - lo).astype(np.int32)
+    if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
+        indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64) - lo).astype(np.int32)
         hist = order0.histogram(indices, nsym)
         fit, bits = cat0_estimate(hist, v.size, chunk)
         if bits < raw_bits:
@@ -205,8 +208,8 @@ def _decode_cat0(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray
         wpos += nwords[i]
         try:
             idx = categorical.decode_chunk(w, m, n)
-        except (ValueError, RuntimeError) as e:
-            raise CorruptPayload(f"cat0 chunk {i}: {e}") from None
+        except Exception as e:  # constriction signals impossible states with AssertionError
+            raise CorruptPayload(f"cat0 chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
         if offset == 0:
             out[start : start + n] = idx
         else:

@@ -145,9 +145,12 @@ def check_map(obj, fields: dict[str, Field], what: str) -> None:
 
 def _pairs_hook(pairs):
     out = {}
+    seen = set()
     for k, v in pairs:
-        if k in out:
+        key = (type(k), k)  # 1 and True are different keys
+        if key in seen:
             raise DuplicateKey(f"duplicate key {k!r} in a header map")
+        seen.add(key)
         out[k] = v
     return out
 
@@ -178,22 +181,27 @@ def decode(data: bytes) -> dict:
         raise
     except Exception as e:  # msgpack raises several unrelated types on bad input
         raise MalformedHeader(f"header is not valid MessagePack: {e}") from None
-    _reject_floats(obj)
+    _check_types(obj)
     check_map(obj, TOP_FIELDS, "header")
     return obj
 
 
-def _reject_floats(obj, depth: int = 0) -> None:
+def _check_types(obj, depth: int = 0) -> None:
+    """Only maps, arrays, strings, integers, booleans and nil, nested at most 16 deep."""
     if depth > 16:
         raise MalformedHeader("header nests deeper than 16 levels")
-    if isinstance(obj, float):
-        raise InvalidField("floating-point values are not allowed in the header")
     if isinstance(obj, dict):
-        for v in obj.values():
-            _reject_floats(v, depth + 1)
+        for k, v in obj.items():
+            _check_types(k, depth + 1)
+            _check_types(v, depth + 1)
     elif isinstance(obj, list):
         for v in obj:
-            _reject_floats(v, depth + 1)
+            _check_types(v, depth + 1)
+    elif isinstance(obj, float):
+        raise InvalidField("floating-point values are not allowed in the header")
+    elif obj is not None and type(obj) not in (str, int, bool):
+        # bin and extension objects (msgpack decodes the timestamp extension itself)
+        raise MalformedHeader(f"MessagePack {type(obj).__name__} objects are not allowed in the header")
 
 
 def _ordered(obj: dict, fields: dict[str, Field]) -> dict:

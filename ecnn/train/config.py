@@ -1,0 +1,77 @@
+"""Options of entropy-constrained training, as a frozen, versioned dataclass.
+
+None of these fields shapes the bitstream directly: they shape the trained
+weights, which :func:`ecnn.train.convert_` puts on per-tensor uniform grids
+that :class:`ecnn.config.EncodeConfig` then packs without re-quantizing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ecnn.errors import InvalidOption
+
+METHODS = ("none", "ect", "hemp", "ebp")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`ecnn.train.prepare_` sets up a model.
+
+    Attributes:
+        method: ``"ect"`` entropy-constrained training (soft assignment to the
+            grid levels, Wiedemann et al. 2019); ``"hemp"`` entropy of groups of
+            ``order`` consecutive symbols (Tartaglione et al. 2021); ``"ebp"``
+            per-layer pruning thresholds from a Gaussian model of the weights
+            (after Hur & Kang 2019) plus the order-0 ECT regularizer;
+            ``"none"`` quantization-aware training with a learned step only.
+        lam: weight of the rate term; :func:`ecnn.train.regularizer` returns
+            ``lam`` times the estimated rate in bits per quantized parameter.
+        init_bits: the initial step of a tensor is ``max|w| / (2**(init_bits-1) - 1)``.
+        quantize_bias: also quantize 1-D parameters (biases) with a learned step.
+        temperature: softness of ECT's assignment of a weight to its four
+            nearest levels, in squared steps; smaller is closer to rounding.
+        assign_weight: the final (and forward) assignment of a weight minimizes
+            ``(w/step - k)**2 + assign_weight * codelength(k)`` over the two
+            neighbouring levels and zero; ``0`` is plain rounding.
+        order: HEMP group size (2 or 3; 1 is the order-0 entropy).
+        sample: at most this many weights (or groups) per tensor enter the soft
+            entropy each step; the value of the order-0 rate is always exact.
+        prune_energy: EBP: each layer prunes the weights below the magnitude
+            that holds this fraction of its output energy under a Gaussian
+            model of its weights.
+        prune_ramp: EBP: steps over which ``prune_energy`` ramps up from 0.
+        version: version of this config's meaning.
+    """
+
+    method: str = "ect"
+    lam: float = 0.0
+    init_bits: int = 6
+    quantize_bias: bool = True
+    temperature: float = 0.25
+    assign_weight: float = 0.05
+    order: int = 2
+    sample: int = 1 << 16
+    prune_energy: float = 0.0
+    prune_ramp: int = 1000
+    version: int = field(default=1, repr=False)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InvalidOption(f"method must be one of {METHODS}, got {self.method!r}")
+        if not self.lam >= 0:
+            raise InvalidOption(f"lam must be >= 0, got {self.lam!r}")
+        if not 2 <= self.init_bits <= 16:
+            raise InvalidOption(f"init_bits must be in [2, 16], got {self.init_bits!r}")
+        if not self.temperature > 0:
+            raise InvalidOption(f"temperature must be > 0, got {self.temperature!r}")
+        if not self.assign_weight >= 0:
+            raise InvalidOption(f"assign_weight must be >= 0, got {self.assign_weight!r}")
+        if self.order not in (1, 2, 3):
+            raise InvalidOption(f"order must be 1, 2 or 3, got {self.order!r}")
+        if self.sample < 16:
+            raise InvalidOption(f"sample must be >= 16, got {self.sample!r}")
+        if not 0 <= self.prune_energy < 1:
+            raise InvalidOption(f"prune_energy must be in [0, 1), got {self.prune_energy!r}")
+        if self.prune_ramp < 0:
+            raise InvalidOption(f"prune_ramp must be >= 0, got {self.prune_ramp!r}")

@@ -1,0 +1,135 @@
+"""The per-tensor quantizer that :func:`ecnn.train.prepare_` attaches to a parameter.
+
+It is a ``torch.nn.utils.parametrize`` parametrization: the module keeps the
+latent float weight and every access to ``module.weight`` returns it snapped to
+the grid ``k * step``. The step is learned (``step = exp(log_step)``), with the
+straight-through estimator for the rounding, so the gradient of the step is
+LSQ's ``k - w/step`` (Esser et al. 2020).
+
+The level a weight snaps to is ECT's entropy-constrained assignment: among the
+two neighbouring levels and zero, the one that minimizes
+``(w/step - k)**2 + assign_weight * codelength(k)``, where ``codelength`` is
+``-log2`` of each level's frequency in the previous training step. Levels that
+are frequent (zero above all) so win ties and grow. EBP's pruning mask, when
+enabled, forces weights under the layer's threshold to zero first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecnn.train import pruning
+from ecnn.train.config import TrainConfig
+
+# Code length given to a level that did not occur in the previous step.
+_UNSEEN_BITS = 24.0
+
+
+def initial_step(weight: torch.Tensor, bits: int) -> float:
+    """``max|w| / (2**(bits-1) - 1)``, or 1e-3 for an all-zero tensor."""
+    m = float(weight.detach().abs().max()) if weight.numel() else 0.0
+    return m / ((1 << (bits - 1)) - 1) if m > 0 else 1e-3
+
+
+class UniformQuantizer(nn.Module):
+    """Snap a tensor to a uniform grid with a learned step (a parametrization).
+
+    Args:
+        weight: the tensor to be quantized (for the initial step and size).
+        config: the training options.
+        prune: whether this tensor takes EBP's pruning threshold (weights, not biases).
+
+    Buffers:
+        counts: symbol counts of the last training forward, over ``lo .. lo+len-1``.
+        lo: the smallest symbol of ``counts``.
+        steps_seen: training forwards so far (for EBP's ramp).
+        fixed_threshold: a magnitude threshold set by
+            :func:`ecnn.train.prune_magnitude_` (0: none).
+    """
+
+    def __init__(self, weight: torch.Tensor, config: TrainConfig, prune: bool = False):
+        super().__init__()
+        self.config = config
+        self.prune = prune and config.method == "ebp" and config.prune_energy > 0
+        self.log_step = nn.Parameter(torch.tensor(math.log(initial_step(weight, config.init_bits)), dtype=torch.float32))
+        self.register_buffer("counts", torch.zeros(1, dtype=torch.float64))
+        self.register_buffer("lo", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("fixed_threshold", torch.zeros((), dtype=torch.float32))
+
+    @property
+    def step(self) -> torch.Tensor:
+        return torch.exp(self.log_step.float())
+
+    def float32_step(self) -> float:
+        """The step as the float32 value the file stores."""
+        return float(np.float32(math.exp(float(self.log_step.detach()))))
+
+    def codelengths(self, device) -> tuple[torch.Tensor, int]:
+        """``-log2`` frequency of each level in the last training step, and the first level."""
+        c = self.counts.to(device)
+        total = c.sum()
+        if total <= 0:
+            return torch.zeros_like(c, dtype=torch.float32), int(self.lo)
+        bits = torch.where(c > 0, -torch.log2(c.clamp_min(1) / total), torch.full_like(c, _UNSEEN_BITS))
+        return bits.float(), int(self.lo)
+
+    def threshold(self, w: torch.Tensor) -> float:
+        """The pruning threshold now: the fixed one, raised by EBP's Gaussian rule."""
+        t = float(self.fixed_threshold)
+        if self.prune:
+            ramp = self.config.prune_ramp
+            frac = 1.0 if ramp == 0 else min(1.0, float(self.steps_seen) / ramp)
+            t = max(t, pruning.gaussian_threshold(w.detach(), self.config.prune_energy * frac))
+        return t
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor | None:
+        """Keep-mask ``|w| >= threshold``, or None when nothing is pruned."""
+        t = self.threshold(w)
+        return None if t <= 0 else w.detach().abs() >= t
+
+    @torch.no_grad()
+    def assign(self, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Entropy-constrained levels (float tensor of integers) for positions ``v``."""
+        beta = self.config.assign_weight
+        r = torch.round(v)
+        if beta > 0 and float(self.counts.sum()) > 0:
+            bits, lo = self.codelengths(v.device)
+            f = torch.floor(v)
+            cands = torch.stack([f, f + 1, torch.zeros_like(f)])
+            idx = (cands - lo).long()
+            ok = (idx >= 0) & (idx < bits.numel())
+            cl = torch.where(ok, bits[idx.clamp(0, bits.numel() - 1)], torch.full_like(v, _UNSEEN_BITS))
+            cost = (v - cands) ** 2 + beta * cl
+            r = cands.gather(0, cost.argmin(dim=0, keepdim=True))[0]
+        if keep is not None:
+            r = torch.where(keep, r, torch.zeros_like(r))
+        return r
+
+    @torch.no_grad()
+    def _record(self, q: torch.Tensor) -> None:
+        qi = q.long().reshape(-1)
+        lo = int(qi.min()) if qi.numel() else 0
+        counts = torch.bincount(qi - lo).to(torch.float64)
+        self.counts = counts.to(self.counts.device)
+        self.lo.fill_(lo)
+        self.steps_seen += 1
+
+    def symbols(self, w: torch.Tensor) -> torch.Tensor:
+        """Integer symbols (int64) of ``w`` under the current step and assignment."""
+        with torch.no_grad():
+            v = w.detach().float() / self.step
+            return self.assign(v, self.mask(w)).long()
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        s = self.step
+        v = w.float() / s
+        q = self.assign(v.detach(), self.mask(w))
+        if self.training and torch.is_grad_enabled():
+            self._record(q)
+        v_ste = v + (q - v).detach()
+        return (v_ste * s).to(w.dtype)
