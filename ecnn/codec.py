@@ -48,15 +48,20 @@ def _planes(arr: np.ndarray, dt: DType, chunk: int) -> tuple[dict, list, bytes]:
 
 def _ints(arr: np.ndarray, dt: DType, chunk: int):
     values = arr.ravel().astype(np.uint8) if dt.kind == "b" else arr.ravel()
-    d, p = streams.encode_best(values, dt.itemsize, dt.kind != "u", chunk)
+    d, p = streams.encode_best(values, dt.itemsize, dt.kind != "u", chunk, rows=_rows(arr))
     if d["coder"] == "raw":
         return None  # the raw representation stores the same bytes more simply
     return {"kind": "int"}, [d], p
 
 
+def _rows(arr: np.ndarray) -> int | None:
+    """Rows of the matrix view used by row/column contexts: the first dimension."""
+    return int(arr.shape[0]) if arr.ndim >= 2 else None
+
+
 def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
     q = quantize.quantize(arr, dt, step)
-    d, p = streams.encode_best(q.ravel(), 4, True, chunk)
+    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr))
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 

@@ -1,7 +1,7 @@
 """Build the conformance vectors under fixtures/v1/.
 
-    python tools/make_fixtures.py            # check: rebuild in memory, compare with the committed files
-    python tools/make_fixtures.py --write    # write new files (only for new vectors; never change old ones)
+    python tools/make_fixtures.py            # check the committed fixtures against expected.json
+    python tools/make_fixtures.py --write    # add fixtures that do not exist yet (never changes old ones)
 
 valid/NAME.ecnn must decode to the tensors described in valid/expected.json
 (dtype, shape, SHA-256 of the little-endian storage bytes). invalid/NAME.ecnn
@@ -94,6 +94,13 @@ def valid() -> dict[str, tuple[bytes, dict]]:
 
     arrays = {"bf": (bf, dt_.get("bfloat16")), "bf_exact": (_bf16(r.standard_normal(12)), dt_.get("bfloat16"))}
     out["bfloat16"] = efile.encode(arrays, EncodeConfig(bits=8))
+    # Row/column scale contexts: signed (magnitudes + signs) and unsigned (offset) streams, several chunks.
+    r = _rng(9)
+    rs, cs = np.exp(r.standard_normal(256) * 0.8), np.exp(r.standard_normal(64) * 0.8)
+    w = (r.standard_normal((256, 64)) * rs[:, None] * cs[None, :]).astype(np.float32)
+    out["rowcol_signs"] = en.encode({"w": w}, config=EncodeConfig(bits=6, chunk=4096))
+    u = np.minimum(np.abs(np.rint(w / np.abs(w).max() * 60)), 255).astype(np.uint8) + 2
+    out["rowcol_unsigned"] = en.encode({"u": u}, lossless=True)
     return out
 
 
@@ -176,6 +183,28 @@ def invalid(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     return out
 
 
+def invalid_rowcol(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Damage inside a rowcol stream, with the payload CRC recomputed so that the coder's check fires."""
+    from ecnn.context import varint
+
+    h, area = split(base)
+    t0 = h["tensors"][0]
+    d = t0["streams"][0]
+    assert d["coder"] == "rowcol" and d["nrc"] > 1 and d["ncc"] > 1, d
+    payload = bytearray(area[t0["offset"] : t0["offset"] + t0["length"]])
+    pos = 0
+    for k, n in ((d["nrc"], d["rows"]), (d["ncc"], d["cols"])):
+        _, pos = varint.decode(payload, k, pos)
+        (w,), pos = varint.decode(payload, 1, pos)
+        pos += 4 * w
+    assert payload[pos] == 0  # the table map starts at 0
+    payload[pos] = 1
+    t = json.loads(json.dumps(h))
+    t["tensors"][0]["crc32"] = fmt.crc32(bytes(payload))
+    bad_area = area[: t0["offset"]] + bytes(payload) + area[t0["offset"] + t0["length"] :]
+    return {"rowcol_bad_map": (build(t, bad_area), "CorruptPayload", "rowcol table map not starting at 0")}
+
+
 def sha256_of(arr: np.ndarray) -> str:
     a = np.ascontiguousarray(arr)
     if a.dtype.itemsize > 1:
@@ -194,33 +223,65 @@ def describe(data: bytes) -> dict:
         return {"metadata": f.metadata(), "tensors": tensors}
 
 
+def _check_invalid(data: bytes, err: str) -> str | None:
+    from ecnn import errors
+
+    try:
+        en.decode(data)
+    except errors.FormatError as e:
+        return None if type(e).__name__ == err else f"raises {type(e).__name__}, expected {err}"
+    return f"decodes, expected {err}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--write", action="store_true", help="write the files instead of comparing")
+    ap.add_argument("--write", action="store_true", help="add missing fixtures (existing files are never changed)")
     a = ap.parse_args()
     v = valid()
-    base = v["uniform_cat0"]
-    inv = invalid(base)
-    files = {OUT / "valid" / f"{k}.ecnn": d for k, d in v.items()}
-    files.update({OUT / "invalid" / f"{k}.ecnn": d for k, (d, _, _) in inv.items()})
-    files[OUT / "valid" / "expected.json"] = (json.dumps({k: describe(d) for k, d in v.items()}, indent=1, sort_keys=True) + "\n").encode()
-    files[OUT / "invalid" / "expected.json"] = (
-        json.dumps({k: {"error": e, "why": w} for k, (_, e, w) in inv.items()}, indent=1, sort_keys=True) + "\n"
-    ).encode()
-    if a.write:
-        for p, d in files.items():
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if p.exists() and p.suffix == ".ecnn" and p.read_bytes() != d:
-                print(f"refusing to change existing fixture {p.relative_to(ROOT)}", file=sys.stderr)
-                return 1
-            p.write_bytes(d)
-        print(f"wrote {len(files)} files under {OUT.relative_to(ROOT)}")
-        return 0
-    diff = [p for p, d in files.items() if not p.exists() or p.read_bytes() != d]
-    for p in diff:
-        print(f"differs: {p.relative_to(ROOT)}")
-    print("fixtures match the encoder" if not diff else f"{len(diff)} fixture files differ")
-    return 1 if diff else 0
+    inv = invalid(v["uniform_cat0"])
+    inv.update(invalid_rowcol(v["rowcol_signs"]))
+    vdir, idir = OUT / "valid", OUT / "invalid"
+    vexp_path, iexp_path = vdir / "expected.json", idir / "expected.json"
+    vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}
+    iexp = json.loads(iexp_path.read_text()) if iexp_path.exists() else {}
+    problems, added = [], []
+    for name, data in v.items():
+        path = vdir / f"{name}.ecnn"
+        if not path.exists():
+            if a.write:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                added.append(path)
+            else:
+                problems.append(f"missing {path.relative_to(ROOT)}")
+                continue
+        got = describe(path.read_bytes())
+        if name in vexp and vexp[name] != got:
+            problems.append(f"{path.relative_to(ROOT)} no longer decodes to its expected tensors")
+        vexp.setdefault(name, got)
+    for name, (data, err, why) in inv.items():
+        path = idir / f"{name}.ecnn"
+        if not path.exists():
+            if a.write:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                added.append(path)
+            else:
+                problems.append(f"missing {path.relative_to(ROOT)}")
+                continue
+        iexp.setdefault(name, {"error": err, "why": why})
+        bad = _check_invalid(path.read_bytes(), iexp[name]["error"])
+        if bad:
+            problems.append(f"{path.relative_to(ROOT)} {bad}")
+    if a.write and not problems:
+        vexp_path.write_text(json.dumps(vexp, indent=1, sort_keys=True) + "\n")
+        iexp_path.write_text(json.dumps(iexp, indent=1, sort_keys=True) + "\n")
+    for p in added:
+        print(f"added {p.relative_to(ROOT)}")
+    for p in problems:
+        print(f"problem: {p}")
+    print("fixtures ok" if not problems else f"{len(problems)} problems")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

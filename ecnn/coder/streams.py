@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ecnn.coder import categorical
+from ecnn.coder import rowcol
 from ecnn.context import order0, tables, varint
+from ecnn.context import rowcol as rowcol_ctx
 from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnknownField, UnsupportedCoding
 
 DEFAULT_CHUNK = 1 << 20
@@ -36,7 +38,13 @@ _KEYS = {
     "const": {"coder", "length", "value"},
     "raw": {"coder", "length", "width", "signed"},
     "cat0": {"coder", "length", "offset", "nsym", "chunk", "precision"},
+    "rowcol": rowcol.KEYS,
 }
+# rowcol is tried only for streams with at least this many symbols and rows/columns.
+ROWCOL_MIN_COUNT = 4096
+ROWCOL_MIN_SIDE = 8
+ROWCOL_SEARCH_SYMBOLS = 1 << 17  # class counts are chosen on about this many symbols
+ROWCOL_CLASSES = ((1, 8), (8, 1), (8, 8), (32, 8), (8, 32), (32, 32), (64, 64))
 
 
 def _int(desc: dict, key: str, lo: int, hi: int) -> int:
@@ -80,6 +88,8 @@ def validate(desc, count: int, lo: int, hi: int) -> None:
             raise InvalidField("raw stream needs width in {1,2,4,8} and a bool 'signed'")
         if length != count * width:
             raise InvalidField(f"raw stream length {length} != {count} x {width}")
+    elif kind == "rowcol":
+        _validate_rowcol(desc, count, lo, hi, length)
     else:
         precision = _int(desc, "precision", 1, 64)
         if precision != tables.PRECISION:
@@ -96,6 +106,39 @@ def validate(desc, count: int, lo: int, hi: int) -> None:
         # Table (>= 1 byte per symbol) and chunk index (>= 1 byte per chunk).
         if length < nsym + categorical.num_chunks(count, chunk):
             raise InvalidField("cat0 stream too short for its table and chunk index")
+
+
+def _validate_rowcol(desc: dict, count: int, lo: int, hi: int, length: int) -> None:
+    precision = _int(desc, "precision", 1, 64)
+    if precision != tables.PRECISION:
+        raise UnsupportedCoding(f"rowcol precision {precision} is not supported (only 24)")
+    nsym = _int(desc, "nsym", 2, tables.MAX_NSYM)
+    offset = _int(desc, "offset", -(1 << 63), (1 << 63) - 1)
+    signs = desc.get("signs")
+    if type(signs) is not bool:
+        raise InvalidField("rowcol field 'signs' must be a boolean")
+    if signs:
+        if offset != 0:
+            raise InvalidField("a rowcol stream with signs has offset 0")
+        if -(nsym - 1) < lo or nsym - 1 > hi:
+            raise InvalidField("rowcol magnitudes fall outside the allowed symbol range")
+    elif offset < lo or offset + nsym - 1 > hi:
+        raise InvalidField("rowcol alphabet falls outside the allowed symbol range")
+    rows = _int(desc, "rows", 1, count if count else 1)
+    cols = _int(desc, "cols", 1, count if count else 1)
+    if rows * cols != count:
+        raise InvalidField(f"rowcol rows x cols = {rows * cols}, stream has {count} symbols")
+    nrc = _int(desc, "nrc", 1, rowcol_ctx.MAX_CLASSES)
+    ncc = _int(desc, "ncc", 1, rowcol_ctx.MAX_CLASSES)
+    if nrc > rows or ncc > cols:
+        raise InvalidField("rowcol has more classes than rows or columns")
+    crows = _int(desc, "chunk_rows", 1, rows)
+    nchunks = categorical.num_chunks(rows, crows)
+    if nchunks > MAX_CHUNKS:
+        raise LimitExceeded(f"rowcol stream has more than {MAX_CHUNKS} chunks")
+    # map (>= 1 byte per context), one table (>= nsym bytes), chunk index (>= 1 byte per chunk)
+    if length < (nrc + ncc - 1) + nsym + nchunks:
+        raise InvalidField("rowcol stream too short for its map, tables and chunk index")
 
 
 # --- encoding ---------------------------------------------------------------
@@ -136,10 +179,14 @@ def encode_cat0(indices: np.ndarray, offset: int, nsym: int, counts: np.ndarray,
     return desc, data
 
 
-def encode_best(values: np.ndarray, width: int, signed: bool, chunk: int = DEFAULT_CHUNK) -> tuple[dict, bytes]:
-    """Code integer values with whichever of const / raw / cat0 is smallest.
+def encode_best(
+    values: np.ndarray, width: int, signed: bool, chunk: int = DEFAULT_CHUNK, rows: int | None = None
+) -> tuple[dict, bytes]:
+    """Code integer values with whichever of const / raw / cat0 / rowcol is smallest.
 
     ``width`` and ``signed`` describe the raw fallback and must hold every value.
+    ``rows``, if given, views the values as a ``(rows, count // rows)`` matrix
+    for the row/column contexts.
     """
     v = np.asarray(values).ravel()
     if v.size == 0:
@@ -147,15 +194,75 @@ def encode_best(values: np.ndarray, width: int, signed: bool, chunk: int = DEFAU
     lo, hi = int(v.min()), int(v.max())
     if lo == hi:
         return encode_const(lo)
-    raw_bits = 8 * v.size * width
+    best = ("raw", 8.0 * v.size * raw_width(lo, hi, width, signed)[0], None)
     nsym = hi - lo + 1
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
         indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64) - lo).astype(np.int32)
-        hist = order0.histogram(indices, nsym)
-        fit, bits = cat0_estimate(hist, v.size, chunk)
-        if bits < raw_bits:
-            return encode_cat0(indices, lo, nsym, fit.counts, chunk)
-    return encode_raw(v, width, signed)
+        fit, bits = cat0_estimate(order0.histogram(indices, nsym), v.size, chunk)
+        if bits < best[1]:
+            best = ("cat0", bits, fit)
+        if rows and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE:
+            cand = _best_rowcol(v, indices, lo, nsym, rows, chunk)
+            if cand is not None and cand[1] < best[1]:
+                best = ("rowcol", cand[1], cand[2])
+    kind, _, how = best
+    if kind == "cat0":
+        return encode_cat0(indices, lo, nsym, how.counts, chunk)
+    if kind == "rowcol":
+        sym, vals, plan_, offset, n = how
+        return rowcol.encode(sym, vals, plan_, offset, n, chunk)
+    return encode_raw(v, *raw_width(lo, hi, width, signed))
+
+
+def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
+    """The narrowest raw integer type holding ``lo..hi`` (else ``width``, ``signed``)."""
+    for w in (1, 2, 4, 8):
+        if w >= width:
+            break
+        if lo >= 0 and hi < 1 << (8 * w):
+            return w, False
+        if -(1 << (8 * w - 1)) <= lo and hi < 1 << (8 * w - 1):
+            return w, True
+    return width, signed
+
+
+def hi_of(v: np.ndarray) -> int:
+    return int(v.max())
+
+
+def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int):
+    """The cheapest rowcol plan for these values, as (name, bits, encoding inputs)."""
+    cols = v.size // rows
+    shape = (rows, cols)
+    variants = [(indices.reshape(shape), None, lo, nsym)]
+    if lo < 0 < hi_of(v):
+        vals = v.astype(np.int64).reshape(shape)
+        m = np.abs(vals)
+        mmax = int(m.max())
+        if mmax >= 1 and mmax + 1 <= tables.MAX_NSYM:
+            # Symmetric values: magnitudes with signs apart halve every table. Try that alone.
+            variants = [(m.astype(np.int32), vals, 0, mmax + 1)]
+    # Search the class counts on a sample of rows (costs scale with the sample),
+    # then plan the winner on every row.
+    stride = max(1, v.size // ROWCOL_SEARCH_SYMBOLS)
+    pick = None
+    for i, (sym, vals, offset, n) in enumerate(variants):
+        s_sym = sym[::stride]
+        s_vals = vals[::stride] if vals is not None else None
+        if s_vals is not None and not s_vals.any():
+            continue
+        for nrc, ncc in ROWCOL_CLASSES:
+            nrc, ncc = min(nrc, s_sym.shape[0]), min(ncc, cols)
+            bits = rowcol_ctx.plan(s_sym, n, s_vals, nrc, ncc).bits
+            if pick is None or bits < pick[0]:
+                pick = (bits, i, min(nrc * 1, rows), ncc)
+    if pick is None:
+        return None
+    _, i, nrc, ncc = pick
+    sym, vals, offset, n = variants[i]
+    plan_ = rowcol_ctx.plan(sym, n, vals, nrc, ncc)
+    nchunks = categorical.num_chunks(rows, rowcol.chunk_rows_for(rows, cols, chunk))
+    return ("rowcol", plan_.bits + nchunks * (24 + order0.FLUSH_BITS), (sym, vals, plan_, offset, n))
 
 
 # --- decoding ---------------------------------------------------------------
@@ -175,6 +282,8 @@ def decode(desc: dict, buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -
     out_dtype = np.dtype(out_dtype)
     if kind == "const":
         return np.full(count, desc["value"], dtype=out_dtype)
+    if kind == "rowcol":
+        return rowcol.decode(desc, buf, count, out_dtype)
     if kind == "raw":
         raw = np.frombuffer(buf, dtype=_RAW_DTYPES[(desc["width"], desc["signed"])], count=count)
         info = np.iinfo(raw.dtype)

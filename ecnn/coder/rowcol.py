@@ -1,0 +1,167 @@
+"""The ``rowcol`` stream: order-0 tables selected by row and column scale classes.
+
+Byte layout (spec/CODING.md, "rowcol streams"), all varints unsigned LEB128:
+
+1. if ``nrc > 1``: the row classes as a side stream: ``nrc`` stored counts,
+   one varint word count, the words (one range-coder chunk of ``rows`` symbols);
+2. if ``ncc > 1``: the column classes, likewise (``cols`` symbols);
+3. the table map: ``nrc + ncc - 1`` varints, the table of each context;
+4. the tables: ``T x nsym`` stored counts (``T`` = largest map entry + 1);
+5. if ``signs``: the sign table, 2 stored counts (negative, positive);
+6. the chunk index: one varint word count per chunk of ``chunk_rows`` rows;
+7. the words of every chunk, 32-bit little-endian.
+
+In a chunk, symbols are coded table by table (table 0 first), each table's
+symbols in row-major order; then, if ``signs``, one sign per non-zero symbol
+in row-major order (0 negative, 1 positive).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+from ecnn.coder import categorical
+from ecnn.context import rowcol as ctxmod
+from ecnn.context import tables, varint
+from ecnn.errors import CorruptPayload
+
+KEYS = {"coder", "length", "offset", "nsym", "rows", "cols", "nrc", "ncc", "signs", "chunk_rows", "precision"}
+
+
+def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
+    """Rows per chunk so that a chunk holds about ``chunk`` symbols."""
+    return min(rows, max(1, chunk // max(cols, 1)))
+
+
+def _side(cls: np.ndarray, fit) -> bytes:
+    (words,) = categorical.encode(cls, tables.expand(fit.counts), cls.size)
+    return varint.encode(fit.counts) + varint.encode([words.size]) + words.astype("<u4").tobytes()
+
+
+def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, offset: int, nsym: int, chunk: int) -> tuple[dict, bytes]:
+    """Encode a ``(rows, cols)`` array of symbol indices (magnitudes when ``values`` is given)."""
+    rows, cols = sym.shape
+    crows = chunk_rows_for(rows, cols, chunk)
+    parts = []
+    if plan.nrc > 1:
+        parts.append(_side(plan.rclass, plan.rows_fit))
+    if plan.ncc > 1:
+        parts.append(_side(plan.cclass, plan.cols_fit))
+    parts.append(varint.encode(plan.table_of))
+    parts += [varint.encode(c) for c in plan.counts]
+    models = [categorical.model(tables.expand(c)) for c in plan.counts]
+    sign_model = None
+    if values is not None:
+        parts.append(varint.encode(plan.sign_counts))
+        sign_model = categorical.model(tables.expand(plan.sign_counts))
+    chunks = []
+    for a in range(0, rows, crows):
+        b = min(rows, a + crows)
+        tid = plan.table_of.astype(np.uint8)[plan.rclass[a:b, None] + plan.cclass[None, :]].ravel()
+        s = sym[a:b].ravel().astype(np.int32)
+        order = np.argsort(tid, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(models)))])
+        enc = constriction.stream.queue.RangeEncoder()
+        for t, m in enumerate(models):
+            if bounds[t + 1] > bounds[t]:
+                enc.encode(s[order[bounds[t] : bounds[t + 1]]], m)
+        if sign_model is not None:
+            v = values[a:b].ravel()
+            signs = (v[v != 0] > 0).astype(np.int32)
+            if signs.size:
+                enc.encode(signs, sign_model)
+        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+    parts.append(varint.encode([w.size for w in chunks]))
+    parts += [w.astype("<u4").tobytes() for w in chunks]
+    data = b"".join(parts)
+    desc = {
+        "coder": "rowcol",
+        "length": len(data),
+        "offset": int(offset),
+        "nsym": int(nsym),
+        "rows": int(rows),
+        "cols": int(cols),
+        "nrc": int(plan.nrc),
+        "ncc": int(plan.ncc),
+        "signs": values is not None,
+        "chunk_rows": int(crows),
+        "precision": tables.PRECISION,
+    }
+    return desc, data
+
+
+def _read_side(mv, pos: int, n: int, count: int) -> tuple[np.ndarray, int]:
+    counts, pos = varint.decode(mv, n, pos)
+    (nw,), pos = varint.decode(mv, 1, pos)
+    if pos + 4 * nw > len(mv):
+        raise ValueError("class stream runs past the end of the stream")
+    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
+    cls = categorical.decode_chunk(words, categorical.model(tables.expand(np.array(counts, np.int64))), count)
+    return cls.astype(np.int64), pos + 4 * nw
+
+
+def decode(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
+    """Decode a validated rowcol stream into ``count`` values of ``out_dtype``."""
+    try:
+        return _decode(desc, memoryview(buf), out_dtype)
+    except CorruptPayload:
+        raise
+    except Exception as e:  # varint, table and constriction failures alike
+        raise CorruptPayload(f"rowcol stream: {e}") from None
+
+
+def _decode(desc: dict, mv, out_dtype: np.dtype) -> np.ndarray:
+    rows, cols, nrc, ncc, nsym = desc["rows"], desc["cols"], desc["nrc"], desc["ncc"], desc["nsym"]
+    pos = 0
+    rclass = np.zeros(rows, np.int64)
+    cclass = np.zeros(cols, np.int64)
+    if nrc > 1:
+        rclass, pos = _read_side(mv, pos, nrc, rows)
+    if ncc > 1:
+        cclass, pos = _read_side(mv, pos, ncc, cols)
+    nctx = nrc + ncc - 1
+    table_of, pos = varint.decode(mv, nctx, pos)
+    table_of = np.array(table_of, np.int64)
+    if table_of[0] != 0 or np.any(np.diff(table_of) > 1) or np.any(np.diff(table_of) < 0):
+        raise CorruptPayload("rowcol table map must start at 0 and grow by 0 or 1")
+    ntab = int(table_of[-1]) + 1
+    models = []
+    for _ in range(ntab):
+        c, pos = varint.decode(mv, nsym, pos)
+        models.append(categorical.model(tables.expand(np.array(c, np.int64))))
+    sign_model = None
+    if desc["signs"]:
+        c, pos = varint.decode(mv, 2, pos)
+        sign_model = categorical.model(tables.expand(np.array(c, np.int64)))
+    crows = desc["chunk_rows"]
+    nchunks = categorical.num_chunks(rows, crows)
+    nwords, pos = varint.decode(mv, nchunks, pos)
+    if pos + 4 * sum(nwords) != len(mv):
+        raise CorruptPayload("rowcol stream length does not match its chunk index")
+    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=sum(nwords))
+    out = np.empty(rows * cols, dtype=out_dtype)
+    wpos = 0
+    for i in range(nchunks):
+        a, b = i * crows, min(rows, (i + 1) * crows)
+        tid = table_of.astype(np.uint8)[rclass[a:b, None] + cclass[None, :]].ravel()
+        order = np.argsort(tid, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=ntab))])
+        dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words[wpos : wpos + nwords[i]]))
+        wpos += nwords[i]
+        idx = np.empty(tid.size, np.int64)
+        for t, m in enumerate(models):
+            n = int(bounds[t + 1] - bounds[t])
+            if n:
+                idx[order[bounds[t] : bounds[t + 1]]] = dec.decode(m, n)
+        if sign_model is not None:
+            nz = np.flatnonzero(idx)
+            if nz.size:
+                s = dec.decode(sign_model, nz.size)
+                idx[nz[s == 0]] *= -1
+        else:
+            idx += desc["offset"]
+        if not dec.maybe_exhausted():
+            raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
+        out[a * cols : b * cols] = idx
+    return out

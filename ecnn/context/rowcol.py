@@ -1,0 +1,161 @@
+"""Row/column scale contexts (spec/CODING.md, "rowcol streams").
+
+A weight matrix's rows (output channels) and columns (input features) have
+scales of their own. The encoder gives every row a class ``r[i]`` and every
+column a class ``c[j]`` by the log of its mean magnitude; element ``(i, j)``
+then has context ``r[i] + c[j]``, a bucket of its predicted log-scale. A map
+sends each context to one of ``T`` tables (adjacent contexts share a table
+when that is cheaper), and each table codes its symbols with an order-0 model.
+
+Every context is known before a single weight is decoded, so the decoder
+groups the symbols of a chunk by table and decodes each group with one
+static model: no per-symbol Python loop.
+
+This module holds the encoder's choices (classes, merges) and their exact
+costs; nothing here imports torch or later stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecnn.context import order0, varint
+
+MAX_CLASSES = 64  # per axis
+MAX_CONTEXTS = 2 * MAX_CLASSES - 1
+
+
+@dataclass(frozen=True)
+class RowColPlan:
+    """What the encoder decided for one stream.
+
+    Attributes:
+        rclass, cclass: class of each row / column.
+        nrc, ncc: number of row / column classes.
+        table_of: table index of each context ``0 .. nrc + ncc - 2``.
+        counts: stored counts of each table (alphabet of ``nsym`` symbols).
+        sign_counts: stored counts (negative, positive) of the sign table, or None.
+        rows_fit, cols_fit: order-0 fits of the class side streams (None if one class).
+        bits: estimated size of the whole stream in bits.
+    """
+
+    rclass: np.ndarray
+    cclass: np.ndarray
+    nrc: int
+    ncc: int
+    table_of: np.ndarray
+    counts: list
+    sign_counts: np.ndarray | None
+    rows_fit: order0.Order0Fit | None
+    cols_fit: order0.Order0Fit | None
+    bits: float
+
+
+def classes(scale: np.ndarray, n: int) -> np.ndarray:
+    """Classes ``0..n-1`` spread evenly over the range of ``log2(scale)``."""
+    if n == 1:
+        return np.zeros(scale.shape, np.int64)
+    ls = np.log2(scale)
+    lo, hi = float(ls.min()), float(ls.max())
+    if hi - lo < 1e-9:
+        return np.zeros(scale.shape, np.int64)
+    return np.clip(((ls - lo) / (hi - lo) * n).astype(np.int64), 0, n - 1)
+
+
+def _table_cost_bits(hist: np.ndarray) -> np.ndarray:
+    """Approximate cost in bits of coding with one order-0 table per row of ``hist``.
+
+    Used to decide merges; the final plan is costed exactly with ``order0.fit``.
+    """
+    h = hist.astype(np.float64)
+    n = h.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -(h * np.where(h > 0, np.log2(h / np.maximum(n, 1)), 0.0)).sum(axis=-1)
+    scaled = np.where(h > 0, np.maximum(np.rint(h * np.minimum(1.0, 1024.0 / np.maximum(n, 1))), 1), 0)
+    table = 8.0 * (1 + (scaled >= 128) + (scaled >= 16384)).sum(axis=-1)
+    # The real fit spends a little over the entropy (coarse counts); 1% is typical.
+    # Every table costs at least a byte of map, so an empty context joins a neighbour.
+    return ent * 1.01 + table + 8.0
+
+
+def merge_contexts(hist: np.ndarray) -> np.ndarray:
+    """Group adjacent contexts into tables minimising the estimated cost (dynamic programme).
+
+    Args:
+        hist: ``(K, nsym)`` symbol counts per context.
+
+    Returns:
+        ``table_of``: the table index of every context, non-decreasing from 0.
+        Every table has at least one symbol when ``hist`` has any.
+    """
+    k = hist.shape[0]
+    cum = np.concatenate([np.zeros((1, hist.shape[1]), np.int64), np.cumsum(hist, axis=0)])
+    # seg[a, b] = cost of one table for contexts a..b-1
+    seg = np.full((k + 1, k + 1), np.inf)
+    for a in range(k):
+        seg[a, a + 1 :] = _table_cost_bits(cum[a + 1 :] - cum[a])
+    best = np.full(k + 1, np.inf)
+    best[0] = 0.0
+    back = np.zeros(k + 1, np.int64)
+    for b in range(1, k + 1):
+        c = best[:b] + seg[:b, b]
+        a = int(np.argmin(c))
+        best[b], back[b] = c[a], a
+    bounds = []
+    b = k
+    while b > 0:
+        bounds.append(back[b])
+        b = back[b]
+    starts = sorted(bounds)
+    table_of = np.zeros(k, np.int64)
+    for t, s in enumerate(starts):
+        table_of[s:] = t
+    return table_of
+
+
+def _side_fit(cls: np.ndarray, n: int) -> order0.Order0Fit | None:
+    if n == 1:
+        return None
+    return order0.fit(np.bincount(cls, minlength=n))
+
+
+def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int) -> RowColPlan:
+    """Cost a rowcol stream for a 2-D array of symbol indices.
+
+    Args:
+        sym: ``(rows, cols)`` indices ``0..nsym-1`` coded by the context tables
+            (magnitudes when the sign is coded apart).
+        nsym: alphabet size of ``sym``.
+        values: the signed values when signs are coded apart, else None.
+        nrc, ncc: number of row and column classes.
+    """
+    mag = np.abs(values) if values is not None else sym
+    a = mag.astype(np.float64)
+    rclass = classes(a.mean(axis=1) + 0.5, nrc)
+    cclass = classes(a.mean(axis=0) + 0.5, ncc)
+    nctx = nrc + ncc - 1
+    ctx = rclass[:, None] + cclass[None, :]
+    hist = np.bincount((ctx * nsym + sym).ravel(), minlength=nctx * nsym).reshape(nctx, nsym)
+    table_of = merge_contexts(hist)
+    ntab = int(table_of.max()) + 1
+    counts = []
+    bits = 0.0
+    for t in range(ntab):
+        f = order0.fit(hist[table_of == t].sum(axis=0))  # every table holds symbols (see merge_contexts)
+        counts.append(f.counts)
+        bits += f.total_bits
+    sign_counts = None
+    if values is not None:
+        nz = values[values != 0]
+        neg = int(np.count_nonzero(nz < 0))
+        sf = order0.fit(np.array([neg, nz.size - neg], np.int64))  # caller ensures nz.size > 0
+        sign_counts = sf.counts
+        bits += sf.total_bits
+    rows_fit, cols_fit = _side_fit(rclass, nrc), _side_fit(cclass, ncc)
+    for side in (rows_fit, cols_fit):
+        if side is not None:
+            bits += side.total_bits + order0.FLUSH_BITS
+    bits += 8.0 * int(varint.varint_sizes(table_of).sum())
+    return RowColPlan(rclass, cclass, nrc, ncc, table_of, counts, sign_counts, rows_fit, cols_fit, bits)

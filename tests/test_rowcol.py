@@ -1,0 +1,225 @@
+"""The rowcol stream coder (ecnn/context/rowcol.py, ecnn/coder/rowcol.py).
+
+Includes an independent decoder written from spec/CODING.md section 5.5 on
+top of the pure-Python range decoder (tools/ref_range_decoder.py).
+"""
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ecnn
+import ecnn.numpy as en
+from ecnn.coder import streams
+from ecnn.context import rowcol as ctx
+from ecnn.errors import CorruptPayload, InvalidField
+from ref_range_decoder import RangeDecoder, cdf_from_freqs
+
+
+def scaled_matrix(rows, cols, seed=0, spread=0.7, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    rs = np.exp(rng.standard_normal(rows) * spread)
+    cs = np.exp(rng.standard_normal(cols) * spread)
+    return (rng.standard_normal((rows, cols)) * rs[:, None] * cs[None, :]).astype(dtype)
+
+
+def _stream(q, rows, chunk=streams.DEFAULT_CHUNK):
+    desc, data = streams.encode_best(q.ravel(), 4, True, chunk, rows=rows)
+    return desc, data
+
+
+def test_rowcol_beats_order0_on_scaled_matrices():
+    w = scaled_matrix(300, 200)
+    q = np.rint(w / (np.abs(w).max() / 127)).astype(np.int32)
+    desc, data = _stream(q, 300)
+    assert desc["coder"] == "rowcol" and desc["signs"]
+    cat0_desc, cat0_data = streams.encode_best(q.ravel(), 4, True)
+    assert cat0_desc["coder"] == "cat0"
+    assert len(data) < 0.95 * len(cat0_data)
+    out = streams.decode(desc, data, q.size, np.int32, -(1 << 24), 1 << 24)
+    np.testing.assert_array_equal(out, q.ravel())
+
+
+@settings(max_examples=20)
+@given(st.integers(8, 70), st.integers(8, 70), st.integers(0, 2**31), st.sampled_from([4096, 1 << 20]), st.booleans())
+def test_rowcol_roundtrip(rows, cols, seed, chunk, signed):
+    w = scaled_matrix(rows, cols, seed) * 40
+    q = np.rint(w).astype(np.int32)
+    if not signed:
+        q = np.abs(q)
+    if q.size < streams.ROWCOL_MIN_COUNT:
+        q = np.tile(q, (streams.ROWCOL_MIN_COUNT // q.size + 1, 1))
+    r = q.shape[0]
+    desc, data = _stream(q, r, chunk)
+    out = streams.decode(desc, data, q.size, np.int32, -(1 << 24), 1 << 24)
+    np.testing.assert_array_equal(out, q.ravel())
+    if desc["coder"] == "rowcol":
+        streams.validate(desc, q.size, -(1 << 24), 1 << 24)
+        assert desc["signs"] == bool(signed and q.min() < 0)
+
+
+def test_multi_chunk_rowcol_through_the_api():
+    w = scaled_matrix(400, 64, seed=3)
+    f = ecnn.open(en.encode({"w": w}, config=ecnn.EncodeConfig(bits=6, chunk=4096)))
+    d = f._c.records[0].streams[0]
+    assert d["coder"] == "rowcol" and d["chunk_rows"] == 64 and -(-400 // 64) == 7
+    out = f.get_array("w")[0]
+    assert np.abs(out - w).max() <= f.info("w").step / 2 * (1 + 1e-6)
+
+
+def test_unsigned_int_tensor_uses_rowcol_without_signs():
+    q = np.abs(np.rint(scaled_matrix(256, 64, seed=5) * 20)).astype(np.uint8)
+    f = ecnn.open(en.encode({"q": q}, lossless=True))
+    rec = f._c.records[0]
+    assert rec.repr["kind"] == "int" and rec.streams[0]["coder"] == "rowcol" and not rec.streams[0]["signs"]
+    np.testing.assert_array_equal(f.get_array("q")[0], q)
+
+
+def test_merge_contexts_groups_adjacent_contexts():
+    rng = np.random.default_rng(0)
+    a = np.bincount(rng.geometric(0.3, 5000), minlength=40)[:40]
+    b = np.bincount(rng.geometric(0.05, 5000), minlength=40)[:40]
+    hist = np.stack([a, a, a, b, b, np.zeros(40, np.int64)])
+    table_of = ctx.merge_contexts(hist)
+    assert table_of.tolist()[:5] == [0, 0, 0, 1, 1] and table_of[5] in (1, 2)
+    assert table_of[0] == 0 and set(np.diff(table_of)) <= {0, 1}
+
+
+def test_bad_table_map_is_corrupt_payload():
+    w = scaled_matrix(128, 64, seed=1)
+    q = np.rint(w / (np.abs(w).max() / 127)).astype(np.int32)
+    desc, data = _stream(q, 128)
+    assert desc["coder"] == "rowcol" and desc["nrc"] > 1
+    # Find the map: skip the class streams, then set the first map entry to 1.
+    pos = _skip_class_streams(desc, data)
+    bad = data[:pos] + bytes([1]) + data[pos + 1 :]
+    with pytest.raises(CorruptPayload):
+        streams.decode(desc, bad, q.size, np.int32, -(1 << 24), 1 << 24)
+
+
+@pytest.mark.parametrize(
+    "change, err",
+    [
+        ({"rows": 7}, InvalidField),
+        ({"nrc": 65}, InvalidField),
+        ({"signs": 1}, InvalidField),
+        ({"offset": 3}, InvalidField),
+        ({"chunk_rows": 0}, InvalidField),
+        ({"length": 3}, InvalidField),
+    ],
+)
+def test_rowcol_descriptor_checks(change, err):
+    w = scaled_matrix(128, 64, seed=1)
+    q = np.rint(w / (np.abs(w).max() / 127)).astype(np.int32)
+    desc, _ = _stream(q, 128)
+    with pytest.raises(err):
+        streams.validate(dict(desc, **change), q.size, -(1 << 24), 1 << 24)
+
+
+# --- an independent decoder, from spec/CODING.md 5.5, 6, 7 and RANGE_CODER.md ---
+
+
+def _varints(buf, n, pos):
+    out = []
+    for _ in range(n):
+        v = shift = 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        out.append(v)
+    return out, pos
+
+
+def _expand(c):
+    n, total = len(c), sum(c)
+    free = (1 << 24) - n
+    f = [ci * free // total for ci in c]
+    f[c.index(max(c))] += free - sum(f)
+    return f
+
+
+def _words(buf, pos, n):
+    return list(struct.unpack_from(f"<{n}I", buf, pos)), pos + 4 * n
+
+
+def _class_stream(buf, pos, k, n):
+    counts, pos = _varints(buf, k, pos)
+    (w,), pos = _varints(buf, 1, pos)
+    words, pos = _words(buf, pos, w)
+    dec = RangeDecoder(words)
+    cdf = cdf_from_freqs(_expand(counts))
+    return [dec.decode_symbol(cdf) for _ in range(n)], pos
+
+
+def _skip_class_streams(d, buf):
+    pos = 0
+    if d["nrc"] > 1:
+        _, pos = _class_stream(buf, pos, d["nrc"], d["rows"])
+    if d["ncc"] > 1:
+        _, pos = _class_stream(buf, pos, d["ncc"], d["cols"])
+    return pos
+
+
+def reference_decode(d, buf):
+    rows, cols = d["rows"], d["cols"]
+    pos = 0
+    r = [0] * rows
+    c = [0] * cols
+    if d["nrc"] > 1:
+        r, pos = _class_stream(buf, pos, d["nrc"], rows)
+    if d["ncc"] > 1:
+        c, pos = _class_stream(buf, pos, d["ncc"], cols)
+    m, pos = _varints(buf, d["nrc"] + d["ncc"] - 1, pos)
+    cdfs = []
+    for _ in range(m[-1] + 1):
+        counts, pos = _varints(buf, d["nsym"], pos)
+        cdfs.append(cdf_from_freqs(_expand(counts)))
+    if d["signs"]:
+        sc, pos = _varints(buf, 2, pos)
+        sign_cdf = cdf_from_freqs(_expand(sc))
+    k = -(-rows // d["chunk_rows"])
+    nw, pos = _varints(buf, k, pos)
+    out = [0] * (rows * cols)
+    for j in range(k):
+        words, pos = _words(buf, pos, nw[j])
+        dec = RangeDecoder(words)
+        a, b = j * d["chunk_rows"], min(rows, (j + 1) * d["chunk_rows"])
+        elems = [(i, jj) for i in range(a, b) for jj in range(cols)]
+        for t in range(len(cdfs)):
+            for i, jj in elems:
+                if m[r[i] + c[jj]] == t:
+                    out[i * cols + jj] = dec.decode_symbol(cdfs[t])
+        if d["signs"]:
+            for i, jj in elems:
+                if out[i * cols + jj] and dec.decode_symbol(sign_cdf) == 0:
+                    out[i * cols + jj] = -out[i * cols + jj]
+        else:
+            for i, jj in elems:
+                out[i * cols + jj] += d["offset"]
+    assert pos == len(buf)
+    return out
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_reference_decoder_agrees(signed):
+    from ecnn.coder import rowcol as coder
+
+    q = np.rint(scaled_matrix(96, 48, seed=11, spread=1.0) * 8).astype(np.int64)
+    if signed:
+        sym, vals, offset, nsym = np.abs(q), q, 0, int(np.abs(q).max()) + 1
+    else:
+        q = np.abs(q) + 3
+        sym, vals, offset, nsym = q - q.min(), None, int(q.min()), int(q.max() - q.min()) + 1
+    plan = ctx.plan(sym.astype(np.int32), nsym, vals, 8, 4)
+    desc, data = coder.encode(sym.astype(np.int32), vals, plan, offset, nsym, chunk=1000)
+    streams.validate(desc, q.size, -(1 << 24), 1 << 24)
+    assert desc["signs"] == signed and -(-96 // desc["chunk_rows"]) > 1  # several chunks
+    assert reference_decode(desc, data) == q.ravel().tolist()
+    np.testing.assert_array_equal(streams.decode(desc, data, q.size, np.int64, -(1 << 24), 1 << 24), q.ravel())
