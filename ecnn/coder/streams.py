@@ -191,27 +191,37 @@ def encode_best(
     v = np.asarray(values).ravel()
     if v.size == 0:
         return encode_raw(v, width, signed)
+    kind, _, how = choose(v, width, signed, chunk, rows)
+    lo, hi = int(v.min()), int(v.max())
+    if kind == "const":
+        return encode_const(lo)
+    if kind == "cat0":
+        indices, fit = how
+        return encode_cat0(indices, lo, hi - lo + 1, fit.counts, chunk)
+    if kind == "rowcol":
+        sym, vals, plan_, offset, n = how
+        return rowcol.encode(sym, vals, plan_, offset, n, chunk)
+    return encode_raw(v, *raw_width(lo, hi, width, signed))
+
+
+def choose(values: np.ndarray, width: int, signed: bool, chunk: int = DEFAULT_CHUNK, rows: int | None = None):
+    """The cheapest coder for non-empty values: ``(kind, estimated bits, encoding inputs)``."""
+    v = values
     lo, hi = int(v.min()), int(v.max())
     if lo == hi:
-        return encode_const(lo)
+        return ("const", 0.0, None)
     best = ("raw", 8.0 * v.size * raw_width(lo, hi, width, signed)[0], None)
     nsym = hi - lo + 1
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
         indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64) - lo).astype(np.int32)
         fit, bits = cat0_estimate(order0.histogram(indices, nsym), v.size, chunk)
         if bits < best[1]:
-            best = ("cat0", bits, fit)
+            best = ("cat0", bits, (indices, fit))
         if rows and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE:
             cand = _best_rowcol(v, indices, lo, nsym, rows, chunk)
             if cand is not None and cand[1] < best[1]:
-                best = ("rowcol", cand[1], cand[2])
-    kind, _, how = best
-    if kind == "cat0":
-        return encode_cat0(indices, lo, nsym, how.counts, chunk)
-    if kind == "rowcol":
-        sym, vals, plan_, offset, n = how
-        return rowcol.encode(sym, vals, plan_, offset, n, chunk)
-    return encode_raw(v, *raw_width(lo, hi, width, signed))
+                best = cand
+    return best
 
 
 def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
