@@ -95,7 +95,7 @@ def test_cat0_detects_extra_words_in_a_chunk():
         ({"coder": "cat0", "length": 100, "offset": 250, "nsym": 10, "chunk": 4096, "precision": 24}, InvalidField),
         ({"coder": "cat0", "length": 100, "offset": 0, "nsym": 1, "chunk": 4096, "precision": 24}, InvalidField),
         ({"coder": "cat0", "length": 100, "offset": 0, "nsym": 10, "chunk": 50, "precision": 24}, None),
-        ({"coder": "cat0", "length": 5, "offset": 0, "nsym": 10, "chunk": 4096, "precision": 24}, InvalidField),
+        ({"coder": "cat0", "length": 2, "offset": 0, "nsym": 10, "chunk": 4096, "precision": 24}, InvalidField),
     ],
 )
 def test_validate(desc, err):

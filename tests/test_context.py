@@ -46,10 +46,52 @@ def test_expand_rejects_bad_tables(counts):
         tables.expand(np.array(counts))
 
 
-def test_fit_picks_exact_counts_for_small_streams():
+def test_fit_is_never_worse_than_exact_counts():
     hist = np.array([3, 0, 5, 1])
     fit = order0.fit(hist)
-    assert fit.counts.tolist() == [3, 0, 5, 1]
+    exact = 8 * len(tables.serialize(hist)) + order0.symbol_bits(hist, hist)
+    assert fit.total_bits <= exact
+    counts, pos = tables.read(fit.blob, 0, 4)
+    assert pos == len(fit.blob) and counts.tolist() == fit.counts.tolist()
+
+
+@given(st.lists(st.integers(0, 1 << 30), min_size=2, max_size=300), st.integers(0, 4))
+def test_log_tables_roundtrip(hist, m):
+    h = np.array(hist, dtype=np.int64)
+    codes = tables.log_codes(h, m)
+    assert ((h > 0) == (codes > 0)).all()
+    blob = tables.serialize_log(codes, m)
+    assert len(blob) == tables.log_table_bytes(codes)
+    counts, pos = tables.read(blob + b"tail", 0, len(hist))
+    assert pos == len(blob)
+    assert counts.tolist() == tables.code_to_count(codes, m).tolist()
+    nz = h > 0
+    # Counts keep the histogram's ratios to within a mantissa step each way (up to
+    # the rounding of small counts, which all map to the smallest code).
+    big = nz & (h * 2.0**m >= 2 ** (m + 1))
+    if big.sum() >= 2 and h.max() * 2.0**m <= tables.MAX_COUNT:
+        ratio = counts[big] / (h[big] * 2.0**m)
+        assert ratio.max() / ratio.min() <= 2 ** (2 / 2**m) * (1 + 1e-9)
+
+
+def test_log_codes_count_formula():
+    assert tables.code_to_count(np.arange(8), 2).tolist() == [0, 4, 5, 6, 7, 8, 10, 12]
+    assert tables.code_to_count(np.arange(4), 0).tolist() == [0, 1, 2, 4]
+
+
+@pytest.mark.parametrize(
+    "blob, why",
+    [
+        (b"\x02", "unknown table mode"),
+        (b"\x01\x05", "mantissa"),
+        (b"\x01\x02\x20", "past the end"),  # 3 symbols, only 2 nibbles
+        (b"\x01\x02\x22\x21", "pad nibble"),  # 3 codes 1,2,1? then pad nibble 1
+        (b"\x01\x00\x13", "out of range"),  # code -1
+    ],
+)
+def test_bad_stored_tables(blob, why):
+    with pytest.raises(ValueError, match=why):
+        tables.read(blob, 0, 3)
 
 
 def test_fit_never_zeroes_an_occurring_symbol():

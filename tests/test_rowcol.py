@@ -137,6 +137,31 @@ def _varints(buf, n, pos):
     return out, pos
 
 
+def _table(buf, n, pos):
+    """A stored table (spec/CODING.md section 7.1): mode 0 varints, mode 1 nibble-coded log codes."""
+    (mode,), pos = _varints(buf, 1, pos)
+    if mode == 0:
+        return _varints(buf, n, pos)
+    assert mode == 1
+    (m,), pos = _varints(buf, 1, pos)
+    nibbles = []
+    k = pos
+    while len(nibbles) < 4 * n + 1 and k < len(buf):
+        nibbles += [buf[k] >> 4, buf[k] & 15]
+        k += 1
+    codes, e, i = [], 0, 0
+    for _ in range(n):
+        z = nibbles[i]
+        i += 1
+        if z == 15:
+            z = 15 + (nibbles[i] << 8 | nibbles[i + 1] << 4 | nibbles[i + 2])
+            i += 3
+        e += z // 2 if z % 2 == 0 else -(z + 1) // 2
+        codes.append(e)
+    counts = [0 if e == 0 else ((1 << m) + ((e - 1) % (1 << m))) << ((e - 1) >> m) for e in codes]
+    return counts, pos + (i + 1) // 2
+
+
 def _expand(c):
     n, total = len(c), sum(c)
     free = (1 << 24) - n
@@ -150,7 +175,7 @@ def _words(buf, pos, n):
 
 
 def _class_stream(buf, pos, k, n):
-    counts, pos = _varints(buf, k, pos)
+    counts, pos = _table(buf, k, pos)
     (w,), pos = _varints(buf, 1, pos)
     words, pos = _words(buf, pos, w)
     dec = RangeDecoder(words)
@@ -179,10 +204,10 @@ def reference_decode(d, buf):
     m, pos = _varints(buf, d["nrc"] + d["ncc"] - 1, pos)
     cdfs = []
     for _ in range(m[-1] + 1):
-        counts, pos = _varints(buf, d["nsym"], pos)
+        counts, pos = _table(buf, d["nsym"], pos)
         cdfs.append(cdf_from_freqs(_expand(counts)))
     if d["signs"]:
-        sc, pos = _varints(buf, 2, pos)
+        sc, pos = _table(buf, 2, pos)
         sign_cdf = cdf_from_freqs(_expand(sc))
     k = -(-rows // d["chunk_rows"])
     nw, pos = _varints(buf, k, pos)

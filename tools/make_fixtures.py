@@ -169,23 +169,26 @@ def invalid(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     if c.data_start > c.header_end:
         pad[c.header_end] = 0xAA
         add("nonzero_padding", bytes(pad), "NonZeroPadding", "a padding byte after the header is not zero")
-    # A cat0 table of all-zero counts, with the payload CRC recomputed.
-    t0 = h["tensors"][0]
+    # A cat0 table of all-zero counts (a single-tensor file, so no offsets move), CRC recomputed.
+    from ecnn.context import tables
+
+    one = en.encode({"w": (_rng(10).standard_normal((16, 16)) * 0.1).astype(np.float32)}, bits=4)
+    h1, area1 = split(one)
+    t0 = h1["tensors"][0]
     s0 = t0["streams"][0]
     assert s0["coder"] == "cat0", s0
-    payload = bytearray(area[t0["offset"] : t0["offset"] + t0["length"]])
-    # Every stored count of the base file fits one varint byte, so zeroing the first
-    # nsym bytes zeroes the whole table without moving anything after it.
-    assert all(b < 0x80 for b in payload[: s0["nsym"]])
-    payload[: s0["nsym"]] = bytes(s0["nsym"])
-    bad_area = bytes(payload) + area[t0["offset"] + t0["length"] :]
-    add("zero_table", build(rec(0, crc32=fmt.crc32(bytes(payload))), bad_area), "CorruptPayload", "cat0 table with all counts zero")
+    payload = area1[: t0["length"]]
+    _, table_end = tables.read(payload, 0, s0["nsym"])
+    payload = tables.serialize(np.zeros(s0["nsym"], np.int64)) + payload[table_end:]
+    s0["length"] = t0["length"] = len(payload)
+    t0["crc32"] = fmt.crc32(payload)
+    add("zero_table", build(h1, payload), "CorruptPayload", "cat0 table with all counts zero")
     return out
 
 
 def invalid_rowcol(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     """Damage inside a rowcol stream, with the payload CRC recomputed so that the coder's check fires."""
-    from ecnn.context import varint
+    from ecnn.context import tables, varint
 
     h, area = split(base)
     t0 = h["tensors"][0]
@@ -194,7 +197,7 @@ def invalid_rowcol(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     payload = bytearray(area[t0["offset"] : t0["offset"] + t0["length"]])
     pos = 0
     for k, n in ((d["nrc"], d["rows"]), (d["ncc"], d["cols"])):
-        _, pos = varint.decode(payload, k, pos)
+        _, pos = tables.read(payload, pos, k)
         (w,), pos = varint.decode(payload, 1, pos)
         pos += 4 * w
     assert payload[pos] == 0  # the table map starts at 0

@@ -36,7 +36,7 @@ def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
 
 def _side(cls: np.ndarray, fit) -> bytes:
     (words,) = categorical.encode(cls, tables.expand(fit.counts), cls.size)
-    return varint.encode(fit.counts) + varint.encode([words.size]) + words.astype("<u4").tobytes()
+    return fit.blob + varint.encode([words.size]) + words.astype("<u4").tobytes()
 
 
 def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, offset: int, nsym: int, chunk: int) -> tuple[dict, bytes]:
@@ -49,12 +49,12 @@ def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, 
     if plan.ncc > 1:
         parts.append(_side(plan.cclass, plan.cols_fit))
     parts.append(varint.encode(plan.table_of))
-    parts += [varint.encode(c) for c in plan.counts]
-    models = [categorical.model(tables.expand(c)) for c in plan.counts]
+    parts += [f.blob for f in plan.fits]
+    models = [categorical.model(tables.expand(f.counts)) for f in plan.fits]
     sign_model = None
     if values is not None:
-        parts.append(varint.encode(plan.sign_counts))
-        sign_model = categorical.model(tables.expand(plan.sign_counts))
+        parts.append(plan.sign_fit.blob)
+        sign_model = categorical.model(tables.expand(plan.sign_fit.counts))
     chunks = []
     for a in range(0, rows, crows):
         b = min(rows, a + crows)
@@ -92,12 +92,12 @@ def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, 
 
 
 def _read_side(mv, pos: int, n: int, count: int) -> tuple[np.ndarray, int]:
-    counts, pos = varint.decode(mv, n, pos)
+    counts, pos = tables.read(mv, pos, n)
     (nw,), pos = varint.decode(mv, 1, pos)
     if pos + 4 * nw > len(mv):
         raise ValueError("class stream runs past the end of the stream")
     words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
-    cls = categorical.decode_chunk(words, categorical.model(tables.expand(np.array(counts, np.int64))), count)
+    cls = categorical.decode_chunk(words, categorical.model(tables.expand(counts)), count)
     return cls.astype(np.int64), pos + 4 * nw
 
 
@@ -128,12 +128,12 @@ def _decode(desc: dict, mv, out_dtype: np.dtype) -> np.ndarray:
     ntab = int(table_of[-1]) + 1
     models = []
     for _ in range(ntab):
-        c, pos = varint.decode(mv, nsym, pos)
-        models.append(categorical.model(tables.expand(np.array(c, np.int64))))
+        c, pos = tables.read(mv, pos, nsym)
+        models.append(categorical.model(tables.expand(c)))
     sign_model = None
     if desc["signs"]:
-        c, pos = varint.decode(mv, 2, pos)
-        sign_model = categorical.model(tables.expand(np.array(c, np.int64)))
+        c, pos = tables.read(mv, pos, 2)
+        sign_model = categorical.model(tables.expand(c))
     crows = desc["chunk_rows"]
     nchunks = categorical.num_chunks(rows, crows)
     nwords, pos = varint.decode(mv, nchunks, pos)

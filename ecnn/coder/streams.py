@@ -103,8 +103,8 @@ def validate(desc, count: int, lo: int, hi: int) -> None:
             raise InvalidField("a cat0 stream must code at least one symbol")
         if categorical.num_chunks(count, chunk) > MAX_CHUNKS:
             raise LimitExceeded(f"cat0 stream has more than {MAX_CHUNKS} chunks")
-        # Table (>= 1 byte per symbol) and chunk index (>= 1 byte per chunk).
-        if length < nsym + categorical.num_chunks(count, chunk):
+        # Table (>= 2 bytes) and chunk index (>= 1 byte per chunk).
+        if length < 2 + categorical.num_chunks(count, chunk):
             raise InvalidField("cat0 stream too short for its table and chunk index")
 
 
@@ -136,8 +136,8 @@ def _validate_rowcol(desc: dict, count: int, lo: int, hi: int, length: int) -> N
     nchunks = categorical.num_chunks(rows, crows)
     if nchunks > MAX_CHUNKS:
         raise LimitExceeded(f"rowcol stream has more than {MAX_CHUNKS} chunks")
-    # map (>= 1 byte per context), one table (>= nsym bytes), chunk index (>= 1 byte per chunk)
-    if length < (nrc + ncc - 1) + nsym + nchunks:
+    # map (>= 1 byte per context), one table (>= 2 bytes), chunk index (>= 1 byte per chunk)
+    if length < (nrc + ncc - 1) + 2 + nchunks:
         raise InvalidField("rowcol stream too short for its map, tables and chunk index")
 
 
@@ -162,10 +162,10 @@ def cat0_estimate(hist: np.ndarray, count: int, chunk: int) -> tuple[order0.Orde
     return fit, bits
 
 
-def encode_cat0(indices: np.ndarray, offset: int, nsym: int, counts: np.ndarray, chunk: int) -> tuple[dict, bytes]:
-    freqs = tables.expand(counts)
+def encode_cat0(indices: np.ndarray, offset: int, nsym: int, fit: order0.Order0Fit, chunk: int) -> tuple[dict, bytes]:
+    freqs = tables.expand(fit.counts)
     words = categorical.encode(indices, freqs, chunk)
-    parts = [varint.encode(counts), varint.encode([w.size for w in words])]
+    parts = [fit.blob, varint.encode([w.size for w in words])]
     parts += [w.astype("<u4").tobytes() for w in words]
     data = b"".join(parts)
     desc = {
@@ -197,7 +197,7 @@ def encode_best(
         return encode_const(lo)
     if kind == "cat0":
         indices, fit = how
-        return encode_cat0(indices, lo, hi - lo + 1, fit.counts, chunk)
+        return encode_cat0(indices, lo, hi - lo + 1, fit, chunk)
     if kind == "rowcol":
         sym, vals, plan_, offset, n = how
         return rowcol.encode(sym, vals, plan_, offset, n, chunk)
@@ -309,9 +309,9 @@ def _decode_cat0(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray
     k = categorical.num_chunks(count, chunk)
     mv = memoryview(buf)
     try:
-        counts, pos = varint.decode(mv, nsym, 0)
+        counts, pos = tables.read(mv, 0, nsym)
         nwords, pos = varint.decode(mv, k, pos)
-        freqs = tables.expand(np.array(counts, dtype=np.int64))
+        freqs = tables.expand(counts)
     except ValueError as e:
         raise CorruptPayload(f"cat0 stream: {e}") from None
     if pos + 4 * sum(nwords) != len(mv):

@@ -21,9 +21,13 @@ _RESOLUTIONS = (4, 6, 8, 10, 12, 14, 16, 18, 20)
 
 @dataclass(frozen=True)
 class Order0Fit:
-    counts: np.ndarray  # stored counts, int64, one per symbol of the alphabet
-    table_bytes: int  # bytes the stored counts take as varints
+    counts: np.ndarray  # counts as the decoder reads them, int64, one per symbol of the alphabet
+    blob: bytes  # the stored table (spec/CODING.md, "Stored tables")
     symbol_bits: float  # ideal code length of the symbols under the expanded table
+
+    @property
+    def table_bytes(self) -> int:
+        return len(self.blob)
 
     @property
     def total_bits(self) -> float:
@@ -57,25 +61,33 @@ def scale_counts(hist: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def fit(hist: np.ndarray) -> Order0Fit:
-    """Choose stored counts for a histogram by minimum description length."""
+    """Choose a stored table for a histogram by minimum description length.
+
+    Tries plain counts at several resolutions and log-coded counts with 1 to 3
+    mantissa bits; keeps the smallest table bytes + coded symbol bits.
+    """
     hist = np.asarray(hist, dtype=np.int64)
     best: Order0Fit | None = None
     seen: set[bytes] = set()
-    for r in _RESOLUTIONS:
-        counts = scale_counts(hist, r)
+
+    def consider(counts: np.ndarray, table_bytes: int, make_blob) -> None:
+        nonlocal best
         key = counts.tobytes()
         if key in seen:
-            continue
+            return
         seen.add(key)
-        cand = Order0Fit(
-            counts=counts,
-            table_bytes=int(varint.varint_sizes(counts).sum()),
-            symbol_bits=symbol_bits(hist, counts),
-        )
-        if best is None or cand.total_bits < best.total_bits:
-            best = cand
+        bits = 8.0 * table_bytes + symbol_bits(hist, counts)
+        if best is None or bits < best.total_bits:
+            best = Order0Fit(counts=counts, blob=make_blob(), symbol_bits=bits - 8.0 * table_bytes)
+
+    for r in _RESOLUTIONS:
+        counts = scale_counts(hist, r)
+        consider(counts, 1 + int(varint.varint_sizes(counts).sum()), lambda c=counts: tables.serialize(c))
         if int(hist.sum()) <= (1 << r):
             break  # larger resolutions give the same counts
+    for m in (1, 2, 3):
+        codes = tables.log_codes(hist, m)
+        consider(tables.code_to_count(codes, m), tables.log_table_bytes(codes), lambda c=codes, m=m: tables.serialize_log(c, m))
     assert best is not None
     return best
 

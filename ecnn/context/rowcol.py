@@ -35,8 +35,8 @@ class RowColPlan:
         rclass, cclass: class of each row / column.
         nrc, ncc: number of row / column classes.
         table_of: table index of each context ``0 .. nrc + ncc - 2``.
-        counts: stored counts of each table (alphabet of ``nsym`` symbols).
-        sign_counts: stored counts (negative, positive) of the sign table, or None.
+        fits: the stored table of each table index (alphabet of ``nsym`` symbols).
+        sign_fit: the sign table (negative, positive), or None.
         rows_fit, cols_fit: order-0 fits of the class side streams (None if one class).
         bits: estimated size of the whole stream in bits.
     """
@@ -46,8 +46,8 @@ class RowColPlan:
     nrc: int
     ncc: int
     table_of: np.ndarray
-    counts: list
-    sign_counts: np.ndarray | None
+    fits: list
+    sign_fit: order0.Order0Fit | None
     rows_fit: order0.Order0Fit | None
     cols_fit: order0.Order0Fit | None
     bits: float
@@ -140,22 +140,21 @@ def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: i
     hist = np.bincount((ctx * nsym + sym).ravel(), minlength=nctx * nsym).reshape(nctx, nsym)
     table_of = merge_contexts(hist)
     ntab = int(table_of.max()) + 1
-    counts = []
+    fits = []
     bits = 0.0
     for t in range(ntab):
         f = order0.fit(hist[table_of == t].sum(axis=0))  # every table holds symbols (see merge_contexts)
-        counts.append(f.counts)
+        fits.append(f)
         bits += f.total_bits
-    sign_counts = None
+    sign_fit = None
     if values is not None:
         nz = values[values != 0]
         neg = int(np.count_nonzero(nz < 0))
-        sf = order0.fit(np.array([neg, nz.size - neg], np.int64))  # caller ensures nz.size > 0
-        sign_counts = sf.counts
-        bits += sf.total_bits
+        sign_fit = order0.fit(np.array([neg, nz.size - neg], np.int64))  # caller ensures nz.size > 0
+        bits += sign_fit.total_bits
     rows_fit, cols_fit = _side_fit(rclass, nrc), _side_fit(cclass, ncc)
     for side in (rows_fit, cols_fit):
         if side is not None:
             bits += side.total_bits + order0.FLUSH_BITS
     bits += 8.0 * int(varint.varint_sizes(table_of).sum())
-    return RowColPlan(rclass, cclass, nrc, ncc, table_of, counts, sign_counts, rows_fit, cols_fit, bits)
+    return RowColPlan(rclass, cclass, nrc, ncc, table_of, fits, sign_fit, rows_fit, cols_fit, bits)

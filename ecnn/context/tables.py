@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn.context import varint
+
 PRECISION = 24
 MAX_NSYM = 1 << 20  # cap on the alphabet of one table
 MAX_COUNT = (1 << 32) - 1  # cap on one stored count
@@ -49,3 +51,118 @@ def expand(counts: np.ndarray, precision: int = PRECISION) -> np.ndarray:
 def probabilities_bits(f: np.ndarray, precision: int = PRECISION) -> np.ndarray:
     """Code length in bits of each symbol under expanded frequencies ``f``."""
     return precision - np.log2(np.asarray(f, dtype=np.float64) + 1.0)
+
+
+# --- stored form (spec/CODING.md, "Stored tables") ---------------------------
+
+MODE_VARINT = 0  # the counts, one varint each
+MODE_LOG = 1  # log-coded counts: nibble-packed differences of their codes
+MAX_LOG_MANTISSA = 4
+_NIBBLE_ESCAPE = 15
+
+
+def code_to_count(e: np.ndarray, m: int) -> np.ndarray:
+    """Count of log code ``e`` with ``m`` mantissa bits: 0 for 0, else ``(2^m + r) << k`` for ``e - 1 = k * 2^m + r``."""
+    e = np.asarray(e, dtype=np.int64)
+    em1 = np.maximum(e - 1, 0)
+    c = ((1 << m) + (em1 & ((1 << m) - 1))) << (em1 >> m)
+    return np.where(e == 0, 0, c)
+
+
+def max_code(m: int) -> int:
+    """Largest code whose count is at most MAX_COUNT."""
+    e = 1
+    while code_to_count(np.array([e + 1]), m)[0] <= MAX_COUNT:
+        e += 1
+    return e
+
+
+def log_codes(hist: np.ndarray, m: int) -> np.ndarray:
+    """Codes whose counts are closest (in ratio) to ``hist * 2^m`` (scaled down if that
+    exceeds MAX_COUNT); occurring symbols get a code >= 1."""
+    h = np.asarray(hist, dtype=np.float64)
+    top = max_code(m)
+    grid = np.log2(code_to_count(np.arange(1, top + 1), m).astype(np.float64))
+    target = np.log2(np.maximum(h, 1.0)) + m
+    over = float(target.max()) - grid[-1]
+    if over > 0:
+        target -= over  # scale every count down alike: only their ratios matter
+    i = np.clip(np.searchsorted(grid, target), 1, top - 1)
+    nearer_low = (target - grid[i - 1]) <= (grid[i] - target)
+    e = np.where(nearer_low, i, i + 1)  # codes are 1-based
+    return np.where(h > 0, e, 0).astype(np.int64)
+
+
+def _zigzag(d: np.ndarray) -> np.ndarray:
+    return np.where(d >= 0, 2 * d, -2 * d - 1)
+
+
+def serialize(counts: np.ndarray) -> bytes:
+    """Stored form of counts as plain varints (mode 0)."""
+    return varint.encode([MODE_VARINT]) + varint.encode(counts)
+
+
+def serialize_log(codes: np.ndarray, m: int) -> bytes:
+    """Stored form of log codes (mode 1): mode, m, then nibble-packed zigzag differences."""
+    z = _zigzag(np.diff(np.concatenate([[0], np.asarray(codes, np.int64)])))
+    nibbles: list[int] = []
+    for v in z.tolist():
+        if v < _NIBBLE_ESCAPE:
+            nibbles.append(v)
+        else:
+            v -= _NIBBLE_ESCAPE
+            nibbles += [_NIBBLE_ESCAPE, (v >> 8) & 15, (v >> 4) & 15, v & 15]
+    if len(nibbles) % 2:
+        nibbles.append(0)
+    packed = bytes((a << 4) | b for a, b in zip(nibbles[::2], nibbles[1::2]))
+    return varint.encode([MODE_LOG, m]) + packed
+
+
+def log_table_bytes(codes: np.ndarray) -> int:
+    """Length of :func:`serialize_log`'s output, without building it."""
+    z = _zigzag(np.diff(np.concatenate([[0], np.asarray(codes, np.int64)])))
+    nib = int(np.where(z < _NIBBLE_ESCAPE, 1, 4).sum())
+    return 2 + (nib + 1) // 2
+
+
+def read(buf, pos: int, nsym: int) -> tuple[np.ndarray, int]:
+    """Read a stored table of ``nsym`` counts at ``pos``; returns the counts and the next position.
+
+    Raises:
+        ValueError: bad mode, truncation, code out of range, or non-zero final pad nibble.
+    """
+    (mode,), pos = varint.decode(buf, 1, pos)
+    if mode == MODE_VARINT:
+        counts, pos = varint.decode(buf, nsym, pos)
+        return np.array(counts, dtype=np.int64), pos
+    if mode != MODE_LOG:
+        raise ValueError(f"unknown table mode {mode}")
+    (m,), pos = varint.decode(buf, 1, pos)
+    if m > MAX_LOG_MANTISSA:
+        raise ValueError(f"table mantissa bits {m} > {MAX_LOG_MANTISSA}")
+    top = max_code(m)
+    codes = np.empty(nsym, np.int64)
+    nib = 0  # index of the next nibble from pos
+
+    def next_nibble() -> int:
+        nonlocal nib
+        i = pos + (nib >> 1)
+        if i >= len(buf):
+            raise ValueError("table runs past the end of its stream")
+        b = buf[i]
+        v = (b >> 4) if nib % 2 == 0 else (b & 15)
+        nib += 1
+        return v
+
+    prev = 0
+    for k in range(nsym):
+        z = next_nibble()
+        if z == _NIBBLE_ESCAPE:
+            z = _NIBBLE_ESCAPE + ((next_nibble() << 8) | (next_nibble() << 4) | next_nibble())
+        prev += (z >> 1) if z % 2 == 0 else -((z + 1) >> 1)
+        if not 0 <= prev <= top:
+            raise ValueError(f"table code {prev} out of range 0..{top}")
+        codes[k] = prev
+    if nib % 2 and (buf[pos + (nib >> 1)] & 15):
+        raise ValueError("non-zero pad nibble after a table")
+    return code_to_count(codes, m), pos + (nib + 1) // 2
