@@ -9,6 +9,8 @@ every machine.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ecnn.context import varint
@@ -69,6 +71,7 @@ def code_to_count(e: np.ndarray, m: int) -> np.ndarray:
     return np.where(e == 0, 0, c)
 
 
+@functools.lru_cache(maxsize=None)
 def max_code(m: int) -> int:
     """Largest code whose count is at most MAX_COUNT."""
     e = 1
@@ -77,12 +80,20 @@ def max_code(m: int) -> int:
     return e
 
 
+@functools.lru_cache(maxsize=None)
+def _log2_grid(m: int) -> np.ndarray:
+    """log2 of the counts of codes 1 .. max_code(m)."""
+    g = np.log2(code_to_count(np.arange(1, max_code(m) + 1), m).astype(np.float64))
+    g.flags.writeable = False
+    return g
+
+
 def log_codes(hist: np.ndarray, m: int) -> np.ndarray:
     """Codes whose counts are closest (in ratio) to ``hist * 2^m`` (scaled down if that
     exceeds MAX_COUNT); occurring symbols get a code >= 1."""
     h = np.asarray(hist, dtype=np.float64)
     top = max_code(m)
-    grid = np.log2(code_to_count(np.arange(1, top + 1), m).astype(np.float64))
+    grid = _log2_grid(m)
     target = np.log2(np.maximum(h, 1.0)) + m
     over = float(target.max()) - grid[-1]
     if over > 0:
