@@ -39,8 +39,9 @@ def _raw(arr: np.ndarray) -> tuple[dict, list, bytes]:
 def _planes(arr: np.ndarray, dt: DType, chunk: int) -> tuple[dict, list, bytes]:
     b = _contig(arr).reshape(-1).view(np.uint8).reshape(-1, dt.itemsize)
     descs, parts = [], []
+    rows = _rows(arr)
     for k in range(dt.itemsize):
-        d, p = streams.encode_best(b[:, k], 1, False, chunk)
+        d, p = streams.encode_best(b[:, k], 1, False, chunk, rows=rows)
         descs.append(d)
         parts.append(p)
     return {"kind": "planes"}, descs, b"".join(parts)
