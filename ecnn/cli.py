@@ -20,6 +20,8 @@ examples:
   ecnn info model.ecnn                                   sizes per tensor
   ecnn verify model.ecnn                                 check every checksum, decode all
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
+  ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, initializers packed
+  ecnn unpack model.ecnn -o model.onnx                   back to ONNX
 """
 
 
@@ -91,9 +93,23 @@ def cmd_pack(a) -> int:
         out = src.with_name(src.name + ".ecnn")
     if eio.same_file(src, out) or (src.resolve() == out.resolve()):
         raise SameFile(f"refusing to overwrite the input {src} with the output")
-    cfg = make_config(bits=a.bits, step=a.step, lossless=a.lossless, exact=tuple(a.exact))
+    cfg = make_config(bits=a.bits, step=a.step, lossless=a.lossless, exact=tuple(a.exact), per_row=not a.per_tensor)
     _confirm_overwrite(out, a.force)
     t0 = time.perf_counter()
+    if not src.is_dir() and eio.kind_of(src) == "onnx":
+        from ecnn import onnx as eonnx
+
+        update, close = _progress_bar(not a.quiet, "packing")
+        try:
+            size, count, in_bytes = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
+        finally:
+            close()
+        if not a.quiet:
+            print(
+                f"packed ONNX graph and {count} initializers, {_human(in_bytes)} -> {_human(size)} "
+                f"({in_bytes / max(size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s: {out}"
+            )
+        return 0
     tensors = eio.load_weights(src)
     arrays = et.to_arrays(tensors)
     in_bytes = sum(arr.nbytes for arr, _ in arrays.values())
@@ -118,13 +134,25 @@ def cmd_unpack(a) -> int:
 
     src = Path(a.input)
     out = Path(a.output) if a.output else src.with_suffix(".safetensors")
+    if not a.output:
+        with efile.EcnnFile(src) as f:
+            if f.metadata().get("ecnn.onnx") == "1":  # a packed ONNX model unpacks to .onnx
+                out = src.with_suffix(".onnx")
     if eio.same_file(src, out) or src.resolve() == out.resolve():
         raise SameFile(f"refusing to overwrite the input {src} with the output")
-    if eio.kind_of(out) not in ("safetensors", "torch"):
+    if eio.kind_of(out) not in ("safetensors", "torch", "onnx"):
         from ecnn.errors import InvalidOption
 
-        raise InvalidOption(f"{out}: unpack writes .safetensors, .pt, .pth or .bin")
+        raise InvalidOption(f"{out}: unpack writes .safetensors, .pt, .pth, .bin or .onnx")
     _confirm_overwrite(out, a.force)
+    if eio.kind_of(out) == "onnx":
+        from ecnn import onnx as eonnx
+
+        model = eonnx.load_model(src)
+        size = eonnx.write_model(model, out)
+        if not a.quiet:
+            print(f"unpacked ONNX model with {len(model.graph.initializer)} initializers to {out} ({_human(size)})")
+        return 0
     update, close = _progress_bar(not a.quiet, "unpacking")
     try:
         with efile.EcnnFile(src) as f:
@@ -180,7 +208,12 @@ def format_table(infos) -> str:
     head = ("tensor", "shape", "dtype", "quantizer", "coder", "bytes", "bits/value", "ratio")
     rows = []
     for i in infos:
-        quant = f"uniform step={i.step:.4g}" if i.step is not None else f"exact ({i.representation})"
+        if i.representation == "uniform_rows":
+            quant = f"per-row step<={i.step:.4g}"
+        elif i.step is not None:
+            quant = f"uniform step={i.step:.4g}"
+        else:
+            quant = f"exact ({i.representation})"
         coders = "+".join(sorted(set(i.coders))) if i.coders else "raw"
         ratio = f"{i.nbytes / i.coded_bytes:.2f}x" if i.coded_bytes else "-"
         rows.append(
@@ -226,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "pack",
         help="compress a weights file into .ecnn",
-        description="Compress .safetensors, sharded safetensors (folder or index.json) or .pt/.pth/.bin "
-        "state dicts into a .ecnn file. Float tensors with 2+ dimensions are quantized "
+        description="Compress .safetensors, sharded safetensors (folder or index.json), .pt/.pth/.bin "
+        "state dicts or .onnx models (graph kept, initializers packed) into a .ecnn file. Float tensors with 2+ dimensions are quantized "
         "(8 bits unless told otherwise); biases, norms and integer tensors are kept exact.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -239,14 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--step", type=float, help="fixed quantization step instead of --bits")
     g.add_argument("--lossless", action="store_true", help="keep every value bit-exact")
     sp.add_argument("--exact", action="append", default=[], metavar="PATTERN", help="keep tensors whose name matches this glob exact (repeatable)")
+    sp.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="with --bits, one step per tensor instead of one per row (smaller, but outliers coarsen every row)",
+    )
     sp.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="store a metadata entry (repeatable)")
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sp.set_defaults(func=cmd_pack)
 
-    sp = sub.add_parser("unpack", help="decode .ecnn back to .safetensors or .pt")
+    sp = sub.add_parser("unpack", help="decode .ecnn back to .safetensors, .pt or .onnx")
     sp.add_argument("input", help=".ecnn file")
-    sp.add_argument("-o", "--output", help="output .safetensors or .pt (default: input name with .safetensors)")
+    sp.add_argument("-o", "--output", help="output .safetensors, .pt or .onnx (default: input name with .safetensors)")
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sp.set_defaults(func=cmd_unpack)

@@ -24,8 +24,8 @@ from ecnn.errors import CorruptPayload, InvalidField, InvalidOption, UnknownFiel
 
 log = logging.getLogger(__name__)
 
-REPRS = ("raw", "planes", "int", "uniform")
-_REPR_KEYS = {"raw": {"kind"}, "planes": {"kind"}, "int": {"kind"}, "uniform": {"kind", "step"}}
+REPRS = ("raw", "planes", "int", "uniform", "uniform_rows")
+_REPR_KEYS = {"raw": {"kind"}, "planes": {"kind"}, "int": {"kind"}, "uniform": {"kind", "step"}, "uniform_rows": {"kind", "step"}}
 
 
 # --- encoding ---------------------------------------------------------------
@@ -66,6 +66,14 @@ def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict,
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
+def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
+    shifts = quantize.row_shifts(arr, dt, step)
+    q = quantize.quantize_rows(arr, dt, step, shifts)
+    d0, p0 = streams.encode_best(shifts, 1, False, chunk)
+    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr))
+    return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
+
+
 def _cost(cand) -> int:
     """Bytes a candidate adds to the file: its payload plus its header entries."""
     rep, descs, payload = cand
@@ -89,8 +97,9 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
     elif dt.is_float and wants_quantization(name, arr, dt, cfg):
         fixed = cfg.step_for(name)
         step = quantize.check_step(fixed) if fixed is not None else quantize.step_for_bits(arr, dt, cfg.bits)
+        per_row = fixed is None and cfg.per_row and arr.ndim >= 2
         try:
-            rep, descs, payload = _uniform(arr, dt, step, cfg.chunk)
+            rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk)
         except InvalidOption as e:
             log.warning("tensor %r kept exact: %s", name, e)
             rep, descs, payload = _smallest([_raw(arr), _planes(arr, dt, cfg.chunk)])
@@ -146,18 +155,26 @@ def validate_record(rec: TensorRecord) -> None:
         _nstreams(rec, 1)
     else:
         if not quantize.quantizable(dt):
-            raise InvalidField(f"tensor {rec.name!r}: {dt.name} cannot use the uniform representation")
+            raise InvalidField(f"tensor {rec.name!r}: {dt.name} cannot use the {kind} representation")
         s = rec.repr.get("step")
         if type(s) is not int or not 0 <= s <= 0xFFFFFFFF:
             raise InvalidField(f"tensor {rec.name!r}: step must be a uint32 bit pattern")
         v = quantize.step_from_bits(s)
         if not (np.isfinite(v) and v > 0):
             raise InvalidField(f"tensor {rec.name!r}: step is not a positive finite float32")
-        _nstreams(rec, 1)
+        if kind == "uniform_rows":
+            if len(rec.shape) < 1:
+                raise InvalidField(f"tensor {rec.name!r}: uniform_rows needs at least one dimension")
+            _nstreams(rec, 2)
+        else:
+            _nstreams(rec, 1)
     lo, hi = _symbol_range(dt, kind)
     total = 0
-    for d in rec.streams:
-        streams.validate(d, count, lo, hi)
+    for i, d in enumerate(rec.streams):
+        if kind == "uniform_rows" and i == 0:
+            streams.validate(d, rec.shape[0], 0, quantize.MAX_ROW_SHIFT)  # the row shifts
+        else:
+            streams.validate(d, count, lo, hi)
         total += d["length"]
     if total != rec.length:
         raise InvalidField(f"tensor {rec.name!r}: stream lengths sum to {total}, payload is {rec.length}")
@@ -198,8 +215,13 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
         if dt.kind == "b":
             return _bools(out[:, 0], rec)
         return out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage).reshape(rec.shape).astype(dt.storage, copy=False)
-    ((d, p),) = parts
     lo, hi = _symbol_range(dt, kind)
+    if kind == "uniform_rows":
+        (d0, p0), (d1, p1) = parts
+        shifts = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_SHIFT)
+        q = streams.decode(d1, p1, count, np.int32, lo, hi)
+        return quantize.dequantize_rows(q, dt, quantize.step_from_bits(rec.repr["step"]), shifts).reshape(rec.shape)
+    ((d, p),) = parts
     if kind == "int":
         if dt.kind == "b":
             v = streams.decode(d, p, count, np.uint8, lo, hi)

@@ -28,6 +28,9 @@ class EncodeConfig:
             (e.g. weights already on a grid after ``ecnn.train``). Shapes the bitstream.
         min_ndim: float tensors with fewer dimensions (biases, norms) are kept
             exact. Shapes the bitstream.
+        per_row: with ``bits``, give each row (output channel) its own step,
+            a power-of-two fraction of the tensor's, so that a few outliers do
+            not coarsen every row. Shapes the bitstream.
         chunk: symbols per independently decodable chunk. Shapes the bitstream.
         align: payload alignment in bytes (power of two). Shapes the bitstream.
         version: version of this config's meaning; bumps when a default changes.
@@ -39,6 +42,7 @@ class EncodeConfig:
     exact: tuple[str, ...] = ()
     steps: tuple[tuple[str, float], ...] = ()
     min_ndim: int = 2
+    per_row: bool = True
     chunk: int = 1 << 20
     align: int = 8
     version: int = field(default=1, repr=False)

@@ -54,7 +54,7 @@ class TensorInfo:
 def _info(rec: TensorRecord) -> TensorInfo:
     from ecnn import quantize
 
-    step = quantize.step_from_bits(rec.repr["step"]) if rec.repr["kind"] == "uniform" else None
+    step = quantize.step_from_bits(rec.repr["step"]) if rec.repr["kind"] in ("uniform", "uniform_rows") else None
     return TensorInfo(
         name=rec.name,
         dtype=rec.dtype,

@@ -101,3 +101,57 @@ def step_bits(step: float) -> int:
 
 def step_from_bits(bits: int) -> float:
     return float(np.array(bits, dtype=np.uint32).view(np.float32))
+
+
+# --- per-row steps (representation "uniform_rows") ------------------------------
+
+MAX_ROW_SHIFT = 31
+
+
+def row_shifts(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
+    """Per-row exponents ``e`` so that row ``i`` uses step ``step * 2**-e[i]``.
+
+    ``e[i]`` is the largest shift (up to 31) that keeps row ``i``'s largest
+    magnitude within the range ``step`` gives the whole tensor, so every row
+    keeps the tensor's symbol range but uses its own precision.
+    """
+    x = to_float(values, dtype).reshape(values.shape[0], -1)
+    row_max = np.abs(x).max(axis=1).astype(np.float64)
+    row_max = np.where(np.isfinite(row_max), row_max, 0.0)  # quantize_rows rejects non-finite rows
+    top = float(row_max.max()) if row_max.size else 0.0
+    with np.errstate(divide="ignore"):
+        e = np.floor(np.log2(top / row_max))
+    e = np.where(row_max > 0, e, 0)
+    return np.clip(e, 0, MAX_ROW_SHIFT).astype(np.int64)
+
+
+def row_steps(step: float, shifts: np.ndarray, dtype: DType) -> np.ndarray:
+    """The step of each row: ``step * 2**-shift``, exact in float32 (float64 for float64 tensors)."""
+    ftype = np.float64 if dtype.name == "float64" else np.float32
+    return np.ldexp(ftype(np.float32(step)), -np.asarray(shifts, dtype=np.int32)).astype(ftype)
+
+
+def quantize_rows(values: np.ndarray, dtype: DType, step: float, shifts: np.ndarray) -> np.ndarray:
+    """Integer symbols with a step per row (first dimension); see :func:`quantize`."""
+    x = to_float(values, dtype).astype(np.float64, copy=False).reshape(values.shape[0], -1)
+    if x.size and not np.isfinite(x).all():
+        raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
+    s = row_steps(step, shifts, dtype).astype(np.float64)
+    if not (s > 0).all():
+        raise InvalidOption("a row step underflows to zero")
+    q = np.rint(x / s[:, None])
+    qmax = QMAX_FLOAT64 if dtype.name == "float64" else QMAX_FLOAT32
+    if q.size and np.max(np.abs(q)) > qmax:
+        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax})")
+    return q.astype(np.int32).reshape(values.shape)
+
+
+def dequantize_rows(q: np.ndarray, dtype: DType, step: float, shifts: np.ndarray) -> np.ndarray:
+    """Reconstruct a tensor quantized with :func:`quantize_rows`."""
+    rows = np.asarray(shifts).size
+    s = row_steps(step, shifts, dtype)
+    if dtype.name == "float64":
+        return (q.reshape(rows, -1).astype(np.float64) * s[:, None]).reshape(q.shape)
+    x = q.reshape(rows, -1).astype(np.float32)
+    x *= s[:, None]
+    return from_float(x, dtype).reshape(q.shape)

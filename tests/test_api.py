@@ -70,12 +70,15 @@ def test_lossless_property(x):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
 @pytest.mark.parametrize("bits", [2, 4, 8, 12])
-def test_quantized_error_bound(dtype, bits):
+@pytest.mark.parametrize("per_row", [True, False], ids=["per_row", "per_tensor"])
+def test_quantized_error_bound(dtype, bits, per_row):
     t = _random(dtype, (64, 48), seed=bits)
-    data = ecnn.encode({"w": t, "b": _random(dtype, (48,))}, bits=bits)
+    t[5] *= 40  # an outlier row: with per-row steps the other rows stay fine
+    data = ecnn.encode({"w": t, "b": _random(dtype, (48,))}, config=ecnn.EncodeConfig(bits=bits, per_row=per_row))
     f = ecnn.open(data)
     step = f.info("w").step
-    assert f.info("w").representation == "uniform" and f.info("b").representation != "uniform"
+    assert f.info("w").representation == ("uniform_rows" if per_row else "uniform")
+    assert f.info("b").representation not in ("uniform", "uniform_rows")
     w = f.get_tensor("w")
     assert w.dtype == dtype
     x, y = t.double(), w.double()
@@ -90,6 +93,9 @@ def test_quantized_error_bound(dtype, bits):
         ulp = np.spacing(mag).astype(np.float64)
     ulp = torch.from_numpy(ulp)
     assert ((x - y).abs() <= step / 2 + ulp / 2 + 1e-300).all()
+    if per_row:  # rows other than the outlier use at least 16x finer steps
+        others = torch.cat([(x - y)[:5], (x - y)[6:]]).abs().max().item()
+        assert others <= step / 32 + ulp.max().item()
     assert _same_bits(f.get_tensor("b"), _random(dtype, (48,)))  # 1-D kept exact
 
 

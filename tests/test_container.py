@@ -57,6 +57,10 @@ def rebuild(header: dict | bytes, payload_area: bytes, major=1, minor=0, fix_crc
     return out + payload_area
 
 
+def _flip(data: bytes, i: int) -> bytes:
+    return data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1 :]
+
+
 def parts(data: bytes):
     c = Container(data)
     return dict(c.header), bytes(c.buf[c.data_start :])
@@ -94,7 +98,7 @@ def test_empty_file_roundtrip():
         (lambda d: d[:8] + struct.pack("<H", 2) + d[10:], UnsupportedVersion),
         (lambda d: d[:12] + struct.pack("<I", fmt.MAX_HEADER_LENGTH + 1) + d[16:], HeaderTooLarge),
         (lambda d: d[:16] + bytes([d[16] ^ 1]) + d[17:], HeaderChecksumMismatch),
-        (lambda d: d[:370] + bytes([d[370] ^ 0x10]) + d[371:], PayloadChecksumMismatch),  # inside "w"
+        (lambda d: _flip(d, Container(d).records[0].offset + 1), PayloadChecksumMismatch),  # inside "w"
     ],
 )
 def test_damaged_files(mutate, err):

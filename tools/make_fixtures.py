@@ -55,11 +55,11 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     add(
         "uniform_cat0",
         {"fc.weight": (r.standard_normal((24, 16)) * 0.05).astype(np.float32), "fc.bias": (r.standard_normal(24) * 0.01).astype(np.float32)},
-        bits=4,
+        config=EncodeConfig(bits=4, per_row=False),
         metadata={"model": "tiny mlp", "ecnn.fixture": "uniform_cat0"},
     )
     r = _rng(2)
-    add("uniform_float16_float64", {"h": (r.standard_normal((20, 10))).astype(np.float16), "d": r.standard_normal((5, 7))}, bits=8)
+    add("uniform_float16_float64", {"h": (r.standard_normal((20, 10))).astype(np.float16), "d": r.standard_normal((5, 7))}, config=EncodeConfig(bits=8, per_row=False))
     r = _rng(3)
     add("lossless_planes", {"w": (r.standard_normal((40, 30)) * 0.02).astype(np.float32), "v": (r.standard_normal(100)).astype(np.float64)}, lossless=True)
     r = _rng(4)
@@ -74,14 +74,14 @@ def valid() -> dict[str, tuple[bytes, dict]]:
         },
         lossless=True,
     )
-    add("const_scalar_empty", {"zeros": np.zeros((10, 10), np.float32), "scalar": np.array(2.5, np.float32), "empty": np.zeros((0, 4), np.float32)}, bits=8)
+    add("const_scalar_empty", {"zeros": np.zeros((10, 10), np.float32), "scalar": np.array(2.5, np.float32), "empty": np.zeros((0, 4), np.float32)}, config=EncodeConfig(bits=8, per_row=False))
     r = _rng(5)
-    add("chunked", {"w": np.rint(r.laplace(0, 4, (100, 100))).astype(np.float32) * 0.01}, config=EncodeConfig(bits=8, chunk=4096))
+    add("chunked", {"w": np.rint(r.laplace(0, 4, (100, 100))).astype(np.float32) * 0.01}, config=EncodeConfig(bits=8, chunk=4096, per_row=False))
     add("no_tensors", {}, metadata={"note": "a file may hold only metadata"})
     r = _rng(6)
     add("align64", {"a": r.standard_normal((9, 9)).astype(np.float32), "b": np.arange(3, dtype=np.int16)}, config=EncodeConfig(lossless=True, align=64))
     # Ancillary keys (leading underscore) in the header, a record and a stream: decoders ignore them.
-    base = en.encode({"w": (_rng(7).standard_normal((6, 6)) * 0.1).astype(np.float32)}, bits=6)
+    base = en.encode({"w": (_rng(7).standard_normal((6, 6)) * 0.1).astype(np.float32)}, config=EncodeConfig(bits=6, per_row=False))
     h, area = split(base)
     h["_comment"] = "ancillary"
     h["tensors"][0]["_note"] = "ancillary"
@@ -93,14 +93,20 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     from ecnn import file as efile
 
     arrays = {"bf": (bf, dt_.get("bfloat16")), "bf_exact": (_bf16(r.standard_normal(12)), dt_.get("bfloat16"))}
-    out["bfloat16"] = efile.encode(arrays, EncodeConfig(bits=8))
+    out["bfloat16"] = efile.encode(arrays, EncodeConfig(bits=8, per_row=False))
     # Row/column scale contexts: signed (magnitudes + signs) and unsigned (offset) streams, several chunks.
     r = _rng(9)
     rs, cs = np.exp(r.standard_normal(256) * 0.8), np.exp(r.standard_normal(64) * 0.8)
     w = (r.standard_normal((256, 64)) * rs[:, None] * cs[None, :]).astype(np.float32)
-    out["rowcol_signs"] = en.encode({"w": w}, config=EncodeConfig(bits=6, chunk=4096))
+    out["rowcol_signs"] = en.encode({"w": w}, config=EncodeConfig(bits=6, chunk=4096, per_row=False))
     u = np.minimum(np.abs(np.rint(w / np.abs(w).max() * 60)), 255).astype(np.uint8) + 2
     out["rowcol_unsigned"] = en.encode({"u": u}, lossless=True)
+    # Per-row steps: an outlier row keeps its coarse step, the others get finer power-of-two steps.
+    r = _rng(11)
+    w = (r.standard_normal((48, 96)) * 0.05).astype(np.float32)
+    w[7] *= 30
+    h = (r.standard_normal((10, 12)) * 0.5).astype(np.float16)
+    out["uniform_rows"] = en.encode({"w": w, "h": h}, config=EncodeConfig(bits=8, per_row=True))
     return out
 
 
@@ -172,7 +178,7 @@ def invalid(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     # A cat0 table of all-zero counts (a single-tensor file, so no offsets move), CRC recomputed.
     from ecnn.context import tables
 
-    one = en.encode({"w": (_rng(10).standard_normal((16, 16)) * 0.1).astype(np.float32)}, bits=4)
+    one = en.encode({"w": (_rng(10).standard_normal((16, 16)) * 0.1).astype(np.float32)}, config=EncodeConfig(bits=4, per_row=False))
     h1, area1 = split(one)
     t0 = h1["tensors"][0]
     s0 = t0["streams"][0]
