@@ -149,17 +149,19 @@ def _decode(desc: dict, mv, out_dtype: np.dtype) -> np.ndarray:
         bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=ntab))])
         dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words[wpos : wpos + nwords[i]]))
         wpos += nwords[i]
-        idx = np.empty(tid.size, np.int64)
+        grouped = np.empty(tid.size, np.int32)  # the chunk's indices, table by table
         for t, m in enumerate(models):
             n = int(bounds[t + 1] - bounds[t])
             if n:
-                idx[order[bounds[t] : bounds[t + 1]]] = dec.decode(m, n)
+                grouped[bounds[t] : bounds[t + 1]] = dec.decode(m, n)
+        idx = np.empty(tid.size, np.int64 if not desc["signs"] and desc["offset"] else np.int32)
+        idx[order] = grouped
         if sign_model is not None:
             nz = np.flatnonzero(idx)
             if nz.size:
                 s = dec.decode(sign_model, nz.size)
-                idx[nz[s == 0]] *= -1
-        else:
+                idx[nz] *= 2 * s.astype(np.int32) - 1
+        elif desc["offset"]:
             idx += desc["offset"]
         if not dec.maybe_exhausted():
             raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
