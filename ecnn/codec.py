@@ -67,9 +67,9 @@ def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict,
 
 
 def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
-    shifts = quantize.row_shifts(arr, dt, step)
-    q = quantize.quantize_rows(arr, dt, step, shifts)
-    d0, p0 = streams.encode_best(shifts, 1, False, chunk)
+    codes = quantize.row_codes(arr, dt, step)
+    q = quantize.quantize_rows(arr, dt, step, codes)
+    d0, p0 = streams.encode_best(codes, 1, False, chunk)
     d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr))
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
 
@@ -172,7 +172,7 @@ def validate_record(rec: TensorRecord) -> None:
     total = 0
     for i, d in enumerate(rec.streams):
         if kind == "uniform_rows" and i == 0:
-            streams.validate(d, rec.shape[0], 0, quantize.MAX_ROW_SHIFT)  # the row shifts
+            streams.validate(d, rec.shape[0], 0, quantize.MAX_ROW_CODE)  # the row step codes
         else:
             streams.validate(d, count, lo, hi)
         total += d["length"]
@@ -218,9 +218,9 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
     lo, hi = _symbol_range(dt, kind)
     if kind == "uniform_rows":
         (d0, p0), (d1, p1) = parts
-        shifts = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_SHIFT)
+        codes = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
         q = streams.decode(d1, p1, count, np.int32, lo, hi)
-        return quantize.dequantize_rows(q, dt, quantize.step_from_bits(rec.repr["step"]), shifts).reshape(rec.shape)
+        return quantize.dequantize_rows(q, dt, quantize.step_from_bits(rec.repr["step"]), codes).reshape(rec.shape)
     ((d, p),) = parts
     if kind == "int":
         if dt.kind == "b":

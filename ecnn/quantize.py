@@ -105,38 +105,52 @@ def step_from_bits(bits: int) -> float:
 
 # --- per-row steps (representation "uniform_rows") ------------------------------
 
-MAX_ROW_SHIFT = 31
+MAX_ROW_CODE = 255  # row step codes: 3 mantissa bits, 5 exponent bits
 
 
-def row_shifts(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
-    """Per-row exponents ``e`` so that row ``i`` uses step ``step * 2**-e[i]``.
+def row_steps(step: float, codes: np.ndarray, dtype: DType) -> np.ndarray:
+    """The step of each row from its code ``c``: ``s * (16 - (c & 7)) * 2**-((c >> 3) + 4)``.
 
-    ``e[i]`` is the largest shift (up to 31) that keeps row ``i``'s largest
-    magnitude within the range ``step`` gives the whole tensor, so every row
-    keeps the tensor's symbol range but uses its own precision.
+    Steps fall as codes grow: code 0 is ``s`` itself, code 8 is ``s / 2``, and
+    each code in between is 1/16 of an octave's top finer. Computed as one
+    binary32 (binary64 for float64 tensors) multiplication ``s * (16 - (c & 7))``,
+    rounded to nearest even, then scaled by the power of two (exact unless
+    the result is subnormal).
+    """
+    ftype = np.float64 if dtype.name == "float64" else np.float32
+    c = np.asarray(codes, dtype=np.int64)
+    mant = (16 - (c & 7)).astype(ftype)
+    return np.ldexp(ftype(np.float32(step)) * mant, -((c >> 3) + 4).astype(np.int32)).astype(ftype)
+
+
+def row_codes(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
+    """Per-row step codes: each row gets the finest step that keeps its largest
+    magnitude within the symbol range ``step`` gives the whole tensor.
+
+    Code 0 is the tensor's own step; larger codes are finer. A row of zeros
+    gets code 0.
     """
     x = to_float(values, dtype).reshape(values.shape[0], -1)
     row_max = np.abs(x).max(axis=1).astype(np.float64)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0)  # quantize_rows rejects non-finite rows
     top = float(row_max.max()) if row_max.size else 0.0
-    with np.errstate(divide="ignore"):
-        e = np.floor(np.log2(top / row_max))
-    e = np.where(row_max > 0, e, 0)
-    return np.clip(e, 0, MAX_ROW_SHIFT).astype(np.int64)
+    all_codes = np.arange(MAX_ROW_CODE + 1)
+    ladder = row_steps(step, all_codes, dtype).astype(np.float64)  # non-increasing in the code
+    if top == 0.0:
+        return np.zeros(values.shape[0], np.int64)
+    need = float(np.float32(step)) * row_max / top  # the finest step that keeps the row in range
+    # The largest code whose step is still >= need (steps fall as codes grow).
+    ok = ladder[None, :] >= need[:, None] * (1 - 1e-12)
+    codes = np.where(ok.any(axis=1), MAX_ROW_CODE - np.argmax(ok[:, ::-1], axis=1), 0)
+    return np.where(row_max > 0, codes, 0).astype(np.int64)
 
 
-def row_steps(step: float, shifts: np.ndarray, dtype: DType) -> np.ndarray:
-    """The step of each row: ``step * 2**-shift``, exact in float32 (float64 for float64 tensors)."""
-    ftype = np.float64 if dtype.name == "float64" else np.float32
-    return np.ldexp(ftype(np.float32(step)), -np.asarray(shifts, dtype=np.int32)).astype(ftype)
-
-
-def quantize_rows(values: np.ndarray, dtype: DType, step: float, shifts: np.ndarray) -> np.ndarray:
+def quantize_rows(values: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:
     """Integer symbols with a step per row (first dimension); see :func:`quantize`."""
     x = to_float(values, dtype).astype(np.float64, copy=False).reshape(values.shape[0], -1)
     if x.size and not np.isfinite(x).all():
         raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
-    s = row_steps(step, shifts, dtype).astype(np.float64)
+    s = row_steps(step, codes, dtype).astype(np.float64)
     if not (s > 0).all():
         raise InvalidOption("a row step underflows to zero")
     q = np.rint(x / s[:, None])
@@ -146,12 +160,28 @@ def quantize_rows(values: np.ndarray, dtype: DType, step: float, shifts: np.ndar
     return q.astype(np.int32).reshape(values.shape)
 
 
-def dequantize_rows(q: np.ndarray, dtype: DType, step: float, shifts: np.ndarray) -> np.ndarray:
-    """Reconstruct a tensor quantized with :func:`quantize_rows`."""
-    rows = np.asarray(shifts).size
-    s = row_steps(step, shifts, dtype)
-    if dtype.name == "float64":
-        return (q.reshape(rows, -1).astype(np.float64) * s[:, None]).reshape(q.shape)
-    x = q.reshape(rows, -1).astype(np.float32)
-    x *= s[:, None]
-    return from_float(x, dtype).reshape(q.shape)
+def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray, block: int = 1 << 18) -> np.ndarray:
+    """Reconstruct a tensor quantized with :func:`quantize_rows`.
+
+    Works through blocks of rows; for float32 the result reuses ``q``'s memory
+    (``q`` must be a C-contiguous int32 array the caller no longer needs), so
+    the peak stays near one copy of the tensor.
+    """
+    rows = np.asarray(codes).size
+    s = row_steps(step, codes, dtype)
+    q2 = q.reshape(rows, -1)
+    cols = q2.shape[1]
+    if dtype.name == "float32" and q.dtype == np.int32 and q.flags.c_contiguous:
+        out = q2.view(np.float32)
+    else:
+        out = np.empty((rows, cols), dtype=dtype.storage)
+    step_rows = max(1, block // max(cols, 1))
+    for a in range(0, rows, step_rows):
+        b = min(rows, a + step_rows)
+        if dtype.name == "float64":
+            out[a:b] = q2[a:b].astype(np.float64) * s[a:b, None]
+        else:
+            x = q2[a:b].astype(np.float32)
+            x *= s[a:b, None]
+            out[a:b] = from_float(x, dtype)
+    return out.reshape(q.shape)
