@@ -112,15 +112,15 @@ def row_steps(step: float, codes: np.ndarray, dtype: DType) -> np.ndarray:
     """The step of each row from its code ``c``: ``s * (16 - (c & 7)) * 2**-((c >> 3) + 4)``.
 
     Steps fall as codes grow: code 0 is ``s`` itself, code 8 is ``s / 2``, and
-    each code in between is 1/16 of an octave's top finer. Computed as one
-    binary32 (binary64 for float64 tensors) multiplication ``s * (16 - (c & 7))``,
-    rounded to nearest even, then scaled by the power of two (exact unless
-    the result is subnormal).
+    each code in between is 1/16 of an octave's top finer. The exact value
+    (never above ``s``, so it cannot overflow) is rounded once to binary32
+    (binary64 for float64 tensors).
     """
     ftype = np.float64 if dtype.name == "float64" else np.float32
     c = np.asarray(codes, dtype=np.int64)
-    mant = (16 - (c & 7)).astype(ftype)
-    return np.ldexp(ftype(np.float32(step)) * mant, -((c >> 3) + 4).astype(np.int32)).astype(ftype)
+    # Exact in binary64 (at most 28 significant bits, exponent in range), then one rounding.
+    exact = np.ldexp(np.float64(np.float32(step)) * (16 - (c & 7)).astype(np.float64), -((c >> 3) + 4).astype(np.int32))
+    return exact.astype(ftype)
 
 
 def row_codes(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:

@@ -1,0 +1,1084 @@
+"""Independent reference decoder for `.ecnn` files, written from the spec alone.
+
+Sources: spec/FORMAT.md (container), spec/CODING.md (payload coding) and
+spec/RANGE_CODER.md (through ``tools/ref_range_decoder.py``).  Nothing of the
+``ecnn`` package is used.  Section references below are written as
+``F§n`` (FORMAT.md), ``C§n`` (CODING.md) and ``RC§n`` (RANGE_CODER.md).
+
+Public API
+----------
+``decode_file(data) -> {name: (dtype, shape, storage_bytes)}``
+    Decode and verify a whole file (F§10 phases 1-3, padding, phase 4).
+``decode(data) -> (metadata, tensors)``
+    The same, also returning the metadata map (F§6.3).
+
+Every rejection raises ``SpecError`` (a ``ValueError``) whose ``error``
+attribute is the error name the spec gives (F§10.1) and whose message names
+the spec section.  Speed is not a goal; readability is.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import zlib
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ref_range_decoder import RangeDecoder, RangeDecoderError, cdf_from_freqs  # noqa: E402
+
+__all__ = ["SpecError", "decode", "decode_file"]
+
+
+class SpecError(ValueError):
+    """A file the spec says must be rejected.  ``error`` is the F§10.1 name."""
+
+    def __init__(self, error: str, section: str, message: str):
+        super().__init__(f"{error} ({section}): {message}")
+        self.error = error
+        self.section = section
+
+
+# ---------------------------------------------------------------------------
+# Constants (F§4, F§5, F§7, F§9)
+# ---------------------------------------------------------------------------
+
+SIGNATURE = bytes([0x8E, 0x45, 0x43, 0x4E, 0x4E, 0x0D, 0x0A, 0x1A])  # F§4
+PREAMBLE_SIZE = 20  # F§5
+
+MAX_HEADER_LENGTH = 64 * 1024 * 1024  # F§9.1
+MAX_ARRAY = 1 << 20  # F§6.1
+MAX_MAP = 1 << 16  # F§6.1
+MAX_DEPTH = 16  # F§6.1
+MAX_NAME_BYTES = 1024  # F§6.5
+MAX_NDIM = 32  # F§6.5
+MAX_DIM = 1 << 48  # F§6.5
+MAX_STREAMS = 64  # F§6.5
+MAX_ALIGN = 4096  # F§6.3
+# Reader limits, at their defaults (F§9.2).
+MAX_TENSOR_BYTES = 1 << 36
+MAX_TOTAL_BYTES = 1 << 40
+
+MAX_NSYM = 1 << 20  # C§5.4
+MAX_CHUNKS = 1 << 20  # C§5.4
+MAX_COUNT = (1 << 32) - 1  # C§7.1
+PRECISION = 24  # C§5.4, RC§1
+
+# F§7: name -> (width, kind).  kind: "float", "int" (signed), "uint", "bool".
+DTYPES = {
+    "float64": (8, "float"),
+    "float32": (4, "float"),
+    "float16": (2, "float"),
+    "bfloat16": (2, "float"),
+    "float8_e4m3fn": (1, "float"),
+    "float8_e5m2": (1, "float"),
+    "int64": (8, "int"),
+    "int32": (4, "int"),
+    "int16": (2, "int"),
+    "int8": (1, "int"),
+    "uint64": (8, "uint"),
+    "uint32": (4, "uint"),
+    "uint16": (2, "uint"),
+    "uint8": (1, "uint"),
+    "bool": (1, "bool"),
+}
+UNIFORM_DTYPES = ("float64", "float32", "float16", "bfloat16")  # C§4.5, C§4.6
+MAX_ROW_CODE = 255  # C§4.6: the row step codes of uniform_rows lie in 0..255
+
+
+def _is_int(v) -> bool:
+    """An integer field: a MessagePack integer, never a boolean (F§6.2)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _align_up(n: int, a: int) -> int:
+    """F§2."""
+    return (n + a - 1) // a * a
+
+
+# ---------------------------------------------------------------------------
+# Strict MessagePack parser (F§6.1)
+# ---------------------------------------------------------------------------
+
+
+class MsgMap(list):
+    """A parsed map: a list of (key, value) pairs in stored order."""
+
+
+class MsgFloat:
+    """A parsed float; floats are parsed, then rejected by the tree walk (F§6.1)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+
+def _malformed(msg: str) -> SpecError:
+    return SpecError("MalformedHeader", "FORMAT.md §6.1", msg)
+
+
+# Nesting guard for this recursive parser.  F§6.1 checks depth only after
+# parsing; any object nested this deep is invalid anyway (depth > 16), so the
+# only difference is which error a pathological file is reported with.
+_PARSE_NESTING_GUARD = 256
+
+
+class _MsgpackParser:
+    def __init__(self, buf: bytes):
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.buf):
+            raise _malformed("truncated MessagePack object")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def uint(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "big")
+
+    def sint(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "big", signed=True)
+
+    def string(self, n: int) -> str:
+        raw = self.take(n)
+        try:
+            # Python's UTF-8 codec rejects overlong forms and surrogates.
+            return raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise _malformed("string is not valid UTF-8") from None
+
+    def parse(self, nesting: int = 0):
+        if nesting > _PARSE_NESTING_GUARD:
+            raise _malformed("nesting far beyond the depth cap of 16")
+        b = self.take(1)[0]
+        if b <= 0x7F:
+            return b  # positive fixint
+        if b >= 0xE0:
+            return b - 0x100  # negative fixint
+        if 0x80 <= b <= 0x8F:
+            return self.map(b & 0x0F, nesting)
+        if 0x90 <= b <= 0x9F:
+            return self.array(b & 0x0F, nesting)
+        if 0xA0 <= b <= 0xBF:
+            return self.string(b & 0x1F)
+        if b == 0xC0:
+            return None
+        if b == 0xC1:
+            raise _malformed("reserved type byte 0xC1")
+        if b in (0xC2, 0xC3):
+            return b == 0xC3
+        if 0xC4 <= b <= 0xC6:
+            raise _malformed("bin object")
+        if 0xC7 <= b <= 0xC9 or 0xD4 <= b <= 0xD8:
+            raise _malformed("extension object")
+        if b == 0xCA:
+            return MsgFloat(struct.unpack(">f", self.take(4))[0])
+        if b == 0xCB:
+            return MsgFloat(struct.unpack(">d", self.take(8))[0])
+        if 0xCC <= b <= 0xCF:
+            return self.uint(1 << (b - 0xCC))
+        if 0xD0 <= b <= 0xD3:
+            return self.sint(1 << (b - 0xD0))
+        if 0xD9 <= b <= 0xDB:
+            return self.string(self.uint(1 << (b - 0xD9)))
+        if b in (0xDC, 0xDD):
+            return self.array(self.uint(2 if b == 0xDC else 4), nesting)
+        # 0xDE, 0xDF
+        return self.map(self.uint(2 if b == 0xDE else 4), nesting)
+
+    def array(self, count: int, nesting: int) -> list:
+        if count > MAX_ARRAY:  # checked before the elements are read
+            raise _malformed(f"array of {count} elements (cap 2^20)")
+        return [self.parse(nesting + 1) for _ in range(count)]
+
+    def map(self, count: int, nesting: int) -> MsgMap:
+        if count > MAX_MAP:  # checked before the entries are read
+            raise _malformed(f"map of {count} entries (cap 2^16)")
+        pairs = MsgMap()
+        for _ in range(count):
+            key = self.parse(nesting + 1)
+            value = self.parse(nesting + 1)
+            pairs.append((key, value))
+        _check_map_keys(pairs)  # when the map has been parsed to its end
+        return pairs
+
+
+def _key_identity(key):
+    """How keys compare for the duplicate rule (F§6.1): as (type, value).
+
+    Keys of different types are never equal (a boolean never equals an
+    integer, nil never equals false or 0).  Strings compare by code points,
+    integers and booleans by value, nil equals nil, and floats by IEEE value
+    whatever their width (0.0 equals -0.0; a NaN equals nothing, which the
+    Python float comparison gives too).
+    """
+    if isinstance(key, bool):
+        return ("bool", key)
+    if isinstance(key, int):
+        return ("int", key)
+    if isinstance(key, str):
+        return ("str", key)
+    if isinstance(key, MsgFloat):
+        return ("float", key.value)
+    return ("nil",)
+
+
+def _check_map_keys(pairs: MsgMap) -> None:
+    """F§6.1 rows 7 and 8, on the keys in stored order."""
+    seen = set()
+    for key, _ in pairs:
+        if isinstance(key, list):  # arrays and maps (MsgMap is a list)
+            raise _malformed("map key is an array or a map")
+        ident = _key_identity(key)
+        if ident in seen:
+            raise SpecError("DuplicateKey", "FORMAT.md §6.1", f"duplicate map key {key!r}")
+        seen.add(ident)
+
+
+def _walk_depth_and_floats(node, depth: int = 0) -> None:
+    """F§6.1 depth and float rules: depth-first, containers before contents.
+
+    Keys and values of a map both have the map's depth plus one; each entry's
+    key is visited before its value.  Too deep is checked before float, so an
+    object that is both is reported as too deep.
+    """
+    if depth > MAX_DEPTH:
+        raise _malformed(f"object at depth {depth} (cap 16)")
+    if isinstance(node, MsgFloat):
+        raise SpecError("InvalidField", "FORMAT.md §6.1", "float in the header")
+    if isinstance(node, MsgMap):
+        for key, value in node:
+            _walk_depth_and_floats(key, depth + 1)
+            _walk_depth_and_floats(value, depth + 1)
+    elif isinstance(node, list):
+        for item in node:
+            _walk_depth_and_floats(item, depth + 1)
+
+
+def parse_header(buf: bytes):
+    """F§10 steps 7 and 8: strict parse, then the tree walk."""
+    parser = _MsgpackParser(buf)
+    tree = parser.parse()
+    if parser.pos != len(buf):
+        raise _malformed("bytes after the header object")
+    _walk_depth_and_floats(tree)
+    return tree
+
+
+# ---------------------------------------------------------------------------
+# Field tables (F§6.2, F§6.3, F§6.5)
+# ---------------------------------------------------------------------------
+
+
+def _invalid(section: str, msg: str) -> SpecError:
+    return SpecError("InvalidField", section, msg)
+
+
+def check_keys(pairs: MsgMap, known: tuple, section: str) -> dict:
+    """F§6.2 steps 1-3 on the keys in stored order; returns the known fields."""
+    fields = {}
+    for key, value in pairs:
+        if not isinstance(key, str):
+            raise _invalid(section, f"map key {key!r} is not a string")
+        if key in known:
+            fields[key] = value
+        elif not key.startswith("_"):  # "_..." keys are ancillary and ignored
+            raise SpecError("UnknownField", section, f"unknown field {key!r}")
+    return fields
+
+
+def _require(fields: dict, name: str, section: str):
+    """F§6.2 step 4: every listed field is required."""
+    if name not in fields:
+        raise _invalid(section, f"missing field {name!r}")
+    return fields[name]
+
+
+def _require_int(fields: dict, name: str, lo: int, hi: int, section: str) -> int:
+    value = _require(fields, name, section)
+    if not _is_int(value) or not lo <= value <= hi:
+        raise _invalid(section, f"{name!r} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _find_key(pairs: MsgMap, name: str):
+    for key, value in pairs:
+        if isinstance(key, str) and key == name:
+            return True, value
+    return False, None
+
+
+def check_top_level(tree) -> tuple[int, dict, list]:
+    """F§6.3: align, metadata, tensors (in this order)."""
+    sec = "FORMAT.md §6.3"
+    if not isinstance(tree, MsgMap):
+        raise _invalid(sec, "the header is not a map")
+    fields = check_keys(tree, ("align", "metadata", "tensors"), sec)
+    align = _require_int(fields, "align", 1, MAX_ALIGN, sec)
+    if align & (align - 1):
+        raise _invalid(sec, f"align {align} is not a power of two")
+    metadata = _require(fields, "metadata", sec)
+    if not isinstance(metadata, MsgMap):
+        raise _invalid(sec, "metadata is not a map")
+    for key, value in metadata:
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise _invalid(sec, "metadata keys and values must be strings")
+    tensors = _require(fields, "tensors", sec)
+    if not isinstance(tensors, list) or isinstance(tensors, MsgMap):
+        raise _invalid(sec, "tensors is not an array")
+    records = [check_record(r) for r in tensors]
+    return align, dict(metadata), records
+
+
+RECORD_FIELDS = ("name", "dtype", "shape", "offset", "length", "crc32", "repr", "streams")
+
+
+def check_record(rec) -> dict:
+    """F§6.5, fields in the order of the table."""
+    sec = "FORMAT.md §6.5"
+    if not isinstance(rec, MsgMap):
+        raise _invalid(sec, "tensor record is not a map")
+    fields = check_keys(rec, RECORD_FIELDS, sec)
+
+    name = _require(fields, "name", sec)
+    if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        raise _invalid(sec, "name must be a string of 1..1024 UTF-8 bytes")
+
+    dtype = _require(fields, "dtype", sec)
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise SpecError("UnsupportedCoding", sec, f"reserved dtype {dtype!r}")
+
+    shape = _require(fields, "shape", sec)
+    if not isinstance(shape, list) or isinstance(shape, MsgMap):
+        raise _invalid(sec, "shape is not an array")
+    if len(shape) > MAX_NDIM:
+        raise SpecError("LimitExceeded", sec, f"{len(shape)} dimensions (cap 32)")
+    for dim in shape:
+        if not _is_int(dim) or not 0 <= dim <= MAX_DIM:
+            raise _invalid(sec, f"dimension {dim!r} is not an integer in 0..2^48")
+
+    offset = _require_int(fields, "offset", 0, (1 << 64) - 1, sec)
+    length = _require_int(fields, "length", 0, (1 << 64) - 1, sec)
+    crc32 = _require_int(fields, "crc32", 0, (1 << 32) - 1, sec)
+
+    repr_map = _require(fields, "repr", sec)
+    if not isinstance(repr_map, MsgMap):
+        raise _invalid(sec, "repr is not a map")
+    found, kind = _find_key(repr_map, "kind")
+    if not found or not isinstance(kind, str):
+        raise _invalid(sec, "repr has no string field 'kind'")
+
+    streams = _require(fields, "streams", sec)
+    if not isinstance(streams, list) or isinstance(streams, MsgMap):
+        raise _invalid(sec, "streams is not an array")
+    if len(streams) > MAX_STREAMS:
+        raise SpecError("LimitExceeded", sec, f"{len(streams)} streams (cap 64)")
+
+    n = 1
+    for dim in shape:
+        n *= dim
+    return {
+        "name": name,
+        "dtype": dtype,
+        "shape": list(shape),
+        "offset": offset,
+        "length": length,
+        "crc32": crc32,
+        "repr": repr_map,
+        "streams": streams,
+        "n": n,  # number of elements (F§6.5)
+        "width": DTYPES[dtype][0],
+    }
+
+
+# ---------------------------------------------------------------------------
+# Container: preamble and layout (F§4, F§5, F§8, F§10)
+# ---------------------------------------------------------------------------
+
+
+def check_preamble(data: bytes) -> int:
+    """F§10 steps 1-6.  Returns Header_Length H."""
+    head = data[:8]
+    if head != SIGNATURE[: len(head)]:
+        raise SpecError("BadSignature", "FORMAT.md §4", "the first bytes are not the signature")
+    if len(data) < PREAMBLE_SIZE:
+        raise SpecError("TruncatedFile", "FORMAT.md §10 step 2", "shorter than the preamble")
+    major, _minor, hlen, hcrc = struct.unpack_from("<HHII", data, 8)
+    if major != 1:  # Format_Minor is never checked (F§5)
+        raise SpecError("UnsupportedVersion", "FORMAT.md §5", f"Format_Major {major}")
+    if hlen > MAX_HEADER_LENGTH:
+        raise SpecError("HeaderTooLarge", "FORMAT.md §5, §9.1", f"Header_Length {hlen}")
+    if PREAMBLE_SIZE + hlen > len(data):
+        raise SpecError("TruncatedFile", "FORMAT.md §5", "the header runs past the end of file")
+    # CRC-32 of bytes 8..15 as stored, then of the H header bytes (not 16..19).
+    if zlib.crc32(data[8:16] + data[PREAMBLE_SIZE : PREAMBLE_SIZE + hlen]) != hcrc:
+        raise SpecError("HeaderChecksumMismatch", "FORMAT.md §5", "Header_CRC32 differs")
+    return hlen
+
+
+def check_layout(data: bytes, hlen: int, align: int, records: list) -> int:
+    """F§8 and F§10 steps 10-15.  Returns D, the start of the data section."""
+    sec = "FORMAT.md §8, §10"
+    data_start = _align_up(PREAMBLE_SIZE + hlen, align)
+    names = set()
+    total = 0
+    expected = 0
+    for rec in records:
+        if rec["name"] in names:
+            raise SpecError("DuplicateTensorName", "FORMAT.md §6.5", f"{rec['name']!r} twice")
+        names.add(rec["name"])
+        size = rec["n"] * rec["width"]  # decoded size, exact
+        if size > MAX_TENSOR_BYTES:
+            raise SpecError("LimitExceeded", "FORMAT.md §9.2", f"tensor of {size} bytes")
+        total += size
+        if total > MAX_TOTAL_BYTES:
+            raise SpecError("LimitExceeded", "FORMAT.md §9.2", f"{total} bytes in all")
+        expected = _align_up(expected, align)
+        if rec["offset"] != expected:
+            raise SpecError("BadLayout", sec, f"{rec['name']!r} at {rec['offset']}, expected {expected}")
+        expected += rec["length"]
+        if data_start + expected > len(data):
+            raise SpecError("TruncatedFile", sec, f"payload of {rec['name']!r} runs past the end")
+    end = data_start + expected if records else PREAMBLE_SIZE + hlen
+    if len(data) > end:
+        raise SpecError("TrailingData", sec, f"{len(data) - end} bytes after the end")
+    return data_start
+
+
+def check_padding(data: bytes, hlen: int, data_start: int, records: list) -> None:
+    """F§8 "Padding": header-to-D and between payloads must be zero."""
+    if not records:
+        return
+    gaps = [(PREAMBLE_SIZE + hlen, data_start)]
+    for prev, rec in zip(records, records[1:]):
+        gaps.append((data_start + prev["offset"] + prev["length"], data_start + rec["offset"]))
+    for start, stop in gaps:
+        if any(data[start:stop]):
+            raise SpecError("NonZeroPadding", "FORMAT.md §8", f"non-zero padding in {start}..{stop - 1}")
+
+
+# ---------------------------------------------------------------------------
+# Representations and stream descriptors (C§4, C§5, C§9)
+# ---------------------------------------------------------------------------
+
+REPR_FIELDS = {
+    "raw": ("kind",),
+    "planes": ("kind",),
+    "int": ("kind",),
+    "uniform": ("kind", "step"),
+    "uniform_rows": ("kind", "step"),
+}
+
+STREAM_FIELDS = {
+    "const": ("coder", "length", "value"),
+    "raw": ("coder", "length", "width", "signed"),
+    "cat0": ("coder", "length", "offset", "nsym", "chunk", "precision"),
+    "rowcol": (
+        "coder", "length", "offset", "nsym", "rows", "cols",
+        "nrc", "ncc", "signs", "chunk_rows", "precision",
+    ),
+}
+
+
+def symbol_range(kind: str, dtype: str) -> tuple[int, int]:
+    """C§4.1: the symbol range lo..hi of the representation's streams.
+
+    For uniform_rows this is the range of stream 1 (the indices); stream 0
+    (the row step codes) has 0..255 (C§4.6).
+    """
+    width, dkind = DTYPES[dtype]
+    if kind == "planes":
+        return 0, 255
+    if kind in ("uniform", "uniform_rows"):
+        return (-(2**31 - 1), 2**31 - 1) if dtype == "float64" else (-(2**24), 2**24)
+    # kind == "int"
+    if dkind == "int":
+        return -(1 << (8 * width - 1)), (1 << (8 * width - 1)) - 1
+    if dkind == "uint":
+        return 0, (1 << (8 * width)) - 1
+    return 0, 1  # bool
+
+
+def check_repr(rec: dict) -> None:
+    """C§9: the record's repr and streams (F§10 phase 3).  Adds parsed fields to rec."""
+    sec = "CODING.md §9"
+    for key, _ in rec["repr"]:  # step 1: all keys first
+        if not isinstance(key, str):
+            raise _invalid("CODING.md §9 step 1", f"repr key {key!r} is not a string")
+    _, kind = _find_key(rec["repr"], "kind")  # a string (F§6.5)
+    if kind not in REPR_FIELDS:  # step 2
+        raise SpecError("UnsupportedCoding", "CODING.md §4.1, §9", f"reserved repr kind {kind!r}")
+    fields = check_keys(rec["repr"], REPR_FIELDS[kind], "CODING.md §4.1, §9")
+    rec["kind"] = kind
+    streams, dtype, width, n = rec["streams"], rec["dtype"], rec["width"], rec["n"]
+
+    # step 3, by kind
+    if kind == "raw":  # C§4.2
+        if streams:
+            raise _invalid("CODING.md §4.2", "raw representation with streams")
+        if rec["length"] != n * width:
+            raise _invalid("CODING.md §4.2", f"length {rec['length']} != N * width {n * width}")
+        return
+    if kind == "planes" and len(streams) != width:  # C§4.3
+        raise _invalid("CODING.md §4.3", f"{len(streams)} streams for width {width}")
+    if kind == "int":  # C§4.4
+        if DTYPES[dtype][1] == "float":
+            raise _invalid("CODING.md §4.4", f"int representation for {dtype}")
+        if len(streams) != 1:
+            raise _invalid("CODING.md §4.4", "int representation needs exactly 1 stream")
+    if kind in ("uniform", "uniform_rows"):  # C§4.5, C§4.6
+        ksec = "CODING.md §4.5" if kind == "uniform" else "CODING.md §4.6"
+        if dtype not in UNIFORM_DTYPES:
+            raise _invalid(ksec, f"{kind} representation for {dtype}")
+        step = _require_int(fields, "step", 0, (1 << 32) - 1, ksec)
+        if not 0x00000001 <= step <= 0x7F7FFFFF:
+            raise _invalid(ksec, f"step {step:#010x} is not a positive finite binary32")
+        rec["step"] = step
+        if kind == "uniform_rows":
+            if not rec["shape"]:
+                raise _invalid(ksec, "uniform_rows of a scalar (shape [])")
+            if len(streams) != 2:
+                raise _invalid(ksec, "uniform_rows representation needs exactly 2 streams")
+        elif len(streams) != 1:
+            raise _invalid(ksec, "uniform representation needs exactly 1 stream")
+
+    # step 4: each stream with its symbol count and range
+    lo, hi = symbol_range(kind, dtype)
+    rec["descs"] = []
+    for k, desc in enumerate(streams):
+        if kind == "uniform_rows" and k == 0:  # the row step codes: R symbols in 0..255
+            rec["descs"].append(check_stream(desc, rec["shape"][0], 0, MAX_ROW_CODE))
+        else:
+            rec["descs"].append(check_stream(desc, n, lo, hi))
+    if sum(d["length"] for d in rec["descs"]) != rec["length"]:  # step 5
+        raise _invalid(sec + " step 5", "stream lengths do not add up to the record's length")
+
+
+def check_stream(desc, n: int, lo: int, hi: int) -> dict:
+    """C§9 step 4 for one stream of n symbols in lo..hi.  Returns its fields
+    (plus "n", "lo", "hi")."""
+    sec = "CODING.md §5.1, §9 step 4"
+    if not isinstance(desc, MsgMap):  # 4.1
+        raise _invalid(sec, "stream descriptor is not a map")
+    for key, _ in desc:  # 4.2: all keys first
+        if not isinstance(key, str):
+            raise _invalid(sec, f"stream descriptor key {key!r} is not a string")
+    found, coder = _find_key(desc, "coder")
+    if not found or not isinstance(coder, str):  # 4.3
+        raise _invalid(sec, f"coder is missing or not a string: {coder!r}")
+    if coder not in STREAM_FIELDS:  # 4.4
+        raise SpecError("UnsupportedCoding", sec, f"reserved stream coder {coder!r}")
+    f = check_keys(desc, STREAM_FIELDS[coder], sec)  # 4.5
+    f["length"] = _require_int(f, "length", 0, (1 << 63) - 1, sec)  # 4.6
+    f["n"], f["lo"], f["hi"] = n, lo, hi
+    {"const": _check_const, "raw": _check_raw, "cat0": _check_cat0, "rowcol": _check_rowcol}[coder](
+        f, n, lo, hi
+    )  # 4.7
+    return f
+
+
+def _check_const(f: dict, n: int, lo: int, hi: int) -> None:
+    """C§5.2."""
+    sec = "CODING.md §5.2"
+    if f["length"] != 0:
+        raise _invalid(sec, "const stream with bytes")
+    _require_int(f, "value", lo, hi, sec)
+
+
+def _check_raw(f: dict, n: int, lo: int, hi: int) -> None:
+    """C§5.3 (the symbol range is checked on decoding)."""
+    sec = "CODING.md §5.3"
+    width = _require_int(f, "width", 1, 8, sec)
+    if width not in (1, 2, 4, 8):
+        raise _invalid(sec, f"raw width {width}")
+    if not isinstance(_require(f, "signed", sec), bool):
+        raise _invalid(sec, "signed is not a boolean")
+    if f["length"] != n * width:
+        raise _invalid(sec, f"length {f['length']} != N * width {n * width}")
+
+
+def _check_precision(f: dict, sec: str) -> None:
+    precision = _require_int(f, "precision", 1, 64, sec)
+    if precision != PRECISION:
+        raise SpecError("UnsupportedCoding", sec, f"reserved precision {precision}")
+
+
+def _check_cat0(f: dict, n: int, lo: int, hi: int) -> None:
+    """C§5.4 descriptor checks 1-8, in order."""
+    sec = "CODING.md §5.4"
+    _check_precision(f, sec)  # 1
+    nsym = _require_int(f, "nsym", 2, MAX_NSYM, sec)  # 2
+    offset = _require_int(f, "offset", -(1 << 63), (1 << 63) - 1, sec)  # 3
+    if offset < lo or offset + nsym - 1 > hi:  # 4
+        raise _invalid(sec, f"alphabet {offset}..{offset + nsym - 1} outside {lo}..{hi}")
+    chunk = _require_int(f, "chunk", 1, (1 << 63) - 1, sec)  # 5
+    if n < 1:  # 6
+        raise _invalid(sec, "cat0 stream of no symbols")
+    k = -(-n // chunk)
+    if k > MAX_CHUNKS:  # 7
+        raise SpecError("LimitExceeded", sec, f"{k} chunks (cap 2^20)")
+    if f["length"] < 2 + k:  # 8
+        raise _invalid(sec, f"length {f['length']} < 2 + K = {2 + k}")
+    f["K"] = k
+
+
+def _check_rowcol(f: dict, n: int, lo: int, hi: int) -> None:
+    """C§5.5 descriptor checks 1-7, in order."""
+    sec = "CODING.md §5.5"
+    _check_precision(f, sec)  # 1
+    nsym = _require_int(f, "nsym", 2, MAX_NSYM, sec)  # 2
+    offset = _require_int(f, "offset", -(1 << 63), (1 << 63) - 1, sec)
+    signs = _require(f, "signs", sec)  # 3
+    if not isinstance(signs, bool):
+        raise _invalid(sec, "signs is not a boolean")
+    if signs:
+        if offset != 0 or -(nsym - 1) < lo or nsym - 1 > hi:
+            raise _invalid(sec, "signed alphabet outside the symbol range (or offset != 0)")
+    elif offset < lo or offset + nsym - 1 > hi:
+        raise _invalid(sec, f"alphabet {offset}..{offset + nsym - 1} outside {lo}..{hi}")
+    rows = _require_int(f, "rows", 1, max(n, 1), sec)  # 4
+    cols = _require_int(f, "cols", 1, max(n, 1), sec)
+    if rows * cols != n:
+        raise _invalid(sec, f"rows * cols = {rows * cols} != N = {n}")
+    nrc = _require_int(f, "nrc", 1, 64, sec)  # 5
+    ncc = _require_int(f, "ncc", 1, 64, sec)
+    if nrc > rows or ncc > cols:
+        raise _invalid(sec, "more classes than rows or columns")
+    chunk_rows = _require_int(f, "chunk_rows", 1, rows, sec)  # 6
+    k = -(-rows // chunk_rows)
+    if k > MAX_CHUNKS:
+        raise SpecError("LimitExceeded", sec, f"{k} chunks (cap 2^20)")
+    if f["length"] < (nrc + ncc - 1) + 2 + k:  # 7
+        raise _invalid(sec, f"length {f['length']} too small")
+    f["K"] = k
+
+
+# ---------------------------------------------------------------------------
+# Varints, stored tables, expansion (C§6, C§7)
+# ---------------------------------------------------------------------------
+
+
+def _corrupt(section: str, msg: str) -> SpecError:
+    return SpecError("CorruptPayload", section, msg)
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """C§6: unsigned LEB128, at most 10 bytes, below 2^64, minimal."""
+    sec = "CODING.md §6"
+    value = 0
+    for k in range(10):
+        if pos >= len(buf):
+            raise _corrupt(sec, "varint runs past the end of the stream")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * k)
+        if not byte & 0x80:
+            if byte == 0 and k > 0:
+                raise _corrupt(sec, "non-minimal varint")
+            if value >= 1 << 64:
+                raise _corrupt(sec, "varint value of 2^64 or more")
+            return value, pos
+    raise _corrupt(sec, "varint of more than 10 bytes")
+
+
+def log_count(e: int, m: int) -> int:
+    """C§7.1: count(e, m) of a log code."""
+    if e == 0:
+        return 0
+    k, r = divmod(e - 1, 1 << m)
+    return ((1 << m) + r) << k
+
+
+def max_log_code(m: int) -> int:
+    """C§7.1: E_m, the largest code whose count is at most 2^32 - 1."""
+    e = 0
+    while log_count(e + 1, m) <= MAX_COUNT:
+        e += 1
+    return e
+
+
+class _Nibbles:
+    """Reads 4-bit units, high nibble of each byte first (C§7.1)."""
+
+    def __init__(self, buf: bytes, pos: int):
+        self.buf, self.start, self.count = buf, pos, 0
+
+    def next(self) -> int:
+        index = self.start + self.count // 2
+        if index >= len(self.buf):
+            raise _corrupt("CODING.md §7.1", "table runs past the end of the stream")
+        byte = self.buf[index]
+        nib = byte >> 4 if self.count % 2 == 0 else byte & 0x0F
+        self.count += 1
+        return nib
+
+    def finish(self) -> int:
+        """Check the pad nibble; return the position after the last byte."""
+        if self.count % 2 and self.buf[self.start + self.count // 2] & 0x0F:
+            raise _corrupt("CODING.md §7.1", "non-zero pad nibble")
+        return self.start + (self.count + 1) // 2
+
+
+def read_table(buf: bytes, pos: int, n: int) -> tuple[list[int], int]:
+    """C§7.1: a stored table of n counts (mode 0 or mode 1)."""
+    sec = "CODING.md §7.1"
+    mode, pos = read_varint(buf, pos)
+    counts = []
+    if mode == 0:
+        for _ in range(n):
+            c, pos = read_varint(buf, pos)
+            if c > MAX_COUNT:
+                raise _corrupt(sec, f"count {c} above 2^32 - 1")
+            counts.append(c)
+    elif mode == 1:
+        m, pos = read_varint(buf, pos)
+        if m > 4:
+            raise _corrupt(sec, f"log-code mantissa bits m = {m} > 4")
+        e_max = max_log_code(m)
+        nibbles = _Nibbles(buf, pos)
+        e = 0
+        for _ in range(n):
+            z = nibbles.next()
+            if z == 15:  # escape: z - 15 as three nibbles, most significant first
+                z = 15 + (nibbles.next() << 8 | nibbles.next() << 4 | nibbles.next())
+            e += z // 2 if z % 2 == 0 else -(z + 1) // 2  # zigzag
+            if not 0 <= e <= e_max:
+                raise _corrupt(sec, f"log code {e} outside 0..{e_max}")
+            counts.append(log_count(e, m))
+        pos = nibbles.finish()
+    else:
+        raise _corrupt(sec, f"reserved table mode {mode}")
+    if not any(counts):
+        raise _corrupt(sec, "table whose counts are all 0")
+    return counts, pos
+
+
+def expand(counts: list[int]) -> list[int]:
+    """C§7.2: counts -> frequencies summing to 2^24 - n; returns the RC§2 cdf."""
+    n = len(counts)
+    total = sum(counts)
+    free = (1 << PRECISION) - n
+    freqs = [c * free // total for c in counts]
+    rest = free - sum(freqs)
+    freqs[counts.index(max(counts))] += rest
+    return cdf_from_freqs(freqs, PRECISION)
+
+
+# ---------------------------------------------------------------------------
+# Range-coded chunks (C§8, RC§3-§5)
+# ---------------------------------------------------------------------------
+
+
+def read_words(buf: bytes, pos: int, count: int) -> tuple[list[int], int]:
+    """`count` u32 little-endian words (C§5.4 / C§8)."""
+    if pos + 4 * count > len(buf):
+        raise _corrupt("CODING.md §8", "words run past the end of the stream")
+    words = list(struct.unpack_from(f"<{count}I", buf, pos))
+    return words, pos + 4 * count
+
+
+class _Chunk:
+    """A range decoder on one chunk's words, with the C§8 end-of-chunk check."""
+
+    def __init__(self, words: list[int]):
+        self.nwords = len(words)
+        self.dec = RangeDecoder(words, PRECISION)  # RC§4
+
+    def symbol(self, cdf: list[int]) -> int:
+        try:
+            return self.dec.decode_symbol(cdf)  # RC§5
+        except RangeDecoderError as exc:  # RC§5 step 3: q >= 2^24
+            raise _corrupt("CODING.md §8", f"invalid data: {exc}") from None
+
+    def finish(self) -> None:
+        d = self.dec
+        if d.pos != self.nwords:  # (a) all W_j words read
+            raise _corrupt("CODING.md §8", f"chunk read {d.pos} of {self.nwords} words")
+        if (d.point - d.lower) % (1 << 64) >= (1 << 33) - 1:  # (b)
+            raise _corrupt("CODING.md §8", "end-of-chunk state check (b) fails")
+
+
+def decode_chunk(words: list[int], cdf: list[int], count: int) -> list[int]:
+    """Decode `count` indices with one table, then check the chunk's end."""
+    chunk = _Chunk(words)
+    out = [chunk.symbol(cdf) for _ in range(count)]
+    chunk.finish()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Stream coders (C§5, C§10 step 2)
+# ---------------------------------------------------------------------------
+
+
+def decode_stream(f: dict, buf: bytes, n: int) -> list[int]:
+    """Decode one stream's bytes into its n symbols."""
+    coder = f["coder"]
+    if coder == "const":  # C§5.2
+        return [f["value"]] * n
+    if coder == "raw":
+        return decode_raw_stream(f, buf, n)
+    if coder == "cat0":
+        return decode_cat0(f, buf, n)
+    return decode_rowcol(f, buf, n)
+
+
+def decode_raw_stream(f: dict, buf: bytes, n: int) -> list[int]:
+    """C§5.3: n fixed-width little-endian integers, each in lo..hi."""
+    width, signed = f["width"], f["signed"]
+    out = []
+    for e in range(n):
+        v = int.from_bytes(buf[e * width : (e + 1) * width], "little", signed=signed)
+        if not f["lo"] <= v <= f["hi"]:
+            raise _corrupt("CODING.md §5.3", f"raw symbol {v} outside {f['lo']}..{f['hi']}")
+        out.append(v)
+    return out
+
+
+def _read_chunk_index(buf: bytes, pos: int, k: int) -> tuple[list[int], int]:
+    """K varints W_j; then the length check of C§8 / C§5.5."""
+    counts = []
+    for _ in range(k):
+        w, pos = read_varint(buf, pos)
+        counts.append(w)
+    if len(buf) != pos + 4 * sum(counts):
+        raise _corrupt("CODING.md §8", f"stream length {len(buf)} != {pos} + 4 * {sum(counts)}")
+    return counts, pos
+
+
+def decode_cat0(f: dict, buf: bytes, n: int) -> list[int]:
+    """C§5.4 and C§8: table, chunk index, then each chunk with its own decoder."""
+    counts, pos = read_table(buf, 0, f["nsym"])
+    word_counts, pos = _read_chunk_index(buf, pos, f["K"])
+    cdf = expand(counts)
+    chunk, offset = f["chunk"], f["offset"]
+    out = []
+    for j, wj in enumerate(word_counts):
+        nj = min(chunk, n - j * chunk)
+        words, pos = read_words(buf, pos, wj)
+        out.extend(index + offset for index in decode_chunk(words, cdf, nj))
+    return out
+
+
+def _read_class_stream(buf: bytes, pos: int, n: int, k: int) -> tuple[list[int], int]:
+    """C§5.5 class stream: k counts, one varint W, W words, one chunk of n symbols."""
+    counts, pos = read_table(buf, pos, k)
+    nwords, pos = read_varint(buf, pos)
+    words, pos = read_words(buf, pos, nwords)
+    return decode_chunk(words, expand(counts), n), pos
+
+
+def decode_rowcol(f: dict, buf: bytes, n: int) -> list[int]:
+    """C§5.5: class streams, table map, tables, sign table, chunk index, chunks."""
+    sec = "CODING.md §5.5"
+    rows, cols, nrc, ncc = f["rows"], f["cols"], f["nrc"], f["ncc"]
+    pos = 0
+    row_class, col_class = [0] * rows, [0] * cols
+    if nrc > 1:
+        row_class, pos = _read_class_stream(buf, pos, rows, nrc)
+    if ncc > 1:
+        col_class, pos = _read_class_stream(buf, pos, cols, ncc)
+
+    table_map = []
+    for x in range(nrc + ncc - 1):
+        m, pos = read_varint(buf, pos)
+        prev = table_map[-1] if table_map else None
+        if (prev is None and m != 0) or (prev is not None and m not in (prev, prev + 1)):
+            raise _corrupt(sec, f"table map entry {x} = {m} breaks the 0, +0/+1 rule")
+        table_map.append(m)
+    ntables = table_map[-1] + 1
+
+    cdfs = []
+    for _ in range(ntables):
+        counts, pos = read_table(buf, pos, f["nsym"])
+        cdfs.append(expand(counts))
+    sign_cdf = None
+    if f["signs"]:
+        counts, pos = read_table(buf, pos, 2)
+        sign_cdf = expand(counts)
+    word_counts, pos = _read_chunk_index(buf, pos, f["K"])
+
+    out = []
+    for j, wj in enumerate(word_counts):
+        words, pos = read_words(buf, pos, wj)
+        first = j * f["chunk_rows"]
+        last = min(rows, first + f["chunk_rows"])
+        tables = [table_map[row_class[i] + col_class[c]] for i in range(first, last) for c in range(cols)]
+        out.extend(_decode_rowcol_chunk(f, words, tables, cdfs, sign_cdf))
+    return out
+
+
+def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf):
+    """One rowcol chunk (C§5.5); table_of[e] = m_x of element e, in row-major order.
+
+    Indices are decoded table by table (E_t in row-major order), then signs.
+    """
+    chunk = _Chunk(words)
+    index = [0] * len(table_of)
+    for t, cdf in enumerate(cdfs):  # tables in order; E_t in row-major order
+        for e, te in enumerate(table_of):
+            if te == t:
+                index[e] = chunk.symbol(cdf)
+    if sign_cdf is not None:
+        values = index[:]
+        for e, magnitude in enumerate(index):
+            if magnitude != 0 and chunk.symbol(sign_cdf) == 0:  # 0: negative
+                values[e] = -magnitude
+    else:
+        values = [i + f["offset"] for i in index]
+    chunk.finish()
+    return values
+
+
+# ---------------------------------------------------------------------------
+# Building elements (C§4, F§7)
+# ---------------------------------------------------------------------------
+
+
+def _check_bool_bytes(raw: bytes) -> None:
+    """F§7: a bool element is 0x00 or 0x01, in every representation."""
+    if any(b > 1 for b in raw):
+        raise _corrupt("FORMAT.md §7", "bool byte other than 0x00 or 0x01")
+
+
+def build_planes(streams: list[list[int]], n: int, width: int) -> bytes:
+    """C§4.3: stream k holds byte k of each element's little-endian form."""
+    out = bytearray(n * width)
+    for k, symbols in enumerate(streams):
+        out[k::width] = bytes(symbols)
+    return bytes(out)
+
+
+def build_int(symbols: list[int], dtype: str) -> bytes:
+    """C§4.4: each symbol is the element's integer value."""
+    width, dkind = DTYPES[dtype]
+    signed = dkind == "int"
+    return b"".join(v.to_bytes(width, "little", signed=signed) for v in symbols)
+
+
+def _binary32_of_pattern(step: int) -> np.float32:
+    """C§4.5: the binary32 number s whose bit pattern is `step`."""
+    return np.frombuffer(struct.pack("<I", step), dtype="<f4")[0]
+
+
+def _reconstruct(symbols: list[int], dtype: str, steps) -> bytes:
+    """C§4.5 reconstruction, element by element with its own step.
+
+    `steps` holds one step per element: binary64 values for float64 tensors,
+    binary32 values otherwise.  y = q * s is one IEEE multiplication with RNE,
+    then the type's rounding.
+    """
+    if dtype == "float64":
+        q = np.array(symbols, dtype=np.float64)  # exact: |q| < 2^31
+        with np.errstate(over="ignore", under="ignore"):
+            return (q * np.asarray(steps, dtype=np.float64)).astype("<f8").tobytes()
+    q = np.array(symbols, dtype=np.float32)  # exact: |q| <= 2^24
+    with np.errstate(over="ignore", under="ignore"):
+        y = q * np.asarray(steps, dtype=np.float32)  # one binary32 multiplication, RNE
+        if dtype == "float32":
+            return y.astype("<f4").tobytes()
+        if dtype == "float16":
+            return y.astype("<f2").tobytes()  # RNE, overflow to inf, gradual underflow
+    # bfloat16: ((u + 0x7FFF + ((u >> 16) & 1)) mod 2^32) >> 16
+    u = y.view(np.uint32).astype(np.uint64)
+    bits = ((u + 0x7FFF + ((u >> 16) & 1)) % (1 << 32)) >> 16
+    return bits.astype("<u2").tobytes()
+
+
+def build_uniform(symbols: list[int], dtype: str, step: int) -> bytes:
+    """C§4.5: exact IEEE reconstruction y = q * s, then the type's rounding."""
+    s = _binary32_of_pattern(step)
+    if dtype == "float64":
+        s = np.float64(s)  # every binary32 value is a binary64 value
+    return _reconstruct(symbols, dtype, np.full(len(symbols), s))
+
+
+def row_step(step: int, code: int, dtype: str):
+    """C§4.6: the step of a row with code c = 8k + r.
+
+    The exact real number s * (16 - r) * 2^-(k + 4), rounded once (RNE) to
+    binary32, or to binary64 for float64 tensors. In binary64 the product and
+    the scaling are both exact, so one conversion does the rounding.
+    """
+    r, k = code & 7, code >> 3
+    exact = np.float64(_binary32_of_pattern(step)) * np.float64(16 - r) * 2.0 ** -(k + 4)
+    return exact if dtype == "float64" else np.float32(exact)
+
+
+def build_uniform_rows(codes: list[int], symbols: list[int], dtype: str, step: int) -> bytes:
+    """C§4.6: row i (C = N / R elements in row-major order) uses s_i."""
+    rows = len(codes)
+    per_row = len(symbols) // rows if rows else 0
+    steps = []
+    for c in codes:
+        steps.extend([row_step(step, c, dtype)] * per_row)
+    return _reconstruct(symbols, dtype, steps)
+
+
+def decode_payload(rec: dict, payload: bytes) -> bytes:
+    """C§10: split into streams, decode them, build the elements."""
+    n, dtype, width = rec["n"], rec["dtype"], rec["width"]
+    if rec["kind"] == "raw":  # C§4.2
+        elements = payload
+    else:
+        streams, pos = [], 0
+        for f in rec["descs"]:  # each stream has its own symbol count (C§10 step 2)
+            streams.append(decode_stream(f, payload[pos : pos + f["length"]], f["n"]))
+            pos += f["length"]
+        if rec["kind"] == "planes":
+            elements = build_planes(streams, n, width)
+        elif rec["kind"] == "int":
+            elements = build_int(streams[0], dtype)
+        elif rec["kind"] == "uniform":
+            elements = build_uniform(streams[0], dtype, rec["step"])
+        else:  # uniform_rows: stream 0 the row step codes, stream 1 the indices
+            elements = build_uniform_rows(streams[0], streams[1], dtype, rec["step"])
+    if dtype == "bool":  # C§10 step 4, F§7
+        _check_bool_bytes(elements)
+    return elements
+
+
+# ---------------------------------------------------------------------------
+# The whole file (F§10)
+# ---------------------------------------------------------------------------
+
+
+def decode(data: bytes) -> tuple[dict, dict]:
+    """Decode and verify a whole file.  Returns (metadata, tensors)."""
+    data = bytes(data)
+    hlen = check_preamble(data)  # phase 1, steps 1-6
+    tree = parse_header(data[PREAMBLE_SIZE : PREAMBLE_SIZE + hlen])  # steps 7-8
+    align, metadata, records = check_top_level(tree)  # step 9
+    data_start = check_layout(data, hlen, align, records)  # phase 2
+    for rec in records:  # phase 3
+        check_repr(rec)
+    check_padding(data, hlen, data_start, records)  # verification (F§10)
+    tensors = {}
+    for rec in records:  # phase 4
+        start = data_start + rec["offset"]
+        payload = data[start : start + rec["length"]]
+        if zlib.crc32(payload) != rec["crc32"]:
+            raise SpecError("PayloadChecksumMismatch", "FORMAT.md §10 step 16", rec["name"])
+        tensors[rec["name"]] = (rec["dtype"], rec["shape"], decode_payload(rec, payload))
+    return metadata, tensors
+
+
+def decode_file(data: bytes) -> dict[str, tuple[str, list[int], bytes]]:
+    """Map each tensor name to (dtype, shape, little-endian row-major bytes)."""
+    return decode(data)[1]
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        with open(path, "rb") as fh:
+            try:
+                meta, result = decode(fh.read())
+            except SpecError as exc:
+                print(f"{path}: REJECTED {exc}")
+                continue
+        print(f"{path}: {len(result)} tensors, metadata {meta}")
+        for name, (dtype, shape, raw) in result.items():
+            print(f"  {name}: {dtype} {shape} {len(raw)} bytes")
