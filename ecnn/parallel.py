@@ -39,6 +39,8 @@ class HostTensor:
         shape: its shape.
         data: the storage array (``step is None``) or the quantized symbols.
         step: the float32 quantization step, or None for exactly stored tensors.
+        row_steps: for per-row quantization, the step of each row (float32, or
+            float64 for float64 tensors); None otherwise.
     """
 
     name: str
@@ -46,6 +48,7 @@ class HostTensor:
     shape: tuple[int, ...]
     data: np.ndarray
     step: float | None
+    row_steps: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -95,23 +98,35 @@ def decode_host(f: EcnnFile, name: str) -> HostTensor:
     """
     rec = _record(f, name)
     dt = dtypes.get(rec.dtype)
-    if rec.repr["kind"] != "uniform" or rec.numel == 0:
+    kind = rec.repr["kind"]
+    if kind not in ("uniform", "uniform_rows") or rec.numel == 0:
         arr, _ = f.get_array(name)
         return HostTensor(name, dt, rec.shape, arr, None)
-    (desc,) = rec.streams  # validate_record checked: one stream covering the payload
     lo, hi = _symbol_range(dt)
-    q = streams.decode(desc, f._c.payload(rec), rec.numel, symbol_dtype(desc), lo, hi)
+    payload = f._c.payload(rec)
+    row_steps = None
+    step = quantize.step_from_bits(rec.repr["step"])
+    if kind == "uniform_rows":
+        d0, desc = rec.streams  # validate_record checked: row codes, then symbols
+        codes = streams.decode(d0, payload[: d0["length"]], rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
+        row_steps = quantize.row_steps(step, codes, dt)
+        payload = payload[d0["length"] :]
+    else:
+        (desc,) = rec.streams  # validate_record checked: one stream covering the payload
+    q = streams.decode(desc, payload, rec.numel, symbol_dtype(desc), lo, hi)
     if q.dtype.itemsize > 1 and q.size:
         narrow = _narrowest(int(q.min()), int(q.max()))
         if narrow.itemsize < q.dtype.itemsize:
             q = q.astype(narrow)
-    return HostTensor(name, dt, rec.shape, q.reshape(rec.shape), quantize.step_from_bits(rec.repr["step"]))
+    return HostTensor(name, dt, rec.shape, q.reshape(rec.shape), step, row_steps)
 
 
 def dequantize_host(t: HostTensor) -> np.ndarray:
     """The storage array of a host tensor (numpy reference for the device path)."""
     if t.step is None:
         return t.data
+    if t.row_steps is not None:
+        return quantize.dequantize_by_rows(t.data, t.dtype, t.row_steps)
     return quantize.dequantize(t.data.astype(np.int32), t.dtype, t.step)
 
 

@@ -160,28 +160,37 @@ def quantize_rows(values: np.ndarray, dtype: DType, step: float, codes: np.ndarr
     return q.astype(np.int32).reshape(values.shape)
 
 
-def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray, block: int = 1 << 18) -> np.ndarray:
+def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:
     """Reconstruct a tensor quantized with :func:`quantize_rows`.
 
-    Works through blocks of rows; for float32 the result reuses ``q``'s memory
-    (``q`` must be a C-contiguous int32 array the caller no longer needs), so
-    the peak stays near one copy of the tensor.
+    For float32, the result reuses ``q``'s memory when ``q`` is a C-contiguous
+    int32 array (the caller must no longer need it), so the peak stays near
+    one copy of the tensor.
     """
-    rows = np.asarray(codes).size
     s = row_steps(step, codes, dtype)
+    out = None
+    if dtype.name == "float32" and q.dtype == np.int32 and q.flags.c_contiguous:
+        out = q.view(np.float32)
+    return dequantize_by_rows(q, dtype, s, out)
+
+
+def dequantize_by_rows(q: np.ndarray, dtype: DType, row_steps_: np.ndarray, out: np.ndarray | None = None, block: int = 1 << 18) -> np.ndarray:
+    """``binary32(q) * s_i`` row by row (binary64 for float64), rounded to ``dtype``.
+
+    Works through blocks of rows; writes into ``out`` (the tensor's storage
+    dtype and shape, or a float view of ``q`` itself) when given.
+    """
+    rows = np.asarray(row_steps_).size
     q2 = q.reshape(rows, -1)
     cols = q2.shape[1]
-    if dtype.name == "float32" and q.dtype == np.int32 and q.flags.c_contiguous:
-        out = q2.view(np.float32)
-    else:
-        out = np.empty((rows, cols), dtype=dtype.storage)
+    out2 = np.empty((rows, cols), dtype=dtype.storage) if out is None else out.reshape(rows, cols)
     step_rows = max(1, block // max(cols, 1))
     for a in range(0, rows, step_rows):
         b = min(rows, a + step_rows)
         if dtype.name == "float64":
-            out[a:b] = q2[a:b].astype(np.float64) * s[a:b, None]
+            out2[a:b] = q2[a:b].astype(np.float64) * row_steps_[a:b, None]
         else:
             x = q2[a:b].astype(np.float32)
-            x *= s[a:b, None]
-            out[a:b] = from_float(x, dtype)
-    return out.reshape(q.shape)
+            x *= row_steps_[a:b, None]
+            out2[a:b] = from_float(x, dtype)
+    return out2.reshape(q.shape)

@@ -103,7 +103,9 @@ def torch_dtype(dt: dtypes.DType) -> torch.dtype:
 _SYMBOL_TYPES = {np.dtype(np.int8): torch.int8, np.dtype(np.int16): torch.int16, np.dtype(np.int32): torch.int32}
 
 
-def dequantize(q: torch.Tensor, dt: dtypes.DType, step: float, out: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize(
+    q: torch.Tensor, dt: dtypes.DType, step: float, out: torch.Tensor | None = None, row_steps: np.ndarray | None = None
+) -> torch.Tensor:
     """Reconstruct a quantized tensor from its integer symbols, on ``q``'s device.
 
     Computes ``float32(q) * float32(step)`` rounded to ``dt`` (float64 tensors:
@@ -114,10 +116,19 @@ def dequantize(q: torch.Tensor, dt: dtypes.DType, step: float, out: torch.Tensor
         dt: the tensor's dtype.
         step: the float32 step.
         out: a contiguous tensor of ``dt`` on ``q``'s device to write into.
+        row_steps: per-row steps (``uniform_rows``), used instead of ``step``.
     """
     s = float(np.float32(step))  # an exact float32; torch's float32 kernels use it as one
     wide = torch.float64 if dt.name == "float64" else torch.float32
     target = torch_dtype(dt)
+    if row_steps is not None:
+        rs = torch.from_numpy(np.ascontiguousarray(row_steps)).to(device=q.device, dtype=wide)
+        x = q.to(wide).reshape(rs.numel(), -1)
+        x.mul_(rs[:, None])  # one IEEE multiplication per element, as in quantize.dequantize_by_rows
+        x = x.reshape(q.shape)
+        if target != wide:
+            x = x.to(target)
+        return out.copy_(x) if out is not None else x
     if out is not None and out.dtype == wide == target:
         out.copy_(q)  # integers up to 2**24 (2**31 for float64) convert exactly
         return out.mul_(s)
@@ -144,6 +155,13 @@ def _dequantize_numpy(h, out: torch.Tensor | None) -> torch.Tensor:
     tensors), as :func:`ecnn.quantize.dequantize`. torch's threaded kernels
     gain little here and suffer badly when the cores are oversubscribed.
     """
+    if h.row_steps is not None:
+        fits = out is not None and h.dtype.name not in ("bfloat16",)
+        arr = quantize.dequantize_by_rows(h.data, h.dtype, h.row_steps, out.numpy() if fits else None)
+        if fits:
+            return out
+        t = from_array(arr, h.dtype, "cpu")
+        return out.copy_(t) if out is not None else t
     if out is not None and h.dtype.name in ("float32", "float64"):
         wide = np.float64 if h.dtype.name == "float64" else np.float32
         np.multiply(h.data, wide(np.float32(h.step)), out=out.numpy().reshape(h.data.shape), dtype=wide)
@@ -168,7 +186,7 @@ def materialize(h, device="cpu", out: torch.Tensor | None = None) -> torch.Tenso
         out = None
     if device.type == "cpu":
         return _dequantize_numpy(h, out)
-    return dequantize(src.to(device), h.dtype, h.step, out)
+    return dequantize(src.to(device), h.dtype, h.step, out, h.row_steps)
 
 
 class _CudaStager:
@@ -197,7 +215,7 @@ class _CudaStager:
             self.events[k].record(self.stream)
             if h.step is not None:
                 q = raw.view(_SYMBOL_TYPES[h.data.dtype]).reshape(h.shape)
-                t = dequantize(q, h.dtype, h.step)
+                t = dequantize(q, h.dtype, h.step, row_steps=h.row_steps)
             else:
                 t = raw.view(torch_dtype(h.dtype)).reshape(h.shape) if flat.size else torch.empty(
                     h.shape, dtype=torch_dtype(h.dtype), device=self.device
@@ -214,8 +232,8 @@ def _host_nbytes(f, name: str) -> int:
     from ecnn.parallel import _record, symbol_dtype
 
     rec = _record(f, name)
-    if rec.repr["kind"] == "uniform" and rec.numel:
-        return rec.numel * symbol_dtype(rec.streams[0]).itemsize
+    if rec.repr["kind"] in ("uniform", "uniform_rows") and rec.numel:
+        return rec.numel * symbol_dtype(rec.streams[-1]).itemsize
     return rec.nbytes
 
 

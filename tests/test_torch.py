@@ -39,8 +39,18 @@ def _mixed_state(seed=0):
     }
 
 
-@pytest.fixture
-def mixed_file(tmp_path):
+@pytest.fixture(params=[False, True], ids=["per_tensor", "per_row"])
+def mixed_file(tmp_path, request):
+    if request.param:  # uniform_rows: an outlier row gets its own step
+        p = tmp_path / "mixed_rows.ecnn"
+        sd = _mixed_state()
+        for k in ("f32", "f16", "bf16", "f64"):
+            sd[k] = sd[k].clone()
+            sd[k][3] *= 50
+        ecnn.save_file(sd, p, config=EncodeConfig(bits=8, per_row=True))
+        with ecnn.open(p) as f:
+            assert f.info("f32").representation == "uniform_rows"
+        return p
     p = tmp_path / "mixed.ecnn"
     ecnn.save_file(_mixed_state(), p, config=EncodeConfig(bits=8, per_row=False))  # per-tensor steps: the symbols + device-dequantize path
     return p
@@ -71,7 +81,7 @@ def test_symbols_are_narrow_and_dequantize_on_device_matches_host(mixed_file):
             assert host.dtype == arr.dtype and host.tobytes() == arr.tobytes(), name
             assert _same_bits(et.materialize(h, device=torch.device("cpu")), et.from_array(arr, dt)), name
             if h.step is not None:  # what the CUDA path runs on the device, run on the CPU
-                dev = et.dequantize(torch.from_numpy(h.data), h.dtype, h.step)
+                dev = et.dequantize(torch.from_numpy(h.data), h.dtype, h.step, row_steps=h.row_steps)
                 assert _same_bits(dev, et.from_array(arr, dt)), name
 
 
@@ -84,7 +94,7 @@ def test_dequantize_into_out_matches(mixed_file, name):
     res = et.materialize(h, "cpu", out=out)
     assert _same_bits(res, ref) and _same_bits(out, ref)
     out2 = torch.full(h.shape, float("nan"), dtype=ref.dtype)
-    res2 = et.dequantize(torch.from_numpy(h.data), h.dtype, h.step, out=out2)  # the device function
+    res2 = et.dequantize(torch.from_numpy(h.data), h.dtype, h.step, out=out2, row_steps=h.row_steps)  # the device function
     assert _same_bits(res2, ref) and _same_bits(out2, ref)
 
 
