@@ -213,7 +213,8 @@ def main(argv=None) -> int:
         fits = total <= limit_total
         loaded = not first["missing"] and first["unexpected"] in ([], ["embeddings.position_ids"])
         if m.startswith("ecnn"):
-            ok &= fits and loaded
+            # The memory bound is load_into's promise; load_file + load_state_dict holds two copies by design.
+            ok &= loaded and (fits or "-file" in m)
             if m.startswith("ecnn8"):
                 ok &= cos >= 0.999
         key = "ecnn8" if m.startswith("ecnn8") else "ecnn4" if m.startswith("ecnn4") else m
