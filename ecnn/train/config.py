@@ -41,6 +41,8 @@ class TrainConfig:
             that holds this fraction of its output energy under a Gaussian
             model of its weights.
         prune_ramp: EBP: steps over which ``prune_energy`` ramps up from 0.
+        lam_warmup: training steps over which the rate weight ramps from 0 to
+            ``lam`` (0: none), so the steps can grow before the weights collapse.
         version: version of this config's meaning.
     """
 
@@ -51,9 +53,10 @@ class TrainConfig:
     temperature: float = 0.25
     assign_weight: float = 0.05
     order: int = 2
-    sample: int = 1 << 16
+    sample: int = 1 << 14
     prune_energy: float = 0.0
     prune_ramp: int = 1000
+    lam_warmup: int = 0
     version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -73,5 +76,7 @@ class TrainConfig:
             raise InvalidOption(f"sample must be >= 16, got {self.sample!r}")
         if not 0 <= self.prune_energy < 1:
             raise InvalidOption(f"prune_energy must be in [0, 1), got {self.prune_energy!r}")
+        if self.lam_warmup < 0:
+            raise InvalidOption(f"lam_warmup must be >= 0, got {self.lam_warmup!r}")
         if self.prune_ramp < 0:
             raise InvalidOption(f"prune_ramp must be >= 0, got {self.prune_ramp!r}")

@@ -54,7 +54,10 @@ def soft_counts_window(v: torch.Tensor, temperature: float) -> torch.Tensor:
     v = v.reshape(-1).float()
     f = torch.floor(v.detach())
     ks = f[:, None] + torch.arange(-1.0, 3.0, device=v.device)
-    a = torch.softmax(-((v[:, None] - ks) ** 2) / temperature, dim=1)
+    d = (v[:, None] - ks) ** 2
+    # The nearest level has d <= 1/4: subtracting it keeps exp() in range without a softmax pass.
+    e = torch.exp(-(d - d.detach().amin(dim=1, keepdim=True)) / temperature)
+    a = e / e.sum(dim=1, keepdim=True)
     lo = int(f.min()) - 1
     idx = (ks - lo).long().reshape(-1)
     nbins = int(idx.max()) + 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 _TABLE: dict[float, float] = {}
@@ -63,4 +64,5 @@ def magnitude_thresholds(weights: dict[str, torch.Tensor], sparsity: float) -> f
     k = int(sparsity * allw.numel())
     if k <= 0:
         return 0.0
-    return float(allw.kthvalue(k).values)
+    # Weights at or above the threshold are kept: step just past the k-th smallest.
+    return float(np.nextafter(np.float32(allw.kthvalue(k).values), np.float32(np.inf)))

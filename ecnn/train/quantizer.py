@@ -96,16 +96,24 @@ class UniformQuantizer(nn.Module):
     def assign(self, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         """Entropy-constrained levels (float tensor of integers) for positions ``v``."""
         beta = self.config.assign_weight
-        r = torch.round(v)
         if beta > 0 and float(self.counts.sum()) > 0:
             bits, lo = self.codelengths(v.device)
+
+            def length(k: torch.Tensor) -> torch.Tensor:
+                i = k - lo
+                inside = (i >= 0) & (i < bits.numel())
+                return torch.where(inside, bits[i.clamp(0, bits.numel() - 1).long()], _UNSEEN_BITS)
+
             f = torch.floor(v)
-            cands = torch.stack([f, f + 1, torch.zeros_like(f)])
-            idx = (cands - lo).long()
-            ok = (idx >= 0) & (idx < bits.numel())
-            cl = torch.where(ok, bits[idx.clamp(0, bits.numel() - 1)], torch.full_like(v, _UNSEEN_BITS))
-            cost = (v - cands) ** 2 + beta * cl
-            r = cands.gather(0, cost.argmin(dim=0, keepdim=True))[0]
+            frac = v - f
+            cost_f = frac * frac + beta * length(f)
+            cost_c = (1 - frac) * (1 - frac) + beta * length(f + 1)
+            zero = bits[-lo] if 0 <= -lo < bits.numel() else torch.tensor(_UNSEEN_BITS)
+            cost_0 = v * v + beta * zero
+            r = torch.where(cost_c < cost_f, f + 1, f)
+            r = torch.where(cost_0 < torch.minimum(cost_f, cost_c), torch.zeros_like(r), r)
+        else:
+            r = torch.round(v)
         if keep is not None:
             r = torch.where(keep, r, torch.zeros_like(r))
         return r
@@ -118,6 +126,34 @@ class UniformQuantizer(nn.Module):
         self.counts = counts.to(self.counts.device)
         self.lo.fill_(lo)
         self.steps_seen += 1
+
+    @torch.no_grad()
+    def settle_(self, w: torch.Tensor, max_iters: int = 100) -> int:
+        """Alternate assignment and code lengths until the symbols stop changing.
+
+        Each training step runs one round of this entropy-constrained scalar
+        quantizer iteration (assign with the last code lengths, then count);
+        both halves lower ``distortion + assign_weight * rate``, so it
+        converges. Settling before :meth:`symbols` makes the symbols written
+        to the file the ones whose counts the code lengths came from.
+
+        Returns:
+            The number of rounds run.
+        """
+        if self.config.assign_weight == 0:
+            return 0
+        v = w.detach().float() / self.step
+        keep = self.mask(w)
+        prev = None
+        for i in range(max_iters):
+            q = self.assign(v, keep)
+            if prev is not None and torch.equal(q, prev):
+                return i
+            lo = int(q.min())
+            self.counts = torch.bincount(q.long().reshape(-1) - lo).to(torch.float64).to(self.counts.device)
+            self.lo.fill_(lo)
+            prev = q
+        return max_iters
 
     def symbols(self, w: torch.Tensor) -> torch.Tensor:
         """Integer symbols (int64) of ``w`` under the current step and assignment."""

@@ -1,0 +1,338 @@
+"""prepare / regularize / convert: entropy-constrained training in any PyTorch loop.
+
+Example:
+    >>> import torch, ecnn, ecnn.train
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> _ = ecnn.train.prepare_(model, ecnn.train.TrainConfig(method="ect", lam=0.1))
+    >>> opt = torch.optim.Adam(model.parameters(), 1e-2)
+    >>> x, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    >>> for _ in range(5):
+    ...     loss = torch.nn.functional.cross_entropy(model(x), y) + ecnn.train.regularizer(model)
+    ...     opt.zero_grad(); loss.backward(); opt.step()
+    >>> steps = ecnn.train.convert_(model)
+    >>> data = ecnn.encode(model.state_dict(), config=ecnn.train.encode_config(steps))
+    >>> torch.equal(ecnn.decode(data)["0.weight"], model[0].weight.detach())
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ecnn.coder import streams
+from ecnn.coder.streams import DEFAULT_CHUNK, cat0_estimate
+from ecnn.config import EncodeConfig
+from ecnn.train import entropy, pruning
+from ecnn.train.config import TrainConfig
+from ecnn.train.quantizer import UniformQuantizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuantizedParam:
+    """One quantized parameter of a prepared model."""
+
+    name: str  # its key in the converted model's state dict
+    module: nn.Module
+    attr: str
+    quantizer: UniformQuantizer
+
+    @property
+    def latent(self) -> torch.Tensor:
+        return getattr(self.module.parametrizations, self.attr).original
+
+
+@dataclass(frozen=True)
+class TensorRate:
+    """Rate figures of one quantized tensor (bits are totals over the tensor).
+
+    ``estimate_bits`` is the order-0 coder's size (table + symbols + chunk
+    overhead) as the codec estimates it; ``entropy_bits`` is the zeroth-order
+    empirical entropy alone; ``context2_bits`` / ``context3_bits`` are the
+    empirical conditional entropies given the previous one / two symbols;
+    ``coder_bits`` is the codec's own estimate for the coder it would pick
+    (context models included), which tracks the real coded size.
+    """
+
+    name: str
+    numel: int
+    step: float
+    levels: int
+    zero_fraction: float
+    entropy_bits: float
+    estimate_bits: float
+    context2_bits: float
+    context3_bits: float
+    coder_bits: float
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def _wanted(param: nn.Parameter, config: TrainConfig) -> bool:
+    if not param.is_floating_point() or param.numel() < 2:
+        return False
+    return param.ndim >= 2 or config.quantize_bias
+
+
+def prepare_(model: nn.Module, config: TrainConfig = TrainConfig()) -> nn.Module:
+    """Attach a learned-step uniform quantizer to every weight (and bias) of ``model``, in place.
+
+    Call it before wrapping the model in DistributedDataParallel and before
+    building the optimizer (the steps are new parameters).
+
+    Args:
+        model: any module; parameters with 2+ dimensions are quantized, and
+            1-D ones too when ``config.quantize_bias``.
+        config: the method and its options.
+
+    Returns:
+        ``model``.
+    """
+    targets = []
+    for _, mod in model.named_modules():
+        for attr, p in mod.named_parameters(recurse=False):
+            if _wanted(p, config):
+                targets.append((mod, attr, p))
+    for mod, attr, p in targets:
+        q = UniformQuantizer(p, config, prune=p.ndim >= 2).to(p.device)
+        parametrize.register_parametrization(mod, attr, q)
+        q.steps_seen.zero_()  # registering ran one check forward; training has not started
+    log.info("prepared %d tensors for %s training (lam=%g)", len(targets), config.method, config.lam)
+    return model
+
+
+def quantized_params(model: nn.Module) -> Iterator[QuantizedParam]:
+    """The quantized parameters of a prepared model, with their state-dict names."""
+    for prefix, mod in unwrap(model).named_modules():
+        if not parametrize.is_parametrized(mod):
+            continue
+        for attr, plist in mod.parametrizations.items():
+            for q in plist:
+                if isinstance(q, UniformQuantizer):
+                    yield QuantizedParam(f"{prefix}.{attr}" if prefix else attr, mod, attr, q)
+
+
+def param_groups(model: nn.Module, lr: float, step_lr: float) -> list[dict]:
+    """Optimizer parameter groups: the learned steps with ``step_lr``, the rest with ``lr``.
+
+    A step is one scalar per tensor; with Adam it moves about ``lr`` in
+    log-space per iteration, so it usually wants a larger rate than the weights.
+    """
+    steps = [qp.quantizer.log_step for qp in quantized_params(model)]
+    ids = {id(p) for p in steps}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr": lr}, {"params": steps, "lr": step_lr}]
+
+
+def _hard_counts(qp: QuantizedParam) -> np.ndarray:
+    c = qp.quantizer.counts
+    if float(c.sum()) != qp.latent.numel():  # no training forward yet
+        s = qp.quantizer.symbols(qp.latent).reshape(-1)
+        return np.bincount((s - s.min()).numpy()).astype(np.int64)
+    return c.cpu().numpy().astype(np.int64)
+
+
+def estimate_bits(hist: np.ndarray) -> float:
+    """The order-0 coded size in bits of symbols with this histogram (0 if one symbol)."""
+    hist = np.asarray(hist, dtype=np.int64)
+    hist = hist[np.flatnonzero(hist)[0] : np.flatnonzero(hist)[-1] + 1]
+    if hist.size < 2:
+        return 0.0
+    return cat0_estimate(hist, int(hist.sum()), DEFAULT_CHUNK)[1]
+
+
+def coder_estimate_bits(symbols: np.ndarray, shape: tuple[int, ...]) -> float:
+    """The codec's estimate in bits for a tensor's integer symbols (whatever coder it picks).
+
+    Uses ``ecnn.coder.streams.choose`` the way ``ecnn.codec`` calls it for
+    uniform tensors (rows = first dimension); falls back to the order-0
+    estimate if that function is not there.
+    """
+    v = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+    if v.size == 0 or v.min() == v.max():
+        return 0.0
+    rows = int(shape[0]) if len(shape) >= 2 else None
+    choose = getattr(streams, "choose", None)
+    if choose is not None:
+        try:
+            return float(choose(v, 4, True, DEFAULT_CHUNK, rows)[1])
+        except TypeError:  # the codec's internal signature changed; fall back
+            log.warning("ecnn.coder.streams.choose has an unexpected signature; using the order-0 estimate")
+    return estimate_bits(np.bincount(v - v.min()))
+
+
+def _soft_bits(qp: QuantizedParam, config: TrainConfig) -> torch.Tensor:
+    """The relaxed rate of one tensor in bits (differentiable in weights and step)."""
+    q = qp.quantizer
+    w = qp.latent
+    v = w.float().reshape(-1) / q.step
+    keep = q.mask(w)
+    if keep is not None:
+        v = torch.where(keep.reshape(-1), v, torch.zeros_like(v))
+    n = v.numel()
+    if config.method == "hemp" and config.order > 1 and n > config.order:
+        groups = n - config.order + 1
+        starts = entropy.sample_positions(groups, config.sample)
+        counts = entropy.soft_block_counts(v, config.order, starts)
+        per_group = entropy.entropy_bits(counts) / counts.sum()
+        return per_group * n / config.order
+    idx = entropy.sample_positions(n, config.sample)
+    vs = v if idx is None else v[idx]
+    if config.method == "hemp":
+        counts = entropy.soft_counts_interp(vs)
+    else:
+        counts = entropy.soft_counts_window(vs, config.temperature)
+    return entropy.entropy_bits(counts) * (n / vs.numel())
+
+
+def rate_bits(model: nn.Module, coder: bool = False) -> tuple[torch.Tensor, int]:
+    """The regularizer's rate in bits (differentiable) and the number of quantized parameters.
+
+    For ECT and EBP the value is the order-0 coder's estimated size of the
+    symbols the forward pass used (table and all), and the gradient is that of
+    the soft relaxation (a straight-through estimate). For HEMP it is the
+    relaxed block entropy per symbol times the symbol count.
+
+    Args:
+        model: a prepared model.
+        coder: take the value from the codec's own estimate of the current
+            symbols (context models included; slower) instead of order-0.
+            The gradient is the same.
+    """
+    total = None
+    count = 0
+    for qp in quantized_params(model):
+        cfg = qp.quantizer.config
+        count += qp.latent.numel()
+        soft = _soft_bits(qp, cfg)
+        if coder:
+            sym = qp.quantizer.symbols(qp.latent).cpu().numpy()
+            bits = soft - soft.detach() + coder_estimate_bits(sym, tuple(qp.latent.shape))
+        elif cfg.method == "hemp" and cfg.order > 1:
+            bits = soft
+        else:
+            bits = soft - soft.detach() + estimate_bits(_hard_counts(qp))
+        total = bits if total is None else total + bits
+    if total is None:
+        return torch.zeros(()), 0
+    return total, count
+
+
+def regularizer(model: nn.Module) -> torch.Tensor:
+    """``lam`` times the estimated rate in bits per quantized parameter; add it to the loss.
+
+    Works on a model wrapped in DistributedDataParallel: every rank computes the
+    same value from its identical weights (the soft term's random sample may
+    differ, and DDP averages those gradients). Computed in float32 even under autocast.
+    """
+    qps = list(quantized_params(model))
+    if not qps:
+        return torch.zeros(())
+    cfg = qps[0].quantizer.config
+    device = qps[0].latent.device
+    if cfg.lam == 0 or cfg.method == "none":
+        return torch.zeros((), device=device)
+    lam = cfg.lam
+    if cfg.lam_warmup:
+        lam *= min(1.0, float(qps[0].quantizer.steps_seen) / cfg.lam_warmup)
+    with torch.autocast(device_type=device.type, enabled=False):
+        bits, n = rate_bits(model)
+        return lam * bits / n
+
+
+def rate_report(model: nn.Module, contexts: bool = True) -> list[TensorRate]:
+    """Exact rate figures of each quantized tensor under the current steps (no gradient).
+
+    Args:
+        model: a prepared model.
+        contexts: also compute the conditional entropies and the codec's estimate (slower).
+    """
+    out = []
+    for qp in quantized_params(model):
+        sym = qp.quantizer.symbols(qp.latent).cpu().numpy()
+        s = sym.reshape(-1)
+        hist = np.bincount(s - s.min())
+        out.append(
+            TensorRate(
+                name=qp.name,
+                numel=int(s.size),
+                step=qp.quantizer.float32_step(),
+                levels=int(np.count_nonzero(hist)),
+                zero_fraction=float(np.mean(s == 0)),
+                entropy_bits=entropy.hard_entropy_bits(s),
+                estimate_bits=estimate_bits(hist),
+                context2_bits=entropy.conditional_entropy_bits(s, 2) if contexts else float("nan"),
+                context3_bits=entropy.conditional_entropy_bits(s, 3) if contexts else float("nan"),
+                coder_bits=coder_estimate_bits(sym, tuple(sym.shape)) if contexts else float("nan"),
+            )
+        )
+    return out
+
+
+def prune_magnitude_(model: nn.Module, sparsity: float) -> float:
+    """Magnitude-pruning baseline: fix one global threshold zeroing ``sparsity`` of all weights.
+
+    Biases are not pruned. The threshold stays fixed while training goes on
+    (fine-tuning the rest). Returns the threshold.
+    """
+    qps = [qp for qp in quantized_params(model) if qp.latent.ndim >= 2]
+    t = pruning.magnitude_thresholds({qp.name: qp.latent for qp in qps}, sparsity)
+    for qp in qps:
+        qp.quantizer.fixed_threshold.fill_(t)
+    log.info("magnitude pruning: threshold %.4g for sparsity %.3f", t, sparsity)
+    return t
+
+
+@torch.no_grad()
+def settle_(model: nn.Module) -> None:
+    """Run each quantizer's assignment to its fixed point (see ``UniformQuantizer.settle_``).
+
+    Call it after training, before the final :func:`rate_bits`; :func:`convert_`
+    calls it too, so the figure describes exactly the symbols that are packed.
+    """
+    for qp in quantized_params(model):
+        rounds = qp.quantizer.settle_(qp.latent)
+        log.debug("%s settled in %d rounds", qp.name, rounds)
+
+
+@torch.no_grad()
+def convert_(model: nn.Module) -> dict[str, float]:
+    """Replace each quantized parameter by its grid values ``k * step``, in place.
+
+    The parametrizations are removed, so the model is a plain module again whose
+    state dict ``ecnn.save_file`` packs without re-quantizing, given the steps.
+
+    Returns:
+        ``{state-dict name: float32 step}`` for :func:`encode_config`.
+    """
+    settle_(model)
+    steps = {}
+    for qp in list(quantized_params(model)):
+        step = qp.quantizer.float32_step()
+        sym = qp.quantizer.symbols(qp.latent)
+        # The decoder's arithmetic: float32(k) * float32(step), in float32.
+        value = sym.to(torch.float32) * torch.tensor(step, dtype=torch.float32)
+        parametrize.remove_parametrizations(qp.module, qp.attr, leave_parametrized=False)
+        param = getattr(qp.module, qp.attr)
+        param.copy_(value.to(param.dtype))
+        steps[qp.name] = step
+    log.info("converted %d tensors", len(steps))
+    return steps
+
+
+def encode_config(steps: dict[str, float], **kwargs) -> EncodeConfig:
+    """An :class:`ecnn.config.EncodeConfig` that packs converted tensors on their grids."""
+    return EncodeConfig(steps=tuple(steps.items()), **kwargs)
