@@ -17,20 +17,22 @@ class EncodeConfig:
     """How to encode tensors.
 
     Attributes:
-        bits: quantize float weights to this many bits per tensor (symmetric,
-            step = max|x| / (2**(bits-1) - 1)). Shapes the bitstream.
+        bits: quantize float weights to this many bits (symmetric, step =
+            max|x| / (2**(bits-1) - 1) for the tensor; see ``per_row``). Shapes the bitstream.
         step: quantize float weights with this fixed step. Shapes the bitstream.
         lossless: store every tensor bit-exactly. Shapes the bitstream.
         exact: glob patterns (fnmatch) of tensor names to keep bit-exact even
             when quantizing. Shapes the bitstream.
-        steps: per-tensor quantization steps, ``{name: step}``; these tensors
+        steps: per-tensor quantization steps, ``{name: step}`` (a mapping, kept
+            as sorted pairs); these tensors
             are quantized with their own step whatever ``bits``/``step`` say
             (e.g. weights already on a grid after ``ecnn.train``). Shapes the bitstream.
         min_ndim: float tensors with fewer dimensions (biases, norms) are kept
             exact. Shapes the bitstream.
         per_row: with ``bits``, give each row (output channel) its own step,
-            a power-of-two fraction of the tensor's, so that a few outliers do
-            not coarsen every row. Shapes the bitstream.
+            the finest of the tensor's step times 2**-k * (16 - r) / 16 that keeps
+            the row within the same symbol range, so that a few outliers do not
+            coarsen every row. Shapes the bitstream.
         chunk: symbols per independently decodable chunk. Shapes the bitstream.
         align: payload alignment in bytes (power of two). Shapes the bitstream.
         version: version of this config's meaning; bumps when a default changes.

@@ -1,6 +1,5 @@
 """ecnn/codec.py: record validation and decoding edge cases."""
 
-import numpy as np
 import pytest
 
 from ecnn import codec

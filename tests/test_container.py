@@ -229,5 +229,11 @@ def test_header_type_rules():
         en.decode(rebuild(msgpack.packb(dict(h, _b=b""), use_bin_type=True), area))
     with pytest.raises(InvalidField):
         en.decode(rebuild(dict(h, _m={1.5: "x"}), area))
-    dup = msgpack.packb(dict(h, _m={1: "a", True: "b"}))
-    en.decode(rebuild(dup, area))  # 1 and true are different keys
+    # An ancillary map whose keys are the integer 1 and the boolean true: different keys.
+    top = msgpack.packb(h)
+    assert top[0] & 0xF0 == 0x80  # a fixmap
+    pair_map = b"\x82\x01" + msgpack.packb("a") + b"\xc3" + msgpack.packb("b")
+    en.decode(rebuild(bytes([top[0] + 1]) + top[1:] + msgpack.packb("_m") + pair_map, area))
+    same = b"\x82\x01" + msgpack.packb("a") + b"\x01" + msgpack.packb("b")
+    with pytest.raises(DuplicateKey):
+        en.decode(rebuild(bytes([top[0] + 1]) + top[1:] + msgpack.packb("_m") + same, area))

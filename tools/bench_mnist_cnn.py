@@ -44,7 +44,6 @@ for p in (ROOT, ROOT / "tools"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import ecnn  # noqa: E402
 import ecnn.onnx as eo  # noqa: E402
 import ecnn.torch as et  # noqa: E402
 from bench_pack import append_results, command_line, machine, versions  # noqa: E402

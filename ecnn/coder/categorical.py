@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import constriction
 
-from ecnn.context.tables import PRECISION
 
 WORD_BITS = 32
 
