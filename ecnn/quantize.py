@@ -87,11 +87,12 @@ def quantize(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
 
 def dequantize(q: np.ndarray, dtype: DType, step: float) -> np.ndarray:
     """Reconstruct a tensor's storage array from its symbols."""
-    if dtype.name == "float64":
-        return q.astype(np.float64) * np.float64(np.float32(step))
-    x = q.astype(np.float32)
-    x *= np.float32(step)
-    return from_float(x, dtype)
+    with np.errstate(over="ignore"):  # overflow to infinity is the specified value (CODING.md 4.5)
+        if dtype.name == "float64":
+            return q.astype(np.float64) * np.float64(np.float32(step))
+        x = q.astype(np.float32)
+        x *= np.float32(step)
+        return from_float(x, dtype)
 
 
 def step_bits(step: float) -> int:
@@ -187,10 +188,11 @@ def dequantize_by_rows(q: np.ndarray, dtype: DType, row_steps_: np.ndarray, out:
     step_rows = max(1, block // max(cols, 1))
     for a in range(0, rows, step_rows):
         b = min(rows, a + step_rows)
-        if dtype.name == "float64":
-            out2[a:b] = q2[a:b].astype(np.float64) * row_steps_[a:b, None]
-        else:
-            x = q2[a:b].astype(np.float32)
-            x *= row_steps_[a:b, None]
-            out2[a:b] = from_float(x, dtype)
+        with np.errstate(over="ignore"):  # overflow to infinity is the specified value (CODING.md 4.5)
+            if dtype.name == "float64":
+                out2[a:b] = q2[a:b].astype(np.float64) * row_steps_[a:b, None]
+            else:
+                x = q2[a:b].astype(np.float32)
+                x *= row_steps_[a:b, None]
+                out2[a:b] = from_float(x, dtype)
     return out2.reshape(q.shape)
