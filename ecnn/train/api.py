@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ecnn.coder import streams
+from ecnn import rate
 from ecnn.coder.streams import DEFAULT_CHUNK, cat0_estimate
 from ecnn.config import EncodeConfig
 from ecnn.train import entropy, pruning
@@ -157,21 +157,13 @@ def estimate_bits(hist: np.ndarray) -> float:
 def coder_estimate_bits(symbols: np.ndarray, shape: tuple[int, ...]) -> float:
     """The codec's estimate in bits for a tensor's integer symbols (whatever coder it picks).
 
-    Uses ``ecnn.coder.streams.choose`` the way ``ecnn.codec`` calls it for
-    uniform tensors (rows = first dimension); falls back to the order-0
-    estimate if that function is not there.
+    This is :func:`ecnn.rate.estimate_bytes`, the figure the encoder itself
+    uses to choose a coder (within 1% of the coded size).
     """
-    v = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+    v = np.ascontiguousarray(symbols, dtype=np.int32).reshape(shape if len(shape) else (-1,))
     if v.size == 0 or v.min() == v.max():
         return 0.0
-    rows = int(shape[0]) if len(shape) >= 2 else None
-    choose = getattr(streams, "choose", None)
-    if choose is not None:
-        try:
-            return float(choose(v, 4, True, DEFAULT_CHUNK, rows)[1])
-        except TypeError:  # the codec's internal signature changed; fall back
-            log.warning("ecnn.coder.streams.choose has an unexpected signature; using the order-0 estimate")
-    return estimate_bits(np.bincount(v - v.min()))
+    return 8.0 * rate.estimate_bytes(v)
 
 
 def _soft_bits(qp: QuantizedParam, config: TrainConfig) -> torch.Tensor:
