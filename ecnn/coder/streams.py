@@ -236,16 +236,12 @@ def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
     return width, signed
 
 
-def hi_of(v: np.ndarray) -> int:
-    return int(v.max())
-
-
 def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int):
-    """The cheapest rowcol plan for these values, as (name, bits, encoding inputs)."""
+    """The cheapest rowcol plan for these values, as ``("rowcol", bits, encoding inputs)``, or None."""
     cols = v.size // rows
     shape = (rows, cols)
     variants = [(indices.reshape(shape), None, lo, nsym)]
-    if lo < 0 < hi_of(v):
+    if lo < 0 < int(v.max()):
         vals = v.astype(np.int64).reshape(shape)
         m = np.abs(vals)
         mmax = int(m.max())
@@ -265,7 +261,7 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
             nrc, ncc = min(nrc, s_sym.shape[0]), min(ncc, cols)
             bits = rowcol_ctx.plan(s_sym, n, s_vals, nrc, ncc).bits
             if pick is None or bits < pick[0]:
-                pick = (bits, i, min(nrc * 1, rows), ncc)
+                pick = (bits, i, nrc, ncc)
     if pick is None:
         return None
     _, i, nrc, ncc = pick
