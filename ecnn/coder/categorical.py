@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import constriction
 
+from ecnn.context import varint
+
 
 WORD_BITS = 32
 
@@ -54,3 +56,23 @@ def decode_chunk(words: np.ndarray, freqs_model, count: int) -> np.ndarray:
     if not dec.maybe_exhausted():
         raise ValueError("compressed words left over after the last symbol")
     return out
+
+
+def chunks_bytes(chunks: list[np.ndarray]) -> bytes:
+    """The chunk index (words per chunk, as varints) followed by every chunk's words, u32 little-endian."""
+    return varint.encode([w.size for w in chunks]) + b"".join(w.astype("<u4").tobytes() for w in chunks)
+
+
+def read_chunks(buf, pos: int, k: int) -> list[np.ndarray]:
+    """Read a chunk index of ``k`` chunks at ``pos`` and the words after it, which must end the stream.
+
+    Raises:
+        ValueError: a bad varint, or words that do not end exactly at the end of ``buf``.
+    """
+    nwords, pos = varint.decode(buf, k, pos)
+    total = sum(nwords)
+    if pos + 4 * total != len(buf):
+        raise ValueError("stream length does not match its chunk index")
+    words = np.frombuffer(buf, dtype="<u4", offset=pos, count=total)
+    bounds = np.cumsum([0] + nwords)
+    return [words[bounds[i] : bounds[i + 1]] for i in range(k)]

@@ -72,8 +72,7 @@ def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, 
             if signs.size:
                 enc.encode(signs, sign_model)
         chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
-    parts.append(varint.encode([w.size for w in chunks]))
-    parts += [w.astype("<u4").tobytes() for w in chunks]
+    parts.append(categorical.chunks_bytes(chunks))
     data = b"".join(parts)
     desc = {
         "coder": "rowcol",
@@ -136,19 +135,14 @@ def _decode(desc: dict, mv, out_dtype: np.dtype) -> np.ndarray:
         sign_model = categorical.model(tables.expand(c))
     crows = desc["chunk_rows"]
     nchunks = categorical.num_chunks(rows, crows)
-    nwords, pos = varint.decode(mv, nchunks, pos)
-    if pos + 4 * sum(nwords) != len(mv):
-        raise CorruptPayload("rowcol stream length does not match its chunk index")
-    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=sum(nwords))
+    chunks = categorical.read_chunks(mv, pos, nchunks)
     out = np.empty(rows * cols, dtype=out_dtype)
-    wpos = 0
-    for i in range(nchunks):
+    for i, words in enumerate(chunks):
         a, b = i * crows, min(rows, (i + 1) * crows)
         tid = table_of.astype(np.uint8)[rclass[a:b, None] + cclass[None, :]].ravel()
         order = np.argsort(tid, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=ntab))])
-        dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words[wpos : wpos + nwords[i]]))
-        wpos += nwords[i]
+        dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words))
         grouped = np.empty(tid.size, np.int32)  # the chunk's indices, table by table
         for t, m in enumerate(models):
             n = int(bounds[t + 1] - bounds[t])

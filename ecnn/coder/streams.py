@@ -18,7 +18,7 @@ import numpy as np
 
 from ecnn.coder import categorical
 from ecnn.coder import rowcol
-from ecnn.context import order0, tables, varint
+from ecnn.context import order0, tables
 from ecnn.context import rowcol as rowcol_ctx
 from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnknownField, UnsupportedCoding
 
@@ -164,10 +164,7 @@ def cat0_estimate(hist: np.ndarray, count: int, chunk: int) -> tuple[order0.Orde
 
 def encode_cat0(indices: np.ndarray, offset: int, nsym: int, fit: order0.Order0Fit, chunk: int) -> tuple[dict, bytes]:
     freqs = tables.expand(fit.counts)
-    words = categorical.encode(indices, freqs, chunk)
-    parts = [fit.blob, varint.encode([w.size for w in words])]
-    parts += [w.astype("<u4").tobytes() for w in words]
-    data = b"".join(parts)
+    data = fit.blob + categorical.chunks_bytes(categorical.encode(indices, freqs, chunk))
     desc = {
         "coder": "cat0",
         "length": len(data),
@@ -306,21 +303,15 @@ def _decode_cat0(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray
     mv = memoryview(buf)
     try:
         counts, pos = tables.read(mv, 0, nsym)
-        nwords, pos = varint.decode(mv, k, pos)
+        chunks = categorical.read_chunks(mv, pos, k)
         freqs = tables.expand(counts)
     except ValueError as e:
         raise CorruptPayload(f"cat0 stream: {e}") from None
-    if pos + 4 * sum(nwords) != len(mv):
-        raise CorruptPayload("cat0 stream length does not match its chunk index")
-    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=sum(nwords))
     m = categorical.model(freqs)
     out = np.empty(count, dtype=out_dtype)
-    wpos = 0
-    for i in range(k):
+    for i, w in enumerate(chunks):
         start = i * chunk
         n = min(chunk, count - start)
-        w = words[wpos : wpos + nwords[i]]
-        wpos += nwords[i]
         try:
             idx = categorical.decode_chunk(w, m, n)
         except Exception as e:  # constriction signals impossible states with AssertionError
