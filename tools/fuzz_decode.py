@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import platform
 import random
 import resource
 import struct
@@ -111,16 +109,15 @@ def main() -> int:
     for k, v in all_crashes.items():
         print("CRASH", k, v, sep="\n")
     if not a.no_append:
+        from benchlib import append_results, command_line, machine
+
         now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-        section = (
-            f"\n## fuzz_decode: mutated conformance vectors ({now})\n\n"
-            f"- machine: {os.cpu_count()} CPUs, {cpu}\n"
-            f"- command: `.venv/bin/python tools/fuzz_decode.py --seconds {a.seconds:g} --seed {a.seed}`\n"
+        append_results(
+            f"## fuzz_decode: mutated conformance vectors ({now})\n\n"
+            f"- machine: {machine()}\n"
+            f"- command: `{command_line()}`\n"
             f"- seeds: the {len(seeds)} files of fixtures/v1/valid; peak RSS of the whole run {peak:.0f} MiB\n\n{table}\n"
         )
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-            f.write(section)
     return 1 if all_crashes else 0
 
 

@@ -254,30 +254,31 @@ def main() -> int:
     vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}
     iexp = json.loads(iexp_path.read_text()) if iexp_path.exists() else {}
     problems, added = [], []
+
+    def present(path: Path, data: bytes) -> bool:
+        """Whether the fixture exists, writing it first when asked to add missing ones."""
+        if path.exists():
+            return True
+        if a.write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            added.append(path)
+            return True
+        problems.append(f"missing {path.relative_to(ROOT)}")
+        return False
+
     for name, data in v.items():
         path = vdir / f"{name}.ecnn"
-        if not path.exists():
-            if a.write:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                added.append(path)
-            else:
-                problems.append(f"missing {path.relative_to(ROOT)}")
-                continue
+        if not present(path, data):
+            continue
         got = describe(path.read_bytes())
         if name in vexp and vexp[name] != got:
             problems.append(f"{path.relative_to(ROOT)} no longer decodes to its expected tensors")
         vexp.setdefault(name, got)
     for name, (data, err, why) in inv.items():
         path = idir / f"{name}.ecnn"
-        if not path.exists():
-            if a.write:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                added.append(path)
-            else:
-                problems.append(f"missing {path.relative_to(ROOT)}")
-                continue
+        if not present(path, data):
+            continue
         iexp.setdefault(name, {"error": err, "why": why})
         bad = _check_invalid(path.read_bytes(), iexp[name]["error"])
         if bad:
