@@ -32,10 +32,9 @@ def serialize(records: list[dict], payloads: list, metadata: dict[str, str], ali
     """Yield the bytes of a whole file, piece by piece (payloads are not copied)."""
     layout(records, payloads, align)
     header = hdr.encode({"align": align, "metadata": dict(metadata), "tensors": records})
-    versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR, len(header))
-    preamble = fmt.PREAMBLE.pack(
-        fmt.SIGNATURE, fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR, len(header), fmt.crc32(versions_and_length, header)
-    )
+    minor = fmt.minor_version(records)
+    versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(header))
+    preamble = fmt.PREAMBLE.pack(fmt.SIGNATURE, fmt.FORMAT_MAJOR, minor, len(header), fmt.crc32(versions_and_length, header))
     yield preamble
     yield header
     pos = fmt.PREAMBLE_SIZE + len(header)
