@@ -35,6 +35,9 @@ class EncodeConfig:
             coarsen every row. Shapes the bitstream.
         chunk: symbols per independently decodable chunk. Shapes the bitstream.
         align: payload alignment in bytes (power of two). Shapes the bitstream.
+        format_minor: the highest Format_Minor whose features the encoder may
+            use: 1 (the default) allows the ``ctx`` stream coder of format 1.1;
+            0 writes files that every 1.0 decoder reads. Shapes the bitstream.
         version: version of this config's meaning; bumps when a default changes.
     """
 
@@ -47,6 +50,7 @@ class EncodeConfig:
     per_row: bool = True
     chunk: int = 1 << 20
     align: int = 8
+    format_minor: int = 1
     version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -61,6 +65,8 @@ class EncodeConfig:
             raise InvalidOption(f"chunk must be in [4096, 2**30], got {self.chunk}")
         if self.align < 1 or self.align > 4096 or self.align & (self.align - 1):
             raise InvalidOption(f"align must be a power of two in [1, 4096], got {self.align}")
+        if type(self.format_minor) is not int or not 0 <= self.format_minor <= 1:
+            raise InvalidOption(f"format_minor must be 0 or 1, got {self.format_minor!r}")
         if isinstance(self.exact, str):
             object.__setattr__(self, "exact", (self.exact,))
         steps = tuple(sorted(dict(self.steps).items()))

@@ -26,7 +26,7 @@ def _rows(q: np.ndarray) -> int | None:
 def exact_bytes(q: np.ndarray, chunk: int = streams.DEFAULT_CHUNK) -> int:
     """Exact payload bytes of one tensor of int symbols (codes it; the header entry is not counted)."""
     q = np.asarray(q)
-    _, data = streams.encode_best(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q))
+    _, data = streams.encode_best(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q), contexts=True)
     return len(data)
 
 
@@ -37,5 +37,5 @@ def estimate_bytes(q: np.ndarray, chunk: int = streams.DEFAULT_CHUNK) -> float:
     words per chunk to the ideal code length); cheaper, since nothing is coded.
     """
     q = np.asarray(q)
-    choice = streams.choose(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q))
-    return choice[1] / 8.0
+    choice = streams.choose(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q), contexts=True)
+    return (choice.bits - choice.desc_bits) / 8.0

@@ -8,17 +8,24 @@ dict stored in the file header) saying how its bytes code them:
 * ``cat0``  -- an order-0 categorical model over ``offset .. offset+nsym-1``:
   the stored counts as varints, the number of words of each chunk as varints,
   then the range coder's 32-bit words, little-endian.
+* ``ctx``   -- (format 1.1) a descriptor of ``coder`` and ``length`` only; the
+  stream starts with its model and parameters: order-0, or lane contexts for
+  sparse tensors (``ecnn.coder.ctx``).
 
 Decoders validate a descriptor with :func:`validate` before touching any bytes.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import msgpack
 import numpy as np
 
 from ecnn.coder import categorical
+from ecnn.coder import ctx
 from ecnn.coder import rowcol
-from ecnn.context import order0, tables
+from ecnn.context import order0, sparse, tables
 from ecnn.context import rowcol as rowcol_ctx
 from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnknownField, UnsupportedCoding
 
@@ -39,12 +46,32 @@ _KEYS = {
     "raw": {"coder", "length", "width", "signed"},
     "cat0": {"coder", "length", "offset", "nsym", "chunk", "precision"},
     "rowcol": rowcol.KEYS,
+    "ctx": ctx.KEYS,
 }
 # rowcol is tried only for streams with at least this many symbols and rows/columns.
 ROWCOL_MIN_COUNT = 4096
 ROWCOL_MIN_SIDE = 8
 ROWCOL_SEARCH_SYMBOLS = 1 << 17  # class counts are chosen on about this many symbols
 ROWCOL_CLASSES = ((1, 8), (8, 1), (8, 8), (32, 8), (8, 32), (32, 32), (64, 64))
+# The lanes model of ctx streams is tried for matrices with at least this many symbols, a quarter of them zero.
+LANES_MIN_COUNT = 256
+LANES_MIN_ZEROS = 0.25
+
+
+class Choice(NamedTuple):
+    """A coder picked by :func:`choose`.
+
+    Attributes:
+        kind: ``const``, ``raw``, ``cat0``, ``rowcol``, ``ctx0`` or ``lanes`` (the last two are ``ctx`` streams).
+        bits: estimated size in bits, the descriptor's included when it was costed.
+        how: what the encoder needs to code it.
+        desc_bits: the descriptor's part of ``bits`` (0 when descriptors were not costed).
+    """
+
+    kind: str
+    bits: float
+    how: Any = None
+    desc_bits: float = 0.0
 
 
 def _int(desc: dict, key: str, lo: int, hi: int) -> int:
@@ -90,6 +117,11 @@ def validate(desc, count: int, lo: int, hi: int) -> None:
             raise InvalidField(f"raw stream length {length} != {count} x {width}")
     elif kind == "rowcol":
         _validate_rowcol(desc, count, lo, hi, length)
+    elif kind == "ctx":
+        if count == 0:
+            raise InvalidField("a ctx stream must code at least one symbol")
+        if length < 1:
+            raise InvalidField("a ctx stream has at least its model byte")
     else:
         precision = _int(desc, "precision", 1, 64)
         if precision != tables.PRECISION:
@@ -177,48 +209,102 @@ def encode_cat0(indices: np.ndarray, offset: int, nsym: int, fit: order0.Order0F
 
 
 def encode_best(
-    values: np.ndarray, width: int, signed: bool, chunk: int = DEFAULT_CHUNK, rows: int | None = None
+    values: np.ndarray,
+    width: int,
+    signed: bool,
+    chunk: int = DEFAULT_CHUNK,
+    rows: int | None = None,
+    contexts: bool = False,
 ) -> tuple[dict, bytes]:
     """Code integer values with whichever of const / raw / cat0 / rowcol is smallest.
 
     ``width`` and ``signed`` describe the raw fallback and must hold every value.
     ``rows``, if given, views the values as a ``(rows, count // rows)`` matrix
-    for the row/column contexts.
+    for the row/column contexts. With ``contexts``, the format 1.1 ``ctx``
+    coder is tried too, and every candidate also pays for its descriptor.
     """
     v = np.asarray(values).ravel()
     if v.size == 0:
         return encode_raw(v, width, signed)
-    kind, _, how = choose(v, width, signed, chunk, rows)
+    kind, _, how, _ = choose(v, width, signed, chunk, rows, contexts)
     lo, hi = int(v.min()), int(v.max())
     if kind == "const":
         return encode_const(lo)
     if kind == "cat0":
         indices, fit = how
         return encode_cat0(indices, lo, hi - lo + 1, fit, chunk)
+    if kind == "ctx0":
+        indices, fit = how
+        return ctx.encode_order0(indices, lo, hi - lo + 1, fit, chunk)
+    if kind == "lanes":
+        m, plan_ = how
+        return ctx.encode_lanes(m, plan_, chunk)
     if kind == "rowcol":
         sym, vals, plan_, offset, n = how
         return rowcol.encode(sym, vals, plan_, offset, n, chunk)
     return encode_raw(v, *raw_width(lo, hi, width, signed))
 
 
-def choose(values: np.ndarray, width: int, signed: bool, chunk: int = DEFAULT_CHUNK, rows: int | None = None):
-    """The cheapest coder for non-empty values: ``(kind, estimated bits, encoding inputs)``."""
+def choose(
+    values: np.ndarray,
+    width: int,
+    signed: bool,
+    chunk: int = DEFAULT_CHUNK,
+    rows: int | None = None,
+    contexts: bool = False,
+):
+    """The cheapest coder for non-empty values: ``(kind, estimated bits, encoding inputs)``.
+
+    With ``contexts`` the kinds include ``ctx0`` and ``lanes`` (the two models of
+    the ``ctx`` coder), and each estimate includes the descriptor's bytes, so
+    that the choice is by total description length.
+    """
     v = values
     lo, hi = int(v.min()), int(v.max())
+
+    def cand(kind: str, bits: float, how, coder: str, **fields) -> Choice:
+        d = _desc_bits(coder, bits, **fields) if contexts else 0.0
+        return Choice(kind, bits + d, how, d)
+
     if lo == hi:
-        return ("const", 0.0, None)
-    best = ("raw", 8.0 * v.size * raw_width(lo, hi, width, signed)[0], None)
+        return cand("const", 0.0, None, "const", value=lo)
+    w, sg = raw_width(lo, hi, width, signed)
+    best = cand("raw", 8.0 * v.size * w, None, "raw", width=w, signed=sg)
     nsym = hi - lo + 1
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
         indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64) - lo).astype(np.int32)
         fit, bits = cat0_estimate(order0.histogram(indices, nsym), v.size, chunk)
-        if bits < best[1]:
-            best = ("cat0", bits, (indices, fit))
+        if contexts:
+            c = cand("ctx0", bits + 8.0 * ctx.order0_header_bytes(lo, nsym, chunk), (indices, fit), "ctx")
+        else:
+            c = cand("cat0", bits, (indices, fit), "cat0")
+        best = min(best, c, key=lambda ch: ch.bits)
         if rows and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE:
-            cand = _best_rowcol(v, indices, lo, nsym, rows, chunk)
-            if cand is not None and cand[1] < best[1]:
-                best = cand
+            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk)
+            if rc is not None:
+                best = min(best, cand("rowcol", rc[1], rc[2], "rowcol", nsym=rc[2][4], offset=rc[2][3]), key=lambda ch: ch.bits)
+    lanes_ok = contexts and rows and v.size >= LANES_MIN_COUNT and v.size % rows == 0 and lo <= 0 <= hi
+    if lanes_ok and np.count_nonzero(v == 0) >= LANES_MIN_ZEROS * v.size:
+        m = v.astype(np.int64).reshape(rows, -1)
+        p = sparse.plan(m, chunk)
+        if p is not None:
+            best = min(best, cand("lanes", p.bits, (m, p), "ctx"), key=lambda ch: ch.bits)
     return best
+
+
+def _desc_bits(kind: str, bits: float, **fields) -> float:
+    """Bits of a descriptor in the header (msgpack), for a payload of about ``bits`` bits."""
+    length = int(np.ceil(bits / 8.0))
+    if kind == "const":
+        d = {"coder": "const", "length": 0, "value": fields["value"]}
+    elif kind == "raw":
+        d = {"coder": "raw", "length": length, "width": fields["width"], "signed": fields["signed"]}
+    elif kind == "ctx":
+        d = {"coder": "ctx", "length": length}
+    else:  # rowcol: the fields that vary are small integers; take typical sizes
+        d = {"coder": "rowcol", "length": length, "offset": fields["offset"], "nsym": fields["nsym"], "rows": 1 << 16, "cols": 1 << 16,
+             "nrc": 8, "ncc": 8, "signs": True, "chunk_rows": 1 << 16, "precision": 24}
+    return 8.0 * len(msgpack.packb(d))
 
 
 def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
@@ -287,6 +373,8 @@ def decode(desc: dict, buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -
         return np.full(count, desc["value"], dtype=out_dtype)
     if kind == "rowcol":
         return rowcol.decode(desc, buf, count, out_dtype)
+    if kind == "ctx":
+        return ctx.decode(buf, count, out_dtype, lo, hi)
     if kind == "raw":
         raw = np.frombuffer(buf, dtype=_RAW_DTYPES[(desc["width"], desc["signed"])], count=count)
         info = np.iinfo(raw.dtype)

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 # 0x1A stops a DOS "type" (the same tricks as PNG's signature).
 SIGNATURE = b"\x8eECNN\r\n\x1a"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0  # the highest minor version this code writes and knows
+FORMAT_MINOR = 1  # the highest minor version this code writes and knows
 # The minor version that introduced each representation kind and stream coder
 # not in 1.0 (spec/FORMAT.md section 11, "Versions"). A file is written with the
 # lowest minor version that covers every kind and coder it uses.
 MINOR_OF_KIND: dict[str, int] = {}
-MINOR_OF_CODER: dict[str, int] = {}
+MINOR_OF_CODER: dict[str, int] = {"ctx": 1}
 PREAMBLE = struct.Struct("<8sHHII")  # signature, major, minor, header length, header CRC-32
 PREAMBLE_SIZE = PREAMBLE.size  # 20
 

@@ -1,0 +1,266 @@
+"""The ``ctx`` stream (format 1.1): a compact descriptor, and the model's parameters in the stream.
+
+Its descriptor holds only ``coder`` and ``length``; the stream's bytes start
+with a varint naming the model (spec/CODING.md, section 5.6):
+
+* model 0, **order-0**: the ``cat0`` coding with its parameters (offset, alphabet
+  size, chunk size) as varints at the start of the stream instead of in the
+  header, which saves about 35 header bytes per stream;
+* model 1, **lanes**: significance coded with lane contexts (density bucket, step
+  class, neighbour flags), then the non-zero values (section 5.7).
+
+Within a chunk of a lanes stream, symbol ``(lane, step)`` depends only on
+earlier steps of its lane and on side information, so the decoder decodes one
+step of all the chunk's lanes with a single call (a table per symbol).
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from ecnn.coder import categorical
+from ecnn.context import order0, sparse, tables, varint
+from ecnn.errors import CorruptPayload
+
+KEYS = {"coder", "length"}
+MODEL_ORDER0 = 0
+MODEL_LANES = 1
+MAX_CHUNKS = 1 << 20
+_FLAGS = 3  # bit 0: lanes are columns; bit 1: value tables by previous sign
+_BATCH = 1 << 16  # symbols per call when every symbol has its own table
+
+
+def zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def unzigzag(z: int) -> int:
+    return z >> 1 if not z & 1 else -((z + 1) >> 1)
+
+
+def _family():
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def encode_order0(indices: np.ndarray, offset: int, nsym: int, fit: order0.Order0Fit, chunk: int) -> tuple[dict, bytes]:
+    """A model-0 stream: the cat0 coding with its parameters in the stream."""
+    head = varint.encode([MODEL_ORDER0, zigzag(int(offset)), int(nsym), int(chunk)])
+    data = head + fit.blob + categorical.chunks_bytes(categorical.encode(indices, tables.expand(fit.counts), chunk))
+    return {"coder": "ctx", "length": len(data)}, data
+
+
+def order0_header_bytes(offset: int, nsym: int, chunk: int) -> int:
+    """Bytes of a model-0 stream's parameters."""
+    return int(varint.varint_sizes([MODEL_ORDER0, zigzag(int(offset)), int(nsym), int(chunk)]).sum())
+
+
+def _side(cls: np.ndarray, fit: order0.Order0Fit) -> bytes:
+    (words,) = categorical.encode(cls, tables.expand(fit.counts), cls.size)
+    return fit.blob + varint.encode([words.size]) + words.astype("<u4").tobytes()
+
+
+def _sig_table(sig: np.ndarray) -> np.ndarray:
+    """Expanded frequencies of every significance byte, as float64 rows for constriction."""
+    return np.array([sparse.sig_freqs(int(b)) for b in sig], np.float64).reshape(-1, 2)
+
+
+def _encode_batched(enc, symbols: np.ndarray, probs_of, n: int) -> None:
+    """Encode symbols each with its own table (``probs_of(a, b)`` gives rows a..b-1)."""
+    fam = _family()
+    for a in range(0, n, _BATCH):
+        b = min(n, a + _BATCH)
+        enc.encode(symbols[a:b], fam, probs_of(a, b))
+
+
+def encode_lanes(m: np.ndarray, plan: sparse.LanePlan, chunk: int) -> tuple[dict, bytes]:
+    """A model-1 stream for a ``(rows, cols)`` array of integer symbols."""
+    m = np.asarray(m, np.int64)
+    v = m.T if plan.transpose else m
+    lanes, steps = v.shape
+    cl = sparse.chunk_lanes_for(lanes, steps, chunk)
+    flags = int(plan.transpose) | (2 if plan.vsign else 0)
+    parts = [
+        varint.encode(
+            [MODEL_LANES, plan.rows, flags, plan.nb, plan.k, plan.d1, plan.d2, zigzag(plan.vlo), zigzag(plan.vhi), cl]
+        )
+    ]
+    if plan.k > 1:
+        parts.append(_side(plan.sclass, plan.sclass_fit))
+    parts.append(plan.sig.astype(np.uint8).tobytes())
+    parts += [f.blob for f in plan.vfits]
+    sig_f = _sig_table(plan.sig)
+    val_f = np.array([tables.expand(f.counts) for f in plan.vfits], np.float64)
+    chunks = []
+    for a in range(0, lanes, cl):
+        vc = v[a : a + cl]
+        z = (vc != 0).astype(np.int64)
+        x = sparse.contexts(z, plan.nb, plan.k, plan.sclass, plan.d1, plan.d2)
+        enc = constriction.stream.queue.RangeEncoder()
+        xs, zs = x.T.ravel(), z.T.ravel().astype(np.int32)  # step by step, lanes in order
+        _encode_batched(enc, zs, lambda i, j, xs=xs: sig_f[xs[i:j]], zs.size)
+        if val_f.shape[0]:
+            sel = z.T.astype(bool)
+            idx = sparse.value_index(vc.T[sel], plan.vlo)
+            if plan.vsign:
+                u = sparse.prev_sign(vc).T[sel]
+                _encode_batched(enc, idx, lambda i, j, u=u: val_f[u[i:j]], idx.size)
+            elif idx.size:
+                enc.encode(idx, categorical.model(val_f[0]))
+        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+    parts.append(categorical.chunks_bytes(chunks))
+    data = b"".join(parts)
+    return {"coder": "ctx", "length": len(data)}, data
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+    """Decode a ctx stream of ``count`` symbols in ``[lo, hi]`` into ``out_dtype``.
+
+    Raises:
+        CorruptPayload: bad parameters, tables or coded data.
+    """
+    mv = memoryview(buf)
+    try:
+        (model,), pos = varint.decode(mv, 1, 0)
+        if model == MODEL_ORDER0:
+            return _decode_order0(mv, pos, count, out_dtype, lo, hi)
+        if model == MODEL_LANES:
+            return _decode_lanes(mv, pos, count, out_dtype, lo, hi)
+    except CorruptPayload:
+        raise
+    except Exception as e:  # varint, table and constriction failures alike
+        raise CorruptPayload(f"ctx stream: {type(e).__name__}: {e}") from None
+    raise CorruptPayload(f"ctx stream: unknown model {model}")
+
+
+def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+    (zo, nsym, chunk), pos = varint.decode(mv, 3, pos)
+    offset = unzigzag(zo)
+    if not 2 <= nsym <= tables.MAX_NSYM:
+        raise CorruptPayload(f"ctx order-0: nsym {nsym} outside 2..{tables.MAX_NSYM}")
+    if offset < lo or offset + nsym - 1 > hi:
+        raise CorruptPayload("ctx order-0: alphabet outside the symbol range")
+    if chunk < 1 or chunk >= 1 << 63:
+        raise CorruptPayload("ctx order-0: chunk must be 1..2^63-1")
+    k = categorical.num_chunks(count, chunk)
+    if k > MAX_CHUNKS:
+        raise CorruptPayload(f"ctx order-0: more than {MAX_CHUNKS} chunks")
+    counts, pos = tables.read(mv, pos, nsym)
+    chunks = categorical.read_chunks(mv, pos, k)
+    m = categorical.model(tables.expand(counts))
+    out = np.empty(count, dtype=out_dtype)
+    for i, w in enumerate(chunks):
+        start = i * chunk
+        n = min(chunk, count - start)
+        idx = categorical.decode_chunk(w, m, n)
+        out[start : start + n] = idx.astype(np.int64) + offset if offset else idx
+    return out
+
+
+def _read_side(mv, pos: int, k: int, n: int) -> tuple[np.ndarray, int]:
+    counts, pos = tables.read(mv, pos, k)
+    (nw,), pos = varint.decode(mv, 1, pos)
+    if pos + 4 * nw > len(mv):
+        raise CorruptPayload("ctx lanes: step class stream runs past the end of the stream")
+    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
+    cls = categorical.decode_chunk(words, categorical.model(tables.expand(counts)), n)
+    return cls.astype(np.int64), pos + 4 * nw
+
+
+def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+    (rows, flags, nb, k, d1, d2, zlo, zhi, cl), pos = varint.decode(mv, 9, pos)
+    if rows < 1 or count % rows:
+        raise CorruptPayload(f"ctx lanes: {rows} rows do not divide {count} symbols")
+    cols = count // rows
+    if flags & ~_FLAGS:
+        raise CorruptPayload(f"ctx lanes: reserved flag bits in {flags}")
+    transpose, vsign = bool(flags & 1), bool(flags & 2)
+    lanes, steps = (cols, rows) if transpose else (rows, cols)
+    vlo, vhi = unzigzag(zlo), unzigzag(zhi)
+    if not 1 <= nb <= sparse.MAX_BUCKETS:
+        raise CorruptPayload(f"ctx lanes: {nb} buckets outside 1..{sparse.MAX_BUCKETS}")
+    if not 1 <= k <= min(sparse.MAX_CLASSES, steps):
+        raise CorruptPayload(f"ctx lanes: {k} step classes outside 1..min(64, steps)")
+    if d1 >= steps or d2 >= steps:
+        raise CorruptPayload("ctx lanes: a neighbour offset is not below the number of steps")
+    if not lo <= 0 <= hi or vlo > vhi or vlo < lo or vhi > hi:
+        raise CorruptPayload("ctx lanes: value range outside the symbol range")
+    nval = sparse.nval_of(vlo, vhi)
+    if not 1 <= nval <= tables.MAX_NSYM:
+        raise CorruptPayload(f"ctx lanes: {nval} non-zero values outside 1..{tables.MAX_NSYM}")
+    if not 1 <= cl <= lanes:
+        raise CorruptPayload("ctx lanes: lanes per chunk outside 1..lanes")
+    nchunks = -(-lanes // cl)
+    if nchunks > MAX_CHUNKS:
+        raise CorruptPayload(f"ctx lanes: more than {MAX_CHUNKS} chunks")
+    sclass = np.zeros(steps, np.int64)
+    if k > 1:
+        sclass, pos = _read_side(mv, pos, k, steps)
+    nx = nb * k * (2 if d1 else 1) * (2 if d2 else 1)
+    if pos + nx > len(mv):
+        raise CorruptPayload("ctx lanes: significance tables run past the end of the stream")
+    sig = np.frombuffer(mv, np.uint8, count=nx, offset=pos)
+    pos += nx
+    sig_f = _sig_table(sig)  # ValueError on a bad byte
+    vmodels = []
+    if nval >= 2:
+        for _ in range(3 if vsign else 1):
+            c, pos = tables.read(mv, pos, nval)
+            vmodels.append(tables.expand(c))
+    val_f = np.array(vmodels, np.float64)
+    chunks = categorical.read_chunks(mv, pos, nchunks)
+    out = np.empty((steps, lanes) if transpose else (lanes, steps), dtype=out_dtype)
+    for i, words in enumerate(chunks):
+        a, b = i * cl, min(lanes, (i + 1) * cl)
+        vals = _decode_lanes_chunk(words, b - a, steps, nb, k, sclass, d1, d2, sig_f, val_f, vsign, vlo, vhi, i)
+        if transpose:
+            out[:, a:b] = vals.T
+        else:
+            out[a:b] = vals
+    return out.reshape(-1)
+
+
+def _decode_lanes_chunk(words, n, steps, nb, k, sclass, d1, d2, sig_f, val_f, vsign, vlo, vhi, i) -> np.ndarray:
+    dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words))
+    fam = _family()
+    z = np.zeros((steps, n), np.int32)  # step-major while decoding
+    n1 = np.zeros(n, np.int64)
+    base = sclass.copy()
+    for s in range(steps):
+        x = sparse.buckets(s, n1, nb) * k + base[s]
+        for d in (d1, d2):
+            if d:
+                x = 2 * x + (z[s - d] if s >= d else 0)
+        zs = dec.decode(fam, sig_f[x])
+        z[s] = zs
+        n1 += zs
+    vals = np.zeros((steps, n), np.int64)
+    sel = z.astype(bool)
+    total = int(n1.sum())
+    if val_f.shape[0] == 0:
+        vals[sel] = vlo  # one possible non-zero value
+    elif not vsign:
+        if total:
+            vals[sel] = sparse.value_of(dec.decode(categorical.model(val_f[0]), total), vlo)
+    else:
+        last = np.zeros(n, np.int64)  # 0 none, 1 negative, 2 positive
+        for s in range(steps):
+            lanes_s = np.flatnonzero(sel[s])
+            if lanes_s.size == 0:
+                continue
+            got = np.empty(lanes_s.size, np.int64)
+            for a in range(0, lanes_s.size, _BATCH):
+                b = min(lanes_s.size, a + _BATCH)
+                got[a:b] = dec.decode(fam, val_f[last[lanes_s[a:b]]])
+            v = sparse.value_of(got, vlo)
+            vals[s, lanes_s] = v
+            last[lanes_s] = np.where(v < 0, 1, 2)
+    if not dec.maybe_exhausted():
+        raise CorruptPayload(f"ctx lanes chunk {i}: compressed words left over after the last symbol")
+    return vals.T

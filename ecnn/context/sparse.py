@@ -1,0 +1,359 @@
+"""Lane contexts for sparse tensors: the ``lanes`` model of ``ctx`` streams (spec/CODING.md, section 5.7).
+
+A tensor's symbols are viewed as ``L`` lanes of ``S`` steps: the rows of its
+matrix view, or (transposed) its columns. Each symbol is first coded as
+significant (non-zero) or not, then the non-zero values. The significance
+context of lane ``l`` at step ``s`` is built only from earlier steps of the same
+lane and from side information, so a decoder decodes one step of every lane
+at once:
+
+* a **density bucket** ``b``: about ``log2`` of ``s`` over the lane's number of
+  non-zeros so far (an adaptive estimate of the lane's sparsity);
+* the **step class** ``c_s``: a class per step (column), sent as side
+  information, by the density of that step over all lanes;
+* up to two **neighbour flags**: whether the lane's symbols ``d1`` and ``d2``
+  steps back are non-zero.
+
+Every context has a binary table stored in one byte (a log-scaled probability).
+Non-zero values are coded with order-0 tables, optionally selected by the sign
+of the lane's previous non-zero value.
+
+This module holds what encoder and decoder share (buckets, the probability
+bytes) and the encoder's search for the cheapest plan; nothing here imports
+torch or later stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecnn.context import order0, tables, varint
+
+MAX_BUCKETS = 32
+MAX_CLASSES = 64
+# Counts of the minority symbol for probability byte t (bits 0..6): M[t & 3] >> (t >> 2),
+# M[r] = round(2^24 * 2^(-r/4)); valid t are 4..95 (minority probability 1/2 down to 2^-24).
+_MANTISSA = (16777216, 14107901, 11863283, 9975792)
+MIN_T, MAX_T = 4, 95
+SIG_BYTES = np.array([m << 7 | t for m in (0, 1) for t in range(MIN_T, MAX_T + 1)], np.int64)
+# Step classes and neighbours are searched on about this many symbols.
+SEARCH_SYMBOLS = 1 << 18
+_CLASS_COUNTS = (1, 2, 4, 8)
+
+
+def sig_counts(byte: int) -> tuple[int, int]:
+    """Stored counts (zero, non-zero) of a significance probability byte (spec 5.7.3).
+
+    Raises:
+        ValueError: a byte whose low seven bits are outside 4..95.
+    """
+    t = byte & 0x7F
+    if not MIN_T <= t <= MAX_T:
+        raise ValueError(f"significance byte {byte:#x}: t = {t} outside {MIN_T}..{MAX_T}")
+    c = _MANTISSA[t & 3] >> (t >> 2)
+    return ((1 << 24) - c, c) if not byte & 0x80 else (c, (1 << 24) - c)
+
+
+def sig_freqs(byte: int) -> np.ndarray:
+    """Expanded frequencies ``[f_zero, f_nonzero]`` of a significance byte."""
+    return tables.expand(np.array(sig_counts(byte), np.int64))
+
+
+def _sig_code_lengths() -> tuple[np.ndarray, np.ndarray]:
+    f = np.array([sig_freqs(int(b)) for b in SIG_BYTES], np.float64)
+    bits = tables.PRECISION - np.log2(f + 1.0)
+    return bits[:, 0], bits[:, 1]
+
+
+_LEN0, _LEN1 = _sig_code_lengths()
+
+
+def fit_sig_bytes(n0: np.ndarray, n1: np.ndarray) -> tuple[np.ndarray, float]:
+    """The cheapest probability byte of each context and the total ideal code length in bits.
+
+    Args:
+        n0, n1: zero and non-zero counts per context.
+    """
+    n0 = np.asarray(n0, np.float64)
+    n1 = np.asarray(n1, np.float64)
+    cost = n0[:, None] * _LEN0[None, :] + n1[:, None] * _LEN1[None, :]
+    best = np.argmin(cost, axis=1)
+    return SIG_BYTES[best].astype(np.uint8), float(cost[np.arange(best.size), best].sum())
+
+
+def bitlen(q: np.ndarray) -> np.ndarray:
+    """Bit length of positive integers below 2**53 (exact through float64)."""
+    return np.frexp(np.asarray(q, np.float64))[1].astype(np.int64)
+
+
+def buckets(s, n1: np.ndarray, nb: int) -> np.ndarray:
+    """Density bucket ``min(nb - 1, bitlen((2s + 2) // (2 n1 + 1)) - 1)`` (spec 5.7.4)."""
+    q = (2 * np.asarray(s, np.int64) + 2) // (2 * np.asarray(n1, np.int64) + 1)
+    return np.minimum(nb - 1, bitlen(q) - 1)
+
+
+def value_index(v: np.ndarray, vlo: int) -> np.ndarray:
+    """Index of non-zero values in the alphabet ``vlo..vhi`` without 0."""
+    v = np.asarray(v, np.int64)
+    return (v - vlo - ((v > 0) & (vlo < 0))).astype(np.int32)
+
+
+def value_of(idx: np.ndarray, vlo: int) -> np.ndarray:
+    """Inverse of :func:`value_index`."""
+    v = np.asarray(idx, np.int64) + vlo
+    if vlo < 0:
+        v += v >= 0
+    return v
+
+
+def nval_of(vlo: int, vhi: int) -> int:
+    """Size of the non-zero alphabet ``vlo..vhi``."""
+    return vhi - vlo + 1 - (1 if vlo <= 0 <= vhi else 0)
+
+
+def step_classes(z: np.ndarray, k: int) -> np.ndarray:
+    """Classes ``0..k-1`` of the steps (columns of ``z``), by the log of their density."""
+    if k == 1:
+        return np.zeros(z.shape[1], np.int64)
+    d = np.log2(z.mean(axis=0) + 1.0 / z.shape[0])
+    lo, hi = float(d.min()), float(d.max())
+    if hi - lo < 1e-9:
+        return np.zeros(z.shape[1], np.int64)
+    return np.clip(((d - lo) / (hi - lo) * k).astype(np.int64), 0, k - 1)
+
+
+def shifted(z: np.ndarray, d: int) -> np.ndarray:
+    """``z`` moved ``d`` steps later along each lane (zeros before step ``d``)."""
+    out = np.zeros_like(z)
+    if d < z.shape[1]:
+        out[:, d:] = z[:, : z.shape[1] - d]
+    return out
+
+
+def contexts(z: np.ndarray, nb: int, k: int, sclass: np.ndarray, d1: int, d2: int) -> np.ndarray:
+    """The significance context of every symbol of a lane-by-step map ``z`` (0/1)."""
+    zi = z.astype(np.int64)
+    n1 = np.cumsum(zi, axis=1) - zi
+    x = buckets(np.arange(z.shape[1])[None, :], n1, nb) * k + sclass[None, :]
+    for d in (d1, d2):
+        if d:
+            x = 2 * x + shifted(zi, d)
+    return x
+
+
+def prev_sign(v: np.ndarray) -> np.ndarray:
+    """Value context per symbol: 0 if the lane has no earlier non-zero, 1 if its last one is negative, 2 if positive."""
+    sgn = np.sign(v).astype(np.int64)
+    idx = np.where(sgn != 0, np.arange(v.shape[1])[None, :], -1)
+    last = np.maximum.accumulate(idx, axis=1)
+    before = np.full_like(last, -1)
+    before[:, 1:] = last[:, :-1]
+    code = np.take_along_axis(sgn, np.maximum(before, 0), axis=1)
+    return np.where(before < 0, 0, np.where(code < 0, 1, 2))
+
+
+@dataclass(frozen=True)
+class LanePlan:
+    """What the encoder decided for one ``lanes`` stream.
+
+    Attributes:
+        rows: rows of the stream's matrix view.
+        transpose: lanes are the columns (else the rows).
+        nb, k, d1, d2: buckets, step classes, neighbour offsets (0: none).
+        vsign: value tables selected by the previous sign in the lane.
+        vlo, vhi: range of the non-zero values.
+        sclass: class of every step; ``sclass_fit`` its order-0 fit (None if ``k == 1``).
+        sig: probability byte of every significance context.
+        vfits: stored value tables (empty if only one non-zero value is possible).
+        bits: estimated size of the whole stream in bits, chunk allowances included.
+    """
+
+    rows: int
+    transpose: bool
+    nb: int
+    k: int
+    d1: int
+    d2: int
+    vsign: bool
+    vlo: int
+    vhi: int
+    sclass: np.ndarray
+    sclass_fit: order0.Order0Fit | None
+    sig: np.ndarray
+    vfits: list
+    bits: float
+
+
+def _params_bytes(rows, flags, nb, k, d1, d2, vlo, vhi, cl) -> int:
+    zz = [2 * v if v >= 0 else -2 * v - 1 for v in (vlo, vhi)]
+    return int(varint.varint_sizes([1, rows, flags, nb, k, d1, d2, *zz, cl]).sum())
+
+
+def _value_tables(idx: np.ndarray, ctx: np.ndarray | None, nval: int) -> tuple[list, float]:
+    """Order-0 fits of the value indices per value context, and their total bits."""
+    if nval < 2:
+        return [], 0.0
+    groups = [idx] if ctx is None else [idx[ctx == u] for u in range(3)]
+    fits, bits = [], 0.0
+    for g in groups:
+        h = np.bincount(g, minlength=nval).astype(np.int64)
+        if not h.any():
+            h[0] = 1  # an unused table still has to be valid
+        f = order0.fit(h)
+        fits.append(f)
+        bits += f.total_bits
+    return fits, bits
+
+
+def _neighbour_candidates(z: np.ndarray) -> list[int]:
+    """Up to two neighbour offsets that tell most about significance, best first."""
+    s = z.shape[1]
+    cands = sorted({d for d in (1, 2, 3, 4, 5, 7, 9) if d < s} | {d for d in range(2, min(s, 257)) if s % d == 0 and d < s})
+    n = z.size
+    p = z.mean()
+    if p <= 0 or p >= 1:
+        return []
+    gains = []
+    for d in cands:
+        nb_ = shifted(z, d)
+        h = np.bincount((2 * nb_ + z).ravel().astype(np.int64), minlength=4).astype(np.float64)
+        cond = 0.0
+        for a in (0, 1):
+            m = h[2 * a] + h[2 * a + 1]
+            for c in (h[2 * a], h[2 * a + 1]):
+                if c > 0:
+                    cond -= c * np.log2(c / m)
+        h0 = -n * (p * np.log2(p) + (1 - p) * np.log2(1 - p))
+        gains.append((h0 - cond, d))
+    gains.sort(reverse=True)
+    return [d for g, d in gains[:2] if g > 8.0 * 4]  # a flag must save more than its extra tables
+
+
+def plan(values: np.ndarray, chunk: int) -> LanePlan | None:
+    """The cheapest ``lanes`` plan for a ``(rows, cols)`` array of integer symbols, or None.
+
+    Tries both orientations, step-class counts, neighbour offsets, bucket counts
+    and both value-context modes on a sample of lanes, then fits the winner on
+    every lane.
+    """
+    m = np.asarray(values, np.int64)
+    if m.ndim != 2 or m.size == 0 or not (m == 0).any() or not (m != 0).any():
+        return None
+    nz = m[m != 0]
+    vlo, vhi = int(nz.min()), int(nz.max())
+    nval = nval_of(vlo, vhi)
+    if nval > tables.MAX_NSYM:
+        return None
+    best = None
+    for transpose in (False, True):
+        v = m.T if transpose else m
+        stride = max(1, v.size // SEARCH_SYMBOLS)
+        sv = v[::stride]
+        cand = _search(sv, transpose, vlo, vhi, nval)
+        if cand is None:
+            continue
+        # Scale the sample's estimate to all lanes to rank the orientations.
+        if best is None or cand[0] * stride < best[0] * best[1]:
+            best = (cand[0], stride, transpose, cand[1])
+    if best is None:
+        return None
+    _, _, transpose, (nb, k, d1, d2, vsign) = best
+    return fit(m, transpose, nb, k, d1, d2, vsign, chunk)
+
+
+def _search(v: np.ndarray, transpose: bool, vlo: int, vhi: int, nval: int):
+    """Best (bits, (nb, k, d1, d2, vsign)) on a sample ``v`` of lanes."""
+    z = (v != 0).astype(np.int64)
+    steps = z.shape[1]
+    zi = z
+    n1 = np.cumsum(zi, axis=1) - zi
+    top = int(bitlen(np.array([2 * steps])).max())  # buckets above this never occur
+    bfull = buckets(np.arange(steps)[None, :], n1, top + 1)
+    nbr = _neighbour_candidates(z)
+    nsets = [()] + [tuple(nbr[:i]) for i in range(1, len(nbr) + 1)]
+    best = None
+    for k in _CLASS_COUNTS:
+        if k > steps:
+            break
+        sc = step_classes(z, k)
+        side = 0.0
+        if k > 1:
+            h = np.bincount(sc, minlength=k)
+            if (h > 0).sum() < 2:
+                continue
+            side = order0.fit(h).total_bits + order0.FLUSH_BITS
+        base = bfull * k + sc[None, :]
+        for ds in nsets:
+            x = base
+            for d in ds:
+                x = 2 * x + shifted(zi, d)
+            nx = (top + 1) * k * (1 << len(ds))
+            h1 = np.bincount(x.ravel(), weights=zi.ravel(), minlength=nx)
+            ht = np.bincount(x.ravel(), minlength=nx).astype(np.float64)
+            h1 = h1.reshape(top + 1, -1)
+            ht = ht.reshape(top + 1, -1)
+            for nb in range(1, min(top + 1, MAX_BUCKETS) + 1):
+                f1 = np.concatenate([h1[: nb - 1], h1[nb - 1 :].sum(axis=0, keepdims=True)])
+                ft = np.concatenate([ht[: nb - 1], ht[nb - 1 :].sum(axis=0, keepdims=True)])
+                _, sig_bits = fit_sig_bytes((ft - f1).ravel(), f1.ravel())
+                bits = side + sig_bits + 8.0 * f1.size
+                d1 = ds[0] if ds else 0
+                d2 = ds[1] if len(ds) > 1 else 0
+                if best is None or bits < best[0]:
+                    best = (bits, (nb, k, d1, d2))
+    if best is None:
+        return None
+    sel = v != 0
+    idx = value_index(v[sel], vlo)
+    vbits = {}
+    for vsign in (False, True):
+        ctx = prev_sign(v)[sel] if vsign else None
+        vbits[vsign] = _value_tables(idx, ctx, nval)[1]
+    vsign = vbits[True] < vbits[False]
+    nb, k, d1, d2 = best[1]
+    return best[0] + vbits[vsign], (nb, k, d1, d2, vsign)
+
+
+def chunk_lanes_for(lanes: int, steps: int, chunk: int) -> int:
+    """Lanes per chunk so that a chunk holds about ``chunk`` symbols."""
+    return min(lanes, max(1, chunk // max(steps, 1)))
+
+
+def fit(m: np.ndarray, transpose: bool, nb: int, k: int, d1: int, d2: int, vsign: bool, chunk: int) -> LanePlan:
+    """Tables and exact size estimate of a ``lanes`` stream with the given parameters."""
+    v = m.T if transpose else m
+    z = (v != 0).astype(np.int64)
+    lanes, steps = z.shape
+    nz = v[v != 0]
+    vlo, vhi = int(nz.min()), int(nz.max())
+    nval = nval_of(vlo, vhi)
+    if not 0 <= d1 < steps or not 0 <= d2 < steps:
+        raise ValueError(f"neighbour offsets {d1}, {d2} must be below the {steps} steps")
+    k = min(k, steps)
+    sc = step_classes(z, k)
+    sfit = None
+    bits = 0.0
+    if k > 1:
+        h = np.bincount(sc, minlength=k)
+        if (h > 0).sum() < 2:
+            k, sc = 1, np.zeros(steps, np.int64)
+        else:
+            sfit = order0.fit(h)
+            bits += sfit.total_bits + order0.FLUSH_BITS + 8.0 * int(varint.varint_sizes([1]).sum())
+    x = contexts(z, nb, k, sc, d1, d2)
+    nx = nb * k * (2 if d1 else 1) * (2 if d2 else 1)
+    ht = np.bincount(x.ravel(), minlength=nx)
+    h1 = np.bincount(x.ravel(), weights=z.ravel(), minlength=nx)
+    sig, sig_bits = fit_sig_bytes(ht - h1, h1)
+    bits += sig_bits + 8.0 * nx
+    sel = v != 0
+    vfits, vbits = _value_tables(value_index(v[sel], vlo), prev_sign(v)[sel] if vsign else None, nval)
+    bits += vbits
+    cl = chunk_lanes_for(lanes, steps, chunk)
+    nchunks = -(-lanes // cl)
+    flags = int(transpose) | (2 if vsign else 0)
+    bits += 8.0 * _params_bytes(m.shape[0], flags, nb, k, d1, d2, vlo, vhi, cl)
+    bits += nchunks * (24 + order0.FLUSH_BITS)
+    return LanePlan(int(m.shape[0]), transpose, nb, k, d1, d2, vsign, vlo, vhi, sc, sfit, sig, vfits, bits)

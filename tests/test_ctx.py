@@ -1,0 +1,219 @@
+"""The ctx stream coder of format 1.1 (ecnn/coder/ctx.py, ecnn/context/sparse.py)."""
+
+import constriction
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ecnn
+import ecnn.numpy as en
+from ecnn import rate
+from ecnn.coder import categorical, ctx, streams
+from ecnn.container.reader import Container
+from ecnn.context import sparse, tables
+from ecnn.errors import CorruptPayload, InvalidField
+
+LO, HI = -(1 << 24), 1 << 24
+
+
+def sparse_matrix(rng, shape, density, levels=3, col_bias=True):
+    """Signed symbols, mostly zero, with rows and columns of their own density."""
+    r, c = shape
+    p = density * np.exp(rng.standard_normal(r))[:, None]
+    if col_bias:
+        p = p * np.exp(rng.standard_normal(c))[None, :]
+    nz = rng.random(shape) < np.minimum(p, 0.9)
+    vals = rng.integers(1, levels + 1, shape) * np.where(rng.random(shape) < 0.6, -1, 1)
+    return np.where(nz, vals, 0).astype(np.int64)
+
+
+def roundtrip(v, rows, chunk=streams.DEFAULT_CHUNK):
+    d, data = streams.encode_best(v.ravel(), 4, True, chunk, rows=rows, contexts=True)
+    streams.validate(d, v.size, LO, HI)
+    out = streams.decode(d, data, v.size, np.int32, LO, HI)
+    np.testing.assert_array_equal(out, v.ravel())
+    return d, data
+
+
+def test_sparse_matrix_takes_the_lanes_model_and_beats_rowcol():
+    q = sparse_matrix(np.random.default_rng(0), (120, 300), 0.03)
+    d, data = roundtrip(q, 120)
+    assert d == {"coder": "ctx", "length": len(data)} and data[0] == ctx.MODEL_LANES
+    d0, data0 = streams.encode_best(q.ravel(), 4, True, rows=120)
+    assert d0["coder"] in ("rowcol", "cat0")
+    new = len(data) + len(msgpack.packb(d))
+    old = len(data0) + len(msgpack.packb(d0))
+    assert new < 0.95 * old
+
+
+def test_small_stream_takes_order0_with_a_short_descriptor():
+    v = np.random.default_rng(1).integers(-20, 20, 300)
+    d, data = roundtrip(v, None)
+    assert data[0] == ctx.MODEL_ORDER0
+    d0, data0 = streams.encode_best(v, 4, True)
+    assert d0["coder"] == "cat0"
+    # The same table and words; the parameters moved from the header into the stream.
+    assert len(data) - len(data0) == ctx.order0_header_bytes(int(v.min()), int(v.max() - v.min() + 1), streams.DEFAULT_CHUNK)
+    assert len(msgpack.packb(d)) + 30 < len(msgpack.packb(d0))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("vsign", [False, True])
+@pytest.mark.parametrize("nb,k,d1,d2", [(1, 1, 0, 0), (6, 2, 1, 0), (12, 4, 1, 5), (3, 1, 0, 2), (32, 3, 7, 1)])
+def test_every_parameter_combination_round_trips(transpose, vsign, nb, k, d1, d2):
+    q = sparse_matrix(np.random.default_rng(nb * 7 + k), (40, 30), 0.2, levels=4)
+    plan = sparse.fit(q, transpose, nb, k, d1, d2, vsign, 4096)
+    # 4096 symbols per chunk at 30 or 40 steps: several chunks of lanes.
+    _, data = ctx.encode_lanes(q, plan, 300)
+    out = ctx.decode(data, q.size, np.int64, LO, HI)
+    np.testing.assert_array_equal(out, q.ravel())
+    assert abs(len(data) - plan.bits / 8) < 0.02 * len(data) + 24
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 30),
+    cols=st.integers(1, 40),
+    density=st.floats(0.0, 1.0),
+    lo=st.integers(-300, 0),
+    hi=st.integers(0, 300),
+    chunk=st.sampled_from([1, 7, 64, 1 << 20]),
+    seed=st.integers(0, 1 << 30),
+)
+def test_lanes_round_trip_property(rows, cols, density, lo, hi, chunk, seed):
+    rng = np.random.default_rng(seed)
+    q = np.where(rng.random((rows, cols)) < density, rng.integers(lo, hi + 1, (rows, cols)), 0)
+    if not q.any() or q.all():
+        return
+    transpose = bool(seed & 1)
+    steps = rows if transpose else cols
+    nb, k = int(rng.integers(1, 33)), int(rng.integers(1, min(steps, 64) + 1))
+    d1, d2 = int(rng.integers(0, steps)), int(rng.integers(0, steps))
+    plan = sparse.fit(q, transpose, nb, k, d1, d2, bool(seed & 2), chunk)
+    _, data = ctx.encode_lanes(q, plan, chunk)
+    np.testing.assert_array_equal(ctx.decode(data, q.size, np.int64, lo, hi), q.ravel())
+
+
+def test_unsigned_and_single_value_streams():
+    rng = np.random.default_rng(3)
+    u = np.where(rng.random((50, 60)) < 0.1, rng.integers(1, 200, (50, 60)), 0)
+    roundtrip(u, 50)
+    ones = (rng.random((64, 64)) < 0.05).astype(np.int64)  # one non-zero value: no value tables
+    plan = sparse.fit(ones, False, 8, 1, 1, 0, False, 1 << 20)
+    assert plan.vfits == []
+    _, data = ctx.encode_lanes(ones, plan, 1 << 20)
+    np.testing.assert_array_equal(ctx.decode(data, ones.size, np.int32, 0, 1), ones.ravel())
+    neg = -ones
+    _, data = ctx.encode_lanes(neg, sparse.fit(neg, True, 4, 2, 0, 0, True, 1 << 20), 1 << 20)
+    np.testing.assert_array_equal(ctx.decode(data, neg.size, np.int32, -1, 0), neg.ravel())
+
+
+def test_per_symbol_tables_are_the_fixed_tables():
+    """constriction's per-symbol Categorical equals one fixed model per symbol (spec 5.7.5)."""
+    rng = np.random.default_rng(4)
+    counts = [rng.integers(0, 50, 7) + (np.arange(7) == i) for i in range(3)]
+    f = np.array([tables.expand(c) for c in counts], np.float64)
+    u = rng.integers(0, 3, 500)
+    x = rng.integers(0, 7, 500).astype(np.int32)
+    a = constriction.stream.queue.RangeEncoder()
+    a.encode(x, constriction.stream.model.Categorical(perfect=False), f[u])
+    b = constriction.stream.queue.RangeEncoder()
+    for xi, ui in zip(x, u):
+        b.encode(np.array([xi], np.int32), categorical.model(f[ui]))
+    np.testing.assert_array_equal(a.get_compressed(), b.get_compressed())
+
+
+def test_sig_bytes_give_the_specified_counts():
+    assert sparse.sig_counts(4) == (1 << 23, 1 << 23)
+    assert sparse.sig_counts(95) == ((1 << 24) - 1, 1)
+    assert sparse.sig_counts(0x80 | 5) == (14107901 >> 1, (1 << 24) - (14107901 >> 1))
+    for bad in (0, 3, 96, 127, 0x80, 0xFF):
+        with pytest.raises(ValueError):
+            sparse.sig_counts(bad)
+    # The fit picks the byte nearest the empirical probability.
+    sig, _ = sparse.fit_sig_bytes(np.array([990.0, 0.0, 500.0]), np.array([10.0, 5.0, 500.0]))
+    c0, c1 = sparse.sig_counts(int(sig[0]))
+    assert 0.007 < c1 / (c0 + c1) < 0.013
+    assert sparse.sig_counts(int(sig[1]))[1] > (1 << 23) and sparse.sig_counts(int(sig[2])) == (1 << 23, 1 << 23)
+
+
+def test_buckets_match_the_integer_rule():
+    s = np.arange(200)[:, None]
+    n1 = np.arange(200)[None, :]
+    ok = n1 <= s
+    got = sparse.buckets(s, n1, 32)[ok]
+    want = np.array([min(31, ((2 * a + 2) // (2 * b + 1)).bit_length() - 1) for a, b in zip(*(i.tolist() for i in np.nonzero(ok)))])
+    np.testing.assert_array_equal(got, want)
+
+
+def _damage(data: bytes, pos: int, value: int) -> bytes:
+    b = bytearray(data)
+    b[pos] = value
+    return bytes(b)
+
+
+def test_damaged_streams_raise_corrupt_payload():
+    q = sparse_matrix(np.random.default_rng(5), (60, 80), 0.05)
+    plan = sparse.fit(q, False, 8, 2, 1, 0, True, 1 << 20)
+    _, data = ctx.encode_lanes(q, plan, 1 << 20)
+    bad = [
+        b"\x07" + data[1:],  # unknown model
+        data[:2] + b"\x04" + data[3:],  # reserved flag bit
+        data[:-1],  # truncated words
+        data + b"\0\0\0\0",  # trailing words
+        data[:3] + b"\x00" + data[4:],  # 0 buckets
+    ]
+    for b in bad:
+        with pytest.raises(CorruptPayload):
+            ctx.decode(b, q.size, np.int64, LO, HI)
+    with pytest.raises(CorruptPayload):
+        ctx.decode(data, q.size + 1, np.int64, LO, HI)  # rows no longer divide the count
+    with pytest.raises(CorruptPayload):
+        ctx.decode(data, q.size, np.int64, -1, 1)  # values outside the symbol range
+    with pytest.raises(CorruptPayload):
+        ctx.decode(b"", q.size, np.int64, LO, HI)
+
+
+def test_bad_significance_byte_is_corrupt():
+    q = sparse_matrix(np.random.default_rng(6), (20, 20), 0.2)
+    plan = sparse.fit(q, False, 2, 1, 0, 0, False, 1 << 20)
+    _, data = ctx.encode_lanes(q, plan, 1 << 20)
+    head = len(ctx.varint.encode([1, 20, 0, 2, 1, 0, 0, ctx.zigzag(plan.vlo), ctx.zigzag(plan.vhi), 20]))
+    with pytest.raises(CorruptPayload):
+        ctx.decode(_damage(data, head, 0x7F), q.size, np.int64, LO, HI)
+
+
+def test_validate_ctx_descriptor():
+    streams.validate({"coder": "ctx", "length": 5}, 10, LO, HI)
+    with pytest.raises(InvalidField):
+        streams.validate({"coder": "ctx", "length": 5}, 0, LO, HI)
+    with pytest.raises(InvalidField):
+        streams.validate({"coder": "ctx", "length": 0}, 10, LO, HI)
+    with pytest.raises(ecnn.errors.UnknownField):
+        streams.validate({"coder": "ctx", "length": 5, "nsym": 3}, 10, LO, HI)
+
+
+def test_files_with_ctx_streams_are_format_1_1_and_format_minor_0_avoids_them():
+    rng = np.random.default_rng(7)
+    w = (sparse_matrix(rng, (64, 100), 0.05) * 0.01).astype(np.float32)
+    cfg = ecnn.EncodeConfig(steps={"w": 0.01})
+    data = en.encode({"w": w}, config=cfg)
+    c = Container(data)
+    assert c.records[0].streams[0]["coder"] == "ctx" and data[10] == 1
+    np.testing.assert_array_equal(en.decode(data)["w"], w)
+    old = en.encode({"w": w}, config=ecnn.EncodeConfig(steps={"w": 0.01}, format_minor=0))
+    assert Container(old).records[0].streams[0]["coder"] != "ctx" and old[10] == 0
+    np.testing.assert_array_equal(en.decode(old)["w"], w)
+    assert len(data) < len(old)
+    with pytest.raises(ecnn.errors.InvalidOption):
+        ecnn.EncodeConfig(format_minor=2)
+
+
+def test_rate_estimate_is_within_one_percent_on_sparse_symbols():
+    rng = np.random.default_rng(8)
+    for shape, density in (((300, 784), 0.03), ((100, 300), 0.1), ((500, 800), 0.01)):
+        q = sparse_matrix(rng, shape, density)
+        exact = rate.exact_bytes(q)
+        assert abs(rate.estimate_bytes(q) - exact) <= 0.01 * exact
