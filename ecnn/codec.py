@@ -24,8 +24,20 @@ from ecnn.errors import CorruptPayload, InvalidField, InvalidOption, UnknownFiel
 
 log = logging.getLogger(__name__)
 
-REPRS = ("raw", "planes", "int", "uniform", "uniform_rows")
-_REPR_KEYS = {"raw": {"kind"}, "planes": {"kind"}, "int": {"kind"}, "uniform": {"kind", "step"}, "uniform_rows": {"kind", "step"}}
+REPRS = ("raw", "planes", "int", "uniform", "uniform_rows", "codebook")
+_REPR_KEYS = {
+    "raw": {"kind"},
+    "planes": {"kind"},
+    "int": {"kind"},
+    "uniform": {"kind", "step"},
+    "uniform_rows": {"kind", "step"},
+    "codebook": {"kind", "levels", "zero"},
+}
+# codebook (spec/CODING.md section 4.8): at most this many levels; the encoder
+# tries it when a sample of the tensor shows at most CODEBOOK_PROBE distinct values.
+MAX_LEVELS = 1 << 16
+CODEBOOK_PROBE = 4096
+CODEBOOK_DTYPES = ("float32", "float16", "bfloat16")
 
 
 # --- encoding ---------------------------------------------------------------
@@ -60,18 +72,49 @@ def _rows(arr: np.ndarray) -> int | None:
     return int(arr.shape[0]) if arr.ndim >= 2 else None
 
 
-def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool) -> tuple[dict, list, bytes]:
+def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
     q = quantize.quantize(arr, dt, step)
-    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts)
+    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr))
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
-def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool) -> tuple[dict, list, bytes]:
+def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
     codes = quantize.row_codes(arr, dt, step)
     q = quantize.quantize_rows(arr, dt, step, codes)
-    d0, p0 = streams.encode_best(codes, 1, False, chunk, contexts=contexts)
-    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts)
+    d0, p0 = streams.encode_best(codes, 1, False, chunk)
+    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr))
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
+
+
+def _order_keys(bits: np.ndarray, width: int) -> np.ndarray:
+    """Keys that sort IEEE bit patterns by value: negatives reversed below positives, -0 just below +0."""
+    sign = np.array(1 << (8 * width - 1), dtype=bits.dtype)
+    return np.where(bits & sign, ~bits, bits | sign)
+
+
+def _codebook(arr: np.ndarray, dt: DType, chunk: int):
+    """Levels and signed level indices (spec/CODING.md section 4.8), or None when there are too many levels."""
+    if dt.name not in CODEBOOK_DTYPES or arr.size < 2:
+        return None
+    utype = np.dtype(f"<u{dt.itemsize}")
+    bits = _contig(arr).reshape(-1).view(utype)
+    sample = bits[:: max(1, bits.size // (4 * CODEBOOK_PROBE))]
+    if np.unique(sample).size > CODEBOOK_PROBE:
+        return None
+    levels, inverse = np.unique(bits, return_inverse=True)  # sorted by bit pattern
+    k = int(levels.size)
+    if k > min(MAX_LEVELS, bits.size // 2):
+        return None
+    keys = _order_keys(levels, dt.itemsize)
+    order = np.argsort(keys, kind="stable")
+    levels, keys = levels[order], keys[order]
+    rank = np.empty(k, np.int64)
+    rank[order] = np.arange(k)
+    zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
+    q = rank[inverse.reshape(-1)] - zero
+    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk)
+    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=_rows(arr))
+    return {"kind": "codebook", "levels": k, "zero": zero}, [d0, d1], p0 + p1
 
 
 def _cost(cand) -> int:
@@ -99,7 +142,7 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
         step = quantize.check_step(fixed) if fixed is not None else quantize.step_for_bits(arr, dt, cfg.bits)
         per_row = fixed is None and cfg.per_row and arr.ndim >= 2
         try:
-            rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk, cfg.format_minor >= 1)
+            rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk)
         except InvalidOption as e:
             log.warning("tensor %r kept exact: %s", name, e)
             rep, descs, payload = _smallest([_raw(arr), _planes(arr, dt, cfg.chunk)])
@@ -107,6 +150,8 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
         cands = [_raw(arr), _planes(arr, dt, cfg.chunk)]
         if not dt.is_float:
             cands.append(_ints(arr, dt, cfg.chunk))
+        else:
+            cands.append(_codebook(arr, dt, cfg.chunk))
         rep, descs, payload = _smallest([c for c in cands if c is not None])
     rec = {"name": name, "dtype": dt.name, "shape": [int(s) for s in arr.shape], "repr": rep, "streams": descs}
     return rec, payload
@@ -153,6 +198,15 @@ def validate_record(rec: TensorRecord) -> None:
         if dt.is_float:
             raise InvalidField(f"tensor {rec.name!r}: int representation of a float dtype")
         _nstreams(rec, 1)
+    elif kind == "codebook":
+        if dt.name not in CODEBOOK_DTYPES:
+            raise InvalidField(f"tensor {rec.name!r}: {dt.name} cannot use the codebook representation")
+        k, z = rec.repr.get("levels"), rec.repr.get("zero")
+        if type(k) is not int or not 1 <= k <= MAX_LEVELS:
+            raise InvalidField(f"tensor {rec.name!r}: codebook levels must be an integer in 1..{MAX_LEVELS}")
+        if type(z) is not int or not 0 <= z < k:
+            raise InvalidField(f"tensor {rec.name!r}: codebook zero must be an integer in 0..levels-1")
+        _nstreams(rec, 2)
     else:
         if not quantize.quantizable(dt):
             raise InvalidField(f"tensor {rec.name!r}: {dt.name} cannot use the {kind} representation")
@@ -173,11 +227,21 @@ def validate_record(rec: TensorRecord) -> None:
     for i, d in enumerate(rec.streams):
         if kind == "uniform_rows" and i == 0:
             streams.validate(d, rec.shape[0], 0, quantize.MAX_ROW_CODE)  # the row step codes
+        elif kind == "codebook":
+            streams.validate(d, *_codebook_stream(rec, dt, i))
         else:
             streams.validate(d, count, lo, hi)
         total += d["length"]
     if total != rec.length:
         raise InvalidField(f"tensor {rec.name!r}: stream lengths sum to {total}, payload is {rec.length}")
+
+
+def _codebook_stream(rec: TensorRecord, dt: DType, i: int) -> tuple[int, int, int]:
+    """Symbols and range ``(count, lo, hi)`` of stream ``i`` of a codebook record."""
+    k, z = rec.repr["levels"], rec.repr["zero"]
+    if i == 0:
+        return k, 0, (1 << (8 * dt.itemsize)) - 1
+    return rec.numel, -z, k - 1 - z
 
 
 def _nstreams(rec: TensorRecord, n: int) -> None:
@@ -215,6 +279,15 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
         if dt.kind == "b":
             return _bools(out[:, 0], rec)
         return out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage).reshape(rec.shape).astype(dt.storage, copy=False)
+    if kind == "codebook":
+        (d0, p0), (d1, p1) = parts
+        utype = np.dtype(f"<u{dt.itemsize}")
+        k, lo0, hi0 = _codebook_stream(rec, dt, 0)
+        levels = streams.decode(d0, p0, k, utype, lo0, hi0)
+        _, lo1, hi1 = _codebook_stream(rec, dt, 1)
+        q = streams.decode(d1, p1, count, np.int32, lo1, hi1)
+        out = levels[q.astype(np.int64) + rec.repr["zero"]]
+        return out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage).astype(dt.storage, copy=False).reshape(rec.shape)
     lo, hi = _symbol_range(dt, kind)
     if kind == "uniform_rows":
         (d0, p0), (d1, p1) = parts

@@ -307,3 +307,54 @@ def test_lam_warmup_starts_the_rate_weight_at_zero():
     _train(model, steps=5)
     full = et.prepare_(_mlp(), et.TrainConfig(method="ect", lam=1.0))
     assert 0 < float(et.regularizer(model).detach()) < float(et.regularizer(full).detach())
+
+
+# --- Lloyd-Max levels -------------------------------------------------------
+
+
+def test_lloyd_update_moves_each_level_to_the_mean_of_its_weights():
+    w = torch.tensor([[-0.9, -0.8, -0.05, 0.0, 0.02, 0.6, 0.7, 0.95]])
+    q = et.quantizer.LloydQuantizer(w, et.TrainConfig(method="ect", init_bits=2, assign_weight=0.0))
+    assert q.levels.tolist() == pytest.approx([-0.95, 0.0, 0.95])
+    assert q.symbols(w).reshape(-1).tolist() == [-1, -1, 0, 0, 0, 1, 1, 1]  # the nearest level
+    q.train()
+    with torch.enable_grad():
+        q(w)
+    assert q.levels.tolist() == pytest.approx([-0.85, 0.0, 0.75])
+    assert q.levels[q.zero_index] == 0.0
+
+
+def test_lloyd_coords_interpolate_between_neighbouring_levels():
+    w = torch.tensor([-1.0, -0.25, 0.0, 0.5, 2.0])
+    q = et.quantizer.LloydQuantizer(w.reshape(1, -1), et.TrainConfig(init_bits=2))
+    q.levels.copy_(torch.tensor([-1.0, 0.0, 2.0]))
+    assert q.coords(w).tolist() == pytest.approx([-1.0, -0.25, 0.0, 0.25, 1.0])
+
+
+def test_lloyd_training_packs_as_an_exact_codebook(tmp_path):
+    cfg = et.TrainConfig(method="ect", lam=0.05, quantizer="lloyd", init_bits=4)
+    model = _train(et.prepare_(_mlp(), cfg), steps=40)
+    x, _ = _data()
+    et.settle_(model)
+    with torch.no_grad():
+        before = model(x)
+    bits, n = et.rate_bits(model)
+    steps = et.convert_(model)
+    assert all(s is None for s in steps.values())
+    path = tmp_path / "lloyd.ecnn"
+    ecnn.save_file(model.state_dict(), path, config=et.encode_config(steps))
+    state = ecnn.load_file(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(state[k], v), k  # exact: the levels are stored, not re-quantized
+        assert len(torch.unique(v)) <= 15
+    with ecnn.open(path) as f:
+        kinds = {k: f._c.record(k).repr["kind"] for k in f.keys()}
+    assert kinds["0.weight"] == "codebook" and kinds["2.weight"] == "codebook"
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-6)
+    assert float(bits.detach()) > 0 and n == sum(v.numel() for v in model.state_dict().values())
+
+
+def test_config_rejects_an_unknown_quantizer():
+    with pytest.raises(ecnn.errors.InvalidOption):
+        et.TrainConfig(quantizer="kmeans")

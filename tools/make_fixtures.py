@@ -107,6 +107,38 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     w[7] *= 30
     h = (r.standard_normal((10, 12)) * 0.5).astype(np.float16)
     out["uniform_rows"] = en.encode({"w": w, "h": h}, config=EncodeConfig(bits=8, per_row=True))
+    # codebook (1.1): few distinct values, special ones included, in three float types.
+    out["codebook"] = efile.encode(codebook_arrays(), EncodeConfig(lossless=True))
+    return out
+
+
+def codebook_arrays() -> dict:
+    from ecnn import dtypes as dt_
+
+    r = _rng(12)
+    levels = np.array([-0.75, -0.25, -0.0, 0.0, 0.125, 0.5, np.inf, np.nan], np.float32)
+    w = levels[r.choice(levels.size, size=(32, 24), p=[0.05, 0.15, 0.05, 0.5, 0.1, 0.1, 0.025, 0.025])]
+    return {
+        "w32": (w, dt_.get("float32")),
+        "w16": (w.astype(np.float16), dt_.get("float16")),
+        "wbf": (_bf16(w[:8].astype(np.float64)), dt_.get("bfloat16")),
+    }
+
+
+def invalid_codebook(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Broken codebook records (1.1), from the valid codebook vector."""
+    h, area = split(base)
+    out = {}
+    bad = json.loads(json.dumps(h))
+    bad["tensors"][0]["repr"]["zero"] = bad["tensors"][0]["repr"]["levels"]
+    out["codebook_bad_zero"] = (build(bad, area, minor=1), "InvalidField", "codebook zero is not below levels")
+    bad = json.loads(json.dumps(h))
+    bad["tensors"][0]["repr"]["levels"] = 65537
+    out["codebook_too_many_levels"] = (build(bad, area, minor=1), "InvalidField", "codebook levels above 65536")
+    bad = json.loads(json.dumps(h))
+    bad["tensors"][0]["dtype"] = "float64"
+    bad["tensors"][0]["length"] = bad["tensors"][0]["length"]
+    out["codebook_float64"] = (build(bad, area, minor=1), "InvalidField", "codebook of a float64 tensor")
     return out
 
 
@@ -182,13 +214,13 @@ def invalid(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     h1, area1 = split(one)
     t0 = h1["tensors"][0]
     s0 = t0["streams"][0]
-    assert s0["coder"] == "cat0", s0
-    payload = area1[: t0["length"]]
-    _, table_end = tables.read(payload, 0, s0["nsym"])
-    payload = tables.serialize(np.zeros(s0["nsym"], np.int64)) + payload[table_end:]
-    s0["length"] = t0["length"] = len(payload)
-    t0["crc32"] = fmt.crc32(payload)
-    add("zero_table", build(h1, payload), "CorruptPayload", "cat0 table with all counts zero")
+    if s0["coder"] == "cat0":  # else the encoder now prefers another coder: the committed vector stays
+        payload = area1[: t0["length"]]
+        _, table_end = tables.read(payload, 0, s0["nsym"])
+        payload = tables.serialize(np.zeros(s0["nsym"], np.int64)) + payload[table_end:]
+        s0["length"] = t0["length"] = len(payload)
+        t0["crc32"] = fmt.crc32(payload)
+        add("zero_table", build(h1, payload), "CorruptPayload", "cat0 table with all counts zero")
     return out
 
 
@@ -247,8 +279,16 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="add missing fixtures (existing files are never changed)")
     a = ap.parse_args()
     v = valid()
-    inv = invalid(v["uniform_cat0"])
-    inv.update(invalid_rowcol(v["rowcol_signs"]))
+    vdir = OUT / "valid"
+
+    def base(name: str) -> bytes:
+        """The committed valid vector (the encoder's choices may have changed since), else a fresh one."""
+        path = vdir / f"{name}.ecnn"
+        return path.read_bytes() if path.exists() else v[name]
+
+    inv = invalid(base("uniform_cat0"))
+    inv.update(invalid_rowcol(base("rowcol_signs")))
+    inv.update(invalid_codebook(base("codebook")))
     vdir, idir = OUT / "valid", OUT / "invalid"
     vexp_path, iexp_path = vdir / "expected.json", idir / "expected.json"
     vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}

@@ -470,7 +470,10 @@ REPR_FIELDS = {
     "int": ("kind",),
     "uniform": ("kind", "step"),
     "uniform_rows": ("kind", "step"),
+    "codebook": ("kind", "levels", "zero"),  # 1.1
 }
+CODEBOOK_DTYPES = ("float32", "float16", "bfloat16")  # C§4.8
+MAX_LEVELS = 65536
 
 STREAM_FIELDS = {
     "const": ("coder", "length", "value"),
@@ -544,13 +547,25 @@ def check_repr(rec: dict) -> None:
                 raise _invalid(ksec, "uniform_rows representation needs exactly 2 streams")
         elif len(streams) != 1:
             raise _invalid(ksec, "uniform representation needs exactly 1 stream")
+    if kind == "codebook":  # C§4.8
+        ksec = "CODING.md §4.8"
+        if dtype not in CODEBOOK_DTYPES:
+            raise _invalid(ksec, f"codebook representation for {dtype}")
+        rec["levels"] = _require_int(fields, "levels", 1, MAX_LEVELS, ksec)
+        rec["zero"] = _require_int(fields, "zero", 0, rec["levels"] - 1, ksec)
+        if len(streams) != 2:
+            raise _invalid(ksec, "codebook representation needs exactly 2 streams")
 
     # step 4: each stream with its symbol count and range
-    lo, hi = symbol_range(kind, dtype)
+    lo, hi = symbol_range(kind, dtype) if kind != "codebook" else (0, 0)
     rec["descs"] = []
     for k, desc in enumerate(streams):
         if kind == "uniform_rows" and k == 0:  # the row step codes: R symbols in 0..255
             rec["descs"].append(check_stream(desc, rec["shape"][0], 0, MAX_ROW_CODE))
+        elif kind == "codebook" and k == 0:  # the levels' bit patterns
+            rec["descs"].append(check_stream(desc, rec["levels"], 0, (1 << (8 * width)) - 1))
+        elif kind == "codebook":  # level index minus zero
+            rec["descs"].append(check_stream(desc, n, -rec["zero"], rec["levels"] - 1 - rec["zero"]))
         else:
             rec["descs"].append(check_stream(desc, n, lo, hi))
     if sum(d["length"] for d in rec["descs"]) != rec["length"]:  # step 5
@@ -1034,6 +1049,9 @@ def decode_payload(rec: dict, payload: bytes) -> bytes:
             elements = build_int(streams[0], dtype)
         elif rec["kind"] == "uniform":
             elements = build_uniform(streams[0], dtype, rec["step"])
+        elif rec["kind"] == "codebook":  # C§4.8: element e is level q_e + z
+            levels = [b.to_bytes(width, "little") for b in streams[0]]
+            elements = b"".join(levels[q + rec["zero"]] for q in streams[1])
         else:  # uniform_rows: stream 0 the row step codes, stream 1 the indices
             elements = build_uniform_rows(streams[0], streams[1], dtype, rec["step"])
     if dtype == "bool":  # C§10 step 4, F§7

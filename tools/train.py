@@ -279,6 +279,7 @@ def train_config(args) -> et.TrainConfig:
         prune_ramp=args.prune_ramp,
         temperature=args.temperature,
         lam_warmup=args.lam_warmup,
+        quantizer=args.quantizer,
     )
 
 
@@ -405,6 +406,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--base-lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--init-bits", type=int, default=6)
+    p.add_argument("--quantizer", choices=("uniform", "lloyd"), default="uniform",
+                   help="uniform grid with a learned step, or Lloyd-Max levels (packed as a codebook)")
     p.add_argument("--assign-weight", type=float, default=0.05)
     p.add_argument("--temperature", type=float, default=0.25)
     p.add_argument("--order", type=int, default=2, help="HEMP group size")

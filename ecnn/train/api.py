@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import logging
 from dataclasses import dataclass
 from typing import Iterator
@@ -31,7 +32,7 @@ from ecnn.coder.streams import DEFAULT_CHUNK, cat0_estimate
 from ecnn.config import EncodeConfig
 from ecnn.train import entropy, pruning
 from ecnn.train.config import TrainConfig
-from ecnn.train.quantizer import UniformQuantizer
+from ecnn.train.quantizer import LloydQuantizer, UniformQuantizer
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ def prepare_(model: nn.Module, config: TrainConfig = TrainConfig()) -> nn.Module
             if _wanted(p, config):
                 targets.append((mod, attr, p))
     for mod, attr, p in targets:
-        q = UniformQuantizer(p, config, prune=p.ndim >= 2).to(p.device)
+        kind = LloydQuantizer if config.quantizer == "lloyd" else UniformQuantizer
+        q = kind(p, config, prune=p.ndim >= 2).to(p.device)
         parametrize.register_parametrization(mod, attr, q)
         q.steps_seen.zero_()  # registering ran one check forward; training has not started
     log.info("prepared %d tensors for %s training (lam=%g)", len(targets), config.method, config.lam)
@@ -170,7 +172,7 @@ def _soft_bits(qp: QuantizedParam, config: TrainConfig) -> torch.Tensor:
     """The relaxed rate of one tensor in bits (differentiable in weights and step)."""
     q = qp.quantizer
     w = qp.latent
-    v = w.float().reshape(-1) / q.step
+    v = q.coords(w).reshape(-1)
     keep = q.mask(w)
     if keep is not None:
         v = torch.where(keep.reshape(-1), v, torch.zeros_like(v))
@@ -301,30 +303,37 @@ def settle_(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def convert_(model: nn.Module) -> dict[str, float]:
-    """Replace each quantized parameter by its grid values ``k * step``, in place.
+def convert_(model: nn.Module) -> dict[str, float | None]:
+    """Replace each quantized parameter by its quantized values, in place.
 
-    The parametrizations are removed, so the model is a plain module again whose
-    state dict ``ecnn.save_file`` packs without re-quantizing, given the steps.
+    Uniform quantizers give ``k * step``; Lloyd quantizers (``quantizer="lloyd"``)
+    their levels. The parametrizations are removed, so the model is a plain
+    module again whose state dict ``ecnn.save_file`` packs without re-quantizing,
+    given :func:`encode_config` of the result.
 
     Returns:
-        ``{state-dict name: float32 step}`` for :func:`encode_config`.
+        ``{state-dict name: float32 step}`` for uniform quantizers, ``None``
+        for Lloyd quantizers (packed exactly, as a codebook).
     """
     settle_(model)
-    steps = {}
+    steps: dict[str, float | None] = {}
     for qp in list(quantized_params(model)):
-        step = qp.quantizer.float32_step()
         sym = qp.quantizer.symbols(qp.latent)
-        # The decoder's arithmetic: float32(k) * float32(step), in float32.
-        value = sym.to(torch.float32) * torch.tensor(step, dtype=torch.float32)
+        # The decoder's values: float32(k) * float32(step), or the stored levels.
+        value = qp.quantizer.values(sym)
+        steps[qp.name] = None if isinstance(qp.quantizer, LloydQuantizer) else qp.quantizer.float32_step()
         parametrize.remove_parametrizations(qp.module, qp.attr, leave_parametrized=False)
         param = getattr(qp.module, qp.attr)
         param.copy_(value.to(param.dtype))
-        steps[qp.name] = step
     log.info("converted %d tensors", len(steps))
     return steps
 
 
-def encode_config(steps: dict[str, float], **kwargs) -> EncodeConfig:
-    """An :class:`ecnn.config.EncodeConfig` that packs converted tensors on their grids."""
-    return EncodeConfig(steps=tuple(steps.items()), **kwargs)
+def encode_config(steps: dict[str, float | None], **kwargs) -> EncodeConfig:
+    """An :class:`ecnn.config.EncodeConfig` that packs converted tensors as they are.
+
+    Tensors with a step are packed on their grid; those without (Lloyd levels)
+    are kept exact, which the codec stores as a codebook.
+    """
+    exact = tuple(kwargs.pop("exact", ())) + tuple(glob.escape(n) for n, s in steps.items() if s is None)
+    return EncodeConfig(steps=tuple((n, s) for n, s in steps.items() if s is not None), exact=exact, **kwargs)

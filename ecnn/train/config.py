@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ecnn.errors import InvalidOption
 
 METHODS = ("none", "ect", "hemp", "ebp")
+QUANTIZERS = ("uniform", "lloyd")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class TrainConfig:
         prune_ramp: EBP: steps over which ``prune_energy`` ramps up from 0.
         lam_warmup: training steps over which the rate weight ramps from 0 to
             ``lam`` (0: none), so the steps can grow before the weights collapse.
+        quantizer: ``"uniform"``, a grid ``k * step`` with a learned step, packed
+            with the ``uniform`` representation; or ``"lloyd"``, ``2**init_bits - 1``
+            non-uniform levels moved by entropy-constrained Lloyd-Max updates
+            (zero stays a level), packed exactly with the ``codebook``
+            representation (format 1.1).
         version: version of this config's meaning.
     """
 
@@ -57,6 +63,7 @@ class TrainConfig:
     prune_energy: float = 0.0
     prune_ramp: int = 1000
     lam_warmup: int = 0
+    quantizer: str = "uniform"
     version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -76,6 +83,8 @@ class TrainConfig:
             raise InvalidOption(f"sample must be >= 16, got {self.sample!r}")
         if not 0 <= self.prune_energy < 1:
             raise InvalidOption(f"prune_energy must be in [0, 1), got {self.prune_energy!r}")
+        if self.quantizer not in QUANTIZERS:
+            raise InvalidOption(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.lam_warmup < 0:
             raise InvalidOption(f"lam_warmup must be >= 0, got {self.lam_warmup!r}")
         if self.prune_ramp < 0:

@@ -142,7 +142,7 @@ class UniformQuantizer(nn.Module):
         """
         if self.config.assign_weight == 0:
             return 0
-        v = w.detach().float() / self.step
+        v = self.coords(w.detach())
         keep = self.mask(w)
         prev = None
         for i in range(max_iters):
@@ -155,11 +155,18 @@ class UniformQuantizer(nn.Module):
             prev = q
         return max_iters
 
+    def coords(self, w: torch.Tensor) -> torch.Tensor:
+        """Positions of ``w`` on the level axis: level ``k`` is at ``k`` (here ``w / step``)."""
+        return w.float() / self.step
+
     def symbols(self, w: torch.Tensor) -> torch.Tensor:
         """Integer symbols (int64) of ``w`` under the current step and assignment."""
         with torch.no_grad():
-            v = w.detach().float() / self.step
-            return self.assign(v, self.mask(w)).long()
+            return self.assign(self.coords(w.detach()), self.mask(w)).long()
+
+    def values(self, q: torch.Tensor) -> torch.Tensor:
+        """The float32 values of symbols ``q``, as the decoder computes them: ``float32(q) * float32(step)``."""
+        return q.to(torch.float32) * torch.tensor(self.float32_step(), dtype=torch.float32, device=q.device)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         s = self.step
@@ -169,3 +176,111 @@ class UniformQuantizer(nn.Module):
             self._record(q)
         v_ste = v + (q - v).detach()
         return (v_ste * s).to(w.dtype)
+
+
+class LloydQuantizer(UniformQuantizer):
+    """Snap a tensor to ``K`` non-uniform levels fitted by entropy-constrained Lloyd-Max iterations.
+
+    The levels start as the uniform grid of ``init_bits`` (so ``K = 2**init_bits - 1``,
+    zero in the middle) and, after every training forward, each level other
+    than zero moves to the mean of the weights assigned to it (Lloyd's
+    centroid condition); the assignment is ECT's entropy-constrained one, with
+    distortion measured in units of the mean level spacing. Together they are
+    the entropy-constrained scalar quantizer of Chou, Lookabaugh and Gray (1989).
+    Symbols are level indices counted from the zero level, so the entropy
+    terms and the codec see them as they see uniform symbols. The file stores
+    such a tensor exactly, with the ``codebook`` representation.
+
+    The rate's gradient flows through :meth:`coords`, the piecewise-linear
+    position of a weight between its two neighbouring levels.
+    """
+
+    def __init__(self, weight: torch.Tensor, config: TrainConfig, prune: bool = False):
+        super().__init__(weight, config, prune)
+        half = (1 << (config.init_bits - 1)) - 1
+        step = initial_step(weight, config.init_bits)
+        self.register_buffer("levels", torch.arange(-half, half + 1, dtype=torch.float32) * step)
+        self.zero_index = half
+        self.log_step.requires_grad_(False)  # the levels move by Lloyd updates, not by gradient
+
+    def _spacing(self) -> torch.Tensor:
+        lv = self.levels
+        return ((lv[-1] - lv[0]) / max(lv.numel() - 1, 1)).clamp_min(1e-12)
+
+    def coords(self, w: torch.Tensor) -> torch.Tensor:
+        lv = self.levels.to(w.device)
+        wf = w.float()
+        j = torch.searchsorted(lv, wf.detach().contiguous(), right=True).clamp(1, lv.numel() - 1) - 1
+        lo, hi = lv[j], lv[j + 1]
+        frac = (wf - lo) / (hi - lo).clamp_min(1e-12)
+        return (j - self.zero_index).to(wf.dtype) + frac
+
+    @torch.no_grad()
+    def assign(self, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Among the two neighbouring levels and zero, the one minimizing ``(w - c)^2 / d^2 + beta * len``."""
+        lv = self.levels.to(v.device)
+        k = lv.numel()
+        z = self.zero_index
+        f = torch.floor(v).clamp(-z, k - 1 - z)
+        c = (f + 1).clamp(-z, k - 1 - z)
+        w = self._value_at(v)
+        d2 = self._spacing().to(v.device) ** 2
+        beta = self.config.assign_weight
+        if beta > 0 and float(self.counts.sum()) > 0:
+            bits, lo = self.codelengths(v.device)
+
+            def length(q: torch.Tensor) -> torch.Tensor:
+                i = q - lo
+                inside = (i >= 0) & (i < bits.numel())
+                return torch.where(inside, bits[i.clamp(0, bits.numel() - 1).long()], _UNSEEN_BITS)
+        else:
+            beta = 0.0
+
+            def length(q: torch.Tensor) -> torch.Tensor:
+                return torch.zeros_like(q)
+
+        def cost(q: torch.Tensor) -> torch.Tensor:
+            return (w - lv[(q + z).long()]) ** 2 / d2 + beta * length(q)
+
+        cf, cc, c0 = cost(f), cost(c), cost(torch.zeros_like(f))
+        r = torch.where(cc < cf, c, f)
+        r = torch.where(c0 < torch.minimum(cf, cc), torch.zeros_like(r), r)
+        if keep is not None:
+            r = torch.where(keep, r, torch.zeros_like(r))
+        return r
+
+    def _value_at(self, v: torch.Tensor) -> torch.Tensor:
+        """The weight at level position ``v`` (inverse of :meth:`coords`; clamped to the outer levels)."""
+        lv = self.levels.to(v.device)
+        k = lv.numel()
+        pos = (v + self.zero_index).clamp(0, k - 1)
+        j = torch.floor(pos).clamp(max=k - 2).long()
+        frac = pos - j
+        return lv[j] + frac * (lv[j + 1] - lv[j])
+
+    @torch.no_grad()
+    def update_levels_(self, w: torch.Tensor, q: torch.Tensor) -> None:
+        """Lloyd's centroid step: each non-zero level moves to the mean of its weights; order is kept."""
+        idx = (q.reshape(-1).long() + self.zero_index)
+        k = self.levels.numel()
+        n = torch.bincount(idx, minlength=k).to(torch.float64)
+        s = torch.bincount(idx, weights=w.detach().reshape(-1).double(), minlength=k)
+        lv = self.levels.double().clone()
+        used = n > 0
+        lv[used] = s[used] / n[used]
+        lv[self.zero_index] = 0.0
+        lv, _ = torch.sort(lv)
+        # keep the zero level exactly at its index: sorting cannot move it past levels of the same sign
+        self.levels.copy_(lv.float())
+        self.levels[self.zero_index] = 0.0
+
+    def values(self, q: torch.Tensor) -> torch.Tensor:
+        return self.levels.to(q.device)[(q.long() + self.zero_index)]
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        q = self.assign(self.coords(w.detach()), self.mask(w))
+        if self.training and torch.is_grad_enabled():
+            self._record(q)
+            self.update_levels_(w, q)
+        out = self.values(q)
+        return (w.float() + (out - w.float()).detach()).to(w.dtype)
