@@ -72,17 +72,17 @@ def _rows(arr: np.ndarray) -> int | None:
     return int(arr.shape[0]) if arr.ndim >= 2 else None
 
 
-def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
+def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool) -> tuple[dict, list, bytes]:
     q = quantize.quantize(arr, dt, step)
-    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr))
+    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts)
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
-def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int) -> tuple[dict, list, bytes]:
+def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool) -> tuple[dict, list, bytes]:
     codes = quantize.row_codes(arr, dt, step)
     q = quantize.quantize_rows(arr, dt, step, codes)
-    d0, p0 = streams.encode_best(codes, 1, False, chunk)
-    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr))
+    d0, p0 = streams.encode_best(codes, 1, False, chunk, contexts=contexts)
+    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts)
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
 
 
@@ -142,7 +142,7 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
         step = quantize.check_step(fixed) if fixed is not None else quantize.step_for_bits(arr, dt, cfg.bits)
         per_row = fixed is None and cfg.per_row and arr.ndim >= 2
         try:
-            rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk)
+            rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk, cfg.format_minor >= 1)
         except InvalidOption as e:
             log.warning("tensor %r kept exact: %s", name, e)
             rep, descs, payload = _smallest([_raw(arr), _planes(arr, dt, cfg.chunk)])
@@ -150,7 +150,7 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
         cands = [_raw(arr), _planes(arr, dt, cfg.chunk)]
         if not dt.is_float:
             cands.append(_ints(arr, dt, cfg.chunk))
-        else:
+        elif cfg.format_minor >= 1:
             cands.append(_codebook(arr, dt, cfg.chunk))
         rep, descs, payload = _smallest([c for c in cands if c is not None])
     rec = {"name": name, "dtype": dt.name, "shape": [int(s) for s in arr.shape], "repr": rep, "streams": descs}

@@ -15,7 +15,7 @@ FORMAT_MINOR = 1  # the highest minor version this code writes and knows
 # not in 1.0 (spec/FORMAT.md section 11, "Versions"). A file is written with the
 # lowest minor version that covers every kind and coder it uses.
 MINOR_OF_KIND: dict[str, int] = {"codebook": 1}
-MINOR_OF_CODER: dict[str, int] = {}
+MINOR_OF_CODER: dict[str, int] = {"ctx": 1}
 PREAMBLE = struct.Struct("<8sHHII")  # signature, major, minor, header length, header CRC-32
 PREAMBLE_SIZE = PREAMBLE.size  # 20
 
