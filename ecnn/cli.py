@@ -65,6 +65,45 @@ def _human(n: float) -> str:
     return str(n)
 
 
+_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """A byte count for the decoded-size caps: ``4096``, ``512MiB``, ``8G``."""
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num) :]
+    if not num.isdigit() or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"expected a byte count such as 4096, 512MiB or 8GiB, got {text!r}")
+    return int(num) * _UNITS[unit]
+
+
+def _limits(a):
+    """The reader's caps from ``--max-tensor-bytes`` and ``--max-total-bytes`` (spec/FORMAT.md, section 9.2)."""
+    from ecnn.container.format import Limits
+
+    d = Limits()
+    return Limits(
+        max_tensor_bytes=d.max_tensor_bytes if a.max_tensor_bytes is None else a.max_tensor_bytes,
+        max_total_bytes=d.max_total_bytes if a.max_total_bytes is None else a.max_total_bytes,
+    )
+
+
+def _add_limits(sp) -> None:
+    sp.add_argument(
+        "--max-tensor-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files declaring a tensor that decodes to more than SIZE (e.g. 2GiB; default 64GiB)",
+    )
+    sp.add_argument(
+        "--max-total-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files whose tensors decode to more than SIZE in all (default 1TiB)",
+    )
+
+
 def _metadata(pairs: list[str]) -> dict[str, str]:
     out = {}
     for p in pairs:
@@ -133,8 +172,9 @@ def cmd_unpack(a) -> int:
 
     src = Path(a.input)
     out = Path(a.output) if a.output else src.with_suffix(".safetensors")
+    limits = _limits(a)
     if not a.output:
-        with efile.EcnnFile(src) as f:
+        with efile.EcnnFile(src, limits) as f:
             if f.metadata().get("ecnn.onnx") == "1":  # a packed ONNX model unpacks to .onnx
                 out = src.with_suffix(".onnx")
     if eio.same_file(src, out) or src.resolve() == out.resolve():
@@ -147,6 +187,7 @@ def cmd_unpack(a) -> int:
     if eio.kind_of(out) == "onnx":
         from ecnn import onnx as eonnx
 
+        efile.EcnnFile(src, limits).close()  # the caps are checked when a file is opened
         model = eonnx.load_model(src)
         size = eonnx.write_model(model, out)
         if not a.quiet:
@@ -154,7 +195,7 @@ def cmd_unpack(a) -> int:
         return 0
     update, close = _progress_bar(not a.quiet, "unpacking")
     try:
-        with efile.EcnnFile(src) as f:
+        with efile.EcnnFile(src, limits) as f:
             arrays = f.arrays(update)
             metadata = f.metadata()
     finally:
@@ -169,7 +210,7 @@ def cmd_unpack(a) -> int:
 def cmd_info(a) -> int:
     from ecnn import file as efile
 
-    with efile.EcnnFile(a.input) as f:
+    with efile.EcnnFile(a.input, _limits(a)) as f:
         infos = f.infos()
         meta = f.metadata()
         size = f.size
@@ -232,7 +273,7 @@ def cmd_verify(a) -> int:
 
     update, close = _progress_bar(not a.quiet, "verifying")
     try:
-        with efile.EcnnFile(a.input) as f:
+        with efile.EcnnFile(a.input, _limits(a)) as f:
             f.verify(update)
             n, size = len(f), f.size
     finally:
@@ -286,16 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", help="output .safetensors, .pt or .onnx (default: input name with .safetensors)")
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _add_limits(sp)
     sp.set_defaults(func=cmd_unpack)
 
     sp = sub.add_parser("info", help="list tensors with their sizes and coding")
     sp.add_argument("input", help=".ecnn file")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_limits(sp)
     sp.set_defaults(func=cmd_info)
 
     sp = sub.add_parser("verify", help="check every checksum and decode every tensor")
     sp.add_argument("input", help=".ecnn file")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _add_limits(sp)
     sp.set_defaults(func=cmd_verify)
     return p
 
