@@ -14,7 +14,7 @@ import logging
 import msgpack
 import numpy as np
 
-from ecnn import dtypes, quantize
+from ecnn import dtypes, fields, quantize
 from ecnn.coder import streams
 from ecnn.config import EncodeConfig
 from ecnn.container.reader import TensorRecord
@@ -38,6 +38,9 @@ _REPR_KEYS = {
 MAX_LEVELS = 1 << 16
 CODEBOOK_PROBE = 4096
 CODEBOOK_DTYPES = ("float32", "float16", "bfloat16")
+
+REPRS += (fields.KIND,)  # format 1.1
+_REPR_KEYS[fields.KIND] = fields.KEYS
 
 
 # --- encoding ---------------------------------------------------------------
@@ -70,6 +73,13 @@ def _ints(arr: np.ndarray, dt: DType, chunk: int):
 def _rows(arr: np.ndarray) -> int | None:
     """Rows of the matrix view used by row/column contexts: the first dimension."""
     return int(arr.shape[0]) if arr.ndim >= 2 else None
+
+
+def _fields(arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> list:
+    """The ``fields`` candidate of a float tensor stored exactly, where the config allows format 1.1."""
+    if not fields.applies(dt) or getattr(cfg, "format_minor", 1) < 1:
+        return []
+    return [fields.encode(arr, dt, cfg.chunk)]
 
 
 def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool) -> tuple[dict, list, bytes]:
@@ -145,14 +155,14 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
             rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk, cfg.format_minor >= 1)
         except InvalidOption as e:
             log.warning("tensor %r kept exact: %s", name, e)
-            rep, descs, payload = _smallest([_raw(arr), _planes(arr, dt, cfg.chunk)])
+            rep, descs, payload = _smallest([_raw(arr), _planes(arr, dt, cfg.chunk)] + _fields(arr, dt, cfg))
     else:
         cands = [_raw(arr), _planes(arr, dt, cfg.chunk)]
         if not dt.is_float:
             cands.append(_ints(arr, dt, cfg.chunk))
         elif cfg.format_minor >= 1:
             cands.append(_codebook(arr, dt, cfg.chunk))
-        rep, descs, payload = _smallest([c for c in cands if c is not None])
+        rep, descs, payload = _smallest([c for c in cands if c is not None] + _fields(arr, dt, cfg))
     rec = {"name": name, "dtype": dt.name, "shape": [int(s) for s in arr.shape], "repr": rep, "streams": descs}
     return rec, payload
 
@@ -191,6 +201,11 @@ def validate_record(rec: TensorRecord) -> None:
         _nstreams(rec, 0)
         if rec.length != rec.nbytes:
             raise InvalidField(f"tensor {rec.name!r}: raw payload length {rec.length} != {rec.nbytes}")
+        return
+    if kind == fields.KIND:
+        fields.validate(rec.name, rec.repr, rec.streams, rec.shape, dt)
+        if sum(d["length"] for d in rec.streams) != rec.length:
+            raise InvalidField(f"tensor {rec.name!r}: stream lengths do not sum to the payload length {rec.length}")
         return
     if kind == "planes":
         _nstreams(rec, dt.itemsize)
@@ -272,6 +287,8 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
         arr = np.frombuffer(payload, dtype=dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage, count=count)
         return arr.astype(dt.storage).reshape(rec.shape)  # copies: the result owns its memory
     parts = _split(rec, payload)
+    if kind == fields.KIND:
+        return fields.decode(rec.name, rec.repr, parts, rec.shape, dt)
     if kind == "planes":
         out = np.empty((count, dt.itemsize), dtype=np.uint8)
         for k, (d, p) in enumerate(parts):

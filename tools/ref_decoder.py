@@ -474,6 +474,15 @@ REPR_FIELDS = {
 }
 CODEBOOK_DTYPES = ("float32", "float16", "bfloat16")  # C§4.8
 MAX_LEVELS = 65536
+REPR_FIELDS["fields"] = ("kind", "head")  # 1.1
+FIELD_LAYOUT = {  # C§4.9: (E, M) of each float type
+    "float64": (11, 52),
+    "float32": (8, 23),
+    "float16": (5, 10),
+    "bfloat16": (8, 7),
+    "float8_e4m3fn": (4, 3),
+    "float8_e5m2": (5, 2),
+}
 
 STREAM_FIELDS = {
     "const": ("coder", "length", "value"),
@@ -485,6 +494,7 @@ STREAM_FIELDS = {
     ),
 }
 
+STREAM_FIELDS["packed"] = ("coder", "length", "width")  # 1.1, C§5.7
 
 def symbol_range(kind: str, dtype: str) -> tuple[int, int]:
     """C§4.1: the symbol range lo..hi of the representation's streams.
@@ -556,6 +566,10 @@ def check_repr(rec: dict) -> None:
         if len(streams) != 2:
             raise _invalid(ksec, "codebook representation needs exactly 2 streams")
 
+    if kind == "fields":  # C§4.9, in the order given there
+        _check_fields(rec, fields, streams)
+        return
+
     # step 4: each stream with its symbol count and range
     lo, hi = symbol_range(kind, dtype) if kind != "codebook" else (0, 0)
     rec["descs"] = []
@@ -570,6 +584,33 @@ def check_repr(rec: dict) -> None:
             rec["descs"].append(check_stream(desc, n, lo, hi))
     if sum(d["length"] for d in rec["descs"]) != rec["length"]:  # step 5
         raise _invalid(sec + " step 5", "stream lengths do not add up to the record's length")
+
+
+def fields_rows(shape: list[int]) -> int:
+    """C§4.9: R is the first dimension of a shape of two or more dimensions, else 1."""
+    return shape[0] if len(shape) >= 2 else 1
+
+
+def _check_fields(rec: dict, fields: dict, streams: list) -> None:
+    """C§4.9 / C§9: dtype, head, N >= 1, four streams, each stream, the width of a packed stream 3."""
+    ksec = "CODING.md §4.9"
+    dtype, n = rec["dtype"], rec["n"]
+    if dtype not in FIELD_LAYOUT:
+        raise _invalid(ksec, f"fields representation for {dtype}")
+    e_bits, m_bits = FIELD_LAYOUT[dtype]
+    k = _require_int(fields, "head", 0, m_bits, ksec)
+    if n < 1:
+        raise _invalid(ksec, "fields representation of a tensor with no elements")
+    if len(streams) != 4:
+        raise _invalid(ksec, "fields representation needs exactly 4 streams")
+    r = m_bits - k
+    rec["head"], rec["e_bits"], rec["m_bits"], rec["r"] = k, e_bits, m_bits, r
+    counts = [(n, 0, 1), (fields_rows(rec["shape"]), 0, r), (n, 0, (1 << (e_bits + k)) - 1), (n, 0, (1 << r) - 1)]
+    rec["descs"] = [check_stream(desc, *c) for desc, c in zip(streams, counts)]
+    if rec["descs"][3]["coder"] == "packed" and rec["descs"][3]["width"] != r:
+        raise _invalid(ksec, f"packed stream 3 has width {rec['descs'][3]['width']}, not r = {r}")
+    if sum(d["length"] for d in rec["descs"]) != rec["length"]:  # step 5
+        raise _invalid("CODING.md §9 step 5", "stream lengths do not add up to the record's length")
 
 
 def check_stream(desc, n: int, lo: int, hi: int) -> dict:
@@ -589,10 +630,18 @@ def check_stream(desc, n: int, lo: int, hi: int) -> dict:
     f = check_keys(desc, STREAM_FIELDS[coder], sec)  # 4.5
     f["length"] = _require_int(f, "length", 0, (1 << 63) - 1, sec)  # 4.6
     f["n"], f["lo"], f["hi"] = n, lo, hi
-    {"const": _check_const, "raw": _check_raw, "cat0": _check_cat0, "rowcol": _check_rowcol}[coder](
+    {"const": _check_const, "raw": _check_raw, "cat0": _check_cat0, "rowcol": _check_rowcol, "packed": _check_packed}[coder](
         f, n, lo, hi
     )  # 4.7
     return f
+
+
+def _check_packed(f: dict, n: int, lo: int, hi: int) -> None:
+    """C§5.7 descriptor checks."""
+    sec = "CODING.md §5.7"
+    f["width"] = _require_int(f, "width", 1, 64, sec)
+    if f["length"] > (n * f["width"] + 7) // 8:
+        raise _invalid(sec, f"length {f['length']} exceeds ceil({n} * {f['width']} / 8)")
 
 
 def _check_const(f: dict, n: int, lo: int, hi: int) -> None:
@@ -836,9 +885,35 @@ def decode_stream(f: dict, buf: bytes, n: int) -> list[int]:
         return [f["value"]] * n
     if coder == "raw":
         return decode_raw_stream(f, buf, n)
+    if coder == "packed":  # C§5.7, every symbol `width` bits
+        return decode_packed(f, buf, [f["width"]] * n)
     if coder == "cat0":
         return decode_cat0(f, buf, n)
     return decode_rowcol(f, buf, n)
+
+
+def decode_packed(f: dict, buf: bytes, widths: list[int]) -> list[int]:
+    """C§5.7: groups of equal width, widest first, each least significant bit first."""
+    sec = "CODING.md §5.7"
+    out = [0] * len(widths)
+    pos = 0
+    for v in sorted(set(w for w in widths if w > 0), reverse=True):
+        members = [e for e, w in enumerate(widths) if w == v]
+        size = (len(members) * v + 7) // 8
+        if pos + size > len(buf):
+            raise _corrupt(sec, "stream shorter than its groups")
+        group = int.from_bytes(buf[pos : pos + size], "little")
+        for j, e in enumerate(members):
+            out[e] = (group >> (j * v)) & ((1 << v) - 1)
+        if group >> (len(members) * v):
+            raise _corrupt(sec, "non-zero pad bits")
+        pos += size
+    if pos != len(buf):
+        raise _corrupt(sec, f"stream has {len(buf)} bytes, its groups {pos}")
+    for x in out:
+        if not f["lo"] <= x <= f["hi"]:
+            raise _corrupt(sec, f"packed symbol {x} outside {f['lo']}..{f['hi']}")
+    return out
 
 
 def decode_raw_stream(f: dict, buf: bytes, n: int) -> list[int]:
@@ -1033,11 +1108,39 @@ def build_uniform_rows(codes: list[int], symbols: list[int], dtype: str, step: i
     return _reconstruct(symbols, dtype, steps)
 
 
+def build_fields(rec: dict, payload: bytes) -> bytes:
+    """C§4.9: u_e = s_e * 2^(W-1) + h_e * 2^r + a_e * 2^(t_i), as W-bit little-endian patterns."""
+    n, width, r = rec["n"], rec["width"], rec["r"]
+    parts, pos = [], 0
+    for f in rec["descs"]:
+        parts.append(payload[pos : pos + f["length"]])
+        pos += f["length"]
+    d = rec["descs"]
+    signs = decode_stream(d[0], parts[0], n)
+    shifts = decode_stream(d[1], parts[1], d[1]["n"])
+    heads = decode_stream(d[2], parts[2], n)
+    cols = n // len(shifts)
+    if d[3]["coder"] == "packed":
+        tails = decode_packed(d[3], parts[3], [r - shifts[e // cols] for e in range(n)])
+    else:
+        tails = decode_stream(d[3], parts[3], n)
+    out = bytearray()
+    for e in range(n):
+        t = shifts[e // cols]
+        if tails[e] >> (r - t):
+            raise _corrupt("CODING.md §4.9", f"tail {tails[e]} wider than r - t_i = {r - t} bits")
+        u = (signs[e] << (8 * width - 1)) | (heads[e] << r) | (tails[e] << t)
+        out += u.to_bytes(width, "little")
+    return bytes(out)
+
+
 def decode_payload(rec: dict, payload: bytes) -> bytes:
     """C§10: split into streams, decode them, build the elements."""
     n, dtype, width = rec["n"], rec["dtype"], rec["width"]
     if rec["kind"] == "raw":  # C§4.2
         elements = payload
+    elif rec["kind"] == "fields":
+        elements = build_fields(rec, payload)
     else:
         streams, pos = [], 0
         for f in rec["descs"]:  # each stream has its own symbol count (C§10 step 2)

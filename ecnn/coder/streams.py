@@ -23,6 +23,7 @@ import msgpack
 import numpy as np
 
 from ecnn.coder import categorical
+from ecnn.coder import packed
 from ecnn.coder import ctx
 from ecnn.coder import rowcol
 from ecnn.context import order0, sparse, tables
@@ -46,6 +47,7 @@ _KEYS = {
     "raw": {"coder", "length", "width", "signed"},
     "cat0": {"coder", "length", "offset", "nsym", "chunk", "precision"},
     "rowcol": rowcol.KEYS,
+    "packed": packed.KEYS,  # format 1.1: bit fields, no entropy coding
     "ctx": ctx.KEYS,
 }
 # rowcol is tried only for streams with at least this many symbols and rows/columns.
@@ -117,6 +119,8 @@ def validate(desc, count: int, lo: int, hi: int) -> None:
             raise InvalidField(f"raw stream length {length} != {count} x {width}")
     elif kind == "rowcol":
         _validate_rowcol(desc, count, lo, hi, length)
+    elif kind == "packed":
+        packed.validate(desc, count)
     elif kind == "ctx":
         if count == 0:
             raise InvalidField("a ctx stream must code at least one symbol")
@@ -373,6 +377,8 @@ def decode(desc: dict, buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -
         return np.full(count, desc["value"], dtype=out_dtype)
     if kind == "rowcol":
         return rowcol.decode(desc, buf, count, out_dtype)
+    if kind == "packed":
+        return packed.decode(desc, buf, count, out_dtype, lo, hi)
     if kind == "ctx":
         return ctx.decode(buf, count, out_dtype, lo, hi)
     if kind == "raw":

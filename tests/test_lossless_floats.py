@@ -1,0 +1,304 @@
+"""The ``fields`` representation and the ``packed`` coder (spec/CODING.md sections 4.9 and 5.7)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ecnn.numpy as en
+from ecnn import dtypes, fields
+from ecnn import file as efile
+from ecnn.coder import packed
+from ecnn.config import EncodeConfig, make_config
+from ecnn.container.reader import Container
+from ecnn.context import floats
+from ecnn.errors import CorruptPayload, InvalidField
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import ref_decoder  # noqa: E402
+
+FLOATS = ["float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"]
+LOSSLESS = make_config(lossless=True)
+
+
+def _bits_ref(values, width: int) -> bytes:
+    """Least-significant-bit-first packing, written out bit by bit."""
+    acc = 0
+    for j, v in enumerate(values):
+        acc |= int(v) << (j * width)
+    return acc.to_bytes((len(values) * width + 7) // 8, "little")
+
+
+def _encode(arrays: dict, cfg: EncodeConfig = LOSSLESS) -> bytes:
+    """Encode ``name -> (storage array, dtype name)``."""
+    return efile.encode({n: (a, dtypes.get(d)) for n, (a, d) in arrays.items()}, cfg, None)
+
+
+def _decode(data: bytes) -> dict:
+    with efile.EcnnFile(data) as f:
+        return {n: a for n, (a, _) in f.arrays().items()}
+
+
+def _patterns(dtype: str, n: int, seed: int) -> np.ndarray:
+    """Random bit patterns of a float type: every bit pattern is a valid element."""
+    dt = dtypes.get(dtype)
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, 256, size=n * dt.itemsize, dtype=np.uint8)
+    return u.view(dt.storage).copy()
+
+
+def _record(data: bytes, name: str):
+    return next(r for r in Container(data).records if r.name == name)
+
+
+# --- packed -------------------------------------------------------------------
+
+
+@given(st.integers(1, 64), st.lists(st.integers(0, 2**64 - 1), max_size=40))
+def test_packed_matches_bitwise_reference(width, raw):
+    values = np.array([v & ((1 << width) - 1) for v in raw], dtype=np.uint64)
+    data = packed.pack(values, width)
+    assert data == _bits_ref(values.tolist(), width)
+    assert np.array_equal(packed.unpack(data, values.size, width), values)
+
+
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 2**12 - 1)), max_size=60))
+def test_packed_groups_widest_first(items):
+    widths = np.array([w for w, _ in items], dtype=np.int64)
+    values = np.array([v & ((1 << w) - 1) for w, v in items], dtype=np.uint64)
+    data = packed.pack_groups(values, widths)
+    expect = b"".join(
+        _bits_ref([v for (w, _), v in zip(items, values.tolist()) if w == g], g) for g in sorted(set(widths.tolist()), reverse=True) if g
+    )
+    assert data == expect
+    assert len(data) == packed.groups_length(widths)
+    assert np.array_equal(packed.unpack_groups(data, widths), values)
+    assert packed.pad_bits_zero(data, widths)
+
+
+def test_packed_spec_examples():
+    assert packed.pack(np.array([5, 1, 6], np.uint64), 3) == bytes.fromhex("8d01")
+    assert packed.pack_groups(np.array([5, 1, 2, 0], np.uint64), np.array([3, 3, 2, 2])) == bytes.fromhex("0d02")
+
+
+# --- fields: bit exactness ----------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(FLOATS),
+    st.integers(0, 8),
+    st.integers(1, 6),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+)
+def test_fields_round_trip_any_bit_pattern(dtype, k, rows, cols, seed):
+    """Every bit pattern comes back: NaN payloads, signed zeros, subnormals, infinities."""
+    dt = dtypes.get(dtype)
+    _, m_bits = floats.layout(dtype)
+    k = min(k, m_bits)
+    arr = _patterns(dtype, rows * cols, seed).reshape(rows, cols)
+    # some rows with shared zero low bits, as if widened from a narrower type
+    u = arr.view(f"<u{dt.itemsize}")
+    u[::2] &= np.array(~((1 << (m_bits // 2)) - 1) & ((1 << (8 * dt.itemsize)) - 1), dtype=u.dtype)
+    rep, descs, payload = fields.encode(arr, dt, 4096, k=k)
+    assert rep == {"kind": "fields", "head": k}
+    fields.validate("t", rep, descs, arr.shape, dt)
+    parts, pos = [], 0
+    for d in descs:
+        parts.append((d, memoryview(payload)[pos : pos + d["length"]]))
+        pos += d["length"]
+    out = fields.decode("t", rep, parts, arr.shape, dt)
+    assert out.dtype == dt.storage and out.shape == arr.shape
+    assert out.tobytes() == arr.tobytes()
+
+
+SPECIALS32 = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7FA12345, 0xFFFFFFFF, 0x00000001, 0x807FFFFF, 0x3F800000]
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (10,), (2, 5), (5, 2, 1)])
+def test_special_values_through_the_file_and_the_reference_decoder(shape):
+    n = int(np.prod(shape)) if shape else 1
+    a32 = np.array((SPECIALS32 * 2)[:n], dtype="<u4").view(np.float32).reshape(shape)
+    a16 = np.array(([0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E01, 0x0001, 0x83FF, 0x3C00, 0xFFFF, 0x7BFF] * 2)[:n], dtype="<u2")
+    arrays = {"f32": (a32, "float32"), "bf16": (a16.reshape(shape), "bfloat16"), "f16": (a16.view(np.float16).reshape(shape), "float16")}
+    for name, (a, d) in arrays.items():
+        dt = dtypes.get(d)
+        rep, descs, payload = fields.encode(a, dt, 4096)
+        parts, pos = [], 0
+        for desc in descs:
+            parts.append((desc, payload[pos : pos + desc["length"]]))
+            pos += desc["length"]
+        assert fields.decode(name, rep, parts, a.shape, dt).tobytes() == a.tobytes()
+    data = _encode(arrays)
+    out = _decode(data)
+    ref = ref_decoder.decode_file(data)
+    for name, (a, d) in arrays.items():
+        assert out[name].tobytes() == a.tobytes()
+        assert ref[name][2] == a.tobytes()
+
+
+def test_rows_from_a_narrower_type_drop_their_zero_bits():
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((64, 128)) * 0.05).astype(np.float32)
+    w[10:20] = w[10:20].astype(np.float16).astype(np.float32)
+    _, m_bits = floats.layout("float32")
+    k = 2
+    signs, heads, shifts, tails = floats.split(floats.bit_patterns(w), 8, m_bits, k, 64)
+    assert shifts[10:20].tolist() == [13] * 10 and not shifts[:10].any()
+    rep, descs, payload = fields.encode(w, dtypes.get("float32"), 1 << 20, k=k)
+    full = packed.group_bytes(w.size, m_bits - k)
+    assert descs[3]["coder"] == "packed" and descs[3]["length"] == full - (10 * 128 * 13) // 8
+    data = _encode({"w": (w, "float32")})
+    assert _record(data, "w").repr["kind"] == "fields"
+    assert _decode(data)["w"].tobytes() == w.tobytes()
+    assert ref_decoder.decode_file(data)["w"][2] == w.tobytes()
+
+
+# --- the encoder's choices ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_lossless_picks_fields_and_beats_planes(dtype):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((96, 256)) * rng.uniform(0.01, 0.1, size=(96, 1))).astype(np.float32)
+    dt = dtypes.get(dtype)
+    from ecnn import quantize
+
+    a = quantize.from_float(x, dt) if dtype == "bfloat16" else x.astype(dt.storage)
+    data = _encode({"w": (a, dtype)})
+    rec = _record(data, "w")
+    assert rec.repr["kind"] == "fields"
+    assert Container(data).minor == 1
+    from ecnn import codec
+
+    planes = codec._cost(codec._planes(a, dt, 1 << 20))
+    mine = rec.length + len(msgpack.packb(rec.repr)) + len(msgpack.packb(rec.streams))
+    assert mine < planes
+    assert _decode(data)["w"].tobytes() == a.tobytes()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["float32", "float16", "bfloat16"]), st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_exact_tensors_never_grow_beyond_raw(dtype, n, seed):
+    """Random bit patterns do not compress: the choice falls back to raw (at most its bytes plus the header)."""
+    a = _patterns(dtype, n, seed)
+    data = _encode({"x": (a, dtype)})
+    rec = _record(data, "x")
+    assert rec.length + len(msgpack.packb(rec.repr)) + len(msgpack.packb(rec.streams)) <= a.nbytes + 11
+    assert _decode(data)["x"].tobytes() == a.tobytes()
+
+
+def test_lossy_mode_keeps_biases_exact_with_fields():
+    rng = np.random.default_rng(7)
+    arrays = {"fc.weight": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32), "fc.bias": (rng.standard_normal(4096) * 0.02).astype(np.float32)}
+    data = en.encode(arrays, bits=8)
+    assert _record(data, "fc.weight").repr["kind"] in ("uniform", "uniform_rows")
+    assert _record(data, "fc.bias").repr["kind"] == "fields"
+    assert en.decode(data)["fc.bias"].tobytes() == arrays["fc.bias"].tobytes()
+
+
+def test_format_minor_0_writes_no_fields():
+    if "format_minor" not in EncodeConfig.__dataclass_fields__:
+        pytest.skip("this EncodeConfig has no format_minor")
+    rng = np.random.default_rng(8)
+    w = (rng.standard_normal((64, 64)) * 0.05).astype(np.float32)
+    data = en.encode({"w": w}, config=EncodeConfig(lossless=True, format_minor=0))
+    assert _record(data, "w").repr["kind"] in ("raw", "planes")
+
+
+# --- checks on hostile records --------------------------------------------------
+
+
+def _one(dtype="float32", shape=(16, 32)):
+    rng = np.random.default_rng(11)
+    a = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    a[:4] = a[:4].astype(np.float16).astype(np.float32)
+    dt = dtypes.get(dtype)
+    return a, dt, fields.encode(a, dt, 4096, k=2)
+
+
+def test_validate_rejects_bad_records():
+    a, dt, (rep, descs, _) = _one()
+    with pytest.raises(InvalidField):
+        fields.validate("t", {"kind": "fields", "head": 24}, descs, a.shape, dt)
+    with pytest.raises(InvalidField):
+        fields.validate("t", {"kind": "fields", "head": True}, descs, a.shape, dt)
+    with pytest.raises(InvalidField):
+        fields.validate("t", {"kind": "fields"}, descs, a.shape, dt)
+    with pytest.raises(InvalidField):
+        fields.validate("t", rep, descs[:3], a.shape, dt)
+    with pytest.raises(InvalidField):
+        fields.validate("t", rep, descs, a.shape, dtypes.get("int32"))
+    with pytest.raises(InvalidField):
+        fields.validate("t", rep, descs, (0, 32), dt)
+    bad = [dict(d) for d in descs]
+    bad[3]["width"] = 20
+    with pytest.raises(InvalidField):
+        fields.validate("t", rep, bad, a.shape, dt)
+    bad = [dict(d) for d in descs]
+    bad[3]["length"] = packed.group_bytes(a.size, 21) + 1
+    with pytest.raises(InvalidField):
+        fields.validate("t", rep, bad, a.shape, dt)
+
+
+def _parts(descs, payload):
+    out, pos = [], 0
+    for d in descs:
+        out.append((d, bytes(payload[pos : pos + d["length"]])))
+        pos += d["length"]
+    return out
+
+
+def test_decode_rejects_damaged_tails():
+    a, dt, (rep, descs, payload) = _one()
+    parts = _parts(descs, payload)
+    d3, p3 = parts[3]
+    for damaged in (p3 + b"\x00", p3[:-1]):  # the groups' sizes follow from the row shifts
+        with pytest.raises(CorruptPayload):
+            fields.decode("t", rep, parts[:3] + [(d3, damaged)], a.shape, dt)
+    # 3 x 5 elements of 21 bits leave 5 pad bits in the last byte
+    b = np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32)
+    rep, descs, payload = fields.encode(b, dt, 4096, k=2)
+    parts = _parts(descs, payload)
+    d3, p3 = parts[3]
+    assert d3["length"] == packed.group_bytes(15, 21)
+    damaged = p3[:-1] + bytes([p3[-1] | 0x80])
+    with pytest.raises(CorruptPayload):
+        fields.decode("t", rep, parts[:3] + [(d3, damaged)], b.shape, dt)
+    assert fields.decode("t", rep, parts, b.shape, dt).tobytes() == b.tobytes()
+
+
+def test_decode_rejects_tails_wider_than_their_row():
+    a, dt, (rep, descs, payload) = _one()
+    parts = _parts(descs, payload)
+    r = 21
+    # the same tails stored raw (4 bytes each), one of them with a bit its row's shift forbids
+    signs, heads, shifts, tails = floats.split(floats.bit_patterns(a), 8, 23, 2, a.shape[0])
+    tails = tails.copy()
+    tails[0] |= np.uint64(1 << (r - int(shifts[0])))
+    raw = tails.astype("<u4").tobytes()
+    d3 = {"coder": "raw", "length": len(raw), "width": 4, "signed": False}
+    with pytest.raises(CorruptPayload):
+        fields.decode("t", rep, parts[:3] + [(d3, raw)], a.shape, dt)
+
+
+def test_packed_stream_rejects_pad_bits_and_out_of_range():
+    d = {"coder": "packed", "length": 1, "width": 3}
+    assert packed.decode(d, b"\x05", 2, np.int64, 0, 7).tolist() == [5, 0]
+    with pytest.raises(CorruptPayload):
+        packed.decode(d, b"\x45", 2, np.int64, 0, 7)  # bit 6 is a pad bit
+    with pytest.raises(CorruptPayload):
+        packed.decode(d, b"\x07", 2, np.int64, 0, 1)  # 7 outside 0..1
+    with pytest.raises(CorruptPayload):
+        packed.decode(d, b"\x05\x00", 2, np.int64, 0, 7)
+    with pytest.raises(InvalidField):
+        packed.validate({"coder": "packed", "length": 1, "width": 0}, 2)
+    with pytest.raises(InvalidField):
+        packed.validate({"coder": "packed", "length": 2, "width": 3}, 2)
