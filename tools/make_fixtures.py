@@ -109,6 +109,10 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     out["uniform_rows"] = en.encode({"w": w, "h": h}, config=EncodeConfig(bits=8, per_row=True))
     # codebook (1.1): few distinct values, special ones included, in three float types.
     out["codebook"] = efile.encode(codebook_arrays(), EncodeConfig(lossless=True))
+    # ctx streams (1.1): the encoder's choice on sparse weights, and every lanes option set by hand.
+    arrays, steps = ctx_sparse_arrays()
+    out["ctx_sparse"] = en.encode(arrays, config=EncodeConfig(steps=steps, chunk=4096))
+    out["ctx_forced"] = ctx_forced_file()
     return out
 
 
@@ -123,6 +127,87 @@ def codebook_arrays() -> dict:
         "w16": (w.astype(np.float16), dt_.get("float16")),
         "wbf": (_bf16(w[:8].astype(np.float64)), dt_.get("bfloat16")),
     }
+
+
+def ctx_sparse_arrays() -> dict:
+    """Sparse weights as entropy-constrained training leaves them: rows and columns of their own density."""
+    r = _rng(13)
+    rd = np.exp(r.standard_normal(64))[:, None]
+    cd = np.exp(r.standard_normal(196))[None, :] * (np.arange(196)[None, :] % 14 > 2)
+    fc = np.where(r.random((64, 196)) < 0.04 * rd * cd, r.choice([-2, -1, -1, 1], (64, 196)), 0)
+    conv = np.where(r.random((24, 8, 3, 3)) < 0.15, r.integers(-3, 4, (24, 8, 3, 3)), 0)
+    bias = r.integers(-20, 12, 64)
+    steps = {"fc.weight": 0.125, "conv.weight": 0.0625, "fc.bias": 0.015625}
+    q = {"fc.weight": fc, "conv.weight": conv, "fc.bias": bias}
+    return {k: (v * steps[k]).astype(np.float32) for k, v in q.items()}, steps
+
+
+def ctx_forced_file() -> bytes:
+    """ctx streams with every option of the lanes model set by hand, and an order-0 stream of several chunks."""
+    from ecnn import quantize
+    from ecnn.coder import ctx
+    from ecnn.container import writer
+    from ecnn.context import order0, sparse
+
+    r = _rng(14)
+    records, payloads = [], []
+    # Lanes are the columns (transpose), value tables by sign, two neighbours, three step classes,
+    # non-zero values -2..5 (0 skipped), 6 lanes per chunk over 40 steps.
+    a = np.where(r.random((40, 24)) < 0.2, r.choice([-2, -1, 1, 2, 3, 5], (40, 24)), 0)
+    plan = sparse.fit(a, True, 5, 3, 1, 3, True, 6 * 40)
+    d, p = ctx.encode_lanes(a, plan, 6 * 40)
+    records.append({"name": "a", "dtype": "float32", "shape": [40, 24], "repr": {"kind": "uniform", "step": quantize.step_bits(0.5)}, "streams": [d]})
+    payloads.append(p)
+    # One non-zero value (no value tables), rows as lanes, no neighbours, one class, an int8 tensor.
+    m = np.where(r.random((12, 30)) < 0.3, 3, 0).astype(np.int8)
+    d, p = ctx.encode_lanes(m.astype(np.int64), sparse.fit(m.astype(np.int64), False, 7, 1, 0, 0, False, 1 << 20), 1 << 20)
+    records.append({"name": "m", "dtype": "int8", "shape": [12, 30], "repr": {"kind": "int"}, "streams": [d]})
+    payloads.append(p)
+    # Order-0 with a negative offset and chunks of 7 symbols.
+    b = r.integers(-9, 5, 50)
+    fit = order0.fit(np.bincount(b + 9, minlength=14))
+    d, p = ctx.encode_order0((b + 9).astype(np.int32), -9, 14, fit, 7)
+    records.append({"name": "b", "dtype": "float32", "shape": [50], "repr": {"kind": "uniform", "step": quantize.step_bits(0.25)}, "streams": [d]})
+    payloads.append(p)
+    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "ctx_forced"}))
+
+
+def invalid_ctx(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Damage inside the first ctx stream of the forced vector (payload CRC recomputed), and a bad descriptor."""
+    from ecnn.context import tables, varint
+
+    h, area = split(base)
+    t0 = h["tensors"][0]
+    payload = bytes(area[t0["offset"] : t0["offset"] + t0["length"]])
+
+    def with_payload(p: bytes) -> bytes:
+        t = json.loads(json.dumps(h))
+        t["tensors"][0]["crc32"] = fmt.crc32(p)
+        return build(t, area[: t0["offset"]] + p + area[t0["offset"] + t0["length"] :], minor=1)
+
+    params, pos = varint.decode(payload, 10, 0)
+    assert params[0] == 1 and params[2] == 3 and params[4] == 3, params  # lanes, transpose + vsign, k = 3
+    flags_at = len(varint.encode(params[:2]))
+    _, pos = tables.read(payload, pos, params[4])  # the step class stream: table, word count, words
+    (nw,), pos = varint.decode(payload, 1, pos)
+    sig_at = pos + 4 * nw
+    out = {
+        "ctx_bad_model": (with_payload(b"\x07" + payload[1:]), "CorruptPayload", "ctx stream with the reserved model 7"),
+        "ctx_reserved_flag": (
+            with_payload(payload[:flags_at] + bytes([payload[flags_at] | 4]) + payload[flags_at + 1 :]),
+            "CorruptPayload",
+            "ctx lanes flags with reserved bit 2 set",
+        ),
+        "ctx_bad_sig_byte": (
+            with_payload(payload[:sig_at] + b"\x7f" + payload[sig_at + 1 :]),
+            "CorruptPayload",
+            "ctx significance byte with t = 127",
+        ),
+    }
+    t = json.loads(json.dumps(h))
+    t["tensors"][0]["streams"][0]["nsym"] = 4
+    out["ctx_unknown_field"] = (build(t, area, minor=1), "UnknownField", "ctx descriptor with a key it does not define")
+    return out
 
 
 def invalid_codebook(base: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -289,6 +374,7 @@ def main() -> int:
     inv = invalid(base("uniform_cat0"))
     inv.update(invalid_rowcol(base("rowcol_signs")))
     inv.update(invalid_codebook(base("codebook")))
+    inv.update(invalid_ctx(base("ctx_forced")))
     vdir, idir = OUT / "valid", OUT / "invalid"
     vexp_path, iexp_path = vdir / "expected.json", idir / "expected.json"
     vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}

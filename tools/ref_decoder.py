@@ -493,6 +493,7 @@ STREAM_FIELDS = {
         "nrc", "ncc", "signs", "chunk_rows", "precision",
     ),
 }
+STREAM_FIELDS["ctx"] = ("coder", "length")  # 1.1, C§5.6
 
 STREAM_FIELDS["packed"] = ("coder", "length", "width")  # 1.1, C§5.7
 
@@ -630,6 +631,9 @@ def check_stream(desc, n: int, lo: int, hi: int) -> dict:
     f = check_keys(desc, STREAM_FIELDS[coder], sec)  # 4.5
     f["length"] = _require_int(f, "length", 0, (1 << 63) - 1, sec)  # 4.6
     f["n"], f["lo"], f["hi"] = n, lo, hi
+    if coder == "ctx":  # 1.1, C§5.6
+        _check_ctx(f, n, lo, hi)
+        return f
     {"const": _check_const, "raw": _check_raw, "cat0": _check_cat0, "rowcol": _check_rowcol, "packed": _check_packed}[coder](
         f, n, lo, hi
     )  # 4.7
@@ -885,6 +889,8 @@ def decode_stream(f: dict, buf: bytes, n: int) -> list[int]:
         return [f["value"]] * n
     if coder == "raw":
         return decode_raw_stream(f, buf, n)
+    if coder == "ctx":  # 1.1, C§5.6
+        return decode_ctx(f, buf, n)
     if coder == "packed":  # C§5.7, every symbol `width` bits
         return decode_packed(f, buf, [f["width"]] * n)
     if coder == "cat0":
@@ -1026,6 +1032,148 @@ def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf):
 # ---------------------------------------------------------------------------
 # Building elements (C§4, F§7)
 # ---------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# The ctx coder (C§5.6, format 1.1)
+# ---------------------------------------------------------------------------
+
+SIG_MANTISSA = (16777216, 14107901, 11863283, 9975792)  # C§5.6.2, M[0..3]
+MAX_BUCKETS = 32  # C§5.6.2, nb
+MAX_STEP_CLASSES = 64  # C§5.6.2, k
+
+
+def _check_ctx(f: dict, n: int, lo: int, hi: int) -> None:
+    """C§5.6 descriptor checks: at least one symbol, at least the model byte."""
+    sec = "CODING.md §5.6"
+    if n < 1:
+        raise _invalid(sec, "a ctx stream codes at least one symbol")
+    if f["length"] < 1:
+        raise _invalid(sec, "a ctx stream holds at least its model varint")
+
+
+def _unzigzag(z: int) -> int:
+    """C§5.6: signed parameters are zigzag varints."""
+    return z // 2 if z % 2 == 0 else -(z + 1) // 2
+
+
+def _read_varints(buf: bytes, pos: int, count: int) -> tuple[list[int], int]:
+    out = []
+    for _ in range(count):
+        v, pos = read_varint(buf, pos)
+        out.append(v)
+    return out, pos
+
+
+def decode_ctx(f: dict, buf: bytes, n: int) -> list[int]:
+    """C§5.6: the model varint, then model 0 (order-0) or model 1 (lanes)."""
+    model, pos = read_varint(buf, 0)
+    if model == 0:
+        return _decode_ctx_order0(f, buf, pos, n)
+    if model == 1:
+        return _decode_ctx_lanes(f, buf, pos, n)
+    raise _corrupt("CODING.md §5.6", f"reserved model {model}")
+
+
+def _decode_ctx_order0(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
+    """C§5.6.1: offset, nsym, chunk, then the bytes of a cat0 stream."""
+    sec = "CODING.md §5.6.1"
+    (zo, nsym, chunk), pos = _read_varints(buf, pos, 3)
+    offset = _unzigzag(zo)
+    if not 2 <= nsym <= MAX_NSYM:
+        raise _corrupt(sec, f"nsym {nsym} outside 2..2^20")
+    if offset < f["lo"] or offset + nsym - 1 > f["hi"]:
+        raise _corrupt(sec, "alphabet outside the symbol range")
+    if not 1 <= chunk <= (1 << 63) - 1:
+        raise _corrupt(sec, f"chunk {chunk} outside 1..2^63-1")
+    k = -(-n // chunk)
+    if k > MAX_CHUNKS:
+        raise _corrupt(sec, f"{k} chunks, more than 2^20")
+    return decode_cat0({"nsym": nsym, "K": k, "chunk": chunk, "offset": offset}, buf[pos:], n)
+
+
+def _sig_counts(beta: int) -> list[int]:
+    """C§5.6.2, significance tables: the counts (zero, non-zero) of one byte."""
+    t = beta % 128
+    if not 4 <= t <= 95:
+        raise _corrupt("CODING.md §5.6.2", f"significance byte {beta}: t = {t} outside 4..95")
+    c = SIG_MANTISSA[t % 4] >> (t // 4)
+    return [(1 << 24) - c, c] if beta < 128 else [c, (1 << 24) - c]
+
+
+def _decode_ctx_lanes(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
+    """C§5.6.2: parameters, step classes, tables, chunk index, then each chunk of lanes."""
+    sec = "CODING.md §5.6.2"
+    (rows, flags, nb, k, d1, d2, zlo, zhi, cl), pos = _read_varints(buf, pos, 9)
+    lo, hi = f["lo"], f["hi"]
+    if not 1 <= rows <= n or n % rows:
+        raise _corrupt(sec, f"rows {rows} do not divide N = {n}")
+    if flags > 3:
+        raise _corrupt(sec, f"reserved flag bits in {flags}")
+    transpose, vsign = flags & 1, (flags >> 1) & 1
+    cols = n // rows
+    lanes, steps = (cols, rows) if transpose else (rows, cols)
+    if not 1 <= nb <= MAX_BUCKETS:
+        raise _corrupt(sec, f"nb = {nb} outside 1..32")
+    if not 1 <= k <= min(MAX_STEP_CLASSES, steps):
+        raise _corrupt(sec, f"k = {k} outside 1..min(64, S)")
+    if d1 >= steps or d2 >= steps:
+        raise _corrupt(sec, "a neighbour offset is not below S")
+    vlo, vhi = _unzigzag(zlo), _unzigzag(zhi)
+    if not lo <= vlo <= vhi <= hi:
+        raise _corrupt(sec, f"non-zero values {vlo}..{vhi} outside the symbol range {lo}..{hi}")
+    if not 1 <= cl <= lanes:
+        raise _corrupt(sec, f"cl = {cl} outside 1..L")
+    if not lo <= 0 <= hi:
+        raise _corrupt(sec, "the symbol range does not hold 0")
+    nv = vhi - vlo + 1 - (1 if vlo <= 0 <= vhi else 0)
+    if not 1 <= nv <= MAX_NSYM:
+        raise _corrupt(sec, f"{nv} non-zero values, outside 1..2^20")
+    nchunks = -(-lanes // cl)
+    if nchunks > MAX_CHUNKS:
+        raise _corrupt(sec, f"{nchunks} chunks, more than 2^20")
+    classes = [0] * steps
+    if k > 1:
+        classes, pos = _read_class_stream(buf, pos, steps, k)
+    x_count = nb * k * 2 ** ((d1 != 0) + (d2 != 0))
+    if pos + x_count > len(buf):
+        raise _corrupt(sec, "significance tables run past the end of the stream")
+    sig_cdfs = [expand(_sig_counts(beta)) for beta in buf[pos : pos + x_count]]
+    pos += x_count
+    value_cdfs = []
+    if nv >= 2:
+        for _ in range(3 if vsign else 1):
+            counts, pos = read_table(buf, pos, nv)
+            value_cdfs.append(expand(counts))
+    word_counts, pos = _read_chunk_index(buf, pos, nchunks)
+    out = [0] * n
+    for j, wj in enumerate(word_counts):
+        words, pos = read_words(buf, pos, wj)
+        chunk_lanes = range(j * cl, min(lanes, j * cl + cl))
+        chunk = _Chunk(words)
+        nonzero = {lane: [0] * steps for lane in chunk_lanes}
+        n1 = {lane: 0 for lane in chunk_lanes}
+        for s in range(steps):  # 1. significance, step by step
+            for lane in chunk_lanes:
+                b = min(nb - 1, ((2 * s + 2) // (2 * n1[lane] + 1)).bit_length() - 1)
+                x = b * k + classes[s]
+                for d in (d1, d2):
+                    if d:
+                        x = 2 * x + (1 if s >= d and nonzero[lane][s - d] else 0)
+                bit = chunk.symbol(sig_cdfs[x])
+                nonzero[lane][s] = bit
+                n1[lane] += bit
+        last = {lane: 0 for lane in chunk_lanes}  # value context: 0 none, 1 negative, 2 positive
+        for s in range(steps):  # 2. the non-zero values
+            for lane in chunk_lanes:
+                if not nonzero[lane][s]:
+                    continue
+                i = chunk.symbol(value_cdfs[last[lane] if vsign else 0]) if nv >= 2 else 0
+                v = vlo + i + (1 if vlo < 0 and vlo + i >= 0 else 0)
+                last[lane] = 1 if v < 0 else 2
+                out[s * cols + lane if transpose else lane * cols + s] = v
+        chunk.finish()  # 3.
+    return out
 
 
 def _check_bool_bytes(raw: bytes) -> None:

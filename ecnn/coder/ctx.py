@@ -7,7 +7,7 @@ with a varint naming the model (spec/CODING.md, section 5.6):
   size, chunk size) as varints at the start of the stream instead of in the
   header, which saves about 35 header bytes per stream;
 * model 1, **lanes**: significance coded with lane contexts (density bucket, step
-  class, neighbour flags), then the non-zero values (section 5.7).
+  class, neighbour flags), then the non-zero values (section 5.6.2).
 
 Within a chunk of a lanes stream, symbol ``(lane, step)`` depends only on
 earlier steps of its lane and on side information, so the decoder decodes one

@@ -1,4 +1,4 @@
-"""Lane contexts for sparse tensors: the ``lanes`` model of ``ctx`` streams (spec/CODING.md, section 5.7).
+"""Lane contexts for sparse tensors: the ``lanes`` model of ``ctx`` streams (spec/CODING.md, section 5.6.2).
 
 A tensor's symbols are viewed as ``L`` lanes of ``S`` steps: the rows of its
 matrix view, or (transposed) its columns. Each symbol is first coded as
@@ -41,10 +41,12 @@ SIG_BYTES = np.array([m << 7 | t for m in (0, 1) for t in range(MIN_T, MAX_T + 1
 # Step classes and neighbours are searched on about this many symbols.
 SEARCH_SYMBOLS = 1 << 18
 _CLASS_COUNTS = (1, 2, 4, 8)
+# The encoder lets the lanes run along the shorter axis only when it has at most this many steps.
+MAX_STEPS = 4096
 
 
 def sig_counts(byte: int) -> tuple[int, int]:
-    """Stored counts (zero, non-zero) of a significance probability byte (spec 5.7.3).
+    """Stored counts (zero, non-zero) of a significance probability byte (spec/CODING.md 5.6.2, "Significance tables").
 
     Raises:
         ValueError: a byte whose low seven bits are outside 4..95.
@@ -89,7 +91,7 @@ def bitlen(q: np.ndarray) -> np.ndarray:
 
 
 def buckets(s, n1: np.ndarray, nb: int) -> np.ndarray:
-    """Density bucket ``min(nb - 1, bitlen((2s + 2) // (2 n1 + 1)) - 1)`` (spec 5.7.4)."""
+    """Density bucket ``min(nb - 1, bitlen((2s + 2) // (2 n1 + 1)) - 1)`` (spec/CODING.md 5.6.2, "Contexts")."""
     q = (2 * np.asarray(s, np.int64) + 2) // (2 * np.asarray(n1, np.int64) + 1)
     return np.minimum(nb - 1, bitlen(q) - 1)
 
@@ -249,6 +251,8 @@ def plan(values: np.ndarray, chunk: int) -> LanePlan | None:
     best = None
     for transpose in (False, True):
         v = m.T if transpose else m
+        if v.shape[1] > MAX_STEPS and v.shape[1] > v.shape[0]:
+            continue  # a decoder takes one step at a time: keep the steps few
         stride = max(1, v.size // SEARCH_SYMBOLS)
         sv = v[::stride]
         cand = _search(sv, transpose, vlo, vhi, nval)
