@@ -13,6 +13,16 @@ from ecnn.file import EcnnFile, TensorInfo
 
 __version__ = "0.1.0"
 
+_LAZY = {"compress": "ecnn.budget", "BudgetConfig": "ecnn.budget"}
+
+
+def __getattr__(name):  # compress-to-a-budget loads on first use
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ecnn' has no attribute {name!r}")
+
 __all__ = [
     "encode",
     "decode",
@@ -22,6 +32,8 @@ __all__ = [
     "EcnnFile",
     "TensorInfo",
     "EncodeConfig",
+    "compress",
+    "BudgetConfig",
     "Limits",
     "errors",
     "FORMAT_MAJOR",

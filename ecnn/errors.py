@@ -135,3 +135,15 @@ class TensorNotFound(InputError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it plain.
         return str(self.args[0]) if self.args else ""
+
+
+class BudgetError(InputError):
+    """A budget given to ``ecnn.compress`` cannot be met."""
+
+
+class BudgetTooSmall(BudgetError):
+    """``target_bytes`` is below the smallest file the allocation can make."""
+
+
+class MetricNotReached(BudgetError):
+    """No allocation within the budget keeps the metric within ``max_metric_drop``."""

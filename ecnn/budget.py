@@ -1,0 +1,931 @@
+"""Compress to a budget: rate-distortion allocation of quantization steps across tensors.
+
+:func:`compress` chooses one quantization step per tensor so that the file
+meets a size target (``target_bytes``) or, given an evaluation function, is
+the smallest file whose metric stays within ``max_metric_drop`` of the float
+model's. The steps go into the file through ``EncodeConfig.steps`` (the
+``uniform`` representation, spec/CODING.md), so nothing here changes the format.
+
+How the steps are chosen (Lagrangian rate-distortion optimization):
+
+1. Every float tensor with at least ``BudgetConfig.min_ndim`` dimensions gets
+   candidate steps on a geometric grid, ``absmax / L`` with ``L = 2**(k / steps_per_octave)``
+   from ``L = 1/2`` (every symbol is zero) to ``L = 2**max_bits``.
+2. For each candidate the tensor is quantized exactly as the codec does it;
+   its rate is the codec's own size estimate (:func:`ecnn.rate.estimate_bytes`)
+   and its distortion is the squared error weighted by the tensor's
+   sensitivity: ``sum_j h_j (w_j - Q(w_j))**2``. ``h`` is the diagonal of the
+   Gauss-Newton matrix of the output error on a calibration batch (estimated
+   with random output probes), the diagonal of the Fisher information when the
+   output is a batch of logits, or 1 without calibration data.
+3. For a Lagrange multiplier ``lam`` each tensor takes the candidate
+   minimizing ``D + lam * R``. Sweeping ``lam`` from infinity to 0 moves one
+   tensor at a time one point along the lower convex hull of its (rate,
+   distortion) candidates, the one with the most distortion removed per byte:
+   a path of allocations whose size grows and whose distortion falls
+   monotonically. ``target_bytes`` picks the largest allocation on the path
+   whose real file (tensors coded one by one, header included) fits;
+   ``max_metric_drop`` bisects the path with the caller's ``evaluate``.
+
+Everything is deterministic: fixed probe seeds, ties broken by tensor order.
+Importing this module imports neither torch nor matplotlib.
+
+Example:
+    >>> import torch, ecnn
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    >>> res = ecnn.compress(model, target_bytes=3000, calibration=torch.randn(64, 32))
+    >>> res.size <= 3000
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ecnn import codec, dtypes, quantize, rate
+from ecnn.config import EncodeConfig
+from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+METADATA_KEY = "ecnn.budget"  # JSON summary of the allocation, read by `ecnn report`
+SENSITIVITIES = ("auto", "output", "fisher", "weights")
+SUMMARY_CHARS = 1024  # the summary is thinned to fit; sizes are computed with this much room
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """How :func:`compress` searches. None of these fields shapes the bitstream
+    directly; they change which steps are chosen (and so the file).
+
+    Attributes:
+        steps_per_octave: candidate steps per factor of two.
+        max_bits: the finest candidate step is ``absmax / 2**max_bits``.
+        min_ndim: float tensors with fewer dimensions are stored exactly; with
+            1 (the default) biases and norms are allocated too.
+        exact: glob patterns of tensor names to keep bit-exact.
+        sensitivity: ``"output"`` (Gauss-Newton diagonal of the mean squared
+            output error on the calibration batch), ``"fisher"`` (Fisher
+            diagonal, the output's last dimension being logits), ``"weights"``
+            (plain squared weight error), or ``"auto"`` (``"output"`` with
+            calibration data, else ``"weights"``).
+        probes: random output probes (backward passes) for the sensitivity.
+        floor: a tensor's mean sensitivity is raised to at least ``floor``
+            times the median over tensors, so that a tensor the calibration
+            batch does not exercise is not zeroed.
+        rate_sample: tensors with more elements are rated (and their distortion
+            measured) on evenly spaced rows totalling about this many elements,
+            scaled up; the real file size is always checked by coding.
+        rtol: ``max_metric_drop`` search stops when the largest failing and the
+            smallest passing allocation differ by less than this fraction of size.
+        strengths: rate-distortion optimized quantization strengths tried at
+            each step (0: round to nearest; see :func:`quantize_rdo`).
+        seed: seed of the random probes.
+    """
+
+    steps_per_octave: int = 4
+    max_bits: int = 12
+    min_ndim: int = 1
+    exact: tuple[str, ...] = ()
+    sensitivity: str = "auto"
+    probes: int = 16
+    floor: float = 1e-3
+    rate_sample: int = 1 << 19
+    strengths: tuple[float, ...] = (0.0, 0.12)
+    rtol: float = 0.01
+    seed: int = 0
+    version: int = field(default=1, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.exact, str):
+            object.__setattr__(self, "exact", (self.exact,))
+        if type(self.steps_per_octave) is not int or not 1 <= self.steps_per_octave <= 16:
+            raise InvalidOption(f"steps_per_octave must be an integer in [1, 16], got {self.steps_per_octave!r}")
+        if type(self.max_bits) is not int or not 1 <= self.max_bits <= 20:
+            raise InvalidOption(f"max_bits must be an integer in [1, 20], got {self.max_bits!r}")
+        if self.sensitivity not in SENSITIVITIES:
+            raise InvalidOption(f"sensitivity must be one of {SENSITIVITIES}, got {self.sensitivity!r}")
+        if type(self.probes) is not int or self.probes < 1:
+            raise InvalidOption(f"probes must be a positive integer, got {self.probes!r}")
+        if not 0 <= self.floor < 1:
+            raise InvalidOption(f"floor must be in [0, 1), got {self.floor!r}")
+        if self.rate_sample < 4096:
+            raise InvalidOption(f"rate_sample must be at least 4096, got {self.rate_sample!r}")
+        object.__setattr__(self, "strengths", tuple(float(v) for v in self.strengths))
+        if not self.strengths or any(not 0 <= v < 10 for v in self.strengths):
+            raise InvalidOption(f"strengths must be numbers in [0, 10), got {self.strengths!r}")
+        if not 0 < self.rtol < 1:
+            raise InvalidOption(f"rtol must be in (0, 1), got {self.rtol!r}")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One evaluated allocation: its file size, predicted distortion and metric (None if not evaluated)."""
+
+    size: int
+    distortion: float
+    metric: float | None
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """What :func:`compress` made.
+
+    Attributes:
+        data: the file's bytes.
+        size: ``len(data)``; with ``path`` given, the bytes written there.
+        steps: the chosen step of each allocated tensor.
+        metric: the evaluated metric of the file's weights (None without ``evaluate``).
+        base_metric: the metric of the original weights (None without ``evaluate``).
+        distortion: the allocation's predicted distortion (sum over tensors).
+        sweep: the allocations evaluated or coded during the search, by size.
+        tensors: per allocated tensor: ``{"name", "numel", "step", "bytes", "sensitivity"}``.
+    """
+
+    data: bytes
+    size: int
+    steps: dict[str, float]
+    metric: float | None
+    base_metric: float | None
+    distortion: float
+    sweep: tuple[SweepPoint, ...]
+    tensors: tuple[dict, ...]
+
+    @property
+    def drop(self) -> float | None:
+        """``base_metric - metric``, or None."""
+        return None if self.metric is None or self.base_metric is None else self.base_metric - self.metric
+
+
+# --- per-tensor candidates -------------------------------------------------------
+
+
+@dataclass
+class _Tensor:
+    name: str
+    arr: np.ndarray  # storage array (a private copy)
+    dt: dtypes.DType
+    h: np.ndarray | float  # per-element or scalar sensitivity
+    cands: list = None  # candidate (float32 step, strength) pairs
+    steps: np.ndarray = None  # their steps
+    rates: np.ndarray = None  # estimated bytes
+    dists: np.ndarray = None  # weighted squared error
+    hull: list = None  # indices of the lower convex hull, by rate
+
+
+def _rows_sample(x: np.ndarray, limit: int) -> tuple[np.ndarray, float]:
+    """Evenly spaced rows of ``x`` totalling about ``limit`` elements, and the scale back to the whole."""
+    if x.size <= limit or x.ndim == 0:
+        return x, 1.0
+    rows = x.shape[0]
+    per_row = x.size // max(rows, 1)
+    take = max(1, min(rows, limit // max(per_row, 1)))
+    if take >= rows:
+        return x, 1.0
+    idx = np.unique(np.linspace(0, rows - 1, take).round().astype(np.int64))
+    return x[idx], x.size / (idx.size * per_row)
+
+
+def _candidate_steps(absmax: float, cfg: BudgetConfig) -> np.ndarray:
+    if absmax == 0.0 or not math.isfinite(absmax):
+        return np.array([1.0], np.float32)
+    spo = cfg.steps_per_octave
+    ks = np.arange(-spo, spo * cfg.max_bits + 1)
+    steps = (absmax / np.exp2(ks / spo)).astype(np.float32)
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    steps = np.unique(steps)[::-1]  # coarse to fine, float32 values as stored in the file
+    return steps
+
+
+def _order0_bits(q: np.ndarray) -> float:
+    """Order-0 code length of symbols plus a rough table cost, in bits (the cheap rate proxy)."""
+    v = q.ravel().astype(np.int64)
+    lo = int(v.min())
+    counts = np.bincount(v - lo)
+    counts = counts[counts > 0]
+    n = v.size
+    return float(-(counts * np.log2(counts / n)).sum()) + 12.0 * counts.size
+
+
+def quantize_rdo(arr: np.ndarray, dt: dtypes.DType, step: float, h, strength: float) -> np.ndarray:
+    """Symbols of a tensor for ``step``; with ``strength > 0``, rate-distortion optimized.
+
+    Each symbol may move one level toward zero when that lowers
+    ``h_j (x_j - q s)**2 + strength * mean(h) * s**2 * L(q)``, ``L`` being the
+    order-0 code length in bits (two passes). ``strength`` ~ ln(2) / 6 is the
+    slope of an entropy-coded uniform quantizer at high rate. The symbols are
+    what the codec computes from the dequantized values (checked), so they go
+    into a file through ``EncodeConfig.steps`` unchanged.
+    """
+    q = quantize.quantize(arr, dt, step)
+    if strength <= 0 or dt.name not in ("float32", "float64") or not q.any():
+        return q
+    x = quantize.to_float(arr, dt).astype(np.float64)
+    h = np.asarray(h, np.float64)
+    lam = strength * float(h.mean()) * step * step
+    nz = q != 0
+    for _ in range(2):
+        v = q.ravel().astype(np.int64)
+        lo = int(v.min()) - 1
+        counts = np.bincount(v - lo, minlength=int(v.max()) - lo + 2).astype(np.float64)
+        bits = np.log2(v.size) - np.log2(np.maximum(counts, 0.5))  # unseen symbols: ~log2(2n)
+        alt = q - np.sign(q)
+        d_q = h * (x - q * step) ** 2
+        d_alt = h * (x - alt * step) ** 2
+        better = nz & (d_alt + lam * bits[alt.astype(np.int64) - lo] < d_q + lam * bits[q.astype(np.int64) - lo])
+        if not better.any():
+            break
+        q = np.where(better, alt, q).astype(np.int32)
+        nz = q != 0
+    back = quantize.quantize(quantize.dequantize(q, dt, step), dt, step)
+    return q if np.array_equal(back, q) else quantize.quantize(arr, dt, step)
+
+
+def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
+    """Rates and weighted distortions of every candidate (step, strength) of a tensor.
+
+    Rates are the codec's estimate at one step per octave (every step for
+    small tensors) and, in between, the order-0 size scaled by the estimate's
+    ratio to it at the neighbouring anchors.
+    """
+    x = quantize.to_float(t.arr, t.dt)
+    absmax = float(np.max(np.abs(x))) if x.size else 0.0
+    steps = _candidate_steps(absmax, cfg)
+    sample, scale = _rows_sample(t.arr, cfg.rate_sample)
+    xs = quantize.to_float(sample, t.dt).astype(np.float64)
+    if isinstance(t.h, np.ndarray):
+        hs, _ = _rows_sample(t.h.reshape(t.arr.shape), cfg.rate_sample)
+        hs = np.asarray(hs, np.float64)
+    else:
+        hs = np.full(sample.shape, float(t.h))
+    small = sample.size <= 1 << 14
+    cands, rates, o0, exact, dists = [], [], [], [], []
+    for j, s in enumerate(steps):
+        s = float(s)
+        for strength in cfg.strengths:
+            try:
+                q = quantize_rdo(sample, t.dt, s, hs, strength)
+            except InvalidOption:  # step too fine for the symbol range
+                continue
+            xr = quantize.to_float(quantize.dequantize(q, t.dt, s), t.dt).astype(np.float64)
+            dists.append(float(np.sum(hs * (xr - xs) ** 2)) * scale)
+            cands.append((s, strength))
+            anchor = small or j % cfg.steps_per_octave == 0 or j == len(steps) - 1
+            o0.append(_order0_bits(q) / 8 + 1.0)
+            if not q.any():
+                exact.append(0.0)
+            elif anchor:
+                exact.append(rate.estimate_bytes(q.reshape(sample.shape) if sample.ndim else q))
+            else:
+                exact.append(None)
+    # fill the rates between anchors: order-0 size times the interpolated ratio, per strength
+    o0 = np.array(o0)
+    rates = np.zeros(len(cands))
+    for strength in cfg.strengths:
+        idx = [i for i, c in enumerate(cands) if c[1] == strength]
+        known = [i for i in idx if exact[i] is not None]
+        if not known:
+            continue
+        pos = np.array([idx.index(i) for i in known], np.float64)
+        ratio = np.array([exact[i] / o0[i] for i in known])
+        for n_, i in enumerate(idx):
+            rates[i] = exact[i] if exact[i] is not None else o0[i] * float(np.interp(n_, pos, ratio))
+    t.cands = cands
+    t.steps = np.array([c[0] for c in cands], np.float32)
+    t.rates, t.dists = rates * scale, np.array(dists)
+    t.hull = _lower_hull(t.rates, t.dists)
+
+
+def _symbols(t: _Tensor, c: int) -> np.ndarray:
+    """The symbols of candidate ``c`` for the whole tensor."""
+    s, strength = t.cands[c]
+    h = t.h if isinstance(t.h, np.ndarray) else np.full(t.arr.shape, float(t.h))
+    return quantize_rdo(t.arr, t.dt, s, h.reshape(t.arr.shape), strength)
+
+
+def _lower_hull(r: np.ndarray, d: np.ndarray) -> list[int]:
+    """Indices of the lower convex hull of points (r, d), by increasing rate and falling distortion."""
+    order = sorted(range(len(r)), key=lambda i: (r[i], d[i], i))
+    pts: list[int] = []
+    for i in order:
+        if pts and d[i] >= d[pts[-1]]:
+            continue  # no less distortion for more rate
+        while len(pts) >= 2:
+            a, b = pts[-2], pts[-1]
+            # b lies on or above the segment a-i: drop it
+            if (d[b] - d[a]) * (r[i] - r[a]) >= (d[i] - d[a]) * (r[b] - r[a]):
+                pts.pop()
+            else:
+                break
+        pts.append(i)
+    return pts
+
+
+def _path(tensors: list[_Tensor]) -> list[tuple[int, int]]:
+    """The Lagrangian sweep: moves ``(tensor index, hull position)`` from the smallest allocation up.
+
+    Each move advances one tensor to its next hull point, the one removing the
+    most distortion per byte; allocations along the path grow in rate and fall
+    in distortion.
+    """
+    import heapq
+
+    heap = []
+
+    def push(i: int, pos: int) -> None:
+        hull = tensors[i].hull
+        if pos + 1 < len(hull):
+            a, b = hull[pos], hull[pos + 1]
+            dr = tensors[i].rates[b] - tensors[i].rates[a]
+            dd = tensors[i].dists[a] - tensors[i].dists[b]
+            slope = dd / dr if dr > 0 else math.inf
+            heapq.heappush(heap, (-slope, i, pos + 1))
+
+    for i in range(len(tensors)):
+        push(i, 0)
+    moves = []
+    while heap:
+        _, i, pos = heapq.heappop(heap)
+        moves.append((i, pos))
+        push(i, pos)
+    return moves
+
+
+# --- sensitivity -----------------------------------------------------------------
+
+
+def _first_tensor(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        if "last_hidden_state" in out:
+            return out["last_hidden_state"]
+        if "logits" in out:
+            return out["logits"]
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        for v in out:
+            if isinstance(v, torch.Tensor):
+                return v
+    raise InvalidOption("the calibration output must be a tensor, or hold one (tuple, dict, ModelOutput)")
+
+
+def _forward(target, calibration):
+    """The calibration output for ``target`` (a module or a state dict)."""
+    if callable(calibration) and not _is_tensorlike(calibration):
+        return _first_tensor(calibration(target))
+    if isinstance(calibration, Mapping):
+        return _first_tensor(target(**calibration))
+    if isinstance(calibration, (tuple, list)):
+        return _first_tensor(target(*calibration))
+    return _first_tensor(target(calibration))
+
+
+def _is_tensorlike(x) -> bool:
+    import torch
+
+    return isinstance(x, torch.Tensor)
+
+
+def _sensitivities(obj, names: list[str], calibration, cfg: BudgetConfig, progress) -> dict[str, np.ndarray]:
+    """Per-element sensitivity ``h`` of each named tensor (see the module docstring).
+
+    Tensors the output does not depend on through autograd (buffers) are absent
+    from the result.
+    """
+    import torch
+
+    mode = cfg.sensitivity
+    is_module = isinstance(obj, torch.nn.Module)
+    if is_module:
+        params = dict(obj.named_parameters(remove_duplicate=False))
+        leaves = {n: params[n] for n in names if n in params and params[n].is_floating_point()}
+        target = obj
+        saved = {n: p.requires_grad for n, p in leaves.items()}
+        for p in leaves.values():
+            p.requires_grad_(True)
+    else:
+        if not callable(calibration) or _is_tensorlike(calibration):
+            raise InvalidOption("with a state dict, calibration must be a callable taking the state dict and returning the output")
+        leaves = {n: obj[n].detach().clone().requires_grad_(True) for n in names if obj[n].is_floating_point()}
+        target = {**obj, **leaves}
+        saved = None
+    acc = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in leaves.items()}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    was_training = obj.training if is_module else None
+    try:
+        if is_module:
+            obj.eval()
+        out = _forward(target, calibration).float()
+        if mode == "fisher":
+            logits = out.reshape(-1, out.shape[-1])
+            p = torch.softmax(logits.detach(), -1)
+            norm = logits.shape[0]
+        else:
+            norm = out.numel()
+        for k in range(cfg.probes):
+            if progress:
+                progress("sensitivity", k, cfg.probes)
+            if mode == "fisher":
+                y = torch.multinomial(p, 1, generator=gen).squeeze(1)
+                # sum over samples of per-sample score vectors: E[g g^T] = sum_s F_s
+                loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            else:
+                v = torch.randint(0, 2, out.shape, generator=gen).to(out.dtype) * 2 - 1  # Rademacher
+                loss = (out * v).sum()
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, retain_graph=k + 1 < cfg.probes)
+            for n, g in zip(leaves, grads):
+                if g is not None:
+                    acc[n] += g.detach().double() ** 2
+        if progress:
+            progress("sensitivity", cfg.probes, cfg.probes)
+    finally:
+        if is_module:
+            for n, p in leaves.items():
+                p.requires_grad_(saved[n])
+            obj.train(was_training)
+    # output: E||J e||^2 / numel(out) ~ sum_j h_j e_j^2 with h = E[g^2] / numel(out)
+    # fisher: KL(p || p~) ~ 1/2 e^T F e per sample, averaged over samples
+    scale = 1.0 / (cfg.probes * norm) * (0.5 if mode == "fisher" else 1.0)
+    return {n: (a * scale).numpy() for n, a in acc.items()}
+
+
+# --- model access ----------------------------------------------------------------
+
+
+def _state_of(obj) -> tuple[dict, bool]:
+    """``({name: tensor}, is_module)``; tied tensors appear once (the first name)."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        from ecnn import torch as et
+
+        state = obj.state_dict()
+        return {g[0]: state[g[0]] for g in et._alias_groups(state)}, True
+    if isinstance(obj, Mapping):
+        return dict(obj), False
+    raise InvalidOption(f"compress takes a torch.nn.Module or a state dict, got {type(obj).__name__}")
+
+
+class _Weights:
+    """Puts candidate weights into the model (or a state dict copy) for evaluation, and restores them."""
+
+    def __init__(self, obj, is_module: bool, state: dict):
+        self.obj, self.is_module, self.state = obj, is_module, state
+        self.orig = {n: t.detach().clone() for n, t in state.items()} if is_module else None
+
+    def apply(self, arrays: Mapping[str, tuple[np.ndarray, dtypes.DType]]):
+        import torch
+
+        from ecnn import torch as et
+
+        if not self.is_module:
+            out = dict(self.state)
+            for n, (a, dt) in arrays.items():
+                out[n] = et.from_array(a.copy(), dt).to(self.state[n].device)
+            return out
+        with torch.no_grad():
+            for n, (a, dt) in arrays.items():
+                self.state[n].copy_(et.from_array(a, dt))
+        return self.obj
+
+    def restore(self) -> None:
+        if self.is_module:
+            import torch
+
+            with torch.no_grad():
+                for n, t in self.orig.items():
+                    self.state[n].copy_(t)
+
+
+# --- the search ------------------------------------------------------------------
+
+
+class _Search:
+    def __init__(self, arrays, tensors: list[_Tensor], exact_cfg: EncodeConfig, metadata):
+        self.arrays = arrays  # all tensors: {name: (array, dtype)}
+        self.tensors = tensors
+        self.by_name = {t.name: t for t in tensors}
+        self.moves = _path(tensors)
+        self.metadata = dict(metadata or {})
+        self.exact_cfg = exact_cfg
+        self.summary = "x" * SUMMARY_CHARS  # room for the summary written with the file
+        self._records: dict = {}  # (name, step or None) -> (record, payload)
+        # cumulative rate and distortion along the path
+        pos = [0] * len(tensors)
+        r0 = sum(t.rates[t.hull[0]] for t in tensors)
+        d0 = sum(t.dists[t.hull[0]] for t in tensors)
+        self.cum_rate, self.cum_dist = [r0], [d0]
+        for i, p in self.moves:
+            t = tensors[i]
+            a, b = t.hull[pos[i]], t.hull[p]
+            pos[i] = p
+            self.cum_rate.append(self.cum_rate[-1] + t.rates[b] - t.rates[a])
+            self.cum_dist.append(self.cum_dist[-1] + t.dists[b] - t.dists[a])
+
+    @property
+    def last(self) -> int:
+        return len(self.moves)
+
+    def choice(self, k: int) -> dict[str, int]:
+        """Candidate index of each tensor after ``k`` moves."""
+        pos = [0] * len(self.tensors)
+        for i, p in self.moves[:k]:
+            pos[i] = p
+        return {t.name: t.hull[pos[i]] for i, t in enumerate(self.tensors)}
+
+    def steps(self, k: int) -> dict[str, float]:
+        return {n: float(self.by_name[n].steps[c]) for n, c in self.choice(k).items()}
+
+    def grid(self, name: str, c: int) -> np.ndarray:
+        """Candidate ``c`` of a tensor as the dequantized storage array the file will hold."""
+        t = self.by_name[name]
+        s = float(t.steps[c])
+        return quantize.dequantize(_symbols(t, c), t.dt, s).reshape(t.arr.shape)
+
+    def _record(self, name: str, c: int | None):
+        key = (name, c)
+        if key not in self._records:
+            arr, dt = self.arrays[name]
+            if c is None:
+                self._records[key] = codec.encode_tensor(name, arr, dt, self.exact_cfg)
+            else:
+                step = float(self.by_name[name].steps[c])
+                cfg = EncodeConfig(steps=((name, step),), chunk=self.exact_cfg.chunk, align=self.exact_cfg.align)
+                self._records[key] = codec.encode_tensor(name, self.grid(name, c), dt, cfg)
+        return self._records[key]
+
+    def size(self, k: int) -> int:
+        """The real file size of allocation ``k`` (tensors coded one by one, cached), with
+        ``self.summary`` (or room for it) as the budget metadata."""
+        from ecnn.container.writer import serialize
+
+        choice = self.choice(k)
+        recs, pays = [], []
+        for name in self.arrays:
+            rec, pay = self._record(name, choice.get(name))
+            recs.append(dict(rec))
+            pays.append(pay)
+        md = dict(self.metadata)
+        md[METADATA_KEY] = self.summary
+        return sum(len(p) for p in serialize(recs, pays, md, self.exact_cfg.align))
+
+    def dequantized(self, k: int) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
+        return {n: (self.grid(n, c), self.arrays[n][1]) for n, c in self.choice(k).items()}
+
+    def fit(self, target: int, lo: int = 0) -> int:
+        """The largest ``k >= lo`` whose real file fits in ``target`` bytes (``lo - 1`` if none)."""
+        hi = self.last
+        if self.size(lo) > target:
+            return lo - 1
+        # The estimate brackets the answer; correct it by the measured overhead, then search.
+        over = self.size(lo) - self.cum_rate[lo]
+        lo_k, hi_k = lo, hi
+        guess = int(np.searchsorted(np.asarray(self.cum_rate[: hi + 1]) + over, target, side="right")) - 1
+        guess = min(max(guess, lo), hi)
+        if self.size(guess) <= target:
+            lo_k = guess
+            if guess == hi or self.size(guess + 1) > target:
+                return guess
+            lo_k = guess + 1
+        else:
+            hi_k = guess - 1
+        # binary search on the real size (it grows with k up to estimate noise)
+        while lo_k < hi_k:
+            mid = (lo_k + hi_k + 1) // 2
+            if self.size(mid) <= target:
+                lo_k = mid
+            else:
+                hi_k = mid - 1
+        return lo_k
+
+
+def _check_target(target_bytes) -> int | None:  # noqa: D103
+    if target_bytes is None:
+        return None
+    if isinstance(target_bytes, bool) or not isinstance(target_bytes, (int, np.integer)) or target_bytes <= 0:
+        raise InvalidOption(f"target_bytes must be a positive integer, got {target_bytes!r}")
+    return int(target_bytes)
+
+
+def _check_drop(max_metric_drop, evaluate) -> float | None:
+    if max_metric_drop is None:
+        return None
+    if evaluate is None:
+        raise InvalidOption("max_metric_drop needs an evaluate function")
+    if isinstance(max_metric_drop, bool) or not (
+        isinstance(max_metric_drop, (int, float)) and math.isfinite(max_metric_drop) and max_metric_drop >= 0
+    ):
+        raise InvalidOption(f"max_metric_drop must be a finite number >= 0, got {max_metric_drop!r}")
+    return float(max_metric_drop)
+
+
+class Plan:
+    """The measured candidates and the allocation path of one model; makes files for any budget.
+
+    Made by :func:`plan`. Measuring is the slow part; each :meth:`compress`
+    call then costs a few encodes (and evaluations), so a sweep over budgets
+    measures once.
+    """
+
+    def __init__(self, obj, state: dict, is_module: bool, arrays: dict, tensors: list[_Tensor], mode: str, cfg: BudgetConfig):
+        self.obj, self.state, self.is_module = obj, state, is_module
+        self.arrays, self.tensors, self.mode, self.config = arrays, tensors, mode, cfg
+
+    @property
+    def names(self) -> list[str]:
+        """The allocated tensors (the others are stored exactly)."""
+        return [t.name for t in self.tensors]
+
+    def compress(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        target_bytes: int | None = None,
+        max_metric_drop: float | None = None,
+        evaluate: Callable[[Any], float] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> CompressResult:
+        """A file for a budget; arguments as in :func:`compress`."""
+        target = _check_target(target_bytes)
+        drop = _check_drop(max_metric_drop, evaluate)
+        if target is None and drop is None:
+            raise InvalidOption("give target_bytes, max_metric_drop, or both")
+        report = progress or (lambda stage, done, total: None)
+        search = _Search(self.arrays, self.tensors, EncodeConfig(lossless=True), metadata)
+        sweep: list[SweepPoint] = []
+        hi = search.last
+        if target is not None:
+            smallest = search.size(0)
+            if smallest > target:
+                raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({smallest} bytes)")
+            hi = search.fit(target)
+            log.info("largest allocation within %d bytes: %d of %d moves, %d bytes", target, hi, search.last, search.size(hi))
+
+        def summary(base=None, metric=None) -> dict:
+            return {
+                "version": 1,
+                "target_bytes": target,
+                "max_metric_drop": drop,
+                "sensitivity": self.mode,
+                "base_metric": base,
+                "metric": metric,
+                "sweep": [[p.size, p.distortion, p.metric] for p in sorted(sweep, key=lambda p: p.size)],
+                "path": _path_summary(search),
+            }
+
+        k = hi
+        limit = SUMMARY_CHARS
+        if target is not None and drop is None:
+            # Use the room the reservation leaves: size the file with the summary it
+            # will carry (plus room for the metric figures), then move up the path.
+            text = _summary_json(summary(), SUMMARY_CHARS - 64)
+            limit = len(text) + 64
+            search.summary = text + " " * 64
+            k = search.fit(target, lo=hi)
+
+        base = metric = None
+        if evaluate is not None:
+            weights = _Weights(self.obj, self.is_module, self.state)
+            try:
+
+                def run(kk: int) -> float:
+                    m = float(evaluate(weights.apply(search.dequantized(kk))))
+                    weights.restore()
+                    sweep.append(SweepPoint(search.size(kk), search.cum_dist[kk], m))
+                    log.info("allocation %d: %d bytes, metric %.6g", kk, search.size(kk), m)
+                    return m
+
+                report("evaluate", 0, 1)
+                base = float(evaluate(self.obj if self.is_module else dict(self.state)))
+                metric = run(k)
+                if drop is not None:
+                    if base - metric > drop:
+                        raise MetricNotReached(
+                            f"the largest allocation ({search.size(k)} bytes) drops the metric by {base - metric:.6g} "
+                            f"(from {base:.6g} to {metric:.6g}), more than {drop}"
+                        )
+                    k, metric = _bisect_metric(search, run, k, metric, base - drop, self.config.rtol, report)
+            finally:
+                weights.restore()
+
+        from ecnn import file as _file
+
+        steps = search.steps(k)
+        md = dict(metadata or {})
+        md[METADATA_KEY] = _summary_json(summary(base, metric), limit)
+        final = search.dequantized(k)
+        data = _file.encode({n: final.get(n, a) for n, a in self.arrays.items()}, EncodeConfig(steps=tuple(steps.items())), md)
+        if path is not None:
+            from ecnn.container.writer import atomic_write
+
+            atomic_write(path, [data])
+        choice = search.choice(k)
+        per = tuple(
+            {
+                "name": t.name,
+                "numel": int(t.arr.size),
+                "step": float(t.steps[choice[t.name]]),
+                "strength": t.cands[choice[t.name]][1],
+                "bytes": len(search._record(t.name, choice[t.name])[1]),
+                "sensitivity": float(np.mean(t.h)),
+            }
+            for t in self.tensors
+        )
+        report("done", 1, 1)
+        return CompressResult(
+            data=data,
+            size=len(data),
+            steps=steps,
+            metric=metric,
+            base_metric=base,
+            distortion=float(search.cum_dist[k]),
+            sweep=tuple(sorted(sweep, key=lambda p: p.size)),
+            tensors=per,
+        )
+
+
+def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = BudgetConfig(), progress: Progress | None = None) -> Plan:
+    """Measure a model's sensitivities and candidate steps once, for :meth:`Plan.compress`.
+
+    Arguments as in :func:`compress`.
+    """
+    import fnmatch
+
+    from ecnn import torch as et
+
+    if not isinstance(config, BudgetConfig):
+        raise InvalidOption("config must be a BudgetConfig")
+    cfg = config
+    report = progress or (lambda stage, done, total: None)
+    state, is_module = _state_of(model_or_state_dict)
+    arrays = {n: (a.copy(), dt) for n, (a, dt) in et.to_arrays(state).items()}
+    names = [
+        n
+        for n, (a, dt) in arrays.items()
+        if quantize.quantizable(dt)
+        and a.ndim >= cfg.min_ndim
+        and a.size > 0
+        and np.isfinite(quantize.to_float(a, dt)).all()
+        and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exact)
+    ]
+    if not names:
+        raise InvalidOption("no float tensor to quantize")
+
+    mode = cfg.sensitivity
+    if mode == "auto":
+        mode = "output" if calibration is not None else "weights"
+    if mode in ("output", "fisher"):
+        if calibration is None:
+            raise InvalidOption(f"sensitivity {mode!r} needs calibration data")
+        h = _sensitivities(model_or_state_dict, names, calibration, BudgetConfig(**{**cfg.__dict__, "sensitivity": mode}), progress)
+        if not h:
+            raise InvalidOption("the calibration output depends on none of the tensors through autograd")
+        missing = [n for n in names if n not in h]
+        if missing:
+            log.info("no gradient reaches %d tensor(s) (buffers?); they are stored exactly: %s", len(missing), missing[:5])
+            names = [n for n in names if n in h]
+        means = np.array([float(h[n].mean()) for n in names])
+        low = cfg.floor * float(np.median(means))
+        for n, m in zip(names, means):
+            if m < low:  # not exercised by the calibration batch: treat it as barely sensitive, not as free
+                h[n] = h[n] + (low - m)
+    else:
+        h = {n: 1.0 for n in names}
+
+    tensors = [_Tensor(n, arrays[n][0], arrays[n][1], h[n]) for n in names]
+    for i, t in enumerate(tensors):
+        report("candidates", i, len(tensors))
+        _measure(t, cfg)
+    report("candidates", len(tensors), len(tensors))
+    log.info("%d tensors, %d candidates in all", len(tensors), sum(len(t.cands) for t in tensors))
+    return Plan(model_or_state_dict, state, is_module, arrays, tensors, mode, cfg)
+
+
+def compress(
+    model_or_state_dict,
+    path: str | os.PathLike | None = None,
+    *,
+    target_bytes: int | None = None,
+    max_metric_drop: float | None = None,
+    evaluate: Callable[[Any], float] | None = None,
+    calibration=None,
+    config: BudgetConfig = BudgetConfig(),
+    metadata: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> CompressResult:
+    """Quantize a model to a size budget or an accuracy budget, choosing a step per tensor.
+
+    Args:
+        model_or_state_dict: a ``torch.nn.Module`` (its state dict is coded;
+            tied tensors once) or a mapping of names to torch tensors.
+        path: write the file here (atomically) as well as returning its bytes.
+        target_bytes: the file must be at most this many bytes.
+        max_metric_drop: the file is the smallest (within ``target_bytes``, if
+            given) whose metric is at most this much below the original's.
+            Needs ``evaluate``.
+        evaluate: ``evaluate(model) -> float``, higher is better. It receives the
+            module itself with the candidate weights loaded (they are restored
+            afterwards), or, for a state dict, a new dict of torch tensors.
+        calibration: data for the sensitivity: for a module, an input tensor,
+            a tuple of inputs, or a dict of keyword inputs; for either, a
+            callable ``calibration(model_or_state_dict) -> output tensor``.
+        config: search options (:class:`BudgetConfig`).
+        metadata: string-to-string map stored in the file.
+        progress: ``progress(stage, done, total)`` callback.
+
+    Returns:
+        A :class:`CompressResult`.
+
+    Raises:
+        InvalidOption: no target given, or bad options.
+        BudgetTooSmall: ``target_bytes`` is below the smallest file the
+            allocation can make (every allocated tensor at its coarsest step).
+        MetricNotReached: even the largest allocation considered (within
+            ``target_bytes``) drops the metric by more than ``max_metric_drop``.
+
+    Example:
+        >>> import torch, ecnn
+        >>> model = torch.nn.Linear(64, 64)
+        >>> res = ecnn.compress(model, target_bytes=2500)
+        >>> res.size <= 2500, sorted(res.steps)
+        (True, ['bias', 'weight'])
+    """
+    target = _check_target(target_bytes)
+    drop = _check_drop(max_metric_drop, evaluate)
+    if target is None and drop is None:
+        raise InvalidOption("give target_bytes, max_metric_drop, or both")
+    p = plan(model_or_state_dict, calibration=calibration, config=config, progress=progress)
+    return p.compress(path, target_bytes=target, max_metric_drop=drop, evaluate=evaluate, metadata=metadata, progress=progress)
+
+
+def _g(x, digits: int = 4):
+    return None if x is None else float(f"{x:.{digits}g}")
+
+
+def _thin(points: list, n: int) -> list:
+    if len(points) <= n:
+        return points
+    idx = sorted({int(round(i * (len(points) - 1) / (n - 1))) for i in range(n)})
+    return [points[i] for i in idx]
+
+
+def _path_summary(search: _Search, points: int = 32) -> list[list[float]]:
+    """About ``points`` (predicted bytes, distortion) pairs along the path, for plots."""
+    n = search.last
+    ks = sorted({int(round(i * n / (points - 1))) for i in range(points)}) if n else [0]
+    return [[round(float(search.cum_rate[k])), _g(search.cum_dist[k])] for k in ks]
+
+
+def _summary_json(summary: dict, limit: int = SUMMARY_CHARS) -> str:
+    """The summary as compact JSON of at most ``limit`` characters (path and sweep thinned)."""
+    s = dict(summary)
+    s["sweep"] = [[a, _g(b), _g(c, 6)] for a, b, c in s["sweep"]]
+    for n in (32, 24, 16, 12, 8, 4, 2, 0):
+        s["path"] = _thin(summary["path"], n) if n else []
+        s["sweep"] = _thin(s["sweep"], max(n, 2)) if n else []
+        text = json.dumps(s, separators=(",", ":"))
+        if len(text) <= limit:
+            return text
+    return json.dumps({"version": 1}, separators=(",", ":"))
+
+
+def _bisect_metric(search: _Search, run, hi: int, metric_hi: float, floor_metric: float, rtol: float, report):
+    """The smallest allocation on the path (<= hi) whose metric is >= floor_metric, by bisection on size.
+
+    Assumes the metric grows with the allocation; the returned allocation was
+    evaluated and passed.
+    """
+    good, good_m = hi, metric_hi
+    bad = -1
+    # Bisect in log-size between a failing and a passing allocation.
+    steps = 0
+    while good - bad > 1:
+        lo_r = search.cum_rate[max(bad, 0)]
+        hi_r = search.cum_rate[good]
+        if bad >= 0 and hi_r <= lo_r * (1 + rtol):
+            break
+        mid_r = math.sqrt(max(lo_r, 1.0) * hi_r)
+        mid = int(np.searchsorted(np.asarray(search.cum_rate), mid_r))
+        mid = min(max(mid, bad + 1), good - 1)
+        steps += 1
+        report("evaluate", steps, steps + max(1, int(math.log2(max(good - bad, 2)))))
+        m = run(mid)
+        if m >= floor_metric:
+            good, good_m = mid, m
+        else:
+            bad = mid
+    return good, good_m
