@@ -256,7 +256,7 @@ def _codebook_stream(rec: TensorRecord, dt: DType, i: int) -> tuple[int, int, in
     k, z = rec.repr["levels"], rec.repr["zero"]
     if i == 0:
         return k, 0, (1 << (8 * dt.itemsize)) - 1
-    return rec.numel, -z, k - 1 - z
+    return rec.numel, -(k - 1), k - 1  # symmetric, for coders of magnitudes and signs; checked on decoding
 
 
 def _nstreams(rec: TensorRecord, n: int) -> None:
@@ -303,7 +303,10 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
         levels = streams.decode(d0, p0, k, utype, lo0, hi0)
         _, lo1, hi1 = _codebook_stream(rec, dt, 1)
         q = streams.decode(d1, p1, count, np.int32, lo1, hi1)
-        out = levels[q.astype(np.int64) + rec.repr["zero"]]
+        idx = q.astype(np.int64) + rec.repr["zero"]
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= k):
+            raise CorruptPayload(f"tensor {rec.name!r}: a codebook index lies outside the {k} levels")
+        out = levels[idx]
         return out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage).astype(dt.storage, copy=False).reshape(rec.shape)
     lo, hi = _symbol_range(dt, kind)
     if kind == "uniform_rows":

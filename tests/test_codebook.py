@@ -67,7 +67,12 @@ def test_many_distinct_values_do_not_use_it():
     w = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
     rec = Container(_pack({"w": (w, "float32")}, lossless=True)).record("w")
     assert rec.repr["kind"] != "codebook"
-    assert Container(_pack({"w": (w, "float32")}, lossless=True)).minor == 0
+
+
+def test_format_minor_0_keeps_to_1_0_features():
+    w = _levels_tensor("float32", [-0.5, 0.0, 0.25], 4000, 4)
+    c = Container(_pack({"w": (w, "float32")}, lossless=True, format_minor=0))
+    assert c.record("w").repr["kind"] != "codebook" and c.minor == 0
 
 
 def test_quantized_tensors_are_unaffected():
@@ -98,7 +103,7 @@ def _rec(**kw):
         dict(repr={"kind": "codebook", "levels": True, "zero": 0}),
         dict(repr={"kind": "codebook", "zero": 0}),
         dict(streams=[{"coder": "const", "length": 0, "value": 0}]),
-        # a const index stream outside -zero..levels-1-zero
+        # a const index stream outside -(levels-1)..levels-1
         dict(streams=[{"coder": "const", "length": 0, "value": 0}, {"coder": "const", "length": 0, "value": 2}]),
         # a const level outside 0..2^32-1
         dict(streams=[{"coder": "const", "length": 0, "value": 1 << 32}, {"coder": "const", "length": 0, "value": 0}]),
@@ -123,3 +128,30 @@ def test_valid_record_decodes_and_out_of_range_raw_symbols_are_corrupt():
     assert out.tolist() == [0.0, 1.5, 1.5, 0.0]
     with pytest.raises(CorruptPayload):
         codec.decode_tensor(rec, levels + bytes([0, 2, 1, 0]))
+
+
+@pytest.mark.parametrize("zero, value", [(0, -1), (1, 1)])
+def test_an_index_outside_the_levels_is_corrupt(zero, value):
+    """The index range is symmetric (-(K-1)..K-1); q + zero must still name a level."""
+    rec = _rec(
+        length=8,
+        repr={"kind": "codebook", "levels": 2, "zero": zero},
+        streams=[{"coder": "raw", "length": 8, "width": 4, "signed": False}, {"coder": "const", "length": 0, "value": value}],
+    )
+    codec.validate_record(rec)
+    with pytest.raises(CorruptPayload):
+        codec.decode_tensor(rec, np.array([0.0, 1.5], np.float32).view(np.uint32).astype("<u4").tobytes())
+
+
+def test_lopsided_levels_with_row_scales_round_trip():
+    """Few negative levels and many positive ones, rows of different scales: the coder may store magnitudes and signs."""
+    r = np.random.default_rng(3)
+    levels = np.concatenate([[-0.5, -0.25], np.arange(0, 40) * 0.05]).astype(np.float32)
+    idx = np.minimum((r.exponential(1.0, (256, 64)) * np.exp(r.standard_normal(256))[:, None] * 4).astype(int), 39) + 2
+    idx[r.random((256, 64)) < 0.05] = 0
+    w = levels[idx]
+    data = _pack({"w": (w, "float32")}, lossless=True)
+    rec = Container(data).record("w")
+    assert rec.repr["kind"] == "codebook" and rec.repr["zero"] == int((np.unique(w) < 0).sum())
+    arr, _ = ecnn.open(data).get_array("w")
+    assert _same_bits(arr, w)

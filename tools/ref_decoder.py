@@ -580,7 +580,7 @@ def check_repr(rec: dict) -> None:
         elif kind == "codebook" and k == 0:  # the levels' bit patterns
             rec["descs"].append(check_stream(desc, rec["levels"], 0, (1 << (8 * width)) - 1))
         elif kind == "codebook":  # level index minus zero
-            rec["descs"].append(check_stream(desc, n, -rec["zero"], rec["levels"] - 1 - rec["zero"]))
+            rec["descs"].append(check_stream(desc, n, -(rec["levels"] - 1), rec["levels"] - 1))
         else:
             rec["descs"].append(check_stream(desc, n, lo, hi))
     if sum(d["length"] for d in rec["descs"]) != rec["length"]:  # step 5
@@ -1302,6 +1302,8 @@ def decode_payload(rec: dict, payload: bytes) -> bytes:
             elements = build_uniform(streams[0], dtype, rec["step"])
         elif rec["kind"] == "codebook":  # C§4.8: element e is level q_e + z
             levels = [b.to_bytes(width, "little") for b in streams[0]]
+            if any(not 0 <= q + rec["zero"] < rec["levels"] for q in streams[1]):
+                raise _corrupt("CODING.md §4.8", "a codebook index lies outside the levels")
             elements = b"".join(levels[q + rec["zero"]] for q in streams[1])
         else:  # uniform_rows: stream 0 the row step codes, stream 1 the indices
             elements = build_uniform_rows(streams[0], streams[1], dtype, rec["step"])
