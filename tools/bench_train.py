@@ -33,6 +33,7 @@ JOBS: list[tuple[str, str]] = [
     ("lenet300", "--model lenet300 --method none --lam 0 --epochs 4"),
     ("lenet300", "--model lenet300 --method ect --sweep 0.1,0.3,1 --epochs 6 --assign-weight 0.1"),
     ("lenet300", "--model lenet300 --method ect --lam 1 --lam-warmup 400 --epochs 6 --assign-weight 0.1 --name lenet300-mnist-ect-warmup"),
+    ("lenet300", "--model lenet300 --method ect --quantizer lloyd --lam 1 --lam-warmup 400 --epochs 6 --assign-weight 0.1 --name lenet300-mnist-ect-lloyd-warmup"),
     ("lenet300", "--model lenet300 --method hemp --order 2 --lam 0.3 --epochs 6 --assign-weight 0.1"),
     ("lenet300", "--model lenet300 --method magnitude --sparsity 0.9 --lam 0 --epochs 4"),
     ("lenet300", "--model lenet300 --method magnitude --sparsity 0.9 --lam 0.3 --epochs 4 --assign-weight 0.1"),

@@ -315,7 +315,7 @@ def run(args, data: Data) -> dict:
         "run": args.run,
         "model": args.model,
         "dataset": args.dataset,
-        "method": args.method,
+        "method": args.method + ("+lloyd" if args.quantizer == "lloyd" else ""),
         "lam": args.lam,
         "params": nparams,
         "file_bytes": size,
