@@ -28,6 +28,7 @@ from ecnn.errors import CorruptPayload, InvalidField
 KIND = "fields"
 KEYS = {"kind", "head"}
 NSTREAMS = 4
+SIGN_GAIN = 0.97  # signs are entropy coded only when that saves at least 3% of their packed bytes
 
 
 def applies(dt: DType) -> bool:
@@ -93,7 +94,10 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None) -> tupl
     r = m_bits - k
     signs, heads, shifts, tails = floats.split(u, e_bits, m_bits, k, rows)
     ctx_rows = rows if arr.ndim >= 2 else None
-    s = _smaller(streams.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=ctx_rows), _packed(signs, 1))
+    s = _packed(signs, 1)
+    coded = streams.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=ctx_rows)
+    if _desc_cost(*coded) <= SIGN_GAIN * _desc_cost(*s):  # coded signs cost decoding time: only for a clear gain
+        s = coded
     t = streams.encode_best(shifts, 1, False, chunk)
     hb = e_bits + k
     h = streams.encode_best(heads.astype(np.int64) if hb < 63 else heads, _raw_width(hb), False, chunk, rows=ctx_rows)
@@ -101,7 +105,7 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None) -> tupl
     if r == 0:
         tl = streams.encode_const(0)
     else:
-        data = packed.pack_groups(tails, floats.tail_widths(shifts, r, cols))
+        data = packed.pack_groups(tails, floats.tail_widths(shifts, r), cols)
         tl = {"coder": "packed", "length": len(data), "width": r}, data
     parts = (s, t, h, tl)
     return {"kind": KIND, "head": int(k)}, [d for d, _ in parts], b"".join(p for _, p in parts)
@@ -160,17 +164,18 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     shifts = streams.decode(d1, p1, rows, np.int64, *ranges[1][1:])
     heads = streams.decode(d2, p2, n, np.uint64, *ranges[2][1:])
     if d3["coder"] == "packed":
-        widths = floats.tail_widths(shifts, r, cols)
-        if len(p3) != packed.groups_length(widths):
-            raise CorruptPayload(f"tensor {name!r}: packed tails have {len(p3)} bytes, the row shifts need {packed.groups_length(widths)}")
-        if not packed.pad_bits_zero(p3, widths):
-            raise CorruptPayload(f"tensor {name!r}: non-zero pad bits in the packed tails")
-        tails = packed.unpack_groups(p3, widths)
+        widths = floats.tail_widths(shifts, r)
+        need = packed.groups_length(widths, cols)
+        if len(p3) != need:
+            raise CorruptPayload(f"tensor {name!r}: packed tails have {len(p3)} bytes, the row shifts need {need}")
+        try:
+            tails = packed.unpack_groups(p3, widths, cols)
+        except CorruptPayload as e:
+            raise CorruptPayload(f"tensor {name!r}: {e}") from None
     else:
         tails = streams.decode(d3, p3, n, np.uint64, *ranges[3][1:])
-        if r and np.any(tails >> floats.tail_widths(shifts, r, cols).astype(np.uint64)):
+        if r and np.any(tails.reshape(rows, cols) >> floats.tail_widths(shifts, r).astype(np.uint64)[:, None]):
             raise CorruptPayload(f"tensor {name!r}: a tail is wider than its row allows")
     u = floats.merge(signs, heads, shifts, tails, e_bits, m_bits, k, cols)
-    utype = np.dtype(f"<u{dt.itemsize}")
-    out = u.astype(utype).view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage)
+    out = u.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage)
     return out.astype(dt.storage, copy=False).reshape(shape)

@@ -109,11 +109,110 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     out["uniform_rows"] = en.encode({"w": w, "h": h}, config=EncodeConfig(bits=8, per_row=True))
     # codebook (1.1): few distinct values, special ones included, in three float types.
     out["codebook"] = efile.encode(codebook_arrays(), EncodeConfig(lossless=True))
+    # fields (1.1): the encoder's choice in three float types, and every stream variant written by hand.
+    out["fields"] = efile.encode(fields_arrays(), EncodeConfig(lossless=True))
+    out["fields_forced"] = fields_forced_file()
     # ctx streams (1.1): the encoder's choice on sparse weights, and every lanes option set by hand.
     arrays, steps = ctx_sparse_arrays()
     out["ctx_sparse"] = en.encode(arrays, config=EncodeConfig(steps=steps, chunk=4096))
     out["ctx_forced"] = ctx_forced_file()
     return out
+
+
+SPECIAL32 = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7FA12345, 0xFFFFFFFF, 0x00000001, 0x807FFFFF, 0x3F800000, 0xBEAAAAAB, 0x00800000]
+SPECIAL16 = [0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E01, 0x7C01, 0xFFFF, 0x0001, 0x83FF, 0x3C00, 0xB555, 0x0400]  # float16 patterns; as bfloat16 patterns too
+
+
+def fields_arrays() -> dict:
+    """Weights with rows widened from float16, and special values, in float32, bfloat16 and float16."""
+    from ecnn import dtypes as dt_
+
+    r = _rng(15)
+    w = (r.standard_normal((24, 40)) * np.exp(r.standard_normal((24, 1)) * 0.5) * 0.05).astype(np.float32)
+    w[5:9] = w[5:9].astype(np.float16).astype(np.float32)  # these rows get the shift 13
+    h = w.astype(np.float16)
+    b = _bf16(w.astype(np.float64))
+    w.reshape(-1)[: len(SPECIAL32)] = np.array(SPECIAL32, "<u4").view(np.float32)
+    h.reshape(-1)[: len(SPECIAL16)] = np.array(SPECIAL16, "<u2").view(np.float16)
+    b.reshape(-1)[: len(SPECIAL16)] = np.array(SPECIAL16, "<u2")
+    return {"w32": (w, dt_.get("float32")), "wbf": (b, dt_.get("bfloat16")), "w16": (h, dt_.get("float16"))}
+
+
+def fields_forced_file() -> bytes:
+    """fields records with chosen heads and coders: packed heads, raw tails, an empty tail (k = M), float8 and float64."""
+    from ecnn import dtypes as dt_
+    from ecnn import fields
+    from ecnn.coder import packed, streams
+    from ecnn.container import writer
+    from ecnn.context import floats
+
+    r = _rng(16)
+    records, payloads = [], []
+
+    def add(name, arr, dtype, k, tails_raw=False, heads_packed=False):
+        dt = dt_.get(dtype)
+        rep, descs, payload = fields.encode(arr, dt, 4096, k=k)
+        e_bits, m_bits = floats.layout(dtype)
+        rows = floats.row_count(arr.shape)
+        s, h, t, a = floats.split(floats.bit_patterns(arr), e_bits, m_bits, k, rows)
+        parts = []
+        pos = 0
+        for d in descs:
+            parts.append(payload[pos : pos + d["length"]])
+            pos += d["length"]
+        if heads_packed:
+            data = packed.pack(h, e_bits + k)
+            descs[2], parts[2] = {"coder": "packed", "length": len(data), "width": e_bits + k}, data
+        if tails_raw:
+            descs[3], parts[3] = streams.encode_raw(a, 4 if m_bits - k > 16 else 2, False)
+        records.append({"name": name, "dtype": dtype, "shape": list(arr.shape), "repr": rep, "streams": descs})
+        payloads.append(b"".join(parts))
+
+    w = (r.standard_normal((6, 10)) * 0.1).astype(np.float32)
+    w[2] = w[2].astype(np.float16).astype(np.float32)
+    w.reshape(-1)[: len(SPECIAL32)] = np.array(SPECIAL32, "<u4").view(np.float32)
+    add("f32_packed_heads", w, "float32", 3, heads_packed=True)
+    add("f32_raw_tails", w, "float32", 0, tails_raw=True)
+    add("bf16_whole_mantissa", np.array(SPECIAL16, "<u2").reshape(3, 4), "bfloat16", 7)
+    add("f16_scalar", np.array(SPECIAL16[4], "<u2").view(np.float16), "float16", 1)
+    add("f8_e4m3", r.integers(0, 256, (4, 8)).astype(np.uint8), "float8_e4m3fn", 2)
+    add("f8_e5m2", r.integers(0, 256, 16).astype(np.uint8), "float8_e5m2", 0, heads_packed=True)
+    add("f64", r.standard_normal((3, 5)), "float64", 4)
+    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_forced"}))
+
+
+def invalid_fields(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Bad fields records, from the forced vector: a header field out of range, and damaged tails (CRC recomputed)."""
+    h, area = split(base)
+    t0 = h["tensors"][0]
+    assert t0["repr"]["kind"] == "fields" and t0["streams"][3]["coder"] == "packed"
+
+    def with_record(**kw):
+        t = json.loads(json.dumps(h))
+        t["tensors"][0].update(kw)
+        return build(t, area, minor=1)
+
+    def with_tails(p3: bytes) -> bytes:
+        t = json.loads(json.dumps(h))
+        rec = t["tensors"][0]
+        start = rec["offset"] + rec["length"] - rec["streams"][3]["length"]
+        payload = bytes(area[rec["offset"] : start]) + p3
+        rec["crc32"] = fmt.crc32(payload)
+        return build(t, area[: rec["offset"]] + payload + area[rec["offset"] + rec["length"] :], minor=1)
+
+    p3_at = t0["offset"] + t0["length"] - t0["streams"][3]["length"]
+    p3 = bytes(area[p3_at : t0["offset"] + t0["length"]])
+    bad_width = [dict(d) for d in t0["streams"]]
+    bad_width[3]["width"] = bad_width[3]["width"] + 1
+    return {
+        "fields_head_out_of_range": (with_record(repr={"kind": "fields", "head": 24}), "InvalidField", "fields head 24 > M = 23 for float32"),
+        "fields_tail_width": (with_record(streams=bad_width), "InvalidField", "packed tails whose width is not r = M - head"),
+        "fields_tail_pad_bit": (
+            with_tails(p3[:-1] + bytes([p3[-1] | 0x80])),
+            "CorruptPayload",
+            "a non-zero pad bit after the last packed tail",
+        ),
+    }
 
 
 def codebook_arrays() -> dict:
@@ -372,6 +471,7 @@ def main() -> int:
         return path.read_bytes() if path.exists() else v[name]
 
     inv = invalid(base("uniform_cat0"))
+    inv.update(invalid_fields(base("fields_forced")))
     inv.update(invalid_rowcol(base("rowcol_signs")))
     inv.update(invalid_codebook(base("codebook")))
     inv.update(invalid_ctx(base("ctx_forced")))

