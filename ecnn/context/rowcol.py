@@ -121,7 +121,7 @@ def _side_fit(cls: np.ndarray, n: int) -> order0.Order0Fit | None:
     return order0.fit(np.bincount(cls, minlength=n))
 
 
-def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int) -> RowColPlan:
+def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1) -> RowColPlan:
     """Cost a rowcol stream for a 2-D array of symbol indices.
 
     Args:
@@ -130,6 +130,9 @@ def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: i
         nsym: alphabet size of ``sym``.
         values: the signed values when signs are coded apart, else None.
         nrc, ncc: number of row and column classes.
+        weight: the rows stand for ``weight`` times as many (a sample of every
+            ``weight``-th row): counts are scaled so that merges and the cost
+            weigh tables against symbols as they would on all rows.
     """
     mag = np.abs(values) if values is not None else sym
     a = mag.astype(np.float64)
@@ -137,7 +140,7 @@ def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: i
     cclass = classes(a.mean(axis=0) + 0.5, ncc)
     nctx = nrc + ncc - 1
     ctx = rclass[:, None] + cclass[None, :]
-    hist = np.bincount((ctx * nsym + sym).ravel(), minlength=nctx * nsym).reshape(nctx, nsym)
+    hist = np.bincount((ctx * nsym + sym).ravel(), minlength=nctx * nsym).reshape(nctx, nsym) * weight
     table_of = merge_contexts(hist)
     ntab = int(table_of.max()) + 1
     fits = []
@@ -150,9 +153,9 @@ def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: i
     if values is not None:
         nz = values[values != 0]
         neg = int(np.count_nonzero(nz < 0))
-        sign_fit = order0.fit(np.array([neg, nz.size - neg], np.int64))  # caller ensures nz.size > 0
+        sign_fit = order0.fit(np.array([neg, nz.size - neg], np.int64) * weight)  # caller ensures nz.size > 0
         bits += sign_fit.total_bits
-    rows_fit, cols_fit = _side_fit(rclass, nrc), _side_fit(cclass, ncc)
+    rows_fit, cols_fit = _side_fit(np.repeat(rclass, weight), nrc), _side_fit(cclass, ncc)
     for side in (rows_fit, cols_fit):
         if side is not None:
             bits += side.total_bits + order0.FLUSH_BITS
