@@ -187,7 +187,7 @@ def main(argv=None) -> int:
             f"## Lossless float coding, all-MiniLM-L6-v2 ({_dt.date.today().isoformat()})\n\n"
             f"- machine: {machine()}; the CPU is shared with other work, so times vary between runs; sizes do not.\n"
             f"- command (from the repository root, after `bash tools/setup_bench.sh`): `{command_line()}`\n"
-            "- the model's float tensors (101), the 16-bit types converted from float32 by torch (RNE); sizes summed over "
+            "- the model's float tensors, the 16-bit types converted from float32 by torch (RNE); sizes summed over "
             "tensors (ecnn: the whole file); every decoded tensor checked bit for bit; MB/s of original bytes.\n\n"
             f"{table}\n\n" + "\n".join(verdicts) + "\n"
         )
