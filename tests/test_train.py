@@ -320,15 +320,17 @@ def test_lloyd_update_moves_each_level_to_the_mean_of_its_weights():
     q.train()
     with torch.enable_grad():
         q(w)
-    assert q.levels.tolist() == pytest.approx([-0.85, 0.0, 0.75])
-    assert q.levels[q.zero_index] == 0.0
+    assert q.levels.tolist() == pytest.approx([-0.85, 0.0, 0.75], rel=1e-5)
+    assert q.shape[q.zero_index] == 0.0
 
 
-def test_lloyd_coords_interpolate_between_neighbouring_levels():
+def test_lloyd_coords_interpolate_between_neighbouring_levels_and_carry_the_step_gradient():
     w = torch.tensor([-1.0, -0.25, 0.0, 0.5, 2.0])
     q = et.quantizer.LloydQuantizer(w.reshape(1, -1), et.TrainConfig(init_bits=2))
-    q.levels.copy_(torch.tensor([-1.0, 0.0, 2.0]))
-    assert q.coords(w).tolist() == pytest.approx([-1.0, -0.25, 0.0, 0.25, 1.0])
+    q.shape.copy_(torch.tensor([-1.0, 0.0, 2.0]) / q.step.detach())
+    assert q.coords(w).tolist() == pytest.approx([-1.0, -0.25, 0.0, 0.25, 1.0], rel=1e-5)
+    q.coords(w).abs().sum().backward()
+    assert q.log_step.grad is not None and q.log_step.grad < 0  # a larger step pulls every weight towards zero
 
 
 def test_lloyd_training_packs_as_an_exact_codebook(tmp_path):

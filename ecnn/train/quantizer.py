@@ -181,66 +181,64 @@ class UniformQuantizer(nn.Module):
 class LloydQuantizer(UniformQuantizer):
     """Snap a tensor to ``K`` non-uniform levels fitted by entropy-constrained Lloyd-Max iterations.
 
-    The levels start as the uniform grid of ``init_bits`` (so ``K = 2**init_bits - 1``,
-    zero in the middle) and, after every training forward, each level other
-    than zero moves to the mean of the weights assigned to it (Lloyd's
-    centroid condition); the assignment is ECT's entropy-constrained one, with
-    distortion measured in units of the mean level spacing. Together they are
-    the entropy-constrained scalar quantizer of Chou, Lookabaugh and Gray (1989).
-    Symbols are level indices counted from the zero level, so the entropy
-    terms and the codec see them as they see uniform symbols. The file stores
-    such a tensor exactly, with the ``codebook`` representation.
+    The levels are ``step * shape``: a learned scale, as in :class:`UniformQuantizer`
+    (so the rate can widen the whole grid, and the zero bin with it), times a
+    shape that starts as the integers ``-(2**(init_bits-1)-1) .. 2**(init_bits-1)-1``
+    and, after every training forward, moves each non-zero level to the mean
+    of the weights assigned to it (Lloyd's centroid condition, in units of the
+    step). The assignment is ECT's entropy-constrained one, with distortion in
+    squared steps. Together they are the entropy-constrained scalar quantizer
+    of Chou, Lookabaugh and Gray (1989). Symbols are level indices counted
+    from the zero level, so the entropy terms and the codec see them as they
+    see uniform symbols. The file stores such a tensor exactly, with the
+    ``codebook`` representation.
 
     The rate's gradient flows through :meth:`coords`, the piecewise-linear
-    position of a weight between its two neighbouring levels.
+    position of ``w / step`` between its two neighbouring levels.
     """
 
     def __init__(self, weight: torch.Tensor, config: TrainConfig, prune: bool = False):
         super().__init__(weight, config, prune)
         half = (1 << (config.init_bits - 1)) - 1
-        step = initial_step(weight, config.init_bits)
-        self.register_buffer("levels", torch.arange(-half, half + 1, dtype=torch.float32) * step)
+        self.register_buffer("shape", torch.arange(-half, half + 1, dtype=torch.float32))
         self.zero_index = half
-        self.log_step.requires_grad_(False)  # the levels move by Lloyd updates, not by gradient
 
-    def _spacing(self) -> torch.Tensor:
-        lv = self.levels
-        return ((lv[-1] - lv[0]) / max(lv.numel() - 1, 1)).clamp_min(1e-12)
+    @property
+    def levels(self) -> torch.Tensor:
+        """The current levels in weight units."""
+        return self.shape * self.step.detach()
 
     def coords(self, w: torch.Tensor) -> torch.Tensor:
-        lv = self.levels.to(w.device)
-        wf = w.float()
-        j = torch.searchsorted(lv, wf.detach().contiguous(), right=True).clamp(1, lv.numel() - 1) - 1
-        lo, hi = lv[j], lv[j + 1]
-        frac = (wf - lo) / (hi - lo).clamp_min(1e-12)
-        return (j - self.zero_index).to(wf.dtype) + frac
+        sh = self.shape.to(w.device)
+        v = w.float() / self.step
+        j = torch.searchsorted(sh, v.detach().contiguous(), right=True).clamp(1, sh.numel() - 1) - 1
+        lo, hi = sh[j], sh[j + 1]
+        frac = (v - lo) / (hi - lo).clamp_min(1e-6)
+        return (j - self.zero_index).to(v.dtype) + frac
 
     @torch.no_grad()
     def assign(self, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        """Among the two neighbouring levels and zero, the one minimizing ``(w - c)^2 / d^2 + beta * len``."""
-        lv = self.levels.to(v.device)
-        k = lv.numel()
+        """Among the two neighbouring levels and zero, the one minimizing ``(w/step - c)^2 + beta * len``."""
+        sh = self.shape.to(v.device)
+        k = sh.numel()
         z = self.zero_index
         f = torch.floor(v).clamp(-z, k - 1 - z)
         c = (f + 1).clamp(-z, k - 1 - z)
-        w = self._value_at(v)
-        d2 = self._spacing().to(v.device) ** 2
+        x = self._value_at(v)
         beta = self.config.assign_weight
-        if beta > 0 and float(self.counts.sum()) > 0:
+        use_len = beta > 0 and float(self.counts.sum()) > 0
+        if use_len:
             bits, lo = self.codelengths(v.device)
 
-            def length(q: torch.Tensor) -> torch.Tensor:
-                i = q - lo
-                inside = (i >= 0) & (i < bits.numel())
-                return torch.where(inside, bits[i.clamp(0, bits.numel() - 1).long()], _UNSEEN_BITS)
-        else:
-            beta = 0.0
-
-            def length(q: torch.Tensor) -> torch.Tensor:
+        def length(q: torch.Tensor) -> torch.Tensor:
+            if not use_len:
                 return torch.zeros_like(q)
+            i = q - lo
+            inside = (i >= 0) & (i < bits.numel())
+            return torch.where(inside, bits[i.clamp(0, bits.numel() - 1).long()], _UNSEEN_BITS)
 
         def cost(q: torch.Tensor) -> torch.Tensor:
-            return (w - lv[(q + z).long()]) ** 2 / d2 + beta * length(q)
+            return (x - sh[(q + z).long()]) ** 2 + (beta if use_len else 0.0) * length(q)
 
         cf, cc, c0 = cost(f), cost(c), cost(torch.zeros_like(f))
         r = torch.where(cc < cf, c, f)
@@ -250,37 +248,44 @@ class LloydQuantizer(UniformQuantizer):
         return r
 
     def _value_at(self, v: torch.Tensor) -> torch.Tensor:
-        """The weight at level position ``v`` (inverse of :meth:`coords`; clamped to the outer levels)."""
-        lv = self.levels.to(v.device)
-        k = lv.numel()
+        """``w / step`` at level position ``v`` (inverse of :meth:`coords`; clamped to the outer levels)."""
+        sh = self.shape.to(v.device)
+        k = sh.numel()
         pos = (v + self.zero_index).clamp(0, k - 1)
         j = torch.floor(pos).clamp(max=k - 2).long()
         frac = pos - j
-        return lv[j] + frac * (lv[j + 1] - lv[j])
+        return sh[j] + frac * (sh[j + 1] - sh[j])
 
     @torch.no_grad()
     def update_levels_(self, w: torch.Tensor, q: torch.Tensor) -> None:
-        """Lloyd's centroid step: each non-zero level moves to the mean of its weights; order is kept."""
-        idx = (q.reshape(-1).long() + self.zero_index)
-        k = self.levels.numel()
+        """Lloyd's centroid step: each non-zero level moves to the mean of its weights (in steps)."""
+        idx = q.reshape(-1).long() + self.zero_index
+        k = self.shape.numel()
         n = torch.bincount(idx, minlength=k).to(torch.float64)
-        s = torch.bincount(idx, weights=w.detach().reshape(-1).double(), minlength=k)
-        lv = self.levels.double().clone()
+        s = torch.bincount(idx, weights=(w.detach().reshape(-1).double() / float(self.step)), minlength=k)
+        sh = self.shape.double().clone()
         used = n > 0
-        lv[used] = s[used] / n[used]
-        lv[self.zero_index] = 0.0
-        lv, _ = torch.sort(lv)
-        # keep the zero level exactly at its index: sorting cannot move it past levels of the same sign
-        self.levels.copy_(lv.float())
-        self.levels[self.zero_index] = 0.0
+        sh[used] = s[used] / n[used]
+        sh[self.zero_index] = 0.0
+        # Weights of a negative level are negative and of a positive one positive,
+        # so sorting keeps zero at its index.
+        sh, _ = torch.sort(sh)
+        self.shape.copy_(sh.float())
+        self.shape[self.zero_index] = 0.0
 
     def values(self, q: torch.Tensor) -> torch.Tensor:
-        return self.levels.to(q.device)[(q.long() + self.zero_index)]
+        """The float32 levels of symbols ``q`` (stored exactly in the file)."""
+        return self.shape.to(q.device)[(q.long() + self.zero_index)] * torch.tensor(
+            self.float32_step(), dtype=torch.float32, device=q.device
+        )
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        s = self.step
+        v = w.float() / s
         q = self.assign(self.coords(w.detach()), self.mask(w))
         if self.training and torch.is_grad_enabled():
             self._record(q)
             self.update_levels_(w, q)
-        out = self.values(q)
-        return (w.float() + (out - w.float()).detach()).to(w.dtype)
+        target = self.shape.to(w.device)[(q.long() + self.zero_index)]
+        v_ste = v + (target - v).detach()
+        return (v_ste * s).to(w.dtype)
