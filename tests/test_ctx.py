@@ -234,3 +234,50 @@ def test_reference_decoder_agrees(transpose, vsign, nb, k, d1, d2):
     assert ref_decoder.decode_ctx({"lo": -8, "hi": 8}, data, v.size) == v.tolist()
     with pytest.raises(ref_decoder.SpecError):
         ref_decoder.decode_ctx({"lo": -4, "hi": 8}, data, v.size)  # alphabet outside the symbol range
+
+
+def biased_signs(rng, shape):
+    """Laplace symbols whose columns lean to one sign, with row and column scales."""
+    r, c = shape
+    scale = np.exp(rng.standard_normal(r) * 0.5)[:, None] * np.exp(rng.standard_normal(c) * 0.5)[None, :] * 4
+    mag = np.rint(np.abs(rng.laplace(0, 1, shape)) * scale).astype(np.int64)
+    lean = rng.uniform(0.2, 0.8, c)[None, :]
+    return np.where(rng.random(shape) < lean, mag, -mag)
+
+
+def test_rowcol_model_with_sign_classes():
+    import ref_decoder
+
+    q = biased_signs(np.random.default_rng(11), (256, 96))
+    d, data = roundtrip(q, 256, chunk=4096)
+    assert data[0] == ctx.MODEL_ROWCOL
+    params, _ = ctx.varint.decode(data, 8, 0)
+    assert params[6] > 1  # sign classes
+    d0, data0 = streams.encode_best(q.ravel(), 4, True, 4096, rows=256)
+    assert d0["coder"] == "rowcol" and len(data) < len(data0)
+    assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, q.size) == q.ravel().tolist()
+
+
+def test_rowcol_model_unsigned_and_one_sign_class():
+    import ref_decoder
+
+    rng = np.random.default_rng(12)
+    u = np.abs(biased_signs(rng, (128, 96))) + 3  # no zero, no sign: indices from an offset
+    d, data = roundtrip(u, 128)
+    assert data[0] == ctx.MODEL_ROWCOL and ctx.varint.decode(data, 8, 0)[0][6] == 0
+    assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, u.size) == u.ravel().tolist()
+    q = rng.laplace(0, 3, (64, 80)).round().astype(np.int64)  # no sign lean: one class
+    from ecnn.context import rowcol as rowcol_ctx
+
+    m = np.abs(q)
+    p = rowcol_ctx.plan(m.astype(np.int32), int(m.max()) + 1, q, 8, 8)
+    one = rowcol_ctx.SignPlan(1, np.zeros(80, np.int64), [p.sign_fit], None, 0.0)
+    d, data = ctx.encode_rowcol(m.astype(np.int32), q, p, 0, int(m.max()) + 1, 1 << 20, one)
+    np.testing.assert_array_equal(ctx.decode(data, q.size, np.int64, LO, HI), q.ravel())
+    assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, q.size) == q.ravel().tolist()
+    bad = bytearray(data)
+    bad[6] = 81  # nsc above the 80 columns
+    with pytest.raises(CorruptPayload):
+        ctx.decode(bytes(bad), q.size, np.int64, LO, HI)
+    with pytest.raises(CorruptPayload):
+        ctx.decode(data, q.size, np.int64, -2, 2)  # magnitudes outside the symbol range

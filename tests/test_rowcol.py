@@ -63,7 +63,7 @@ def test_rowcol_roundtrip(rows, cols, seed, chunk, signed):
 
 def test_multi_chunk_rowcol_through_the_api():
     w = scaled_matrix(400, 64, seed=3)
-    f = ecnn.open(en.encode({"w": w}, config=ecnn.EncodeConfig(bits=6, chunk=4096, per_row=False)))
+    f = ecnn.open(en.encode({"w": w}, config=ecnn.EncodeConfig(bits=6, chunk=4096, per_row=False, format_minor=0)))
     d = f._c.records[0].streams[0]
     assert d["coder"] == "rowcol" and d["chunk_rows"] == 64 and -(-400 // 64) == 7
     out = f.get_array("w")[0]

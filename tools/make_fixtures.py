@@ -116,6 +116,8 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     arrays, steps = ctx_sparse_arrays()
     out["ctx_sparse"] = en.encode(arrays, config=EncodeConfig(steps=steps, chunk=4096))
     out["ctx_forced"] = ctx_forced_file()
+    # ctx model 2: rowcol with sign tables by column class (signed), and from an offset (unsigned).
+    out["ctx_rowcol"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096))
     return out
 
 
@@ -269,6 +271,33 @@ def ctx_forced_file() -> bytes:
     records.append({"name": "b", "dtype": "float32", "shape": [50], "repr": {"kind": "uniform", "step": quantize.step_bits(0.25)}, "streams": [d]})
     payloads.append(p)
     return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "ctx_forced"}))
+
+
+def ctx_rowcol_arrays() -> dict:
+    """Laplace weights with row and column scales whose columns lean to one sign, and positive ones."""
+    r = _rng(15)
+    scale = np.exp(r.standard_normal(256) * 0.5)[:, None] * np.exp(r.standard_normal(96) * 0.5)[None, :] * 4
+    mag = np.rint(np.abs(r.laplace(0, 1, (256, 96))) * scale)
+    w = np.where(r.random((256, 96)) < r.uniform(0.2, 0.8, 96)[None, :], mag, -mag) * 0.25
+    p = (np.abs(mag[:128]) + 3) * 0.5
+    return {"w": w.astype(np.float32), "p": p.astype(np.float32)}
+
+
+def invalid_ctx_rowcol(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """A ctx model-2 stream with more sign classes than columns (payload CRC recomputed)."""
+    from ecnn.context import varint
+
+    h, area = split(base)
+    t0 = h["tensors"][0]
+    payload = bytes(area[t0["offset"] : t0["offset"] + t0["length"]])
+    params, _ = varint.decode(payload, 8, 0)
+    assert params[0] == 2 and params[6] > 1, params
+    at = len(varint.encode(params[:6]))
+    bad = payload[:at] + bytes([127]) + payload[at + 1 :]
+    t = json.loads(json.dumps(h))
+    t["tensors"][0]["crc32"] = fmt.crc32(bad)
+    data = build(t, area[: t0["offset"]] + bad + area[t0["offset"] + t0["length"] :], minor=1)
+    return {"ctx_rowcol_bad_nsc": (data, "CorruptPayload", "ctx rowcol stream with 127 sign classes for 96 columns")}
 
 
 def invalid_ctx(base: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -475,6 +504,7 @@ def main() -> int:
     inv.update(invalid_rowcol(base("rowcol_signs")))
     inv.update(invalid_codebook(base("codebook")))
     inv.update(invalid_ctx(base("ctx_forced")))
+    inv.update(invalid_ctx_rowcol(base("ctx_rowcol")))
     vdir, idir = OUT / "valid", OUT / "invalid"
     vexp_path, iexp_path = vdir / "expected.json", idir / "expected.json"
     vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}

@@ -967,11 +967,14 @@ def _read_class_stream(buf: bytes, pos: int, n: int, k: int) -> tuple[list[int],
     return decode_chunk(words, expand(counts), n), pos
 
 
-def decode_rowcol(f: dict, buf: bytes, n: int) -> list[int]:
-    """C§5.5: class streams, table map, tables, sign table, chunk index, chunks."""
+def decode_rowcol(f: dict, buf: bytes, n: int, pos: int = 0, sign_class: list[int] | None = None) -> list[int]:
+    """C§5.5: class streams, table map, tables, sign table, chunk index, chunks.
+
+    From ``pos``; with ``sign_class`` (C§5.6.3), ``f["nsc"]`` sign tables, the sign
+    of column j decoded with table ``sign_class[j]``.
+    """
     sec = "CODING.md §5.5"
     rows, cols, nrc, ncc = f["rows"], f["cols"], f["nrc"], f["ncc"]
-    pos = 0
     row_class, col_class = [0] * rows, [0] * cols
     if nrc > 1:
         row_class, pos = _read_class_stream(buf, pos, rows, nrc)
@@ -993,8 +996,12 @@ def decode_rowcol(f: dict, buf: bytes, n: int) -> list[int]:
         cdfs.append(expand(counts))
     sign_cdf = None
     if f["signs"]:
-        counts, pos = read_table(buf, pos, 2)
-        sign_cdf = expand(counts)
+        sign_cdfs = []
+        for _ in range(f.get("nsc", 1)):
+            counts, pos = read_table(buf, pos, 2)
+            sign_cdfs.append(expand(counts))
+        classes = sign_class if sign_class is not None else [0] * cols
+        sign_cdf = [sign_cdfs[classes[c]] for c in range(cols)]  # the sign table of each column
     word_counts, pos = _read_chunk_index(buf, pos, f["K"])
 
     out = []
@@ -1020,8 +1027,9 @@ def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf):
                 index[e] = chunk.symbol(cdf)
     if sign_cdf is not None:
         values = index[:]
+        cols = len(sign_cdf)
         for e, magnitude in enumerate(index):
-            if magnitude != 0 and chunk.symbol(sign_cdf) == 0:  # 0: negative
+            if magnitude != 0 and chunk.symbol(sign_cdf[e % cols]) == 0:  # 0: negative
                 values[e] = -magnitude
     else:
         values = [i + f["offset"] for i in index]
@@ -1072,7 +1080,40 @@ def decode_ctx(f: dict, buf: bytes, n: int) -> list[int]:
         return _decode_ctx_order0(f, buf, pos, n)
     if model == 1:
         return _decode_ctx_lanes(f, buf, pos, n)
+    if model == 2:
+        return _decode_ctx_rowcol(f, buf, pos, n)
     raise _corrupt("CODING.md §5.6", f"reserved model {model}")
+
+
+def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
+    """C§5.6.3: offset, nsym, rows, nrc, ncc, nsc, chunk_rows, sign classes, then a rowcol stream's parts."""
+    sec = "CODING.md §5.6.3"
+    (zo, nsym, rows, nrc, ncc, nsc, chunk_rows), pos = _read_varints(buf, pos, 7)
+    offset, lo, hi = _unzigzag(zo), f["lo"], f["hi"]
+    if not 2 <= nsym <= MAX_NSYM:
+        raise _corrupt(sec, f"nsym {nsym} outside 2..2^20")
+    if not 1 <= rows <= n or n % rows:
+        raise _corrupt(sec, f"rows {rows} do not divide N = {n}")
+    cols = n // rows
+    if not 1 <= nrc <= min(64, rows) or not 1 <= ncc <= min(64, cols):
+        raise _corrupt(sec, f"class counts {nrc}, {ncc} out of range")
+    if not 0 <= nsc <= min(64, cols):
+        raise _corrupt(sec, f"nsc = {nsc} outside 0..min(64, cols)")
+    if nsc >= 1 and (offset != 0 or -(nsym - 1) < lo or nsym - 1 > hi):
+        raise _corrupt(sec, "signs apart need offset 0 and magnitudes within the symbol range")
+    if nsc == 0 and (offset < lo or offset + nsym - 1 > hi):
+        raise _corrupt(sec, "alphabet outside the symbol range")
+    if not 1 <= chunk_rows <= rows:
+        raise _corrupt(sec, f"chunk_rows {chunk_rows} outside 1..rows")
+    k = -(-rows // chunk_rows)
+    if k > MAX_CHUNKS:
+        raise _corrupt(sec, f"{k} chunks, more than 2^20")
+    sign_class = [0] * cols
+    if nsc > 1:
+        sign_class, pos = _read_class_stream(buf, pos, cols, nsc)
+    fields = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc >= 1,
+              "offset": offset, "chunk_rows": chunk_rows, "K": k, "nsc": max(nsc, 1)}
+    return decode_rowcol(fields, buf, n, pos, sign_class)
 
 
 def _decode_ctx_order0(f: dict, buf: bytes, pos: int, n: int) -> list[int]:

@@ -7,7 +7,9 @@ with a varint naming the model (spec/CODING.md, section 5.6):
   size, chunk size) as varints at the start of the stream instead of in the
   header, which saves about 35 header bytes per stream;
 * model 1, **lanes**: significance coded with lane contexts (density bucket, step
-  class, neighbour flags), then the non-zero values (section 5.6.2).
+  class, neighbour flags), then the non-zero values (section 5.6.2);
+* model 2, **rowcol**: the ``rowcol`` coding with its parameters in the stream,
+  and with signs apart, a sign table per column sign class (section 5.6.3).
 
 Within a chunk of a lanes stream, symbol ``(lane, step)`` depends only on
 earlier steps of its lane and on side information, so the decoder decodes one
@@ -19,13 +21,15 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from ecnn.coder import categorical
+from ecnn.coder import categorical, rowcol
 from ecnn.context import order0, sparse, tables, varint
+from ecnn.context import rowcol as rowcol_ctx
 from ecnn.errors import CorruptPayload
 
 KEYS = {"coder", "length"}
 MODEL_ORDER0 = 0
 MODEL_LANES = 1
+MODEL_ROWCOL = 2
 MAX_CHUNKS = 1 << 20
 _FLAGS = 3  # bit 0: lanes are columns; bit 1: value tables by previous sign
 _BATCH = 1 << 16  # symbols per call when every symbol has its own table
@@ -116,6 +120,26 @@ def encode_lanes(m: np.ndarray, plan: sparse.LanePlan, chunk: int) -> tuple[dict
     return {"coder": "ctx", "length": len(data)}, data
 
 
+def rowcol_params(offset: int, nsym: int, rows: int, nrc: int, ncc: int, nsc: int, crows: int) -> list[int]:
+    """The varints that start a model-2 stream (the model first)."""
+    return [MODEL_ROWCOL, zigzag(int(offset)), int(nsym), int(rows), int(nrc), int(ncc), int(nsc), int(crows)]
+
+
+def encode_rowcol(
+    sym: np.ndarray, values: np.ndarray | None, plan: rowcol_ctx.RowColPlan, offset: int, nsym: int, chunk: int, signs: rowcol_ctx.SignPlan | None
+) -> tuple[dict, bytes]:
+    """A model-2 stream: rowcol with its parameters in the stream and, with signs, sign tables by column class."""
+    rows, cols = sym.shape
+    crows = rowcol.chunk_rows_for(rows, cols, chunk)
+    nsc = 0 if values is None else signs.k
+    parts = [varint.encode(rowcol_params(offset, nsym, rows, plan.nrc, plan.ncc, nsc, crows))]
+    if nsc > 1:
+        parts.append(_side(signs.sclass, signs.side_fit))
+    parts.append(rowcol.encode_body(sym, values, plan, crows, signs))
+    data = b"".join(parts)
+    return {"coder": "ctx", "length": len(data)}, data
+
+
 # --- decoding ---------------------------------------------------------------
 
 
@@ -132,6 +156,8 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray
             return _decode_order0(mv, pos, count, out_dtype, lo, hi)
         if model == MODEL_LANES:
             return _decode_lanes(mv, pos, count, out_dtype, lo, hi)
+        if model == MODEL_ROWCOL:
+            return _decode_rowcol(mv, pos, count, out_dtype, lo, hi)
     except CorruptPayload:
         raise
     except Exception as e:  # varint, table and constriction failures alike
@@ -163,11 +189,38 @@ def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
     return out
 
 
+def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+    (zo, nsym, rows, nrc, ncc, nsc, crows), pos = varint.decode(mv, 7, pos)
+    offset = unzigzag(zo)
+    if not 2 <= nsym <= tables.MAX_NSYM:
+        raise CorruptPayload(f"ctx rowcol: nsym {nsym} outside 2..{tables.MAX_NSYM}")
+    if rows < 1 or count % rows:
+        raise CorruptPayload(f"ctx rowcol: {rows} rows do not divide {count} symbols")
+    cols = count // rows
+    if not 1 <= nrc <= min(rowcol_ctx.MAX_CLASSES, rows) or not 1 <= ncc <= min(rowcol_ctx.MAX_CLASSES, cols):
+        raise CorruptPayload("ctx rowcol: class counts outside 1..min(64, rows or cols)")
+    if nsc > min(rowcol_ctx.MAX_CLASSES, cols):
+        raise CorruptPayload("ctx rowcol: sign classes outside 0..min(64, cols)")
+    if nsc and (offset != 0 or -(nsym - 1) < lo or nsym - 1 > hi):
+        raise CorruptPayload("ctx rowcol: magnitudes outside the symbol range, or an offset with signs")
+    if not nsc and (offset < lo or offset + nsym - 1 > hi):
+        raise CorruptPayload("ctx rowcol: alphabet outside the symbol range")
+    if not 1 <= crows <= rows or categorical.num_chunks(rows, crows) > MAX_CHUNKS:
+        raise CorruptPayload("ctx rowcol: rows per chunk outside 1..rows, or too many chunks")
+    sclass = None
+    if nsc > 1:
+        sclass, pos = _read_side(mv, pos, nsc, cols)
+    elif nsc == 1:
+        sclass = np.zeros(cols, np.int64)
+    desc = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc > 0, "offset": offset, "chunk_rows": crows}
+    return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1))
+
+
 def _read_side(mv, pos: int, k: int, n: int) -> tuple[np.ndarray, int]:
     counts, pos = tables.read(mv, pos, k)
     (nw,), pos = varint.decode(mv, 1, pos)
     if pos + 4 * nw > len(mv):
-        raise CorruptPayload("ctx lanes: step class stream runs past the end of the stream")
+        raise CorruptPayload("ctx: class stream runs past the end of the stream")
     words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
     cls = categorical.decode_chunk(words, categorical.model(tables.expand(counts)), n)
     return cls.astype(np.int64), pos + 4 * nw

@@ -26,6 +26,7 @@ from ecnn.context import rowcol as ctxmod
 from ecnn.context import tables, varint
 from ecnn.errors import CorruptPayload
 
+_BATCH = 1 << 16  # signs per call when each has its own table
 KEYS = {"coder", "length", "offset", "nsym", "rows", "cols", "nrc", "ncc", "signs", "chunk_rows", "precision"}
 
 
@@ -43,37 +44,7 @@ def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, 
     """Encode a ``(rows, cols)`` array of symbol indices (magnitudes when ``values`` is given)."""
     rows, cols = sym.shape
     crows = chunk_rows_for(rows, cols, chunk)
-    parts = []
-    if plan.nrc > 1:
-        parts.append(_side(plan.rclass, plan.rows_fit))
-    if plan.ncc > 1:
-        parts.append(_side(plan.cclass, plan.cols_fit))
-    parts.append(varint.encode(plan.table_of))
-    parts += [f.blob for f in plan.fits]
-    models = [categorical.model(tables.expand(f.counts)) for f in plan.fits]
-    sign_model = None
-    if values is not None:
-        parts.append(plan.sign_fit.blob)
-        sign_model = categorical.model(tables.expand(plan.sign_fit.counts))
-    chunks = []
-    for a in range(0, rows, crows):
-        b = min(rows, a + crows)
-        tid = plan.table_of.astype(np.uint8)[plan.rclass[a:b, None] + plan.cclass[None, :]].ravel()
-        s = sym[a:b].ravel().astype(np.int32)
-        order = np.argsort(tid, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(models)))])
-        enc = constriction.stream.queue.RangeEncoder()
-        for t, m in enumerate(models):
-            if bounds[t + 1] > bounds[t]:
-                enc.encode(s[order[bounds[t] : bounds[t + 1]]], m)
-        if sign_model is not None:
-            v = values[a:b].ravel()
-            signs = (v[v != 0] > 0).astype(np.int32)
-            if signs.size:
-                enc.encode(signs, sign_model)
-        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
-    parts.append(categorical.chunks_bytes(chunks))
-    data = b"".join(parts)
+    data = encode_body(sym, values, plan, crows)
     desc = {
         "coder": "rowcol",
         "length": len(data),
@@ -88,6 +59,55 @@ def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, 
         "precision": tables.PRECISION,
     }
     return desc, data
+
+
+def encode_body(
+    sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, crows: int, signs: ctxmod.SignPlan | None = None
+) -> bytes:
+    """The bytes of a rowcol stream; with ``signs``, one sign table per column sign class (``ctx`` model 2)."""
+    rows, cols = sym.shape
+    parts = []
+    if plan.nrc > 1:
+        parts.append(_side(plan.rclass, plan.rows_fit))
+    if plan.ncc > 1:
+        parts.append(_side(plan.cclass, plan.cols_fit))
+    parts.append(varint.encode(plan.table_of))
+    parts += [f.blob for f in plan.fits]
+    models = [categorical.model(tables.expand(f.counts)) for f in plan.fits]
+    sign_model = sign_f = None
+    if values is not None and signs is None:
+        parts.append(plan.sign_fit.blob)
+        sign_model = categorical.model(tables.expand(plan.sign_fit.counts))
+    elif values is not None:
+        parts += [f.blob for f in signs.fits]
+        sign_f = np.array([tables.expand(f.counts) for f in signs.fits], np.float64)
+        if signs.k == 1:
+            sign_model = categorical.model(sign_f[0])
+    chunks = []
+    for a in range(0, rows, crows):
+        b = min(rows, a + crows)
+        tid = plan.table_of.astype(np.uint8)[plan.rclass[a:b, None] + plan.cclass[None, :]].ravel()
+        s = sym[a:b].ravel().astype(np.int32)
+        order = np.argsort(tid, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(models)))])
+        enc = constriction.stream.queue.RangeEncoder()
+        for t, m in enumerate(models):
+            if bounds[t + 1] > bounds[t]:
+                enc.encode(s[order[bounds[t] : bounds[t + 1]]], m)
+        if values is not None:
+            v = values[a:b]
+            nz = v != 0
+            bits = (v[nz] > 0).astype(np.int32)
+            if bits.size and sign_model is not None:
+                enc.encode(bits, sign_model)
+            elif bits.size:  # the table of each sign's column class, in row-major order
+                cls = np.broadcast_to(signs.sclass[None, :], v.shape)[nz]
+                fam = constriction.stream.model.Categorical(perfect=False)
+                for i in range(0, bits.size, _BATCH):
+                    enc.encode(bits[i : i + _BATCH], fam, sign_f[cls[i : i + _BATCH]])
+        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+    parts.append(categorical.chunks_bytes(chunks))
+    return b"".join(parts)
 
 
 def _read_side(mv, pos: int, n: int, count: int) -> tuple[np.ndarray, int]:
@@ -110,9 +130,9 @@ def decode(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
         raise CorruptPayload(f"rowcol stream: {e}") from None
 
 
-def _decode(desc: dict, mv, out_dtype: np.dtype) -> np.ndarray:
+def _decode(desc: dict, mv, out_dtype: np.dtype, pos: int = 0, sclass: np.ndarray | None = None, nsc: int = 1) -> np.ndarray:
+    """Decode from ``pos``; with ``sclass`` (``ctx`` model 2) the signs use ``nsc`` tables, one per column class."""
     rows, cols, nrc, ncc, nsym = desc["rows"], desc["cols"], desc["nrc"], desc["ncc"], desc["nsym"]
-    pos = 0
     rclass = np.zeros(rows, np.int64)
     cclass = np.zeros(cols, np.int64)
     if nrc > 1:
@@ -129,10 +149,15 @@ def _decode(desc: dict, mv, out_dtype: np.dtype) -> np.ndarray:
     for _ in range(ntab):
         c, pos = tables.read(mv, pos, nsym)
         models.append(categorical.model(tables.expand(c)))
-    sign_model = None
+    sign_model = sign_f = None
     if desc["signs"]:
-        c, pos = tables.read(mv, pos, 2)
-        sign_model = categorical.model(tables.expand(c))
+        sign_f = []
+        for _ in range(nsc):
+            c, pos = tables.read(mv, pos, 2)
+            sign_f.append(tables.expand(c))
+        sign_f = np.array(sign_f, np.float64)
+        if sclass is None or nsc == 1:
+            sign_model = categorical.model(sign_f[0])
     crows = desc["chunk_rows"]
     nchunks = categorical.num_chunks(rows, crows)
     chunks = categorical.read_chunks(mv, pos, nchunks)
@@ -150,10 +175,15 @@ def _decode(desc: dict, mv, out_dtype: np.dtype) -> np.ndarray:
                 grouped[bounds[t] : bounds[t + 1]] = dec.decode(m, n)
         idx = np.empty(tid.size, np.int64 if not desc["signs"] and desc["offset"] else np.int32)
         idx[order] = grouped
-        if sign_model is not None:
+        if desc["signs"]:
             nz = np.flatnonzero(idx)
-            if nz.size:
+            if nz.size and sign_model is not None:
                 s = dec.decode(sign_model, nz.size)
+                idx[nz] *= 2 * s.astype(np.int32) - 1
+            elif nz.size:
+                cls = sclass[nz % cols]
+                fam = constriction.stream.model.Categorical(perfect=False)
+                s = np.concatenate([dec.decode(fam, sign_f[cls[i : i + _BATCH]]) for i in range(0, nz.size, _BATCH)])
                 idx[nz] *= 2 * s.astype(np.int32) - 1
         elif desc["offset"]:
             idx += desc["offset"]

@@ -26,7 +26,7 @@ from ecnn.coder import categorical
 from ecnn.coder import packed
 from ecnn.coder import ctx
 from ecnn.coder import rowcol
-from ecnn.context import order0, sparse, tables
+from ecnn.context import order0, sparse, tables, varint
 from ecnn.context import rowcol as rowcol_ctx
 from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnknownField, UnsupportedCoding
 
@@ -65,7 +65,7 @@ class Choice(NamedTuple):
     """A coder picked by :func:`choose`.
 
     Attributes:
-        kind: ``const``, ``raw``, ``cat0``, ``rowcol``, ``ctx0`` or ``lanes`` (the last two are ``ctx`` streams).
+        kind: ``const``, ``raw``, ``cat0``, ``rowcol``, ``ctx0``, ``lanes`` or ``ctx2`` (the last three are ``ctx`` streams).
         bits: estimated size in bits, the descriptor's included when it was costed.
         how: what the encoder needs to code it.
         desc_bits: the descriptor's part of ``bits`` (0 when descriptors were not costed).
@@ -247,6 +247,9 @@ def encode_best(
     if kind == "rowcol":
         sym, vals, plan_, offset, n = how
         return rowcol.encode(sym, vals, plan_, offset, n, chunk)
+    if kind == "ctx2":
+        (sym, vals, plan_, offset, n), signs = how
+        return ctx.encode_rowcol(sym, vals, plan_, offset, n, chunk, signs)
     return encode_raw(v, *raw_width(lo, hi, width, signed))
 
 
@@ -286,8 +289,10 @@ def choose(
         best = min(best, c, key=lambda ch: ch.bits)
         if rows and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE:
             rc = _best_rowcol(v, indices, lo, nsym, rows, chunk)
-            if rc is not None:
-                best = min(best, cand("rowcol", rc[1], rc[2], "rowcol", nsym=rc[2][4], offset=rc[2][3]), key=lambda ch: ch.bits)
+            if rc is not None and contexts:
+                best = min(best, _ctx_rowcol(rc, rows, chunk, cand), key=lambda ch: ch.bits)
+            elif rc is not None:
+                best = min(best, cand("rowcol", rc[1], rc[2], "rowcol"), key=lambda ch: ch.bits)
     lanes_ok = contexts and rows and v.size >= LANES_MIN_COUNT and v.size % rows == 0 and lo <= 0 <= hi
     if lanes_ok and np.count_nonzero(v == 0) >= LANES_MIN_ZEROS * v.size:
         m = v.astype(np.int64).reshape(rows, -1)
@@ -295,6 +300,19 @@ def choose(
         if p is not None:
             best = min(best, cand("lanes", p.bits, (m, p), "ctx"), key=lambda ch: ch.bits)
     return best
+
+
+def _ctx_rowcol(rc, rows: int, chunk: int, cand) -> Choice:
+    """A rowcol plan as a ``ctx`` model-2 stream: parameters in the stream, sign tables by column class."""
+    sym, vals, plan_, offset, n = rc[2]
+    bits, signs, nsc = rc[1], None, 0
+    if vals is not None:
+        signs = rowcol_ctx.plan_signs(vals)
+        bits += signs.bits - plan_.sign_fit.total_bits
+        nsc = signs.k
+    crows = rowcol.chunk_rows_for(rows, sym.shape[1], chunk)
+    bits += 8.0 * int(varint.varint_sizes(ctx.rowcol_params(offset, n, rows, plan_.nrc, plan_.ncc, nsc, crows)).sum())
+    return cand("ctx2", bits, (rc[2], signs), "ctx")
 
 
 def _desc_bits(kind: str, bits: float, **fields) -> float:
@@ -306,9 +324,8 @@ def _desc_bits(kind: str, bits: float, **fields) -> float:
         d = {"coder": "raw", "length": length, "width": fields["width"], "signed": fields["signed"]}
     elif kind == "ctx":
         d = {"coder": "ctx", "length": length}
-    else:  # rowcol: the fields that vary are small integers; take typical sizes
-        d = {"coder": "rowcol", "length": length, "offset": fields["offset"], "nsym": fields["nsym"], "rows": 1 << 16, "cols": 1 << 16,
-             "nrc": 8, "ncc": 8, "signs": True, "chunk_rows": 1 << 16, "precision": 24}
+    else:
+        raise ValueError(f"no descriptor estimate for {kind!r}")
     return 8.0 * len(msgpack.packb(d))
 
 

@@ -161,3 +161,70 @@ def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: i
             bits += side.total_bits + order0.FLUSH_BITS
     bits += 8.0 * int(varint.varint_sizes(table_of).sum())
     return RowColPlan(rclass, cclass, nrc, ncc, table_of, fits, sign_fit, rows_fit, cols_fit, bits)
+
+
+@dataclass(frozen=True)
+class SignPlan:
+    """Sign tables chosen by column (format 1.1, ``ctx`` model 2).
+
+    Attributes:
+        k: number of sign classes.
+        sclass: sign class of every column.
+        fits: the sign table (negative, positive) of each class.
+        side_fit: order-0 fit of the class stream (None if ``k == 1``).
+        bits: estimated bits of the class stream and every sign.
+    """
+
+    k: int
+    sclass: np.ndarray
+    fits: list
+    side_fit: order0.Order0Fit | None
+    bits: float
+
+
+SIGN_CLASSES = (1, 2, 4, 8)
+
+
+def sign_classes(values: np.ndarray, k: int) -> np.ndarray:
+    """Column classes ``0..k-1`` by the share of positive values among the column's non-zero ones.
+
+    The classes are spread evenly between the 1st and 99th percentile of the
+    shares, so that a few columns of one sign do not take every class.
+    """
+    cols = values.shape[1]
+    if k == 1:
+        return np.zeros(cols, np.int64)
+    nz = (values != 0).sum(axis=0)
+    pos = np.where(nz > 0, (values > 0).sum(axis=0) / np.maximum(nz, 1), 0.5)
+    lo, hi = np.quantile(pos, [0.01, 0.99])
+    if hi - lo < 1e-9:
+        return np.zeros(cols, np.int64)
+    return np.clip(((pos - lo) / (hi - lo) * k).astype(np.int64), 0, k - 1)
+
+
+def plan_signs(values: np.ndarray) -> SignPlan:
+    """The cheapest number of sign classes for a ``(rows, cols)`` array of signed values."""
+    best = None
+    nzm = values != 0
+    for k in SIGN_CLASSES:
+        if k > values.shape[1]:
+            break
+        cls = sign_classes(values, k)
+        neg = np.bincount(cls, weights=((values < 0).sum(axis=0)), minlength=k).astype(np.int64)
+        tot = np.bincount(cls, weights=nzm.sum(axis=0), minlength=k).astype(np.int64)
+        fits, bits = [], 0.0
+        for c in range(k):
+            h = np.array([neg[c], tot[c] - neg[c]], np.int64)
+            f = order0.fit(h if h.any() else np.array([1, 1], np.int64))
+            fits.append(f)
+            bits += f.total_bits
+        side = None
+        if k > 1:
+            h = np.bincount(cls, minlength=k)
+            if (h > 0).sum() < 2:
+                continue
+            side = order0.fit(h)
+            bits += side.total_bits + order0.FLUSH_BITS + 8.0
+        if best is None or bits < best.bits:
+            best = SignPlan(k, cls, fits, side, bits)
+    return best
