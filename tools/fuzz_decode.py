@@ -1,4 +1,5 @@
-"""Mutation fuzzing of the decoder (a benchmark, not a test).
+"""Mutation fuzzing of the decoder (a benchmark, not a test; tools/fuzz_ecnn.py also fuzzes
+ecnn.open and the CLI, generates hostile headers and measures memory per input).
 
 Takes the valid conformance vectors in fixtures/v1/valid, damages them and
 decodes the result with ``ecnn.numpy.decode``. Anything other than an
