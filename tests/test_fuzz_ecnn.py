@@ -9,9 +9,8 @@ from __future__ import annotations
 import random
 import warnings
 
-import pytest
-
 import fuzz_ecnn as fz
+import pytest
 
 
 @pytest.fixture(scope="module")
