@@ -275,3 +275,48 @@ def test_a_header_of_empty_arrays_is_rejected_within_16_bytes_of_memory_per_byte
     finally:
         tracemalloc.stop()
     assert peak < 16 * len(data), f"{peak / len(data):.0f} bytes per header byte"
+
+
+def _raw_stream(width: int, signed: bool) -> dict:
+    return {"coder": "raw", "length": 0, "width": width, "signed": signed}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by tools/fuzz_ecnn.py: a uniform_rows tensor with zero rows passes validation, then "
+    "quantize.dequantize_by_rows raises ValueError (cannot reshape an empty array into (0, -1))",
+)
+def test_a_uniform_rows_tensor_with_zero_rows_decodes_or_fails_typed():
+    rec = {
+        "name": "w",
+        "dtype": "float32",
+        "shape": [0, 5],
+        "repr": {"kind": "uniform_rows", "step": 0x3C23D70A},
+        "streams": [_raw_stream(1, False), _raw_stream(4, True)],
+    }
+    try:
+        assert ecnn.decode(_file([rec]))["w"].shape == (0, 5)
+    except errors.EcnnError:
+        pass
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by tools/fuzz_ecnn.py: a tensor with no elements whose other dimensions multiply past "
+    "2^63 (each within the 2^48 cap, e.g. [2^48, 2^48, 0]) passes validation, and numpy's reshape raises "
+    "ValueError; the format needs a cap on the product of the non-zero dimensions (or the decoder a typed error)",
+)
+@pytest.mark.parametrize("kind", ["raw", "planes", "uniform"])
+def test_an_empty_tensor_with_huge_dimensions_fails_typed(kind):
+    shape = [1 << 48, 1 << 48, 0]
+    if kind == "planes":
+        rec = _const("z", shape)
+    else:
+        rec = {"name": "z", "dtype": "float32", "shape": shape, "repr": {"kind": kind}, "streams": []}
+        if kind == "uniform":
+            rec["repr"]["step"] = 0x3C23D70A
+            rec["streams"] = [_raw_stream(4, True)]
+    try:
+        ecnn.decode(_file([rec]))
+    except errors.EcnnError:
+        pass

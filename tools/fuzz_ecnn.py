@@ -694,6 +694,28 @@ def worker(target: str, seed: int, start: int, stop: int, progress_path: str, ou
 # --- the driver -------------------------------------------------------------
 
 
+def merge(results: list[dict], deaths: list[dict]) -> dict:
+    """One target's figures from its workers' outputs."""
+    total = {"inputs": len(deaths), "outcomes": {}, "by_generator": {}, "crashes": [], "slowest": [], "over_bound": 0}
+    for key in ("peak_traced", "peak_rss", "worst_ratio"):
+        total[key] = max((r[key] for r in results), key=lambda x: x[0], default=[0, None])
+    total["max_declared"] = max((r["max_declared"] for r in results), default=0)
+    total["hwm"] = all(r["hwm"] for r in results)
+    for r in results:
+        total["inputs"] += r["inputs"]
+        total["over_bound"] += r["over_bound"]
+        total["crashes"] += r["crashes"]
+        total["slowest"] = sorted(total["slowest"] + r["slowest"], reverse=True)[:5]
+        for k, v in r["outcomes"].items():
+            total["outcomes"][k] = total["outcomes"].get(k, 0) + v
+        for k, (c, acc) in r["by_generator"].items():
+            g = total["by_generator"].setdefault(k, [0, 0])
+            g[0] += c
+            g[1] += acc
+    total["deaths"] = deaths
+    return total
+
+
 def run_target(target: str, seed: int, n: int, workers: int, log) -> dict:
     """Run ``n`` inputs of one target across worker processes; restart a worker that dies."""
     per = math.ceil(n / workers)
@@ -733,24 +755,7 @@ def run_target(target: str, seed: int, n: int, workers: int, log) -> dict:
             log(f"{target}: worker died at input {cur} ({rc}); restarting after it")
             if cur + 1 < b:
                 pending.append((cur + 1, b))
-    total = {"inputs": len(deaths), "outcomes": {}, "by_generator": {}, "crashes": [], "slowest": [], "over_bound": 0}
-    for key in ("peak_traced", "peak_rss", "worst_ratio"):
-        total[key] = max((r[key] for r in results), key=lambda x: x[0], default=[0, None])
-    total["max_declared"] = max((r["max_declared"] for r in results), default=0)
-    total["hwm"] = all(r["hwm"] for r in results)
-    for r in results:
-        total["inputs"] += r["inputs"]
-        total["over_bound"] += r["over_bound"]
-        total["crashes"] += r["crashes"]
-        total["slowest"] = sorted(total["slowest"] + r["slowest"], reverse=True)[:5]
-        for k, v in r["outcomes"].items():
-            total["outcomes"][k] = total["outcomes"].get(k, 0) + v
-        for k, (c, acc) in r["by_generator"].items():
-            g = total["by_generator"].setdefault(k, [0, 0])
-            g[0] += c
-            g[1] += acc
-    total["deaths"] = deaths
-    return total
+    return merge(results, deaths)
 
 
 def header_bombs() -> list[tuple]:
@@ -871,6 +876,12 @@ def main() -> int:
     ap.add_argument("--replay", metavar="TARGET:INDEX", help="rebuild one input, run it and print what happens")
     ap.add_argument("--save", metavar="PATH", help="with --replay: write the input to PATH")
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument(
+        "--collect",
+        nargs="+",
+        metavar="TARGET=DIR:SECONDS",
+        help="report from the worker outputs (o*.json) left in a driver's folder by a run that was stopped",
+    )
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -895,6 +906,12 @@ def main() -> int:
     targets = [t for t in a.targets.split(",") if t]
     seeds = load_seeds()
     results, seconds = {}, {}
+    for spec in a.collect or ():
+        t, rest = spec.split("=", 1)
+        folder, secs = rest.rsplit(":", 1)
+        results[t] = merge([json.loads(f.read_text()) for f in sorted(Path(folder).glob("o*.json"))], [])
+        seconds[t] = float(secs)
+        targets = []
     for t in targets:
         t0 = time.perf_counter()
         results[t] = run_target(t, a.seed, a.inputs, a.workers, lambda m: print(m, file=sys.stderr))
