@@ -254,9 +254,10 @@ def quantize_rdo(arr: np.ndarray, dt: dtypes.DType, step: float, h, strength: fl
 def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
     """Rates and weighted distortions of every candidate (step, strength) of a tensor.
 
-    Rates are the codec's estimate at one step per octave (every step for
-    small tensors) and, in between, the order-0 size scaled by the estimate's
-    ratio to it at the neighbouring anchors.
+    Rates are the codec's estimate at one step every other octave, rounding to
+    nearest (every candidate for tensors of up to 1024 values), and elsewhere
+    the order-0 size scaled by the estimate's ratio to it at the neighbouring
+    anchors; the real size of the chosen allocation is always checked by coding.
     """
     x = quantize.to_float(t.arr, t.dt)
     absmax = float(np.max(np.abs(x))) if x.size else 0.0
@@ -268,7 +269,7 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
         hs = np.asarray(hs, np.float64)
     else:
         hs = np.full(sample.shape, float(t.h))
-    small = sample.size <= 1 << 14
+    small = sample.size <= 1 << 10
     cands, rates, o0, exact, dists = [], [], [], [], []
     for j, s in enumerate(steps):
         s = float(s)
@@ -280,7 +281,8 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
             xr = quantize.to_float(quantize.dequantize(q, t.dt, s), t.dt).astype(np.float64)
             dists.append(float(np.sum(hs * (xr - xs) ** 2)) * scale)
             cands.append((s, strength))
-            anchor = small or j % cfg.steps_per_octave == 0 or j == len(steps) - 1
+            # the codec's estimate every other octave, for round-to-nearest; the rest from order-0 sizes
+            anchor = small or (strength == cfg.strengths[0] and (j % (2 * cfg.steps_per_octave) == 0 or j == len(steps) - 1))
             o0.append(_order0_bits(q) / 8 + 1.0)
             if not q.any():
                 exact.append(0.0)
@@ -288,18 +290,19 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
                 exact.append(rate.estimate_bytes(q.reshape(sample.shape) if sample.ndim else q))
             else:
                 exact.append(None)
-    # fill the rates between anchors: order-0 size times the interpolated ratio, per strength
+    # between anchors: the order-0 size times the estimate's ratio to it, interpolated in log-step
     o0 = np.array(o0)
+    logs = np.log2(np.array([c[0] for c in cands], np.float64))
+    known = [i for i in range(len(cands)) if exact[i] is not None and exact[i] > 0]
     rates = np.zeros(len(cands))
-    for strength in cfg.strengths:
-        idx = [i for i, c in enumerate(cands) if c[1] == strength]
-        known = [i for i in idx if exact[i] is not None]
-        if not known:
-            continue
-        pos = np.array([idx.index(i) for i in known], np.float64)
-        ratio = np.array([exact[i] / o0[i] for i in known])
-        for n_, i in enumerate(idx):
-            rates[i] = exact[i] if exact[i] is not None else o0[i] * float(np.interp(n_, pos, ratio))
+    order = sorted(known, key=lambda i: logs[i])
+    for i in range(len(cands)):
+        if exact[i] is not None:
+            rates[i] = exact[i]
+        elif order:
+            rates[i] = o0[i] * float(np.interp(logs[i], logs[order], [exact[k] / o0[k] for k in order]))
+        else:
+            rates[i] = o0[i]
     t.cands = cands
     t.steps = np.array([c[0] for c in cands], np.float32)
     t.rates, t.dists = rates * scale, np.array(dists)
@@ -929,3 +932,63 @@ def _bisect_metric(search: _Search, run, hi: int, metric_hi: float, floor_metric
         else:
             bad = mid
     return good, good_m
+
+
+# --- command-line helpers ---------------------------------------------------------
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1 << 10,
+    "m": 1000**2, "mb": 1000**2, "mib": 1 << 20,
+    "g": 1000**3, "gb": 1000**3, "gib": 1 << 30,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """A file size such as ``2MB`` (10**6 bytes), ``1.5MiB`` (2**20), ``800kB`` or ``123456``.
+
+    Raises:
+        InvalidOption: not a positive size.
+    """
+    t = str(text).strip().lower().replace(" ", "").replace("_", "")
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num) :]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in _SIZE_UNITS or not (math.isfinite(value) and value > 0) or value * _SIZE_UNITS[unit] < 1:
+        raise InvalidOption(f"expected a size such as 2MB, 1.5MiB or 800000, got {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+def load_callable(spec: str) -> Callable:
+    """``module:function`` (an importable module or a path to a ``.py`` file) to the function.
+
+    This runs the module's code: pass only code you trust.
+
+    Raises:
+        InvalidOption: malformed spec, or the module or function cannot be found.
+    """
+    import importlib
+    import importlib.util
+
+    if not isinstance(spec, str) or ":" not in spec:
+        raise InvalidOption(f"expected module:function, got {spec!r}")
+    mod_name, _, fn_name = spec.rpartition(":")
+    try:
+        if mod_name.endswith(".py") or os.sep in mod_name:
+            name = "ecnn_user_" + os.path.splitext(os.path.basename(mod_name))[0]
+            s = importlib.util.spec_from_file_location(name, mod_name)
+            if s is None or s.loader is None:
+                raise ImportError(mod_name)
+            mod = importlib.util.module_from_spec(s)
+            s.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(mod_name)
+    except (ImportError, OSError) as e:
+        raise InvalidOption(f"cannot import {mod_name!r}: {e}") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise InvalidOption(f"{mod_name!r} has no function {fn_name!r}")
+    return fn

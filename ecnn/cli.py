@@ -1,4 +1,4 @@
-"""The ``ecnn`` command: pack, unpack, info, verify."""
+"""The ``ecnn`` command: pack, unpack, info, verify, report."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ examples:
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
   ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, initializers packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
+  ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
+  ecnn pack model.pt --max-drop 0.5 --eval my_eval.py:accuracy    smallest file losing <= 0.5
+  ecnn report model.ecnn -o report.html                  HTML page with plots
 """
 
 
@@ -131,6 +134,8 @@ def cmd_pack(a) -> int:
         out = src.with_name(src.name + ".ecnn")
     if eio.same_file(src, out) or (src.resolve() == out.resolve()):
         raise SameFile(f"refusing to overwrite the input {src} with the output")
+    if a.target_size is not None or a.max_drop is not None:
+        return _pack_budget(a, src, out)
     cfg = make_config(bits=a.bits, step=a.step, lossless=a.lossless, exact=tuple(a.exact), per_row=not a.per_tensor)
     _confirm_overwrite(out, a.force)
     t0 = time.perf_counter()
@@ -162,6 +167,67 @@ def cmd_pack(a) -> int:
             f"packed {len(arrays)} tensors, {_human(in_bytes)} -> {_human(size)} "
             f"({in_bytes / max(size, 1):.2f}x) in {dt:.1f} s: {out}"
         )
+    return 0
+
+
+def _pack_budget(a, src: Path, out: Path) -> int:
+    """``pack --target-size`` / ``--max-drop``: steps chosen per tensor by ``ecnn.compress``."""
+    from ecnn import budget
+    from ecnn import io as eio
+    from ecnn.errors import InvalidOption
+
+    if a.bits is not None or a.step is not None or a.lossless or a.per_tensor:
+        raise InvalidOption("--target-size and --max-drop choose the steps; drop --bits, --step, --lossless and --per-tensor")
+    if a.max_drop is not None and not a.eval:
+        raise InvalidOption("--max-drop needs --eval module:function")
+    if not src.is_dir() and eio.kind_of(src) == "onnx":
+        raise InvalidOption("--target-size and --max-drop take weight files, not .onnx models")
+    target = budget.parse_size(a.target_size) if a.target_size is not None else None
+    evaluate = budget.load_callable(a.eval) if a.eval else None
+    calibration = budget.load_callable(a.calib) if a.calib else None
+    _confirm_overwrite(out, a.force)
+    t0 = time.perf_counter()
+    tensors = eio.load_weights(src)
+    in_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    cfg = budget.BudgetConfig(exact=tuple(a.exact))
+    res = budget.compress(
+        tensors, out, target_bytes=target, max_metric_drop=a.max_drop, evaluate=evaluate,
+        calibration=calibration, config=cfg, metadata=_metadata(a.metadata), progress=_stage_logger(a.quiet),
+    )  # fmt: skip
+    if not a.quiet:
+        extra = f"; metric {res.base_metric:.6g} -> {res.metric:.6g}" if res.metric is not None else ""
+        print(
+            f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
+            f"({in_bytes / max(res.size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
+        )
+    return 0
+
+
+def _stage_logger(quiet: bool):
+    """A progress callback printing each stage once on stderr."""
+    if quiet:
+        return None
+    seen = set()
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in seen and stage != "done":
+            seen.add(stage)
+            print(f"{stage}...", file=sys.stderr, flush=True)
+
+    return update
+
+
+def cmd_report(a) -> int:
+    from ecnn import budget, report
+    from ecnn import io as eio
+
+    out = Path(a.output) if a.output else Path(a.input).with_suffix(".html")
+    _confirm_overwrite(out, a.force)
+    evaluate = budget.load_callable(a.eval) if a.eval else None
+    original = eio.load_weights(Path(a.original)) if a.original else None
+    path = report.write_report(a.input, out, evaluate=evaluate, original=original, progress=_stage_logger(a.quiet))
+    if not a.quiet:
+        print(f"wrote {path} (plots in {path.with_name(path.stem + '_files')})")
     return 0
 
 
@@ -318,9 +384,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bits, one step per tensor instead of one per row (smaller, but outliers coarsen every row)",
     )
     sp.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="store a metadata entry (repeatable)")
+    b = sp.add_argument_group(
+        "compress to a budget",
+        "ecnn.compress chooses a step for every float tensor (biases and norms included) by rate-distortion "
+        "optimization. FUNC is module:function (an importable module or a .py file). The --eval function "
+        "receives the candidate weights as a dict {name: torch.Tensor} and returns a float, higher is better "
+        "(e.g. accuracy in percent); the --calib function receives the same dict and returns an output tensor of the "
+        "model on a calibration batch computed from those tensors (e.g. with torch.func.functional_call), "
+        "which weights each tensor's error by its effect on that output.",
+    )
+    b.add_argument("--target-size", metavar="SIZE", help="the file must fit in SIZE (2MB = 2,000,000 bytes, 2MiB, 800kB, 123456)")
+    b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric is at most X below the original's")
+    b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
+    b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: plain weight error)")
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sp.set_defaults(func=cmd_pack)
+
+    sp = sub.add_parser(
+        "report",
+        help="write an HTML page with plots about a .ecnn file",
+        description="Write an offline HTML page (PNG plots in a folder beside it): bits and bytes per tensor, "
+        "value histograms, the allocation stored by ecnn.compress, and with --eval a rate-accuracy sweep "
+        "(the weights recompressed at fractions of the file's size and with uniform bits). Needs matplotlib "
+        "(pip install 'ecnn[report]').",
+    )
+    sp.add_argument("input", help=".ecnn file")
+    sp.add_argument("-o", "--output", help="output .html (default: input name with .html)")
+    sp.add_argument("--eval", metavar="FUNC", help="module:function taking {name: torch.Tensor}, returning a float (higher is better)")
+    sp.add_argument("--original", metavar="WEIGHTS", help="the original weights file: histograms before/after, and the sweep starts from it")
+    sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("unpack", help="decode .ecnn back to .safetensors, .pt or .onnx")
     sp.add_argument("input", help=".ecnn file")

