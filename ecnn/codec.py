@@ -122,8 +122,8 @@ def _codebook(arr: np.ndarray, dt: DType, chunk: int):
     rank[order] = np.arange(k)
     zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
     q = rank[inverse.reshape(-1)] - zero
-    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk)
-    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=_rows(arr))
+    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk, contexts=True)  # codebook is 1.1 itself
+    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=_rows(arr), contexts=True)
     return {"kind": "codebook", "levels": k, "zero": zero}, [d0, d1], p0 + p1
 
 

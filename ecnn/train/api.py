@@ -219,6 +219,8 @@ def rate_bits(model: nn.Module, coder: bool = False) -> tuple[torch.Tensor, int]
             bits = soft
         else:
             bits = soft - soft.detach() + estimate_bits(_hard_counts(qp))
+        if isinstance(qp.quantizer, LloydQuantizer):  # the codebook's table: one float32 per level in use
+            bits = bits + 32.0 * int(np.count_nonzero(_hard_counts(qp)))
         total = bits if total is None else total + bits
     if total is None:
         return torch.zeros(()), 0
