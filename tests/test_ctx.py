@@ -249,13 +249,19 @@ def test_rowcol_model_with_sign_classes():
     import ref_decoder
 
     q = biased_signs(np.random.default_rng(11), (256, 96))
-    d, data = roundtrip(q, 256, chunk=4096)
-    assert data[0] == ctx.MODEL_ROWCOL
+    _, data = roundtrip(q, 256, chunk=4096)
+    assert data[0] == ctx.MODEL_ROWCOL_GROUPED
     params, _ = ctx.varint.decode(data, 8, 0)
     assert params[6] > 1  # sign classes
     d0, data0 = streams.encode_best(q.ravel(), 4, True, 4096, rows=256)
     assert d0["coder"] == "rowcol" and len(data) < len(data0)
     assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, q.size) == q.ravel().tolist()
+    # Model 2 (signs in row-major order) holds the same tables and decodes to the same symbols.
+    (sym, vals, plan, offset, n), signs = streams.choose(q.ravel(), 4, True, 4096, 256, True).how
+    _, data2 = ctx.encode_rowcol(sym, vals, plan, offset, n, 4096, signs, model=ctx.MODEL_ROWCOL)
+    assert data2[0] == ctx.MODEL_ROWCOL and data2 != data and abs(len(data2) - len(data)) <= 8 * 6
+    np.testing.assert_array_equal(ctx.decode(data2, q.size, np.int64, LO, HI), q.ravel())
+    assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data2, q.size) == q.ravel().tolist()
 
 
 def test_rowcol_model_unsigned_and_one_sign_class():
@@ -264,7 +270,7 @@ def test_rowcol_model_unsigned_and_one_sign_class():
     rng = np.random.default_rng(12)
     u = np.abs(biased_signs(rng, (128, 96))) + 3  # no zero, no sign: indices from an offset
     d, data = roundtrip(u, 128)
-    assert data[0] == ctx.MODEL_ROWCOL and ctx.varint.decode(data, 8, 0)[0][6] == 0
+    assert data[0] == ctx.MODEL_ROWCOL_GROUPED and ctx.varint.decode(data, 8, 0)[0][6] == 0
     assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, u.size) == u.ravel().tolist()
     q = rng.laplace(0, 3, (64, 80)).round().astype(np.int64)  # no sign lean: one class
     from ecnn.context import rowcol as rowcol_ctx
@@ -272,7 +278,7 @@ def test_rowcol_model_unsigned_and_one_sign_class():
     m = np.abs(q)
     p = rowcol_ctx.plan(m.astype(np.int32), int(m.max()) + 1, q, 8, 8)
     one = rowcol_ctx.SignPlan(1, np.zeros(80, np.int64), [p.sign_fit], None, 0.0)
-    d, data = ctx.encode_rowcol(m.astype(np.int32), q, p, 0, int(m.max()) + 1, 1 << 20, one)
+    _, data = ctx.encode_rowcol(m.astype(np.int32), q, p, 0, int(m.max()) + 1, 1 << 20, one)
     np.testing.assert_array_equal(ctx.decode(data, q.size, np.int64, LO, HI), q.ravel())
     assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, q.size) == q.ravel().tolist()
     bad = bytearray(data)

@@ -116,8 +116,10 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     arrays, steps = ctx_sparse_arrays()
     out["ctx_sparse"] = en.encode(arrays, config=EncodeConfig(steps=steps, chunk=4096))
     out["ctx_forced"] = ctx_forced_file()
-    # ctx model 2: rowcol with sign tables by column class (signed), and from an offset (unsigned).
+    # ctx model 2 (the encoder wrote it then): rowcol with sign tables by column class (signed), and from an offset (unsigned).
     out["ctx_rowcol"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096))
+    # ctx model 3: the same with the signs class by class (what the encoder writes since).
+    out["ctx_rowcol_by_class"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096))
     return out
 
 

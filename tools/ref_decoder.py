@@ -971,7 +971,8 @@ def decode_rowcol(f: dict, buf: bytes, n: int, pos: int = 0, sign_class: list[in
     """C§5.5: class streams, table map, tables, sign table, chunk index, chunks.
 
     From ``pos``; with ``sign_class`` (C§5.6.3), ``f["nsc"]`` sign tables, the sign
-    of column j decoded with table ``sign_class[j]``.
+    of column j decoded with table ``sign_class[j]``; with ``f["by_class"]``
+    (model 3) the signs class by class.
     """
     sec = "CODING.md §5.5"
     rows, cols, nrc, ncc = f["rows"], f["cols"], f["nrc"], f["ncc"]
@@ -1010,11 +1011,11 @@ def decode_rowcol(f: dict, buf: bytes, n: int, pos: int = 0, sign_class: list[in
         first = j * f["chunk_rows"]
         last = min(rows, first + f["chunk_rows"])
         tables = [table_map[row_class[i] + col_class[c]] for i in range(first, last) for c in range(cols)]
-        out.extend(_decode_rowcol_chunk(f, words, tables, cdfs, sign_cdf))
+        out.extend(_decode_rowcol_chunk(f, words, tables, cdfs, sign_cdf, sign_class))
     return out
 
 
-def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf):
+def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf, sign_class=None):
     """One rowcol chunk (C§5.5); table_of[e] = m_x of element e, in row-major order.
 
     Indices are decoded table by table (E_t in row-major order), then signs.
@@ -1025,7 +1026,14 @@ def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf):
         for e, te in enumerate(table_of):
             if te == t:
                 index[e] = chunk.symbol(cdf)
-    if sign_cdf is not None:
+    if sign_cdf is not None and f.get("by_class"):  # C§5.6.3, model 3: class 0's signs first
+        values = index[:]
+        cols = len(sign_cdf)
+        for g in range(f["nsc"]):
+            for e, magnitude in enumerate(index):
+                if magnitude != 0 and sign_class[e % cols] == g and chunk.symbol(sign_cdf[e % cols]) == 0:
+                    values[e] = -magnitude
+    elif sign_cdf is not None:
         values = index[:]
         cols = len(sign_cdf)
         for e, magnitude in enumerate(index):
@@ -1080,12 +1088,12 @@ def decode_ctx(f: dict, buf: bytes, n: int) -> list[int]:
         return _decode_ctx_order0(f, buf, pos, n)
     if model == 1:
         return _decode_ctx_lanes(f, buf, pos, n)
-    if model == 2:
-        return _decode_ctx_rowcol(f, buf, pos, n)
+    if model in (2, 3):
+        return _decode_ctx_rowcol(f, buf, pos, n, by_class=model == 3)
     raise _corrupt("CODING.md §5.6", f"reserved model {model}")
 
 
-def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
+def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int, by_class: bool) -> list[int]:
     """C§5.6.3: offset, nsym, rows, nrc, ncc, nsc, chunk_rows, sign classes, then a rowcol stream's parts."""
     sec = "CODING.md §5.6.3"
     (zo, nsym, rows, nrc, ncc, nsc, chunk_rows), pos = _read_varints(buf, pos, 7)
@@ -1112,7 +1120,7 @@ def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
     if nsc > 1:
         sign_class, pos = _read_class_stream(buf, pos, cols, nsc)
     fields = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc >= 1,
-              "offset": offset, "chunk_rows": chunk_rows, "K": k, "nsc": max(nsc, 1)}
+              "offset": offset, "chunk_rows": chunk_rows, "K": k, "nsc": max(nsc, 1), "by_class": by_class}
     return decode_rowcol(fields, buf, n, pos, sign_class)
 
 

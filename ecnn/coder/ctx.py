@@ -8,8 +8,10 @@ with a varint naming the model (spec/CODING.md, section 5.6):
   header, which saves about 35 header bytes per stream;
 * model 1, **lanes**: significance coded with lane contexts (density bucket, step
   class, neighbour flags), then the non-zero values (section 5.6.2);
-* model 2, **rowcol**: the ``rowcol`` coding with its parameters in the stream,
-  and with signs apart, a sign table per column sign class (section 5.6.3).
+* models 2 and 3, **rowcol**: the ``rowcol`` coding with its parameters in the
+  stream, and with signs apart, a sign table per column sign class; model 3
+  (the one the encoder writes) codes the signs class by class, so that each
+  class decodes with one call (section 5.6.3).
 
 Within a chunk of a lanes stream, symbol ``(lane, step)`` depends only on
 earlier steps of its lane and on side information, so the decoder decodes one
@@ -29,7 +31,8 @@ from ecnn.errors import CorruptPayload
 KEYS = {"coder", "length"}
 MODEL_ORDER0 = 0
 MODEL_LANES = 1
-MODEL_ROWCOL = 2
+MODEL_ROWCOL = 2  # signs in row-major order, each with its column's table
+MODEL_ROWCOL_GROUPED = 3  # signs class by class
 MAX_CHUNKS = 1 << 20
 _FLAGS = 3  # bit 0: lanes are columns; bit 1: value tables by previous sign
 _BATCH = 1 << 16  # symbols per call when every symbol has its own table
@@ -120,22 +123,29 @@ def encode_lanes(m: np.ndarray, plan: sparse.LanePlan, chunk: int) -> tuple[dict
     return {"coder": "ctx", "length": len(data)}, data
 
 
-def rowcol_params(offset: int, nsym: int, rows: int, nrc: int, ncc: int, nsc: int, crows: int) -> list[int]:
-    """The varints that start a model-2 stream (the model first)."""
-    return [MODEL_ROWCOL, zigzag(int(offset)), int(nsym), int(rows), int(nrc), int(ncc), int(nsc), int(crows)]
+def rowcol_params(offset: int, nsym: int, rows: int, nrc: int, ncc: int, nsc: int, crows: int, model: int = MODEL_ROWCOL_GROUPED) -> list[int]:
+    """The varints that start a model-2 or model-3 stream (the model first)."""
+    return [model, zigzag(int(offset)), int(nsym), int(rows), int(nrc), int(ncc), int(nsc), int(crows)]
 
 
 def encode_rowcol(
-    sym: np.ndarray, values: np.ndarray | None, plan: rowcol_ctx.RowColPlan, offset: int, nsym: int, chunk: int, signs: rowcol_ctx.SignPlan | None
+    sym: np.ndarray,
+    values: np.ndarray | None,
+    plan: rowcol_ctx.RowColPlan,
+    offset: int,
+    nsym: int,
+    chunk: int,
+    signs: rowcol_ctx.SignPlan | None,
+    model: int = MODEL_ROWCOL_GROUPED,
 ) -> tuple[dict, bytes]:
-    """A model-2 stream: rowcol with its parameters in the stream and, with signs, sign tables by column class."""
+    """A model-3 (or model-2) stream: rowcol with its parameters in the stream and, with signs, sign tables by column class."""
     rows, cols = sym.shape
     crows = rowcol.chunk_rows_for(rows, cols, chunk)
     nsc = 0 if values is None else signs.k
-    parts = [varint.encode(rowcol_params(offset, nsym, rows, plan.nrc, plan.ncc, nsc, crows))]
+    parts = [varint.encode(rowcol_params(offset, nsym, rows, plan.nrc, plan.ncc, nsc, crows, model))]
     if nsc > 1:
         parts.append(_side(signs.sclass, signs.side_fit))
-    parts.append(rowcol.encode_body(sym, values, plan, crows, signs))
+    parts.append(rowcol.encode_body(sym, values, plan, crows, signs, grouped=model == MODEL_ROWCOL_GROUPED))
     data = b"".join(parts)
     return {"coder": "ctx", "length": len(data)}, data
 
@@ -156,8 +166,8 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray
             return _decode_order0(mv, pos, count, out_dtype, lo, hi)
         if model == MODEL_LANES:
             return _decode_lanes(mv, pos, count, out_dtype, lo, hi)
-        if model == MODEL_ROWCOL:
-            return _decode_rowcol(mv, pos, count, out_dtype, lo, hi)
+        if model in (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED):
+            return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model == MODEL_ROWCOL_GROUPED)
     except CorruptPayload:
         raise
     except Exception as e:  # varint, table and constriction failures alike
@@ -189,7 +199,7 @@ def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
     return out
 
 
-def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, grouped: bool) -> np.ndarray:
     (zo, nsym, rows, nrc, ncc, nsc, crows), pos = varint.decode(mv, 7, pos)
     offset = unzigzag(zo)
     if not 2 <= nsym <= tables.MAX_NSYM:
@@ -213,7 +223,7 @@ def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
     elif nsc == 1:
         sclass = np.zeros(cols, np.int64)
     desc = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc > 0, "offset": offset, "chunk_rows": crows}
-    return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1))
+    return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1), grouped)
 
 
 def _read_side(mv, pos: int, k: int, n: int) -> tuple[np.ndarray, int]:

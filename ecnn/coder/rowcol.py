@@ -62,10 +62,19 @@ def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, 
 
 
 def encode_body(
-    sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, crows: int, signs: ctxmod.SignPlan | None = None
+    sym: np.ndarray,
+    values: np.ndarray | None,
+    plan: ctxmod.RowColPlan,
+    crows: int,
+    signs: ctxmod.SignPlan | None = None,
+    grouped: bool = False,
 ) -> bytes:
-    """The bytes of a rowcol stream; with ``signs``, one sign table per column sign class (``ctx`` model 2)."""
-    rows, cols = sym.shape
+    """The bytes of a rowcol stream; with ``signs``, one sign table per column sign class (``ctx`` models 2 and 3).
+
+    ``grouped`` (model 3) codes the signs class by class, each class's in
+    row-major order; otherwise (model 2) all in row-major order.
+    """
+    rows = sym.shape[0]
     parts = []
     if plan.nrc > 1:
         parts.append(_side(plan.rclass, plan.rows_fit))
@@ -100,6 +109,11 @@ def encode_body(
             bits = (v[nz] > 0).astype(np.int32)
             if bits.size and sign_model is not None:
                 enc.encode(bits, sign_model)
+            elif bits.size and grouped:  # class by class, each with its own table
+                cls = np.broadcast_to(signs.sclass[None, :], v.shape)[nz]
+                for g in range(signs.k):
+                    if (cls == g).any():
+                        enc.encode(bits[cls == g], categorical.model(sign_f[g]))
             elif bits.size:  # the table of each sign's column class, in row-major order
                 cls = np.broadcast_to(signs.sclass[None, :], v.shape)[nz]
                 fam = constriction.stream.model.Categorical(perfect=False)
@@ -130,8 +144,11 @@ def decode(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
         raise CorruptPayload(f"rowcol stream: {e}") from None
 
 
-def _decode(desc: dict, mv, out_dtype: np.dtype, pos: int = 0, sclass: np.ndarray | None = None, nsc: int = 1) -> np.ndarray:
-    """Decode from ``pos``; with ``sclass`` (``ctx`` model 2) the signs use ``nsc`` tables, one per column class."""
+def _decode(
+    desc: dict, mv, out_dtype: np.dtype, pos: int = 0, sclass: np.ndarray | None = None, nsc: int = 1, by_class: bool = False
+) -> np.ndarray:
+    """Decode from ``pos``; with ``sclass`` (``ctx`` models 2 and 3) the signs use ``nsc`` tables, one per column
+    class, class by class if ``by_class`` (model 3)."""
     rows, cols, nrc, ncc, nsym = desc["rows"], desc["cols"], desc["nrc"], desc["ncc"], desc["nsym"]
     rclass = np.zeros(rows, np.int64)
     cclass = np.zeros(cols, np.int64)
@@ -156,8 +173,9 @@ def _decode(desc: dict, mv, out_dtype: np.dtype, pos: int = 0, sclass: np.ndarra
             c, pos = tables.read(mv, pos, 2)
             sign_f.append(tables.expand(c))
         sign_f = np.array(sign_f, np.float64)
+        sign_models = [categorical.model(f) for f in sign_f]
         if sclass is None or nsc == 1:
-            sign_model = categorical.model(sign_f[0])
+            sign_model = sign_models[0]
     crows = desc["chunk_rows"]
     nchunks = categorical.num_chunks(rows, crows)
     chunks = categorical.read_chunks(mv, pos, nchunks)
@@ -180,6 +198,17 @@ def _decode(desc: dict, mv, out_dtype: np.dtype, pos: int = 0, sclass: np.ndarra
             if nz.size and sign_model is not None:
                 s = dec.decode(sign_model, nz.size)
                 idx[nz] *= 2 * s.astype(np.int32) - 1
+            elif nz.size and by_class:
+                # The columns of one class, in order, keep the row-major order of their elements.
+                mat = idx.reshape(b - a, cols)
+                for g, m in enumerate(sign_models):
+                    cols_g = np.flatnonzero(sclass == g)
+                    sub = mat[:, cols_g]
+                    sel = sub != 0
+                    n_g = int(np.count_nonzero(sel))
+                    if n_g:
+                        sub[sel] *= 2 * dec.decode(m, n_g).astype(sub.dtype) - 1
+                        mat[:, cols_g] = sub
             elif nz.size:
                 cls = sclass[nz % cols]
                 fam = constriction.stream.model.Categorical(perfect=False)
