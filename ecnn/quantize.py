@@ -182,7 +182,7 @@ def dequantize_by_rows(q: np.ndarray, dtype: DType, row_steps_: np.ndarray, out:
     dtype and shape, or a float view of ``q`` itself) when given.
     """
     rows = np.asarray(row_steps_).size
-    q2 = q.reshape(rows, -1)
+    q2 = q.reshape(rows, q.size // rows if rows else 0)
     cols = q2.shape[1]
     out2 = np.empty((rows, cols), dtype=dtype.storage) if out is None else out.reshape(rows, cols)
     step_rows = max(1, block // max(cols, 1))

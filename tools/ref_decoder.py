@@ -359,6 +359,11 @@ def check_record(rec) -> dict:
     for dim in shape:
         if not _is_int(dim) or not 0 <= dim <= MAX_DIM:
             raise _invalid(sec, f"dimension {dim!r} is not an integer in 0..2^48")
+    product = 1
+    for dim in shape:
+        product *= dim or 1
+    if product > MAX_DIM:
+        raise SpecError("LimitExceeded", sec, "the non-zero dimensions multiply past 2^48")
 
     offset = _require_int(fields, "offset", 0, (1 << 64) - 1, sec)
     length = _require_int(fields, "length", 0, (1 << 64) - 1, sec)

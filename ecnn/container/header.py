@@ -77,6 +77,11 @@ def _check_shape(v) -> None:
     for d in v:
         if not _is_uint(d, fmt.MAX_DIM):
             raise InvalidField(f"shape entries must be integers in [0, {fmt.MAX_DIM}]")
+    product = 1
+    for d in v:
+        product *= d or 1
+    if product > fmt.MAX_DIM:
+        raise LimitExceeded(f"the non-zero dimensions multiply to more than 2^48 ({product})")
 
 
 def _check_u64(v) -> None:
