@@ -287,3 +287,23 @@ def test_rowcol_model_unsigned_and_one_sign_class():
         ctx.decode(bytes(bad), q.size, np.int64, LO, HI)
     with pytest.raises(CorruptPayload):
         ctx.decode(data, q.size, np.int64, -2, 2)  # magnitudes outside the symbol range
+
+
+def test_lanes_work_is_bounded():
+    """K * S (chunks times steps, the decoder's loop) must stay within max(2^16, N div 16)."""
+    assert sparse.chunk_lanes_for(4096, 4096, 4096) == 16 and (4096 // 16) * 4096 == sparse.max_lane_steps(4096 * 4096)
+    assert sparse.chunk_lanes_for(300, 784, 1 << 20) == 300
+    q = sparse_matrix(np.random.default_rng(13), (512, 256), 0.02)
+    plan = sparse.fit(q, False, 8, 1, 0, 0, False, 1 << 20)
+    _, data = ctx.encode_lanes(q, plan, 1 << 20)
+    params, _ = ctx.varint.decode(data, 10, 0)
+    assert params[9] == 512  # one chunk
+    head = len(ctx.varint.encode(params[:9]))
+    tail = data[head + len(ctx.varint.encode(params[9:])) :]
+    bad = ctx.varint.encode(params[:9] + [1]) + tail  # 512 chunks of 256 steps: 2^17 > max(2^16, 2^13)
+    with pytest.raises(CorruptPayload, match="K \\* S"):
+        ctx.decode(bad, q.size, np.int64, LO, HI)
+    import ref_decoder
+
+    with pytest.raises(ref_decoder.SpecError, match="K \\* S"):
+        ref_decoder.decode_ctx({"lo": LO, "hi": HI}, bad, q.size)

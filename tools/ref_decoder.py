@@ -1186,6 +1186,8 @@ def _decode_ctx_lanes(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
     nchunks = -(-lanes // cl)
     if nchunks > MAX_CHUNKS:
         raise _corrupt(sec, f"{nchunks} chunks, more than 2^20")
+    if nchunks * steps > max(1 << 16, n // 16):
+        raise _corrupt(sec, f"K * S = {nchunks * steps} exceeds max(2^16, N div 16)")
     classes = [0] * steps
     if k > 1:
         classes, pos = _read_class_stream(buf, pos, steps, k)

@@ -262,6 +262,8 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
     nchunks = -(-lanes // cl)
     if nchunks > MAX_CHUNKS:
         raise CorruptPayload(f"ctx lanes: more than {MAX_CHUNKS} chunks")
+    if nchunks * steps > sparse.max_lane_steps(count):
+        raise CorruptPayload(f"ctx lanes: K * S = {nchunks * steps} steps exceed max(2^16, N div 16)")
     sclass = np.zeros(steps, np.int64)
     if k > 1:
         sclass, pos = _read_side(mv, pos, k, steps)

@@ -320,9 +320,17 @@ def _search(v: np.ndarray, transpose: bool, vlo: int, vhi: int, nval: int):
     return best[0] + vbits[vsign], (nb, k, d1, d2, vsign)
 
 
+def max_lane_steps(count: int) -> int:
+    """The most steps (chunks times steps) a lanes stream of ``count`` symbols may take: max(2^16, N div 16)."""
+    return max(1 << 16, count // 16)
+
+
 def chunk_lanes_for(lanes: int, steps: int, chunk: int) -> int:
-    """Lanes per chunk so that a chunk holds about ``chunk`` symbols."""
-    return min(lanes, max(1, chunk // max(steps, 1)))
+    """Lanes per chunk so that a chunk holds about ``chunk`` symbols, and the steps stay within :func:`max_lane_steps`."""
+    cl = min(lanes, max(1, chunk // max(steps, 1)))
+    while cl < lanes and -(-lanes // cl) * steps > max_lane_steps(lanes * steps):
+        cl = min(lanes, 2 * cl)
+    return cl
 
 
 def fit(m: np.ndarray, transpose: bool, nb: int, k: int, d1: int, d2: int, vsign: bool, chunk: int) -> LanePlan:
