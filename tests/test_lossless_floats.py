@@ -8,7 +8,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ecnn.numpy as en
@@ -96,6 +96,7 @@ def test_packed_spec_examples():
     st.integers(1, 40),
     st.integers(0, 2**32 - 1),
 )
+@example("float8_e4m3fn", 0, 2, 1, 1)  # two tail groups of one symbol each: 2 bytes for 2 x 3 bits
 def test_fields_round_trip_any_bit_pattern(dtype, k, rows, cols, seed):
     """Every bit pattern comes back: NaN payloads, signed zeros, subnormals, infinities."""
     dt = dtypes.get(dtype)
@@ -241,7 +242,7 @@ def test_validate_rejects_bad_records():
     with pytest.raises(InvalidField):
         fields.validate("t", rep, bad, a.shape, dt)
     bad = [dict(d) for d in descs]
-    bad[3]["length"] = packed.group_bytes(a.size, 21) + 1
+    bad[3]["length"] = packed.group_bytes(a.size, 21) + 21  # past N * width bits plus one byte per group but one
     with pytest.raises(InvalidField):
         fields.validate("t", rep, bad, a.shape, dt)
 
@@ -298,5 +299,6 @@ def test_packed_stream_rejects_pad_bits_and_out_of_range():
         packed.decode(d, b"\x05\x00", 2, np.int64, 0, 7)
     with pytest.raises(InvalidField):
         packed.validate({"coder": "packed", "length": 1, "width": 0}, 2)
+    packed.validate({"coder": "packed", "length": 2, "width": 3}, 2)  # two groups of one 3-bit symbol each
     with pytest.raises(InvalidField):
-        packed.validate({"coder": "packed", "length": 2, "width": 3}, 2)
+        packed.validate({"coder": "packed", "length": 4, "width": 3}, 2)

@@ -649,8 +649,8 @@ def _check_packed(f: dict, n: int, lo: int, hi: int) -> None:
     """C§5.7 descriptor checks."""
     sec = "CODING.md §5.7"
     f["width"] = _require_int(f, "width", 1, 64, sec)
-    if f["length"] > (n * f["width"] + 7) // 8:
-        raise _invalid(sec, f"length {f['length']} exceeds ceil({n} * {f['width']} / 8)")
+    if f["length"] > (n * f["width"] + 7) // 8 + f["width"] - 1:
+        raise _invalid(sec, f"length {f['length']} exceeds ceil({n} * {f['width']} / 8) + {f['width']} - 1")
 
 
 def _check_const(f: dict, n: int, lo: int, hi: int) -> None:

@@ -160,7 +160,7 @@ def validate(desc: dict, count: int) -> None:
     width = desc.get("width")
     if type(width) is not int or not 1 <= width <= MAX_WIDTH:
         raise InvalidField(f"packed stream width must be an integer in 1..{MAX_WIDTH}")
-    if desc["length"] > group_bytes(count, width):
+    if desc["length"] > group_bytes(count, width) + width - 1:  # each of at most `width` groups rounds up
         raise InvalidField(f"packed stream length {desc['length']} exceeds {count} symbols of {width} bits")
 
 
