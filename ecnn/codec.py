@@ -253,7 +253,7 @@ def validate_record(rec: TensorRecord) -> None:
 
 def _codebook_stream(rec: TensorRecord, dt: DType, i: int) -> tuple[int, int, int]:
     """Symbols and range ``(count, lo, hi)`` of stream ``i`` of a codebook record."""
-    k, z = rec.repr["levels"], rec.repr["zero"]
+    k = rec.repr["levels"]
     if i == 0:
         return k, 0, (1 << (8 * dt.itemsize)) - 1
     return rec.numel, -(k - 1), k - 1  # symmetric, for coders of magnitudes and signs; checked on decoding

@@ -194,7 +194,6 @@ def measure(inp: Path, repeat: int, workers_max: int) -> dict:
     from safetensors.torch import load_file as st_load, save_file as st_save
     from transformers import BertConfig, BertModel
 
-    import ecnn
     import ecnn.onnx as eo
     import ecnn.torch as et
 
