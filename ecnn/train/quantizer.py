@@ -92,24 +92,31 @@ class UniformQuantizer(nn.Module):
         t = self.threshold(w)
         return None if t <= 0 else w.detach().abs() >= t
 
+    def code_length(self, device):
+        """The code length of levels ``k`` (a function of a tensor of them) from the last training
+        step's counts, or None when the assignment ignores the rate (``assign_weight`` 0, no counts yet)."""
+        if not (self.config.assign_weight > 0 and float(self.counts.sum()) > 0):
+            return None
+        bits, lo = self.codelengths(device)
+
+        def length(k: torch.Tensor) -> torch.Tensor:
+            i = k - lo
+            inside = (i >= 0) & (i < bits.numel())
+            return torch.where(inside, bits[i.clamp(0, bits.numel() - 1).long()], _UNSEEN_BITS)
+
+        return length
+
     @torch.no_grad()
     def assign(self, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         """Entropy-constrained levels (float tensor of integers) for positions ``v``."""
         beta = self.config.assign_weight
-        if beta > 0 and float(self.counts.sum()) > 0:
-            bits, lo = self.codelengths(v.device)
-
-            def length(k: torch.Tensor) -> torch.Tensor:
-                i = k - lo
-                inside = (i >= 0) & (i < bits.numel())
-                return torch.where(inside, bits[i.clamp(0, bits.numel() - 1).long()], _UNSEEN_BITS)
-
+        length = self.code_length(v.device)
+        if length is not None:
             f = torch.floor(v)
             frac = v - f
             cost_f = frac * frac + beta * length(f)
             cost_c = (1 - frac) * (1 - frac) + beta * length(f + 1)
-            zero = bits[-lo] if 0 <= -lo < bits.numel() else torch.tensor(_UNSEEN_BITS)
-            cost_0 = v * v + beta * zero
+            cost_0 = v * v + beta * length(torch.zeros_like(v))
             r = torch.where(cost_c < cost_f, f + 1, f)
             r = torch.where(cost_0 < torch.minimum(cost_f, cost_c), torch.zeros_like(r), r)
         else:
@@ -226,19 +233,11 @@ class LloydQuantizer(UniformQuantizer):
         c = (f + 1).clamp(-z, k - 1 - z)
         x = self._value_at(v)
         beta = self.config.assign_weight
-        use_len = beta > 0 and float(self.counts.sum()) > 0
-        if use_len:
-            bits, lo = self.codelengths(v.device)
-
-        def length(q: torch.Tensor) -> torch.Tensor:
-            if not use_len:
-                return torch.zeros_like(q)
-            i = q - lo
-            inside = (i >= 0) & (i < bits.numel())
-            return torch.where(inside, bits[i.clamp(0, bits.numel() - 1).long()], _UNSEEN_BITS)
+        length = self.code_length(v.device)
 
         def cost(q: torch.Tensor) -> torch.Tensor:
-            return (x - sh[(q + z).long()]) ** 2 + (beta if use_len else 0.0) * length(q)
+            d = (x - sh[(q + z).long()]) ** 2
+            return d if length is None else d + beta * length(q)
 
         cf, cc, c0 = cost(f), cost(c), cost(torch.zeros_like(f))
         r = torch.where(cc < cf, c, f)
