@@ -63,6 +63,9 @@ for _p in (ROOT, ROOT / "tools"):
 
 import numpy as np  # noqa: E402
 
+from bench_load import SENTENCES, embed, model_dir  # noqa: E402
+from benchlib import reset_peak, status_kib  # noqa: E402
+
 log = logging.getLogger("bench_gpu")
 
 
@@ -78,7 +81,6 @@ def prepare(out: Path) -> None:
     import ecnn
     import ecnn.onnx as eo
     import ecnn.torch as et
-    from bench_load import SENTENCES, model_dir
     from safetensors.torch import load_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ def prepare(out: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(d))
     enc = tok(SENTENCES, padding=True, truncation=True, return_tensors="pt")
     np.savez(out / "minilm-inputs.npz", **{k: v.numpy() for k, v in enc.items()})
-    np.save(out / "minilm-ref-emb.npy", _embed(model, {k: v for k, v in enc.items()}).numpy())
+    np.save(out / "minilm-ref-emb.npy", embed(model, {k: v for k, v in enc.items()}).numpy())
 
     x, y = mc.load_mnist_test()
     k = np.round((x.numpy() * mc.STD + mc.MEAN) * 256).astype(np.uint8)  # the source pixels are exactly k/256
@@ -122,31 +124,7 @@ def prepare(out: Path) -> None:
     log.info("prepared %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
 
 
-def _embed(model, enc) -> "torch.Tensor":  # noqa: F821
-    import torch
-
-    with torch.no_grad():
-        h = model(**enc).last_hidden_state
-    m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1).float().cpu()
-
-
 # --- measuring -------------------------------------------------------------------------
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _digest(t) -> str:
@@ -168,15 +146,15 @@ class Timer:
             torch.cuda.synchronize()
             before_gpu = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-            rss0 = _status_kib("VmRSS")
-            reset = _reset_peak()
+            rss0 = status_kib("VmRSS")
+            reset = reset_peak()
             t0 = time.perf_counter()
             res = fn()
             torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             if i:
                 times.append(dt)
-                host.append((_status_kib("VmHWM") - rss0) * 1024 if reset else None)
+                host.append((status_kib("VmHWM") - rss0) * 1024 if reset else None)
                 gpu.append(torch.cuda.max_memory_allocated() - before_gpu)
             del res
         return {
@@ -269,7 +247,7 @@ def measure(inp: Path, repeat: int, workers_max: int) -> dict:
     cos = {}
     for bits, p in ((8, p8), (4, p4)):
         et.load_into(model, p, strict=False)
-        emb = _embed(model, enc).numpy()
+        emb = embed(model, enc).numpy()
         cos[bits] = float((emb * ref).sum(1).min())
     res["minilm_cosine"] = cos
     log.info("MiniLM cosine on the GPU: %s", cos)

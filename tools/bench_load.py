@@ -45,6 +45,8 @@ for _p in (ROOT, ROOT / "tools"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from benchlib import reset_peak, status_kib  # noqa: E402
+
 log = logging.getLogger("bench_load")
 
 SENTENCES = [
@@ -85,19 +87,14 @@ def model_dir() -> Path:
 # --- the child: one load in a fresh process -------------------------------------------
 
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
+def embed(model, enc):
+    """Sentence embeddings as sentence-transformers makes them: mean pooling over the mask, L2-normalized (float32, CPU)."""
+    import torch
 
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
+    with torch.no_grad():
+        h = model(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1).float().cpu()
 
 
 def child(method: str, files: dict) -> dict:
@@ -108,11 +105,11 @@ def child(method: str, files: dict) -> dict:
     import ecnn.torch as et
 
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    rss_start = _status_kib("VmRSS")
+    rss_start = status_kib("VmRSS")
     cfg = BertConfig.from_pretrained(files["dir"])
     model = BertModel(cfg, add_pooling_layer=True).eval()
-    rss_model = _status_kib("VmRSS")
-    reset = _reset_peak()
+    rss_model = status_kib("VmRSS")
+    reset = reset_peak()
     t0 = time.perf_counter()
     if method == "safetensors":
         from safetensors.torch import load_file
@@ -127,13 +124,9 @@ def child(method: str, files: dict) -> dict:
     else:
         raise ValueError(method)
     load_s = time.perf_counter() - t0
-    peak = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tok = AutoTokenizer.from_pretrained(files["dir"])
-    enc = tok(SENTENCES, padding=True, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        h = model(**enc).last_hidden_state
-    m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-    emb = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
+    emb = embed(model, tok(SENTENCES, padding=True, truncation=True, return_tensors="pt"))
     return {
         "load_s": load_s,
         "rss_start_kib": rss_start,

@@ -46,14 +46,9 @@ for _p in (ROOT, ROOT / "tools"):
 
 import numpy as np  # noqa: E402
 
+from benchlib import reset_peak, status_kib  # noqa: E402
+
 log = logging.getLogger("bench_onnx_large")
-
-
-def _kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 class Step:
@@ -65,19 +60,15 @@ class Step:
         self.name = name
 
     def __enter__(self):
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.reset = True
-        except OSError:
-            self.reset = False
-        self.rss0 = _kib("VmRSS")
+        self.reset = reset_peak()
+        self.rss0 = status_kib("VmRSS")
         self.t0 = time.perf_counter()
         log.info("%s ...", self.name)
         return self
 
     def __exit__(self, *exc):
         dt = time.perf_counter() - self.t0
-        peak = (_kib("VmHWM") - self.rss0) * 1024 if self.reset else None
+        peak = (status_kib("VmHWM") - self.rss0) * 1024 if self.reset else None
         Step.rows.append((self.name, dt, peak))
         log.info("%s: %.1f s, peak RSS +%s MiB", self.name, dt, "?" if peak is None else f"{peak / 2**20:.0f}")
         return False

@@ -16,6 +16,23 @@ RESULTS_HEADING = "# Benchmark results\n\nEvery figure here was measured by the 
 log = logging.getLogger(__name__)
 
 
+def status_kib(key: str) -> int:
+    """A ``/proc/self/status`` entry in KiB (``VmRSS``, ``VmHWM``, ...)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (``/proc/self/clear_refs``); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def machine() -> str:
     """``N CPUs (nproc), <CPU model>, <RAM>`` from /proc."""
     model, mem = "unknown CPU", "unknown RAM"
