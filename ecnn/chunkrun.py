@@ -1,0 +1,182 @@
+"""Decoding the chunks of one tensor on several cores.
+
+A coded stream splits a large tensor into chunks that decode independently
+(spec/CODING.md, "Chunking"). A decoder written as a loop over chunk indices,
+each writing its own slice of a preallocated output, runs here either in this
+process or split over forked worker processes::
+
+    out = chunkrun.empty(count, np.int32, nchunks)
+
+    def one(i):
+        out[i * chunk : ...] = ...  # decode chunk i
+
+    chunkrun.run(nchunks, one, out)
+
+constriction holds the GIL while it decodes, so threads would not help. The
+workers are forked, so they inherit everything the decoder has parsed (tables,
+models, the chunks' words) and nothing is sent to them; they write into the
+output, which :func:`empty` places in shared anonymous memory when it will be
+split. A worker reports back only a status and, on failure, the error's class
+name and message as text; nothing is ever pickled. Where ``fork`` does not
+exist, or for small outputs, everything runs in this process.
+
+The number of processes is :func:`workers`: the ``ECNN_WORKERS`` environment
+variable, else the CPUs this process may run on, at most
+:data:`DEFAULT_MAX_WORKERS`; :func:`using` changes it for a block of code.
+Decoding is the same bits whatever the split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import mmap
+import os
+from typing import Callable
+
+import numpy as np
+
+from ecnn import errors
+
+DEFAULT_MAX_WORKERS = 8
+MIN_SPLIT_BYTES = 1 << 21  # outputs smaller than this decode in this process
+_FORK = hasattr(os, "fork")
+
+_workers: contextvars.ContextVar[int | None] = contextvars.ContextVar("ecnn_chunk_workers", default=None)
+
+
+def default_workers() -> int:
+    """``ECNN_WORKERS`` if set, else the usable CPUs, at most :data:`DEFAULT_MAX_WORKERS`."""
+    env = os.environ.get("ECNN_WORKERS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise errors.InvalidOption(f"ECNN_WORKERS must be a positive integer, not {env!r}") from None
+        if n < 1:
+            raise errors.InvalidOption(f"ECNN_WORKERS must be a positive integer, not {env!r}")
+        return n
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, DEFAULT_MAX_WORKERS))
+
+
+def workers() -> int:
+    """Processes a tensor's chunks are split over (1: this process only)."""
+    n = _workers.get()
+    return default_workers() if n is None else n
+
+
+@contextlib.contextmanager
+def using(n: int | None):
+    """Split chunks over ``n`` processes inside the block (None: the default)."""
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise errors.InvalidOption(f"workers must be a positive integer, not {n!r}")
+    token = _workers.set(n)
+    try:
+        yield
+    finally:
+        _workers.reset(token)
+
+
+def _split(nchunks: int, nbytes: int) -> int:
+    if not _FORK or nchunks < 2 or nbytes < MIN_SPLIT_BYTES:
+        return 1
+    return min(workers(), nchunks)
+
+
+def empty(shape, dtype, nchunks: int) -> np.ndarray:
+    """An uninitialized output for a decoder with ``nchunks`` chunks.
+
+    It lies in shared memory when :func:`run` will split those chunks over
+    worker processes, in ordinary memory otherwise.
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if _split(nchunks, nbytes) == 1:
+        return np.empty(shape, dtype)
+    buf = mmap.mmap(-1, nbytes)  # anonymous and shared: forked workers write into the same pages
+    return np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize).reshape(shape)
+
+
+def is_shared(a: np.ndarray) -> bool:
+    """Whether ``a`` (or the array it views) came from :func:`empty`'s shared memory."""
+    while isinstance(a, np.ndarray):
+        a = a.base
+    return isinstance(a, mmap.mmap)
+
+
+def run(nchunks: int, fn: Callable[[int], None], out: np.ndarray | None = None) -> None:
+    """Call ``fn(i)`` for every chunk ``i`` in ``0 .. nchunks - 1``.
+
+    With an ``out`` from :func:`empty` in shared memory, the chunks are split
+    into contiguous ranges, one per process; this process decodes the first.
+    ``fn`` must write its results only into ``out``.
+
+    Raises:
+        CorruptPayload: a worker failed (its error's class and message are kept),
+            or died without reporting.
+        Whatever ``fn`` raises in this process.
+    """
+    nproc = 1
+    if out is not None and is_shared(out):
+        nproc = _split(nchunks, out.nbytes)
+    if nproc == 1:
+        for i in range(nchunks):
+            fn(i)
+        return
+    bounds = [nchunks * k // nproc for k in range(nproc + 1)]
+    children = []
+    try:
+        for k in range(1, nproc):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # worker: decode its range, report, exit without running any cleanup
+                os.close(r)
+                code, msg = 0, b""
+                try:
+                    _set_child()
+                    for i in range(bounds[k], bounds[k + 1]):
+                        fn(i)
+                except BaseException as e:  # noqa: BLE001 - reported to the parent as text
+                    code, msg = 1, f"{type(e).__name__}\0{e}".encode("utf-8", "replace")
+                try:
+                    os.write(w, msg[:65536])
+                finally:
+                    os._exit(code)
+            os.close(w)
+            children.append((pid, r))
+        for i in range(bounds[0], bounds[1]):
+            fn(i)
+    finally:
+        failures = [_reap(pid, r) for pid, r in children]
+    for f in failures:
+        if f is not None:
+            raise f
+
+
+def _set_child() -> None:
+    # A worker never splits again.
+    _workers.set(1)
+
+
+def _reap(pid: int, r: int) -> errors.CorruptPayload | None:
+    try:
+        chunks = []
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return None
+    if chunks:
+        name, _, msg = b"".join(chunks).decode("utf-8", "replace").partition("\0")
+        return errors.CorruptPayload(msg if name == "CorruptPayload" else f"{name}: {msg}")
+    return errors.CorruptPayload(f"a decoding worker process ended without reporting (status {status})")
