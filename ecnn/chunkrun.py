@@ -106,6 +106,8 @@ def is_shared(a: np.ndarray) -> bool:
     """Whether ``a`` (or the array it views) came from :func:`empty`'s shared memory."""
     while isinstance(a, np.ndarray):
         a = a.base
+    if isinstance(a, memoryview):
+        a = a.obj
     return isinstance(a, mmap.mmap)
 
 

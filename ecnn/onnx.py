@@ -385,7 +385,7 @@ def _ort_value(ort, arr: np.ndarray, dt: dtypes.DType, onnx_type: int):
     return ort.OrtValue.ortvalue_from_numpy(arr)
 
 
-def inference_session(path, providers=None, sess_options=None, *, workers: int = 1, **kwargs):
+def inference_session(path, providers=None, sess_options=None, *, workers: int | None = None, **kwargs):
     """An ``onnxruntime.InferenceSession`` built from a packed file, in memory.
 
     The graph goes to ONNX Runtime with its initializers still external stubs;
@@ -399,7 +399,8 @@ def inference_session(path, providers=None, sess_options=None, *, workers: int =
         path: the ``.ecnn`` file (or its bytes).
         providers: ONNX Runtime execution providers, e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``.
         sess_options: ``onnxruntime.SessionOptions`` to start from (it receives the initializers).
-        workers: processes for range decoding (see :mod:`ecnn.parallel`).
+        workers: processes for range decoding (see :mod:`ecnn.parallel`; None: ``ECNN_WORKERS``
+            or the CPU count, at most 8; 1: this process only).
         **kwargs: passed to ``InferenceSession``.
 
     Raises:

@@ -10,23 +10,21 @@ symbols are dequantized later, on the target device, by
 :func:`ecnn.quantize.dequantize` does on the host.
 
 constriction holds the GIL while it decodes, so threads do not help; with
-``workers > 1`` whole tensors are decoded in worker processes (forked, so they
-start at once), at most ``2 * workers`` at a time, and come back in order.
+``workers > 1`` a large tensor's chunks are split over forked processes
+(:mod:`ecnn.chunkrun`) and smaller tensors are decoded whole in a pool of
+worker processes (forked, so they start at once), at most ``2 * workers`` at a
+time; tensors come back in order.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
-import os
-from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from ecnn import dtypes, quantize
-from ecnn.coder import streams
+from ecnn import chunkrun, dtypes, quantize
+from ecnn.coder import ctx, streams
 from ecnn.file import EcnnFile
 
 @dataclass(frozen=True)
@@ -63,13 +61,18 @@ def _narrowest(lo: int, hi: int) -> np.dtype:
     return np.dtype(np.int32)
 
 
-def symbol_dtype(desc: dict) -> np.dtype:
-    """The narrowest signed integer type known, from its descriptor, to hold a stream's symbols.
+def symbol_dtype(desc: dict, buf=None) -> np.dtype:
+    """The narrowest signed integer type known to hold a stream's symbols.
 
-    For coders whose descriptor does not bound the symbols this is int32;
-    :func:`decode_host` narrows those after decoding.
+    Known from the descriptor, or for ``ctx`` streams from the parameters at the
+    start of the stream's bytes ``buf``. Otherwise this is int32, and
+    :func:`decode_host` narrows after decoding.
     """
     kind = desc["coder"]
+    if kind == "ctx" and buf is not None:
+        bounds = ctx.symbol_bounds(buf)
+        if bounds is not None:
+            return _narrowest(*bounds)
     if kind == "const":
         return _narrowest(desc["value"], desc["value"])
     if kind == "cat0" or (kind == "rowcol" and not desc["signs"]):
@@ -113,7 +116,7 @@ def decode_host(f: EcnnFile, name: str) -> HostTensor:
         payload = payload[d0["length"] :]
     else:
         (desc,) = rec.streams  # validate_record checked: one stream covering the payload
-    q = streams.decode(desc, payload, rec.numel, symbol_dtype(desc), lo, hi)
+    q = streams.decode(desc, payload, rec.numel, symbol_dtype(desc, payload), lo, hi)
     if q.dtype.itemsize > 1 and q.size:
         narrow = _narrowest(int(q.min()), int(q.max()))
         if narrow.itemsize < q.dtype.itemsize:
@@ -132,47 +135,110 @@ def dequantize_host(t: HostTensor) -> np.ndarray:
 
 # --- worker processes -------------------------------------------------------
 
-_WORKER_FILE: EcnnFile | None = None
+LARGE = 1 << 21  # elements: a tensor this large is split by chunks
+BATCH_BYTES = 1 << 24  # host bytes of small tensors decoded together by the workers
 
 
-def _worker_init(path: str) -> None:
-    global _WORKER_FILE
-    _WORKER_FILE = EcnnFile(path)
+def _host_layout(f: EcnnFile, name: str) -> tuple[np.dtype, bool]:
+    """The dtype :func:`decode_host` gives a tensor's data, and whether it may narrow it after decoding."""
+    rec = _record(f, name)
+    dt = dtypes.get(rec.dtype)
+    if rec.repr["kind"] not in ("uniform", "uniform_rows") or rec.numel == 0:
+        return dt.storage, False
+    desc = rec.streams[-1]
+    start = rec.length - desc["length"]
+    # Only the stream's first bytes are read, unchecked: the decoder checks the CRC and the parameters.
+    sym = symbol_dtype(desc, f._c.payload(rec, check=False)[start : start + 64])
+    return sym, sym.itemsize > 1
 
 
-def _worker_tensor(name: str) -> HostTensor:
-    return decode_host(_WORKER_FILE, name)
+def _decode_batch(f: EcnnFile, names: list[str], n: int) -> list[HostTensor]:
+    """Decode small tensors in up to ``n`` forked processes, into shared memory; nothing is pickled."""
+    layouts = [_host_layout(f, name) for name in names]
+    sizes = [_record(f, name).numel * dt.itemsize for name, (dt, _) in zip(names, layouts)]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    # One "chunk" per tensor; the shared buffer is split like a chunked output.
+    buf = chunkrun.empty(int(offsets[-1]), np.uint8, len(names))
+    kept: list[HostTensor | None] = [None] * len(names)
+
+    def one(i: int) -> None:
+        with chunkrun.using(1):
+            h = decode_host(f, names[i])
+        dst = buf[offsets[i] : offsets[i + 1]].view(layouts[i][0])
+        dst[...] = h.data.reshape(-1)
+        kept[i] = h  # in this process only; a worker's results live in buf
+
+    with chunkrun.using(n):
+        chunkrun.run(len(names), one, buf)
+    out = []
+    for i, name in enumerate(names):
+        h = kept[i]
+        if h is None:  # decoded by a worker
+            rec = _record(f, name)
+            dt, narrows = layouts[i]
+            data = buf[offsets[i] : offsets[i + 1]].view(dt).reshape(rec.shape)
+            if narrows and data.size:
+                narrow = _narrowest(int(data.min()), int(data.max()))
+                if narrow.itemsize < data.dtype.itemsize:
+                    data = data.astype(narrow)
+            h = _host_tensor(f, rec, data)
+        out.append(h)
+    return out
 
 
-def iter_host(f: EcnnFile, names: Iterable[str], workers: int = 1, path=None) -> Iterator[HostTensor]:
-    """Decode tensors in order, one at a time or with ``workers`` processes.
+def _host_tensor(f: EcnnFile, rec, data: np.ndarray) -> HostTensor:
+    """The host tensor of ``rec`` around already decoded ``data`` (its row steps decoded here)."""
+    dt = dtypes.get(rec.dtype)
+    if rec.repr["kind"] not in ("uniform", "uniform_rows") or rec.numel == 0:
+        return HostTensor(rec.name, dt, rec.shape, data, None)
+    step = quantize.step_from_bits(rec.repr["step"])
+    row_steps = None
+    if rec.repr["kind"] == "uniform_rows":
+        d0 = rec.streams[0]
+        codes = streams.decode(d0, f._c.payload(rec, check=False)[: d0["length"]], rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
+        row_steps = quantize.row_steps(step, codes, dt)
+    return HostTensor(rec.name, dt, rec.shape, data, step, row_steps)
 
-    With workers, at most ``2 * workers`` tensors are in flight, so host
-    memory stays near a few tensors, not the model.
+
+def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, path=None) -> Iterator[HostTensor]:
+    """Decode tensors in order, with up to ``workers`` processes.
+
+    A tensor of at least :data:`LARGE` elements is decoded with its chunks
+    split over ``workers`` forked processes (:mod:`ecnn.chunkrun`). Runs of
+    smaller tensors, up to :data:`BATCH_BYTES` of decoded data at a time, are
+    split over the same number of processes, one tensor each. Workers write
+    into shared memory, so host memory stays near a few tensors, not the
+    model, and nothing passes between processes but a status.
 
     Args:
         f: the opened file.
         names: tensors to decode, in the order they are wanted.
-        workers: processes to decode with; 1 decodes here.
-        path: the file's path (workers open it themselves); required for workers > 1.
+        workers: processes to decode with; 1 decodes here only; None: :func:`ecnn.chunkrun.workers`.
+        path: unused; kept for callers that pass the file's path.
     """
     names = list(names)
-    if workers <= 1 or path is None or len(names) == 0:
-        for n in names:
-            yield decode_host(f, n)
+    n = chunkrun.workers() if workers is None else workers
+    if n <= 1:
+        with chunkrun.using(1):
+            for name in names:
+                yield decode_host(f, name)
         return
-    # fork starts a worker at once; the workers use numpy and constriction only, never torch.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.fspath(path),)) as pool:
-        futures: deque = deque()
-        pending = iter(names)
-        for n in pending:
-            futures.append(pool.submit(_worker_tensor, n))
-            if len(futures) >= 2 * workers:
-                break
-        while futures:
-            out = futures.popleft().result()
-            n = next(pending, None)
-            if n is not None:
-                futures.append(pool.submit(_worker_tensor, n))
-            yield out
+    batch: list[str] = []
+    batch_bytes = 0
+    for name in names:
+        rec = _record(f, name)
+        if rec.numel >= LARGE:
+            if batch:
+                yield from _decode_batch(f, batch, n)
+                batch, batch_bytes = [], 0
+            with chunkrun.using(n):
+                h = decode_host(f, name)
+            yield h
+            continue
+        batch.append(name)
+        batch_bytes += rec.numel * _host_layout(f, name)[0].itemsize
+        if batch_bytes >= BATCH_BYTES:
+            yield from _decode_batch(f, batch, n)
+            batch, batch_bytes = [], 0
+    if batch:
+        yield from _decode_batch(f, batch, n)

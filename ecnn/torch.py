@@ -242,7 +242,7 @@ def iter_tensors(
     names: Iterable[str] | None = None,
     device="cpu",
     dtype: torch.dtype | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     path=None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Decode tensors of an open file one at a time onto ``device``.
@@ -252,8 +252,9 @@ def iter_tensors(
         names: which tensors, in order (default: all).
         device: where they go; on CUDA through pinned buffers and a side stream.
         dtype: cast floating-point tensors to it.
-        workers: decoding processes (see :mod:`ecnn.parallel`); needs ``path``.
-        path: the file's path, for the workers.
+        workers: decoding processes (see :mod:`ecnn.parallel`); None: ``ECNN_WORKERS``
+            or the CPU count (at most 8); 1: this process only.
+        path: unused; accepted for compatibility.
 
     Yields:
         ``(name, tensor)`` pairs.
@@ -286,14 +287,15 @@ def _path_or_none(path):
     return path if isinstance(path, (str, os.PathLike)) else None
 
 
-def load_file(path, device="cpu", dtype: torch.dtype | None = None, *, workers: int = 1) -> dict[str, torch.Tensor]:
+def load_file(path, device="cpu", dtype: torch.dtype | None = None, *, workers: int | None = None) -> dict[str, torch.Tensor]:
     """Decode a ``.ecnn`` file into a state dict on ``device``.
 
     Args:
         path: the ``.ecnn`` file (or its bytes).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         dtype: if given, floating-point tensors are cast to it.
-        workers: processes for range decoding (1: decode in this process).
+        workers: processes for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
+            at most 8; 1: decode in this process only).
 
     Returns:
         ``{name: tensor}`` in file order. For a packed ONNX model
@@ -338,7 +340,7 @@ def _alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return out
 
 
-def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: int = 1):
+def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: int | None = None):
     """Fill an existing module's parameters and buffers from a ``.ecnn`` file, in place.
 
     Names are those of ``module.state_dict()`` (for a packed ONNX model, its
@@ -356,7 +358,8 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
         module: the module to fill.
         path: the ``.ecnn`` file (or its bytes).
         strict: fail on missing or unexpected names, as ``load_state_dict`` does.
-        workers: processes for range decoding.
+        workers: processes for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
+            at most 8; 1: decode in this process only).
 
     Returns:
         ``(missing_keys, unexpected_keys)``, as ``load_state_dict`` returns.

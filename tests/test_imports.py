@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "ecnn"
 # and these ecnn modules (its own stage and the ones before it).
 ALLOWED = {
     "context": {"ecnn.context", "ecnn.errors"},
-    "coder": {"ecnn.coder", "ecnn.context", "ecnn.errors"},
+    "coder": {"ecnn.coder", "ecnn.context", "ecnn.errors", "ecnn.chunkrun"},
     "container": {"ecnn.container", "ecnn.errors", "ecnn.dtypes"},
 }
 

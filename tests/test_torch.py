@@ -1,6 +1,8 @@
 """ecnn/torch.py and ecnn/parallel.py: state dicts on a device, load_into, save_model."""
 
 import numpy as np
+import os
+
 import pytest
 import torch
 
@@ -130,6 +132,47 @@ def test_worker_processes_give_the_same_tensors(tmp_path):
     got = et.load_file(p, workers=2)
     assert list(got) == list(ref)
     assert all(_same_bits(got[k], ref[k]) for k in ref)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("format_minor", [0, 1])
+def test_split_decoding_gives_the_same_tensors(tmp_path, monkeypatch, format_minor):
+    from ecnn import chunkrun, parallel
+
+    p = tmp_path / "m.ecnn"
+    sd = _mixed_state()
+    sd["big"] = torch.randn(40, 1000)
+    sd["rows"] = torch.randn(64, 300) * torch.linspace(0.1, 3, 64)[:, None]
+    sd["sparse"] = torch.where(torch.rand(200, 64) < 0.1, torch.randn(200, 64), torch.zeros(200, 64))
+    ecnn.save_file(sd, p, config=EncodeConfig(bits=6, chunk=4096, format_minor=format_minor))
+    with chunkrun.using(1):
+        ref = et.load_file(p)
+    monkeypatch.setattr(chunkrun, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(parallel, "LARGE", 20000)  # "big" and "sparse" by chunks, the rest in batches
+    monkeypatch.setattr(parallel, "BATCH_BYTES", 3000)
+    forks = []
+    real = os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(chunkrun.os, "fork", fork)
+    got = et.load_file(p, workers=3)
+    assert len(forks) >= 4
+    assert list(got) == list(ref)
+    assert all(_same_bits(got[k], ref[k]) for k in ref)
+    m = torch.nn.Module()
+    for k, v in ref.items():
+        m.register_buffer(k.replace(".", "_"), torch.zeros_like(v))
+    renamed = tmp_path / "r.ecnn"
+    ecnn.save_file({k.replace(".", "_"): v for k, v in sd.items()}, renamed, config=EncodeConfig(bits=6, chunk=4096))
+    with chunkrun.using(1):
+        want = et.load_file(renamed)
+    et.load_into(m, renamed, workers=2)
+    assert all(_same_bits(getattr(m, k), want[k]) for k in want)
 
 
 def test_damaged_file_raises_format_error(mixed_file):

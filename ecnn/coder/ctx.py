@@ -23,6 +23,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from ecnn import chunkrun
 from ecnn.coder import categorical, rowcol
 from ecnn.context import order0, sparse, tables, varint
 from ecnn.context import rowcol as rowcol_ctx
@@ -175,6 +176,30 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray
     raise CorruptPayload(f"ctx stream: unknown model {model}")
 
 
+def symbol_bounds(buf) -> tuple[int, int] | None:
+    """The range ``(lo, hi)`` a ctx stream's own parameters allow its symbols, or None if they do not parse.
+
+    Read from the first bytes of the stream only; :func:`decode` checks the
+    parameters and the symbols fall in this range.
+    """
+    mv = memoryview(buf)
+    try:
+        (model,), pos = varint.decode(mv, 1, 0)
+        if model == MODEL_ORDER0:
+            (zo, nsym, _), _ = varint.decode(mv, 3, pos)
+            return unzigzag(zo), unzigzag(zo) + nsym - 1
+        if model in (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED):
+            (zo, nsym, _, _, _, nsc), _ = varint.decode(mv, 6, pos)
+            return (-(nsym - 1), nsym - 1) if nsc else (unzigzag(zo), unzigzag(zo) + nsym - 1)
+        if model == MODEL_LANES:
+            params, _ = varint.decode(mv, 8, pos)
+            vlo, vhi = unzigzag(params[6]), unzigzag(params[7])
+            return min(vlo, 0), max(vhi, 0)
+    except Exception:  # noqa: BLE001 - decode reports the damage
+        return None
+    return None
+
+
 def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
     (zo, nsym, chunk), pos = varint.decode(mv, 3, pos)
     offset = unzigzag(zo)
@@ -190,12 +215,15 @@ def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
     counts, pos = tables.read(mv, pos, nsym)
     chunks = categorical.read_chunks(mv, pos, k)
     m = categorical.model(tables.expand(counts))
-    out = np.empty(count, dtype=out_dtype)
-    for i, w in enumerate(chunks):
+    out = chunkrun.empty(count, out_dtype, k)
+
+    def one(i: int) -> None:
         start = i * chunk
         n = min(chunk, count - start)
-        idx = categorical.decode_chunk(w, m, n)
+        idx = categorical.decode_chunk(chunks[i], m, n)
         out[start : start + n] = idx.astype(np.int64) + offset if offset else idx
+
+    chunkrun.run(k, one, out)
     return out
 
 
@@ -280,14 +308,17 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
             vmodels.append(tables.expand(c))
     val_f = np.array(vmodels, np.float64)
     chunks = categorical.read_chunks(mv, pos, nchunks)
-    out = np.empty((steps, lanes) if transpose else (lanes, steps), dtype=out_dtype)
-    for i, words in enumerate(chunks):
+    out = chunkrun.empty((steps, lanes) if transpose else (lanes, steps), out_dtype, nchunks)
+
+    def one(i: int) -> None:
         a, b = i * cl, min(lanes, (i + 1) * cl)
-        vals = _decode_lanes_chunk(words, b - a, steps, nb, k, sclass, d1, d2, sig_f, val_f, vsign, vlo, vhi, i)
+        vals = _decode_lanes_chunk(chunks[i], b - a, steps, nb, k, sclass, d1, d2, sig_f, val_f, vsign, vlo, vhi, i)
         if transpose:
             out[:, a:b] = vals.T
         else:
             out[a:b] = vals
+
+    chunkrun.run(nchunks, one, out)
     return out.reshape(-1)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import constriction
 
+from ecnn import chunkrun
 from ecnn.coder import categorical
 from ecnn.context import rowcol as ctxmod
 from ecnn.context import tables, varint
@@ -166,7 +167,7 @@ def _decode(
     for _ in range(ntab):
         c, pos = tables.read(mv, pos, nsym)
         models.append(categorical.model(tables.expand(c)))
-    sign_model = sign_f = None
+    sign_model = sign_f = sign_models = None
     if desc["signs"]:
         sign_f = []
         for _ in range(nsc):
@@ -179,44 +180,59 @@ def _decode(
     crows = desc["chunk_rows"]
     nchunks = categorical.num_chunks(rows, crows)
     chunks = categorical.read_chunks(mv, pos, nchunks)
-    out = np.empty(rows * cols, dtype=out_dtype)
-    for i, words in enumerate(chunks):
+    # Classes are below 64, so a context fits a byte and the table map is a byte lookup.
+    rclass8, cclass8 = rclass.astype(np.uint8), cclass.astype(np.uint8)
+    table8 = table_of.astype(np.uint8)
+    signs, offset = desc["signs"], desc["offset"]
+    idx_dtype = np.int64 if not signs and offset else np.int32
+    out = chunkrun.empty(rows * cols, out_dtype, nchunks)
+
+    def one(i: int) -> None:
         a, b = i * crows, min(rows, (i + 1) * crows)
-        tid = table_of.astype(np.uint8)[rclass[a:b, None] + cclass[None, :]].ravel()
-        order = np.argsort(tid, kind="stable")
+        tid = table8[rclass8[a:b, None] + cclass8[None, :]].ravel()
+        order = np.argsort(tid, kind="stable")  # a radix sort for bytes
         bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=ntab))])
-        dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words))
-        grouped = np.empty(tid.size, np.int32)  # the chunk's indices, table by table
-        for t, m in enumerate(models):
-            n = int(bounds[t + 1] - bounds[t])
-            if n:
-                grouped[bounds[t] : bounds[t + 1]] = dec.decode(m, n)
-        idx = np.empty(tid.size, np.int64 if not desc["signs"] and desc["offset"] else np.int32)
-        idx[order] = grouped
-        if desc["signs"]:
-            nz = np.flatnonzero(idx)
-            if nz.size and sign_model is not None:
-                s = dec.decode(sign_model, nz.size)
-                idx[nz] *= 2 * s.astype(np.int32) - 1
-            elif nz.size and by_class:
-                # The columns of one class, in order, keep the row-major order of their elements.
-                mat = idx.reshape(b - a, cols)
-                for g, m in enumerate(sign_models):
-                    cols_g = np.flatnonzero(sclass == g)
-                    sub = mat[:, cols_g]
-                    sel = sub != 0
-                    n_g = int(np.count_nonzero(sel))
-                    if n_g:
-                        sub[sel] *= 2 * dec.decode(m, n_g).astype(sub.dtype) - 1
-                        mat[:, cols_g] = sub
-            elif nz.size:
-                cls = sclass[nz % cols]
-                fam = constriction.stream.model.Categorical(perfect=False)
-                s = np.concatenate([dec.decode(fam, sign_f[cls[i : i + _BATCH]]) for i in range(0, nz.size, _BATCH)])
-                idx[nz] *= 2 * s.astype(np.int32) - 1
-        elif desc["offset"]:
-            idx += desc["offset"]
+        del tid
+        dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(chunks[i]))
+        idx = np.empty(order.size, idx_dtype)
+        for t, m in enumerate(models):  # the chunk's indices, table by table, back to row-major order
+            lo_, hi_ = int(bounds[t]), int(bounds[t + 1])
+            if hi_ > lo_:
+                idx[order[lo_:hi_]] = dec.decode(m, hi_ - lo_)
+        del order
+        if signs:
+            _decode_signs(dec, idx, b - a, cols, sign_model, sign_models, sign_f, sclass, by_class)
+        elif offset:
+            idx += offset
         if not dec.maybe_exhausted():
             raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
         out[a * cols : b * cols] = idx
+
+    chunkrun.run(nchunks, one, out)
     return out
+
+
+def _decode_signs(dec, idx, nrows, cols, sign_model, sign_models, sign_f, sclass, by_class) -> None:
+    """Give the non-zero magnitudes of one chunk (``idx``, row-major) their signs."""
+    nz = np.flatnonzero(idx)
+    if not nz.size:
+        return
+    if sign_model is not None:
+        s = dec.decode(sign_model, nz.size)
+        idx[nz] *= 2 * s.astype(np.int32) - 1
+    elif by_class:
+        # The columns of one class, in order, keep the row-major order of their elements.
+        mat = idx.reshape(nrows, cols)
+        for g, m in enumerate(sign_models):
+            cols_g = np.flatnonzero(sclass == g)
+            sub = mat[:, cols_g]
+            sel = sub != 0
+            n_g = int(np.count_nonzero(sel))
+            if n_g:
+                sub[sel] *= 2 * dec.decode(m, n_g).astype(sub.dtype) - 1
+                mat[:, cols_g] = sub
+    else:
+        cls = sclass[nz % cols]
+        fam = constriction.stream.model.Categorical(perfect=False)
+        s = np.concatenate([dec.decode(fam, sign_f[cls[i : i + _BATCH]]) for i in range(0, nz.size, _BATCH)])
+        idx[nz] *= 2 * s.astype(np.int32) - 1

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import msgpack
 import numpy as np
 
+from ecnn import chunkrun
 from ecnn.coder import categorical
 from ecnn.coder import packed
 from ecnn.coder import ctx
@@ -424,16 +425,19 @@ def _decode_cat0(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray
     except ValueError as e:
         raise CorruptPayload(f"cat0 stream: {e}") from None
     m = categorical.model(freqs)
-    out = np.empty(count, dtype=out_dtype)
-    for i, w in enumerate(chunks):
+    out = chunkrun.empty(count, out_dtype, k)
+
+    def one(i: int) -> None:
         start = i * chunk
         n = min(chunk, count - start)
         try:
-            idx = categorical.decode_chunk(w, m, n)
+            idx = categorical.decode_chunk(chunks[i], m, n)
         except Exception as e:  # constriction signals impossible states with AssertionError
             raise CorruptPayload(f"cat0 chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
         if offset == 0:
             out[start : start + n] = idx
         else:
             out[start : start + n] = idx.astype(np.int64) + offset
+
+    chunkrun.run(k, one, out)
     return out

@@ -1,0 +1,168 @@
+"""Decoding one tensor's chunks in forked worker processes (ecnn/chunkrun.py)."""
+
+import os
+
+import numpy as np
+import pytest
+
+import ecnn.numpy as en
+from ecnn import EncodeConfig, chunkrun
+from ecnn.coder import ctx, streams
+from ecnn.errors import CorruptPayload, InvalidOption
+
+LO, HI = -(1 << 24), 1 << 24
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+@pytest.fixture
+def split(monkeypatch):
+    """Split every multi-chunk output over 3 processes, and count the forks."""
+    monkeypatch.setattr(chunkrun, "MIN_SPLIT_BYTES", 0)
+    forks = []
+    real = os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(chunkrun.os, "fork", fork)
+    with chunkrun.using(3):
+        yield forks
+
+
+def _rowcol_symbols(rng, shape, signed=True):
+    r, c = shape
+    scale = np.exp(rng.standard_normal(r) * 0.7)[:, None] * np.exp(rng.standard_normal(c) * 0.7)[None, :] * 3
+    mag = np.rint(np.abs(rng.laplace(0, 1, shape)) * scale).astype(np.int64)
+    if not signed:
+        return mag + 5
+    lean = rng.uniform(0.2, 0.8, c)[None, :]
+    return np.where(rng.random(shape) < lean, mag, -mag)
+
+
+def _sparse(rng, shape):
+    nz = rng.random(shape) < 0.08 * np.exp(rng.standard_normal(shape[0]))[:, None]
+    return np.where(nz, rng.integers(1, 3, shape) * np.where(rng.random(shape) < 0.5, -1, 1), 0).astype(np.int64)
+
+
+def _cases():
+    rng = np.random.default_rng(5)
+    lap = np.rint(rng.laplace(0, 4, 20000)).astype(np.int64)
+    return [
+        ("cat0", lap, None, False),
+        ("ctx order-0", lap, None, True),
+        ("rowcol", _rowcol_symbols(rng, (160, 96)), 160, False),
+        ("rowcol unsigned", _rowcol_symbols(rng, (160, 96), signed=False), 160, False),
+        ("ctx rowcol", _rowcol_symbols(rng, (160, 96)), 160, True),
+        ("ctx lanes", _sparse(rng, (300, 64)), 300, True),
+    ]
+
+
+CASES = _cases()
+
+
+@needs_fork
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_split_decoding_gives_the_same_symbols(case, split):
+    name, v, rows, contexts = case
+    d, data = streams.encode_best(v.ravel(), 4, True, 2048, rows=rows, contexts=contexts)
+    want_coder = "ctx" if name.startswith("ctx") else name.split()[0]
+    assert d["coder"] == want_coder
+    if name == "ctx lanes":
+        assert data[0] == ctx.MODEL_LANES
+    if name == "ctx rowcol":
+        assert data[0] == ctx.MODEL_ROWCOL_GROUPED
+    streams.validate(d, v.size, LO, HI)
+    before = len(split)
+    out = streams.decode(d, data, v.size, np.int32, LO, HI)
+    assert len(split) - before == 2  # two workers beside this process
+    assert chunkrun.is_shared(out)
+    np.testing.assert_array_equal(out, v.ravel())
+    with chunkrun.using(1):
+        serial = streams.decode(d, data, v.size, np.int32, LO, HI)
+    assert not chunkrun.is_shared(serial)
+    np.testing.assert_array_equal(serial, out)
+
+
+@needs_fork
+def test_a_whole_file_decodes_identically_when_split(split, tmp_path):
+    rng = np.random.default_rng(2)
+    tensors = {"w": (rng.laplace(0, 0.05, (256, 300))).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32)}
+    blob = en.encode(tensors, config=EncodeConfig(bits=6, chunk=4096))
+    with chunkrun.using(1):
+        serial = en.decode(blob)
+    before = len(split)
+    parallel = en.decode(blob)
+    assert len(split) > before
+    for k in tensors:
+        assert parallel[k].tobytes() == serial[k].tobytes()
+
+
+@needs_fork
+def test_worker_errors_come_back_typed(split):
+    out = chunkrun.empty(8, np.int32, 4)
+
+    def fails_in_a_worker(i):
+        out[2 * i : 2 * i + 2] = i
+        if i == 3:
+            raise CorruptPayload("chunk 3 is damaged")
+
+    with pytest.raises(CorruptPayload, match="chunk 3 is damaged"):
+        chunkrun.run(4, fails_in_a_worker, out)
+
+    def other_error(i):
+        if i == 2:
+            raise ValueError("bad varint")
+
+    with pytest.raises(CorruptPayload, match="ValueError: bad varint"):
+        chunkrun.run(4, other_error, out)
+
+    def dies(i):
+        if i == 3:
+            os._exit(3)
+
+    with pytest.raises(CorruptPayload, match="ended without reporting"):
+        chunkrun.run(4, dies, out)
+
+
+@needs_fork
+def test_an_error_in_this_process_still_waits_for_the_workers(split):
+    out = chunkrun.empty(8, np.int32, 4)
+    marks = chunkrun.empty(4, np.int32, 4)
+    marks[:] = 0
+
+    def fn(i):
+        marks[i] = 1
+        if i == 0:
+            raise CorruptPayload("first chunk")
+
+    with pytest.raises(CorruptPayload, match="first chunk"):
+        chunkrun.run(4, fn, marks)
+    assert marks[1:].tolist() == [1, 1, 1]  # the workers ran to the end before the error was raised
+    assert out.shape == (8,)
+
+
+def test_small_or_private_outputs_stay_in_this_process(monkeypatch):
+    calls = []
+    monkeypatch.setattr(chunkrun.os, "fork", lambda: pytest.fail("forked"))
+    with chunkrun.using(4):
+        small = chunkrun.empty(100, np.int32, 10)  # under MIN_SPLIT_BYTES
+        assert not chunkrun.is_shared(small)
+        chunkrun.run(10, calls.append, small)
+        chunkrun.run(3, calls.append)  # no output: never split
+    assert calls == list(range(10)) + [0, 1, 2]
+
+
+def test_worker_counts_are_checked(monkeypatch):
+    with pytest.raises(InvalidOption):
+        with chunkrun.using(0):
+            pass
+    monkeypatch.setenv("ECNN_WORKERS", "two")
+    with pytest.raises(InvalidOption):
+        chunkrun.default_workers()
+    monkeypatch.setenv("ECNN_WORKERS", "3")
+    assert chunkrun.workers() == 3
+    monkeypatch.delenv("ECNN_WORKERS")
+    assert 1 <= chunkrun.default_workers() <= chunkrun.DEFAULT_MAX_WORKERS
