@@ -11,9 +11,9 @@ symbols are dequantized later, on the target device, by
 
 constriction holds the GIL while it decodes, so threads do not help; with
 ``workers > 1`` a large tensor's chunks are split over forked processes
-(:mod:`ecnn.chunkrun`) and smaller tensors are decoded whole in a pool of
-worker processes (forked, so they start at once), at most ``2 * workers`` at a
-time; tensors come back in order.
+(:mod:`ecnn.chunkrun`), and runs of smaller tensors are split the same way,
+one tensor per process. The workers write into shared memory; tensors come
+back in order.
 """
 
 from __future__ import annotations
