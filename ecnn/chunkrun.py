@@ -17,8 +17,8 @@ workers are forked, so they inherit everything the decoder has parsed (tables,
 models, the chunks' words) and nothing is sent to them; they write into the
 output, which :func:`empty` places in shared anonymous memory when it will be
 split. A worker reports back only a status and, on failure, the error's class
-name and message as text; nothing is ever pickled. Where ``fork`` does not
-exist, or for small outputs, everything runs in this process.
+name and message as text; nothing is ever pickled. Off Linux, or for small
+outputs, everything runs in this process.
 
 The number of processes is :func:`workers`: the ``ECNN_WORKERS`` environment
 variable, else the CPUs this process may run on, at most
@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import mmap
 import os
+import sys
 from typing import Callable
 
 import numpy as np
@@ -40,7 +41,8 @@ from ecnn import errors
 
 DEFAULT_MAX_WORKERS = 8
 MIN_SPLIT_BYTES = 1 << 21  # outputs smaller than this decode in this process
-_FORK = hasattr(os, "fork")
+# fork is safe to use this way on Linux; elsewhere (macOS system frameworks, Windows) decoding stays in-process.
+_FORK = hasattr(os, "fork") and sys.platform.startswith("linux")
 
 _workers: contextvars.ContextVar[int | None] = contextvars.ContextVar("ecnn_chunk_workers", default=None)
 

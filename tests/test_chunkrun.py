@@ -11,7 +11,7 @@ from ecnn.coder import ctx, streams
 from ecnn.errors import CorruptPayload, InvalidOption
 
 LO, HI = -(1 << 24), 1 << 24
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+needs_fork = pytest.mark.skipif(not chunkrun._FORK, reason="splits only on Linux")
 
 
 @pytest.fixture
