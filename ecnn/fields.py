@@ -20,15 +20,20 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-from ecnn.coder import packed, streams
+from ecnn import chunkrun
+from ecnn.coder import blocks, packed, streams
 from ecnn.context import floats, order0
 from ecnn.dtypes import DType
-from ecnn.errors import CorruptPayload, InvalidField
+from ecnn.errors import CorruptPayload, InvalidField, UnknownField
 
 KIND = "fields"
 KEYS = {"kind", "head"}
 NSTREAMS = 4
 SIGN_GAIN = 0.97  # signs are entropy coded only when that saves at least 3% of their packed bytes
+SIGN_TRY_ENTROPY = 0.995  # ... and tried only where their order-0 entropy (bits) is below this,
+SIGN_TRY_COUNT = 1 << 16  # or where there are at most this many
+HEAD_CHUNK = 1 << 17  # heads per chunk at most: chunks small enough for the cache and for several cores
+MERGE_CHUNK = 1 << 16  # elements per chunk when the heads are not a blocks stream
 
 
 def applies(dt: DType) -> bool:
@@ -76,6 +81,38 @@ def choose_head(u: np.ndarray, e_bits: int, m_bits: int) -> int:
     return int(np.argmin(costs))
 
 
+def _heads(heads: np.ndarray, hb: int, rows: int, chunk: int) -> tuple[dict, bytes]:
+    """Stream 2: ``const``, ``blocks`` (row and column class tables) or ``packed``, whichever is smallest."""
+    lo, hi = int(heads.min()), int(heads.max())
+    if lo == hi:
+        return streams.encode_const(lo)
+    best = _packed(heads, hb)
+    nsym = hi - lo + 1
+    if nsym <= blocks.MAX_NSYM:
+        sym = (heads - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
+        p, bits = blocks.plan(sym, nsym, chunk)
+        if bits < 8.0 * _desc_cost(*best):
+            crows = blocks.chunk_rows_for(rows, sym.shape[1], min(chunk, HEAD_CHUNK))
+            best = _smaller(blocks.encode(sym, p, lo, nsym, crows), best)
+    return best
+
+
+def _signs(signs: np.ndarray, rows: int | None, chunk: int) -> tuple[dict, bytes]:
+    """Stream 0: ``packed``, unless a coded stream saves at least 3% (coded signs cost decoding time)."""
+    s = _packed(signs, 1)
+    ones = int(np.count_nonzero(signs))
+    if ones in (0, signs.size):
+        return streams.encode_const(int(signs[0]))
+    p1 = ones / signs.size
+    h0 = -(p1 * np.log2(p1) + (1 - p1) * np.log2(1 - p1))
+    # Row/column contexts are tried only where they could plausibly save 3%: on
+    # small tensors, or where the signs are skewed overall.
+    if h0 > SIGN_TRY_ENTROPY and signs.size > SIGN_TRY_COUNT:
+        return s
+    coded = streams.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows)
+    return coded if _desc_cost(*coded) <= SIGN_GAIN * _desc_cost(*s) else s
+
+
 def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None) -> tuple[dict, list, bytes]:
     """The ``fields`` candidate of a non-empty float tensor: ``(repr, stream descriptors, payload)``.
 
@@ -93,15 +130,9 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None) -> tupl
         k = choose_head(u, e_bits, m_bits)
     r = m_bits - k
     signs, heads, shifts, tails = floats.split(u, e_bits, m_bits, k, rows)
-    ctx_rows = rows if arr.ndim >= 2 else None
-    s = _packed(signs, 1)
-    coded = streams.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=ctx_rows)
-    if _desc_cost(*coded) <= SIGN_GAIN * _desc_cost(*s):  # coded signs cost decoding time: only for a clear gain
-        s = coded
+    s = _signs(signs, rows if arr.ndim >= 2 else None, chunk)
     t = streams.encode_best(shifts, 1, False, chunk)
-    hb = e_bits + k
-    h = streams.encode_best(heads.astype(np.int64) if hb < 63 else heads, _raw_width(hb), False, chunk, rows=ctx_rows)
-    h = _smaller(h, _packed(heads, hb))
+    h = _heads(heads, e_bits + k, rows, chunk)
     if r == 0:
         tl = streams.encode_const(0)
     else:
@@ -122,6 +153,19 @@ def stream_ranges(shape, dt: DType, k: int) -> list[tuple[int, int, int]]:
     return [(n, 0, 1), (floats.row_count(shape), 0, r), (n, 0, (1 << (e_bits + k)) - 1), (n, 0, (1 << r) - 1)]
 
 
+def _validate_blocks(d, count: int) -> None:
+    """The generic descriptor checks of spec/CODING.md section 9, step 4, for a ``blocks`` stream 2."""
+    if any(type(key) is not str for key in d):
+        raise InvalidField("stream descriptor keys must be strings")
+    extra = {key for key in d if key not in blocks.KEYS and not key.startswith("_")}
+    if extra:
+        raise UnknownField(f"unknown field(s) in blocks stream: {sorted(extra)}")
+    length = d.get("length")
+    if type(length) is not int or not 0 <= length < 1 << 63:
+        raise InvalidField("stream field 'length' must be an integer in 0..2^63-1")
+    blocks.validate(d, count)
+
+
 def validate(name: str, rep: dict, descs: list, shape, dt: DType) -> None:
     """Check a ``fields`` record's repr and streams (header only).
 
@@ -139,15 +183,47 @@ def validate(name: str, rep: dict, descs: list, shape, dt: DType) -> None:
         raise InvalidField(f"tensor {name!r}: the fields representation needs at least one element")
     if len(descs) != NSTREAMS:
         raise InvalidField(f"tensor {name!r}: fields needs {NSTREAMS} streams, has {len(descs)}")
-    for d, (count, lo, hi) in zip(descs, stream_ranges(shape, dt, k)):
-        streams.validate(d, count, lo, hi)
+    for j, (d, (count, lo, hi)) in enumerate(zip(descs, stream_ranges(shape, dt, k))):
+        if j == 2 and isinstance(d, dict) and d.get("coder") == "blocks":
+            _validate_blocks(d, count)
+        else:
+            streams.validate(d, count, lo, hi)
     d3 = descs[3]
     if d3["coder"] == "packed" and d3["width"] != m_bits - k:
         raise InvalidField(f"tensor {name!r}: packed tails must have width {m_bits - k}")
 
 
+def _head_dtype(width: int, hb: int) -> np.dtype:
+    """The narrowest unsigned type for heads of ``hb`` bits in a type of ``width`` bits."""
+    if width == 8:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16 if hb <= 16 else np.uint32)
+
+
+def _tail_starts(name: str, p3, widths: np.ndarray, cols: int) -> np.ndarray:
+    """The first bit of each row's tails in a packed stream 3, after its length and pad checks (section 5.7)."""
+    need = packed.groups_length(widths, cols)
+    if len(p3) != need:
+        raise CorruptPayload(f"tensor {name!r}: packed tails have {len(p3)} bytes, the row shifts need {need}")
+    starts = np.zeros(widths.size, np.int64)
+    pos = 0
+    for width, rows in packed._row_groups(widths):
+        nbits = rows.size * cols * width
+        starts[rows] = 8 * pos + np.arange(rows.size, dtype=np.int64) * (cols * width)
+        size = (nbits + 7) // 8
+        if nbits % 8 and p3[pos + size - 1] >> (nbits % 8):
+            raise CorruptPayload(f"tensor {name!r}: non-zero pad bits in a packed group")
+        pos += size
+    return starts
+
+
 def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     """Decode a validated ``fields`` record from its four ``(descriptor, bytes)`` streams.
+
+    The tensor is built chunk by chunk of rows (the chunks of a ``blocks``
+    stream 2, else about :data:`MERGE_CHUNK` elements): heads, tails and signs
+    of a chunk are merged into the output in one pass, and the chunks may run
+    in several processes (:mod:`ecnn.chunkrun`).
 
     Raises:
         CorruptPayload: a stream contradicts its descriptor, or a tail does not fit its row.
@@ -155,27 +231,91 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     e_bits, m_bits = floats.layout(dt.name)
     k = rep["head"]
     r = m_bits - k
+    width = 1 + e_bits + m_bits
+    ut = np.dtype(f"<u{width // 8}")
     ranges = stream_ranges(shape, dt, k)
     rows = ranges[1][0]
     n = ranges[0][0]
     cols = n // rows
     (d0, p0), (d1, p1), (d2, p2), (d3, p3) = parts
-    signs = streams.decode(d0, p0, n, np.uint64, *ranges[0][1:])
     shifts = streams.decode(d1, p1, rows, np.int64, *ranges[1][1:])
-    heads = streams.decode(d2, p2, n, np.uint64, *ranges[2][1:])
-    if d3["coder"] == "packed":
-        widths = floats.tail_widths(shifts, r)
-        need = packed.groups_length(widths, cols)
-        if len(p3) != need:
-            raise CorruptPayload(f"tensor {name!r}: packed tails have {len(p3)} bytes, the row shifts need {need}")
-        try:
-            tails = packed.unpack_groups(p3, widths, cols)
-        except CorruptPayload as e:
-            raise CorruptPayload(f"tensor {name!r}: {e}") from None
+    widths = floats.tail_widths(shifts, r)
+
+    sign_const = sign_all = None
+    if d0["coder"] == "const":
+        sign_const = d0["value"]
+    elif d0["coder"] == "packed" and d0["width"] == 1:
+        if len(p0) != packed.group_bytes(n, 1) or (n % 8 and p0[len(p0) - 1] >> (n % 8)):
+            raise CorruptPayload(f"tensor {name!r}: packed signs have a wrong length or non-zero pad bits")
     else:
-        tails = streams.decode(d3, p3, n, np.uint64, *ranges[3][1:])
-        if r and np.any(tails.reshape(rows, cols) >> floats.tail_widths(shifts, r).astype(np.uint64)[:, None]):
+        sign_all = streams.decode(d0, p0, n, np.uint8, *ranges[0][1:])
+
+    tail_starts = tails_all = None
+    uniform = bool(np.all(widths == widths[0]))
+    if r and d3["coder"] == "packed":
+        tail_starts = _tail_starts(name, p3, widths, cols)
+    elif r and d3["coder"] != "const":
+        tails_all = streams.decode(d3, p3, n, ut, *ranges[3][1:]).reshape(rows, cols)
+        if np.any(tails_all >> widths.astype(ut)[:, None]):
             raise CorruptPayload(f"tensor {name!r}: a tail is wider than its row allows")
-    u = floats.merge(signs, heads, shifts, tails, e_bits, m_bits, k, cols)
-    out = u.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage)
-    return out.astype(dt.storage, copy=False).reshape(shape)
+    elif r and d3["value"] >> int(widths.min()):
+        raise CorruptPayload(f"tensor {name!r}: a tail is wider than its row allows")
+
+    hb = e_bits + k
+    hdt = _head_dtype(width, hb)
+    bl = heads_all = None
+    if d2["coder"] == "blocks":
+        bl = blocks.parse(p2, n, *ranges[2][1:])
+        if bl.rows != rows:
+            heads_all, bl = blocks.decode(d2, p2, n, hdt, *ranges[2][1:]), None
+    else:
+        heads_all = streams.decode(d2, p2, n, hdt, *ranges[2][1:])
+    if bl is not None:
+        crows, nchunks = bl.chunk_rows, bl.nchunks
+    else:
+        crows = max(1, MERGE_CHUNK // cols)
+        nchunks = -(-rows // crows)
+    out = chunkrun.empty(n, ut, nchunks)
+
+    def one(i: int) -> None:
+        a, b = i * crows, min(rows, (i + 1) * crows)
+        seg = out[a * cols : b * cols]
+        if bl is not None:
+            bl.decode_chunk(i, seg.reshape(b - a, cols), r)
+        else:
+            np.left_shift(heads_all[a * cols : b * cols], ut.type(r), out=seg, dtype=ut)
+        if tail_starts is not None:
+            wv = widths[a:b]
+            if uniform or np.all(wv == wv[0]):
+                if wv[0]:
+                    t = packed.unpack_at(p3, int(tail_starts[a]), (b - a) * cols, int(wv[0]), ut)
+                    if wv[0] != r:
+                        t <<= ut.type(r - wv[0])
+                    seg |= t
+            else:
+                seg2 = seg.reshape(b - a, cols)
+                for v in np.unique(wv):
+                    if v:
+                        sel = np.flatnonzero(wv == v)
+                        t = packed.unpack_at(p3, int(tail_starts[a + sel[0]]), sel.size * cols, int(v), ut)
+                        t <<= ut.type(r - v)
+                        seg2[sel] |= t.reshape(sel.size, cols)
+        elif tails_all is not None:
+            seg.reshape(b - a, cols)[...] |= tails_all[a:b] << shifts[a:b, None].astype(ut)
+        elif r and d3["value"]:
+            seg.reshape(b - a, cols)[...] |= ut.type(d3["value"]) << shifts[a:b, None].astype(ut)
+        # The sign is bit 7 of each element's last (most significant) byte.
+        last = seg.view(np.uint8)[ut.itemsize - 1 :: ut.itemsize]
+        if sign_const:
+            last |= np.uint8(0x80)
+        elif sign_const is None:
+            if sign_all is not None:
+                sg = sign_all[a * cols : b * cols] << np.uint8(7)
+            else:
+                sg = packed.unpack_at(p0, a * cols, (b - a) * cols, 1, np.uint8)
+                sg <<= np.uint8(7)
+            last |= sg
+
+    chunkrun.run(nchunks, one, out)
+    res = out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage)
+    return res.astype(dt.storage, copy=False).reshape(shape)

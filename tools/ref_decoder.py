@@ -501,6 +501,7 @@ STREAM_FIELDS = {
 STREAM_FIELDS["ctx"] = ("coder", "length")  # 1.1, C§5.6
 
 STREAM_FIELDS["packed"] = ("coder", "length", "width")  # 1.1, C§5.7
+BLOCKS_FIELDS = ("coder", "length")  # 1.1, C§5.8: only in stream 2 of fields
 
 def symbol_range(kind: str, dtype: str) -> tuple[int, int]:
     """C§4.1: the symbol range lo..hi of the representation's streams.
@@ -612,16 +613,17 @@ def _check_fields(rec: dict, fields: dict, streams: list) -> None:
     r = m_bits - k
     rec["head"], rec["e_bits"], rec["m_bits"], rec["r"] = k, e_bits, m_bits, r
     counts = [(n, 0, 1), (fields_rows(rec["shape"]), 0, r), (n, 0, (1 << (e_bits + k)) - 1), (n, 0, (1 << r) - 1)]
-    rec["descs"] = [check_stream(desc, *c) for desc, c in zip(streams, counts)]
+    rec["descs"] = [check_stream(desc, *c, blocks_ok=j == 2) for j, (desc, c) in enumerate(zip(streams, counts))]
     if rec["descs"][3]["coder"] == "packed" and rec["descs"][3]["width"] != r:
         raise _invalid(ksec, f"packed stream 3 has width {rec['descs'][3]['width']}, not r = {r}")
     if sum(d["length"] for d in rec["descs"]) != rec["length"]:  # step 5
         raise _invalid("CODING.md §9 step 5", "stream lengths do not add up to the record's length")
 
 
-def check_stream(desc, n: int, lo: int, hi: int) -> dict:
+def check_stream(desc, n: int, lo: int, hi: int, blocks_ok: bool = False) -> dict:
     """C§9 step 4 for one stream of n symbols in lo..hi.  Returns its fields
-    (plus "n", "lo", "hi")."""
+    (plus "n", "lo", "hi").  ``blocks_ok``: the stream is stream 2 of a fields
+    record, where the coder `blocks` (1.1, C§5.8) is also accepted."""
     sec = "CODING.md §5.1, §9 step 4"
     if not isinstance(desc, MsgMap):  # 4.1
         raise _invalid(sec, "stream descriptor is not a map")
@@ -631,11 +633,16 @@ def check_stream(desc, n: int, lo: int, hi: int) -> dict:
     found, coder = _find_key(desc, "coder")
     if not found or not isinstance(coder, str):  # 4.3
         raise _invalid(sec, f"coder is missing or not a string: {coder!r}")
-    if coder not in STREAM_FIELDS:  # 4.4
+    known = dict(STREAM_FIELDS, blocks=BLOCKS_FIELDS) if blocks_ok else STREAM_FIELDS
+    if coder not in known:  # 4.4
         raise SpecError("UnsupportedCoding", sec, f"reserved stream coder {coder!r}")
-    f = check_keys(desc, STREAM_FIELDS[coder], sec)  # 4.5
+    f = check_keys(desc, known[coder], sec)  # 4.5
     f["length"] = _require_int(f, "length", 0, (1 << 63) - 1, sec)  # 4.6
     f["n"], f["lo"], f["hi"] = n, lo, hi
+    if coder == "blocks":  # 1.1, C§5.8
+        if n < 1 or f["length"] < 7:
+            raise _invalid("CODING.md §5.8", "a blocks stream codes at least one symbol in at least 7 bytes")
+        return f
     if coder == "ctx":  # 1.1, C§5.6
         _check_ctx(f, n, lo, hi)
         return f
@@ -898,6 +905,8 @@ def decode_stream(f: dict, buf: bytes, n: int) -> list[int]:
         return decode_ctx(f, buf, n)
     if coder == "packed":  # C§5.7, every symbol `width` bits
         return decode_packed(f, buf, [f["width"]] * n)
+    if coder == "blocks":  # 1.1, C§5.8
+        return decode_blocks(f, buf, n)
     if coder == "cat0":
         return decode_cat0(f, buf, n)
     return decode_rowcol(f, buf, n)
@@ -1048,6 +1057,67 @@ def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf, sign_class=None):
         values = [i + f["offset"] for i in index]
     chunk.finish()
     return values
+
+
+def decode_blocks(f: dict, buf: bytes, n: int) -> list[int]:
+    """C§5.8: parameters, class streams, table map, tables, chunk index; each chunk
+    row class by row class, each class's runs of equal table in column order."""
+    sec = "CODING.md §5.8"
+    (zo, nsym, rows, nrc, ncc, chunk_rows), pos = _read_varints(buf, 0, 6)
+    offset = _unzigzag(zo)
+    if not 2 <= nsym <= MAX_NSYM:
+        raise _corrupt(sec, f"nsym {nsym} outside 2..2^20")
+    if offset < f["lo"] or offset + nsym - 1 > f["hi"]:
+        raise _corrupt(sec, "alphabet outside the symbol range")
+    if not 1 <= rows <= n or n % rows:
+        raise _corrupt(sec, f"rows {rows} do not divide N = {n}")
+    cols = n // rows
+    if not 1 <= nrc <= min(64, rows) or not 1 <= ncc <= min(64, cols):
+        raise _corrupt(sec, f"class counts {nrc}, {ncc} out of range")
+    if not 1 <= chunk_rows <= rows:
+        raise _corrupt(sec, f"chunk_rows {chunk_rows} outside 1..rows")
+    k = -(-rows // chunk_rows)
+    if k > MAX_CHUNKS:
+        raise _corrupt(sec, f"{k} chunks, more than 2^20")
+    row_class, col_class = [0] * rows, [0] * cols
+    if nrc > 1:
+        row_class, pos = _read_class_stream(buf, pos, rows, nrc)
+    if ncc > 1:
+        col_class, pos = _read_class_stream(buf, pos, cols, ncc)
+    table_map = []
+    for x in range(nrc + ncc - 1):
+        m, pos = read_varint(buf, pos)
+        prev = table_map[-1] if table_map else None
+        if (prev is None and m != 0) or (prev is not None and m not in (prev, prev + 1)):
+            raise _corrupt(sec, f"table map entry {x} = {m} breaks the 0, +0/+1 rule")
+        table_map.append(m)
+    cdfs = []
+    for _ in range(table_map[-1] + 1):
+        counts, pos = read_table(buf, pos, nsym)
+        cdfs.append(expand(counts))
+    word_counts, pos = _read_chunk_index(buf, pos, k)
+    column_order = sorted(range(cols), key=lambda c: (col_class[c], c))
+    out = [0] * n
+    for j, wj in enumerate(word_counts):
+        words, pos = read_words(buf, pos, wj)
+        chunk = _Chunk(words)
+        first, last = j * chunk_rows, min(rows, (j + 1) * chunk_rows)
+        for g in range(nrc):
+            members = [i for i in range(first, last) if row_class[i] == g]
+            if not members:
+                continue
+            tables = [table_map[g + col_class[c]] for c in column_order]
+            start = 0
+            while start < cols:  # a run: the column-ordered columns of one table
+                end = start
+                while end < cols and tables[end] == tables[start]:
+                    end += 1
+                for i in members:
+                    for c in column_order[start:end]:
+                        out[i * cols + c] = chunk.symbol(cdfs[tables[start]]) + offset
+                start = end
+        chunk.finish()
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -69,26 +69,17 @@ def unpack(buf, count: int, width: int) -> np.ndarray:
 
     ``buf`` must hold exactly ``group_bytes(count, width)`` bytes (checked by the caller).
     """
-    if width == 0 or count == 0:
-        return np.zeros(count, dtype=_U64)
+    if width <= 57:
+        return unpack_at(buf, 0, count, width, _U64)
     src = np.frombuffer(buf, dtype=np.uint8)
-    if width == 1:
-        return np.unpackbits(src, count=count, bitorder="little").astype(_U64)
-    if width in (8, 16, 32, 64):
-        return src[: count * (width // 8)].view(f"<u{width // 8}").astype(_U64)
+    if width == 64:
+        return src[: count * 8].view("<u8").astype(_U64)
+    src = np.frombuffer(buf, dtype=np.uint8)
     groups = -(-count // 8)
     padded = np.zeros(groups * width + 16, dtype=np.uint8)
     padded[: src.size] = src
     out = np.empty((groups, 8), dtype=_U64)
     m = _mask(width)
-    if width <= 57:
-        # Symbol i of each group of eight starts at byte (i * width) div 8 of the group, bit
-        # (i * width) mod 8: one unaligned 64-bit little-endian window per symbol holds it whole.
-        for i in range(8):
-            off = i * width
-            win = np.ndarray((groups,), dtype="<u8", buffer=padded, offset=off >> 3, strides=(width,))
-            out[:, i] = (win >> _U64(off & 7)) & m
-        return out.ravel()[:count]
     nwords = -(-width // 8) + 1
     raw = np.zeros((groups, 8 * nwords), dtype=np.uint8)
     raw[:, :width] = padded[: groups * width].reshape(groups, width)
@@ -101,6 +92,47 @@ def unpack(buf, count: int, width: int) -> np.ndarray:
             col = col | (words[:, j + 1] << _U64(64 - s))
         out[:, i] = col & m
     return out.ravel()[:count]
+
+
+def unpack_at(buf, bit: int, count: int, width: int, dtype=_U64) -> np.ndarray:
+    """``count`` values of ``width`` bits (1..57) that start at bit ``bit`` of ``buf``, as ``dtype``.
+
+    Symbol ``j`` is bits ``bit + j*width .. bit + j*width + width - 1`` of ``buf``,
+    least significant bit first (the layout of :func:`pack`, from any bit on).
+    Bits past the end of ``buf`` read as 0; ``dtype`` must hold ``width`` bits.
+    """
+    dtype = np.dtype(dtype)
+    if width == 0 or count == 0:
+        return np.zeros(count, dtype=dtype)
+    src = np.frombuffer(buf, dtype=np.uint8)
+    byte0, s0 = bit >> 3, bit & 7
+    nbytes = (s0 + count * width + 7) >> 3
+    if width == 1:
+        bits = np.unpackbits(src[byte0 : byte0 + nbytes], bitorder="little")[s0 : s0 + count]
+        return bits if dtype == np.uint8 else bits.astype(dtype)
+    if s0 == 0 and width in (8, 16, 32):
+        v = src[byte0 : byte0 + count * (width // 8)].view(f"<u{width // 8}")
+        return v.astype(dtype)
+    groups = -(-count // 8)
+    # Symbol i of each group of eight starts at byte (s0 + i*width) div 8 of the group, bit
+    # (s0 + i*width) mod 8 (at most 7): one unaligned little-endian window per symbol holds it
+    # whole, 32 bits wide when width + 7 <= 32, else 64.
+    wide = width + 7 > 32
+    padded = np.zeros(groups * width + 16, dtype=np.uint8)
+    avail = max(0, min(nbytes, src.size - byte0))
+    padded[:avail] = src[byte0 : byte0 + avail]
+    wt = np.dtype("<u8" if wide else "<u4")
+    m = wt.type((1 << width) - 1)
+    out = np.empty((groups, 8), dtype=dtype)
+    tmp = np.empty(groups, dtype=wt)
+    for i in range(8):
+        off = s0 + i * width
+        win = np.ndarray((groups,), dtype=wt, buffer=padded, offset=off >> 3, strides=(width,))
+        tmp[...] = win  # an aligned copy first: numpy's ufuncs are slow on unaligned wide input
+        np.right_shift(tmp, wt.type(off & 7), out=tmp)
+        np.bitwise_and(tmp, m, out=tmp)
+        out[:, i] = tmp
+    return out.reshape(-1)[:count]
 
 
 def _row_groups(row_widths: np.ndarray):

@@ -18,6 +18,7 @@ MINOR_OF_KIND: dict[str, int] = {"codebook": 1}
 MINOR_OF_CODER: dict[str, int] = {"ctx": 1}
 MINOR_OF_KIND["fields"] = 1  # float fields, spec/CODING.md section 4.9
 MINOR_OF_CODER["packed"] = 1  # bit fields, spec/CODING.md section 5.7
+MINOR_OF_CODER["blocks"] = 1  # class tables coded block by block (fields heads), spec/CODING.md section 5.8
 PREAMBLE = struct.Struct("<8sHHII")  # signature, major, minor, header length, header CRC-32
 PREAMBLE_SIZE = PREAMBLE.size  # 20
 

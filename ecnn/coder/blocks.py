@@ -1,0 +1,296 @@
+"""The ``blocks`` stream (format 1.1): row/column class tables, coded block by block (spec/CODING.md, section 5.8).
+
+The model is that of ``rowcol`` (section 5.5): the ``N`` symbols form a
+``rows x cols`` matrix, every row has a class and every column a class,
+element ``(i, j)`` has context ``r_i + c_j``, and a non-decreasing map sends
+each context to one of ``T`` order-0 tables. Only the order of the symbols in
+a chunk differs, so that a decoder needs no per-element ordering:
+
+* the **column order** lists the columns by class, then by index;
+* for a row class ``g``, the columns in column order fall into **runs** of
+  equal table (the map is non-decreasing, so each table is one run);
+* a chunk (``chunk_rows`` rows) holds, for each row class ``g`` with rows in
+  the chunk and for each of its runs in turn, the chunk's rows of class ``g``
+  in increasing order, each with its symbols in the run's columns.
+
+So each run of each row class is one constriction call whose output is a
+rectangle of the column-ordered chunk; one column permutation per chunk puts
+the columns back. The stream starts with its parameters as varints, like the
+``ctx`` coder, so its descriptor is only ``coder`` and ``length``.
+
+The ``fields`` representation decodes its heads chunk by chunk with
+:meth:`Blocks.decode_chunk`, merging signs and tails in the same pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from ecnn import chunkrun
+from ecnn.coder import categorical
+from ecnn.context import order0, tables, varint
+from ecnn.context import rowcol as rowcol_ctx
+from ecnn.errors import CorruptPayload, InvalidField
+
+KEYS = {"coder", "length"}
+MAX_CLASSES = rowcol_ctx.MAX_CLASSES
+MAX_NSYM = tables.MAX_NSYM
+MAX_CHUNKS = 1 << 20
+# Class counts the encoder tries (row classes, column classes): few, so that a
+# chunk needs few calls; more classes gained nothing on transformer weights.
+CLASSES = ((1, 1), (8, 1), (16, 1), (8, 8), (16, 4), (4, 16), (32, 8))
+SEARCH_SYMBOLS = 1 << 17  # class counts are ranked on about this many symbols
+FULL_PLANS = 2  # then the best few are planned on every row
+
+
+def zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def unzigzag(z: int) -> int:
+    return z >> 1 if not z & 1 else -((z + 1) >> 1)
+
+
+def validate(desc: dict, count: int) -> None:
+    """Descriptor checks of a ``blocks`` stream (after ``coder``, unknown keys and ``length``).
+
+    Raises:
+        InvalidField: no symbols, or a length below the parameters' 7 bytes.
+    """
+    if count < 1:
+        raise InvalidField("a blocks stream must code at least one symbol")
+    if desc["length"] < 7:
+        raise InvalidField("a blocks stream has at least its six parameters and one chunk index byte")
+
+
+# --- the encoder's plan --------------------------------------------------------
+
+
+def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
+    """Rows per chunk so that a chunk holds about ``chunk`` symbols (at least one row)."""
+    return min(rows, max(1, chunk // max(cols, 1)))
+
+
+def _runs(table_of: np.ndarray, cclass_sorted: np.ndarray, g: int) -> list[tuple[int, int, int]]:
+    """``(table, start, end)`` of the runs of row class ``g`` over the column-ordered columns."""
+    t = table_of[g + cclass_sorted]
+    cuts = np.flatnonzero(np.diff(t)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [t.size]])
+    return [(int(t[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def plan(sym: np.ndarray, nsym: int, chunk: int) -> tuple[rowcol_ctx.RowColPlan, float]:
+    """The cheapest class counts of :data:`CLASSES` for a ``(rows, cols)`` array of indices ``0..nsym-1``.
+
+    Returns the plan and its estimated size in bits (tables, classes, map,
+    ideal code lengths, and per chunk 24 + 64 bits as for ``cat0``).
+    """
+    rows, cols = sym.shape
+    stride = max(1, sym.size // SEARCH_SYMBOLS)
+    sample = sym[::stride]
+    cands = sorted({(min(a, rows, sample.shape[0]), min(b, cols)) for a, b in CLASSES})
+    ranked = sorted((rowcol_ctx.plan(sample, nsym, None, a, b, stride).bits, a, b) for a, b in cands)
+    best = None
+    for _, a, b in ranked[: 1 if stride == 1 else FULL_PLANS]:
+        p = rowcol_ctx.plan(sym, nsym, None, min(a, rows), b)
+        if best is None or p.bits < best.bits:
+            best = p
+    k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
+    return best, best.bits + k * (24 + order0.FLUSH_BITS)
+
+
+def _side(cls: np.ndarray, fit: order0.Order0Fit) -> bytes:
+    (words,) = categorical.encode(cls, tables.expand(fit.counts), cls.size)
+    return fit.blob + varint.encode([words.size]) + words.astype("<u4").tobytes()
+
+
+def encode(sym: np.ndarray, p: rowcol_ctx.RowColPlan, offset: int, nsym: int, crows: int) -> tuple[dict, bytes]:
+    """A ``blocks`` stream of a ``(rows, cols)`` array of indices ``0..nsym-1`` (symbols ``index + offset``)."""
+    rows, cols = sym.shape
+    parts = [varint.encode([zigzag(int(offset)), int(nsym), int(rows), int(p.nrc), int(p.ncc), int(crows)])]
+    if p.nrc > 1:
+        parts.append(_side(p.rclass, p.rows_fit))
+    if p.ncc > 1:
+        parts.append(_side(p.cclass, p.cols_fit))
+    parts.append(varint.encode(p.table_of))
+    parts += [f.blob for f in p.fits]
+    models = [categorical.model(tables.expand(f.counts)) for f in p.fits]
+    order = np.argsort(p.cclass, kind="stable")
+    cs = p.cclass[order]
+    runs = [_runs(p.table_of, cs, g) for g in range(p.nrc)]
+    s = np.ascontiguousarray(sym[:, order] if p.ncc > 1 else sym, dtype=np.int32)
+    chunks = []
+    for a in range(0, rows, crows):
+        b = min(rows, a + crows)
+        rc = p.rclass[a:b]
+        enc = constriction.stream.queue.RangeEncoder()
+        for g in range(p.nrc):
+            sel = np.flatnonzero(rc == g) + a
+            if sel.size:
+                block = s[sel]
+                for t, c0, c1 in runs[g]:
+                    enc.encode(np.ascontiguousarray(block[:, c0:c1]).ravel(), models[t])
+        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+    parts.append(categorical.chunks_bytes(chunks))
+    data = b"".join(parts)
+    return {"coder": "blocks", "length": len(data)}, data
+
+
+# --- decoding ------------------------------------------------------------------
+
+
+@dataclass
+class Blocks:
+    """A parsed ``blocks`` stream, ready to decode chunk by chunk.
+
+    Attributes:
+        rows, cols: the matrix view.
+        offset, nsym: symbols are ``offset .. offset + nsym - 1``.
+        chunk_rows, nchunks: rows per chunk and number of chunks.
+    """
+
+    rows: int
+    cols: int
+    offset: int
+    nsym: int
+    chunk_rows: int
+    nchunks: int
+    rclass: np.ndarray
+    runs: list
+    inverse: np.ndarray | None
+    models: list
+    words: list
+
+    def chunk_bounds(self, i: int) -> tuple[int, int]:
+        """First row and end row of chunk ``i``."""
+        a = i * self.chunk_rows
+        return a, min(self.rows, a + self.chunk_rows)
+
+    def decode_chunk(self, i: int, dst: np.ndarray, shift: int = 0) -> None:
+        """Decode chunk ``i`` into ``dst``, a ``(b - a, cols)`` integer array: each symbol shifted left by ``shift``.
+
+        ``dst`` must hold ``(offset + nsym - 1) << shift``.
+
+        Raises:
+            CorruptPayload: the chunk's words are damaged or not used up exactly.
+        """
+        a, b = self.chunk_bounds(i)
+        nr = b - a
+        buf = dst if self.inverse is None else np.empty((nr, self.cols), dst.dtype)
+        rc = self.rclass[a:b]
+        wide = (self.offset + self.nsym - 1) << shift >= 1 << 31 or self.offset < 0
+        try:
+            dec = constriction.stream.queue.RangeDecoder(self.words[i])
+            counts = np.bincount(rc, minlength=len(self.runs))
+            for g in np.flatnonzero(counts):
+                n = int(counts[g])
+                sel = None if n == nr else np.flatnonzero(rc == g)
+                for t, c0, c1 in self.runs[g]:
+                    v = dec.decode(self.models[t], n * (c1 - c0))
+                    if wide:
+                        v = v.astype(np.int64)
+                    if self.offset:
+                        v += self.offset
+                    if shift:
+                        v <<= shift
+                    v = v.reshape(n, c1 - c0)
+                    if sel is None:
+                        buf[:, c0:c1] = v
+                    else:
+                        buf[sel, c0:c1] = v
+            ok = dec.maybe_exhausted()
+        except Exception as e:  # constriction signals impossible states with AssertionError
+            raise CorruptPayload(f"blocks chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
+        if not ok:
+            raise CorruptPayload(f"blocks chunk {i}: compressed words left over after the last symbol")
+        if self.inverse is not None:
+            np.take(buf, self.inverse, axis=1, out=dst, mode="clip")  # "raise" would buffer the output
+
+
+def _read_side(mv, pos: int, k: int, count: int) -> tuple[np.ndarray, int]:
+    counts, pos = tables.read(mv, pos, k)
+    (nw,), pos = varint.decode(mv, 1, pos)
+    if pos + 4 * nw > len(mv):
+        raise ValueError("class stream runs past the end of the stream")
+    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
+    cls = categorical.decode_chunk(words, categorical.model(tables.expand(counts)), count)
+    return cls.astype(np.uint8), pos + 4 * nw
+
+
+def parse(buf, count: int, lo: int, hi: int) -> Blocks:
+    """Read a ``blocks`` stream's parameters, classes, tables and chunk index (section 5.8).
+
+    Raises:
+        CorruptPayload: any check of section 5.8 fails.
+    """
+    try:
+        return _parse(memoryview(buf), count, lo, hi)
+    except CorruptPayload:
+        raise
+    except Exception as e:  # varint, table and constriction failures alike
+        raise CorruptPayload(f"blocks stream: {e}") from None
+
+
+def _parse(mv, count: int, lo: int, hi: int) -> Blocks:
+    (zoff, nsym, rows, nrc, ncc, crows), pos = varint.decode(mv, 6, 0)
+    offset = unzigzag(zoff)
+    if not 2 <= nsym <= MAX_NSYM:
+        raise CorruptPayload(f"blocks nsym {nsym} outside 2..{MAX_NSYM}")
+    if offset < lo or offset + nsym - 1 > hi:
+        raise CorruptPayload("blocks alphabet falls outside the allowed symbol range")
+    if not 1 <= rows <= count or count % rows:
+        raise CorruptPayload(f"blocks rows {rows} do not divide {count} symbols")
+    cols = count // rows
+    if not 1 <= nrc <= min(MAX_CLASSES, rows) or not 1 <= ncc <= min(MAX_CLASSES, cols):
+        raise CorruptPayload("blocks class counts out of range")
+    if not 1 <= crows <= rows:
+        raise CorruptPayload(f"blocks chunk_rows {crows} outside 1..{rows}")
+    nchunks = categorical.num_chunks(rows, crows)
+    if nchunks > MAX_CHUNKS:
+        raise CorruptPayload(f"blocks stream has more than {MAX_CHUNKS} chunks")
+    rclass = np.zeros(rows, np.uint8)
+    cclass = np.zeros(cols, np.uint8)
+    if nrc > 1:
+        rclass, pos = _read_side(mv, pos, nrc, rows)
+    if ncc > 1:
+        cclass, pos = _read_side(mv, pos, ncc, cols)
+    table_of, pos = varint.decode(mv, nrc + ncc - 1, pos)
+    table_of = np.array(table_of, np.int64)
+    steps = np.diff(table_of)
+    if table_of[0] != 0 or np.any(steps < 0) or np.any(steps > 1):
+        raise CorruptPayload("blocks table map must start at 0 and grow by 0 or 1")
+    models = []
+    for _ in range(int(table_of[-1]) + 1):
+        c, pos = tables.read(mv, pos, nsym)
+        models.append(categorical.model(tables.expand(c)))
+    words = categorical.read_chunks(mv, pos, nchunks)
+    inverse = None
+    order = np.argsort(cclass, kind="stable")
+    if ncc > 1:
+        inverse = np.argsort(order).astype(np.intp)
+    runs = [_runs(table_of, cclass[order].astype(np.int64), g) for g in range(nrc)]
+    return Blocks(rows, cols, offset, nsym, crows, nchunks, rclass, runs, inverse, models, [np.ascontiguousarray(w) for w in words])
+
+
+def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int) -> np.ndarray:
+    """Decode a whole validated ``blocks`` stream into ``count`` values of ``out_dtype``.
+
+    Raises:
+        CorruptPayload: the stream contradicts itself or its descriptor.
+    """
+    bl = parse(buf, count, lo, hi)
+    work = np.dtype(np.int64 if bl.offset < 0 or np.dtype(out_dtype).itemsize > 4 else out_dtype)
+    if work.kind == "u" and bl.offset + bl.nsym - 1 > np.iinfo(work).max:
+        work = np.dtype(np.int64)
+    out = chunkrun.empty((bl.rows, bl.cols), work, bl.nchunks)
+
+    def one(i: int) -> None:
+        a, b = bl.chunk_bounds(i)
+        bl.decode_chunk(i, out[a:b])
+
+    chunkrun.run(bl.nchunks, one, out)
+    return out.reshape(-1).astype(out_dtype, copy=False)
