@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -14,11 +15,11 @@ from hypothesis import strategies as st
 import ecnn.numpy as en
 from ecnn import dtypes, fields
 from ecnn import file as efile
-from ecnn.coder import packed
+from ecnn.coder import blocks, packed
 from ecnn.config import EncodeConfig, make_config
 from ecnn.container.reader import Container
 from ecnn.context import floats
-from ecnn.errors import CorruptPayload, InvalidField
+from ecnn.errors import CorruptPayload, InvalidField, UnknownField, UnsupportedCoding
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import ref_decoder  # noqa: E402
@@ -302,3 +303,106 @@ def test_packed_stream_rejects_pad_bits_and_out_of_range():
     packed.validate({"coder": "packed", "length": 2, "width": 3}, 2)  # two groups of one 3-bit symbol each
     with pytest.raises(InvalidField):
         packed.validate({"coder": "packed", "length": 4, "width": 3}, 2)
+
+
+# --- packed.unpack_at and the blocks coder (section 5.8) ------------------------
+
+
+@given(st.integers(1, 57), st.integers(0, 70), st.lists(st.integers(0, 2**64 - 1), max_size=40), st.sampled_from(["u1", "u2", "u4", "u8"]))
+def test_unpack_at_reads_from_any_bit(width, bit, raw, dt):
+    """Bit fields read from any bit: the bits of an LSB-first bit string, bits past the end read as 0."""
+    if np.dtype(dt).itemsize * 8 < width:
+        dt = "u8"
+    values = [v & ((1 << width) - 1) for v in raw]
+    junk = (1 << bit) - 1  # the bits before the first field are ones, to catch a wrong start
+    acc = junk | sum(v << (bit + j * width) for j, v in enumerate(values))
+    buf = acc.to_bytes((bit + len(values) * width + 7) // 8, "little")
+    got = packed.unpack_at(buf, bit, len(values), width, dt)
+    assert got.dtype == np.dtype(dt) and got.tolist() == values
+    assert packed.unpack_at(buf, bit, len(values) + 3, width, dt).tolist() == values + [0, 0, 0]
+
+
+def _blocks_stream(sym, nrc, ncc, crows, offset=0):
+    from ecnn.context import rowcol as rowcol_ctx
+
+    p = rowcol_ctx.plan(sym, int(sym.max()) + 1, None, nrc, ncc)
+    return blocks.encode(sym, p, offset, int(sym.max()) + 1, crows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 8), st.integers(1, 8), st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_blocks_round_trip_and_reference(rows, cols, nrc, ncc, crows, seed):
+    rng = np.random.default_rng(seed)
+    scale = np.exp(rng.standard_normal((rows, 1)) + rng.standard_normal((1, cols)))
+    sym = np.minimum(np.abs(rng.standard_normal((rows, cols)) * scale * 4), 40).astype(np.int32)
+    sym.flat[0] = 1  # at least two symbols
+    nrc, ncc, crows = min(nrc, rows), min(ncc, cols), min(crows, rows)
+    desc, data = _blocks_stream(sym, nrc, ncc, crows, offset=5)
+    assert desc == {"coder": "blocks", "length": len(data)}
+    out = blocks.decode(desc, data, sym.size, np.int64, 0, 100)
+    assert np.array_equal(out, sym.ravel() + 5)
+    f = {"coder": "blocks", "length": len(data), "lo": 0, "hi": 100}
+    assert ref_decoder.decode_blocks(f, data, sym.size) == (sym.ravel() + 5).tolist()
+
+
+def test_blocks_spec_example_order():
+    """The example of section 5.8: runs of each row class, rows in order, columns in class order."""
+    import constriction
+
+    from ecnn.coder import categorical
+    from ecnn.context import order0, tables
+    from ecnn.context import rowcol as rowcol_ctx
+
+    sym = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
+    p = rowcol_ctx.plan(sym, 7, None, 2, 2)
+    fits = [order0.fit(np.ones(7, np.int64)), order0.fit(np.arange(1, 8))]
+    p = dataclasses.replace(p, rclass=np.array([1, 0]), cclass=np.array([1, 0, 0]), table_of=np.array([0, 0, 1]), fits=fits)
+    desc, data = blocks.encode(sym, p, 0, 7, 2)
+    bl = blocks.parse(data, 6, 0, 6)
+    assert bl.runs == [[(0, 0, 3)], [(0, 0, 2), (1, 2, 3)]]
+    dec = constriction.stream.queue.RangeDecoder(bl.words[0])
+    m = [categorical.model(tables.expand(f.counts)) for f in fits]
+    # table 0: (1, 1), (1, 2), (1, 0); table 0: (0, 1), (0, 2); table 1: (0, 0)
+    assert dec.decode(m[0], 3).tolist() == [5, 6, 4]
+    assert dec.decode(m[0], 2).tolist() == [2, 3]
+    assert dec.decode(m[1], 1).tolist() == [1]
+    assert blocks.decode(desc, data, 6, np.int32, 0, 6).tolist() == [1, 2, 3, 4, 5, 6]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["float32", "bfloat16", "float16"]), st.integers(2, 40), st.integers(1, 20), st.integers(1, 64), st.integers(0, 2**32 - 1))
+def test_fields_decodes_chunk_by_chunk(dtype, rows, cols, chunk, seed):
+    """Small chunks: rows of several tail widths inside one chunk and across chunk boundaries."""
+    dt = dtypes.get(dtype)
+    _, m_bits = floats.layout(dtype)
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal((rows, cols)) * np.exp(rng.standard_normal((rows, 1)))).astype(np.float32)
+    u = floats.bit_patterns(a).reshape(rows, cols)
+    arr = _patterns(dtype, rows * cols, seed).reshape(rows, cols)
+    au = arr.view(f"<u{dt.itemsize}")
+    au[rows // 3 : rows // 2] &= np.array(~((1 << (m_bits // 2)) - 1) & ((1 << (8 * dt.itemsize)) - 1), dtype=au.dtype)
+    au[1::4] = (u[1::4] >> np.uint64(32 - 8 * dt.itemsize)).astype(au.dtype)  # some rows of ordinary weights
+    rep, descs, payload = fields.encode(arr, dt, chunk, k=2)
+    parts = _parts(descs, payload)
+    assert fields.decode("t", rep, parts, arr.shape, dt).tobytes() == arr.tobytes()
+
+
+def test_blocks_only_in_stream_2_and_checked():
+    a, dt, (rep, descs, payload) = _one()
+    assert descs[2]["coder"] == "blocks"
+    bad = [dict(d) for d in descs]
+    bad[0] = {"coder": "blocks", "length": bad[0]["length"]}
+    with pytest.raises(UnsupportedCoding):
+        fields.validate("t", rep, bad, a.shape, dt)
+    bad = [dict(d) for d in descs]
+    bad[2]["length"] = 6
+    with pytest.raises(InvalidField):
+        fields.validate("t", rep, bad, a.shape, dt)
+    bad[2] = dict(descs[2], nsym=3)
+    with pytest.raises(UnknownField):
+        fields.validate("t", rep, bad, a.shape, dt)
+    parts = _parts(descs, payload)
+    d2, p2 = parts[2]
+    for damaged in (p2[:-1], p2 + b"\x00", b"\x00\x01" + p2[2:], p2[:-4] + bytes(4)):
+        with pytest.raises(CorruptPayload):
+            fields.decode("t", rep, parts[:2] + [(d2, damaged)] + parts[3:], a.shape, dt)

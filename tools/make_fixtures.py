@@ -12,6 +12,7 @@ Fixtures are never deleted: every later version must keep decoding them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import struct
@@ -112,6 +113,9 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     # fields (1.1): the encoder's choice in three float types, and every stream variant written by hand.
     out["fields"] = efile.encode(fields_arrays(), EncodeConfig(lossless=True))
     out["fields_forced"] = fields_forced_file()
+    # fields heads as blocks streams (1.1): the encoder's choice, and row/column classes set by hand.
+    out["fields_blocks"] = efile.encode(fields_arrays(), EncodeConfig(lossless=True, chunk=4096))
+    out["fields_blocks_forced"] = fields_blocks_file()
     # ctx streams (1.1): the encoder's choice on sparse weights, and every lanes option set by hand.
     arrays, steps = ctx_sparse_arrays()
     out["ctx_sparse"] = en.encode(arrays, config=EncodeConfig(steps=steps, chunk=4096))
@@ -183,6 +187,82 @@ def fields_forced_file() -> bytes:
     add("f8_e5m2", r.integers(0, 256, 16).astype(np.uint8), "float8_e5m2", 0, heads_packed=True)
     add("f64", r.standard_normal((3, 5)), "float64", 4)
     return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_forced"}))
+
+
+def fields_blocks_file() -> bytes:
+    """fields records whose heads are blocks streams with chosen classes and chunks: row and column
+    classes over four chunks (rows of two tail widths), row classes only, column classes only, one row."""
+    from ecnn import dtypes as dt_
+    from ecnn import fields
+    from ecnn.coder import blocks
+    from ecnn.container import writer
+    from ecnn.context import floats
+    from ecnn.context import order0
+    from ecnn.context import rowcol as rowcol_ctx
+
+    r = _rng(17)
+    records, payloads = [], []
+
+    def add(name, arr, dtype, k, nrc, ncc, crows):
+        dt = dt_.get(dtype)
+        rep, descs, payload = fields.encode(arr, dt, 4096, k=k)
+        e_bits, m_bits = floats.layout(dtype)
+        rows = floats.row_count(arr.shape)
+        _, h, _, _ = floats.split(floats.bit_patterns(arr), e_bits, m_bits, k, rows)
+        lo, hi = int(h.min()), int(h.max())
+        sym = (h - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
+        plan = rowcol_ctx.plan(sym, hi - lo + 1, None, nrc, ncc)
+        # The contexts in three tables (the encoder would merge more on so few elements).
+        nctx = nrc + ncc - 1
+        table_of = np.minimum(np.arange(nctx) * 3 // nctx, nctx - 1)
+        tid = table_of[plan.rclass[:, None] + plan.cclass[None, :]]
+        fits = [order0.fit(np.bincount(sym[tid == t], minlength=hi - lo + 1)) for t in range(int(table_of.max()) + 1)]
+        assert all(f.counts.sum() for f in fits) and (plan.nrc, plan.ncc) == (nrc, ncc)
+        plan = dataclasses.replace(plan, table_of=table_of, fits=fits)
+        parts, pos = [], 0
+        for d in descs:
+            parts.append(payload[pos : pos + d["length"]])
+            pos += d["length"]
+        descs[2], parts[2] = blocks.encode(sym, plan, lo, hi - lo + 1, crows)
+        records.append({"name": name, "dtype": dtype, "shape": list(arr.shape), "repr": rep, "streams": descs})
+        payloads.append(b"".join(parts))
+
+    scale = np.exp(r.standard_normal((64, 1)) * 1.5) * np.exp(r.standard_normal((1, 48)) * 1.5)
+    w = (r.standard_normal((64, 48)) * scale * 0.02).astype(np.float32)
+    w[21:27] = w[21:27].astype(np.float16).astype(np.float32)  # rows of a narrower tail width, across a chunk boundary
+    w.reshape(-1)[: len(SPECIAL32)] = np.array(SPECIAL32, "<u4").view(np.float32)
+    add("f32_rows_cols", w, "float32", 3, 8, 4, 20)
+    b = _bf16((r.standard_normal((40, 24)) * np.exp(r.standard_normal((40, 1)) * 2)).astype(np.float64))
+    add("bf16_rows", b, "bfloat16", 3, 4, 1, 7)
+    h = (r.standard_normal((16, 50)) * np.exp(r.standard_normal((1, 50)) * 2)).astype(np.float16)
+    add("f16_cols", h, "float16", 2, 1, 8, 16)
+    v = (r.standard_normal(300) * 0.3).astype(np.float32)
+    add("f32_one_row", v, "float32", 2, 1, 1, 1)
+    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_blocks_forced"}))
+
+
+def invalid_fields_blocks(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Bad blocks streams, from the forced vector: the coder in another stream, and rows that do not divide N."""
+    from ecnn.context import varint
+
+    h, area = split(base)
+    t0 = h["tensors"][0]
+    assert t0["repr"]["kind"] == "fields" and t0["streams"][2]["coder"] == "blocks" and t0["shape"] == [64, 48]
+    t = json.loads(json.dumps(h))
+    t["tensors"][0]["streams"][0] = {"coder": "blocks", "length": t0["streams"][0]["length"]}
+    out = {"fields_blocks_in_signs": (build(t, area, minor=1), "UnsupportedCoding", "the coder blocks in stream 0 of fields")}
+    at = t0["offset"] + t0["streams"][0]["length"] + t0["streams"][1]["length"]  # stream 2
+    payload = bytes(area[t0["offset"] : t0["offset"] + t0["length"]])
+    rel = at - t0["offset"]
+    params, _ = varint.decode(payload, 6, rel)
+    assert params[2] == 64, params
+    rows_at = rel + len(varint.encode(params[:2]))
+    bad = payload[:rows_at] + bytes([63]) + payload[rows_at + 1 :]
+    t = json.loads(json.dumps(h))
+    t["tensors"][0]["crc32"] = fmt.crc32(bad)
+    data = build(t, area[: t0["offset"]] + bad + area[t0["offset"] + t0["length"] :], minor=1)
+    out["fields_blocks_bad_rows"] = (data, "CorruptPayload", "a blocks stream of 63 rows for 3072 symbols")
+    return out
 
 
 def invalid_fields(base: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -503,6 +583,7 @@ def main() -> int:
 
     inv = invalid(base("uniform_cat0"))
     inv.update(invalid_fields(base("fields_forced")))
+    inv.update(invalid_fields_blocks(base("fields_blocks_forced")))
     inv.update(invalid_rowcol(base("rowcol_signs")))
     inv.update(invalid_codebook(base("codebook")))
     inv.update(invalid_ctx(base("ctx_forced")))

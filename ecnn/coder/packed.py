@@ -107,6 +107,11 @@ def unpack_at(buf, bit: int, count: int, width: int, dtype=_U64) -> np.ndarray:
     src = np.frombuffer(buf, dtype=np.uint8)
     byte0, s0 = bit >> 3, bit & 7
     nbytes = (s0 + count * width + 7) >> 3
+    if byte0 + nbytes > src.size:  # past the end: zeros
+        tail = np.zeros(nbytes, np.uint8)
+        have = src[byte0 : byte0 + nbytes]
+        tail[: have.size] = have
+        src, byte0 = tail, 0
     if width == 1:
         bits = np.unpackbits(src[byte0 : byte0 + nbytes], bitorder="little")[s0 : s0 + count]
         return bits if dtype == np.uint8 else bits.astype(dtype)
@@ -119,7 +124,7 @@ def unpack_at(buf, bit: int, count: int, width: int, dtype=_U64) -> np.ndarray:
     # whole, 32 bits wide when width + 7 <= 32, else 64.
     wide = width + 7 > 32
     padded = np.zeros(groups * width + 16, dtype=np.uint8)
-    avail = max(0, min(nbytes, src.size - byte0))
+    avail = min(nbytes, src.size - byte0)
     padded[:avail] = src[byte0 : byte0 + avail]
     wt = np.dtype("<u8" if wide else "<u4")
     m = wt.type((1 << width) - 1)
