@@ -248,3 +248,34 @@ def test_reference_decoder_agrees(signed):
     assert desc["signs"] == signed and -(-96 // desc["chunk_rows"]) > 1  # several chunks
     assert reference_decode(desc, data) == q.ravel().tolist()
     np.testing.assert_array_equal(streams.decode(desc, data, q.size, np.int64, -(1 << 24), 1 << 24), q.ravel())
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (64, 48), (20, 600), (1000, 7)])
+@pytest.mark.parametrize("signed", [True, False])
+def test_plans_from_the_grid_equal_plans_from_the_array(shape, signed):
+    rng = np.random.default_rng(sum(shape))
+    r, c = shape
+    scale = np.exp(rng.standard_normal(r) * 0.7)[:, None] * np.exp(rng.standard_normal(c) * 0.7)[None, :] * 3
+    vals = np.rint(rng.laplace(0, 1, shape) * scale).astype(np.int64)
+    mag = np.abs(vals).astype(np.int32)
+    values = vals if signed else None
+    n = int(mag.max()) + 1
+    g = ctx.grid(mag, n, values)
+    assert g is not None and g.counts.sum() == mag.size
+    used = 0
+    for nrc, ncc in streams.ROWCOL_CLASSES + ((2, 64), (3, 5)):
+        nrc, ncc = min(nrc, r), min(ncc, c)
+        used += 64 % nrc == 0 and 64 % ncc == 0
+        for weight in (1, 3):
+            a = ctx.plan(mag, n, values, nrc, ncc, weight)
+            b = ctx.plan(mag, n, values, nrc, ncc, weight, g)
+            assert a.bits == b.bits
+            for x, y in ((a.table_of, b.table_of), (a.rclass, b.rclass), (a.cclass, b.cclass)):
+                np.testing.assert_array_equal(x, y)
+            assert [f.counts.tolist() for f in a.fits] == [f.counts.tolist() for f in b.fits]
+            assert (a.sign_fit is None) == (b.sign_fit is None)
+    assert used >= 2  # the grid path was taken
+
+
+def test_no_grid_for_large_alphabets():
+    assert ctx.grid(np.zeros((4, 4), np.int32), 4096, None) is None

@@ -94,9 +94,12 @@ def encode_body(
         if signs.k == 1:
             sign_model = categorical.model(sign_f[0])
     chunks = []
+    # Classes are below 64, so contexts fit a byte (as in the decoder).
+    table8, rclass8, cclass8 = plan.table_of.astype(np.uint8), plan.rclass.astype(np.uint8), plan.cclass.astype(np.uint8)
+    sclass8 = signs.sclass.astype(np.uint8) if signs is not None else None
     for a in range(0, rows, crows):
         b = min(rows, a + crows)
-        tid = plan.table_of.astype(np.uint8)[plan.rclass[a:b, None] + plan.cclass[None, :]].ravel()
+        tid = table8[rclass8[a:b, None] + cclass8[None, :]].ravel()
         s = sym[a:b].ravel().astype(np.int32)
         order = np.argsort(tid, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(models)))])
@@ -110,11 +113,14 @@ def encode_body(
             bits = (v[nz] > 0).astype(np.int32)
             if bits.size and sign_model is not None:
                 enc.encode(bits, sign_model)
-            elif bits.size and grouped:  # class by class, each with its own table
-                cls = np.broadcast_to(signs.sclass[None, :], v.shape)[nz]
+            elif bits.size and grouped:  # class by class, each with its own table, each in row-major order
+                cls = np.broadcast_to(sclass8[None, :], v.shape)[nz]
+                by_class = np.argsort(cls, kind="stable")
+                ends = np.cumsum(np.bincount(cls, minlength=signs.k))
                 for g in range(signs.k):
-                    if (cls == g).any():
-                        enc.encode(bits[cls == g], categorical.model(sign_f[g]))
+                    lo_, hi_ = int(ends[g - 1]) if g else 0, int(ends[g])
+                    if hi_ > lo_:
+                        enc.encode(bits[by_class[lo_:hi_]], categorical.model(sign_f[g]))
             elif bits.size:  # the table of each sign's column class, in row-major order
                 cls = np.broadcast_to(signs.sclass[None, :], v.shape)[nz]
                 fam = constriction.stream.model.Categorical(perfect=False)

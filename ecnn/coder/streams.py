@@ -358,21 +358,26 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
     # rows), then plan the best few on every row and keep the cheapest.
     stride = max(1, v.size // ROWCOL_SEARCH_SYMBOLS)
     ranked = []
+    sample_grids: dict = {}
     for i, (sym, vals, offset, n) in enumerate(variants):
         s_sym = sym[::stride]
         s_vals = vals[::stride] if vals is not None else None
         if s_vals is not None and not s_vals.any():
             continue
+        g = sample_grids[i] = rowcol_ctx.grid(s_sym, n, s_vals)
         for nrc, ncc in ROWCOL_CLASSES:
             nrc, ncc = min(nrc, s_sym.shape[0]), min(ncc, cols)
-            ranked.append((rowcol_ctx.plan(s_sym, n, s_vals, nrc, ncc, stride).bits, i, nrc, ncc))
+            ranked.append((rowcol_ctx.plan(s_sym, n, s_vals, nrc, ncc, stride, g).bits, i, nrc, ncc))
     if not ranked:
         return None
     ranked.sort(key=lambda r: r[0])
     best = None
+    grids: dict = {}
     for _, i, nrc, ncc in ranked[: 1 if stride == 1 else ROWCOL_FULL_PLANS]:
         sym, vals, offset, n = variants[i]
-        p = rowcol_ctx.plan(sym, n, vals, nrc, ncc)
+        if i not in grids:
+            grids[i] = rowcol_ctx.grid(sym, n, vals) if stride > 1 else sample_grids[i]
+        p = rowcol_ctx.plan(sym, n, vals, nrc, ncc, grid=grids[i])
         if best is None or p.bits < best[0].bits:
             best = (p, i)
     plan_, i = best

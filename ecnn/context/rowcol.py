@@ -121,7 +121,62 @@ def _side_fit(cls: np.ndarray, n: int) -> order0.Order0Fit | None:
     return order0.fit(np.bincount(cls, minlength=n))
 
 
-def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1) -> RowColPlan:
+GRID_MAX_BINS = 1 << 22  # a grid holds 64 x 64 x nsym counts at most this many
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Symbol counts by 64 row classes and 64 column classes, computed once per array.
+
+    ``classes(x, n)`` for ``n`` dividing 64 is ``classes(x, 64) // (64 // n)``
+    exactly (scaling by a power of two is exact in floating point), so
+    :func:`plan` derives the histogram of any such class counts from these
+    counts without another pass over the array.
+
+    Attributes:
+        fr, fc: the 64-class row and column classes.
+        counts: ``(64, 64, nsym)`` symbol counts.
+        neg, nnz: negative and non-zero values (when signs are apart).
+    """
+
+    fr: np.ndarray
+    fc: np.ndarray
+    counts: np.ndarray
+    neg: int
+    nnz: int
+
+
+def _mean_scales(mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Integer sums are exact, so these equal the float64 means of the magnitudes.
+    rows, cols = mag.shape
+    return mag.sum(axis=1, dtype=np.int64) / cols + 0.5, mag.sum(axis=0, dtype=np.int64) / rows + 0.5
+
+
+def grid(sym: np.ndarray, nsym: int, values: np.ndarray | None) -> Grid | None:
+    """The :class:`Grid` of a ``(rows, cols)`` array for :func:`plan`, or None if it would be too large."""
+    fine = MAX_CLASSES
+    if fine * fine * nsym > GRID_MAX_BINS:
+        return None
+    mag = np.abs(values) if values is not None else sym
+    rmean, cmean = _mean_scales(mag)
+    fr, fc = classes(rmean, fine), classes(cmean, fine)
+    rows, cols = sym.shape
+    counts = np.zeros(fine * fine * nsym, np.int64)
+    ckey = (fc * nsym).astype(np.int32)
+    step = max(1, (1 << 20) // max(cols, 1))
+    for a in range(0, rows, step):  # by blocks of rows, so the keys stay small
+        key = (fr[a : a + step, None] * (fine * nsym)).astype(np.int32) + ckey[None, :] + sym[a : a + step].astype(np.int32)
+        counts += np.bincount(key.ravel(), minlength=counts.size)
+    neg = nnz = 0
+    if values is not None:
+        nnz = int(np.count_nonzero(values))
+        neg = int(np.count_nonzero(values < 0))
+    return Grid(fr, fc, counts.reshape(fine, fine, nsym), neg, nnz)
+
+
+def plan(
+    sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1, grid: Grid | None = None
+) -> RowColPlan:
     """Cost a rowcol stream for a 2-D array of symbol indices.
 
     Args:
@@ -133,14 +188,28 @@ def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: i
         weight: the rows stand for ``weight`` times as many (a sample of every
             ``weight``-th row): counts are scaled so that merges and the cost
             weigh tables against symbols as they would on all rows.
+        grid: :func:`grid` of the same arrays; used when both class counts
+            divide 64 (the result is the same, without a pass over the array).
     """
-    mag = np.abs(values) if values is not None else sym
-    a = mag.astype(np.float64)
-    rclass = classes(a.mean(axis=1) + 0.5, nrc)
-    cclass = classes(a.mean(axis=0) + 0.5, ncc)
     nctx = nrc + ncc - 1
-    ctx = rclass[:, None] + cclass[None, :]
-    hist = np.bincount((ctx * nsym + sym).ravel(), minlength=nctx * nsym).reshape(nctx, nsym) * weight
+    fine = MAX_CLASSES
+    if grid is not None and fine % nrc == 0 and fine % ncc == 0:
+        rclass, cclass = grid.fr // (fine // nrc), grid.fc // (fine // ncc)
+        g = grid.counts.reshape(nrc, fine // nrc, ncc, fine // ncc, nsym).sum(axis=(1, 3))
+        hist = np.zeros((nctx, nsym), np.int64)
+        for r in range(nrc):
+            hist[r : r + ncc] += g[r]
+        hist *= weight
+        neg, nnz = grid.neg, grid.nnz
+    else:
+        mag = np.abs(values) if values is not None else sym
+        rmean, cmean = _mean_scales(mag)
+        rclass, cclass = classes(rmean, nrc), classes(cmean, ncc)
+        ctx = rclass[:, None] + cclass[None, :]
+        hist = np.bincount((ctx * nsym + sym).ravel(), minlength=nctx * nsym).reshape(nctx, nsym) * weight
+        if values is not None:
+            nnz = int(np.count_nonzero(values))
+            neg = int(np.count_nonzero(values < 0))
     table_of = merge_contexts(hist)
     ntab = int(table_of.max()) + 1
     fits = []
@@ -151,9 +220,7 @@ def plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: i
         bits += f.total_bits
     sign_fit = None
     if values is not None:
-        nz = values[values != 0]
-        neg = int(np.count_nonzero(nz < 0))
-        sign_fit = order0.fit(np.array([neg, nz.size - neg], np.int64) * weight)  # caller ensures nz.size > 0
+        sign_fit = order0.fit(np.array([neg, nnz - neg], np.int64) * weight)  # caller ensures nnz > 0
         bits += sign_fit.total_bits
     rows_fit, cols_fit = _side_fit(np.repeat(rclass, weight), nrc), _side_fit(cclass, ncc)
     for side in (rows_fit, cols_fit):

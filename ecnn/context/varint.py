@@ -31,10 +31,10 @@ def encode(values) -> bytes:
 def varint_sizes(values) -> np.ndarray:
     """Number of bytes each value takes as a LEB128 varint."""
     v = np.asarray(values, dtype=np.uint64)
-    n = np.ones(v.shape, dtype=np.int64)
-    for k in range(1, MAX_VARINT_BYTES):
-        n += v >= np.uint64(1) << np.uint64(7 * k)
-    return n
+    return np.searchsorted(_THRESHOLDS, v, side="right").astype(np.int64) + 1
+
+
+_THRESHOLDS = np.array([1 << (7 * k) for k in range(1, MAX_VARINT_BYTES)], dtype=np.uint64)
 
 
 def decode(buf, count: int, pos: int = 0) -> tuple[list[int], int]:
