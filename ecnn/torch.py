@@ -229,12 +229,9 @@ class _CudaStager:
 
 def _host_nbytes(f, name: str) -> int:
     """Bytes the host form of a tensor takes (symbols for quantized tensors)."""
-    from ecnn.parallel import _record, symbol_dtype
+    from ecnn.parallel import _host_layout, _record
 
-    rec = _record(f, name)
-    if rec.repr["kind"] in ("uniform", "uniform_rows") and rec.numel:
-        return rec.numel * symbol_dtype(rec.streams[-1]).itemsize
-    return rec.nbytes
+    return _record(f, name).numel * _host_layout(f, name)[0].itemsize
 
 
 def iter_tensors(
