@@ -196,8 +196,7 @@ def fields_blocks_file() -> bytes:
     from ecnn import fields
     from ecnn.coder import blocks
     from ecnn.container import writer
-    from ecnn.context import floats
-    from ecnn.context import order0
+    from ecnn.context import floats, order0
     from ecnn.context import rowcol as rowcol_ctx
 
     r = _rng(17)

@@ -110,7 +110,7 @@ def _side(cls: np.ndarray, fit: order0.Order0Fit) -> bytes:
 
 def encode(sym: np.ndarray, p: rowcol_ctx.RowColPlan, offset: int, nsym: int, crows: int) -> tuple[dict, bytes]:
     """A ``blocks`` stream of a ``(rows, cols)`` array of indices ``0..nsym-1`` (symbols ``index + offset``)."""
-    rows, cols = sym.shape
+    rows = sym.shape[0]
     parts = [varint.encode([zigzag(int(offset)), int(nsym), int(rows), int(p.nrc), int(p.ncc), int(crows)])]
     if p.nrc > 1:
         parts.append(_side(p.rclass, p.rows_fit))
@@ -181,6 +181,7 @@ class Blocks:
         a, b = self.chunk_bounds(i)
         nr = b - a
         buf = dst if self.inverse is None else np.empty((nr, self.cols), dst.dtype)
+        flat = buf.reshape(-1)
         rc = self.rclass[a:b]
         wide = (self.offset + self.nsym - 1) << shift >= 1 << 31 or self.offset < 0
         try:
@@ -197,11 +198,12 @@ class Blocks:
                         v += self.offset
                     if shift:
                         v <<= shift
-                    v = v.reshape(n, c1 - c0)
-                    if sel is None:
-                        buf[:, c0:c1] = v
+                    if sel is None and c1 - c0 == self.cols:
+                        flat[...] = v
+                    elif sel is None:
+                        buf[:, c0:c1] = v.reshape(n, c1 - c0)
                     else:
-                        buf[sel, c0:c1] = v
+                        buf[sel, c0:c1] = v.reshape(n, c1 - c0)
             ok = dec.maybe_exhausted()
         except Exception as e:  # constriction signals impossible states with AssertionError
             raise CorruptPayload(f"blocks chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
