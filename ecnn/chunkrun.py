@@ -33,7 +33,7 @@ import contextvars
 import mmap
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -184,3 +184,114 @@ def _reap(pid: int, r: int) -> errors.CorruptPayload | None:
         name, _, msg = b"".join(chunks).decode("utf-8", "replace").partition("\0")
         return errors.CorruptPayload(msg if name == "CorruptPayload" else f"{name}: {msg}")
     return errors.CorruptPayload(f"a decoding worker process ended without reporting (status {status})")
+
+
+# --- independent jobs with results ----------------------------------------------
+
+
+def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tuple[int, object]]:
+    """``(i, fn(i))`` for every ``i`` in ``0 .. n - 1``, in completion order.
+
+    With more than one process (:func:`workers`) and at least two jobs, the
+    jobs are shared out by ``costs`` (largest first, each to the least loaded
+    process) among forked workers; each sends its results back as MessagePack
+    (so a result must be made of MessagePack types: ints, strings, bytes,
+    lists, dicts...) through a pipe, read here as they come. A worker's
+    exception comes back as the :mod:`ecnn.errors` class of the same name if
+    there is one, else as RuntimeError. Off Linux, everything runs here.
+    """
+    nproc = min(workers(), n) if _FORK else 1
+    if nproc <= 1:
+        for i in range(n):
+            yield i, fn(i)
+        return
+    import msgpack
+    import selectors
+
+    costs = [1] * n if costs is None else list(costs)
+    load = [0] * nproc
+    share: list[list[int]] = [[] for _ in range(nproc)]
+    for i in sorted(range(n), key=lambda j: -costs[j]):
+        k = load.index(min(load))
+        share[k].append(i)
+        load[k] += costs[i]
+    children = {}
+    sel = selectors.DefaultSelector()
+    try:
+        for k in range(nproc):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                code = 0
+                try:
+                    _set_child()
+                    for i in sorted(share[k]):
+                        _write_all(w, _frame(msgpack.packb([i, True, fn(i)], use_bin_type=True, default=_plain)))
+                except BaseException as e:  # noqa: BLE001 - reported to the parent as data
+                    code = 1
+                    try:
+                        _write_all(w, _frame(msgpack.packb([-1, False, [type(e).__name__, str(e)]], use_bin_type=True)))
+                    except BaseException:  # noqa: BLE001
+                        pass
+                finally:
+                    os._exit(code)
+            os.close(w)
+            children[r] = (pid, bytearray())
+            sel.register(r, selectors.EVENT_READ)
+        failure = None
+        while children and failure is None:
+            for key, _ in sel.select():
+                r = key.fd
+                b = os.read(r, 1 << 20)
+                pid, buf = children[r]
+                if not b:
+                    sel.unregister(r)
+                    os.close(r)
+                    del children[r]
+                    _, status = os.waitpid(pid, 0)
+                    if buf and failure is None:
+                        failure = RuntimeError("a worker process sent an incomplete result")
+                    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 1)) and failure is None:
+                        failure = RuntimeError(f"a worker process ended without reporting (status {status})")
+                    continue
+                buf += b
+                while len(buf) >= 8:
+                    size = int.from_bytes(buf[:8], "little")
+                    if len(buf) < 8 + size:
+                        break
+                    i, ok, value = msgpack.unpackb(bytes(buf[8 : 8 + size]), raw=False, strict_map_key=False)
+                    del buf[: 8 + size]
+                    if ok:
+                        yield i, value
+                    elif failure is None:
+                        name, msg = value
+                        cls = getattr(errors, name, None)
+                        failure = cls(msg) if isinstance(cls, type) and issubclass(cls, Exception) else RuntimeError(f"{name}: {msg}")
+        if failure is not None:
+            raise failure
+    finally:
+        for r, (pid, _) in children.items():  # stopped early: end the rest
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            os.close(r)
+        sel.close()
+
+
+def _plain(o):
+    if isinstance(o, np.generic):  # numpy scalars in a result travel as Python numbers
+        return o.item()
+    raise TypeError(f"cannot send a {type(o).__name__} between processes")
+
+
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "little") + data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

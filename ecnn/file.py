@@ -13,14 +13,14 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ecnn import codec, dtypes
+from ecnn import chunkrun, codec, dtypes
 from ecnn.config import EncodeConfig
 from ecnn.container import format as fmt
 from ecnn.container.reader import Container, TensorRecord
 from ecnn.container.writer import atomic_write, serialize
 from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFile
 
-Progress = Callable[[str, int, int], None]  # (tensor name, index, total)
+Progress = Callable[[str, int, int], None]  # (tensor name, position: tensors done when encoding, index when decoding, total)
 
 
 @dataclass(frozen=True)
@@ -93,17 +93,27 @@ def encode_parts(
 ) -> Iterable[bytes]:
     """Encode arrays; returns the file as a sequence of byte strings."""
     md = _check_metadata(metadata)
-    records, payloads = [], []
-    total = len(arrays)
-    for i, (name, (arr, dt)) in enumerate(arrays.items()):
+    items = list(arrays.items())
+    for name, _ in items:
         _check_name(name)
-        if progress:
-            progress(name, i, total)
-        rec, payload = codec.encode_tensor(name, arr, dt, config)
-        records.append(rec)
-        payloads.append(payload)
+    total = len(items)
+    records: list = [None] * total
+    payloads: list = [None] * total
+
+    def one(i: int):
+        name, (arr, dt) = items[i]
+        return codec.encode_tensor(name, arr, dt, config)
+
+    # Tensors are independent: with several processes (ecnn.chunkrun.workers()) they are
+    # encoded in forked workers, the largest first; the bytes are the same either way.
     if progress:
-        progress("", total, total)
+        progress("", 0, total)
+    done = 0
+    for i, (rec, payload) in chunkrun.imap_packed(total, one, [a.size for _, (a, _) in items]):
+        records[i], payloads[i] = rec, payload
+        done += 1
+        if progress:
+            progress(items[i][0], done, total)  # done: tensors finished so far
     return list(serialize(records, payloads, md, config.align))
 
 

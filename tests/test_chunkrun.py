@@ -166,3 +166,58 @@ def test_worker_counts_are_checked(monkeypatch):
     assert chunkrun.workers() == 3
     monkeypatch.delenv("ECNN_WORKERS")
     assert 1 <= chunkrun.default_workers() <= chunkrun.DEFAULT_MAX_WORKERS
+
+
+@needs_fork
+def test_imap_packed_returns_every_result_once():
+    with chunkrun.using(3):
+        got = dict(chunkrun.imap_packed(7, lambda i: {"i": i, "b": bytes([i]) * i, "np": np.int64(i) * 2}, costs=range(7)))
+    assert got == {i: {"i": i, "b": bytes([i]) * i, "np": 2 * i} for i in range(7)}
+
+
+@needs_fork
+def test_imap_packed_errors_come_back_typed():
+    def fn(i):
+        if i == 4:
+            raise InvalidOption("bad option for tensor 4")
+        return i
+
+    with chunkrun.using(2), pytest.raises(InvalidOption, match="tensor 4"):
+        list(chunkrun.imap_packed(6, fn))
+
+    def dies(i):
+        if i == 1:
+            os._exit(5)
+        return i
+
+    with chunkrun.using(2), pytest.raises(RuntimeError, match="without reporting"):
+        list(chunkrun.imap_packed(4, dies))
+
+    with chunkrun.using(2), pytest.raises(RuntimeError, match="object"):
+        list(chunkrun.imap_packed(3, lambda i: object()))
+
+
+@needs_fork
+def test_encoding_in_workers_gives_the_same_bytes():
+    rng = np.random.default_rng(4)
+    arrays = {
+        "a": rng.laplace(0, 0.05, (300, 200)).astype(np.float32),
+        "b": rng.standard_normal(50).astype(np.float32),
+        "c": rng.integers(-5, 5, (40, 40)).astype(np.int16),
+        "d": rng.standard_normal((64, 64)).astype(np.float16),
+        "e": np.zeros((0, 3), np.float32),
+    }
+    seen = []
+    for cfg in (EncodeConfig(bits=6), EncodeConfig(lossless=True)):
+        with chunkrun.using(1):
+            one = en.encode(arrays, config=cfg)
+        with chunkrun.using(3):
+            three = en.encode(arrays, config=cfg)
+        assert one == three
+    from ecnn import file as _file
+    from ecnn import dtypes
+
+    with chunkrun.using(3):
+        _file.encode({k: (v, dtypes.from_numpy(v.dtype)) for k, v in arrays.items()}, EncodeConfig(bits=6), progress=lambda *a: seen.append(a))
+    assert seen[0] == ("", 0, 5) and sorted(s[1] for s in seen[1:]) == [1, 2, 3, 4, 5]
+    assert {s[0] for s in seen[1:]} == set(arrays)
