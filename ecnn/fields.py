@@ -31,8 +31,8 @@ KEYS = {"kind", "head"}
 NSTREAMS = 4
 SIGN_GAIN = 0.97  # signs are entropy coded only when that saves at least 3% of their packed bytes
 SIGN_TRY_ENTROPY = 0.995  # ... and tried only where their order-0 entropy (bits) is below this,
-SIGN_TRY_COUNT = 1 << 16  # or where there are at most this many
-HEAD_CHUNK = 1 << 17  # heads per chunk at most: chunks small enough for the cache and for several cores
+SIGN_TRY_COUNT = 1 << 20  # or where there are at most this many (a large tensor's row/column plans are slow)
+HEAD_CHUNK = 1 << 18  # heads per chunk at most: few decoder calls per chunk, and chunks for several cores
 MERGE_CHUNK = 1 << 16  # elements per chunk when the heads are not a blocks stream
 
 
