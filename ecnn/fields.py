@@ -6,13 +6,20 @@ see :mod:`ecnn.context.floats`). Four streams follow:
 
 0. the signs, ``N`` symbols 0..1;
 1. the row shifts ``t_i``, one per row, 0..r (``r = M - k``);
-2. the heads, ``N`` symbols 0..2^(E+k)-1, entropy coded (row/column contexts
-   where they pay);
+2. the heads, ``N`` symbols 0..2^(E+k)-1, entropy coded: a ``blocks`` stream
+   (row and column class tables, :mod:`ecnn.coder.blocks`);
 3. the tails shifted right by their row's ``t_i``, normally ``packed`` as bit
    fields of ``r - t_i`` bits.
 
 Each stream uses whichever coder is smallest; the whole candidate competes with
-``raw`` and ``planes`` by its total size, header entries included.
+``raw``, ``planes`` and ``codebook`` by its total size, header entries included.
+
+Decoding builds the tensor chunk by chunk of rows: a chunk's heads come from
+one range decoder, its tails and signs are read from their bit offsets, and all
+three are merged into the output in the same pass, so temporaries stay the
+size of a chunk and chunks can run in several processes (:mod:`ecnn.chunkrun`).
+Files whose heads use another coder (``rowcol``, ``cat0``, ...) decode their
+heads whole, then merge chunk by chunk the same way.
 """
 
 from __future__ import annotations
