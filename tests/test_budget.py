@@ -10,7 +10,7 @@ import torch
 
 import ecnn
 import ecnn.numpy
-from ecnn import budget, dtypes, quantize
+from ecnn import budget, dtypes, quantize, rate
 from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached
 
 
@@ -288,3 +288,32 @@ def test_cli_max_drop_with_eval_and_calib(tmp_path, _cli):
 def test_import_stays_lean():
     code = "import sys, ecnn, ecnn.budget, ecnn.report; ecnn.BudgetConfig(); assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_file_is_what_encode_writes_for_the_steps(plan):
+    # the file is assembled from the search's cached records; it must be the
+    # file ecnn.encode writes for the same values, steps and metadata
+    r = plan.compress(target_bytes=4000)
+    with ecnn.open(r.data) as f:
+        md = f.metadata()
+    dec = ecnn.numpy.decode(r.data)
+    again = ecnn.numpy.encode(dec, config=ecnn.EncodeConfig(steps=tuple(r.steps.items())), metadata=md)
+    assert again == r.data
+
+
+@pytest.mark.parametrize("shape", [(256, 128), (2048,)])
+def test_rate_proxy_is_close_to_the_coded_size(shape):
+    # the search's cheap rate (order-0 on a row sample, calibrated at a few
+    # anchors) against the exact coded payload of the whole tensor
+    rng = np.random.default_rng(3)
+    x = (rng.laplace(0, 0.02, shape) * rng.uniform(0.5, 2, shape[:1] + (1,) * (len(shape) - 1))).astype(np.float32)
+    t = budget._Tensor("w", x, dtypes.get("float32"), 1.0)
+    budget._measure(t, budget.BudgetConfig(rate_sample=8192, strengths=(0.0,)))
+    checked = 0
+    for c in t.hull:
+        q = budget._symbols(t, c)
+        exact = rate.exact_bytes(q)
+        if exact * 8 >= 1.0 * x.size:  # at least a bit a value: a few percent
+            assert abs(t.rates[c] - exact) <= 0.05 * exact, (t.steps[c], t.rates[c], exact)
+            checked += 1
+    assert checked >= 5
