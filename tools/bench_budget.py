@@ -19,7 +19,7 @@ Methods:
   calibration output), then ``Plan.compress(target_bytes=T)`` for a ladder of
   targets; every float tensor (biases and norms included) gets its own step.
 * ``ecnn uniform``: ``ecnn.save_file(bits=N)`` (the same bits in every layer,
-  per-row steps), N = 2..8.
+  per-row steps), N = 2..8 (MNIST) or 4..8 (MiniLM).
 * ``nncodec`` / ``nncodec dq``: nncodec 2.1.3's full encoder
   ``nnc.compress(qp=..., use_dq=False|True)`` on the same float32 tensors
   (1-D tensors at its default ``nonweight_qp``), one global qp per point,
@@ -132,6 +132,7 @@ class MnistTask:
     metric_name = "test accuracy %"
     levels_drop = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
     qps = [-30, -26, -22, -18, -16, -14, -12, -10]
+    bits = range(2, 9)
     targets = [12_000, 15_000, 18_000, 22_000, 26_000, 30_000, 36_000, 44_000, 54_000, 66_000, 80_000, 100_000, 125_000]
 
     def __init__(self):
@@ -177,8 +178,10 @@ class MiniLMTask:
     name = "all-MiniLM-L6-v2 (transformers BertModel)"
     metric_name = "min cosine to float"
     levels_abs = (0.999, 0.998, 0.995, 0.99, 0.98, 0.95)
-    qps = [-44, -40, -38, -36, -34, -32, -30, -28, -26, -24]
-    targets = [3_000_000, 4_000_000, 5_000_000, 6_000_000, 7_500_000, 9_000_000, 11_000_000, 14_000_000]
+    # few points: a MiniLM point costs seconds to minutes on a shared 2-core machine
+    qps = [-40, -36, -33, -30]
+    bits = range(4, 9)
+    targets = [8_000_000, 10_000_000, 12_000_000, 15_000_000, 19_000_000]
 
     def __init__(self):
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -252,17 +255,28 @@ def run_task(task, tmp: Path, budget_cfg) -> dict:
     pl = eb.plan(task.model, calibration=task.calibration(), config=budget_cfg)
     plan_s = time.perf_counter() - t0
     log.info("plan: %.1f s", plan_s)
+    proxy = []  # per target: the search's rates against the coded payloads
     for t in task.targets:
+        t1 = time.perf_counter()
         try:
             r = pl.compress(tmp / "b.ecnn", target_bytes=t)
         except ecnn.errors.BudgetTooSmall as e:
             log.info("target %d: %s", t, e)
             continue
+        secs = time.perf_counter() - t1
         v, s = task.evaluate_state(ecnn.load_file(tmp / "b.ecnn"))
         points.append(("ecnn budget", r.size, v, s, f"target {t:,}"))
-        log.info("ecnn budget %d: %d bytes, %s", t, r.size, s)
+        est = np.array([x["estimate"] for x in r.tensors], np.float64)
+        got = np.array([x["bytes"] for x in r.tensors], np.float64)
+        bpw = 8 * got / np.array([x["numel"] for x in r.tensors])
+        big = (got >= 4096) & (bpw >= 1.0)
+        rel = np.abs(est - got) / np.maximum(got, 1)
+        worst = int(np.argmax(np.where(big, rel, -1))) if big.any() else None
+        proxy.append((t, r.size, float(est.sum()), float(got.sum()), float(rel[worst]) if worst is not None else None,
+                      r.tensors[worst]["name"] if worst is not None else "-", int(big.sum()), secs))
+        log.info("ecnn budget %d: %d bytes, %s (%.1f s; estimate/coded payload %.4f)", t, r.size, s, secs, est.sum() / got.sum())
 
-    for bits in range(2, 9):
+    for bits in task.bits:
         size = ecnn.save_file(task.state(), tmp / "u.ecnn", bits=bits)
         v, s = task.evaluate_state(ecnn.load_file(tmp / "u.ecnn"))
         points.append(("ecnn uniform", size, v, s, f"--bits {bits}"))
@@ -277,7 +291,7 @@ def run_task(task, tmp: Path, budget_cfg) -> dict:
         method = "nncodec dq" if r["dq"] else "nncodec"
         points.append((method, r["bytes"], v, s, f"qp {r['qp']}"))
         log.info("%s qp %d: %d bytes, %s", method, r["qp"], r["bytes"], s)
-    return {"points": points, "base": base, "plan_s": plan_s, "nncodec": nnc_version}
+    return {"points": points, "base": base, "plan_s": plan_s, "nncodec": nnc_version, "proxy": proxy}
 
 
 def level_table(task, res) -> tuple[str, list[float]]:
@@ -304,6 +318,17 @@ def level_table(task, res) -> tuple[str, list[float]]:
         cells = [f"{best[m]:,}" if best[m] else "not reached" for m in methods]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {'%.3f' % ratio if ratio else '-'} |")
     return "\n".join(lines), ratios
+
+
+def proxy_table(res) -> str:
+    lines = [
+        "| target | file bytes | search's rate, sum | coded payloads, sum | ratio | worst tensor (>= 4 KB, >= 1 bit/value) | tensors checked | compress s |",
+        "|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for t, size, est, got, worst, name, n, secs in res["proxy"]:
+        w = f"{100 * worst:.1f}% ({name})" if worst is not None else "-"
+        lines.append(f"| {t:,} | {size:,} | {est:,.0f} | {got:,.0f} | {est / got:.4f} | {w} | {n} | {secs:.1f} |")
+    return "\n".join(lines)
 
 
 def points_table(res) -> str:
@@ -335,6 +360,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     cfg = eb.BudgetConfig()
     t_start = time.perf_counter()
+    load0 = os.getloadavg()
     sections, ok = [], True
     for key in a.models.split(","):
         task = {"mnist": MnistTask, "minilm": MiniLMTask}[key.strip()]()
@@ -349,13 +375,17 @@ def main(argv=None) -> int:
             f"Smallest file reaching each level (among the points below):\n\n{tbl}\n\n"
             f"Target (ecnn <= 0.8x NNCodec's best at every level): **{'met' if met else 'NOT met'}**"
             f"{f' (worst ratio {max(ratios):.3f})' if ratios else ''}.\n\n"
+            f"The search's rate (cheap proxy, `ecnn.budget._measure`) against the coded size of each chosen step:\n\n"
+            f"{proxy_table(res)}\n\n"
             f"<details><summary>all points</summary>\n\n{points_table(res)}\n\n</details>\n"
         )
         print(sections[-1])
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
     section = (
         f"## bench_budget: rate-accuracy of ecnn's allocation vs uniform bits vs NNCodec ({now})\n\n"
-        f"- machine: {machine()} (shared with other work; times are indicative, sizes are not affected)\n"
+        f"- machine: {machine()} (shared with other work; times are indicative, sizes are not affected); load average "
+        f"(1/5/15 min) {' / '.join(f'{v:.2f}' for v in load0)} at the start, "
+        f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end\n"
         f"- software: {versions()}\n"
         f"- command (from the repository root, after `bash tools/setup_bench.sh` and `bash tools/setup_peers.sh`): `{command_line()}`\n"
         f"- ecnn: `{cfg}`; whole run {time.perf_counter() - t_start:.0f} s. Sizes are whole files (header included); "
