@@ -406,3 +406,28 @@ def test_blocks_only_in_stream_2_and_checked():
     for damaged in (p2[:-1], p2 + b"\x00", b"\x00\x01" + p2[2:], p2[:-4] + bytes(4)):
         with pytest.raises(CorruptPayload):
             fields.decode("t", rep, parts[:2] + [(d2, damaged)] + parts[3:], a.shape, dt)
+
+
+def test_fields_chunks_in_worker_processes(monkeypatch):
+    """The chunks of one tensor split over forked processes give the same bits; a damaged chunk in a worker is CorruptPayload."""
+    from ecnn import chunkrun
+    from ecnn.context import varint
+
+    if not chunkrun._FORK:
+        pytest.skip("no fork here")
+    monkeypatch.setattr(chunkrun, "MIN_SPLIT_BYTES", 0)
+    a, dt, _ = _one(shape=(64, 48))
+    rep, descs, payload = fields.encode(a, dt, 256, k=3)  # 5 rows per chunk
+    parts = _parts(descs, payload)
+    with chunkrun.using(3):
+        out = fields.decode("t", rep, parts, a.shape, dt)
+        assert chunkrun.is_shared(out) and out.tobytes() == a.tobytes()
+        # Two more words in the last chunk: its decoder leaves them unread (section 8, check (a)).
+        d2, p2 = parts[2]
+        bl = blocks.parse(p2, a.size, 0, (1 << 11) - 1)
+        sizes = [w.size for w in bl.words]
+        end = len(p2) - 4 * sum(sizes)
+        start = end - len(varint.encode(sizes))
+        damaged = p2[:start] + varint.encode(sizes[:-1] + [sizes[-1] + 2]) + p2[end:] + bytes(8)
+        with pytest.raises(CorruptPayload, match="left over"):
+            fields.decode("t", rep, parts[:2] + [(dict(d2, length=len(damaged)), damaged)] + parts[3:], a.shape, dt)
