@@ -45,3 +45,19 @@ def test_a_short_fuzz_run_has_no_crash(seeds, tmp_path, target, n):
     assert outcomes.get("accepted", 0) > 0
     if target != "cli":  # the inputs reach many different checks, not only the signature
         assert len(outcomes) >= 8, outcomes
+
+
+def test_corruption_counts_every_flip_and_cut_of_a_small_file():
+    data = (fz.ROOT / "fixtures" / "v1" / "valid" / "ancillary_fields.ecnn").read_bytes()
+    [row] = fz.corruption([("ancillary_fields", data)], workers=1)
+    assert row["bytes"] == len(data) and row["flips"] == 8 * len(data) and row["cuts"] == len(data)
+    assert row["flips_found"] == row["flips"] and row["cuts_found"] == row["cuts"] and row["bad"] == []
+
+
+def test_corruption_reports_damage_that_decodes(monkeypatch):
+    """The counts come from each damaged input's outcome: a reader that let damage through would show."""
+    data = fz.small_model()
+    monkeypatch.setattr(fz, "_damage_outcome", lambda bad, ref: "silent" if bad[:1] not in (data[:1], b"") else "detected")
+    [row] = fz.corruption([("small", data)], workers=1)
+    assert row["flips_found"] == row["flips"] - 8 and row["cuts_found"] == row["cuts"]
+    assert len(row["bad"]) == 8 and all("byte 0:" in b and "silent" in b for b in row["bad"])

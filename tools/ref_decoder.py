@@ -118,9 +118,9 @@ def _malformed(msg: str) -> SpecError:
     return SpecError("MalformedHeader", "FORMAT.md §6.1", msg)
 
 
-# Nesting guard for this recursive parser.  F§6.1 checks depth only after
-# parsing; any object nested this deep is invalid anyway (depth > 16), so the
-# only difference is which error a pathological file is reported with.
+# F§6.1, nesting guard: an object of depth 257 or more stops the parse where it
+# starts (MalformedHeader).  It is too deep anyway (depth > 16); the guard
+# decides which error such a header reports, and bounds this recursive parser.
 _PARSE_NESTING_GUARD = 256
 
 
