@@ -39,11 +39,12 @@ KEYS = {"coder", "length"}
 MAX_CLASSES = rowcol_ctx.MAX_CLASSES
 MAX_NSYM = tables.MAX_NSYM
 MAX_CHUNKS = 1 << 20
-# Class counts the encoder tries (row classes, column classes): few, so that a
-# chunk needs few calls; more classes gained nothing on transformer weights.
-CLASSES = ((1, 1), (8, 1), (16, 1), (8, 8), (16, 4), (4, 16), (32, 8))
+# Class counts the encoder tries (row classes, column classes): at most 32 row
+# classes, so that a chunk needs few decoder calls; 64 x 64 gained nothing on
+# transformer weights.
+CLASSES = ((1, 1), (8, 1), (16, 1), (8, 8), (16, 4), (4, 16), (32, 8), (32, 32))
 SEARCH_SYMBOLS = 1 << 17  # class counts are ranked on about this many symbols
-FULL_PLANS = 2  # then the best few are planned on every row
+FULL_PLANS = 3  # then the best few are planned on every row
 
 
 def zigzag(v: int) -> int:
