@@ -92,8 +92,9 @@ class BudgetConfig:
         floor: a tensor's mean sensitivity is raised to at least ``floor``
             times the median over tensors, so that a tensor the calibration
             batch does not exercise is not zeroed. Within a matrix, rows the
-            batch does not reach (embedding rows of absent tokens) share the
-            matrix's sensitivity evenly with the rows it reaches.
+            batch does not reach share an embedding table's sensitivity evenly
+            with the rows it reaches (tokens absent from the batch); so do a
+            matrix's when at least half its rows are unreached.
         rate_sample: tensors with more elements are rated (and their distortion
             measured) on evenly spaced rows totalling about this many elements,
             scaled up; the real file size is always checked by coding. On
@@ -103,6 +104,12 @@ class BudgetConfig:
             smallest passing allocation differ by less than this fraction of size.
         strengths: rate-distortion optimized quantization strengths tried at
             each step (0: round to nearest; see :func:`quantize_rdo`).
+        rows: also try, for matrices whose sensitivity varies between rows, a
+            step per row (the ``uniform_rows`` representation): rows get steps
+            finer than the tensor's in proportion to ``1 / sqrt(mean row
+            sensitivity)`` (the high-rate optimum), the least sensitive 5% of
+            rows keeping the tensor's step; the allocation picks it where it
+            pays. Rounds to nearest.
         seed: seed of the random probes.
     """
 
@@ -117,6 +124,7 @@ class BudgetConfig:
     strengths: tuple[float, ...] = (0.0, 0.12)
     rtol: float = 0.01
     seed: int = 0
+    rows: bool = False
     version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -162,8 +170,9 @@ class CompressResult:
         base_metric: the metric of the original weights (None without ``evaluate``).
         distortion: the allocation's predicted distortion (sum over tensors).
         sweep: the allocations evaluated or coded during the search, by size.
-        tensors: per allocated tensor: ``{"name", "numel", "step", "strength", "bytes",
-            "estimate", "sensitivity"}``; ``bytes`` is the coded payload, ``estimate``
+        tensors: per allocated tensor: ``{"name", "numel", "step", "strength", "rows",
+            "bytes", "estimate", "sensitivity"}`` (``rows``: a step per row, ``step``
+            being the tensor's); ``bytes`` is the coded payload, ``estimate``
             the search's rate for it.
     """
 
@@ -191,24 +200,49 @@ class _Tensor:
     arr: np.ndarray  # storage array (a private copy)
     dt: dtypes.DType
     h: np.ndarray | float  # per-element or scalar sensitivity
-    cands: list = None  # candidate (float32 step, strength) pairs
+    cands: list = None  # candidate (float32 step, strength, per-row) triples
+    codes: np.ndarray | None = None  # row step codes of the per-row candidates
     steps: np.ndarray = None  # their steps
     rates: np.ndarray = None  # estimated bytes
     dists: np.ndarray = None  # weighted squared error
     hull: list = None  # indices of the lower convex hull, by rate
 
 
-def _rows_sample(x: np.ndarray, limit: int) -> tuple[np.ndarray, float]:
-    """Evenly spaced rows of ``x`` totalling about ``limit`` elements, and the scale back to the whole."""
+def _sample_rows(x: np.ndarray, limit: int) -> np.ndarray | None:
+    """Indices of evenly spaced rows of ``x`` totalling about ``limit`` elements (None: all of it)."""
     if x.size <= limit or x.ndim == 0:
-        return x, 1.0
+        return None
     rows = x.shape[0]
     per_row = x.size // max(rows, 1)
     take = max(1, min(rows, limit // max(per_row, 1)))
     if take >= rows:
+        return None
+    return np.unique(np.linspace(0, rows - 1, take).round().astype(np.int64))
+
+
+def _rows_sample(x: np.ndarray, limit: int) -> tuple[np.ndarray, float]:
+    """Evenly spaced rows of ``x`` totalling about ``limit`` elements, and the scale back to the whole."""
+    idx = _sample_rows(x, limit)
+    if idx is None:
         return x, 1.0
-    idx = np.unique(np.linspace(0, rows - 1, take).round().astype(np.int64))
-    return x[idx], x.size / (idx.size * per_row)
+    return x[idx], x.size / (idx.size * (x.size // x.shape[0]))
+
+
+def _row_codes(h: np.ndarray, dt: dtypes.DType) -> np.ndarray | None:
+    """Row step codes (``uniform_rows``) from a matrix's sensitivity: row steps
+    proportional to ``1 / sqrt(mean row sensitivity)``, the least sensitive 5%
+    of rows at code 0 (the tensor's step). None when every row gets code 0."""
+    if h.ndim < 2 or h.shape[0] < 2:
+        return None
+    hr = np.asarray(h, np.float64).reshape(h.shape[0], -1).mean(axis=1)
+    pos = hr[hr > 0]
+    if pos.size == 0:
+        return None
+    h_lo = float(np.quantile(pos, 0.05))
+    want = 0.5 * np.log2(h_lo / np.maximum(hr, h_lo))  # log2 of the wanted step ratio, <= 0
+    ladder = np.log2(quantize.row_steps(1.0, np.arange(quantize.MAX_ROW_CODE + 1), dt).astype(np.float64))
+    codes = np.abs(ladder[None, :] - want[:, None]).argmin(axis=1).astype(np.int64)
+    return codes if codes.any() else None
 
 
 def _candidate_steps(absmax: float, cfg: BudgetConfig) -> np.ndarray:
@@ -281,6 +315,7 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
     absmax = float(np.max(np.abs(x))) if x.size else 0.0
     steps = _candidate_steps(absmax, cfg)
     sample, scale = _rows_sample(t.arr, cfg.rate_sample)
+    idx = _sample_rows(t.arr, cfg.rate_sample)
     xs = quantize.to_float(sample, t.dt).astype(np.float64)
     if isinstance(t.h, np.ndarray):
         hs, _ = _rows_sample(t.h.reshape(t.arr.shape), cfg.rate_sample)
@@ -288,17 +323,26 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
     else:
         hs = np.full(sample.shape, float(t.h))
     small = sample.size <= SMALL
+    t.codes = _row_codes(t.h.reshape(t.arr.shape), t.dt) if cfg.rows and isinstance(t.h, np.ndarray) else None
+    codes_s = None if t.codes is None else (t.codes if idx is None else t.codes[idx])
+    codes_bytes = 0.0 if t.codes is None else rate.estimate_bytes(t.codes) + 4.0
+    schemes = [(strength, False) for strength in cfg.strengths] + ([(0.0, True)] if t.codes is not None else [])
     cands, o0_sample, o0_whole, syms, zero, dists = [], [], [], [], [], []
     for s in steps:
         s = float(s)
-        for strength in cfg.strengths:
+        for strength, per_row in schemes:
             try:
-                q = quantize_rdo(sample, t.dt, s, hs, strength)
+                if per_row:
+                    q = quantize.quantize_rows(sample, t.dt, s, codes_s)
+                    xr = quantize.dequantize_rows(q.copy(), t.dt, s, codes_s)
+                else:
+                    q = quantize_rdo(sample, t.dt, s, hs, strength)
+                    xr = quantize.dequantize(q, t.dt, s)
             except InvalidOption:  # step too fine for the symbol range
                 continue
-            xr = quantize.to_float(quantize.dequantize(q, t.dt, s), t.dt).astype(np.float64)
+            xr = quantize.to_float(xr, t.dt).astype(np.float64)
             dists.append(float(np.sum(hs * (xr - xs) ** 2)) * scale)
-            cands.append((s, strength))
+            cands.append((s, strength, per_row))
             bits, nsym = _order0_parts(q)
             o0_sample.append((bits + TABLE_BITS * nsym) / 8 + 1.0)
             o0_whole.append((bits * scale + TABLE_BITS * nsym) / 8 + 1.0)
@@ -310,23 +354,25 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
     if small:
         anchors = [i for i in range(n) if not zero[i]]
     else:
-        rn = [i for i in range(n) if syms[i] is not None and not zero[i]]
-        per_value = {i: 8 * o0_sample[i] / sample.size for i in rn}
-        anchors = sorted({min(rn, key=lambda i: (abs(per_value[i] - b), i)) for b in ANCHOR_BITS} if rn else set())
+        anchors = []
+        for per_row in (False, True):
+            rn = [i for i in range(n) if syms[i] is not None and not zero[i] and cands[i][2] == per_row]
+            per_value = {i: 8 * o0_sample[i] / sample.size for i in rn}
+            anchors += sorted({min(rn, key=lambda i: (abs(per_value[i] - b), i)) for b in ANCHOR_BITS} if rn else set())
     ratio = {}
     for i in anchors:
         q = syms[i]
         ratio[i] = rate.estimate_bytes(q.reshape(sample.shape) if sample.ndim else q) / o0_sample[i]
     logs = np.log2(np.array([c[0] for c in cands], np.float64))
-    order = sorted(ratio, key=lambda i: logs[i])
     rates = np.zeros(n)
     for i in range(n):
         if zero[i]:
             continue  # every symbol zero: a const stream, no payload
         r = ratio.get(i)
         if r is None:
+            order = sorted((k for k in ratio if cands[k][2] == cands[i][2]), key=lambda k: logs[k])
             r = float(np.interp(logs[i], logs[order], [ratio[k] for k in order])) if order else 1.0
-        rates[i] = o0_whole[i] * r
+        rates[i] = o0_whole[i] * r + (codes_bytes if cands[i][2] else 0.0)
     t.cands = cands
     t.steps = np.array([c[0] for c in cands], np.float32)
     t.rates, t.dists = rates, np.array(dists)
@@ -335,7 +381,9 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
 
 def _symbols(t: _Tensor, c: int) -> np.ndarray:
     """The symbols of candidate ``c`` for the whole tensor."""
-    s, strength = t.cands[c]
+    s, strength, per_row = t.cands[c]
+    if per_row:
+        return quantize.quantize_rows(t.arr, t.dt, s, t.codes)
     h = t.h if isinstance(t.h, np.ndarray) else np.full(t.arr.shape, float(t.h))
     return quantize_rdo(t.arr, t.dt, s, h.reshape(t.arr.shape), strength)
 
@@ -489,22 +537,35 @@ def _sensitivities(obj, names: list[str], calibration, cfg: BudgetConfig, progre
     return {n: (a * scale).numpy() for n, a in acc.items()}
 
 
-def _fill_unseen_rows(h: np.ndarray) -> np.ndarray:
-    """A matrix's sensitivity with every row set to the mean row, when the
-    calibration batch reached some rows and not others (the total is kept).
+def _embedding_names(obj) -> set[str]:
+    """Names of the weights of a module's embedding tables (none for a state dict)."""
+    import torch
 
-    Such matrices are mostly embedding tables, whose rows the batch reaches
-    only for its own tokens. Any token may come at inference, so the batch's
-    total sensitivity is spread evenly over the rows rather than leaving the
-    unreached ones free (rate-distortion optimized rounding would zero them)
-    or giving each the weight of a reached row (which would overweight the
-    table by the ratio of rows to tokens).
+    if not isinstance(obj, torch.nn.Module):
+        return set()
+    kinds = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+    return {f"{m}.weight" if m else "weight" for m, mod in obj.named_modules(remove_duplicate=False) if isinstance(mod, kinds)}
+
+
+def _fill_unseen_rows(h: np.ndarray, embedding: bool) -> np.ndarray:
+    """An embedding table's sensitivity with every row set to the mean row,
+    when the calibration batch reached some rows and not others (the total is
+    kept).
+
+    The batch reaches only its own tokens' rows, but any token may come at
+    inference, so the batch's total sensitivity is spread evenly rather than
+    leaving the unreached rows free (rate-distortion optimized rounding would
+    zero them, and a row sample may miss every reached row) or giving each the
+    weight of a reached row (which would overweight the table by the ratio of
+    rows to tokens). A matrix that is not known to be an embedding table is
+    treated so when at least half its rows are unreached; fewer zero rows are
+    taken at their word (units that never fire on the batch).
     """
     if h.ndim < 2 or h.shape[0] < 2:
         return h
     rows = np.asarray(h, np.float64).reshape(h.shape[0], -1)
     seen = rows.any(axis=1)
-    if seen.all() or not seen.any():
+    if seen.all() or not seen.any() or not (embedding or seen.mean() <= 0.5):
         return h
     return np.broadcast_to(rows.mean(axis=0), rows.shape).reshape(h.shape).copy()
 
@@ -605,6 +666,8 @@ class _Search:
         """Candidate ``c`` of a tensor as the dequantized storage array the file will hold."""
         t = self.by_name[name]
         s = float(t.steps[c])
+        if t.cands[c][2]:
+            return quantize.dequantize_rows(_symbols(t, c), t.dt, s, t.codes).reshape(t.arr.shape)
         return quantize.dequantize(_symbols(t, c), t.dt, s).reshape(t.arr.shape)
 
     def _record(self, name: str, c: int | None):
@@ -613,11 +676,32 @@ class _Search:
             arr, dt = self.arrays[name]
             if c is None:
                 self._records[key] = codec.encode_tensor(name, arr, dt, self.exact_cfg)
+            elif self.by_name[name].cands[c][2]:
+                self._records[key] = self._rows_record(name, c)
             else:
                 step = float(self.by_name[name].steps[c])
                 cfg = EncodeConfig(steps=((name, step),), chunk=self.exact_cfg.chunk, align=self.exact_cfg.align)
                 self._records[key] = codec.encode_tensor(name, self.grid(name, c), dt, cfg)
         return self._records[key]
+
+    def _rows_record(self, name: str, c: int) -> tuple[dict, bytes]:
+        """A ``uniform_rows`` record (spec/CODING.md) with the candidate's own row codes."""
+        from ecnn.coder import streams
+
+        t = self.by_name[name]
+        s = float(t.steps[c])
+        chunk = self.exact_cfg.chunk
+        q = _symbols(t, c)
+        d0, p0 = streams.encode_best(t.codes, 1, False, chunk, contexts=True)
+        d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=int(q.shape[0]), contexts=True)
+        rec = {
+            "name": name,
+            "dtype": t.dt.name,
+            "shape": [int(v) for v in t.arr.shape],
+            "repr": {"kind": "uniform_rows", "step": quantize.step_bits(s)},
+            "streams": [d0, d1],
+        }
+        return rec, p0 + p1
 
     def size(self, k: int) -> int:
         """The real file size of allocation ``k`` (tensors coded one by one, cached), with
@@ -816,6 +900,7 @@ class Plan:
                 "numel": int(t.arr.size),
                 "step": float(t.steps[choice[t.name]]),
                 "strength": t.cands[choice[t.name]][1],
+                "rows": t.cands[choice[t.name]][2],
                 "bytes": len(search._record(t.name, choice[t.name])[1]),
                 "estimate": round(float(t.rates[choice[t.name]]), 1),
                 "sensitivity": float(np.mean(t.h)),
@@ -875,8 +960,9 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
         if missing:
             log.info("no gradient reaches %d tensor(s) (buffers?); they are stored exactly: %s", len(missing), missing[:5])
             names = [n for n in names if n in h]
+        tables = _embedding_names(model_or_state_dict)
         for n in names:
-            h[n] = _fill_unseen_rows(h[n])
+            h[n] = _fill_unseen_rows(h[n], n in tables)
         means = np.array([float(h[n].mean()) for n in names])
         low = cfg.floor * float(np.median(means))
         for n, m in zip(names, means):

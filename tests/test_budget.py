@@ -317,3 +317,49 @@ def test_rate_proxy_is_close_to_the_coded_size(shape):
             assert abs(t.rates[c] - exact) <= 0.05 * exact, (t.steps[c], t.rates[c], exact)
             checked += 1
     assert checked >= 5
+
+
+def test_unreached_embedding_rows_share_the_sensitivity():
+    h = np.zeros((8, 3))
+    h[1] = [1.0, 2.0, 3.0]
+    spread = budget._fill_unseen_rows(h, embedding=True)
+    assert np.allclose(spread, np.tile(h.mean(axis=0), (8, 1))) and spread.sum() == pytest.approx(h.sum())
+    assert budget._fill_unseen_rows(h, embedding=False) is not h  # 7 of 8 rows unreached: treated as a table
+    few = np.ones((8, 3))
+    few[2] = 0.0  # a unit that never fires: its zero is kept
+    assert budget._fill_unseen_rows(few, embedding=False) is few
+
+
+def test_embedding_rows_of_absent_tokens_are_kept():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(4096, 16), torch.nn.Linear(16, 4))
+    # the batch reaches 28 of 4096 rows, none of those in the search's row sample (every 8th row)
+    tokens = torch.tensor([i for i in range(32) if i % 8]).reshape(4, 7)
+    cfg = budget.BudgetConfig(steps_per_octave=2, max_bits=9, probes=4, rate_sample=8192, floor=0.0)
+    r = budget.compress(model, target_bytes=40_000, calibration=tokens, config=cfg)
+    emb = ecnn.numpy.decode(r.data)["0.weight"]
+    assert np.count_nonzero(np.abs(emb[32:]).sum(axis=1)) > 0.9 * (4096 - 32)
+
+
+def test_rows_option_gives_sensitive_rows_finer_steps():
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy(rng.normal(0, 0.1, (64, 48)).astype(np.float32))
+    scale = torch.logspace(0, 2, 64)[:, None]  # row i's error matters scale_i**2 times more
+    x = torch.from_numpy(rng.normal(0, 1, (48, 32)).astype(np.float32))
+    sd = {"w": w}
+
+    def out(s):
+        return (s["w"] * scale) @ x
+
+    res = {}
+    for rows in (False, True):
+        cfg = budget.BudgetConfig(steps_per_octave=2, max_bits=10, probes=4, rows=rows, strengths=(0.0,))
+        res[rows] = budget.compress(sd, target_bytes=2500, calibration=out, config=cfg)
+    r = res[True]
+    assert r.size <= 2500 and r.tensors[0]["rows"]
+    with ecnn.open(r.data) as f:
+        assert f.info("w").representation == "uniform_rows"
+    dec = ecnn.numpy.decode(r.data)["w"]
+    err = np.abs(dec - w.numpy()).max(axis=1)
+    assert err[-8:].mean() < 0.5 * err[:8].mean()  # sensitive rows have finer steps
+    assert r.distortion < res[False].distortion
