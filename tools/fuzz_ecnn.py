@@ -819,9 +819,9 @@ def header_bombs() -> list[tuple]:
     return rows
 
 
-def small_model() -> bytes:
-    """A small packed model: two 8-bit layers (ctx and raw coders), exact biases, an int and a
-    bool tensor, and an embedding kept bit-exact (the fields representation)."""
+def small_model(format_minor: int = 1) -> bytes:
+    """A small packed model: two layers at 8 bits, exact biases, an int and a bool tensor, and an
+    embedding kept bit-exact (format 1.1: ctx, fields, packed and blocks; 1.0: cat0 and planes)."""
     import ecnn.numpy as en
     from ecnn.config import EncodeConfig
 
@@ -835,12 +835,25 @@ def small_model() -> bytes:
         "steps": r.integers(0, 9, (4, 6)).astype(np.int32),
         "mask": r.random((8, 8)) < 0.3,
     }
-    return en.encode(model, metadata={"model": "mlp"}, config=EncodeConfig(bits=8, exact=("emb.*",)))
+    return en.encode(model, metadata={"model": "mlp"}, config=EncodeConfig(bits=8, exact=("emb.*",), format_minor=format_minor))
+
+
+def describe(data: bytes) -> str:
+    """``name dtype shape: kind [coders]`` for each tensor of a file."""
+    from ecnn.container.reader import Container
+
+    c = Container(data)
+    out = "; ".join(
+        f"{r.name} {r.dtype} {'x'.join(map(str, r.shape))}: {r.repr['kind']} [{', '.join(d['coder'] for d in r.streams)}]"
+        for r in c.records
+    )
+    c.release()
+    return out
 
 
 def corruption_files(fixtures: bool = False) -> list[tuple[str, bytes]]:
-    """The small packed model, and with ``fixtures`` every valid conformance vector."""
-    files = [("small packed model", small_model())]
+    """The small packed model (format 1.1 and 1.0 coders), and with ``fixtures`` every valid conformance vector."""
+    files = [("small packed model", small_model()), ("small packed model, format 1.0 coders", small_model(0))]
     if fixtures:
         files += [(f"fixtures/v1/valid/{p.name}", p.read_bytes()) for p in sorted((ROOT / "fixtures" / "v1" / "valid").glob("*.ecnn"))]
     return files
@@ -1110,9 +1123,9 @@ def corruption_main(a) -> int:
             f"- each damaged file (every bit of every byte flipped, one at a time; the file cut to every length "
             f"from 0 to its size - 1) is decoded whole with `ecnn.numpy.decode`; detected = a typed `ecnn.errors` error; "
             f"silent = decoded without an error to tensors that differ from the original's. "
-            f"The small packed model (tools/fuzz_ecnn.py `small_model`): fc1.weight 32x24 and fc2.weight 10x32 at 8 bits "
-            f"(uniform_rows, ctx and raw streams), float32 biases stored exactly (raw), emb.weight 24x16 kept bit-exact "
-            f"(fields: signs, heads, packed tails), an int32 and a bool tensor. Slowest decode: one damaged input, "
+            f"The small packed model is tools/fuzz_ecnn.py `small_model` (8 bits, emb.weight kept bit-exact), as the "
+            f"encoder codes it by default (tensor: representation [stream coders]: {describe(small_model())}) and with "
+            f"the coders of format 1.0 ({describe(small_model(0))}). Slowest decode: one damaged input, "
             f"wall clock; peak RSS rise: VmHWM above the worker's RSS at the start of its share; {secs:.0f} s in all "
             f"on {a.workers} worker processes\n\n{table}\n\n{listed}"
         )

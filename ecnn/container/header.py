@@ -186,6 +186,7 @@ _DTYPE_NAMES = {n: n for n in dtypes.BY_NAME}
 
 # Objects of one byte with nothing inside: fixints, nil, booleans, "", [] and {}.
 _ONE_BYTE_RUN = re.compile(rb"[\x00-\x7f\x80\x90\xa0\xc0\xc2\xc3\xe0-\xff]+")
+_ONE_BYTE = frozenset(b for b in range(256) if _ONE_BYTE_RUN.match(bytes([b])))
 _U = {0xCC: struct.Struct(">B"), 0xCD: struct.Struct(">H"), 0xCE: struct.Struct(">I"), 0xCF: struct.Struct(">Q")}
 _S = {0xD0: struct.Struct(">b"), 0xD1: struct.Struct(">h"), 0xD2: struct.Struct(">i"), 0xD3: struct.Struct(">q")}
 _LEN = {0xD9: struct.Struct(">B"), 0xDA: struct.Struct(">H"), 0xDB: struct.Struct(">I")}
@@ -384,12 +385,17 @@ class _Parser:
     def skip(self, count: int, depth: int) -> None:
         """Parse ``count`` array elements at ``depth + 1`` and keep nothing."""
         d = depth + 1
+        buf, end = self.buf, self.end
         while count:
-            m = _ONE_BYTE_RUN.match(self.buf, self.pos, min(self.end, self.pos + count))
-            if m is not None:
-                self.type_byte(d)  # the nesting rules, once for the run
-                k = m.end() - self.pos
-                self.pos += k
+            pos = self.pos
+            if pos < end and buf[pos] in _ONE_BYTE:
+                if d > MAX_DEPTH:
+                    self.type_byte(d)  # the nesting rules, once for the run
+                if count == 1:
+                    self.pos = pos + 1
+                    return
+                k = _ONE_BYTE_RUN.match(buf, pos, min(end, pos + count)).end() - pos
+                self.pos = pos + k
                 count -= k
                 if not count:
                     return
@@ -403,6 +409,15 @@ class _Parser:
         the first in stored order (spec/FORMAT.md 6.1).
         """
         d = depth + 1
+        if count == 1:  # no duplicates possible
+            key = self.value(d)
+            if entry is None:
+                self.value(d, False)
+            else:
+                entry(key, d)
+            if key is DROPPED_MAP or key is DROPPED_ARRAY:
+                raise _malformed("a map key is an array or a map")
+            return
         small = count <= _SMALL_MAP
         keys: list = []
         offsets = None if small else array("I")
