@@ -483,6 +483,15 @@ def invalid(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     add("duplicate_key", build(dup, area), "DuplicateKey", "the top-level key 'align' twice")
     add("malformed_msgpack", build(hb[:-1] + b"\xc1", area), "MalformedHeader", "0xC1 (never used) in the header")
     add("float_in_header", build(dict(h, metadata={"k": 1.5}), area), "InvalidField", "a float value in the header")
+    nest = 0
+    for _ in range(300):
+        nest = [nest]
+    add(
+        "nested_past_guard",
+        build(dict(h, _a=1.5, _b=nest), area),
+        "MalformedHeader",
+        "an ancillary array nested 300 deep after a float: the nesting guard stops the parse first",
+    )
     add("unknown_field", build(dict(h, compression="zip"), area), "UnknownField", "unknown critical top-level key")
     add("duplicate_names", build(rec(1, name=h["tensors"][0]["name"]), area), "DuplicateTensorName", "two records named alike")
     add("offset_overlap", build(rec(1, offset=0), area), "BadLayout", "second payload overlaps the first")
