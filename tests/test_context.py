@@ -120,3 +120,21 @@ def test_entropy_is_a_lower_bound_of_the_fit():
     idx = rng.integers(0, 17, 50_000)
     hist = order0.histogram(idx, 17)
     assert order0.fit(hist).symbol_bits >= order0.entropy_bits(hist) - 1e-6
+
+
+@pytest.mark.parametrize("nsym", [5, 127, 128, 129, 300, 2000])
+def test_log_tables_read_the_same_small_or_large(nsym):
+    """Tables are read nibble by nibble up to tables._SMALL_TABLE counts and with numpy above: same counts, same errors."""
+    rng = np.random.default_rng(nsym)
+    for m in range(tables.MAX_LOG_MANTISSA + 1):
+        top = tables.max_code(m)
+        codes = rng.integers(0, top + 1, nsym)  # large steps: many escaped differences
+        blob = bytes([7]) + tables.serialize_log(codes, m) + bytes([0xAB])
+        got, end = tables.read(blob, 1, nsym)
+        np.testing.assert_array_equal(got, tables.code_to_count(codes, m))
+        assert end == len(blob) - 1
+        small = tables._read_log_small(blob, 3, nsym, m, top)  # after the mode and m varints
+        np.testing.assert_array_equal(small[0], got)
+        assert small[1] == end
+        with pytest.raises(ValueError, match="past the end"):
+            tables.read(blob[: len(blob) - 1 - max(1, nsym // 4)], 1, nsym)
