@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ecnn import errors
+from ecnn.errors import CorruptPayload
 
 DEFAULT_MAX_WORKERS = 8
 MIN_SPLIT_BYTES = 1 << 21  # outputs smaller than this decode in this process
@@ -116,14 +117,14 @@ def is_shared(a: np.ndarray) -> bool:
 def run(nchunks: int, fn: Callable[[int], None], out: np.ndarray | None = None) -> None:
     """Call ``fn(i)`` for every chunk ``i`` in ``0 .. nchunks - 1``.
 
-    With an ``out`` from :func:`empty` in shared memory, the chunks are split
-    into contiguous ranges, one per process; this process decodes the first.
-    ``fn`` must write its results only into ``out``.
+    With an ``out`` from :func:`empty` in shared memory, the chunks are shared
+    out among this process and forked workers, each taking the next chunk
+    from a common queue as it finishes one (so a slow or busy core holds up
+    no one). ``fn`` must write its results only into ``out``.
 
     Raises:
-        CorruptPayload: a worker failed (its error's class and message are kept),
-            or died without reporting.
-        Whatever ``fn`` raises in this process.
+        CorruptPayload: ``fn`` failed in any process (its error's class and
+            message are kept), or a worker died without reporting.
     """
     nproc = 1
     if out is not None and is_shared(out):
@@ -132,32 +133,91 @@ def run(nchunks: int, fn: Callable[[int], None], out: np.ndarray | None = None) 
         for i in range(nchunks):
             fn(i)
         return
+    # The queue: every chunk index, 4 bytes each, written before any worker starts.
+    # Reads of 4 bytes from a pipe are atomic, so each index goes to exactly one process.
+    qr, qw = os.pipe()
+    indices = np.arange(nchunks, dtype="<u4").tobytes()
+    if len(indices) > _PIPE_CAPACITY:  # too many chunks to queue at once: contiguous ranges instead
+        os.close(qr)
+        os.close(qw)
+        return _run_ranges(nchunks, fn, nproc)
+    _write_all(qw, indices)
+    os.close(qw)
+    children = []
+    error = None
+    try:
+        for _ in range(1, nproc):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # worker: take chunks until the queue is empty, report, exit without any cleanup
+                os.close(r)
+                _set_child()
+                os._exit(_report(w, lambda: _drain(qr, fn)))
+            os.close(w)
+            children.append((pid, r))
+        try:
+            _drain(qr, fn)
+        except CorruptPayload as e:
+            error = e
+        except Exception as e:  # the same error whichever process met it
+            error = CorruptPayload(f"{type(e).__name__}: {e}")
+    finally:
+        os.close(qr)
+        failures = [_reap(pid, r) for pid, r in children]
+    for f in [error] + failures:
+        if f is not None:
+            raise f
+
+
+_PIPE_CAPACITY = 1 << 16  # bytes a pipe holds on Linux by default
+
+
+def _drain(qr: int, fn: Callable[[int], None]) -> None:
+    while True:
+        b = os.read(qr, 4)
+        if len(b) < 4:
+            return
+        fn(int.from_bytes(b, "little"))
+
+
+def _report(w: int, work: Callable[[], None]) -> int:
+    """Run ``work`` in a worker; write nothing on success, the error as text otherwise; the exit status."""
+    code, msg = 0, b""
+    try:
+        work()
+    except BaseException as e:  # noqa: BLE001 - reported to the parent as text
+        code, msg = 1, f"{type(e).__name__}\0{e}".encode("utf-8", "replace")
+    try:
+        _write_all(w, msg[:65536])
+    except BaseException:  # noqa: BLE001
+        pass
+    return code
+
+
+def _run_ranges(nchunks: int, fn: Callable[[int], None], nproc: int) -> None:
     bounds = [nchunks * k // nproc for k in range(nproc + 1)]
     children = []
+    error = None
     try:
         for k in range(1, nproc):
             r, w = os.pipe()
             pid = os.fork()
-            if pid == 0:  # worker: decode its range, report, exit without running any cleanup
+            if pid == 0:
                 os.close(r)
-                code, msg = 0, b""
-                try:
-                    _set_child()
-                    for i in range(bounds[k], bounds[k + 1]):
-                        fn(i)
-                except BaseException as e:  # noqa: BLE001 - reported to the parent as text
-                    code, msg = 1, f"{type(e).__name__}\0{e}".encode("utf-8", "replace")
-                try:
-                    os.write(w, msg[:65536])
-                finally:
-                    os._exit(code)
+                _set_child()
+                os._exit(_report(w, lambda: [fn(i) for i in range(bounds[k], bounds[k + 1])]))
             os.close(w)
             children.append((pid, r))
-        for i in range(bounds[0], bounds[1]):
-            fn(i)
+        try:
+            for i in range(bounds[0], bounds[1]):
+                fn(i)
+        except CorruptPayload as e:
+            error = e
+        except Exception as e:
+            error = CorruptPayload(f"{type(e).__name__}: {e}")
     finally:
         failures = [_reap(pid, r) for pid, r in children]
-    for f in failures:
+    for f in [error] + failures:
         if f is not None:
             raise f
 

@@ -1,6 +1,7 @@
 """Decoding one tensor's chunks in forked worker processes (ecnn/chunkrun.py)."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -119,12 +120,39 @@ def test_worker_errors_come_back_typed(split):
     with pytest.raises(CorruptPayload, match="ValueError: bad varint"):
         chunkrun.run(4, other_error, out)
 
+    parent = os.getpid()
+
     def dies(i):
-        if i == 3:
-            os._exit(3)
+        if os.getpid() != parent:
+            os._exit(3)  # every worker dies on its first chunk
+        time.sleep(0.05)  # leave chunks for the workers
 
     with pytest.raises(CorruptPayload, match="ended without reporting"):
         chunkrun.run(4, dies, out)
+
+
+@needs_fork
+def test_chunks_go_to_whichever_process_is_free(split):
+    out = chunkrun.empty(40, np.int64, 40)
+    parent = os.getpid()
+
+    def fn(i):
+        if os.getpid() == parent:
+            time.sleep(0.2)  # a busy process takes few chunks
+        out[i] = os.getpid()
+
+    out[:] = 0
+    chunkrun.run(40, fn, out)
+    assert (out > 0).all()  # every chunk done
+    assert np.count_nonzero(out == parent) <= 3  # the workers took the rest
+
+
+@needs_fork
+def test_many_chunks_fall_back_to_ranges(split, monkeypatch):
+    monkeypatch.setattr(chunkrun, "_PIPE_CAPACITY", 16)
+    out = chunkrun.empty(10, np.int64, 10)
+    chunkrun.run(10, lambda i: out.__setitem__(i, i * i), out)
+    assert out.tolist() == [i * i for i in range(10)]
 
 
 @needs_fork
