@@ -656,7 +656,10 @@ def decode(data: bytes) -> dict:
         MalformedHeader, DuplicateKey, InvalidField, UnknownField, LimitExceeded, UnsupportedCoding.
     """
     p = _Parser(bytes(data))
-    top = p.root()
+    try:
+        top = p.root()
+    except RecursionError:  # only a caller's own deep stack leaves too little room for 256 levels
+        raise MalformedHeader("the header nests too deep for the stack left to the parser") from None
     if p.pos != p.end:
         raise _malformed("bytes after the header map")
     if p.issue is not None:
