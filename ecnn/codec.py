@@ -234,6 +234,8 @@ def validate_record(rec: TensorRecord) -> None:
         if kind == "uniform_rows":
             if len(rec.shape) < 1:
                 raise InvalidField(f"tensor {rec.name!r}: uniform_rows needs at least one dimension")
+            if rec.numel == 0:  # else its row codes alone could cost memory no declared size accounts for
+                raise InvalidField(f"tensor {rec.name!r}: uniform_rows of a tensor with no elements")
             _nstreams(rec, 2)
         else:
             _nstreams(rec, 1)

@@ -430,15 +430,18 @@ def _raw_stream(width: int, signed: bool) -> dict:
     return {"coder": "raw", "length": 0, "width": width, "signed": signed}
 
 
-def test_a_uniform_rows_tensor_with_zero_rows_decodes():
+@pytest.mark.parametrize("shape", [[0, 5], [1 << 25, 0]])
+def test_a_uniform_rows_tensor_without_elements_is_invalid(shape):
+    """spec/CODING.md 4.6: R row codes for no elements would cost memory that no declared size accounts for."""
     rec = {
         "name": "w",
         "dtype": "float32",
-        "shape": [0, 5],
+        "shape": shape,
         "repr": {"kind": "uniform_rows", "step": 0x3C23D70A},
         "streams": [_raw_stream(1, False), _raw_stream(4, True)],
     }
-    assert ecnn.decode(_file([rec]))["w"].shape == (0, 5)
+    with pytest.raises(errors.InvalidField, match="no elements"):
+        ecnn.decode(_file([rec]))
 
 
 @pytest.mark.parametrize("kind", ["raw", "planes", "uniform"])

@@ -527,6 +527,16 @@ def invalid(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     return out
 
 
+def invalid_uniform_rows(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """A uniform_rows record of 2^25 rows and no elements: its row codes alone would be 2^25 symbols."""
+    h, _ = split(base)
+    t0 = dict(h["tensors"][0], shape=[1 << 25, 0], offset=0, length=0, crc32=fmt.crc32(b""))
+    t0["streams"] = [{"coder": "const", "length": 0, "value": 0}, {"coder": "const", "length": 0, "value": 0}]
+    assert t0["repr"]["kind"] == "uniform_rows", t0["repr"]
+    t = dict(h, tensors=[t0])
+    return {"uniform_rows_empty": (build(t, b""), "InvalidField", "uniform_rows of shape [2^25, 0]: no elements, 2^25 row codes")}
+
+
 def invalid_rowcol(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     """Damage inside a rowcol stream, with the payload CRC recomputed so that the coder's check fires."""
     from ecnn.context import tables, varint
@@ -593,6 +603,7 @@ def main() -> int:
     inv.update(invalid_fields(base("fields_forced")))
     inv.update(invalid_fields_blocks(base("fields_blocks_forced")))
     inv.update(invalid_rowcol(base("rowcol_signs")))
+    inv.update(invalid_uniform_rows(base("uniform_rows")))
     inv.update(invalid_codebook(base("codebook")))
     inv.update(invalid_ctx(base("ctx_forced")))
     inv.update(invalid_ctx_rowcol(base("ctx_rowcol")))

@@ -560,6 +560,8 @@ def check_repr(rec: dict) -> None:
         if kind == "uniform_rows":
             if not rec["shape"]:
                 raise _invalid(ksec, "uniform_rows of a scalar (shape [])")
+            if 0 in rec["shape"]:
+                raise _invalid(ksec, "uniform_rows of a tensor with no elements")
             if len(streams) != 2:
                 raise _invalid(ksec, "uniform_rows representation needs exactly 2 streams")
         elif len(streams) != 1:
