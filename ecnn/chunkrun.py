@@ -1,4 +1,4 @@
-"""Decoding the chunks of one tensor on several cores.
+"""Using several cores: the chunks of one tensor when decoding, whole tensors when encoding.
 
 A coded stream splits a large tensor into chunks that decode independently
 (spec/CODING.md, "Chunking"). A decoder written as a loop over chunk indices,
@@ -24,6 +24,9 @@ The number of processes is :func:`workers`: the ``ECNN_WORKERS`` environment
 variable, else the CPUs this process may run on, at most
 :data:`DEFAULT_MAX_WORKERS`; :func:`using` changes it for a block of code.
 Decoding is the same bits whatever the split.
+
+:func:`imap_packed` runs independent jobs (the encoder's tensors) in forked
+workers that send their results back as MessagePack.
 """
 
 from __future__ import annotations
@@ -169,7 +172,7 @@ def run(nchunks: int, fn: Callable[[int], None], out: np.ndarray | None = None) 
             raise f
 
 
-_PIPE_CAPACITY = 1 << 16  # bytes a pipe holds on Linux by default
+_PIPE_CAPACITY = 4096  # bytes any pipe holds (one page, even when the system limits pipe buffers): 1024 chunks
 
 
 def _drain(qr: int, fn: Callable[[int], None]) -> None:
