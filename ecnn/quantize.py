@@ -118,7 +118,11 @@ def row_steps(step: float, codes: np.ndarray, dtype: DType) -> np.ndarray:
     (binary64 for float64 tensors).
     """
     ftype = np.float64 if dtype.name == "float64" else np.float32
-    c = np.asarray(codes, dtype=np.int64)
+    c = np.asarray(codes)
+    if c.size > MAX_ROW_CODE + 1 and c.dtype.kind in "iu" and int(c.min()) >= 0 and int(c.max()) <= MAX_ROW_CODE:
+        # Many rows: look the step up among the 256 codes' (the same values, without row-sized temporaries).
+        return row_steps(step, np.arange(MAX_ROW_CODE + 1), dtype)[c]
+    c = c.astype(np.int64)
     # Exact in binary64 (at most 28 significant bits, exponent in range), then one rounding.
     exact = np.ldexp(np.float64(np.float32(step)) * (16 - (c & 7)).astype(np.float64), -((c >> 3) + 4).astype(np.int32))
     return exact.astype(ftype)

@@ -86,3 +86,17 @@ def test_step_too_small_is_refused():
 def test_bits_out_of_range(bits):
     with pytest.raises(InvalidOption):
         quantize.step_for_bits(np.ones(3, np.float32), F32, bits)
+
+
+@pytest.mark.parametrize("name", ["float32", "float64", "float16", "bfloat16"])
+def test_row_steps_of_many_rows_equal_the_formula(name):
+    """Over 256 rows the steps are looked up among the 256 codes: the same bits as the formula row by row."""
+    from ecnn import dtypes
+
+    dt = dtypes.get(name)
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, quantize.MAX_ROW_CODE + 1, 3000).astype(np.int32)
+    for step in (0.1, 3.7e-5, 1e30):
+        many = quantize.row_steps(step, codes, dt)
+        few = np.concatenate([quantize.row_steps(step, codes[i : i + 100], dt) for i in range(0, codes.size, 100)])
+        assert many.dtype == few.dtype and many.tobytes() == few.tobytes()

@@ -965,7 +965,7 @@ def report(results: dict, seconds: dict, nseeds: int) -> str:
         rej = r["inputs"] - acc - crashes - len(r["deaths"])
         slow = r["slowest"][0] if r["slowest"] else [0, 0, "-", 0, 0]
         wr = r["worst_ratio"]
-        wr_s = f"{wr[0]:.1f} ({wr[1]['generator']}, {wr[1]['size']:,} B + {wr[1]['declared']:,} B declared)" if wr[1] else "-"
+        wr_s = f"{wr[0]:.1f} ({wr[1]['generator']} #{wr[1]['index']}, {wr[1]['size']:,} B + {wr[1]['declared']:,} B declared)" if wr[1] else "-"
         lines.append(
             f"| {t} | {r['inputs']:,} | {acc:,} | {rej:,} | {crashes} | {len(r['deaths'])} | "
             f"{slow[0]:.3f} / {slow[4]:.3f} ({slow[2]}, {slow[3]:,} B) | {_mib(r['peak_traced'][0])} | {_mib(r['peak_rss'][0])} | "
