@@ -214,16 +214,6 @@ class Blocks:
             np.take(buf, self.inverse, axis=1, out=dst, mode="clip")  # "raise" would buffer the output
 
 
-def _read_side(mv, pos: int, k: int, count: int) -> tuple[np.ndarray, int]:
-    counts, pos = tables.read(mv, pos, k)
-    (nw,), pos = varint.decode(mv, 1, pos)
-    if pos + 4 * nw > len(mv):
-        raise ValueError("class stream runs past the end of the stream")
-    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
-    cls = categorical.decode_chunk(words, categorical.model(tables.expand(counts)), count)
-    return cls.astype(np.uint8), pos + 4 * nw
-
-
 def parse(buf, count: int, lo: int, hi: int) -> Blocks:
     """Read a ``blocks`` stream's parameters, classes, tables and chunk index (section 5.8).
 
@@ -257,10 +247,12 @@ def _parse(mv, count: int, lo: int, hi: int) -> Blocks:
         raise CorruptPayload(f"blocks stream has more than {MAX_CHUNKS} chunks")
     rclass = np.zeros(rows, np.uint8)
     cclass = np.zeros(cols, np.uint8)
-    if nrc > 1:
-        rclass, pos = _read_side(mv, pos, nrc, rows)
+    if nrc > 1:  # classes below 64: bytes
+        rclass, pos = categorical.read_side(mv, pos, nrc, rows)
+        rclass = rclass.astype(np.uint8)
     if ncc > 1:
-        cclass, pos = _read_side(mv, pos, ncc, cols)
+        cclass, pos = categorical.read_side(mv, pos, ncc, cols)
+        cclass = cclass.astype(np.uint8)
     table_of, pos = varint.decode(mv, nrc + ncc - 1, pos)
     table_of = np.array(table_of, np.int64)
     steps = np.diff(table_of)

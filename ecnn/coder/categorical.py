@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import constriction
 
-from ecnn.context import varint
+from ecnn.context import tables, varint
 
 
 WORD_BITS = 32
@@ -76,3 +76,19 @@ def read_chunks(buf, pos: int, k: int) -> list[np.ndarray]:
     words = np.frombuffer(buf, dtype="<u4", offset=pos, count=total)
     bounds = np.cumsum([0] + nwords)
     return [words[bounds[i] : bounds[i + 1]] for i in range(k)]
+
+
+def read_side(buf, pos: int, k: int, count: int) -> tuple[np.ndarray, int]:
+    """Read a class side stream at ``pos``: ``k`` stored counts, a varint word count, the
+    words of one chunk of ``count`` classes. Returns the classes (int64) and the next position.
+
+    Raises:
+        ValueError: a bad table or varint, words past the end, or words left over.
+    """
+    counts, pos = tables.read(buf, pos, k)
+    (nw,), pos = varint.decode(buf, 1, pos)
+    if pos + 4 * nw > len(buf):
+        raise ValueError("class stream runs past the end of the stream")
+    words = np.frombuffer(buf, dtype="<u4", offset=pos, count=nw)
+    cls = decode_chunk(words, model(tables.expand(counts)), count)
+    return cls.astype(np.int64), pos + 4 * nw

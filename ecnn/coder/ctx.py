@@ -247,21 +247,11 @@ def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
         raise CorruptPayload("ctx rowcol: rows per chunk outside 1..rows, or too many chunks")
     sclass = None
     if nsc > 1:
-        sclass, pos = _read_side(mv, pos, nsc, cols)
+        sclass, pos = categorical.read_side(mv, pos, nsc, cols)
     elif nsc == 1:
         sclass = np.zeros(cols, np.int64)
     desc = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc > 0, "offset": offset, "chunk_rows": crows}
     return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1), grouped)
-
-
-def _read_side(mv, pos: int, k: int, n: int) -> tuple[np.ndarray, int]:
-    counts, pos = tables.read(mv, pos, k)
-    (nw,), pos = varint.decode(mv, 1, pos)
-    if pos + 4 * nw > len(mv):
-        raise CorruptPayload("ctx: class stream runs past the end of the stream")
-    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
-    cls = categorical.decode_chunk(words, categorical.model(tables.expand(counts)), n)
-    return cls.astype(np.int64), pos + 4 * nw
 
 
 def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
@@ -294,7 +284,7 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
         raise CorruptPayload(f"ctx lanes: K * S = {nchunks * steps} steps exceed max(2^16, N div 16)")
     sclass = np.zeros(steps, np.int64)
     if k > 1:
-        sclass, pos = _read_side(mv, pos, k, steps)
+        sclass, pos = categorical.read_side(mv, pos, k, steps)
     nx = nb * k * (2 if d1 else 1) * (2 if d2 else 1)
     if pos + nx > len(mv):
         raise CorruptPayload("ctx lanes: significance tables run past the end of the stream")

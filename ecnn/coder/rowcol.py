@@ -131,16 +131,6 @@ def encode_body(
     return b"".join(parts)
 
 
-def _read_side(mv, pos: int, n: int, count: int) -> tuple[np.ndarray, int]:
-    counts, pos = tables.read(mv, pos, n)
-    (nw,), pos = varint.decode(mv, 1, pos)
-    if pos + 4 * nw > len(mv):
-        raise ValueError("class stream runs past the end of the stream")
-    words = np.frombuffer(mv, dtype="<u4", offset=pos, count=nw)
-    cls = categorical.decode_chunk(words, categorical.model(tables.expand(counts)), count)
-    return cls.astype(np.int64), pos + 4 * nw
-
-
 def decode(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
     """Decode a validated rowcol stream into ``count`` values of ``out_dtype``."""
     try:
@@ -160,9 +150,9 @@ def _decode(
     rclass = np.zeros(rows, np.int64)
     cclass = np.zeros(cols, np.int64)
     if nrc > 1:
-        rclass, pos = _read_side(mv, pos, nrc, rows)
+        rclass, pos = categorical.read_side(mv, pos, nrc, rows)
     if ncc > 1:
-        cclass, pos = _read_side(mv, pos, ncc, cols)
+        cclass, pos = categorical.read_side(mv, pos, ncc, cols)
     nctx = nrc + ncc - 1
     table_of, pos = varint.decode(mv, nctx, pos)
     table_of = np.array(table_of, np.int64)
