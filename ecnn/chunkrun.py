@@ -136,36 +136,43 @@ def run(nchunks: int, fn: Callable[[int], None], out: np.ndarray | None = None) 
         for i in range(nchunks):
             fn(i)
         return
+    indices = np.arange(nchunks, dtype="<u4").tobytes()
+    if len(indices) > _PIPE_CAPACITY:  # too many chunks to queue at once: contiguous ranges instead
+        bounds = [nchunks * k // nproc for k in range(nproc + 1)]
+        _spread(nproc, lambda k: [fn(i) for i in range(bounds[k], bounds[k + 1])])
+        return
     # The queue: every chunk index, 4 bytes each, written before any worker starts.
     # Reads of 4 bytes from a pipe are atomic, so each index goes to exactly one process.
     qr, qw = os.pipe()
-    indices = np.arange(nchunks, dtype="<u4").tobytes()
-    if len(indices) > _PIPE_CAPACITY:  # too many chunks to queue at once: contiguous ranges instead
-        os.close(qr)
-        os.close(qw)
-        return _run_ranges(nchunks, fn, nproc)
     _write_all(qw, indices)
     os.close(qw)
+    try:
+        _spread(nproc, lambda k: _drain(qr, fn))
+    finally:
+        os.close(qr)
+
+
+def _spread(nproc: int, work: Callable[[int], object]) -> None:
+    """Run ``work(k)`` in forked workers ``k = 1 .. nproc - 1`` and ``work(0)`` here; raise the first failure."""
     children = []
     error = None
     try:
-        for _ in range(1, nproc):
+        for k in range(1, nproc):
             r, w = os.pipe()
             pid = os.fork()
-            if pid == 0:  # worker: take chunks until the queue is empty, report, exit without any cleanup
+            if pid == 0:  # worker: do its part, report, exit without any cleanup
                 os.close(r)
                 _set_child()
-                os._exit(_report(w, lambda: _drain(qr, fn)))
+                os._exit(_report(w, lambda: work(k)))
             os.close(w)
             children.append((pid, r))
         try:
-            _drain(qr, fn)
+            work(0)
         except CorruptPayload as e:
             error = e
         except Exception as e:  # the same error whichever process met it
             error = CorruptPayload(f"{type(e).__name__}: {e}")
     finally:
-        os.close(qr)
         failures = [_reap(pid, r) for pid, r in children]
     for f in [error] + failures:
         if f is not None:
@@ -195,34 +202,6 @@ def _report(w: int, work: Callable[[], None]) -> int:
     except BaseException:  # noqa: BLE001
         pass
     return code
-
-
-def _run_ranges(nchunks: int, fn: Callable[[int], None], nproc: int) -> None:
-    bounds = [nchunks * k // nproc for k in range(nproc + 1)]
-    children = []
-    error = None
-    try:
-        for k in range(1, nproc):
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                _set_child()
-                os._exit(_report(w, lambda: [fn(i) for i in range(bounds[k], bounds[k + 1])]))
-            os.close(w)
-            children.append((pid, r))
-        try:
-            for i in range(bounds[0], bounds[1]):
-                fn(i)
-        except CorruptPayload as e:
-            error = e
-        except Exception as e:
-            error = CorruptPayload(f"{type(e).__name__}: {e}")
-    finally:
-        failures = [_reap(pid, r) for pid, r in children]
-    for f in [error] + failures:
-        if f is not None:
-            raise f
 
 
 def _set_child() -> None:

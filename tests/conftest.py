@@ -16,3 +16,21 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def forks(monkeypatch) -> list:
+    """The pids of the worker processes ecnn.chunkrun forks during the test."""
+    from ecnn import chunkrun
+
+    pids = []
+    real = os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(chunkrun.os, "fork", fork)
+    return pids

@@ -16,19 +16,9 @@ needs_fork = pytest.mark.skipif(not chunkrun._FORK, reason="splits only on Linux
 
 
 @pytest.fixture
-def split(monkeypatch):
+def split(monkeypatch, forks):
     """Split every multi-chunk output over 3 processes, and count the forks."""
     monkeypatch.setattr(chunkrun, "MIN_SPLIT_BYTES", 0)
-    forks = []
-    real = os.fork
-
-    def fork():
-        pid = real()
-        if pid:
-            forks.append(pid)
-        return pid
-
-    monkeypatch.setattr(chunkrun.os, "fork", fork)
     with chunkrun.using(3):
         yield forks
 

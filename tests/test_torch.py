@@ -1,7 +1,6 @@
 """ecnn/torch.py and ecnn/parallel.py: state dicts on a device, load_into, save_model."""
 
 import numpy as np
-import os
 import sys
 
 import pytest
@@ -137,7 +136,7 @@ def test_worker_processes_give_the_same_tensors(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="decoding splits over processes only on Linux")
 @pytest.mark.parametrize("format_minor", [0, 1])
-def test_split_decoding_gives_the_same_tensors(tmp_path, monkeypatch, format_minor):
+def test_split_decoding_gives_the_same_tensors(tmp_path, monkeypatch, forks, format_minor):
     from ecnn import chunkrun, parallel
 
     p = tmp_path / "m.ecnn"
@@ -151,16 +150,6 @@ def test_split_decoding_gives_the_same_tensors(tmp_path, monkeypatch, format_min
     monkeypatch.setattr(chunkrun, "MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(parallel, "LARGE", 20000)  # "big" and "sparse" by chunks, the rest in batches
     monkeypatch.setattr(parallel, "BATCH_BYTES", 3000)
-    forks = []
-    real = os.fork
-
-    def fork():
-        pid = real()
-        if pid:
-            forks.append(pid)
-        return pid
-
-    monkeypatch.setattr(chunkrun.os, "fork", fork)
     got = et.load_file(p, workers=3)
     assert len(forks) >= 4
     assert list(got) == list(ref)
