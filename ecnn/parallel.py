@@ -106,22 +106,19 @@ def decode_host(f: EcnnFile, name: str) -> HostTensor:
         arr, _ = f.get_array(name)
         return HostTensor(name, dt, rec.shape, arr, None)
     lo, hi = _symbol_range(dt)
-    payload = f._c.payload(rec)
-    row_steps = None
-    step = quantize.step_from_bits(rec.repr["step"])
-    if kind == "uniform_rows":
-        d0, desc = rec.streams  # validate_record checked: row codes, then symbols
-        codes = streams.decode(d0, payload[: d0["length"]], rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
-        row_steps = quantize.row_steps(step, codes, dt)
-        payload = payload[d0["length"] :]
-    else:
-        (desc,) = rec.streams  # validate_record checked: one stream covering the payload
+    desc = rec.streams[-1]  # validate_record checked: (the row codes, then) the symbols, ending the payload
+    payload = f._c.payload(rec)[rec.length - desc["length"] :]
     q = streams.decode(desc, payload, rec.numel, symbol_dtype(desc, payload), lo, hi)
+    return _host_tensor(f, rec, _narrowed(q).reshape(rec.shape))
+
+
+def _narrowed(q: np.ndarray) -> np.ndarray:
+    """Symbols in the narrowest integer type that holds them."""
     if q.dtype.itemsize > 1 and q.size:
         narrow = _narrowest(int(q.min()), int(q.max()))
         if narrow.itemsize < q.dtype.itemsize:
-            q = q.astype(narrow)
-    return HostTensor(name, dt, rec.shape, q.reshape(rec.shape), step, row_steps)
+            return q.astype(narrow)
+    return q
 
 
 def dequantize_host(t: HostTensor) -> np.ndarray:
@@ -177,11 +174,7 @@ def _decode_batch(f: EcnnFile, names: list[str], n: int) -> list[HostTensor]:
             rec = _record(f, name)
             dt, narrows = layouts[i]
             data = buf[offsets[i] : offsets[i + 1]].view(dt).reshape(rec.shape)
-            if narrows and data.size:
-                narrow = _narrowest(int(data.min()), int(data.max()))
-                if narrow.itemsize < data.dtype.itemsize:
-                    data = data.astype(narrow)
-            h = _host_tensor(f, rec, data)
+            h = _host_tensor(f, rec, _narrowed(data) if narrows else data)
         out.append(h)
     return out
 
