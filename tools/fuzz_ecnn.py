@@ -885,28 +885,23 @@ def _corrupt_range(task: tuple[int, int, int]) -> dict:
     base = _status_kib("VmRSS")
     out = {"file": f, "flips": 0, "flips_found": 0, "cuts": 0, "cuts_found": 0, "bad": [], "slowest": (0.0, "")}
     bad = bytearray(data)
+    def tally(damaged: bytes, key: str, label: str) -> None:
+        t = time.perf_counter()
+        what = _damage_outcome(damaged, ref)
+        t = time.perf_counter() - t
+        out[key] += 1
+        out[key + "_found"] += what == "detected"
+        if what != "detected":
+            out["bad"].append(f"{label}: {what}")
+        if t > out["slowest"][0]:
+            out["slowest"] = (t, label)
+
     for i in range(start, stop):
         for bit in range(8):
             bad[i] = data[i] ^ (1 << bit)
-            t = time.perf_counter()
-            what = _damage_outcome(bytes(bad), ref)
-            t = time.perf_counter() - t
-            out["flips"] += 1
-            out["flips_found"] += what == "detected"
-            if what != "detected":
-                out["bad"].append(f"flip of bit {bit} of byte {i}: {what}")
-            if t > out["slowest"][0]:
-                out["slowest"] = (t, f"flip of bit {bit} of byte {i}")
+            tally(bytes(bad), "flips", f"flip of bit {bit} of byte {i}")
         bad[i] = data[i]
-        t = time.perf_counter()
-        what = _damage_outcome(data[:i], ref)
-        t = time.perf_counter() - t
-        out["cuts"] += 1
-        out["cuts_found"] += what == "detected"
-        if what != "detected":
-            out["bad"].append(f"cut to {i} bytes: {what}")
-        if t > out["slowest"][0]:
-            out["slowest"] = (t, f"cut to {i} bytes")
+        tally(data[:i], "cuts", f"cut to {i} bytes")
     out["peak_kib"] = (_status_kib("VmHWM") - base) if reset else -1
     return out
 

@@ -975,6 +975,24 @@ def decode_cat0(f: dict, buf: bytes, n: int) -> list[int]:
     return out
 
 
+def _read_classes_and_map(buf, pos, rows, cols, nrc, ncc, sec):
+    """The row and column class streams (when there is more than one class) and the table map of
+    rowcol-style streams (CODING.md §5.5, §5.8): (row classes, column classes, table map, next position)."""
+    row_class, col_class = [0] * rows, [0] * cols
+    if nrc > 1:
+        row_class, pos = _read_class_stream(buf, pos, rows, nrc)
+    if ncc > 1:
+        col_class, pos = _read_class_stream(buf, pos, cols, ncc)
+    table_map = []
+    for x in range(nrc + ncc - 1):
+        m, pos = read_varint(buf, pos)
+        prev = table_map[-1] if table_map else None
+        if (prev is None and m != 0) or (prev is not None and m not in (prev, prev + 1)):
+            raise _corrupt(sec, f"table map entry {x} = {m} breaks the 0, +0/+1 rule")
+        table_map.append(m)
+    return row_class, col_class, table_map, pos
+
+
 def _read_class_stream(buf: bytes, pos: int, n: int, k: int) -> tuple[list[int], int]:
     """C§5.5 class stream: k counts, one varint W, W words, one chunk of n symbols."""
     counts, pos = read_table(buf, pos, k)
@@ -992,19 +1010,7 @@ def decode_rowcol(f: dict, buf: bytes, n: int, pos: int = 0, sign_class: list[in
     """
     sec = "CODING.md §5.5"
     rows, cols, nrc, ncc = f["rows"], f["cols"], f["nrc"], f["ncc"]
-    row_class, col_class = [0] * rows, [0] * cols
-    if nrc > 1:
-        row_class, pos = _read_class_stream(buf, pos, rows, nrc)
-    if ncc > 1:
-        col_class, pos = _read_class_stream(buf, pos, cols, ncc)
-
-    table_map = []
-    for x in range(nrc + ncc - 1):
-        m, pos = read_varint(buf, pos)
-        prev = table_map[-1] if table_map else None
-        if (prev is None and m != 0) or (prev is not None and m not in (prev, prev + 1)):
-            raise _corrupt(sec, f"table map entry {x} = {m} breaks the 0, +0/+1 rule")
-        table_map.append(m)
+    row_class, col_class, table_map, pos = _read_classes_and_map(buf, pos, rows, cols, nrc, ncc, sec)
     ntables = table_map[-1] + 1
 
     cdfs = []
@@ -1081,18 +1087,7 @@ def decode_blocks(f: dict, buf: bytes, n: int) -> list[int]:
     k = -(-rows // chunk_rows)
     if k > MAX_CHUNKS:
         raise _corrupt(sec, f"{k} chunks, more than 2^20")
-    row_class, col_class = [0] * rows, [0] * cols
-    if nrc > 1:
-        row_class, pos = _read_class_stream(buf, pos, rows, nrc)
-    if ncc > 1:
-        col_class, pos = _read_class_stream(buf, pos, cols, ncc)
-    table_map = []
-    for x in range(nrc + ncc - 1):
-        m, pos = read_varint(buf, pos)
-        prev = table_map[-1] if table_map else None
-        if (prev is None and m != 0) or (prev is not None and m not in (prev, prev + 1)):
-            raise _corrupt(sec, f"table map entry {x} = {m} breaks the 0, +0/+1 rule")
-        table_map.append(m)
+    row_class, col_class, table_map, pos = _read_classes_and_map(buf, pos, rows, cols, nrc, ncc, sec)
     cdfs = []
     for _ in range(table_map[-1] + 1):
         counts, pos = read_table(buf, pos, nsym)
