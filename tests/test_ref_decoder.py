@@ -111,6 +111,28 @@ def test_expansion_example():
     assert ref_decoder.expand([1, 1, 2]) == [0, 0x400000, 0x800000, 0x1000000]
 
 
+def test_quad_table_example():
+    # CODING.md §5.6.4: counts c0 = 3, c1 = 5 -> u1 = 160, u0 = 96; w_d by the one bits of d.
+    w = ref_decoder.quad_counts(3, 5)
+    assert w[0] == 96**4 and w[15] == 160**4 and w[13] == 96 * 160**3 and w[6] == 96**2 * 160**2
+    assert sum(w) == 2**32
+    cdf = ref_decoder.expand(w)
+    freqs = [cdf[d + 1] - cdf[d] for d in range(16)]  # f_d + 1
+    assert freqs[0] == 331776 and freqs[1] == 552960 and freqs[3] == 921600 and freqs[7] == 1535999
+    assert freqs[15] == 2560004
+    # u1 clamped to 1..255: no positive sign counted, or no negative one.
+    assert ref_decoder.quad_counts(7, 0)[0] == 255**4 and ref_decoder.quad_counts(7, 0)[15] == 1
+    assert ref_decoder.quad_counts(0, 7)[15] == 255**4 and ref_decoder.quad_counts(0, 7)[0] == 1
+    # Half up: 256 * 1 / 512 = 0.5 -> u1 = 1; 256 * 3 / 512 = 1.5 -> u1 = 2.
+    assert ref_decoder.quad_counts(511, 1)[15] == 1 and ref_decoder.quad_counts(509, 3)[15] == 2**4
+
+
+def test_blocks_order_example():
+    # CODING.md §5.8 example: row classes (1, 0), column classes (1, 0, 0), map (0, 0, 1).
+    order = list(ref_decoder.blocks_order(0, 2, 3, [1, 0], [1, 0, 0], [0, 0, 1], 2))
+    assert order == [(1, 1, 0), (1, 2, 0), (1, 0, 0), (0, 1, 0), (0, 2, 0), (0, 0, 1)]
+
+
 def test_uniform_rounding():
     step_half = 0x3F000000  # 0.5
     raw = ref_decoder.build_uniform([1, -1, 0, 1], "float32", step_half)

@@ -1006,7 +1006,8 @@ def decode_rowcol(f: dict, buf: bytes, n: int, pos: int = 0, sign_class: list[in
 
     From ``pos``; with ``sign_class`` (C§5.6.3), ``f["nsc"]`` sign tables, the sign
     of column j decoded with table ``sign_class[j]``; with ``f["by_class"]``
-    (model 3) the signs class by class.
+    (model 3) the signs class by class; with ``f["blocks_order"]`` (model 4, C§5.6.4)
+    the magnitudes in the order of C§5.8 and the signs four per symbol.
     """
     sec = "CODING.md §5.5"
     rows, cols, nrc, ncc = f["rows"], f["cols"], f["nrc"], f["ncc"]
@@ -1018,14 +1019,29 @@ def decode_rowcol(f: dict, buf: bytes, n: int, pos: int = 0, sign_class: list[in
         counts, pos = read_table(buf, pos, f["nsym"])
         cdfs.append(expand(counts))
     sign_cdf = None
+    sign_counts = []
     if f["signs"]:
         sign_cdfs = []
         for _ in range(f.get("nsc", 1)):
             counts, pos = read_table(buf, pos, 2)
+            sign_counts.append(counts)
             sign_cdfs.append(expand(counts))
         classes = sign_class if sign_class is not None else [0] * cols
         sign_cdf = [sign_cdfs[classes[c]] for c in range(cols)]  # the sign table of each column
     word_counts, pos = _read_chunk_index(buf, pos, f["K"])
+
+    if f.get("blocks_order"):  # C§5.6.4, model 4
+        classes = sign_class if sign_class is not None else [0] * cols
+        quads = [expand(quad_counts(c0, c1)) for c0, c1 in sign_counts]
+        singles = [expand(counts) for counts in sign_counts]
+        out = [0] * n
+        for j, wj in enumerate(word_counts):
+            words, pos = read_words(buf, pos, wj)
+            first = j * f["chunk_rows"]
+            last = min(rows, first + f["chunk_rows"])
+            _decode_model4_chunk(f, words, first, last, row_class, col_class, table_map, cdfs,
+                                 classes, quads, singles, out)
+        return out
 
     out = []
     for j, wj in enumerate(word_counts):
@@ -1067,6 +1083,62 @@ def _decode_rowcol_chunk(f, words, table_of, cdfs, sign_cdf, sign_class=None):
     return values
 
 
+def quad_counts(c0: int, c1: int) -> list[int]:
+    """C§5.6.4: the 16 counts of the quad table of a sign table (c0 negative, c1 positive)."""
+    total = c0 + c1
+    u1 = min(255, max(1, (512 * c1 + total) // (2 * total)))
+    u0 = 256 - u1
+    return [u0 ** (4 - bin(d).count("1")) * u1 ** bin(d).count("1") for d in range(16)]
+
+
+def blocks_order(first, last, cols, row_class, col_class, table_map, nrc):
+    """C§5.8, "Column order" and "Decoding chunk j": the chunk's elements (row, column) in
+    decoding order, each with its table: row class by row class, each class's runs of equal
+    table along the column order P, each run row by row."""
+    column_order = sorted(range(cols), key=lambda c: (col_class[c], c))
+    for g in range(nrc):
+        members = [i for i in range(first, last) if row_class[i] == g]
+        if not members:
+            continue
+        tables = [table_map[g + col_class[c]] for c in column_order]
+        start = 0
+        while start < cols:  # a run: the column-ordered columns of one table
+            end = start
+            while end < cols and tables[end] == tables[start]:
+                end += 1
+            for i in members:
+                for c in column_order[start:end]:
+                    yield i, c, tables[start]
+            start = end
+
+
+def _decode_model4_chunk(f, words, first, last, row_class, col_class, table_map, cdfs,
+                         sign_class, quads, singles, out):
+    """C§5.6.4 chunk (rows first..last-1): indices in blocks order, then each sign class's
+    signs, four per quad-table index, the n mod 4 left one by one with the sign table."""
+    cols = f["cols"]
+    chunk = _Chunk(words)
+    for i, c, t in blocks_order(first, last, cols, row_class, col_class, table_map, f["nrc"]):
+        out[i * cols + c] = chunk.symbol(cdfs[t])
+    if f["signs"]:
+        for g in range(f["nsc"]):
+            members = [e for e in range(first * cols, last * cols)  # S_g, row-major
+                       if out[e] != 0 and sign_class[e % cols] == g]
+            signs = []
+            for _ in range(len(members) // 4):
+                d = chunk.symbol(quads[g])
+                signs.extend((d >> b) & 1 for b in range(4))  # bit b: sign of S_g[4t + b]
+            for _ in range(len(members) % 4):
+                signs.append(chunk.symbol(singles[g]))
+            for e, positive in zip(members, signs):
+                if not positive:  # 0: negative
+                    out[e] = -out[e]
+    else:
+        for e in range(first * cols, last * cols):
+            out[e] += f["offset"]
+    chunk.finish()
+
+
 def decode_blocks(f: dict, buf: bytes, n: int) -> list[int]:
     """C§5.8: parameters, class streams, table map, tables, chunk index; each chunk
     row class by row class, each class's runs of equal table in column order."""
@@ -1093,26 +1165,13 @@ def decode_blocks(f: dict, buf: bytes, n: int) -> list[int]:
         counts, pos = read_table(buf, pos, nsym)
         cdfs.append(expand(counts))
     word_counts, pos = _read_chunk_index(buf, pos, k)
-    column_order = sorted(range(cols), key=lambda c: (col_class[c], c))
     out = [0] * n
     for j, wj in enumerate(word_counts):
         words, pos = read_words(buf, pos, wj)
         chunk = _Chunk(words)
         first, last = j * chunk_rows, min(rows, (j + 1) * chunk_rows)
-        for g in range(nrc):
-            members = [i for i in range(first, last) if row_class[i] == g]
-            if not members:
-                continue
-            tables = [table_map[g + col_class[c]] for c in column_order]
-            start = 0
-            while start < cols:  # a run: the column-ordered columns of one table
-                end = start
-                while end < cols and tables[end] == tables[start]:
-                    end += 1
-                for i in members:
-                    for c in column_order[start:end]:
-                        out[i * cols + c] = chunk.symbol(cdfs[tables[start]]) + offset
-                start = end
+        for i, c, t in blocks_order(first, last, cols, row_class, col_class, table_map, nrc):
+            out[i * cols + c] = chunk.symbol(cdfs[t]) + offset
         chunk.finish()
     return out
 
@@ -1154,19 +1213,20 @@ def _read_varints(buf: bytes, pos: int, count: int) -> tuple[list[int], int]:
 
 
 def decode_ctx(f: dict, buf: bytes, n: int) -> list[int]:
-    """C§5.6: the model varint, then model 0 (order-0) or model 1 (lanes)."""
+    """C§5.6: the model varint, then model 0 (order-0), 1 (lanes) or 2, 3, 4 (rowcol)."""
     model, pos = read_varint(buf, 0)
     if model == 0:
         return _decode_ctx_order0(f, buf, pos, n)
     if model == 1:
         return _decode_ctx_lanes(f, buf, pos, n)
-    if model in (2, 3):
-        return _decode_ctx_rowcol(f, buf, pos, n, by_class=model == 3)
+    if model in (2, 3, 4):
+        return _decode_ctx_rowcol(f, buf, pos, n, model)
     raise _corrupt("CODING.md §5.6", f"reserved model {model}")
 
 
-def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int, by_class: bool) -> list[int]:
-    """C§5.6.3: offset, nsym, rows, nrc, ncc, nsc, chunk_rows, sign classes, then a rowcol stream's parts."""
+def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int, model: int) -> list[int]:
+    """C§5.6.3 (models 2, 3) and C§5.6.4 (model 4, the same parameters and parts): offset, nsym,
+    rows, nrc, ncc, nsc, chunk_rows, sign classes, then a rowcol stream's parts."""
     sec = "CODING.md §5.6.3"
     (zo, nsym, rows, nrc, ncc, nsc, chunk_rows), pos = _read_varints(buf, pos, 7)
     offset, lo, hi = _unzigzag(zo), f["lo"], f["hi"]
@@ -1192,7 +1252,8 @@ def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int, by_class: bool) ->
     if nsc > 1:
         sign_class, pos = _read_class_stream(buf, pos, cols, nsc)
     fields = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc >= 1,
-              "offset": offset, "chunk_rows": chunk_rows, "K": k, "nsc": max(nsc, 1), "by_class": by_class}
+              "offset": offset, "chunk_rows": chunk_rows, "K": k, "nsc": max(nsc, 1), "by_class": model == 3,
+              "blocks_order": model == 4}
     return decode_rowcol(fields, buf, n, pos, sign_class)
 
 
