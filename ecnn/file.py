@@ -198,8 +198,17 @@ class EcnnFile:
         return codec.decode_tensor(rec, self._c.payload(rec)), dtypes.get(rec.dtype)
 
     def _arrays(self, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
+        from ecnn import chunkrun, parallel
+
         out = {}
         names = self.keys()
+        if chunkrun.workers() > 1 and len(names) > 1:
+            # Small tensors decode in worker processes too, a run of them at a time.
+            for i, h in enumerate(parallel.iter_host(self, names)):
+                if progress:
+                    progress(h.name, i, len(names))
+                out[h.name] = (parallel.dequantize_host(h), h.dtype)
+            names = []
         for i, name in enumerate(names):
             if progress:
                 progress(name, i, len(names))

@@ -250,18 +250,68 @@ def test_rowcol_model_with_sign_classes():
 
     q = biased_signs(np.random.default_rng(11), (256, 96))
     _, data = roundtrip(q, 256, chunk=4096)
-    assert data[0] == ctx.MODEL_ROWCOL_GROUPED
+    assert data[0] == ctx.MODEL_ROWCOL_BLOCKS
     params, _ = ctx.varint.decode(data, 8, 0)
     assert params[6] > 1  # sign classes
     d0, data0 = streams.encode_best(q.ravel(), 4, True, 4096, rows=256)
     assert d0["coder"] == "rowcol" and len(data) < len(data0)
     assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, q.size) == q.ravel().tolist()
-    # Model 2 (signs in row-major order) holds the same tables and decodes to the same symbols.
+    # Models 2 (signs in row-major order) and 3 (signs class by class, one per symbol)
+    # hold the same tables and decode to the same symbols.
     (sym, vals, plan, offset, n), signs = streams.choose(q.ravel(), 4, True, 4096, 256, True).how
-    _, data2 = ctx.encode_rowcol(sym, vals, plan, offset, n, 4096, signs, model=ctx.MODEL_ROWCOL)
-    assert data2[0] == ctx.MODEL_ROWCOL and data2 != data and abs(len(data2) - len(data)) <= 8 * 6
-    np.testing.assert_array_equal(ctx.decode(data2, q.size, np.int64, LO, HI), q.ravel())
-    assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data2, q.size) == q.ravel().tolist()
+    for model in (ctx.MODEL_ROWCOL, ctx.MODEL_ROWCOL_GROUPED):
+        _, data2 = ctx.encode_rowcol(sym, vals, plan, offset, n, 4096, signs, model=model)
+        assert data2[0] == model and data2[1:24] == data[1:24] and abs(len(data2) - len(data)) <= 8 * 6
+        np.testing.assert_array_equal(ctx.decode(data2, q.size, np.int64, LO, HI), q.ravel())
+        assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data2, q.size) == q.ravel().tolist()
+
+
+def test_quad_table_follows_the_sign_counts():
+    from ecnn.coder import rowcol
+    from ecnn.context import tables
+
+    # counts (3, 5): u1 = (512 * 5 + 8) div 16 = 160, u0 = 96; w_d = 96^(4-k) * 160^k.
+    k = np.array([bin(d).count("1") for d in range(16)])
+    np.testing.assert_array_equal(rowcol.quad_freqs([3, 5]), tables.expand(96 ** (4 - k) * 160**k))
+    # A class of one sign only is clamped to 1/256 for the other.
+    np.testing.assert_array_equal(rowcol.quad_freqs([0, 9]), tables.expand(1 ** (4 - k) * 255**k))
+    np.testing.assert_array_equal(rowcol.quad_freqs([7, 0]), tables.expand(255 ** (4 - k) * 1**k))
+    assert int(tables.expand(255 ** (4 - k)).sum()) == (1 << 24) - 16
+
+
+@pytest.mark.parametrize("rows, cols, chunk", [(257, 96, 4096), (64, 33, 1 << 20), (1000, 7, 700)])
+def test_block_order_model_decodes_what_model_3_decodes(rows, cols, chunk):
+    """Model 4 codes the same tables in another order: same symbols, sizes within a few words per chunk."""
+    import ref_decoder
+
+    rng = np.random.default_rng(rows + cols)
+    q = biased_signs(rng, (rows, cols))
+    q *= rng.random(q.shape) >= 0.1  # more zeros: sign counts per class and chunk not a multiple of 4
+    from ecnn.context import rowcol as rowcol_ctx
+
+    sym, vals, offset, n = np.abs(q).astype(np.int32), q, 0, int(np.abs(q).max()) + 1
+    plan = rowcol_ctx.plan(sym, n, q, min(8, rows), min(4, cols))
+    from ecnn.context import order0
+
+    cls = rowcol_ctx.sign_classes(q, 3)  # three sign classes, whatever they save
+    fits = []
+    for g in range(3):
+        h = np.array([np.count_nonzero(q[:, cls == g] < 0), np.count_nonzero(q[:, cls == g] > 0)])
+        fits.append(order0.fit(h if h.any() else np.array([1, 1])))
+    signs = rowcol_ctx.SignPlan(3, cls, fits, order0.fit(np.bincount(cls, minlength=3)), 0.0)
+    _, d4 = ctx.encode_rowcol(sym, vals, plan, offset, n, chunk, signs)
+    _, d3 = ctx.encode_rowcol(sym, vals, plan, offset, n, chunk, signs, model=ctx.MODEL_ROWCOL_GROUPED)
+    assert d4[0] == ctx.MODEL_ROWCOL_BLOCKS and d3[0] == ctx.MODEL_ROWCOL_GROUPED
+    nchunks = -(-rows // ctx.varint.decode(d4, 8, 0)[0][7])
+    assert abs(len(d4) - len(d3)) <= 8 * nchunks + 16
+    for dt in (np.int64, np.int16):
+        np.testing.assert_array_equal(ctx.decode(d4, q.size, np.dtype(dt), LO, HI), q.ravel())
+    assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, d4, q.size) == q.ravel().tolist()
+    for cut in (1, 4, 9):
+        with pytest.raises(CorruptPayload):
+            ctx.decode(d4[:-cut], q.size, np.int64, LO, HI)
+    with pytest.raises(CorruptPayload):
+        ctx.decode(d4 + b"\0\0\0\0", q.size, np.int64, LO, HI)
 
 
 def test_rowcol_model_unsigned_and_one_sign_class():
@@ -270,7 +320,7 @@ def test_rowcol_model_unsigned_and_one_sign_class():
     rng = np.random.default_rng(12)
     u = np.abs(biased_signs(rng, (128, 96))) + 3  # no zero, no sign: indices from an offset
     d, data = roundtrip(u, 128)
-    assert data[0] == ctx.MODEL_ROWCOL_GROUPED and ctx.varint.decode(data, 8, 0)[0][6] == 0
+    assert data[0] == ctx.MODEL_ROWCOL_BLOCKS and ctx.varint.decode(data, 8, 0)[0][6] == 0
     assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, u.size) == u.ravel().tolist()
     q = rng.laplace(0, 3, (64, 80)).round().astype(np.int64)  # no sign lean: one class
     from ecnn.context import rowcol as rowcol_ctx

@@ -120,25 +120,42 @@ def encode(sym: np.ndarray, p: rowcol_ctx.RowColPlan, offset: int, nsym: int, cr
     parts.append(varint.encode(p.table_of))
     parts += [f.blob for f in p.fits]
     models = [categorical.model(tables.expand(f.counts)) for f in p.fits]
-    order = np.argsort(p.cclass, kind="stable")
-    cs = p.cclass[order]
-    runs = [_runs(p.table_of, cs, g) for g in range(p.nrc)]
-    s = np.ascontiguousarray(sym[:, order] if p.ncc > 1 else sym, dtype=np.int32)
+    rects = Rects.of(sym, p.nrc, p.rclass, p.cclass, p.table_of)
     chunks = []
     for a in range(0, rows, crows):
-        b = min(rows, a + crows)
-        rc = p.rclass[a:b]
         enc = constriction.stream.queue.RangeEncoder()
-        for g in range(p.nrc):
-            sel = np.flatnonzero(rc == g) + a
-            if sel.size:
-                block = s[sel]
-                for t, c0, c1 in runs[g]:
-                    enc.encode(np.ascontiguousarray(block[:, c0:c1]).ravel(), models[t])
+        rects.encode(enc, models, a, min(rows, a + crows))
         chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
     parts.append(categorical.chunks_bytes(chunks))
     data = b"".join(parts)
     return {"coder": "blocks", "length": len(data)}, data
+
+
+@dataclass
+class Rects:
+    """The encoder's view of a matrix in block order: columns in column order, and the runs of each row class."""
+
+    sym: np.ndarray  # (rows, cols) int32 indices, columns in column order
+    rclass: np.ndarray
+    runs: list
+
+    @classmethod
+    def of(cls, sym: np.ndarray, nrc: int, rclass: np.ndarray, cclass: np.ndarray, table_of: np.ndarray) -> "Rects":
+        order = np.argsort(cclass, kind="stable")
+        cs = np.asarray(cclass)[order].astype(np.int64)
+        runs = [_runs(np.asarray(table_of, np.int64), cs, g) for g in range(nrc)]
+        s = np.ascontiguousarray(sym[:, order] if order.size > 1 else sym, dtype=np.int32)
+        return cls(s, np.asarray(rclass), runs)
+
+    def encode(self, enc, models: list, a: int, b: int) -> None:
+        """Encode rows ``a .. b-1`` (one chunk) rectangle by rectangle."""
+        rc = self.rclass[a:b]
+        for g in range(len(self.runs)):
+            sel = np.flatnonzero(rc == g) + a
+            if sel.size:
+                block = self.sym[sel]
+                for t, c0, c1 in self.runs[g]:
+                    enc.encode(np.ascontiguousarray(block[:, c0:c1]).ravel(), models[t])
 
 
 # --- decoding ------------------------------------------------------------------
@@ -179,37 +196,41 @@ class Blocks:
         Raises:
             CorruptPayload: the chunk's words are damaged or not used up exactly.
         """
+        try:
+            dec = constriction.stream.queue.RangeDecoder(self.words[i])
+            self.fill(dec, i, dst, shift)
+            ok = dec.maybe_exhausted()
+        except Exception as e:  # constriction signals impossible states with AssertionError
+            raise CorruptPayload(f"blocks chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
+        if not ok:
+            raise CorruptPayload(f"blocks chunk {i}: compressed words left over after the last symbol")
+
+    def fill(self, dec, i: int, dst: np.ndarray, shift: int = 0) -> None:
+        """Decode chunk ``i``'s symbols from ``dec``, rectangle by rectangle, into ``dst`` (as :meth:`decode_chunk`)."""
         a, b = self.chunk_bounds(i)
         nr = b - a
         buf = dst if self.inverse is None else np.empty((nr, self.cols), dst.dtype)
         flat = buf.reshape(-1)
         rc = self.rclass[a:b]
         wide = (self.offset + self.nsym - 1) << shift >= 1 << 31 or self.offset < 0
-        try:
-            dec = constriction.stream.queue.RangeDecoder(self.words[i])
-            counts = np.bincount(rc, minlength=len(self.runs))
-            for g in np.flatnonzero(counts):
-                n = int(counts[g])
-                sel = None if n == nr else np.flatnonzero(rc == g)
-                for t, c0, c1 in self.runs[g]:
-                    v = dec.decode(self.models[t], n * (c1 - c0))
-                    if wide:
-                        v = v.astype(np.int64)
-                    if self.offset:
-                        v += self.offset
-                    if shift:
-                        v <<= shift
-                    if sel is None and c1 - c0 == self.cols:
-                        flat[...] = v
-                    elif sel is None:
-                        buf[:, c0:c1] = v.reshape(n, c1 - c0)
-                    else:
-                        buf[sel, c0:c1] = v.reshape(n, c1 - c0)
-            ok = dec.maybe_exhausted()
-        except Exception as e:  # constriction signals impossible states with AssertionError
-            raise CorruptPayload(f"blocks chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
-        if not ok:
-            raise CorruptPayload(f"blocks chunk {i}: compressed words left over after the last symbol")
+        counts = np.bincount(rc, minlength=len(self.runs))
+        for g in np.flatnonzero(counts):
+            n = int(counts[g])
+            sel = None if n == nr else np.flatnonzero(rc == g)
+            for t, c0, c1 in self.runs[g]:
+                v = dec.decode(self.models[t], n * (c1 - c0))
+                if wide:
+                    v = v.astype(np.int64)
+                if self.offset:
+                    v += self.offset
+                if shift:
+                    v <<= shift
+                if sel is None and c1 - c0 == self.cols:
+                    flat[...] = v
+                elif sel is None:
+                    buf[:, c0:c1] = v.reshape(n, c1 - c0)
+                else:
+                    buf[sel, c0:c1] = v.reshape(n, c1 - c0)
         if self.inverse is not None:
             np.take(buf, self.inverse, axis=1, out=dst, mode="clip")  # "raise" would buffer the output
 
@@ -263,11 +284,15 @@ def _parse(mv, count: int, lo: int, hi: int) -> Blocks:
         c, pos = tables.read(mv, pos, nsym)
         models.append(categorical.model(tables.expand(c)))
     words = categorical.read_chunks(mv, pos, nchunks)
-    inverse = None
+    return assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of, models, words)
+
+
+def assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of, models, words) -> Blocks:
+    """A :class:`Blocks` from parsed parameters, classes, table map, table models and chunk words."""
     order = np.argsort(cclass, kind="stable")
-    if ncc > 1:
-        inverse = np.argsort(order).astype(np.intp)
+    inverse = np.argsort(order).astype(np.intp) if ncc > 1 else None
     runs = [_runs(table_of, cclass[order].astype(np.int64), g) for g in range(nrc)]
+    nchunks = categorical.num_chunks(rows, crows)
     return Blocks(rows, cols, offset, nsym, crows, nchunks, rclass, runs, inverse, models, [np.ascontiguousarray(w) for w in words])
 
 

@@ -8,10 +8,12 @@ with a varint naming the model (spec/CODING.md, section 5.6):
   header, which saves about 35 header bytes per stream;
 * model 1, **lanes**: significance coded with lane contexts (density bucket, step
   class, neighbour flags), then the non-zero values (section 5.6.2);
-* models 2 and 3, **rowcol**: the ``rowcol`` coding with its parameters in the
+* models 2, 3 and 4, **rowcol**: the ``rowcol`` coding with its parameters in the
   stream, and with signs apart, a sign table per column sign class; model 3
-  (the one the encoder writes) codes the signs class by class, so that each
-  class decodes with one call (section 5.6.3).
+  codes the signs class by class, so that each class decodes with one call
+  (section 5.6.3); model 4 (the one the encoder writes) codes the symbols in
+  the rectangle order of the ``blocks`` coder, so that decoding needs no sort,
+  and the signs four per symbol (section 5.6.4).
 
 Within a chunk of a lanes stream, symbol ``(lane, step)`` depends only on
 earlier steps of its lane and on side information, so the decoder decodes one
@@ -34,6 +36,8 @@ MODEL_ORDER0 = 0
 MODEL_LANES = 1
 MODEL_ROWCOL = 2  # signs in row-major order, each with its column's table
 MODEL_ROWCOL_GROUPED = 3  # signs class by class
+MODEL_ROWCOL_BLOCKS = 4  # symbols in block order, signs class by class four per symbol
+ROWCOL_MODELS = (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED, MODEL_ROWCOL_BLOCKS)
 MAX_CHUNKS = 1 << 20
 _FLAGS = 3  # bit 0: lanes are columns; bit 1: value tables by previous sign
 _BATCH = 1 << 16  # symbols per call when every symbol has its own table
@@ -124,8 +128,8 @@ def encode_lanes(m: np.ndarray, plan: sparse.LanePlan, chunk: int) -> tuple[dict
     return {"coder": "ctx", "length": len(data)}, data
 
 
-def rowcol_params(offset: int, nsym: int, rows: int, nrc: int, ncc: int, nsc: int, crows: int, model: int = MODEL_ROWCOL_GROUPED) -> list[int]:
-    """The varints that start a model-2 or model-3 stream (the model first)."""
+def rowcol_params(offset: int, nsym: int, rows: int, nrc: int, ncc: int, nsc: int, crows: int, model: int = MODEL_ROWCOL_BLOCKS) -> list[int]:
+    """The varints that start a model-2, 3 or 4 stream (the model first)."""
     return [model, zigzag(int(offset)), int(nsym), int(rows), int(nrc), int(ncc), int(nsc), int(crows)]
 
 
@@ -137,16 +141,18 @@ def encode_rowcol(
     nsym: int,
     chunk: int,
     signs: rowcol_ctx.SignPlan | None,
-    model: int = MODEL_ROWCOL_GROUPED,
+    model: int = MODEL_ROWCOL_BLOCKS,
 ) -> tuple[dict, bytes]:
-    """A model-3 (or model-2) stream: rowcol with its parameters in the stream and, with signs, sign tables by column class."""
+    """A model-4 (or model-2 or 3) stream: rowcol with its parameters in the stream and, with signs, sign tables by column class."""
+    if model not in ROWCOL_MODELS:
+        raise ValueError(f"not a rowcol model: {model}")
     rows, cols = sym.shape
     crows = rowcol.chunk_rows_for(rows, cols, chunk)
     nsc = 0 if values is None else signs.k
     parts = [varint.encode(rowcol_params(offset, nsym, rows, plan.nrc, plan.ncc, nsc, crows, model))]
     if nsc > 1:
         parts.append(_side(signs.sclass, signs.side_fit))
-    parts.append(rowcol.encode_body(sym, values, plan, crows, signs, grouped=model == MODEL_ROWCOL_GROUPED))
+    parts.append(rowcol.encode_body(sym, values, plan, crows, signs, grouped=model == MODEL_ROWCOL_GROUPED, blocks=model == MODEL_ROWCOL_BLOCKS))
     data = b"".join(parts)
     return {"coder": "ctx", "length": len(data)}, data
 
@@ -167,8 +173,8 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray
             return _decode_order0(mv, pos, count, out_dtype, lo, hi)
         if model == MODEL_LANES:
             return _decode_lanes(mv, pos, count, out_dtype, lo, hi)
-        if model in (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED):
-            return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model == MODEL_ROWCOL_GROUPED)
+        if model in ROWCOL_MODELS:
+            return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model)
     except CorruptPayload:
         raise
     except Exception as e:  # varint, table and constriction failures alike
@@ -188,7 +194,7 @@ def symbol_bounds(buf) -> tuple[int, int] | None:
         if model == MODEL_ORDER0:
             (zo, nsym, _), _ = varint.decode(mv, 3, pos)
             return unzigzag(zo), unzigzag(zo) + nsym - 1
-        if model in (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED):
+        if model in ROWCOL_MODELS:
             (zo, nsym, _, _, _, nsc), _ = varint.decode(mv, 6, pos)
             return (-(nsym - 1), nsym - 1) if nsc else (unzigzag(zo), unzigzag(zo) + nsym - 1)
         if model == MODEL_LANES:
@@ -227,7 +233,7 @@ def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
     return out
 
 
-def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, grouped: bool) -> np.ndarray:
+def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, model: int) -> np.ndarray:
     (zo, nsym, rows, nrc, ncc, nsc, crows), pos = varint.decode(mv, 7, pos)
     offset = unzigzag(zo)
     if not 2 <= nsym <= tables.MAX_NSYM:
@@ -251,7 +257,8 @@ def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
     elif nsc == 1:
         sclass = np.zeros(cols, np.int64)
     desc = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc > 0, "offset": offset, "chunk_rows": crows}
-    return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1), grouped)
+    grouped, blocks = model == MODEL_ROWCOL_GROUPED, model == MODEL_ROWCOL_BLOCKS
+    return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1), grouped, blocks)
 
 
 def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:

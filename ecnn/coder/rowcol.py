@@ -22,12 +22,17 @@ import numpy as np
 import constriction
 
 from ecnn import chunkrun
+from ecnn.coder import blocks as blocks_mod
 from ecnn.coder import categorical
 from ecnn.context import rowcol as ctxmod
 from ecnn.context import tables, varint
 from ecnn.errors import CorruptPayload
 
 _BATCH = 1 << 16  # signs per call when each has its own table
+_POPCOUNT4 = np.array([bin(d).count("1") for d in range(16)], np.int64)
+_SHIFT4 = np.arange(4, dtype=np.int32)
+# Byte k of entry d is 1 if bit k of d is 0 (sign k negative); little-endian, so .view gives the bytes in order.
+_NEG4 = np.array([sum((((d >> k) & 1) ^ 1) << (8 * k) for k in range(4)) for d in range(16)], "<u4")
 KEYS = {"coder", "length", "offset", "nsym", "rows", "cols", "nrc", "ncc", "signs", "chunk_rows", "precision"}
 
 
@@ -69,14 +74,19 @@ def encode_body(
     crows: int,
     signs: ctxmod.SignPlan | None = None,
     grouped: bool = False,
+    blocks: bool = False,
 ) -> bytes:
-    """The bytes of a rowcol stream; with ``signs``, one sign table per column sign class (``ctx`` models 2 and 3).
+    """The bytes of a rowcol stream; with ``signs``, one sign table per column sign class (``ctx`` models 2 to 4).
 
     ``grouped`` (model 3) codes the signs class by class, each class's in
-    row-major order; otherwise (model 2) all in row-major order.
+    row-major order; otherwise (model 2) all in row-major order. ``blocks``
+    (model 4) codes the symbols in the order of the ``blocks`` coder and the
+    signs class by class, four per symbol (spec/CODING.md, section 5.6.4).
     """
     rows = sym.shape[0]
     parts = []
+    if blocks and signs is None and values is not None:
+        raise ValueError("the block order (ctx model 4) needs a sign plan")
     if plan.nrc > 1:
         parts.append(_side(plan.rclass, plan.rows_fit))
     if plan.ncc > 1:
@@ -93,6 +103,9 @@ def encode_body(
         sign_f = np.array([tables.expand(f.counts) for f in signs.fits], np.float64)
         if signs.k == 1:
             sign_model = categorical.model(sign_f[0])
+    if blocks:
+        parts.append(categorical.chunks_bytes(_blocks_chunks(sym, values, plan, crows, signs, models, sign_f)))
+        return b"".join(parts)
     chunks = []
     # Classes are below 64, so contexts fit a byte (as in the decoder).
     table8, rclass8, cclass8 = plan.table_of.astype(np.uint8), plan.rclass.astype(np.uint8), plan.cclass.astype(np.uint8)
@@ -131,6 +144,63 @@ def encode_body(
     return b"".join(parts)
 
 
+def quad_freqs(counts) -> np.ndarray:
+    """Frequencies of the table that codes four signs as one symbol, from a sign table's stored counts (section 5.6.4).
+
+    The sign probability is rounded to ``u1 / 256`` (``u1`` in 1..255) and
+    symbol ``d`` (bit ``k`` is the ``k``-th sign, 1 positive) weighs
+    ``u0^(4 - popcount(d)) * u1^popcount(d)`` with ``u0 = 256 - u1``; the 16
+    weights are expanded like stored counts (they are below ``2^32``).
+    """
+    c0, c1 = int(counts[0]), int(counts[1])
+    total = c0 + c1
+    u1 = min(255, max(1, (512 * c1 + total) // (2 * total)))
+    u0 = 256 - u1
+    return tables.expand(u0 ** (4 - _POPCOUNT4) * u1**_POPCOUNT4)
+
+
+def _encode_quads(enc, bits: np.ndarray, quad_model, sign_model) -> None:
+    """Signs (1 positive) four per symbol, then the last ``n mod 4`` one by one."""
+    nq = bits.size // 4
+    if nq:
+        enc.encode((bits[: 4 * nq].reshape(nq, 4) << _SHIFT4).sum(axis=1, dtype=np.int32), quad_model)
+    if bits.size > 4 * nq:
+        enc.encode(bits[4 * nq :], sign_model)
+
+
+def _decode_negatives(dec, n: int, quad_model, sign_model) -> np.ndarray:
+    """``n`` signs as written by :func:`_encode_quads`, as bytes: 1 negative, 0 positive."""
+    nq = n // 4
+    neg = np.empty(n, np.uint8)
+    if nq:
+        neg[: 4 * nq] = _NEG4[dec.decode(quad_model, nq)].view(np.uint8)
+    if n > 4 * nq:
+        neg[4 * nq :] = 1 - dec.decode(sign_model, n - 4 * nq)
+    return neg
+
+
+def _blocks_chunks(sym, values, plan: ctxmod.RowColPlan, crows: int, signs, models, sign_f) -> list[np.ndarray]:
+    """The chunks of a model-4 stream: magnitudes rectangle by rectangle, then the signs class by class, four per symbol."""
+    rows = sym.shape[0]
+    rects = blocks_mod.Rects.of(sym, plan.nrc, plan.rclass, plan.cclass, plan.table_of)
+    if values is not None:
+        quads = [categorical.model(quad_freqs(f.counts)) for f in signs.fits]
+        singles = [categorical.model(f) for f in sign_f]
+        class_cols = [np.flatnonzero(signs.sclass == g) for g in range(signs.k)]
+    chunks = []
+    for a in range(0, rows, crows):
+        b = min(rows, a + crows)
+        enc = constriction.stream.queue.RangeEncoder()
+        rects.encode(enc, models, a, b)
+        if values is not None:
+            v = values[a:b]
+            for g, cols_g in enumerate(class_cols):
+                sub = v if signs.k == 1 else v[:, cols_g]
+                _encode_quads(enc, (sub[sub != 0] > 0).astype(np.int32), quads[g], singles[g])
+        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+    return chunks
+
+
 def decode(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
     """Decode a validated rowcol stream into ``count`` values of ``out_dtype``."""
     try:
@@ -142,10 +212,17 @@ def decode(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
 
 
 def _decode(
-    desc: dict, mv, out_dtype: np.dtype, pos: int = 0, sclass: np.ndarray | None = None, nsc: int = 1, by_class: bool = False
+    desc: dict,
+    mv,
+    out_dtype: np.dtype,
+    pos: int = 0,
+    sclass: np.ndarray | None = None,
+    nsc: int = 1,
+    by_class: bool = False,
+    blocks: bool = False,
 ) -> np.ndarray:
-    """Decode from ``pos``; with ``sclass`` (``ctx`` models 2 and 3) the signs use ``nsc`` tables, one per column
-    class, class by class if ``by_class`` (model 3)."""
+    """Decode from ``pos``; with ``sclass`` (``ctx`` models 2 to 4) the signs use ``nsc`` tables, one per column
+    class, class by class if ``by_class`` (model 3); ``blocks`` is model 4."""
     rows, cols, nrc, ncc, nsym = desc["rows"], desc["cols"], desc["nrc"], desc["ncc"], desc["nsym"]
     rclass = np.zeros(rows, np.int64)
     cclass = np.zeros(cols, np.int64)
@@ -164,10 +241,12 @@ def _decode(
         c, pos = tables.read(mv, pos, nsym)
         models.append(categorical.model(tables.expand(c)))
     sign_model = sign_f = sign_models = None
+    sign_counts = []
     if desc["signs"]:
         sign_f = []
         for _ in range(nsc):
             c, pos = tables.read(mv, pos, 2)
+            sign_counts.append(c)
             sign_f.append(tables.expand(c))
         sign_f = np.array(sign_f, np.float64)
         sign_models = [categorical.model(f) for f in sign_f]
@@ -176,6 +255,12 @@ def _decode(
     crows = desc["chunk_rows"]
     nchunks = categorical.num_chunks(rows, crows)
     chunks = categorical.read_chunks(mv, pos, nchunks)
+    if blocks:
+        bl = blocks_mod.assemble(
+            rows, cols, desc["offset"], nsym, crows, nrc, ncc, rclass.astype(np.uint8), cclass.astype(np.uint8), table_of, models, chunks
+        )
+        quads = [categorical.model(quad_freqs(c)) for c in sign_counts]
+        return _decode_blocks(bl, out_dtype, sclass, quads, sign_models)
     # Classes are below 64, so a context fits a byte and the table map is a byte lookup.
     rclass8, cclass8 = rclass.astype(np.uint8), cclass.astype(np.uint8)
     table8 = table_of.astype(np.uint8)
@@ -232,3 +317,37 @@ def _decode_signs(dec, idx, nrows, cols, sign_model, sign_models, sign_f, sclass
         fam = constriction.stream.model.Categorical(perfect=False)
         s = np.concatenate([dec.decode(fam, sign_f[cls[i : i + _BATCH]]) for i in range(0, nz.size, _BATCH)])
         idx[nz] *= 2 * s.astype(np.int32) - 1
+
+
+def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles) -> np.ndarray:
+    """Decode a model-4 stream's chunks (parsed as ``bl``): magnitudes by rectangles, then signs four per symbol."""
+    rows, cols = bl.rows, bl.cols
+    one_class = not quads or len(quads) == 1
+    class_cols = [] if one_class else [np.flatnonzero(sclass == g) for g in range(len(quads))]
+    out = chunkrun.empty(rows * cols, out_dtype, bl.nchunks)
+
+    def one(i: int) -> None:
+        a, b = bl.chunk_bounds(i)
+        dst = out[a * cols : b * cols].reshape(b - a, cols)
+        dec = constriction.stream.queue.RangeDecoder(bl.words[i])
+        bl.fill(dec, i, dst)
+        if quads:
+            nonzero = dst != 0
+            neg = np.zeros(dst.shape, np.uint8)
+            if one_class:
+                n = int(np.count_nonzero(nonzero))
+                if n:
+                    neg[nonzero] = _decode_negatives(dec, n, quads[0], singles[0])
+            for g, cols_g in enumerate(class_cols):
+                nz_g = nonzero[:, cols_g]
+                n = int(np.count_nonzero(nz_g))
+                if n:
+                    neg_g = np.zeros(nz_g.shape, np.uint8)
+                    neg_g[nz_g] = _decode_negatives(dec, n, quads[g], singles[g])
+                    neg[:, cols_g] = neg_g
+            dst *= 1 - 2 * neg.view(np.int8)  # magnitudes are at most nsym - 1, whose negation the symbol range holds
+        if not dec.maybe_exhausted():
+            raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
+
+    chunkrun.run(bl.nchunks, one, out)
+    return out

@@ -304,7 +304,7 @@ def choose(
 
 
 def _ctx_rowcol(rc, rows: int, chunk: int, cand) -> Choice:
-    """A rowcol plan as a ``ctx`` model-2 stream: parameters in the stream, sign tables by column class."""
+    """A rowcol plan as a ``ctx`` model-4 stream: parameters in the stream, sign tables by column class."""
     sym, vals, plan_, offset, n = rc[2]
     bits, signs, nsc = rc[1], None, 0
     if vals is not None:
