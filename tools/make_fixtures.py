@@ -122,8 +122,12 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     out["ctx_forced"] = ctx_forced_file()
     # ctx model 2 (the encoder wrote it then): rowcol with sign tables by column class (signed), and from an offset (unsigned).
     out["ctx_rowcol"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096))
-    # ctx model 3: the same with the signs class by class (what the encoder writes since).
+    # ctx model 3: the same with the signs class by class (what the encoder wrote then).
     out["ctx_rowcol_by_class"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096))
+    # ctx model 4: the same arrays, magnitudes in blocks order and signs four per symbol (what the encoder writes since),
+    # and a hand-built file with several chunks, row classes with runs, sign classes with a zero count, and an offset.
+    out["ctx_rowcol_blocks"] = ctx_rowcol_blocks_file()
+    out["ctx_rowcol_blocks_forced"] = ctx_rowcol_blocks_forced_file()
     return out
 
 
@@ -362,6 +366,93 @@ def ctx_rowcol_arrays() -> dict:
     w = np.where(r.random((256, 96)) < r.uniform(0.2, 0.8, 96)[None, :], mag, -mag) * 0.25
     p = (np.abs(mag[:128]) + 3) * 0.5
     return {"w": w.astype(np.float32), "p": p.astype(np.float32)}
+
+
+def _ctx_rowcol_streams(data: bytes) -> list[tuple[int, list[int]]]:
+    """(sign class count nsc, the first parameters) of every ctx rowcol stream of a file: model, zigzag offset,
+    nsym, rows, nrc, ncc, nsc, chunk_rows."""
+    from ecnn.context import varint
+
+    h, area = split(data)
+    out = []
+    for t in h["tensors"]:
+        pos = t["offset"]
+        for d in t["streams"]:
+            if d["coder"] == "ctx" and area[pos] in (2, 3, 4):
+                params, _ = varint.decode(area, 8, pos)
+                out.append((params[6], params))
+            pos += d["length"]
+    return out
+
+
+def ctx_rowcol_blocks_file() -> bytes:
+    """The encoder's choice on ctx_rowcol_arrays(): every rowcol stream model 4, one of them with sign classes
+    (nsc > 1) and one without signs, from an offset (nsc = 0)."""
+    data = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096))
+    streams = _ctx_rowcol_streams(data)
+    assert streams and all(p[0] == 4 for _, p in streams), streams
+    assert any(nsc > 1 for nsc, _ in streams) and any(nsc == 0 and p[1] != 0 for nsc, p in streams), streams
+    return data
+
+
+def ctx_rowcol_blocks_forced_file() -> bytes:
+    """ctx model-4 streams with chosen plans: signs in three sign classes (one all positive, one all negative, so
+    that u1 is clamped to 255 and to 1), four row and four column classes over three tables (runs of more than one
+    table), chunks of 7 rows whose classes hold numbers of signs that are not multiples of 4; and an unsigned stream
+    from a negative offset in two chunks."""
+    from ecnn import quantize
+    from ecnn.coder import ctx
+    from ecnn.container import writer
+    from ecnn.context import order0
+    from ecnn.context import rowcol as rowcol_ctx
+
+    r = _rng(18)
+    records, payloads = [], []
+
+    def tables_of(sym, plan, nsym, ntab):
+        nctx = plan.nrc + plan.ncc - 1
+        table_of = np.minimum(np.arange(nctx) * ntab // nctx, nctx - 1)
+        tid = table_of[plan.rclass[:, None] + plan.cclass[None, :]]
+        fits = [order0.fit(np.bincount(sym[tid == t], minlength=nsym)) for t in range(int(table_of.max()) + 1)]
+        assert all(f.counts.sum() for f in fits)
+        return dataclasses.replace(plan, table_of=table_of, fits=fits)
+
+    # Signed: 30 rows x 20 columns, row and column scales; columns 0..4 all positive, 5..9 all negative.
+    scale = np.exp(r.standard_normal((30, 1))) * np.exp(r.standard_normal((1, 20)))
+    mag = np.minimum(np.rint(np.abs(r.laplace(0, 2, (30, 20))) * scale), 40).astype(np.int64)
+    sgn = np.where(r.random((30, 20)) < 0.6, 1, -1)
+    sgn[:, :5], sgn[:, 5:10] = 1, -1
+    v = mag * sgn
+    sclass = np.array([0] * 5 + [1] * 5 + [2] * 10, np.int64)
+    fits = []
+    for g in range(3):
+        cv = v[:, sclass == g]
+        fits.append(order0.fit(np.array([np.count_nonzero(cv < 0), np.count_nonzero(cv > 0)], np.int64)))
+    assert fits[0].counts[0] == 0 and fits[1].counts[1] == 0 and fits[2].counts.min() > 0
+    signs = rowcol_ctx.SignPlan(3, sclass, fits, order0.fit(np.bincount(sclass, minlength=3)), 0.0)
+    nsym = int(mag.max()) + 1
+    plan = tables_of(mag, rowcol_ctx.plan(mag, nsym, v, 4, 4), nsym, 3)
+    assert (plan.nrc, plan.ncc) == (4, 4)
+    crows = 7
+    for a in range(0, 30, crows):  # some class of some chunk has a number of signs that is not a multiple of 4
+        nz = np.count_nonzero(v[a : a + crows][:, sclass == 2])
+        if nz % 4:
+            break
+    else:
+        raise AssertionError("every chunk's sign class 2 has a multiple of 4 signs")
+    d, p = ctx.encode_rowcol(mag, v, plan, 0, nsym, crows * 20, signs, model=ctx.MODEL_ROWCOL_BLOCKS)
+    records.append({"name": "s", "dtype": "float32", "shape": [30, 20], "repr": {"kind": "uniform", "step": quantize.step_bits(0.125)}, "streams": [d]})
+    payloads.append(p)
+    # Unsigned from the offset -6: 12 rows x 9 columns, two row and three column classes, chunks of 8 rows.
+    u = np.minimum(np.rint(np.abs(r.standard_normal((12, 9))) * np.exp(r.standard_normal((12, 1))) * 3), 17).astype(np.int64)
+    plan = tables_of(u, rowcol_ctx.plan(u, 18, None, 2, 3), 18, 2)
+    d, p = ctx.encode_rowcol(u, None, plan, -6, 18, 8 * 9, None, model=ctx.MODEL_ROWCOL_BLOCKS)
+    records.append({"name": "u", "dtype": "int8", "shape": [12, 9], "repr": {"kind": "int"}, "streams": [d]})
+    payloads.append(p)
+    data = b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "ctx_rowcol_blocks_forced"}))
+    streams = _ctx_rowcol_streams(data)
+    assert [(nsc, prm[0], prm[1], prm[7]) for nsc, prm in streams] == [(3, 4, 0, 7), (0, 4, 11, 8)], streams
+    return data
 
 
 def invalid_ctx_rowcol(base: bytes) -> dict[str, tuple[bytes, str, str]]:
