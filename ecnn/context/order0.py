@@ -64,32 +64,35 @@ def fit(hist: np.ndarray) -> Order0Fit:
     """Choose a stored table for a histogram by minimum description length.
 
     Tries plain counts at several resolutions and log-coded counts with 1 to 3
-    mantissa bits; keeps the smallest table bytes + coded symbol bits.
+    mantissa bits; keeps the smallest table bytes + coded symbol bits (the
+    first of equal ones, in that order).
     """
     hist = np.asarray(hist, dtype=np.int64)
-    best: Order0Fit | None = None
+    cands: list[tuple[np.ndarray, int, object]] = []
     seen: set[bytes] = set()
 
-    def consider(counts: np.ndarray, table_bytes: int, make_blob) -> None:
-        nonlocal best
+    def add(counts: np.ndarray, table_bytes: int, make_blob) -> None:
         key = counts.tobytes()
-        if key in seen:
-            return
-        seen.add(key)
-        bits = 8.0 * table_bytes + symbol_bits(hist, counts)
-        if best is None or bits < best.total_bits:
-            best = Order0Fit(counts=counts, blob=make_blob(), symbol_bits=bits - 8.0 * table_bytes)
+        if key not in seen:
+            seen.add(key)
+            cands.append((counts, table_bytes, make_blob))
 
+    total = int(hist.sum())
     for r in _RESOLUTIONS:
         counts = scale_counts(hist, r)
-        consider(counts, 1 + int(varint.varint_sizes(counts).sum()), lambda c=counts: tables.serialize(c))
-        if int(hist.sum()) <= (1 << r):
+        add(counts, 1 + int(varint.varint_sizes(counts).sum()), lambda c=counts: tables.serialize(c))
+        if total <= (1 << r):
             break  # larger resolutions give the same counts
     for m in (1, 2, 3):
         codes = tables.log_codes(hist, m)
-        consider(tables.code_to_count(codes, m), tables.log_table_bytes(codes), lambda c=codes, m=m: tables.serialize_log(c, m))
-    assert best is not None
-    return best
+        add(tables.code_to_count(codes, m), tables.log_table_bytes(codes), lambda c=codes, m=m: tables.serialize_log(c, m))
+    used = hist > 0
+    f = tables.expand_rows(np.stack([c for c, _, _ in cands]))[:, used]
+    sym_bits = tables.probabilities_bits(f) @ hist[used].astype(np.float64)
+    totals = 8.0 * np.array([tb for _, tb, _ in cands], np.float64) + sym_bits
+    k = int(np.argmin(totals))  # the first of equal totals
+    counts, _, make_blob = cands[k]
+    return Order0Fit(counts=counts, blob=make_blob(), symbol_bits=float(sym_bits[k]))
 
 
 def entropy_bits(hist: np.ndarray) -> float:

@@ -50,6 +50,23 @@ def expand(counts: np.ndarray, precision: int = PRECISION) -> np.ndarray:
     return f
 
 
+def expand_rows(counts: np.ndarray, precision: int = PRECISION) -> np.ndarray:
+    """:func:`expand` of every row of a ``(k, n)`` array of counts, at once (same results)."""
+    c = np.asarray(counts, dtype=np.int64)
+    k, n = c.shape
+    if n < 2 or n > MAX_NSYM:
+        raise ValueError(f"table has {n} symbols; allowed 2..{MAX_NSYM}")
+    if c.min() < 0 or c.max() > MAX_COUNT:
+        raise ValueError("stored count out of range")
+    total = c.sum(axis=1)
+    if np.any(total == 0):
+        raise ValueError("all stored counts are zero")
+    free = (1 << precision) - n
+    f = (c * free) // total[:, None]
+    f[np.arange(k), np.argmax(c, axis=1)] += free - f.sum(axis=1)
+    return f
+
+
 def probabilities_bits(f: np.ndarray, precision: int = PRECISION) -> np.ndarray:
     """Code length in bits of each symbol under expanded frequencies ``f``."""
     return precision - np.log2(np.asarray(f, dtype=np.float64) + 1.0)
