@@ -357,3 +357,20 @@ def test_lanes_work_is_bounded():
 
     with pytest.raises(ref_decoder.SpecError, match="K \\* S"):
         ref_decoder.decode_ctx({"lo": LO, "hi": HI}, bad, q.size)
+
+
+def test_wide_alphabets_skip_the_table_planning(monkeypatch):
+    """Weights with nearly every value distinct: more tables cannot pay, so none are planned (that took minutes)."""
+    from ecnn.context import rowcol as rowcol_ctx
+
+    rng = np.random.default_rng(21)
+    q = np.rint(rng.laplace(0, 60000, (100, 300))).astype(np.int64)
+    nsym = int(q.max() - q.min()) + 1
+    assert not streams._tables_can_pay(nsym, q.size) and streams._tables_can_pay(255, 384 * 384)
+
+    def no_plans(*a, **k):
+        raise AssertionError("rowcol planned for a wide alphabet")
+
+    monkeypatch.setattr(rowcol_ctx, "plan", no_plans)
+    d, data = streams.encode_best(q.ravel(), 4, True, 1 << 20, rows=100, contexts=True)
+    np.testing.assert_array_equal(streams.decode(d, data, q.size, np.int64, LO, HI), q.ravel())

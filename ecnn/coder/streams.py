@@ -288,7 +288,7 @@ def choose(
         else:
             c = cand("cat0", bits, (indices, fit), "cat0")
         best = min(best, c, key=lambda ch: ch.bits)
-        if rows and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE:
+        if rows and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE and _tables_can_pay(nsym, v.size):
             rc = _best_rowcol(v, indices, lo, nsym, rows, chunk)
             if rc is not None and contexts:
                 best = min(best, _ctx_rowcol(rc, rows, chunk, cand), key=lambda ch: ch.bits)
@@ -301,6 +301,14 @@ def choose(
         if p is not None:
             best = min(best, cand("lanes", p.bits, (m, p), "ctx"), key=lambda ch: ch.bits)
     return best
+
+
+def _tables_can_pay(nsym: int, count: int) -> bool:
+    """Whether a second table could save more than it costs: one stored table takes at
+    least ``nsym / 2`` bytes (a nibble per count), and no split of the symbols saves more
+    than their ``count * log2(nsym)`` bits. Planning tables of a wider alphabet (weights
+    with nearly every value distinct) only costs time."""
+    return 4 * nsym <= count * max(1.0, np.log2(nsym))
 
 
 def _ctx_rowcol(rc, rows: int, chunk: int, cand) -> Choice:

@@ -82,7 +82,7 @@ def _table_cost_bits(hist: np.ndarray) -> np.ndarray:
     return ent * 1.01 + table + 8.0
 
 
-_SEGMENTS = 4096  # context ranges costed per call of _table_cost_bits
+_SEGMENT_BINS = 1 << 22  # counts of the context ranges costed per call of _table_cost_bits
 
 
 def merge_contexts(hist: np.ndarray) -> np.ndarray:
@@ -100,8 +100,9 @@ def merge_contexts(hist: np.ndarray) -> np.ndarray:
     # seg[a, b] = cost of one table for contexts a..b-1, every a < b at once
     seg = np.full((k + 1, k + 1), np.inf)
     a_idx, b_idx = np.triu_indices(k + 1, 1)
-    for s0 in range(0, a_idx.size, _SEGMENTS):  # bounded temporaries for wide alphabets
-        a, b = a_idx[s0 : s0 + _SEGMENTS], b_idx[s0 : s0 + _SEGMENTS]
+    step = max(1, _SEGMENT_BINS // hist.shape[1])  # ranges per call: temporaries of about 2^22 counts
+    for s0 in range(0, a_idx.size, step):
+        a, b = a_idx[s0 : s0 + step], b_idx[s0 : s0 + step]
         seg[a, b] = _table_cost_bits(cum[b] - cum[a])
     best = np.full(k + 1, np.inf)
     best[0] = 0.0
