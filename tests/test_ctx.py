@@ -374,3 +374,13 @@ def test_wide_alphabets_skip_the_table_planning(monkeypatch):
     monkeypatch.setattr(rowcol_ctx, "plan", no_plans)
     d, data = streams.encode_best(q.ravel(), 4, True, 1 << 20, rows=100, contexts=True)
     np.testing.assert_array_equal(streams.decode(d, data, q.size, np.int64, LO, HI), q.ravel())
+
+
+def test_wide_alphabets_plan_fewer_contexts():
+    """Merging contexts costs contexts^2 x nsym: byte alphabets try every class count, wider ones fewer, never none."""
+    assert streams._affordable_classes(256) == list(streams.ROWCOL_CLASSES)
+    for nsym in (4096, 65536, 1 << 20):
+        got = streams._affordable_classes(nsym)
+        assert got and set(got) <= set(streams.ROWCOL_CLASSES)
+        assert all((a + b - 1) ** 2 * nsym <= streams.ROWCOL_PLAN_BINS for a, b in got) or len(got) == 1
+    assert len(streams._affordable_classes(65536)) < len(streams._affordable_classes(4096)) < len(streams.ROWCOL_CLASSES)

@@ -57,6 +57,7 @@ ROWCOL_MIN_SIDE = 8
 ROWCOL_SEARCH_SYMBOLS = 1 << 17  # class counts are chosen on about this many symbols
 ROWCOL_CLASSES = ((1, 8), (8, 1), (8, 8), (32, 8), (8, 32), (32, 32), (64, 64), (16, 4))
 ROWCOL_FULL_PLANS = 3  # class counts planned on every row, of those ranked best on the sample
+ROWCOL_PLAN_BINS = 1 << 22  # contexts^2 x nsym at most per plan (merging contexts into tables costs that)
 # The lanes model of ctx streams is tried for matrices with at least this many symbols, a quarter of them zero.
 LANES_MIN_COUNT = 256
 LANES_MIN_ZEROS = 0.25
@@ -303,6 +304,14 @@ def choose(
     return best
 
 
+def _affordable_classes(nsym: int) -> list[tuple[int, int]]:
+    """The class counts of :data:`ROWCOL_CLASSES` whose table merging stays within
+    :data:`ROWCOL_PLAN_BINS` (it costs contexts squared times ``nsym``): wide alphabets,
+    such as a codebook's level indices, try fewer contexts. Never none."""
+    ok = [(a, b) for a, b in ROWCOL_CLASSES if (a + b - 1) ** 2 * nsym <= ROWCOL_PLAN_BINS]
+    return ok or [min(ROWCOL_CLASSES, key=lambda c: c[0] + c[1])]
+
+
 def _tables_can_pay(nsym: int, count: int) -> bool:
     """Whether a second table could save more than it costs: one stored table takes at
     least ``nsym / 2`` bytes (a nibble per count), and no split of the symbols saves more
@@ -373,7 +382,7 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
         if s_vals is not None and not s_vals.any():
             continue
         g = sample_grids[i] = rowcol_ctx.grid(s_sym, n, s_vals)
-        for nrc, ncc in ROWCOL_CLASSES:
+        for nrc, ncc in _affordable_classes(n):
             nrc, ncc = min(nrc, s_sym.shape[0]), min(ncc, cols)
             ranked.append((rowcol_ctx.plan(s_sym, n, s_vals, nrc, ncc, stride, g).bits, i, nrc, ncc))
     if not ranked:
