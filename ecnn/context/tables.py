@@ -132,19 +132,24 @@ def serialize(counts: np.ndarray) -> bytes:
 
 
 def serialize_log(codes: np.ndarray, m: int) -> bytes:
-    """Stored form of log codes (mode 1): mode, m, then nibble-packed zigzag differences."""
+    """Stored form of log codes (mode 1): mode, m, then nibble-packed zigzag differences.
+
+    A difference ``v`` below 15 is one nibble; otherwise the escape nibble 15 and
+    ``v - 15`` in three nibbles, high first. The last byte is padded with a zero nibble.
+    """
     z = _zigzag(np.diff(np.concatenate([[0], np.asarray(codes, np.int64)])))
-    nibbles: list[int] = []
-    for v in z.tolist():
-        if v < _NIBBLE_ESCAPE:
-            nibbles.append(v)
-        else:
-            v -= _NIBBLE_ESCAPE
-            nibbles += [_NIBBLE_ESCAPE, (v >> 8) & 15, (v >> 4) & 15, v & 15]
-    if len(nibbles) % 2:
-        nibbles.append(0)
-    packed = bytes((a << 4) | b for a, b in zip(nibbles[::2], nibbles[1::2]))
-    return varint.encode([MODE_LOG, m]) + packed
+    small = z < _NIBBLE_ESCAPE
+    lens = np.where(small, 1, 4)
+    starts = np.cumsum(lens) - lens
+    nib = np.zeros(int(lens.sum()) + 1, np.uint8)  # one spare nibble for the padding
+    nib[starts[small]] = z[small]
+    s, v = starts[~small], z[~small] - _NIBBLE_ESCAPE
+    nib[s] = _NIBBLE_ESCAPE
+    nib[s + 1], nib[s + 2], nib[s + 3] = (v >> 8) & 15, (v >> 4) & 15, v & 15
+    n = nib.size - 1
+    nib = nib[: n + (n & 1)]
+    packed = (nib[0::2] << 4) | nib[1::2]
+    return varint.encode([MODE_LOG, m]) + packed.astype(np.uint8).tobytes()
 
 
 def log_table_bytes(codes: np.ndarray) -> int:
