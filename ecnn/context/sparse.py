@@ -217,10 +217,16 @@ def _neighbour_candidates(z: np.ndarray) -> list[int]:
     p = z.mean()
     if p <= 0 or p >= 1:
         return []
+    zb = z.astype(bool)
+    ones = int(np.count_nonzero(zb))
+    tail = np.concatenate([[0], np.cumsum(np.count_nonzero(zb, axis=0)[::-1])])  # ones in the last d steps
     gains = []
     for d in cands:
-        nb_ = shifted(z, d)
-        h = np.bincount((2 * nb_ + z).ravel().astype(np.int64), minlength=4).astype(np.float64)
+        # Pairs (z[t - d], z[t]), with 0 before step d: counts of 00, 01, 10, 11.
+        n11 = int(np.count_nonzero(zb[:, d:] & zb[:, : s - d]))
+        n10 = ones - int(tail[d]) - n11
+        n01 = ones - n11
+        h = np.array([n - n01 - n10 - n11, n01, n10, n11], np.float64)
         cond = 0.0
         for a in (0, 1):
             m = h[2 * a] + h[2 * a + 1]
@@ -294,10 +300,9 @@ def _search(v: np.ndarray, transpose: bool, vlo: int, vhi: int, nval: int):
             for d in ds:
                 x = 2 * x + shifted(zi, d)
             nx = (top + 1) * k * (1 << len(ds))
-            h1 = np.bincount(x.ravel(), weights=zi.ravel(), minlength=nx)
-            ht = np.bincount(x.ravel(), minlength=nx).astype(np.float64)
-            h1 = h1.reshape(top + 1, -1)
-            ht = ht.reshape(top + 1, -1)
+            h01 = np.bincount((2 * x + zi).ravel(), minlength=2 * nx).astype(np.float64).reshape(-1, 2)
+            h1 = h01[:, 1].reshape(top + 1, -1)
+            ht = (h01[:, 0] + h01[:, 1]).reshape(top + 1, -1)
             for nb in range(1, min(top + 1, MAX_BUCKETS) + 1):
                 f1 = np.concatenate([h1[: nb - 1], h1[nb - 1 :].sum(axis=0, keepdims=True)])
                 ft = np.concatenate([ht[: nb - 1], ht[nb - 1 :].sum(axis=0, keepdims=True)])
