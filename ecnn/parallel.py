@@ -127,7 +127,7 @@ def dequantize_host(t: HostTensor) -> np.ndarray:
         return t.data
     if t.row_steps is not None:
         return quantize.dequantize_by_rows(t.data, t.dtype, t.row_steps)
-    return quantize.dequantize(t.data.astype(np.int32), t.dtype, t.step)
+    return quantize.dequantize(t.data, t.dtype, t.step)  # int8/16/32 symbols convert to float exactly
 
 
 # --- worker processes -------------------------------------------------------
