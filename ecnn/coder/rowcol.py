@@ -31,8 +31,9 @@ from ecnn.errors import CorruptPayload
 _BATCH = 1 << 16  # signs per call when each has its own table
 _POPCOUNT4 = np.array([bin(d).count("1") for d in range(16)], np.int64)
 _SHIFT4 = np.arange(4, dtype=np.int32)
-# Byte k of entry d is 1 if bit k of d is 0 (sign k negative); little-endian, so .view gives the bytes in order.
-_NEG4 = np.array([sum((((d >> k) & 1) ^ 1) << (8 * k) for k in range(4)) for d in range(16)], "<u4")
+# Byte k of entry d is the k-th sign as an int8 factor: 1 if bit k of d is 1 (positive), else -1 (0xff);
+# little-endian, so .view gives the bytes in order.
+_FACTOR4 = np.array([sum((1 if (d >> k) & 1 else 0xFF) << (8 * k) for k in range(4)) for d in range(16)], "<u4")
 KEYS = {"coder", "length", "offset", "nsym", "rows", "cols", "nrc", "ncc", "signs", "chunk_rows", "precision"}
 
 
@@ -168,15 +169,15 @@ def _encode_quads(enc, bits: np.ndarray, quad_model, sign_model) -> None:
         enc.encode(bits[4 * nq :], sign_model)
 
 
-def _decode_negatives(dec, n: int, quad_model, sign_model) -> np.ndarray:
-    """``n`` signs as written by :func:`_encode_quads`, as bytes: 1 negative, 0 positive."""
+def _decode_factors(dec, n: int, quad_model, sign_model) -> np.ndarray:
+    """``n`` signs as written by :func:`_encode_quads`, as int8 factors: -1 negative, 1 positive."""
     nq = n // 4
-    neg = np.empty(n, np.uint8)
+    f = np.empty(n, np.int8)
     if nq:
-        neg[: 4 * nq] = _NEG4[dec.decode(quad_model, nq)].view(np.uint8)
+        f[: 4 * nq] = _FACTOR4[dec.decode(quad_model, nq)].view(np.int8)
     if n > 4 * nq:
-        neg[4 * nq :] = 1 - dec.decode(sign_model, n - 4 * nq)
-    return neg
+        f[4 * nq :] = 2 * dec.decode(sign_model, n - 4 * nq) - 1
+    return f
 
 
 def _blocks_chunks(sym, values, plan: ctxmod.RowColPlan, crows: int, signs, models, sign_f) -> list[np.ndarray]:
@@ -333,19 +334,19 @@ def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles) -> np.
         bl.fill(dec, i, dst)
         if quads:
             nonzero = dst != 0
-            neg = np.zeros(dst.shape, np.uint8)
+            factor = np.ones(dst.shape, np.int8)
             if one_class:
                 n = int(np.count_nonzero(nonzero))
                 if n:
-                    neg[nonzero] = _decode_negatives(dec, n, quads[0], singles[0])
+                    factor[nonzero] = _decode_factors(dec, n, quads[0], singles[0])
             for g, cols_g in enumerate(class_cols):
                 nz_g = nonzero[:, cols_g]
                 n = int(np.count_nonzero(nz_g))
                 if n:
-                    neg_g = np.zeros(nz_g.shape, np.uint8)
-                    neg_g[nz_g] = _decode_negatives(dec, n, quads[g], singles[g])
-                    neg[:, cols_g] = neg_g
-            dst *= 1 - 2 * neg.view(np.int8)  # magnitudes are at most nsym - 1, whose negation the symbol range holds
+                    f_g = np.ones(nz_g.shape, np.int8)
+                    f_g[nz_g] = _decode_factors(dec, n, quads[g], singles[g])
+                    factor[:, cols_g] = f_g
+            dst *= factor  # magnitudes are at most nsym - 1, whose negation the symbol range holds
         if not dec.maybe_exhausted():
             raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
 
