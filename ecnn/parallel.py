@@ -157,8 +157,11 @@ def _decode_batch(f: EcnnFile, names: list[str], n: int) -> list[HostTensor]:
     # One "chunk" per tensor; the shared buffer is split like a chunked output.
     buf = chunkrun.empty(int(offsets[-1]), np.uint8, len(names))
     kept: list[HostTensor | None] = [None] * len(names)
+    # The queue hands out the largest tensors first, so the batch ends on small ones.
+    by_size = sorted(range(len(names)), key=lambda i: -_record(f, names[i]).numel)
 
-    def one(i: int) -> None:
+    def one(j: int) -> None:
+        i = by_size[j]
         with chunkrun.using(1):
             h = decode_host(f, names[i])
         dst = buf[offsets[i] : offsets[i + 1]].view(layouts[i][0])
@@ -198,8 +201,9 @@ def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, pat
 
     A tensor of at least :data:`LARGE` elements is decoded with its chunks
     split over ``workers`` forked processes (:mod:`ecnn.chunkrun`). Runs of
-    smaller tensors, up to :data:`BATCH_BYTES` of decoded data at a time, are
-    split over the same number of processes, one tensor each. Workers write
+    smaller tensors, up to :data:`BATCH_BYTES` of decoded data at a time (or
+    the largest tensor's size, if more), are split over the same number of
+    processes, one tensor each, the largest first. Workers write
     into shared memory, so host memory stays near a few tensors, not the
     model, and nothing passes between processes but a status.
 
@@ -218,6 +222,9 @@ def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, pat
         return
     batch: list[str] = []
     batch_bytes = 0
+    # A batch may hold as much as the largest tensor: memory stays within twice that,
+    # and larger batches leave the processes idle less often at their ends.
+    limit = max([BATCH_BYTES] + [_record(f, n).numel * _host_layout(f, n)[0].itemsize for n in names])
     for name in names:
         rec = _record(f, name)
         if rec.numel >= LARGE:
@@ -230,7 +237,7 @@ def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, pat
             continue
         batch.append(name)
         batch_bytes += rec.numel * _host_layout(f, name)[0].itemsize
-        if batch_bytes >= BATCH_BYTES:
+        if batch_bytes >= limit:
             yield from _decode_batch(f, batch, n)
             batch, batch_bytes = [], 0
     if batch:
