@@ -126,8 +126,10 @@ def run(nchunks: int, fn: Callable[[int], None], out: np.ndarray | None = None) 
     no one). ``fn`` must write its results only into ``out``.
 
     Raises:
-        CorruptPayload: ``fn`` failed in any process (its error's class and
-            message are kept), or a worker died without reporting.
+        EcnnError: ``fn`` raised one of ecnn's errors in any process: the same
+            class and message.
+        CorruptPayload: ``fn`` failed otherwise (the error's class name and
+            message are kept in the message), or a worker died without reporting.
     """
     nproc = 1
     if out is not None and is_shared(out):
@@ -168,7 +170,7 @@ def _spread(nproc: int, work: Callable[[int], object]) -> None:
             children.append((pid, r))
         try:
             work(0)
-        except CorruptPayload as e:
+        except errors.EcnnError as e:
             error = e
         except Exception as e:  # the same error whichever process met it
             error = CorruptPayload(f"{type(e).__name__}: {e}")
@@ -209,7 +211,16 @@ def _set_child() -> None:
     _workers.set(1)
 
 
-def _reap(pid: int, r: int) -> errors.CorruptPayload | None:
+def _error(name: str, msg: str) -> errors.EcnnError:
+    """A worker's error from its class name: ecnn's own classes (say a tensor's
+    ``PayloadChecksumMismatch``) as themselves, anything else as CorruptPayload."""
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.EcnnError):
+        return cls(msg)
+    return errors.CorruptPayload(f"{name}: {msg}")
+
+
+def _reap(pid: int, r: int) -> errors.EcnnError | None:
     try:
         chunks = []
         while True:
@@ -224,7 +235,7 @@ def _reap(pid: int, r: int) -> errors.CorruptPayload | None:
         return None
     if chunks:
         name, _, msg = b"".join(chunks).decode("utf-8", "replace").partition("\0")
-        return errors.CorruptPayload(msg if name == "CorruptPayload" else f"{name}: {msg}")
+        return _error(name, msg)
     return errors.CorruptPayload(f"a decoding worker process ended without reporting (status {status})")
 
 

@@ -240,3 +240,57 @@ def test_encoding_in_workers_gives_the_same_bytes():
         _file.encode({k: (v, dtypes.from_numpy(v.dtype)) for k, v in arrays.items()}, EncodeConfig(bits=6), progress=lambda *a: seen.append(a))
     assert seen[0] == ("", 0, 5) and sorted(s[1] for s in seen[1:]) == [1, 2, 3, 4, 5]
     assert {s[0] for s in seen[1:]} == set(arrays)
+
+
+@needs_fork
+def test_every_fixture_decodes_the_same_in_worker_processes(split):
+    """EcnnFile.arrays splits small tensors over workers too: every vector gives the same bits, and the same error."""
+    import json
+    from pathlib import Path
+
+    from ecnn import errors
+    from ecnn.file import EcnnFile
+
+    fix = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
+    for kind in ("valid", "invalid"):
+        expected = json.loads((fix / kind / "expected.json").read_text())
+        for name in sorted(expected):
+            data = (fix / kind / f"{name}.ecnn").read_bytes()
+            got = {}
+            for n in (1, 3):
+                with chunkrun.using(n):
+                    try:
+                        with EcnnFile(data) as f:
+                            seen = []
+                            arrays = f.arrays(progress=lambda t, i, total: seen.append((t, i, total)))
+                            got[n] = {k: (a.dtype.str, a.shape, a.tobytes()) for k, (a, _) in arrays.items()}
+                            assert sorted(t for t, _, _ in seen if t) == sorted(f.keys())  # every tensor reported once
+                    except errors.FormatError as e:
+                        got[n] = type(e).__name__
+            assert got[3] == got[1], f"{kind}/{name}"
+            if kind == "invalid":
+                assert got[1] == expected[name]["error"], name
+
+
+@needs_fork
+def test_a_workers_own_error_class_comes_back(split):
+    """A tensor decoded in a worker that fails its checksum is PayloadChecksumMismatch, as in one process."""
+    from ecnn.errors import PayloadChecksumMismatch
+
+    out = chunkrun.empty(8, np.int32, 4)
+    parent = os.getpid()
+
+    def checksum_in_a_worker(i):
+        if os.getpid() != parent:
+            raise PayloadChecksumMismatch(f"tensor {i}: payload CRC-32 mismatch")
+        time.sleep(0.05)  # leave chunks for the workers
+
+    with pytest.raises(PayloadChecksumMismatch, match="CRC-32 mismatch"):
+        chunkrun.run(4, checksum_in_a_worker, out)
+    rng = np.random.default_rng(3)
+    tensors = {f"t{i}": rng.laplace(0, 0.05, (300, 256)).astype(np.float32) for i in range(4)}
+    blob = bytearray(en.encode(tensors, config=EncodeConfig(bits=6)))
+    blob[-5] ^= 0x40  # the last tensor's payload
+    for n in (1, 3):
+        with chunkrun.using(n), pytest.raises(PayloadChecksumMismatch):
+            en.decode(bytes(blob))
