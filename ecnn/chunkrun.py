@@ -211,16 +211,16 @@ def _set_child() -> None:
     _workers.set(1)
 
 
-def _error(name: str, msg: str) -> errors.EcnnError:
+def _error(name: str, msg: str, other: type[Exception] = errors.CorruptPayload) -> Exception:
     """A worker's error from its class name: ecnn's own classes (say a tensor's
-    ``PayloadChecksumMismatch``) as themselves, anything else as CorruptPayload."""
+    ``PayloadChecksumMismatch``) as themselves, anything else as ``other``."""
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, errors.EcnnError):
         return cls(msg)
-    return errors.CorruptPayload(f"{name}: {msg}")
+    return other(f"{name}: {msg}")
 
 
-def _reap(pid: int, r: int) -> errors.EcnnError | None:
+def _reap(pid: int, r: int) -> Exception | None:
     try:
         chunks = []
         while True:
@@ -318,9 +318,7 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
                     if ok:
                         yield i, value
                     elif failure is None:
-                        name, msg = value
-                        cls = getattr(errors, name, None)
-                        failure = cls(msg) if isinstance(cls, type) and issubclass(cls, Exception) else RuntimeError(f"{name}: {msg}")
+                        failure = _error(*value, other=RuntimeError)
         if failure is not None:
             raise failure
     finally:

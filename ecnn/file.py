@@ -208,11 +208,11 @@ class EcnnFile:
                 if progress:
                     progress(h.name, i, len(names))
                 out[h.name] = (parallel.dequantize_host(h), h.dtype)
-            names = []
-        for i, name in enumerate(names):
-            if progress:
-                progress(name, i, len(names))
-            out[name] = self.get_array(name)
+        else:
+            for i, name in enumerate(names):
+                if progress:
+                    progress(name, i, len(names))
+                out[name] = self.get_array(name)
         if progress:
             progress("", len(names), len(names))
         return out

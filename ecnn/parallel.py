@@ -222,9 +222,10 @@ def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, pat
         return
     batch: list[str] = []
     batch_bytes = 0
+    host_bytes = {name: _record(f, name).numel * _host_layout(f, name)[0].itemsize for name in names}
     # A batch may hold as much as the largest tensor: memory stays within twice that,
     # and larger batches leave the processes idle less often at their ends.
-    limit = max([BATCH_BYTES] + [_record(f, n).numel * _host_layout(f, n)[0].itemsize for n in names])
+    limit = max([BATCH_BYTES, *host_bytes.values()])
     for name in names:
         rec = _record(f, name)
         if rec.numel >= LARGE:
@@ -236,7 +237,7 @@ def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, pat
             yield h
             continue
         batch.append(name)
-        batch_bytes += rec.numel * _host_layout(f, name)[0].itemsize
+        batch_bytes += host_bytes[name]
         if batch_bytes >= limit:
             yield from _decode_batch(f, batch, n)
             batch, batch_bytes = [], 0

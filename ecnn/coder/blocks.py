@@ -84,6 +84,13 @@ def _runs(table_of: np.ndarray, cclass_sorted: np.ndarray, g: int) -> list[tuple
     return [(int(t[s]), int(s), int(e)) for s, e in zip(starts, ends)]
 
 
+def column_runs(cclass: np.ndarray, table_of: np.ndarray, nrc: int) -> tuple[np.ndarray, list]:
+    """The column order (columns by class, then index) and the runs of every row class over it."""
+    order = np.argsort(cclass, kind="stable")
+    cs = np.asarray(cclass)[order].astype(np.int64)
+    return order, [_runs(np.asarray(table_of, np.int64), cs, g) for g in range(nrc)]
+
+
 def plan(sym: np.ndarray, nsym: int, chunk: int) -> tuple[rowcol_ctx.RowColPlan, float]:
     """The cheapest class counts of :data:`CLASSES` for a ``(rows, cols)`` array of indices ``0..nsym-1``.
 
@@ -141,9 +148,7 @@ class Rects:
 
     @classmethod
     def of(cls, sym: np.ndarray, nrc: int, rclass: np.ndarray, cclass: np.ndarray, table_of: np.ndarray) -> "Rects":
-        order = np.argsort(cclass, kind="stable")
-        cs = np.asarray(cclass)[order].astype(np.int64)
-        runs = [_runs(np.asarray(table_of, np.int64), cs, g) for g in range(nrc)]
+        order, runs = column_runs(cclass, table_of, nrc)
         s = np.ascontiguousarray(sym[:, order] if order.size > 1 else sym, dtype=np.int32)
         return cls(s, np.asarray(rclass), runs)
 
@@ -289,9 +294,8 @@ def _parse(mv, count: int, lo: int, hi: int) -> Blocks:
 
 def assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of, models, words) -> Blocks:
     """A :class:`Blocks` from parsed parameters, classes, table map, table models and chunk words."""
-    order = np.argsort(cclass, kind="stable")
+    order, runs = column_runs(cclass, table_of, nrc)
     inverse = np.argsort(order).astype(np.intp) if ncc > 1 else None
-    runs = [_runs(table_of, cclass[order].astype(np.int64), g) for g in range(nrc)]
     nchunks = categorical.num_chunks(rows, crows)
     return Blocks(rows, cols, offset, nsym, crows, nchunks, rclass, runs, inverse, models, [np.ascontiguousarray(w) for w in words])
 
