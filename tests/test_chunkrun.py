@@ -265,6 +265,7 @@ def test_every_fixture_decodes_the_same_in_worker_processes(split):
                             arrays = f.arrays(progress=lambda t, i, total: seen.append((t, i, total)))
                             got[n] = {k: (a.dtype.str, a.shape, a.tobytes()) for k, (a, _) in arrays.items()}
                             assert sorted(t for t, _, _ in seen if t) == sorted(f.keys())  # every tensor reported once
+                            assert seen[-1] == ("", len(f.keys()), len(f.keys()))  # then the end, n of n
                     except errors.FormatError as e:
                         got[n] = type(e).__name__
             assert got[3] == got[1], f"{kind}/{name}"
