@@ -10,7 +10,11 @@ How the steps are chosen (Lagrangian rate-distortion optimization):
 
 1. Every float tensor with at least ``BudgetConfig.min_ndim`` dimensions gets
    candidate steps on a geometric grid, ``absmax / L`` with ``L = 2**(k / steps_per_octave)``
-   from ``L = 1/2`` (every symbol is zero) to ``L = 2**max_bits``.
+   from ``L = 1/2`` (every symbol is zero) to ``L = 2**max_bits``. A tensor
+   that already lies on a uniform grid (weights trained with ``ecnn.train``
+   and converted, or decoded from a file; :func:`grid_step`) also gets that
+   grid's own step, which keeps it exactly, and multiples of it
+   (:data:`GRID_MULTIPLES`) in place of the finer geometric steps.
 2. For each candidate the tensor (or, for large tensors, an evenly spaced
    sample of its rows) is quantized exactly as the codec does it; its rate is
    a cheap proxy, the order-0 code length of the symbols plus table costs,
@@ -65,6 +69,8 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 METADATA_KEY = "ecnn.budget"  # JSON summary of the allocation, read by `ecnn report`
 SENSITIVITIES = ("auto", "output", "fisher", "weights")
 SUMMARY_CHARS = 1024  # the summary is thinned to fit; sizes are computed with this much room
+SUMMARY_SHARE = 0.01  # ... or less: at most this share of the target (or largest) file, so small files pay little
+SUMMARY_MIN = 256  # ... but room for the summary's plain fields
 TABLE_BITS = 12.0  # the rate proxy's cost of one distinct symbol in a tensor's tables
 SMALL = 1 << 12  # tensors of up to this many elements are rated with the codec's estimate at every candidate
 ANCHOR_BITS = (0.5, 2.0, 5.0)
@@ -261,6 +267,44 @@ def _candidate_steps(absmax: float, cfg: BudgetConfig) -> np.ndarray:
     return steps
 
 
+GRID_MULTIPLES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)  # candidate steps of a tensor already on a grid
+GRID_LEVELS = 8  # grid_step: the smallest level of a grid tensor may be up to this many steps
+
+
+def grid_step(arr: np.ndarray, dt: dtypes.DType) -> float | None:
+    """The step of the uniform grid a tensor already lies on, or None.
+
+    A tensor lies on the grid of step ``s`` when the codec's quantization at
+    ``s`` reproduces it bit for bit, as for weights that ``ecnn.train.convert_``
+    put on their learned grids, or that a file decoded. The smallest non-zero
+    magnitude ``m`` is ``j * s`` for a small ``j`` (1 when the level ``±1``
+    occurs); ``s`` is looked for among the float32 values nearest ``m / j``
+    for ``j`` up to :data:`GRID_LEVELS`. Checked on a sample first, so other
+    tensors cost little.
+    """
+    x = quantize.to_float(arr, dt)
+    if x.size < 2 or dt.name not in ("float32", "float16", "bfloat16") or not np.isfinite(x).all():
+        return None
+    mag = np.abs(x[x != 0])
+    if mag.size == 0:
+        return None
+    m = float(mag.min())
+    probe = x.ravel()[:: max(1, x.size // 4096)].astype(np.float64)
+    for j in range(1, GRID_LEVELS + 1):
+        s0 = np.float32(m / j)
+        r = probe / float(s0)
+        if not s0 > 0 or np.max(np.abs(r - np.rint(r))) > 1e-3:
+            continue
+        for s in (s0, np.nextafter(s0, np.float32(0)), np.nextafter(s0, np.float32(np.inf))):
+            try:
+                q = quantize.quantize(arr, dt, float(s))
+            except InvalidOption:
+                return None
+            if np.array_equal(quantize.dequantize(q, dt, float(s)), arr):
+                return float(s)
+    return None
+
+
 def _order0_parts(q: np.ndarray) -> tuple[float, int]:
     """Order-0 code length of symbols in bits, and the number of distinct symbols (the cheap rate proxy)."""
     v = q.ravel().astype(np.int64)
@@ -320,6 +364,10 @@ def _measure(t: _Tensor, cfg: BudgetConfig) -> None:
     x = quantize.to_float(t.arr, t.dt)
     absmax = float(np.max(np.abs(x))) if x.size else 0.0
     steps = _candidate_steps(absmax, cfg)
+    grid = grid_step(t.arr, t.dt)
+    if grid is not None:  # e.g. trained weights: their own step (no error) and coarser multiples of it
+        multiples = np.float32(grid) * np.array(GRID_MULTIPLES, np.float32)
+        steps = np.unique(np.concatenate([steps[steps > grid], multiples[multiples <= 2 * absmax]]))[::-1]
     sample, scale = _rows_sample(t.arr, cfg.rate_sample)
     idx = _sample_rows(t.arr, cfg.rate_sample)
     xs = quantize.to_float(sample, t.dt).astype(np.float64)
@@ -587,6 +635,11 @@ def _state_of(obj) -> tuple[dict, bool]:
         from ecnn import torch as et
 
         state = obj.state_dict()
+        if any("parametrizations" in k.split(".") for k in state):
+            raise InvalidOption(
+                "the model has parametrized weights (prepared for ecnn.train?): convert it first with "
+                "ecnn.train.convert_, or train to a size budget with ecnn.train.TrainConfig(target_bytes=...)"
+            )
         return {g[0]: state[g[0]] for g in et._alias_groups(state)}, True
     if isinstance(obj, Mapping):
         return dict(obj), False
@@ -835,6 +888,8 @@ class Plan:
             raise InvalidOption("give target_bytes, max_metric_drop, or both")
         report = progress or (lambda stage, done, total: None)
         search = _Search(self.arrays, self.tensors, EncodeConfig(lossless=True), metadata)
+        room = _summary_room(target if target is not None else search.size(search.last))
+        search.summary = "x" * room
         sweep: list[SweepPoint] = []
         hi = search.last
         if target is not None:
@@ -857,11 +912,11 @@ class Plan:
             }
 
         k = hi
-        limit = SUMMARY_CHARS
+        limit = room
         if target is not None and drop is None:
             # Use the room the reservation leaves: size the file with the summary it
             # will carry (plus room for the metric figures), then move up the path.
-            text = _summary_json(summary(), SUMMARY_CHARS - 64)
+            text = _summary_json(summary(), room - 64)
             limit = len(text) + 64
             search.summary = text + " " * 64
             k = search.fit(target, lo=hi)
@@ -1059,6 +1114,11 @@ def _path_summary(search: _Search, points: int = 32) -> list[list[float]]:
     n = search.last
     ks = sorted({int(round(i * n / (points - 1))) for i in range(points)}) if n else [0]
     return [[round(float(search.cum_rate[k])), _g(search.cum_dist[k])] for k in ks]
+
+
+def _summary_room(size: int) -> int:
+    """Characters reserved for the allocation summary in a file of about ``size`` bytes."""
+    return int(min(SUMMARY_CHARS, max(SUMMARY_MIN, SUMMARY_SHARE * size)))
 
 
 def _summary_json(summary: dict, limit: int = SUMMARY_CHARS) -> str:

@@ -179,6 +179,14 @@ def test_bad_options():
         ecnn.BudgetConfig(steps_per_octave=0)
 
 
+def test_a_model_prepared_for_training_is_refused_with_directions():
+    import ecnn.train
+
+    m = ecnn.train.prepare_(_mlp(), ecnn.train.TrainConfig(method="ect", lam=0.1))
+    with pytest.raises(InvalidOption, match="convert_"):
+        ecnn.compress(m, target_bytes=4000, config=FAST)
+
+
 def test_rdo_symbols_survive_the_codec():
     rng = np.random.default_rng(0)
     x = rng.laplace(0, 0.05, (64, 64)).astype(np.float32)
@@ -363,3 +371,45 @@ def test_rows_option_gives_sensitive_rows_finer_steps():
     err = np.abs(dec - w.numpy()).max(axis=1)
     assert err[-8:].mean() < 0.5 * err[:8].mean()  # sensitive rows have finer steps
     assert r.distortion < res[False].distortion
+
+
+def test_grid_step_recognizes_weights_on_a_grid_and_nothing_else():
+    rng = np.random.default_rng(0)
+    step = float(np.float32(0.0123))
+    k = rng.integers(-9, 10, size=(64, 32)).astype(np.float32)
+    k[0, 0] = 1
+    on = k * np.float32(step)
+    f32 = dtypes.get("float32")
+    assert budget.grid_step(on, f32) == step
+    assert budget.grid_step(on + np.float32(1e-4), f32) is None  # off the grid
+    assert budget.grid_step(rng.standard_normal((64, 32)).astype(np.float32), f32) is None
+    assert budget.grid_step(np.zeros((8, 8), np.float32), f32) is None
+    no_one = np.where(np.abs(k) <= 2, np.float32(3), k) * np.float32(step)  # smallest level 3
+    assert budget.grid_step(no_one, f32) == step
+    sparse = np.float32(step) * np.array([0, 9, -10, 27, 0, 45], np.float32)  # smallest level 9 > GRID_LEVELS
+    assert budget.grid_step(sparse, f32) is None
+
+
+def test_compress_keeps_a_trained_model_exactly_or_coarsens_its_grid():
+    import ecnn.train
+
+    torch.manual_seed(0)
+    model = ecnn.train.prepare_(_mlp(), ecnn.train.TrainConfig(method="ect", lam=0.1))
+    x = torch.randn(128, 32)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(20):
+        loss = model(x).square().mean() + ecnn.train.regularizer(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    steps = ecnn.train.convert_(model)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    exact = len(ecnn.encode(trained, config=ecnn.train.encode_config(steps)))
+    roomy = ecnn.compress(model, target_bytes=exact + 2 * budget.SUMMARY_MIN, calibration=x, config=FAST)
+    got = ecnn.decode(roomy.data)
+    assert all(torch.equal(got[k], trained[k]) for k in trained)  # its own grids: no error at all
+    assert roomy.steps == pytest.approx(steps, rel=0)
+    tight = ecnn.compress(model, target_bytes=int(0.7 * exact), calibration=x, config=FAST)
+    assert tight.size <= 0.7 * exact
+    assert all(tight.steps[k] >= steps[k] for k in steps)  # nothing finer than its own grid is tried
+    assert any(tight.steps[k] > steps[k] for k in steps)
