@@ -346,7 +346,7 @@ def test_size_budget_moves_the_rate_weight_by_the_clipped_log_excess_each_step(t
     x, _ = _data()
     model(x)
     bits, n = et.rate_bits(model)
-    assert float(et.regularizer(model).detach()) == pytest.approx(lam * float(bits) / n, rel=1e-6)  # uses the weight in force
+    assert float(et.regularizer(model).detach()) == pytest.approx(lam * float(bits.detach()) / n, rel=1e-6)  # uses the weight in force
 
 
 def test_size_budget_weight_is_clamped_and_fixed_without_a_target():

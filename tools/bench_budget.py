@@ -23,7 +23,9 @@ Methods:
   target_bytes=T)`` (the rate weight adapts from 0.05 during training) for
   one epoch of the 50,000 MNIST training images (Adam, lr 1e-3 for weights and
   1e-2 for steps, cosine decay, batch 128, seed 0; ``tools/train.py``'s loop),
-  then ``convert_`` and ``save_file``. Unlike the other methods it uses the
+  then ``convert_`` and ``save_file``; when that file is still above the
+  budget, ``ecnn.compress(target_bytes=T)`` on the converted model coarsens
+  the trained grids (multiples of the learned steps) to fit. Unlike the other methods it uses the
   training set, so it answers "how small with fine-tuning", not "how small
   from the weights alone". ``--no-train`` leaves it out.
 * ``ecnn uniform``: ``ecnn.save_file(bits=N)`` (the same bits in every layer,
@@ -272,10 +274,14 @@ def run_train(task, tmp: Path) -> list[tuple]:
         tool.train_epochs(model, data, args, epochs=1, lr=1e-3, rate_log=True)
         lam = et.budget_status(model).lam
         steps = et.convert_(model)
-        size = ecnn.save_file(model.state_dict(), tmp / "t.ecnn", config=et.encode_config(steps))
+        trained = size = ecnn.save_file(model.state_dict(), tmp / "t.ecnn", config=et.encode_config(steps))
+        setting = f"target {t:,}: trained {trained:,} B, final rate weight {lam:.3g}"
+        if trained > t:  # the training ended above its budget: coarsen the trained grids to fit
+            size = ecnn.compress(model, tmp / "t.ecnn", target_bytes=t, calibration=task.calibration()).size
+            setting += ", then ecnn.compress to the target"
         v, s = task.evaluate_state(ecnn.load_file(tmp / "t.ecnn"))
-        points.append(("ecnn train", size, v, s, f"target {t:,} (final rate weight {lam:.3g})"))
-        log.info("ecnn train %d: %d bytes, %s (%.0f s)", t, size, s, time.perf_counter() - t1)
+        points.append(("ecnn train", size, v, s, setting))
+        log.info("ecnn train %d: %d bytes (trained %d), %s (%.0f s)", t, size, trained, s, time.perf_counter() - t1)
     return points
 
 

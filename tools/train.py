@@ -292,6 +292,7 @@ def train_config(args) -> et.TrainConfig:
         lam_warmup=args.lam_warmup,
         quantizer=args.quantizer,
         target_bytes=args.target_bytes,
+        lam_gain=args.lam_gain,
     )
 
 
@@ -416,6 +417,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", default="", help="comma-separated lambdas: one run each and a plot")
     p.add_argument("--target-size", default="", help="comma-separated file sizes (e.g. 12KB,20000): one run each, "
                    "the rate weight adapting from --lam to reach the size")
+    p.add_argument("--lam-gain", type=float, default=et.TrainConfig.lam_gain, help="with --target-size: how fast the rate weight adapts")
     p.add_argument("--epochs", type=float, default=8, help="epochs of entropy-constrained fine-tuning")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--step-lr", type=float, default=10.0, help="learning rate of the steps, times --lr")

@@ -235,9 +235,12 @@ def regularizer(model: nn.Module) -> torch.Tensor:
     With ``TrainConfig.target_bytes`` the rate weight is not fixed: each call
     with gradients enabled (one per training step), after the warm-up,
     multiplies it by ``exp(lam_gain * e)``, where ``e`` is the log of the
-    estimated file size over the target, clipped to [-1, 1]. It grows
-    while the model is too large and shrinks while it is smaller than needed,
-    so training settles where the rate term just holds the file at its budget.
+    estimated file size over the target, extrapolated ``BUDGET_HORIZON`` steps
+    ahead along its recent trend and clipped to [-1, 1]. It grows while the
+    model is too large and not shrinking fast enough, and shrinks while it is
+    smaller than needed, so training settles where the rate term just holds
+    the file at its budget (the size answers the weight with a lag; looking
+    ahead keeps the weight from overshooting).
     One weight for all tensors is the rate-distortion optimal allocation
     across layers: each tensor's rate falls where the task loss pays least
     for it. The estimate is the order-0 size of the current symbols, scaled
@@ -271,6 +274,8 @@ def regularizer(model: nn.Module) -> torch.Tensor:
 
 
 BUDGET_CALIBRATE_EVERY = 100  # training steps between the codec's own estimates of the symbols
+BUDGET_HORIZON = 40  # the size controller acts on the log excess expected this many steps ahead
+BUDGET_TREND_SMOOTHING = 0.05  # weight of the newest step in the excess's trend (an exponential average)
 _LAM_RANGE = (1e-8, 1e4)
 
 
@@ -344,9 +349,13 @@ def _adapt_lam(model: nn.Module, qps: list[QuantizedParam]) -> None:
     q0 = qps[0].quantizer
     if float(q0.budget_overhead) < 0 or int(q0.steps_seen) % BUDGET_CALIBRATE_EVERY == 0:
         _calibrate(model, qps)
-    excess = min(1.0, max(-1.0, math.log(max(_estimate(qps), 1.0) / q0.config.target_bytes)))
-    lam = float(q0.lam_now) * math.exp(q0.config.lam_gain * excess)
-    _set_budget(qps, lam_now=min(_LAM_RANGE[1], max(_LAM_RANGE[0], lam)))
+    excess = math.log(max(_estimate(qps), 1.0) / q0.config.target_bytes)
+    last, trend = float(q0.budget_excess), float(q0.budget_trend)
+    if math.isfinite(last):
+        trend += BUDGET_TREND_SMOOTHING * (excess - last - trend)
+    signal = min(1.0, max(-1.0, excess + BUDGET_HORIZON * trend))
+    lam = float(q0.lam_now) * math.exp(q0.config.lam_gain * signal)
+    _set_budget(qps, lam_now=min(_LAM_RANGE[1], max(_LAM_RANGE[0], lam)), budget_excess=excess, budget_trend=trend)
 
 
 def budget_status(model: nn.Module) -> BudgetStatus:

@@ -49,9 +49,11 @@ class UniformQuantizer(nn.Module):
         steps_seen: training forwards so far (for EBP's ramp).
         fixed_threshold: a magnitude threshold set by
             :func:`ecnn.train.prune_magnitude_` (0: none).
-        lam_now, budget_scale, budget_overhead: the rate weight in use, the
-            codec-to-order-0 size ratio and the bytes outside the quantized
-            payloads, as :func:`ecnn.train.regularizer` tracks them for
+        lam_now, budget_scale, budget_overhead, budget_excess, budget_trend:
+            the rate weight in use, the codec-to-order-0 size ratio, the bytes
+            outside the quantized payloads, the last log excess of the
+            estimated size over the target and its trend per step, as
+            :func:`ecnn.train.regularizer` tracks them for
             ``TrainConfig.target_bytes`` (the same in every quantizer).
     """
 
@@ -68,6 +70,8 @@ class UniformQuantizer(nn.Module):
         self.register_buffer("lam_now", torch.tensor(float(config.lam), dtype=torch.float64))
         self.register_buffer("budget_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("budget_overhead", torch.full((), -1.0, dtype=torch.float64))
+        self.register_buffer("budget_excess", torch.full((), math.nan, dtype=torch.float64))
+        self.register_buffer("budget_trend", torch.zeros((), dtype=torch.float64))
 
     @property
     def step(self) -> torch.Tensor:
