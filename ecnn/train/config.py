@@ -73,7 +73,7 @@ class TrainConfig:
     lam_warmup: int = 0
     quantizer: str = "uniform"
     target_bytes: int | None = None
-    lam_gain: float = 0.01
+    lam_gain: float = 0.03
     version: int = field(default=1, repr=False)
 
     def __post_init__(self):
