@@ -18,6 +18,10 @@ Methods:
 * ``ecnn budget``: ``ecnn.budget.plan`` once (Gauss-Newton sensitivity on the
   calibration output), then ``Plan.compress(target_bytes=T)`` for a ladder of
   targets; every float tensor (biases and norms included) gets its own step.
+  Then, for each accuracy level of the table, ``Plan.compress(max_metric_drop=
+  base - level, evaluate=...)``: the smallest file on the allocation path that
+  the bisection finds to keep the level (within ``BudgetConfig.rtol`` in size),
+  which does not depend on the ladder of targets. ``--no-drop`` leaves these out.
 * ``ecnn train`` (MNIST CNN only): the pretrained CNN fine-tuned with
   ``ecnn.train`` to a size budget, ``TrainConfig(method="ect", lam=0.05,
   target_bytes=T)`` (the rate weight adapts from 0.05 during training) for
@@ -43,7 +47,7 @@ For each accuracy level it reports each method's smallest file reaching it
 Usage (from the repository root, after ``bash tools/setup_bench.sh`` and
 ``bash tools/setup_peers.sh``)::
 
-    .venv/bin/python tools/bench_budget.py [--models mnist,minilm] [--no-train] [--no-append]
+    .venv/bin/python tools/bench_budget.py [--models mnist,minilm] [--no-train] [--no-drop] [--no-append]
 """
 
 from __future__ import annotations
@@ -285,7 +289,14 @@ def run_train(task, tmp: Path) -> list[tuple]:
     return points
 
 
-def run_task(task, tmp: Path, budget_cfg, train: bool = True) -> dict:
+def levels_of(task, base: float) -> list[tuple[float, str]]:
+    """The table's accuracy levels and their labels."""
+    if hasattr(task, "levels_drop"):
+        return [(base - d, f"{base - d:.2f} (drop {d})") for d in task.levels_drop]
+    return [(v, f"{v}") for v in task.levels_abs]
+
+
+def run_task(task, tmp: Path, budget_cfg, train: bool = True, drops: bool = True) -> dict:
     import numpy as np
     import torch
 
@@ -322,6 +333,18 @@ def run_task(task, tmp: Path, budget_cfg, train: bool = True) -> dict:
                       r.tensors[worst]["name"] if worst is not None else "-", int(big.sum()), secs))
         log.info("ecnn budget %d: %d bytes, %s (%.1f s; estimate/coded payload %.4f)", t, r.size, s, secs, est.sum() / got.sum())
 
+    if drops:
+        for level, _label in levels_of(task, base):
+            t1 = time.perf_counter()
+            try:
+                r = pl.compress(tmp / "b.ecnn", max_metric_drop=max(base - level, 0.0), evaluate=task.evaluate)
+            except ecnn.errors.MetricNotReached as e:
+                log.info("level %s: %s", level, e)
+                continue
+            v, s = task.evaluate_state(ecnn.load_file(tmp / "b.ecnn"))
+            points.append(("ecnn budget", r.size, v, s, f"max drop {base - level:.4g} (level {level:.6g})"))
+            log.info("ecnn budget level %.6g: %d bytes, %s (%.1f s)", level, r.size, s, time.perf_counter() - t1)
+
     if train and hasattr(task, "train_targets"):
         points += run_train(task, tmp)
 
@@ -345,11 +368,7 @@ def run_task(task, tmp: Path, budget_cfg, train: bool = True) -> dict:
 
 def level_table(task, res) -> tuple[str, dict[str, list[float]]]:
     """The level table and, per ecnn method (budget, train), its ratios to NNCodec's best."""
-    base = res["base"]
-    if hasattr(task, "levels_drop"):
-        levels = [(base - d, f"{base - d:.2f} (drop {d})") for d in task.levels_drop]
-    else:
-        levels = [(v, f"{v}") for v in task.levels_abs]
+    levels = levels_of(task, res["base"])
     present = {p[0] for p in res["points"]}
     ours = [m for m in ("ecnn budget", "ecnn train") if m in present]
     methods = [*ours, "ecnn uniform", "nncodec", "nncodec dq"]
@@ -398,6 +417,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="mnist,minilm", help="comma-separated: mnist, minilm (default: both)")
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--no-train", action="store_true", help="leave out the ecnn train points (fine-tuning, MNIST)")
+    ap.add_argument("--no-drop", action="store_true", help="leave out the ecnn budget points bisected to each level")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     ap.add_argument("--nncodec-child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -421,7 +441,7 @@ def main(argv=None) -> int:
     for key in a.models.split(","):
         task = {"mnist": MnistTask, "minilm": MiniLMTask}[key.strip()]()
         with tempfile.TemporaryDirectory(prefix="ecnn-bench-budget-") as tmp:
-            res = run_task(task, Path(tmp), cfg, train=not a.no_train)
+            res = run_task(task, Path(tmp), cfg, train=not a.no_train, drops=not a.no_drop)
         tbl, ratios = level_table(task, res)
         verdicts = []
         for m, rs in ratios.items():
