@@ -51,7 +51,12 @@ class TrainConfig:
             :func:`ecnn.train.budget_status`. ``None``: ``lam`` stays fixed.
         lam_gain: how fast the rate weight adapts to ``target_bytes``: each
             step it is multiplied by ``exp(lam_gain * e)``, where ``e`` is the
-            log of the estimated size over the target, clipped to [-1, 1].
+            log of the estimated size over the target, looked ahead along its
+            trend and clipped to [-1, 1] (see :func:`ecnn.train.regularizer`).
+            Larger gains reach small budgets sooner but overshoot more: on the
+            MNIST CNN, one epoch to an 8 kB budget ended at 16.6 kB with 0.01
+            and without the look-ahead, 5.9 kB with 0.03 without it, and 8.0 kB
+            with 0.03 and the look-ahead.
         quantizer: ``"uniform"``, a grid ``k * step`` with a learned step, packed
             with the ``uniform`` representation; or ``"lloyd"``, ``2**init_bits - 1``
             non-uniform levels moved by entropy-constrained Lloyd-Max updates
