@@ -367,6 +367,21 @@ def test_budget_status_estimates_the_packed_file():
     assert 0 < status.overhead_bytes < 0.5 * size
 
 
+def test_budget_status_does_not_change_what_the_controller_does():
+    cfg = et.TrainConfig(method="ect", lam=0.1, target_bytes=1500, lam_gain=0.1)  # unclipped: the estimate matters
+    plain, watched = et.prepare_(_mlp(), cfg), et.prepare_(_mlp(), cfg)
+    x, y = _data()
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (plain, watched)]
+    for _ in range(6):
+        for m, opt in zip((plain, watched), opts):
+            loss = nn.functional.cross_entropy(m(x), y) + et.regularizer(m)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        et.budget_status(watched)  # as a log line on one DDP rank would
+    assert _lams(plain) == _lams(watched) and _lams(plain) != {0.1}
+
+
 def test_budget_status_needs_a_prepared_model():
     with pytest.raises(InvalidOption, match="prepare_"):
         et.budget_status(_mlp())

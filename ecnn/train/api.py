@@ -221,8 +221,7 @@ def rate_bits(model: nn.Module, coder: bool = False) -> tuple[torch.Tensor, int]
             bits = soft
         else:
             bits = soft - soft.detach() + estimate_bits(_hard_counts(qp))
-        if isinstance(qp.quantizer, LloydQuantizer):  # the codebook's table: one float32 per level in use
-            bits = bits + 32.0 * int(np.count_nonzero(_hard_counts(qp)))
+        bits = bits + _codebook_bits(qp)
         total = bits if total is None else total + bits
     if total is None:
         return torch.zeros(()), 0
@@ -286,18 +285,19 @@ class BudgetStatus:
     target_bytes: int | None
     estimate_bytes: float  # the estimated size of the packed file now
     lam: float  # the rate weight in use (after the warm-up)
-    scale: float  # the codec's estimate over the order-0 estimate, at the last calibration
+    scale: float  # the codec's estimate over the order-0 estimate of the current symbols
     overhead_bytes: float  # file bytes outside the quantized payloads
 
 
+def _codebook_bits(qp: QuantizedParam) -> float:
+    """A Lloyd quantizer's level table in the file: one float32 per level in use (0 for a uniform grid)."""
+    if not isinstance(qp.quantizer, LloydQuantizer):
+        return 0.0
+    return 32.0 * int(np.count_nonzero(_hard_counts(qp)))
+
+
 def _order0_bits(qps: list[QuantizedParam]) -> float:
-    bits = 0.0
-    for qp in qps:
-        hist = _hard_counts(qp)
-        bits += estimate_bits(hist)
-        if isinstance(qp.quantizer, LloydQuantizer):
-            bits += 32.0 * int(np.count_nonzero(hist))
-    return bits
+    return sum(estimate_bits(_hard_counts(qp)) + _codebook_bits(qp) for qp in qps)
 
 
 def _overhead_bytes(model: nn.Module, qps: list[QuantizedParam]) -> int:
@@ -322,34 +322,38 @@ def _set_budget(qps: list[QuantizedParam], **values: float) -> None:
             getattr(qp.quantizer, key).fill_(v)
 
 
-@torch.no_grad()
-def _calibrate(model: nn.Module, qps: list[QuantizedParam]) -> None:
-    q0 = qps[0].quantizer
-    if float(q0.budget_overhead) < 0:
+def _known_overhead(model: nn.Module, qps: list[QuantizedParam]) -> float:
+    """:func:`_overhead_bytes`, computed once and kept (it does not change while training)."""
+    if float(qps[0].quantizer.budget_overhead) < 0:
         _set_budget(qps, budget_overhead=float(_overhead_bytes(model, qps)))
+    return float(qps[0].quantizer.budget_overhead)
+
+
+@torch.no_grad()
+def _codec_scale(qps: list[QuantizedParam]) -> float:
+    """The codec's estimate of the current symbols over their order-0 estimate."""
     order0 = _order0_bits(qps)
     codec = 0.0
     for qp in qps:
-        if isinstance(qp.quantizer, LloydQuantizer):
-            hist = _hard_counts(qp)
-            codec += estimate_bits(hist) + 32.0 * int(np.count_nonzero(hist))
+        if isinstance(qp.quantizer, LloydQuantizer):  # packed exactly, as a codebook
+            codec += estimate_bits(_hard_counts(qp)) + _codebook_bits(qp)
         else:
             sym = qp.quantizer.symbols(qp.latent).cpu().numpy()
             codec += coder_estimate_bits(sym, tuple(qp.latent.shape))
-    _set_budget(qps, budget_scale=codec / order0 if order0 > 0 else 1.0)
+    return codec / order0 if order0 > 0 else 1.0
 
 
-def _estimate(qps: list[QuantizedParam]) -> float:
-    q0 = qps[0].quantizer
-    return float(q0.budget_overhead) + float(q0.budget_scale) * _order0_bits(qps) / 8.0
+def _estimate(overhead: float, scale: float, qps: list[QuantizedParam]) -> float:
+    return overhead + scale * _order0_bits(qps) / 8.0
 
 
 @torch.no_grad()
 def _adapt_lam(model: nn.Module, qps: list[QuantizedParam]) -> None:
     q0 = qps[0].quantizer
-    if float(q0.budget_overhead) < 0 or int(q0.steps_seen) % BUDGET_CALIBRATE_EVERY == 0:
-        _calibrate(model, qps)
-    excess = math.log(max(_estimate(qps), 1.0) / q0.config.target_bytes)
+    overhead = _known_overhead(model, qps)
+    if int(q0.steps_seen) % BUDGET_CALIBRATE_EVERY == 0 or not math.isfinite(float(q0.budget_excess)):
+        _set_budget(qps, budget_scale=_codec_scale(qps))
+    excess = math.log(max(_estimate(overhead, float(q0.budget_scale), qps), 1.0) / q0.config.target_bytes)
     last, trend = float(q0.budget_excess), float(q0.budget_trend)
     if math.isfinite(last):
         trend += BUDGET_TREND_SMOOTHING * (excess - last - trend)
@@ -361,21 +365,23 @@ def _adapt_lam(model: nn.Module, qps: list[QuantizedParam]) -> None:
 def budget_status(model: nn.Module) -> BudgetStatus:
     """The estimated packed size of a prepared model now, and the size controller's state.
 
-    Calibrates the estimate against the codec first (the same figure that
-    :func:`regularizer` steers with), so it can be called at any time, e.g.
-    once per epoch for a log line. Works without ``target_bytes`` too.
+    The estimate is the one :func:`regularizer` steers with, its ratio to the
+    codec measured now. Calling it does not change what the controller does
+    (its ratio is updated on its own schedule, the same on every DDP rank),
+    so it can be called at any time and on any rank, e.g. once per epoch for
+    a log line. Works without ``target_bytes`` too.
     """
     qps = list(quantized_params(model))
     if not qps:
         raise InvalidOption("the model has no quantized parameters; call ecnn.train.prepare_ first")
     q0 = qps[0].quantizer
-    _calibrate(model, qps)
+    overhead, scale = _known_overhead(model, qps), _codec_scale(qps)
     return BudgetStatus(
         target_bytes=q0.config.target_bytes,
-        estimate_bytes=_estimate(qps),
+        estimate_bytes=_estimate(overhead, scale, qps),
         lam=float(q0.lam_now),
-        scale=float(q0.budget_scale),
-        overhead_bytes=float(q0.budget_overhead),
+        scale=scale,
+        overhead_bytes=overhead,
     )
 
 
