@@ -413,3 +413,90 @@ def test_compress_keeps_a_trained_model_exactly_or_coarsens_its_grid():
     assert tight.size <= 0.7 * exact
     assert all(tight.steps[k] >= steps[k] for k in steps)  # nothing finer than its own grid is tried
     assert any(tight.steps[k] > steps[k] for k in steps)
+
+
+# --- error-compensated rounding -------------------------------------------------
+
+
+def _correlated_inputs(n, d=48, seed=0):
+    """``n`` draws (``seed``) from one fixed distribution of correlated inputs."""
+    mix = torch.randn(d, d, generator=torch.Generator().manual_seed(1234)) * 0.3 + torch.eye(d)
+    scale = torch.linspace(0.2, 3.0, d)
+    return (torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) @ mix) * scale
+
+
+def _moments(x):
+    x = x.double().numpy()
+    return x.T @ x, (x * x).T @ (x * x), x.shape[0]
+
+
+def test_compensated_rounding_lowers_the_output_error_on_fresh_inputs():
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (40, 48)).astype(np.float32)
+    dt = dtypes.get("float32")
+    comp = budget._compensation(*_moments(_correlated_inputs(4096)), np.ones(w.shape), 0.01)
+    assert comp is not None and comp.shrink < 0.1
+    fresh = _correlated_inputs(4096, seed=1).double().numpy()
+    for step in (0.01, 0.03, 0.08):
+        plain = quantize.quantize(w, dt, step)
+        q = budget.quantize_compensated(w, dt, step, comp.u)
+        err = lambda s: float(np.sum(((quantize.dequantize(s, dt, step).astype(np.float64) - w) @ fresh.T) ** 2))  # noqa: E731
+        assert err(q) < 0.8 * err(plain), step
+        # the symbols are what the codec computes from the values: a file keeps them
+        grid = quantize.dequantize(q, dt, step)
+        data = ecnn.numpy.encode({"w": grid}, config=ecnn.EncodeConfig(steps=(("w", step),)))
+        assert np.array_equal(ecnn.numpy.decode(data)["w"], grid)
+    # uncorrelated inputs: nothing to compensate, round to nearest
+    eye = budget._compensation(np.eye(48) * 100, np.eye(48) * 300, 100, np.ones(w.shape), 0.01)
+    assert np.array_equal(budget.quantize_compensated(w, dt, 0.03, eye.u), quantize.quantize(w, dt, 0.03))
+
+
+def test_few_calibration_rows_shrink_the_moments_toward_their_diagonal():
+    h = np.ones((8, 48))
+    few = budget._compensation(*_moments(_correlated_inputs(96)), h, 0.01)
+    many = budget._compensation(*_moments(_correlated_inputs(8192)), h, 0.01)
+    assert 0 <= many.shrink < few.shrink <= 1
+    assert budget._compensation(*_moments(_correlated_inputs(95)), h, 0.01) is None  # < 2 rows per input
+    assert budget._compensation(np.zeros((48, 48)), np.zeros((48, 48)), 0, h, 0.01) is None
+    assert budget._compensation(np.zeros((48, 48)), np.zeros((48, 48)), 100, h, 0.01) is None  # no input energy
+
+
+def _wide_mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(48, 64), torch.nn.Tanh(), torch.nn.Linear(64, 8))
+
+
+@pytest.mark.parametrize("target", [3500, 5000])
+def test_compensation_lowers_the_real_output_error_at_a_size(target):
+    model = _wide_mlp()
+    calib, fresh = _correlated_inputs(2048), _correlated_inputs(2048, seed=5)
+    with torch.no_grad():
+        ref = model(fresh)
+    errs = {}
+    for on in (False, True):
+        cfg = budget.BudgetConfig(steps_per_octave=4, max_bits=9, probes=8, compensate=on)
+        r = ecnn.compress(model, target_bytes=target, calibration=calib, config=cfg)
+        assert r.size <= target
+        assert any(t["compensated"] for t in r.tensors) == on
+        m = _wide_mlp()
+        m.load_state_dict(ecnn.decode(r.data))
+        with torch.no_grad():
+            errs[on] = float(((m(fresh) - ref) ** 2).mean())
+    assert errs[True] < 0.9 * errs[False], errs
+
+
+def test_compensation_needs_a_module_and_float32_weights():
+    model = _wide_mlp()
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    fn = lambda s: torch.func.functional_call(model, s, (_correlated_inputs(256),))  # noqa: E731
+    p = budget.plan(sd, calibration=fn, config=FAST)
+    assert all(t.comp is None for t in p.tensors)
+    half = _wide_mlp().to(torch.bfloat16)
+    p = budget.plan(half, calibration=_correlated_inputs(256).to(torch.bfloat16), config=FAST)
+    assert all(t.comp is None for t in p.tensors)
+    p = budget.plan(model, calibration=_correlated_inputs(80), config=FAST)  # fewer rows than 2 per input
+    assert all(t.comp is None for t in p.tensors)
+    p = budget.plan(model, calibration=_correlated_inputs(256), config=FAST)
+    assert sorted(t.name for t in p.tensors if t.comp is not None) == ["0.weight", "2.weight"]
+    with pytest.raises(InvalidOption, match="damp"):
+        budget.BudgetConfig(damp=0.0)

