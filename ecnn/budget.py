@@ -25,6 +25,13 @@ How the steps are chosen (Lagrangian rate-distortion optimization):
    Gauss-Newton matrix of the output error on a calibration batch (estimated
    with random output probes), the diagonal of the Fisher information when the
    output is a batch of logits, or 1 without calibration data.
+   With a module and calibration data, the weight of each ``nn.Linear`` also
+   gets error-compensated candidates (:func:`quantize_compensated`: each
+   column's rounding error is pushed onto the columns not yet rounded, as in
+   OPTQ/GPTQ), and all of that tensor's candidates are measured by the layer's
+   output error, ``sum_i g_i e_i H e_i^T`` with ``H`` the second moment of
+   the layer's inputs on the batch and ``g_i`` the row's sensitivity per unit
+   of input energy.
 3. For a Lagrange multiplier ``lam`` each tensor takes the candidate
    minimizing ``D + lam * R``. Sweeping ``lam`` from infinity to 0 moves one
    tensor at a time one point along the lower convex hull of its (rate,
