@@ -141,8 +141,8 @@ class BudgetConfig:
             batch has fewer than :data:`COMPENSATE_MIN_ROWS` input rows (samples,
             or tokens for a sequence model) per input, are not compensated: on
             all-MiniLM-L6-v2, 16 calibration sentences (about 240 token rows
-            for 384 and 1536 inputs) gave no consistent gain, 272 sentences did
-            (bench/RESULTS.md).
+            for 384 and 1536 inputs) gave no consistent gain; with 272 the
+            mean cosine rose at 10-12 MB (bench/RESULTS.md).
         damp: the compensation's ridge: the input second-moment matrix gets
             ``damp`` times its mean diagonal added to its diagonal.
         seed: seed of the random probes.
@@ -441,8 +441,8 @@ def quantize_compensated(arr: np.ndarray, dt: dtypes.DType, step: float, u: np.n
     output error ``e H e^T`` per row, ``H`` being the second moment of the
     layer's inputs (the OPTQ/GPTQ update of Frantar et al., 2023, with the
     fixed grid of ``step``); ``u`` is the upper Cholesky factor of ``H^-1``.
-    The weights drift from round-to-nearest by a step at most now and then;
-    the output error falls where the inputs are correlated. The symbols are
+    The symbols differ from round-to-nearest's where that lowers the output
+    error, which falls most where the inputs are correlated. The symbols are
     what the codec computes from the dequantized values (checked, as for
     :func:`quantize_rdo`), so they go into a file through ``EncodeConfig.steps``.
     Storage types other than float32/float64 round to nearest.
