@@ -485,6 +485,62 @@ def test_compensation_lowers_the_real_output_error_at_a_size(target):
     assert errs[True] < 0.9 * errs[False], errs
 
 
+class _TokenModel(torch.nn.Module):
+    """Embedding table, mean over the sequence, then a narrow linear read-out."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.emb = torch.nn.Embedding(120, 32)
+        self.head = torch.nn.Linear(32, 6)
+
+    def forward(self, ids):
+        return self.head(self.emb(ids).mean(1))
+
+
+def _tokens(n, seed):
+    return torch.randint(0, 120, (n, 12), generator=torch.Generator().manual_seed(seed))
+
+
+def test_embedding_moments_are_the_row_summed_output_gradients():
+    model = _TokenModel()
+    ids = _tokens(64, 1)
+    ids[:, 0] = 7  # a row looked up many times: its positions' gradients add up before the square
+    cfg = budget.BudgetConfig(probes=4)
+    names = ["emb.weight", "head.weight"]
+    h, grams = budget._sensitivities(model, names, ids, cfg, None)
+    gram, gram2, rows = grams["emb.weight"]
+    # one row per probe and looked-up table row, less the rows whose gradients cancel out
+    assert 4 * len(torch.unique(ids)) - 8 <= rows <= 4 * len(torch.unique(ids))
+    ratio = np.diag(gram) / h["emb.weight"].sum(axis=0)  # the diagonal is h summed over the table's rows
+    assert np.allclose(ratio, ratio[0], rtol=1e-5) and ratio[0] > 0
+    assert np.all(np.diag(gram2) > 0)
+    assert "head.weight" in grams and grams["head.weight"][2] == 64  # the read-out's input rows
+    # a table that is also another module's weight is left alone
+    model.head2 = torch.nn.Linear(120, 32, bias=False)
+    model.head2.weight = model.emb.weight
+    assert "emb.weight" not in budget._sensitivities(model, names, ids, cfg, None)[1]
+
+
+def test_embedding_compensation_lowers_the_real_output_error_at_a_size():
+    calib, fresh = _tokens(512, 2), _tokens(512, 3)
+    ref_model = _TokenModel()
+    with torch.no_grad():
+        ref = ref_model(fresh)
+    errs = {}
+    for on in (False, True):
+        cfg = budget.BudgetConfig(steps_per_octave=4, max_bits=9, probes=8, compensate=on)
+        r = ecnn.compress(_TokenModel(), target_bytes=2600, calibration=calib, config=cfg)
+        assert r.size <= 2600
+        emb = next(t for t in r.tensors if t["name"] == "emb.weight")
+        assert emb["compensated"] == on
+        m = _TokenModel()
+        m.load_state_dict(ecnn.decode(r.data))
+        with torch.no_grad():
+            errs[on] = float(((m(fresh) - ref) ** 2).mean())
+    assert errs[True] < 0.8 * errs[False], errs
+
+
 def test_compensation_needs_a_module_and_float32_weights():
     model = _wide_mlp()
     sd = {k: v.clone() for k, v in model.state_dict().items()}
