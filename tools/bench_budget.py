@@ -372,7 +372,8 @@ def run_task(task, tmp: Path, budget_cfg, train: bool = True, drops: bool = True
         rel = np.abs(est - got) / np.maximum(got, 1)
         worst = int(np.argmax(np.where(big, rel, -1))) if big.any() else None
         proxy.append((t, r.size, float(est.sum()), float(got.sum()), float(rel[worst]) if worst is not None else None,
-                      r.tensors[worst]["name"] if worst is not None else "-", int(big.sum()), secs))
+                      r.tensors[worst]["name"] if worst is not None else "-", int(big.sum()),
+                      sum(bool(x["compensated"]) for x in r.tensors), secs))
         log.info("ecnn budget %d: %d bytes, %s (%.1f s; estimate/coded payload %.4f)", t, r.size, s, secs, est.sum() / got.sum())
 
     if drops:
@@ -438,12 +439,12 @@ def level_table(task, res) -> tuple[str, dict[str, list[float]]]:
 
 def proxy_table(res) -> str:
     lines = [
-        "| target | file bytes | search's rate, sum | coded payloads, sum | ratio | worst tensor (>= 4 KB, >= 1 bit/value) | tensors checked | compress s |",
-        "|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| target | file bytes | search's rate, sum | coded payloads, sum | ratio | worst tensor (>= 4 KB, >= 1 bit/value) | tensors checked | compensated tensors | compress s |",
+        "|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for t, size, est, got, worst, name, n, secs in res["proxy"]:
+    for t, size, est, got, worst, name, n, comp, secs in res["proxy"]:
         w = f"{100 * worst:.1f}% ({name})" if worst is not None else "-"
-        lines.append(f"| {t:,} | {size:,} | {est:,.0f} | {got:,.0f} | {est / got:.4f} | {w} | {n} | {secs:.1f} |")
+        lines.append(f"| {t:,} | {size:,} | {est:,.0f} | {got:,.0f} | {est / got:.4f} | {w} | {n} | {comp} | {secs:.1f} |")
     return "\n".join(lines)
 
 
