@@ -296,11 +296,12 @@ def _compensation(gram: np.ndarray, gram2: np.ndarray, count: int, h: np.ndarray
     mean = float(np.mean(np.diag(hd)))
     if not mean > 0 or not np.isfinite(hd).all() or not np.isfinite(gram2).all():
         return None
-    diag = np.maximum(np.diag(hd), 1e-300)
-    norm = np.outer(diag, diag)  # on the scale of correlations, so that no input dominates
-    var = np.maximum(gram2 / count - hd * hd, 0.0) / count / norm
+    diag = np.diag(hd)
+    inv = np.divide(1.0, diag, out=np.zeros_like(diag), where=diag > 0)  # inputs that are always zero drop out
+    norm = np.outer(inv, inv)  # on the scale of correlations, so that no input dominates
+    var = np.maximum(gram2 / count - hd * hd, 0.0) / count * norm
     off = ~np.eye(hd.shape[0], dtype=bool)
-    sq = float(np.sum((hd * hd / norm)[off]))
+    sq = float(np.sum((hd * hd * norm)[off]))
     shrink = min(1.0, float(np.sum(var[off])) / sq) if sq > 0 else 1.0
     hd = np.where(off, hd * (1.0 - shrink), hd)
     hd = hd + damp * mean * np.eye(hd.shape[0])

@@ -459,6 +459,12 @@ def test_few_calibration_rows_shrink_the_moments_toward_their_diagonal():
     assert budget._compensation(*_moments(_correlated_inputs(95)), h, 0.01) is None  # < 2 rows per input
     assert budget._compensation(np.zeros((48, 48)), np.zeros((48, 48)), 0, h, 0.01) is None
     assert budget._compensation(np.zeros((48, 48)), np.zeros((48, 48)), 100, h, 0.01) is None  # no input energy
+    # an input that is always zero (a dead ReLU unit) leaves the shrinkage of the others as it was
+    x = _correlated_inputs(512)
+    with np.errstate(all="raise"):
+        live = budget._compensation(*_moments(x), h, 0.01)
+        dead = budget._compensation(*_moments(torch.cat([x, torch.zeros(512, 1)], 1)), np.ones((8, 49)), 0.01)
+    assert dead.shrink == pytest.approx(live.shrink, rel=1e-9) and live.shrink < 0.5
 
 
 def _wide_mlp(seed=0):
