@@ -145,11 +145,13 @@ class BudgetConfig:
             row (:func:`_add_embedding_grams`); on all-MiniLM-L6-v2 the word
             table rounded so at a step of 0.0195 (3.56 bits a value) gave
             0.74x the sentence-embedding error of rounding to nearest, at the
-            same rate, on sentences outside the calibration batch. Weights that more than one module holds
-            (tied weights) are not compensated. Layers with
-            more than :data:`COMPENSATE_MAX_IN` inputs, or whose calibration
-            batch has fewer than :data:`COMPENSATE_MIN_ROWS` input rows (samples,
-            or tokens for a sequence model) per input, are not compensated: on
+            same rate, on sentences outside the calibration batch. Weights
+            that more than one module holds (tied weights) are not
+            compensated. Layers with more than :data:`COMPENSATE_MAX_IN`
+            inputs (table columns), or whose calibration batch has fewer than
+            :data:`COMPENSATE_MIN_ROWS` input rows (samples, or tokens for a
+            sequence model; for a table, looked-up rows times probes) per
+            input, are not compensated: on
             all-MiniLM-L6-v2, 16 calibration sentences (about 240 token rows
             for 384 and 1536 inputs) gave no consistent gain; with 272 the
             mean cosine rose at 10-12 MB (bench/RESULTS.md).
@@ -683,6 +685,26 @@ def _is_tensorlike(x) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+def _compensable(obj, leaves: Mapping, kind):
+    """``(weight name, module)`` of each module of type ``kind`` whose weight is
+    in ``leaves``, has at most :data:`COMPENSATE_MAX_IN` columns and is held
+    by no other module (tied weights: one module's inputs are not the whole
+    story), once each."""
+    seen: dict[int, int] = {}
+    for mod in obj.modules():
+        for p in mod.parameters(recurse=False):
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    done = set()
+    for prefix, mod in obj.named_modules(remove_duplicate=False):
+        name = f"{prefix}.weight" if prefix else "weight"
+        if not isinstance(mod, kind) or name not in leaves or name in done or seen[id(mod.weight)] > 1:
+            continue
+        if mod.weight.ndim != 2 or mod.weight.shape[1] > COMPENSATE_MAX_IN:
+            continue
+        done.add(name)
+        yield name, mod
+
+
 def _input_grams(obj, leaves: Mapping, cfg: BudgetConfig) -> tuple[dict, list]:
     """Forward hooks summing ``x^T x`` and ``(x*x)^T (x*x)`` over the input rows
     ``x`` of each ``nn.Linear`` whose weight is in ``leaves`` (``{weight name:
@@ -693,15 +715,7 @@ def _input_grams(obj, leaves: Mapping, cfg: BudgetConfig) -> tuple[dict, list]:
     handles = []
     if not cfg.compensate or not isinstance(obj, torch.nn.Module):
         return grams, handles
-    shared = _shared_parameters(obj)
-    for prefix, mod in obj.named_modules(remove_duplicate=False):
-        name = f"{prefix}.weight" if prefix else "weight"
-        if not isinstance(mod, torch.nn.Linear) or name not in leaves or mod.in_features > COMPENSATE_MAX_IN:
-            continue
-        if id(mod.weight) in shared:  # tied weights: the layer's inputs are not the whole story
-            continue
-        if name in grams:  # the same layer under another path
-            continue
+    for name, mod in _compensable(obj, leaves, torch.nn.Linear):
         d = mod.in_features
         acc = grams[name] = [torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0]
 
@@ -716,13 +730,6 @@ def _input_grams(obj, leaves: Mapping, cfg: BudgetConfig) -> tuple[dict, list]:
     return grams, handles
 
 
-def _shared_parameters(obj) -> set[int]:
-    """Ids of the parameters that more than one module of ``obj`` holds (tied weights)."""
-    seen: dict[int, int] = {}
-    for mod in obj.modules():
-        for p in mod.parameters(recurse=False):
-            seen[id(p)] = seen.get(id(p), 0) + 1
-    return {k for k, v in seen.items() if v > 1}
 
 
 def _embedding_calls(obj, leaves: Mapping, cfg: BudgetConfig) -> tuple[dict, list]:
@@ -736,13 +743,7 @@ def _embedding_calls(obj, leaves: Mapping, cfg: BudgetConfig) -> tuple[dict, lis
     handles = []
     if not cfg.compensate or not isinstance(obj, torch.nn.Module):
         return calls, handles
-    shared = _shared_parameters(obj)
-    for prefix, mod in obj.named_modules(remove_duplicate=False):
-        name = f"{prefix}.weight" if prefix else "weight"
-        if not isinstance(mod, torch.nn.Embedding) or name not in leaves or mod.embedding_dim > COMPENSATE_MAX_IN:
-            continue
-        if name in calls or id(mod.weight) in shared:
-            continue
+    for name, mod in _compensable(obj, leaves, torch.nn.Embedding):
         rec = calls[name] = []
 
         def hook(module, inputs, output, rec=rec):
@@ -781,7 +782,8 @@ def _add_embedding_grams(grams: dict, name: str, ids, grads) -> None:
 def _sensitivities(obj, names: list[str], calibration, cfg: BudgetConfig, progress) -> tuple[dict[str, np.ndarray], dict]:
     """Per-element sensitivity ``h`` of each named tensor (see the module docstring),
     and for the weights of ``nn.Linear`` layers (``cfg.compensate``) the Gram
-    matrix of their calibration inputs and its row count.
+    matrix of their calibration inputs and its row count (for the tables of
+    ``nn.Embedding`` layers, that of their output gradients per looked-up row).
 
     Tensors the output does not depend on through autograd (buffers) are absent
     from the result.
