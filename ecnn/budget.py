@@ -716,20 +716,25 @@ def _input_grams(obj, leaves: Mapping, cfg: BudgetConfig) -> tuple[dict, list]:
     if not cfg.compensate or not isinstance(obj, torch.nn.Module):
         return grams, handles
     for name, mod in _compensable(obj, leaves, torch.nn.Linear):
-        d = mod.in_features
-        acc = grams[name] = [torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0]
 
-        def hook(module, inputs, output, acc=acc):
-            x = inputs[0].detach().reshape(-1, module.in_features).double()
-            acc[0] += x.T @ x
-            x2 = x * x
-            acc[1] += x2.T @ x2
-            acc[2] += x.shape[0]
+        def hook(module, inputs, output, name=name):
+            _add_moments(grams, name, inputs[0].detach().reshape(-1, module.in_features).double())
 
         handles.append(mod.register_forward_hook(hook))
     return grams, handles
 
 
+def _add_moments(grams: dict, name: str, rows) -> None:
+    """Add ``rows`` (a float64 torch matrix) to the moments ``grams[name]``:
+    ``[sum of x^T x, sum of (x*x)^T (x*x), number of rows]``."""
+    import torch
+
+    d = rows.shape[1]
+    acc = grams.setdefault(name, [torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0])
+    acc[0] += rows.T @ rows
+    r2 = rows * rows
+    acc[1] += r2.T @ r2
+    acc[2] += rows.shape[0]
 
 
 def _embedding_calls(obj, leaves: Mapping, cfg: BudgetConfig) -> tuple[dict, list]:
@@ -771,12 +776,7 @@ def _add_embedding_grams(grams: dict, name: str, ids, grads) -> None:
     g = torch.cat([x.reshape(-1, dim) for x in grads]).double()
     uniq, inv = torch.unique(ids, return_inverse=True)
     rows = torch.zeros(uniq.numel(), dim, dtype=torch.float64).index_add_(0, inv, g)
-    rows = rows[rows.abs().sum(1) > 0]
-    acc = grams.setdefault(name, [torch.zeros(dim, dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0])
-    acc[0] += rows.T @ rows
-    r2 = rows * rows
-    acc[1] += r2.T @ r2
-    acc[2] += rows.shape[0]
+    _add_moments(grams, name, rows[rows.abs().sum(1) > 0])
 
 
 def _sensitivities(obj, names: list[str], calibration, cfg: BudgetConfig, progress) -> tuple[dict[str, np.ndarray], dict]:
