@@ -246,12 +246,13 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
     """``(i, fn(i))`` for every ``i`` in ``0 .. n - 1``, in completion order.
 
     With more than one process (:func:`workers`) and at least two jobs, the
-    jobs are shared out by ``costs`` (largest first, each to the least loaded
-    process) among forked workers; each sends its results back as MessagePack
-    (so a result must be made of MessagePack types: ints, strings, bytes,
-    lists, dicts...) through a pipe, read here as they come. A worker's
-    exception comes back as the :mod:`ecnn.errors` class of the same name if
-    there is one, else as RuntimeError. Off Linux, everything runs here.
+    jobs wait in one queue, the largest by ``costs`` first, and each forked
+    worker takes the next job whenever it finishes one (so a job that takes
+    longer than its cost says holds up no one). Each worker sends its results
+    back as MessagePack (so a result must be made of MessagePack types: ints,
+    strings, bytes, lists, dicts...) through a pipe, read here as they come. A
+    worker's exception comes back as the :mod:`ecnn.errors` class of the same
+    name if there is one, else as RuntimeError. Off Linux, everything runs here.
     """
     nproc = min(workers(), n) if _FORK else 1
     if nproc <= 1:
@@ -262,24 +263,36 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
     import selectors
 
     costs = [1] * n if costs is None else list(costs)
-    load = [0] * nproc
-    share: list[list[int]] = [[] for _ in range(nproc)]
-    for i in sorted(range(n), key=lambda j: -costs[j]):
-        k = load.index(min(load))
-        share[k].append(i)
-        load[k] += costs[i]
+    queue = memoryview(np.array(sorted(range(n), key=lambda j: -costs[j]), dtype="<u4").tobytes())
+    # The queue: job indices, 4 bytes each. What fits the pipe goes in before any worker
+    # starts; the rest is fed below as the workers drain it, in writes of at most one
+    # page (atomic, so every index arrives whole: reads of 4 bytes take one each).
+    qr, qw = os.pipe()
+    _write_all(qw, queue[:_PIPE_CAPACITY])
+    queue = queue[_PIPE_CAPACITY:]
+    if queue:
+        os.set_blocking(qw, False)
+    else:
+        os.close(qw)
+        qw = -1
     children = {}
     sel = selectors.DefaultSelector()
     try:
-        for k in range(nproc):
+        for _ in range(nproc):
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(r)
                 code = 0
                 try:
+                    if qw >= 0:
+                        os.close(qw)
                     _set_child()
-                    for i in sorted(share[k]):
+                    while True:
+                        b = os.read(qr, 4)
+                        if len(b) < 4:
+                            break
+                        i = int.from_bytes(b, "little")
                         _write_all(w, _frame(msgpack.packb([i, True, fn(i)], use_bin_type=True, default=_plain)))
                 except BaseException as e:  # noqa: BLE001 - reported to the parent as data
                     code = 1
@@ -292,9 +305,23 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
             os.close(w)
             children[r] = (pid, bytearray())
             sel.register(r, selectors.EVENT_READ)
+        os.close(qr)
+        qr = -1
+        if qw >= 0:
+            sel.register(qw, selectors.EVENT_WRITE)
         failure = None
         while children and failure is None:
             for key, _ in sel.select():
+                if key.fd == qw:
+                    try:
+                        queue = queue[os.write(qw, queue[:_PIPE_CAPACITY]) :]
+                    except BlockingIOError:
+                        continue
+                    if not queue:
+                        sel.unregister(qw)
+                        os.close(qw)
+                        qw = -1
+                    continue
                 r = key.fd
                 b = os.read(r, 1 << 20)
                 pid, buf = children[r]
@@ -322,6 +349,9 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
         if failure is not None:
             raise failure
     finally:
+        for fd in (qr, qw):
+            if fd >= 0:
+                os.close(fd)
         for r, (pid, _) in children.items():  # stopped early: end the rest
             try:
                 os.kill(pid, 9)

@@ -195,6 +195,27 @@ def test_imap_packed_returns_every_result_once():
 
 
 @needs_fork
+def test_imap_packed_jobs_go_to_whichever_worker_is_free():
+    def fn(i):
+        if i == 0:
+            time.sleep(0.3)  # the first job in the queue takes long, whatever its cost says
+        return os.getpid()
+
+    with chunkrun.using(2):
+        got = dict(chunkrun.imap_packed(21, fn, costs=[1] * 21))
+    assert sorted(got) == list(range(21))
+    assert sum(pid == got[0] for pid in got.values()) <= 3  # the other worker took the rest
+
+
+@needs_fork
+def test_imap_packed_feeds_a_queue_larger_than_the_pipe(monkeypatch):
+    monkeypatch.setattr(chunkrun, "_PIPE_CAPACITY", 16)  # 4 indices at a time
+    with chunkrun.using(3):
+        got = dict(chunkrun.imap_packed(50, lambda i: i * i, costs=range(50)))
+    assert got == {i: i * i for i in range(50)}
+
+
+@needs_fork
 def test_imap_packed_errors_come_back_typed():
     def fn(i):
         if i == 4:
