@@ -203,9 +203,12 @@ def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, pat
     split over ``workers`` forked processes (:mod:`ecnn.chunkrun`). Runs of
     smaller tensors, up to :data:`BATCH_BYTES` of decoded data at a time (or
     the largest tensor's size, if more), are split over the same number of
-    processes, one tensor each, the largest first. Workers write
-    into shared memory, so host memory stays near a few tensors, not the
-    model, and nothing passes between processes but a status.
+    processes, one tensor each, the largest first. The smaller tensors that
+    come before a large one wait for the run after it (so a slow small tensor
+    does not leave the other processes idle); at most one large tensor waits
+    for them. Workers write into shared memory, so host memory stays within
+    the largest tensor plus one run, not the model, and nothing passes between
+    processes but a status.
 
     Args:
         f: the opened file.
@@ -222,24 +225,33 @@ def iter_host(f: EcnnFile, names: Iterable[str], workers: int | None = None, pat
         return
     batch: list[str] = []
     batch_bytes = 0
+    held: tuple[int, HostTensor] | None = None  # a large tensor decoded ahead of the batch's earlier tensors
     host_bytes = {name: _record(f, name).numel * _host_layout(f, name)[0].itemsize for name in names}
     # A batch may hold as much as the largest tensor: memory stays within twice that,
     # and larger batches leave the processes idle less often at their ends.
     limit = max([BATCH_BYTES, *host_bytes.values()])
+
+    def flush():
+        nonlocal batch, batch_bytes, held
+        done = _decode_batch(f, batch, n) if batch else []
+        if held is not None:
+            done.insert(held[0], held[1])
+        batch, batch_bytes, held = [], 0, None
+        return done
+
     for name in names:
         rec = _record(f, name)
         if rec.numel >= LARGE:
-            if batch:
-                yield from _decode_batch(f, batch, n)
-                batch, batch_bytes = [], 0
+            if held is not None:
+                yield from flush()
+            # Decoded now, yielded after the smaller tensors before it: those join the
+            # next batch, so a slow small tensor does not leave the other processes idle.
             with chunkrun.using(n):
-                h = decode_host(f, name)
-            yield h
+                held = (len(batch), decode_host(f, name))
             continue
         batch.append(name)
         batch_bytes += host_bytes[name]
         if batch_bytes >= limit:
-            yield from _decode_batch(f, batch, n)
-            batch, batch_bytes = [], 0
-    if batch:
-        yield from _decode_batch(f, batch, n)
+            yield from flush()
+    if batch or held is not None:
+        yield from flush()

@@ -165,6 +165,29 @@ def test_split_decoding_gives_the_same_tensors(tmp_path, monkeypatch, forks, for
     assert all(_same_bits(getattr(m, k), want[k]) for k in want)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="decoding splits over processes only on Linux")
+def test_small_tensors_before_a_large_one_come_out_in_order(tmp_path, monkeypatch, forks):
+    from ecnn import chunkrun, parallel
+
+    torch.manual_seed(3)
+    sd = {}
+    for i, shape in enumerate([(30,), (20, 10), (100, 300), (40,), (120, 300), (100, 300), (7,), (3, 3)]):
+        sd[f"t{i}"] = torch.randn(*shape)
+    p = tmp_path / "m.ecnn"
+    ecnn.save_file(sd, p, config=EncodeConfig(bits=6, chunk=4096))
+    with chunkrun.using(1):
+        ref = et.load_file(p)
+    monkeypatch.setattr(chunkrun, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(parallel, "LARGE", 20000)  # t2, t4 and t5 (two in a row) by chunks
+    with ecnn.open(p) as f:
+        hosts = list(parallel.iter_host(f, list(sd), workers=2))
+    assert [h.name for h in hosts] == list(sd)
+    for h in hosts:
+        got = torch.from_numpy(parallel.dequantize_host(h).reshape(h.shape))
+        assert _same_bits(got, ref[h.name]), h.name
+    assert len(forks) >= 3
+
+
 def test_damaged_file_raises_format_error(mixed_file):
     data = bytearray(mixed_file.read_bytes())
     data[-3] ^= 0xFF
