@@ -88,6 +88,34 @@ def test_merge_contexts_groups_adjacent_contexts():
     assert table_of[0] == 0 and set(np.diff(table_of)) <= {0, 1}
 
 
+def _table_cost_in_floats(hist):
+    """The encoder's merge cost, computed plainly in float64."""
+    h = hist.astype(np.float64)
+    n = h.sum(axis=-1)
+    ent = n * np.log2(np.maximum(n, 1.0)) - (h * np.log2(np.maximum(h, 1.0))).sum(axis=-1)
+    scale = np.minimum(1.0, 1024.0 / np.maximum(n, 1.0))
+    table = 8.0 * (h.shape[-1] + np.count_nonzero(h * scale[..., None] >= 127.5, axis=-1))
+    return ent * 1.01 + table + 8.0
+
+
+@pytest.mark.parametrize("top", [3, 300, 1 << 19, 1 << 24])  # small counts from the table, large ones computed
+def test_table_cost_is_the_float_formula_exactly(top):
+    rng = np.random.default_rng(top)
+    hist = rng.integers(0, top, (200, 37)) * (rng.random((200, 37)) < 0.6)
+    hist[0] = 0
+    hist[1, :] = 0
+    hist[1, :3] = [127, 128, 1]  # a total below 1024: counts of 128 and more take 2 bytes
+    np.testing.assert_array_equal(ctx._table_cost_bits(hist), _table_cost_in_floats(hist))
+
+
+def test_least_count_is_the_first_count_that_scales_to_two_bytes():
+    big = np.random.default_rng(1).integers(20000, 1 << 40, 20000)
+    totals = np.concatenate([np.arange(1, 20000), big]).astype(np.float64)
+    scale = np.minimum(1.0, 1024.0 / totals)
+    c = ctx._least_count(scale)
+    assert np.all(c * scale >= 127.5) and np.all((c - 1) * scale < 127.5)
+
+
 def test_bad_table_map_is_corrupt_payload():
     w = scaled_matrix(128, 64, seed=1)
     q = np.rint(w / (np.abs(w).max() / 127)).astype(np.int32)

@@ -64,22 +64,50 @@ def classes(scale: np.ndarray, n: int) -> np.ndarray:
     return np.clip(((ls - lo) / (hi - lo) * n).astype(np.int64), 0, n - 1)
 
 
+_XLOGX_SIZE = 1 << 20  # counts below this take n log2 n from a table
+_xlogx_table: np.ndarray | None = None
+
+
+def _xlogx(hist: np.ndarray) -> np.ndarray:
+    """``h * log2(max(h, 1))`` of integer counts ``h``, as float64: from a table when every count is small."""
+    global _xlogx_table
+    if hist.size and int(hist.max()) < _XLOGX_SIZE:
+        if _xlogx_table is None:
+            h = np.arange(_XLOGX_SIZE, dtype=np.float64)
+            _xlogx_table = h * np.log2(np.maximum(h, 1.0))  # the same operations as below, value by value
+        return _xlogx_table[hist]
+    h = hist.astype(np.float64)
+    return h * np.log2(np.maximum(h, 1.0))
+
+
 def _table_cost_bits(hist: np.ndarray) -> np.ndarray:
-    """Approximate cost in bits of coding with one order-0 table per row of ``hist``.
+    """Approximate cost in bits of coding with one order-0 table per row of ``hist`` (integer counts).
 
     Used to decide merges; the final plan is costed exactly with ``order0.fit``.
     """
-    h = hist.astype(np.float64)
-    n = h.sum(axis=-1)
+    # Sums of integers below 2^53 are exact, in int64 as in float64.
+    n = hist.sum(axis=-1).astype(np.float64)
     # n log2 n - sum h log2 h, with 0 log2 0 = 0 (log2 1 = 0 as well)
-    ent = n * np.log2(np.maximum(n, 1.0)) - (h * np.log2(np.maximum(h, 1.0))).sum(axis=-1)
+    ent = n * np.log2(np.maximum(n, 1.0)) - _xlogx(hist).sum(axis=-1)
     # A count scaled to a total of about 1024 takes 2 bytes from rint(.) >= 128 on, else 1
     # (rint(x) >= 128 exactly when x >= 127.5; none reaches the 3 bytes of 16384).
     scale = np.minimum(1.0, 1024.0 / np.maximum(n, 1.0))
-    table = 8.0 * (h.shape[-1] + np.count_nonzero(h * scale[..., None] >= 127.5, axis=-1))
+    table = 8.0 * (hist.shape[-1] + np.count_nonzero(hist >= _least_count(scale)[..., None], axis=-1))
     # The real fit spends a little over the entropy (coarse counts); 1% is typical.
     # Every table costs at least a byte of map, so an empty context joins a neighbour.
     return ent * 1.01 + table + 8.0
+
+
+def _least_count(scale: np.ndarray) -> np.ndarray:
+    """The least integer ``c`` with ``c * scale >= 127.5`` in float64, for each scale in ``(0, 1]``.
+
+    ``c * scale`` rounds monotonically in ``c``, so a count passes exactly when it is at least this.
+    """
+    c = np.ceil(127.5 / scale).astype(np.int64)
+    for _ in range(2):  # the quotient's rounding puts the first guess at most a step off
+        c = np.where((c - 1) * scale >= 127.5, c - 1, c)
+        c = np.where(c * scale < 127.5, c + 1, c)
+    return c
 
 
 _SEGMENT_BINS = 1 << 22  # counts of the context ranges costed per call of _table_cost_bits
