@@ -138,3 +138,20 @@ def test_log_tables_read_the_same_small_or_large(nsym):
         assert small[1] == end
         with pytest.raises(ValueError, match="past the end"):
             tables.read(blob[: len(blob) - 1 - max(1, nsym // 4)], 1, nsym)
+
+
+def test_repeated_fits_come_from_the_cache_unchanged(monkeypatch):
+    rng = np.random.default_rng(7)
+    hists = [rng.poisson(rng.exponential(50, 30)).astype(np.int64) + (i == 0) for i in range(40)]
+    fresh = [order0._fit(h) for h in hists]
+    monkeypatch.setattr(order0, "_cache", order0.OrderedDict())
+    monkeypatch.setattr(order0, "_cache_counts", 0)
+    monkeypatch.setattr(order0, "_CACHE_COUNTS", 10 * 30)  # room for 10 of them
+    for _ in range(2):
+        for h, want in zip(hists, fresh):
+            got = order0.fit(h.copy())
+            assert got.blob == want.blob and got.symbol_bits == want.symbol_bits
+            np.testing.assert_array_equal(got.counts, want.counts)
+            assert not got.counts.flags.writeable  # shared between callers: nobody may change it
+    assert order0._cache_counts <= 300 and len(order0._cache) == 10
+    assert order0.fit(hists[-1]) is order0.fit(hists[-1].copy())  # a recent fit is returned again

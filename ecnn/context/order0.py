@@ -7,6 +7,9 @@ one whose total (table bytes + coded symbol bits) is smallest.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,14 +63,54 @@ def scale_counts(hist: np.ndarray, resolution: int) -> np.ndarray:
     return np.where(hist > 0, np.maximum(scaled, 1), 0)
 
 
+_CACHE_COUNTS = 1 << 20  # fits kept for repeated histograms, in counts (8 MiB of int64) at most
+_CACHE_LARGEST = 1 << 14  # larger histograms are not kept
+_cache: OrderedDict[bytes, Order0Fit] = OrderedDict()
+_cache_counts = 0
+_cache_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _cache_lock
+    _cache_lock = threading.Lock()  # a forked worker never waits on a lock that another thread held
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def fit(hist: np.ndarray) -> Order0Fit:
     """Choose a stored table for a histogram by minimum description length.
 
     Tries plain counts at several resolutions and log-coded counts with 1 to 3
     mantissa bits; keeps the smallest table bytes + coded symbol bits (the
-    first of equal ones, in that order).
+    first of equal ones, in that order). The encoder's searches fit the same
+    histogram many times (a row class's counts in every plan with that many
+    row classes), so recent fits are kept and returned again; their counts
+    are read-only.
     """
+    global _cache_counts
     hist = np.asarray(hist, dtype=np.int64)
+    key = hist.tobytes()
+    with _cache_lock:
+        got = _cache.get(key)
+        if got is not None:
+            _cache.move_to_end(key)
+            return got
+    got = _fit(hist)
+    got.counts.flags.writeable = False
+    if hist.size <= _CACHE_LARGEST:
+        with _cache_lock:
+            if key not in _cache:
+                _cache[key] = got
+                _cache_counts += hist.size
+            while _cache_counts > _CACHE_COUNTS:
+                _, old = _cache.popitem(last=False)
+                _cache_counts -= old.counts.size
+    return got
+
+
+def _fit(hist: np.ndarray) -> Order0Fit:
     cands: list[tuple[np.ndarray, int, object]] = []
     seen: set[bytes] = set()
 
@@ -77,12 +120,24 @@ def fit(hist: np.ndarray) -> Order0Fit:
             seen.add(key)
             cands.append((counts, table_bytes, make_blob))
 
+    # The plain resolutions up to the first that holds the whole total (larger ones
+    # give the same counts), scaled as scale_counts does, all at once.
     total = int(hist.sum())
+    rs = []
     for r in _RESOLUTIONS:
-        counts = scale_counts(hist, r)
-        add(counts, 1 + int(varint.varint_sizes(counts).sum()), lambda c=counts: tables.serialize(c))
+        rs.append(r)
         if total <= (1 << r):
-            break  # larger resolutions give the same counts
+            break
+    plain = np.empty((len(rs), hist.size), np.int64)
+    plain[:] = hist
+    scaled = [i for i, r in enumerate(rs) if total > (1 << r)]
+    if scaled:
+        factors = np.array([(1 << rs[i]) / total for i in scaled], np.float64)
+        c = np.rint(hist.astype(np.float64)[None, :] * factors[:, None]).astype(np.int64)
+        plain[scaled] = np.where(hist > 0, np.maximum(c, 1), 0)
+    plain_bytes = 1 + varint.varint_sizes(plain).sum(axis=1)
+    for counts, nbytes in zip(plain, plain_bytes):
+        add(counts, int(nbytes), lambda c=counts: tables.serialize(c))
     for m in (1, 2, 3):
         codes = tables.log_codes(hist, m)
         add(tables.code_to_count(codes, m), tables.log_table_bytes(codes), lambda c=codes, m=m: tables.serialize_log(c, m))
@@ -92,7 +147,7 @@ def fit(hist: np.ndarray) -> Order0Fit:
     totals = 8.0 * np.array([tb for _, tb, _ in cands], np.float64) + sym_bits
     k = int(np.argmin(totals))  # the first of equal totals
     counts, _, make_blob = cands[k]
-    return Order0Fit(counts=counts, blob=make_blob(), symbol_bits=float(sym_bits[k]))
+    return Order0Fit(counts=counts.copy(), blob=make_blob(), symbol_bits=float(sym_bits[k]))
 
 
 def entropy_bits(hist: np.ndarray) -> float:
