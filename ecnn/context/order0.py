@@ -49,20 +49,6 @@ def symbol_bits(hist: np.ndarray, counts: np.ndarray) -> float:
     return float(np.dot(hist[used], tables.probabilities_bits(f[used])))
 
 
-def scale_counts(hist: np.ndarray, resolution: int) -> np.ndarray:
-    """Scale a histogram so that its total is about ``2**resolution``.
-
-    Symbols that occur keep a count of at least 1, so none of them falls back
-    to the leaky minimum probability of ``2**-24``.
-    """
-    total = int(hist.sum())
-    target = 1 << resolution
-    if total <= target:
-        return hist.copy()
-    scaled = np.rint(hist.astype(np.float64) * (target / total)).astype(np.int64)
-    return np.where(hist > 0, np.maximum(scaled, 1), 0)
-
-
 _CACHE_COUNTS = 1 << 20  # fits kept for repeated histograms, in counts (8 MiB of int64) at most
 _CACHE_LARGEST = 1 << 14  # larger histograms are not kept
 _cache: OrderedDict[bytes, Order0Fit] = OrderedDict()
@@ -121,7 +107,9 @@ def _fit(hist: np.ndarray) -> Order0Fit:
             cands.append((counts, table_bytes, make_blob))
 
     # The plain resolutions up to the first that holds the whole total (larger ones
-    # give the same counts), scaled as scale_counts does, all at once.
+    # give the same counts), all at once: each scales the histogram to a total of
+    # about 2**r, and a symbol that occurs keeps a count of at least 1, so none
+    # falls back to the leaky minimum probability of 2**-24.
     total = int(hist.sum())
     rs = []
     for r in _RESOLUTIONS:
