@@ -65,19 +65,21 @@ def classes(scale: np.ndarray, n: int) -> np.ndarray:
 
 
 _XLOGX_SIZE = 1 << 20  # counts below this take n log2 n from a table
-_xlogx_table: np.ndarray | None = None
+_xlogx_table = np.zeros(0)  # grown to the next power of two above the largest count seen
 
 
 def _xlogx(hist: np.ndarray) -> np.ndarray:
     """``h * log2(max(h, 1))`` of integer counts ``h``, as float64: from a table when every count is small."""
     global _xlogx_table
-    if hist.size and int(hist.max()) < _XLOGX_SIZE:
-        if _xlogx_table is None:
-            h = np.arange(_XLOGX_SIZE, dtype=np.float64)
-            _xlogx_table = h * np.log2(np.maximum(h, 1.0))  # the same operations as below, value by value
-        return _xlogx_table[hist]
-    h = hist.astype(np.float64)
-    return h * np.log2(np.maximum(h, 1.0))
+    top = int(hist.max()) if hist.size else 0
+    if top >= _XLOGX_SIZE:
+        h = hist.astype(np.float64)
+        return h * np.log2(np.maximum(h, 1.0))
+    table = _xlogx_table
+    if table.size <= top:
+        h = np.arange(1 << top.bit_length(), dtype=np.float64)
+        table = _xlogx_table = h * np.log2(np.maximum(h, 1.0))  # the same operations as above, value by value
+    return table[hist]
 
 
 def _table_cost_bits(hist: np.ndarray) -> np.ndarray:
