@@ -288,12 +288,7 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
                     if qw >= 0:
                         os.close(qw)
                     _set_child()
-                    while True:
-                        b = os.read(qr, 4)
-                        if len(b) < 4:
-                            break
-                        i = int.from_bytes(b, "little")
-                        _write_all(w, _frame(msgpack.packb([i, True, fn(i)], use_bin_type=True, default=_plain)))
+                    _drain(qr, lambda i: _write_all(w, _frame(msgpack.packb([i, True, fn(i)], use_bin_type=True, default=_plain))))
                 except BaseException as e:  # noqa: BLE001 - reported to the parent as data
                     code = 1
                     try:
