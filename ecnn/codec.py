@@ -37,6 +37,7 @@ _REPR_KEYS = {
 # tries it when a sample of the tensor shows at most CODEBOOK_PROBE distinct values.
 MAX_LEVELS = 1 << 16
 CODEBOOK_PROBE = 4096
+CODEBOOK_PROBE_FAST = 256  # below effort "best", tensors with more distinct values in the sample skip the codebook
 CODEBOOK_DTYPES = ("float32", "float16", "bfloat16")
 
 REPRS += (fields.KIND,)  # format 1.1
@@ -51,20 +52,20 @@ def _raw(arr: np.ndarray) -> tuple[dict, list, bytes]:
     return {"kind": "raw"}, [], data
 
 
-def _planes(arr: np.ndarray, dt: DType, chunk: int) -> tuple[dict, list, bytes]:
+def _planes(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best") -> tuple[dict, list, bytes]:
     b = _contig(arr).reshape(-1).view(np.uint8).reshape(-1, dt.itemsize)
     descs, parts = [], []
     rows = _rows(arr)
     for k in range(dt.itemsize):
-        d, p = streams.encode_best(b[:, k], 1, False, chunk, rows=rows)
+        d, p = streams.encode_best(b[:, k], 1, False, chunk, rows=rows, effort=effort)
         descs.append(d)
         parts.append(p)
     return {"kind": "planes"}, descs, b"".join(parts)
 
 
-def _ints(arr: np.ndarray, dt: DType, chunk: int):
+def _ints(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best"):
     values = arr.ravel().astype(np.uint8) if dt.kind == "b" else arr.ravel()
-    d, p = streams.encode_best(values, dt.itemsize, dt.kind != "u", chunk, rows=_rows(arr))
+    d, p = streams.encode_best(values, dt.itemsize, dt.kind != "u", chunk, rows=_rows(arr), effort=effort)
     if d["coder"] == "raw":
         return None  # the raw representation stores the same bytes more simply
     return {"kind": "int"}, [d], p
@@ -75,24 +76,42 @@ def _rows(arr: np.ndarray) -> int | None:
     return int(arr.shape[0]) if arr.ndim >= 2 else None
 
 
+def _fields_ok(dt: DType, cfg: EncodeConfig) -> bool:
+    return fields.applies(dt) and cfg.format_minor >= 1
+
+
 def _fields(arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> list:
     """The ``fields`` candidate of a float tensor stored exactly, where the config allows format 1.1."""
-    if not fields.applies(dt) or getattr(cfg, "format_minor", 1) < 1:
+    if not _fields_ok(dt, cfg):
         return []
-    return [fields.encode(arr, dt, cfg.chunk)]
+    return [fields.encode(arr, dt, cfg.chunk, effort=cfg.effort)]
 
 
-def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool) -> tuple[dict, list, bytes]:
+def _exact(arr: np.ndarray, dt: DType, cfg: EncodeConfig, own: bool = True) -> list:
+    """Candidates for a tensor stored exactly: raw, byte planes, ``fields``, and with
+    ``own`` the type's own (integers, or a float codebook). Below effort ``"best"``,
+    matrices where ``fields`` applies skip the byte planes, which seldom win there."""
+    cands = [_raw(arr)]
+    if cfg.effort == "best" or arr.ndim < 2 or not _fields_ok(dt, cfg):
+        cands.append(_planes(arr, dt, cfg.chunk, cfg.effort))
+    if own and not dt.is_float:
+        cands.append(_ints(arr, dt, cfg.chunk, cfg.effort))
+    elif own and cfg.format_minor >= 1:
+        cands.append(_codebook(arr, dt, cfg.chunk, cfg.effort))
+    return [c for c in cands if c is not None] + _fields(arr, dt, cfg)
+
+
+def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool, effort: str) -> tuple[dict, list, bytes]:
     q = quantize.quantize(arr, dt, step)
-    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts)
+    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts, effort=effort)
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
-def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool) -> tuple[dict, list, bytes]:
+def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool, effort: str) -> tuple[dict, list, bytes]:
     codes = quantize.row_codes(arr, dt, step)
     q = quantize.quantize_rows(arr, dt, step, codes)
-    d0, p0 = streams.encode_best(codes, 1, False, chunk, contexts=contexts)
-    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts)
+    d0, p0 = streams.encode_best(codes, 1, False, chunk, contexts=contexts, effort=effort)
+    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts, effort=effort)
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
 
 
@@ -102,14 +121,15 @@ def _order_keys(bits: np.ndarray, width: int) -> np.ndarray:
     return np.where(bits & sign, ~bits, bits | sign)
 
 
-def _codebook(arr: np.ndarray, dt: DType, chunk: int):
+def _codebook(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best"):
     """Levels and signed level indices (spec/CODING.md section 4.8), or None when there are too many levels."""
     if dt.name not in CODEBOOK_DTYPES or arr.size < 2:
         return None
     utype = np.dtype(f"<u{dt.itemsize}")
     bits = _contig(arr).reshape(-1).view(utype)
-    sample = bits[:: max(1, bits.size // (4 * CODEBOOK_PROBE))]
-    if np.unique(sample).size > CODEBOOK_PROBE:
+    probe = CODEBOOK_PROBE if effort == "best" else CODEBOOK_PROBE_FAST
+    sample = bits[:: max(1, bits.size // (4 * probe))]
+    if np.unique(sample).size > probe:
         return None
     levels, inverse = np.unique(bits, return_inverse=True)  # sorted by bit pattern
     k = int(levels.size)
@@ -122,8 +142,8 @@ def _codebook(arr: np.ndarray, dt: DType, chunk: int):
     rank[order] = np.arange(k)
     zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
     q = rank[inverse.reshape(-1)] - zero
-    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk, contexts=True)  # codebook is 1.1 itself
-    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=_rows(arr), contexts=True)
+    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
+    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=_rows(arr), contexts=True, effort=effort)
     return {"kind": "codebook", "levels": k, "zero": zero}, [d0, d1], p0 + p1
 
 
@@ -152,17 +172,12 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
         step = quantize.check_step(fixed) if fixed is not None else quantize.step_for_bits(arr, dt, cfg.bits)
         per_row = fixed is None and cfg.per_row and arr.ndim >= 2
         try:
-            rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk, cfg.format_minor >= 1)
+            rep, descs, payload = (_uniform_rows if per_row else _uniform)(arr, dt, step, cfg.chunk, cfg.format_minor >= 1, cfg.effort)
         except InvalidOption as e:
             log.warning("tensor %r kept exact: %s", name, e)
-            rep, descs, payload = _smallest([_raw(arr), _planes(arr, dt, cfg.chunk)] + _fields(arr, dt, cfg))
+            rep, descs, payload = _smallest(_exact(arr, dt, cfg, own=False))
     else:
-        cands = [_raw(arr), _planes(arr, dt, cfg.chunk)]
-        if not dt.is_float:
-            cands.append(_ints(arr, dt, cfg.chunk))
-        elif cfg.format_minor >= 1:
-            cands.append(_codebook(arr, dt, cfg.chunk))
-        rep, descs, payload = _smallest([c for c in cands if c is not None] + _fields(arr, dt, cfg))
+        rep, descs, payload = _smallest(_exact(arr, dt, cfg))
     rec = {"name": name, "dtype": dt.name, "shape": [int(s) for s in arr.shape], "repr": rep, "streams": descs}
     return rec, payload
 

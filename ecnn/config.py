@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from ecnn.errors import InvalidOption
 
 
+EFFORTS = ("fast", "balanced", "best")
+
+
 @dataclass(frozen=True)
 class EncodeConfig:
     """How to encode tensors.
@@ -38,6 +41,15 @@ class EncodeConfig:
         format_minor: the highest Format_Minor whose features the encoder may
             use: 1 (the default) allows the ``ctx`` stream coder of format 1.1;
             0 writes files that every 1.0 decoder reads. Shapes the bitstream.
+        effort: how hard the encoder searches for small models, one of
+            :data:`EFFORTS`. ``"best"`` (the default) tries every context model
+            and class count; ``"balanced"`` plans one grid of 8 x 8 row and
+            column classes per stream, tries the sparse-lane model only where
+            most symbols are 0, and skips byte planes for float matrices;
+            ``"fast"`` codes every stream with one table of its own (order 0).
+            Lower efforts encode several times faster and write somewhat larger
+            files (spec/CODING.md section 11.8, bench/RESULTS.md); decoding
+            needs nothing new. Shapes the bitstream.
         version: version of this config's meaning; bumps when a default changes.
     """
 
@@ -51,6 +63,7 @@ class EncodeConfig:
     chunk: int = 1 << 20
     align: int = 8
     format_minor: int = 1
+    effort: str = "best"
     version: int = field(default=1, repr=False)
 
     def __post_init__(self):
@@ -67,6 +80,8 @@ class EncodeConfig:
             raise InvalidOption(f"align must be a power of two in [1, 4096], got {self.align}")
         if type(self.format_minor) is not int or not 0 <= self.format_minor <= 1:
             raise InvalidOption(f"format_minor must be 0 or 1, got {self.format_minor!r}")
+        if self.effort not in EFFORTS:
+            raise InvalidOption(f"effort must be one of {', '.join(EFFORTS)}, not {self.effort!r}")
         if isinstance(self.exact, str):
             object.__setattr__(self, "exact", (self.exact,))
         steps = tuple(sorted(dict(self.steps).items()))

@@ -80,15 +80,21 @@ def _estimate_head_bits(u: np.ndarray, e_bits: int, m_bits: int, k: int) -> floa
     return fit.total_bits + float(u.size * (m_bits - k))
 
 
-def choose_head(u: np.ndarray, e_bits: int, m_bits: int) -> int:
-    """Mantissa bits ``k`` in the head: the cheapest by the order-0 estimate, on a sample of large tensors."""
+def choose_head(u: np.ndarray, e_bits: int, m_bits: int, effort: str = "best") -> int:
+    """Mantissa bits ``k`` in the head: the cheapest by the order-0 estimate, on a sample of large tensors.
+
+    Below effort ``"best"`` the search stops once the estimate has grown twice in a row.
+    """
     sample = u[:: max(1, u.size // (1 << 21))]
-    ks = range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1)
-    costs = [_estimate_head_bits(sample, e_bits, m_bits, k) for k in ks]
+    costs: list[float] = []
+    for k in range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1):
+        costs.append(_estimate_head_bits(sample, e_bits, m_bits, k))
+        if effort != "best" and len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
+            break
     return int(np.argmin(costs))
 
 
-def _heads(heads: np.ndarray, hb: int, rows: int, chunk: int) -> tuple[dict, bytes]:
+def _heads(heads: np.ndarray, hb: int, rows: int, chunk: int, effort: str = "best") -> tuple[dict, bytes]:
     """Stream 2: ``const``, ``blocks`` (row and column class tables) or ``packed``, whichever is smallest."""
     lo, hi = int(heads.min()), int(heads.max())
     if lo == hi:
@@ -97,14 +103,14 @@ def _heads(heads: np.ndarray, hb: int, rows: int, chunk: int) -> tuple[dict, byt
     nsym = hi - lo + 1
     if nsym <= blocks.MAX_NSYM:
         sym = (heads - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
-        p, bits = blocks.plan(sym, nsym, chunk)
+        p, bits = blocks.plan(sym, nsym, chunk, effort)
         if bits < 8.0 * _desc_cost(*best):
             crows = blocks.chunk_rows_for(rows, sym.shape[1], min(chunk, HEAD_CHUNK))
             best = _smaller(blocks.encode(sym, p, lo, nsym, crows), best)
     return best
 
 
-def _signs(signs: np.ndarray, rows: int | None, chunk: int) -> tuple[dict, bytes]:
+def _signs(signs: np.ndarray, rows: int | None, chunk: int, effort: str = "best") -> tuple[dict, bytes]:
     """Stream 0: ``packed``, unless a coded stream saves at least 3% (coded signs cost decoding time)."""
     s = _packed(signs, 1)
     ones = int(np.count_nonzero(signs))
@@ -116,11 +122,11 @@ def _signs(signs: np.ndarray, rows: int | None, chunk: int) -> tuple[dict, bytes
     # small tensors, or where the signs are skewed overall.
     if h0 > SIGN_TRY_ENTROPY and signs.size > SIGN_TRY_COUNT:
         return s
-    coded = streams.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows)
+    coded = streams.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows, effort=effort)
     return coded if _desc_cost(*coded) <= SIGN_GAIN * _desc_cost(*s) else s
 
 
-def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None) -> tuple[dict, list, bytes]:
+def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort: str = "best") -> tuple[dict, list, bytes]:
     """The ``fields`` candidate of a non-empty float tensor: ``(repr, stream descriptors, payload)``.
 
     Args:
@@ -128,18 +134,19 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None) -> tupl
         dt: its type.
         chunk: symbols per independently decodable chunk of coded streams.
         k: mantissa bits in the head; chosen by estimate when None.
+        effort: the encoder's search effort (:data:`ecnn.config.EFFORTS`) for the signs and heads.
     """
     e_bits, m_bits = floats.layout(dt.name)
     u = floats.bit_patterns(arr)
     rows = floats.row_count(arr.shape)
     cols = u.size // rows
     if k is None:
-        k = choose_head(u, e_bits, m_bits)
+        k = choose_head(u, e_bits, m_bits, effort)
     r = m_bits - k
     signs, heads, shifts, tails = floats.split(u, e_bits, m_bits, k, rows)
-    s = _signs(signs, rows if arr.ndim >= 2 else None, chunk)
-    t = streams.encode_best(shifts, 1, False, chunk)
-    h = _heads(heads, e_bits + k, rows, chunk)
+    s = _signs(signs, rows if arr.ndim >= 2 else None, chunk, effort)
+    t = streams.encode_best(shifts, 1, False, chunk, effort=effort)
+    h = _heads(heads, e_bits + k, rows, chunk, effort)
     if r == 0:
         tl = streams.encode_const(0)
     else:

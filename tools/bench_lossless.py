@@ -11,7 +11,8 @@ Every coder gets the same tensors, one at a time, in one run:
   process only (``chunkrun.using(1)``: the speed of one core), with
   ``EcnnFile.arrays()`` as a user calls it (a large tensor's chunks split over
   the CPUs by ``ecnn.chunkrun``), and with ``ecnn.parallel.iter_host`` in
-  ``--workers`` processes;
+  ``--workers`` processes; and at each lower effort of ``--efforts``
+  (``EncodeConfig.effort``), encoded once and decoded with ``arrays()``;
 * ZipNN 0.5.4 (``input_format="numpy"`` for float32, ``"torch"`` for the
   16-bit types), compressing a copy of each tensor, since it overwrites its input;
 * zstd at levels 3 and 19, on each tensor's bytes.
@@ -25,7 +26,7 @@ date, the machine and the command, to ``bench/RESULTS.md``.
 
 Usage (from the repository root)::
 
-    .venv/bin/python tools/bench_lossless.py [--dtypes float32,bfloat16,float16] [--workers 2] [--no-append]
+    .venv/bin/python tools/bench_lossless.py [--dtypes float32,bfloat16,float16] [--workers 2] [--efforts balanced,fast] [--no-append]
 """
 
 from __future__ import annotations
@@ -130,6 +131,28 @@ def run_ecnn(tensors: dict, dtname: str, workers: int, tmp: Path, repeats: int) 
     return rows
 
 
+def run_ecnn_effort(tensors: dict, dtname: str, effort: str, repeats: int) -> dict:
+    """ecnn at a lower search effort (``EncodeConfig.effort``): encode once, decode as ``arrays()`` does."""
+    arrays = {k: (storage(v), dtypes.get(dtname)) for k, v in tensors.items()}
+    data, enc = timed(efile.encode, arrays, make_config(lossless=True, effort=effort), None)
+
+    def serial():
+        with efile.EcnnFile(data) as f:
+            return {n: a for n, (a, _) in f.arrays().items()}
+
+    best = None
+    for _ in range(repeats):
+        out, dec = timed(serial)
+        for k, (a, _) in arrays.items():
+            assert out[k].tobytes() == a.tobytes(), k
+        del out
+        best = dec if best is None else min(best, dec)
+    with efile.EcnnFile(data) as f:
+        kinds = Counter(f.info(n).representation for n in f.keys())
+    label = f"ecnn --lossless --effort {effort}, arrays() ({chunkrun.workers()} processes for large tensors)"
+    return dict(coder=label, size=len(data), enc=enc, dec=best, cpu=None, note=_kinds(kinds))
+
+
 def _cpu(cpu: float | None, orig: int) -> str:
     """The two CPU-time cells of a row (dashes where workers did part of the work)."""
     return "- | -" if cpu is None else f"{cpu:.2f} | {orig / 1e6 / cpu:.0f}"
@@ -179,6 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--limit", type=int, default=0, help="only the first N tensors (a quick check; implies --no-append)")
     ap.add_argument("--repeats", type=int, default=3, help="decode each ecnn file this many times, keep the fastest")
+    ap.add_argument("--efforts", default="balanced,fast", help="lower encoder efforts to run beside the default (comma-separated; empty for none)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lines = [
@@ -195,6 +219,7 @@ def main(argv=None) -> int:
                 args.no_append = True
             orig = sum(v.numel() * v.element_size() for v in tensors.values())
             rows = run_ecnn(tensors, name, args.workers, Path(d), args.repeats)
+            rows += [run_ecnn_effort(tensors, name, e, args.repeats) for e in args.efforts.split(",") if e]
             zip_row = run_zipnn(tensors, name)
             rows += [zip_row, run_zstd(tensors, 3), run_zstd(tensors, 19)]
             for r in rows:
@@ -205,7 +230,7 @@ def main(argv=None) -> int:
                 )
                 log.info(lines[-1])
             best_dec = min(r["dec"] for r in rows if r["coder"].startswith("ecnn"))
-            rel = rows[0]["size"] / zip_row["size"]
+            rel = rows[0]["size"] / zip_row["size"]  # the default effort's file
             verdicts.append(
                 f"- {name}: ecnn's file is {rel:.4f} x ZipNN's (target <= {TARGETS[name]}: {'met' if rel <= TARGETS[name] else 'missed'}); "
                 f"fastest ecnn decode {orig / 1e6 / best_dec:.0f} MB/s wall-clock (target >= 150: {'met' if orig / 1e6 / best_dec >= 150 else 'missed'}); "

@@ -91,13 +91,20 @@ def column_runs(cclass: np.ndarray, table_of: np.ndarray, nrc: int) -> tuple[np.
     return order, [_runs(np.asarray(table_of, np.int64), cs, g) for g in range(nrc)]
 
 
-def plan(sym: np.ndarray, nsym: int, chunk: int) -> tuple[rowcol_ctx.RowColPlan, float]:
+def plan(sym: np.ndarray, nsym: int, chunk: int, effort: str = "best") -> tuple[rowcol_ctx.RowColPlan, float]:
     """The cheapest class counts of :data:`CLASSES` for a ``(rows, cols)`` array of indices ``0..nsym-1``.
 
-    Returns the plan and its estimated size in bits (tables, classes, map,
-    ideal code lengths, and per chunk 24 + 64 bits as for ``cat0``).
+    With ``effort`` ``"balanced"`` the only class counts are :data:`ecnn.context.rowcol.BALANCED_CLASSES`,
+    with ``"fast"`` one table (1 x 1). Returns the plan and its estimated size in
+    bits (tables, classes, map, ideal code lengths, and per chunk 24 + 64 bits as
+    for ``cat0``).
     """
     rows, cols = sym.shape
+    if effort != "best":
+        a, b = rowcol_ctx.BALANCED_CLASSES if effort == "balanced" else (1, 1)
+        best = rowcol_ctx.plan(sym, nsym, None, min(a, rows), min(b, cols))
+        k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
+        return best, best.bits + k * (24 + order0.FLUSH_BITS)
     stride = max(1, sym.size // SEARCH_SYMBOLS)
     sample = sym[::stride]
     cands = sorted({(min(a, rows, sample.shape[0]), min(b, cols)) for a, b in CLASSES})

@@ -61,6 +61,7 @@ ROWCOL_PLAN_BINS = 1 << 22  # contexts^2 x nsym at most per plan (merging contex
 # The lanes model of ctx streams is tried for matrices with at least this many symbols, a quarter of them zero.
 LANES_MIN_COUNT = 256
 LANES_MIN_ZEROS = 0.25
+LANES_MIN_ZEROS_BALANCED = 0.5  # effort "balanced" tries lanes only where most symbols are 0 (pruned weights)
 
 
 class Choice(NamedTuple):
@@ -222,6 +223,7 @@ def encode_best(
     chunk: int = DEFAULT_CHUNK,
     rows: int | None = None,
     contexts: bool = False,
+    effort: str = "best",
 ) -> tuple[dict, bytes]:
     """Code integer values with whichever of const / raw / cat0 / rowcol is smallest.
 
@@ -229,11 +231,12 @@ def encode_best(
     ``rows``, if given, views the values as a ``(rows, count // rows)`` matrix
     for the row/column contexts. With ``contexts``, the format 1.1 ``ctx``
     coder is tried too, and every candidate also pays for its descriptor.
+    ``effort`` (:data:`ecnn.config.EFFORTS`) limits the models tried, as :func:`choose` says.
     """
     v = np.asarray(values).ravel()
     if v.size == 0:
         return encode_raw(v, width, signed)
-    kind, _, how, _ = choose(v, width, signed, chunk, rows, contexts)
+    kind, _, how, _ = choose(v, width, signed, chunk, rows, contexts, effort)
     lo, hi = int(v.min()), int(v.max())
     if kind == "const":
         return encode_const(lo)
@@ -262,12 +265,19 @@ def choose(
     chunk: int = DEFAULT_CHUNK,
     rows: int | None = None,
     contexts: bool = False,
+    effort: str = "best",
 ):
     """The cheapest coder for non-empty values: ``(kind, estimated bits, encoding inputs)``.
 
     With ``contexts`` the kinds include ``ctx0`` and ``lanes`` (the two models of
     the ``ctx`` coder), and each estimate includes the descriptor's bytes, so
     that the choice is by total description length.
+
+    ``effort`` ``"best"`` tries every model; ``"balanced"`` plans row/column
+    contexts with :data:`ecnn.context.rowcol.BALANCED_CLASSES` classes only and
+    tries ``lanes`` only where at least :data:`LANES_MIN_ZEROS_BALANCED` of the
+    symbols are 0 and the sample's estimate beats the best so far; ``"fast"``
+    tries no row/column contexts and no ``lanes``.
     """
     v = values
     lo, hi = int(v.min()), int(v.max())
@@ -289,16 +299,18 @@ def choose(
         else:
             c = cand("cat0", bits, (indices, fit), "cat0")
         best = min(best, c, key=lambda ch: ch.bits)
-        if rows and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE and _tables_can_pay(nsym, v.size):
-            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk)
+        rowcol_ok = rows and effort != "fast" and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE
+        if rowcol_ok and _tables_can_pay(nsym, v.size):
+            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk, effort == "best")
             if rc is not None and contexts:
-                best = min(best, _ctx_rowcol(rc, rows, chunk, cand), key=lambda ch: ch.bits)
+                best = min(best, _ctx_rowcol(rc, rows, chunk, cand, effort == "best"), key=lambda ch: ch.bits)
             elif rc is not None:
                 best = min(best, cand("rowcol", rc[1], rc[2], "rowcol"), key=lambda ch: ch.bits)
-    lanes_ok = contexts and rows and v.size >= LANES_MIN_COUNT and v.size % rows == 0 and lo <= 0 <= hi
-    if lanes_ok and np.count_nonzero(v == 0) >= LANES_MIN_ZEROS * v.size:
+    lanes_ok = effort != "fast" and contexts and rows and v.size >= LANES_MIN_COUNT and v.size % rows == 0 and lo <= 0 <= hi
+    min_zeros = LANES_MIN_ZEROS if effort == "best" else LANES_MIN_ZEROS_BALANCED
+    if lanes_ok and np.count_nonzero(v == 0) >= min_zeros * v.size:
         m = v.astype(np.int64).reshape(rows, -1)
-        p = sparse.plan(m, chunk)
+        p = sparse.plan(m, chunk, None if effort == "best" else best.bits)
         if p is not None:
             best = min(best, cand("lanes", p.bits, (m, p), "ctx"), key=lambda ch: ch.bits)
     return best
@@ -320,12 +332,13 @@ def _tables_can_pay(nsym: int, count: int) -> bool:
     return 4 * nsym <= count * max(1.0, np.log2(nsym))
 
 
-def _ctx_rowcol(rc, rows: int, chunk: int, cand) -> Choice:
-    """A rowcol plan as a ``ctx`` model-4 stream: parameters in the stream, sign tables by column class."""
+def _ctx_rowcol(rc, rows: int, chunk: int, cand, search: bool = True) -> Choice:
+    """A rowcol plan as a ``ctx`` model-4 stream: parameters in the stream, sign tables by column class
+    (one table without ``search``)."""
     sym, vals, plan_, offset, n = rc[2]
     bits, signs, nsc = rc[1], None, 0
     if vals is not None:
-        signs = rowcol_ctx.plan_signs(vals)
+        signs = rowcol_ctx.plan_signs(vals, rowcol_ctx.SIGN_CLASSES if search else (1,))
         bits += signs.bits - plan_.sign_fit.total_bits
         nsc = signs.k
     crows = rowcol.chunk_rows_for(rows, sym.shape[1], chunk)
@@ -359,8 +372,11 @@ def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
     return width, signed
 
 
-def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int):
-    """The cheapest rowcol plan for these values, as ``("rowcol", bits, encoding inputs)``, or None."""
+def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, search: bool = True):
+    """The cheapest rowcol plan for these values, as ``("rowcol", bits, encoding inputs)``, or None.
+
+    Without ``search``, only :data:`ecnn.context.rowcol.BALANCED_CLASSES` (or the one affordable class count) is planned, on every row.
+    """
     cols = v.size // rows
     shape = (rows, cols)
     variants = [(indices.reshape(shape), None, lo, nsym)]
@@ -371,6 +387,13 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
         if mmax >= 1 and mmax + 1 <= tables.MAX_NSYM:
             # Symmetric values: magnitudes with signs apart halve every table. Try that alone.
             variants = [(m.astype(np.int32), vals, 0, mmax + 1)]
+    if not search:
+        sym, vals, offset, n = variants[0]
+        ok = _affordable_classes(n)
+        nrc, ncc = rowcol_ctx.BALANCED_CLASSES if rowcol_ctx.BALANCED_CLASSES in ok else ok[0]
+        plan_ = rowcol_ctx.plan(sym, n, vals, min(nrc, rows), min(ncc, cols))
+        nchunks = categorical.num_chunks(rows, rowcol.chunk_rows_for(rows, cols, chunk))
+        return ("rowcol", plan_.bits + nchunks * (24 + order0.FLUSH_BITS), (sym, vals, plan_, offset, n))
     # Rank the class counts on a sample of rows (counts weighted to stand for all
     # rows), then plan the best few on every row and keep the cheapest.
     stride = max(1, v.size // ROWCOL_SEARCH_SYMBOLS)

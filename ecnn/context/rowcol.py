@@ -25,6 +25,7 @@ from ecnn.context import order0, varint
 
 MAX_CLASSES = 64  # per axis
 MAX_CONTEXTS = 2 * MAX_CLASSES - 1
+BALANCED_CLASSES = (8, 8)  # the one class count that encoder effort "balanced" plans, on every row
 
 
 @dataclass(frozen=True)
@@ -296,27 +297,32 @@ def sign_classes(values: np.ndarray, k: int) -> np.ndarray:
     The classes are spread evenly between the 1st and 99th percentile of the
     shares, so that a few columns of one sign do not take every class.
     """
-    cols = values.shape[1]
+    return _sign_classes((values != 0).sum(axis=0), (values > 0).sum(axis=0), k)
+
+
+def _sign_classes(nz: np.ndarray, positive: np.ndarray, k: int) -> np.ndarray:
+    """:func:`sign_classes` from each column's non-zero and positive counts."""
     if k == 1:
-        return np.zeros(cols, np.int64)
-    nz = (values != 0).sum(axis=0)
-    pos = np.where(nz > 0, (values > 0).sum(axis=0) / np.maximum(nz, 1), 0.5)
+        return np.zeros(nz.size, np.int64)
+    pos = np.where(nz > 0, positive / np.maximum(nz, 1), 0.5)
     lo, hi = np.quantile(pos, [0.01, 0.99])
     if hi - lo < 1e-9:
-        return np.zeros(cols, np.int64)
+        return np.zeros(nz.size, np.int64)
     return np.clip(((pos - lo) / (hi - lo) * k).astype(np.int64), 0, k - 1)
 
 
-def plan_signs(values: np.ndarray) -> SignPlan:
-    """The cheapest number of sign classes for a ``(rows, cols)`` array of signed values."""
+def plan_signs(values: np.ndarray, counts: tuple[int, ...] = SIGN_CLASSES) -> SignPlan:
+    """The cheapest number of sign classes, of ``counts``, for a ``(rows, cols)`` array of signed values."""
     best = None
-    nzm = values != 0
-    for k in SIGN_CLASSES:
+    nz = (values != 0).sum(axis=0)
+    negative = (values < 0).sum(axis=0)
+    positive = nz - negative
+    for k in counts:
         if k > values.shape[1]:
             break
-        cls = sign_classes(values, k)
-        neg = np.bincount(cls, weights=((values < 0).sum(axis=0)), minlength=k).astype(np.int64)
-        tot = np.bincount(cls, weights=nzm.sum(axis=0), minlength=k).astype(np.int64)
+        cls = _sign_classes(nz, positive, k)
+        neg = np.bincount(cls, weights=negative, minlength=k).astype(np.int64)
+        tot = np.bincount(cls, weights=nz, minlength=k).astype(np.int64)
         fits, bits = [], 0.0
         for c in range(k):
             h = np.array([neg[c], tot[c] - neg[c]], np.int64)

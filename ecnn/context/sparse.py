@@ -239,12 +239,13 @@ def _neighbour_candidates(z: np.ndarray) -> list[int]:
     return [d for g, d in gains[:2] if g > 8.0 * 4]  # a flag must save more than its extra tables
 
 
-def plan(values: np.ndarray, chunk: int) -> LanePlan | None:
+def plan(values: np.ndarray, chunk: int, bound: float | None = None) -> LanePlan | None:
     """The cheapest ``lanes`` plan for a ``(rows, cols)`` array of integer symbols, or None.
 
     Tries both orientations, step-class counts, neighbour offsets, bucket counts
     and both value-context modes on a sample of lanes, then fits the winner on
-    every lane.
+    every lane; or returns None before that fit when the sample's estimate,
+    scaled to every lane, is not below ``bound`` bits.
     """
     m = np.asarray(values, np.int64)
     if m.ndim != 2 or m.size == 0 or not (m == 0).any() or not (m != 0).any():
@@ -267,7 +268,7 @@ def plan(values: np.ndarray, chunk: int) -> LanePlan | None:
         # Scale the sample's estimate to all lanes to rank the orientations.
         if best is None or cand[0] * stride < best[0] * best[1]:
             best = (cand[0], stride, transpose, cand[1])
-    if best is None:
+    if best is None or (bound is not None and best[0] * best[1] >= bound):
         return None
     _, _, transpose, (nb, k, d1, d2, vsign) = best
     return fit(m, transpose, nb, k, d1, d2, vsign, chunk)
