@@ -219,6 +219,7 @@ def main(argv=None) -> int:
                 args.no_append = True
             orig = sum(v.numel() * v.element_size() for v in tensors.values())
             rows = run_ecnn(tensors, name, args.workers, Path(d), args.repeats)
+            default_rows = list(rows)  # the verdicts are about the default effort's file
             rows += [run_ecnn_effort(tensors, name, e, args.repeats) for e in args.efforts.split(",") if e]
             zip_row = run_zipnn(tensors, name)
             rows += [zip_row, run_zstd(tensors, 3), run_zstd(tensors, 19)]
@@ -229,11 +230,11 @@ def main(argv=None) -> int:
                     f"{r['dec']:.2f} | {orig / 1e6 / r['dec']:.0f} | {_cpu(r['cpu'], orig)} | {r['note']} |"
                 )
                 log.info(lines[-1])
-            best_dec = min(r["dec"] for r in rows if r["coder"].startswith("ecnn"))
+            best_dec = min(r["dec"] for r in default_rows)
             rel = rows[0]["size"] / zip_row["size"]  # the default effort's file
             verdicts.append(
                 f"- {name}: ecnn's file is {rel:.4f} x ZipNN's (target <= {TARGETS[name]}: {'met' if rel <= TARGETS[name] else 'missed'}); "
-                f"fastest ecnn decode {orig / 1e6 / best_dec:.0f} MB/s wall-clock (target >= 150: {'met' if orig / 1e6 / best_dec >= 150 else 'missed'}); "
+                f"fastest decode of that file {orig / 1e6 / best_dec:.0f} MB/s wall-clock (target >= 150: {'met' if orig / 1e6 / best_dec >= 150 else 'missed'}); "
                 f"one core {orig / 1e6 / rows[0]['cpu']:.0f} MB per CPU second; original {orig:,} bytes."
             )
     table = "\n".join(lines)

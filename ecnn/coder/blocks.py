@@ -94,16 +94,18 @@ def column_runs(cclass: np.ndarray, table_of: np.ndarray, nrc: int) -> tuple[np.
 def plan(sym: np.ndarray, nsym: int, chunk: int, effort: str = "best") -> tuple[rowcol_ctx.RowColPlan, float]:
     """The cheapest class counts of :data:`CLASSES` for a ``(rows, cols)`` array of indices ``0..nsym-1``.
 
-    With ``effort`` ``"balanced"`` the only class counts are :data:`ecnn.context.rowcol.BALANCED_CLASSES`,
-    with ``"fast"`` one table (1 x 1). Returns the plan and its estimated size in
-    bits (tables, classes, map, ideal code lengths, and per chunk 24 + 64 bits as
-    for ``cat0``).
+    With ``effort`` ``"balanced"`` the class counts are one table (1 x 1) and
+    :data:`ecnn.context.rowcol.BALANCED_CLASSES`, both planned on every row, with
+    ``"fast"`` one table only. Returns the plan and its estimated size in bits
+    (tables, classes, map, ideal code lengths, and per chunk 24 + 64 bits as for
+    ``cat0``).
     """
     rows, cols = sym.shape
+    k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
     if effort != "best":
-        a, b = rowcol_ctx.BALANCED_CLASSES if effort == "balanced" else (1, 1)
-        best = rowcol_ctx.plan(sym, nsym, None, min(a, rows), min(b, cols))
-        k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
+        counts = [(1, 1), rowcol_ctx.BALANCED_CLASSES] if effort == "balanced" else [(1, 1)]
+        plans = [rowcol_ctx.plan(sym, nsym, None, min(a, rows), min(b, cols)) for a, b in counts]
+        best = min(plans, key=lambda p: p.bits)  # the first of equal ones
         return best, best.bits + k * (24 + order0.FLUSH_BITS)
     stride = max(1, sym.size // SEARCH_SYMBOLS)
     sample = sym[::stride]
@@ -114,7 +116,6 @@ def plan(sym: np.ndarray, nsym: int, chunk: int, effort: str = "best") -> tuple[
         p = rowcol_ctx.plan(sym, nsym, None, min(a, rows), b)
         if best is None or p.bits < best.bits:
             best = p
-    k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
     return best, best.bits + k * (24 + order0.FLUSH_BITS)
 
 
