@@ -101,6 +101,21 @@ def test_fit_never_zeroes_an_occurring_symbol():
     assert ((hist > 0) <= (fit.counts > 0)).all()
 
 
+def test_fit_builds_its_stored_table_when_asked_and_knows_its_length():
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        n = int(rng.integers(2, 2000))
+        hist = rng.integers(0, int(rng.choice([3, 100, 10**6])), size=n)
+        hist[rng.random(n) < 0.3] = 0
+        if not hist.any():
+            continue
+        fit = order0._fit(hist.astype(np.int64))
+        assert "blob" not in fit.__dict__  # not built by the fit itself
+        assert fit.table_bytes == len(fit.blob)
+        counts, pos = tables.read(memoryview(fit.blob), 0, n)
+        assert pos == len(fit.blob) and np.array_equal(counts, fit.counts)
+
+
 @pytest.mark.parametrize("scale, n", [(2.0, 100_000), (30.0, 300_000), (0.4, 5_000)])
 def test_rate_estimate_matches_coded_size(scale, n):
     rng = np.random.default_rng(7)

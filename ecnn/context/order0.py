@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+from typing import Callable
 
 import numpy as np
 
@@ -25,12 +27,15 @@ _RESOLUTIONS = (4, 6, 8, 10, 12, 14, 16, 18, 20)
 @dataclass(frozen=True)
 class Order0Fit:
     counts: np.ndarray  # counts as the decoder reads them, int64, one per symbol of the alphabet
-    blob: bytes  # the stored table (spec/CODING.md, "Stored tables")
+    table_bytes: int  # length of the stored table
     symbol_bits: float  # ideal code length of the symbols under the expanded table
+    make_blob: Callable[[], bytes] = field(repr=False, compare=False)
 
-    @property
-    def table_bytes(self) -> int:
-        return len(self.blob)
+    @cached_property
+    def blob(self) -> bytes:
+        """The stored table (spec/CODING.md, "Stored tables"), built when first asked for: the
+        encoder's searches fit many tables and store few."""
+        return self.make_blob()
 
     @property
     def total_bits(self) -> float:
@@ -97,14 +102,15 @@ def fit(hist: np.ndarray) -> Order0Fit:
 
 
 def _fit(hist: np.ndarray) -> Order0Fit:
-    cands: list[tuple[np.ndarray, int, object]] = []
+    cands: list[tuple[np.ndarray, int, tuple | None]] = []
     seen: set[bytes] = set()
 
-    def add(counts: np.ndarray, table_bytes: int, make_blob) -> None:
+    def add(counts: np.ndarray, table_bytes: int, log) -> None:
+        """A candidate: its counts, stored bytes, and ``(codes, m)`` if stored as log codes (mode 1)."""
         key = counts.tobytes()
         if key not in seen:
             seen.add(key)
-            cands.append((counts, table_bytes, make_blob))
+            cands.append((counts, table_bytes, log))
 
     # The plain resolutions up to the first that holds the whole total (larger ones
     # give the same counts), all at once: each scales the histogram to a total of
@@ -125,17 +131,19 @@ def _fit(hist: np.ndarray) -> Order0Fit:
         plain[scaled] = np.where(hist > 0, np.maximum(c, 1), 0)
     plain_bytes = 1 + varint.varint_sizes(plain).sum(axis=1)
     for counts, nbytes in zip(plain, plain_bytes):
-        add(counts, int(nbytes), lambda c=counts: tables.serialize(c))
+        add(counts, int(nbytes), None)
     for m in (1, 2, 3):
         codes = tables.log_codes(hist, m)
-        add(tables.code_to_count(codes, m), tables.log_table_bytes(codes), lambda c=codes, m=m: tables.serialize_log(c, m))
+        add(tables.code_to_count(codes, m), tables.log_table_bytes(codes), (codes, m))
     used = hist > 0
     f = tables.expand_rows(np.stack([c for c, _, _ in cands]))[:, used]
     sym_bits = tables.probabilities_bits(f) @ hist[used].astype(np.float64)
     totals = 8.0 * np.array([tb for _, tb, _ in cands], np.float64) + sym_bits
     k = int(np.argmin(totals))  # the first of equal totals
-    counts, _, make_blob = cands[k]
-    return Order0Fit(counts=counts.copy(), blob=make_blob(), symbol_bits=float(sym_bits[k]))
+    counts, tb, log = cands[k]
+    counts = counts.copy()
+    make_blob = partial(tables.serialize, counts) if log is None else partial(tables.serialize_log, *log)
+    return Order0Fit(counts=counts, table_bytes=tb, symbol_bits=float(sym_bits[k]), make_blob=make_blob)
 
 
 def entropy_bits(hist: np.ndarray) -> float:
