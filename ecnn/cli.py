@@ -396,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EFFORTS,
         default="best",
         help="how hard to search for small context models: best (default, smallest files), balanced (one 8x8 grid "
-        "of row/column classes per stream; a few times faster, files about 0.01-0.5%% larger) or fast "
-        "(one table per stream; fastest, files about 0.2-3%% larger)",
+        "of row/column classes per stream; a few times faster, files up to about 0.5%% larger) or fast "
+        "(one table per stream; fastest, files 0.2-3%% larger for dense weights, up to about 30%% for pruned ones)",
     )
     b = sp.add_argument_group(
         "compress to a budget",
