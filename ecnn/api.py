@@ -14,14 +14,14 @@ from ecnn.config import EncodeConfig, make_config
 from ecnn.container.format import Limits
 
 
-def _config(bits, step, lossless, config) -> EncodeConfig:
+def _config(bits, step, lossless, config, effort=None) -> EncodeConfig:
     if config is not None:
-        if bits is not None or step is not None or lossless:
+        if bits is not None or step is not None or lossless or effort is not None:
             from ecnn.errors import InvalidOption
 
-            raise InvalidOption("pass either config or bits/step/lossless, not both")
+            raise InvalidOption("pass either config or bits/step/lossless/effort, not both")
         return config
-    return make_config(bits=bits, step=step, lossless=lossless)
+    return make_config(bits=bits, step=step, lossless=lossless, **({} if effort is None else {"effort": effort}))
 
 
 def _arrays(tensors):
@@ -38,6 +38,7 @@ def encode(
     lossless: bool = False,
     metadata: Mapping[str, str] | None = None,
     config: EncodeConfig | None = None,
+    effort: str | None = None,
 ) -> bytes:
     """Encode tensors into the bytes of a ``.ecnn`` file.
 
@@ -47,7 +48,9 @@ def encode(
         step: quantize float weights with this fixed step instead.
         lossless: keep every value bit-exact.
         metadata: string-to-string map stored in the file.
-        config: a full :class:`~ecnn.config.EncodeConfig` instead of the three options.
+        config: a full :class:`~ecnn.config.EncodeConfig` instead of the other options.
+        effort: how hard the encoder searches for context models: ``"best"`` (the
+            default), ``"balanced"`` or ``"fast"`` (see ``EncodeConfig.effort``).
 
     With none of ``bits``, ``step`` and ``lossless``, weights are quantized to 8 bits.
     1-D float tensors (biases, norms) and integer tensors are always stored exactly.
@@ -64,7 +67,7 @@ def encode(
         >>> ecnn.decode(data)["w"].shape
         torch.Size([4, 4])
     """
-    return _file.encode(_arrays(tensors), _config(bits, step, lossless, config), metadata)
+    return _file.encode(_arrays(tensors), _config(bits, step, lossless, config, effort), metadata)
 
 
 def save_file(
@@ -76,12 +79,13 @@ def save_file(
     lossless: bool = False,
     metadata: Mapping[str, str] | None = None,
     config: EncodeConfig | None = None,
+    effort: str | None = None,
 ) -> int:
     """Encode tensors and write them to ``path`` atomically; returns the file size.
 
     Options as in :func:`encode`.
     """
-    return _file.save(_arrays(tensors), path, _config(bits, step, lossless, config), metadata)
+    return _file.save(_arrays(tensors), path, _config(bits, step, lossless, config, effort), metadata)
 
 
 def decode(data: bytes, *, device="cpu", limits: Limits = Limits()) -> dict:

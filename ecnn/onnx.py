@@ -44,7 +44,7 @@ from onnx import TensorProto, numpy_helper
 
 from ecnn import dtypes
 from ecnn import file as _file
-from ecnn.config import EncodeConfig, make_config
+from ecnn.config import EncodeConfig
 from ecnn.container.writer import atomic_write
 from ecnn.errors import CorruptPayload, InvalidField, InvalidOption, UnreadableInput, UnsafeInput
 
@@ -282,13 +282,14 @@ def save_model(
     metadata: Mapping[str, str] | None = None,
     config: EncodeConfig | None = None,
     base_dir=None,
+    effort: str | None = None,
 ) -> int:
     """Pack an ONNX model into a ``.ecnn`` file: the graph kept, the initializers compressed.
 
     Args:
         model: a ``.onnx`` path or an ``onnx.ModelProto`` (not modified).
         path: the ``.ecnn`` file to write (atomically).
-        bits, step, lossless, metadata, config: as in :func:`ecnn.save_file`.
+        bits, step, lossless, metadata, config, effort: as in :func:`ecnn.save_file`.
         base_dir: folder of the model's external data (default: the ``.onnx`` file's folder).
 
     Returns:
@@ -298,10 +299,9 @@ def save_model(
         UnsafeInput: external data whose path leaves the model's folder.
         UnreadableInput, InvalidOption.
     """
-    if config is not None and (bits is not None or step is not None or lossless):
-        raise InvalidOption("pass either config or bits/step/lossless, not both")
-    cfg = config or make_config(bits=bits, step=step, lossless=lossless)
-    return pack(model, path, cfg, metadata, base_dir=base_dir)[0]
+    from ecnn.api import _config
+
+    return pack(model, path, _config(bits, step, lossless, config, effort), metadata, base_dir=base_dir)[0]
 
 
 # --- unpacking ------------------------------------------------------------------

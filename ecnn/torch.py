@@ -429,6 +429,7 @@ def save_model(
     lossless: bool = False,
     metadata: Mapping[str, str] | None = None,
     config=None,
+    effort: str | None = None,
 ) -> int:
     """Write a module's state dict to a ``.ecnn`` file; tied weights are stored once.
 
@@ -446,4 +447,4 @@ def save_model(
 
     state = module.state_dict()
     kept = {g[0]: state[g[0]] for g in _alias_groups(state)}
-    return api.save_file(kept, path, bits=bits, step=step, lossless=lossless, metadata=metadata, config=config)
+    return api.save_file(kept, path, bits=bits, step=step, lossless=lossless, metadata=metadata, config=config, effort=effort)

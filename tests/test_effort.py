@@ -184,3 +184,37 @@ def test_cli_effort(tmp_path, capsys):
     assert len(outs["best"]) <= len(outs["balanced"]) <= len(outs["fast"]) < _scaled_matrix(10).nbytes
     assert main(["pack", str(src), "-o", str(tmp_path / "x.ecnn"), "--target-size", "10kB", "--effort", "fast"]) != 0
     assert "--effort" in capsys.readouterr().err
+
+
+def test_api_functions_take_effort(tmp_path):
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    import ecnn
+    import ecnn.onnx as eonnx
+    import ecnn.torch as et
+
+    w = _scaled_matrix(11)
+    fast = make_config(bits=8, effort="fast")
+    assert ecnn.encode({"w": torch.from_numpy(w)}, bits=8, effort="fast") == ecnn.encode({"w": torch.from_numpy(w)}, config=fast)
+    assert en.encode({"w": w}, bits=8, effort="fast") == en.encode({"w": w}, config=fast)
+    assert en.encode({"w": w}, bits=8, effort="fast") != en.encode({"w": w}, bits=8)
+    with pytest.raises(InvalidOption, match="either config"):
+        en.encode({"w": w}, config=fast, effort="fast")
+    with pytest.raises(InvalidOption, match="effort must be one of"):
+        ecnn.save_file({"w": torch.from_numpy(w)}, tmp_path / "x.ecnn", effort="quick")
+    model = torch.nn.Linear(192, 256)
+    with torch.no_grad():
+        model.weight.copy_(torch.from_numpy(w))
+    n = et.save_model(model, tmp_path / "m.ecnn", lossless=True, effort="balanced")
+    assert n == (tmp_path / "m.ecnn").stat().st_size
+    assert torch.equal(ecnn.load_file(tmp_path / "m.ecnn")["weight"], model.weight.detach())
+    init = numpy_helper.from_array(w, "w")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(w.shape))], [init]
+    )
+    proto = helper.make_model(graph)
+    onnx.save(proto, tmp_path / "m.onnx")
+    eonnx.save_model(tmp_path / "m.onnx", tmp_path / "m-onnx.ecnn", lossless=True, effort="fast")
+    assert ecnn.load_file(tmp_path / "m-onnx.ecnn")["w"].numpy().tobytes() == w.tobytes()
