@@ -69,6 +69,16 @@ def test_packed_matches_bitwise_reference(width, raw):
     assert np.array_equal(packed.unpack(data, values.size, width), values)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.uint64])
+@pytest.mark.parametrize("width", [1, 7, 8, 13])
+@pytest.mark.parametrize("n", [5, 16, 1001])
+def test_packed_takes_any_integer_type(dtype, width, n):
+    rng = np.random.default_rng(width * n)
+    top = min(1 << width, np.iinfo(dtype).max + 1)
+    values = rng.integers(0, top, size=n).astype(dtype)
+    assert packed.pack(values, width) == _bits_ref([int(v) for v in values], width)
+
+
 @given(st.integers(1, 5), st.lists(st.tuples(st.integers(0, 12), st.integers(0, 2**60)), min_size=1, max_size=12))
 def test_packed_groups_widest_first(cols, rows):
     widths = np.array([w for w, _ in rows], dtype=np.int64)

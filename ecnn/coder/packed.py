@@ -47,10 +47,17 @@ def pack(values: np.ndarray, width: int) -> bytes:
     n = v.size
     if width == 0 or n == 0:
         return b""
+    if width == 1:  # bit b is bit b mod 8 of byte b div 8: numpy's little-endian bit order
+        return np.packbits(v.astype(bool, copy=False), bitorder="little").tobytes()
+    if width in (8, 16, 32, 64):
+        return v.astype(f"<u{width // 8}", copy=False).tobytes()
     groups = -(-n // 8)
-    pad = np.zeros(groups * 8, dtype=_U64)
-    pad[:n] = v.astype(_U64, copy=False)
-    cols = pad.reshape(groups, 8)
+    if n % 8 == 0 and v.dtype == _U64:
+        cols = v.reshape(groups, 8)
+    else:
+        pad = np.zeros(groups * 8, dtype=_U64)
+        pad[:n] = v.astype(_U64, copy=False)
+        cols = pad.reshape(groups, 8)
     nwords = -(-width // 8) + 1  # eight symbols take `width` bytes; one spare word for the spill
     words = np.zeros((groups, nwords), dtype=_U64)
     for i in range(8):
@@ -151,7 +158,7 @@ def pack_groups(values: np.ndarray, row_widths: np.ndarray, cols: int) -> bytes:
     """Pack a ``(rows, cols)`` array whose rows have their own widths: one group per width,
     widest first, each holding its rows in order (see the module docstring)."""
     v = np.ascontiguousarray(values).reshape(-1, cols) if cols else np.zeros((len(row_widths), 0), _U64)
-    return b"".join(pack(v[rows].ravel(), width) for width, rows in _row_groups(row_widths))
+    return b"".join(pack(v.ravel() if rows.size == v.shape[0] else v[rows].ravel(), width) for width, rows in _row_groups(row_widths))
 
 
 def groups_length(row_widths: np.ndarray, cols: int) -> int:
