@@ -218,3 +218,28 @@ def test_api_functions_take_effort(tmp_path):
     onnx.save(proto, tmp_path / "m.onnx")
     eonnx.save_model(tmp_path / "m.onnx", tmp_path / "m-onnx.ecnn", lossless=True, effort="fast")
     assert ecnn.load_file(tmp_path / "m-onnx.ecnn")["w"].numpy().tobytes() == w.tobytes()
+
+
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_every_effort_on_format_1_0_and_other_types(effort):
+    rng = np.random.default_rng(12)
+    arrays = {
+        "f32": _scaled_matrix(13, 64, 48),
+        "f64": _scaled_matrix(14, 64, 48).astype(np.float64),
+        "i16": rng.integers(-300, 300, size=(64, 48)).astype(np.int16),
+        "u8": rng.integers(0, 4, size=(64, 48)).astype(np.uint8),
+        "mask": rng.random((64, 48)) < 0.1,
+        "empty": np.zeros((0, 4), np.float32),
+    }
+    for minor in (0, 1):
+        cfg = EncodeConfig(lossless=True, effort=effort, format_minor=minor)
+        data = en.encode(arrays, config=cfg)
+        out = en.decode(data)
+        ref = ref_decoder.decode_file(data)
+        for name, a in arrays.items():
+            assert out[name].tobytes() == a.tobytes() and out[name].shape == a.shape, (minor, name)
+            assert ref[name][2] == a.tobytes(), (minor, name)
+        with efile.EcnnFile(data) as f:
+            kinds = {i.name: i.representation for i in f.infos()}
+        if minor == 0:
+            assert "fields" not in kinds.values()  # format 1.0 keeps byte planes at every effort
