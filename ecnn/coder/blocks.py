@@ -101,21 +101,20 @@ def plan(sym: np.ndarray, nsym: int, chunk: int, effort: str = "best") -> tuple[
     ``cat0``).
     """
     rows, cols = sym.shape
-    k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
-    if effort != "best":
-        counts = [(1, 1), rowcol_ctx.BALANCED_CLASSES] if effort == "balanced" else [(1, 1)]
-        plans = [rowcol_ctx.plan(sym, nsym, None, min(a, rows), min(b, cols)) for a, b in counts]
-        best = min(plans, key=lambda p: p.bits)  # the first of equal ones
-        return best, best.bits + k * (24 + order0.FLUSH_BITS)
-    stride = max(1, sym.size // SEARCH_SYMBOLS)
-    sample = sym[::stride]
-    cands = sorted({(min(a, rows, sample.shape[0]), min(b, cols)) for a, b in CLASSES})
-    ranked = sorted((rowcol_ctx.plan(sample, nsym, None, a, b, stride).bits, a, b) for a, b in cands)
+    if effort == "best":
+        stride = max(1, sym.size // SEARCH_SYMBOLS)
+        sample = sym[::stride]
+        cands = sorted({(min(a, rows, sample.shape[0]), min(b, cols)) for a, b in CLASSES})
+        ranked = sorted((rowcol_ctx.plan(sample, nsym, None, a, b, stride).bits, a, b) for a, b in cands)
+        full = [(a, b) for _, a, b in ranked[: 1 if stride == 1 else FULL_PLANS]]
+    else:
+        full = [(1, 1), rowcol_ctx.BALANCED_CLASSES] if effort == "balanced" else [(1, 1)]
     best = None
-    for _, a, b in ranked[: 1 if stride == 1 else FULL_PLANS]:
-        p = rowcol_ctx.plan(sym, nsym, None, min(a, rows), b)
-        if best is None or p.bits < best.bits:
+    for a, b in full:
+        p = rowcol_ctx.plan(sym, nsym, None, min(a, rows), min(b, cols))
+        if best is None or p.bits < best.bits:  # the first of equal ones
             best = p
+    k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
     return best, best.bits + k * (24 + order0.FLUSH_BITS)
 
 

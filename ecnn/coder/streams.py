@@ -387,16 +387,29 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
         if mmax >= 1 and mmax + 1 <= tables.MAX_NSYM:
             # Symmetric values: magnitudes with signs apart halve every table. Try that alone.
             variants = [(m.astype(np.int32), vals, 0, mmax + 1)]
-    if not search:
-        sym, vals, offset, n = variants[0]
+    if search:
+        found = _ranked_plan(variants, v.size, cols)
+        if found is None:
+            return None
+        plan_, i = found
+    else:
+        i = 0
+        sym, vals, _, n = variants[0]
         ok = _affordable_classes(n)
         nrc, ncc = rowcol_ctx.BALANCED_CLASSES if rowcol_ctx.BALANCED_CLASSES in ok else ok[0]
         plan_ = rowcol_ctx.plan(sym, n, vals, min(nrc, rows), min(ncc, cols))
-        nchunks = categorical.num_chunks(rows, rowcol.chunk_rows_for(rows, cols, chunk))
-        return ("rowcol", plan_.bits + nchunks * (24 + order0.FLUSH_BITS), (sym, vals, plan_, offset, n))
-    # Rank the class counts on a sample of rows (counts weighted to stand for all
-    # rows), then plan the best few on every row and keep the cheapest.
-    stride = max(1, v.size // ROWCOL_SEARCH_SYMBOLS)
+    sym, vals, offset, n = variants[i]
+    nchunks = categorical.num_chunks(rows, rowcol.chunk_rows_for(rows, cols, chunk))
+    return ("rowcol", plan_.bits + nchunks * (24 + order0.FLUSH_BITS), (sym, vals, plan_, offset, n))
+
+
+def _ranked_plan(variants: list, count: int, cols: int):
+    """The cheapest plan of :func:`_best_rowcol`'s search and the index of its variant, or None.
+
+    Ranks the class counts on a sample of rows (counts weighted to stand for all
+    rows), then plans the best few on every row and keeps the cheapest.
+    """
+    stride = max(1, count // ROWCOL_SEARCH_SYMBOLS)
     ranked = []
     sample_grids: dict = {}
     for i, (sym, vals, offset, n) in enumerate(variants):
@@ -420,10 +433,7 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
         p = rowcol_ctx.plan(sym, n, vals, nrc, ncc, grid=grids[i])
         if best is None or p.bits < best[0].bits:
             best = (p, i)
-    plan_, i = best
-    sym, vals, offset, n = variants[i]
-    nchunks = categorical.num_chunks(rows, rowcol.chunk_rows_for(rows, cols, chunk))
-    return ("rowcol", plan_.bits + nchunks * (24 + order0.FLUSH_BITS), (sym, vals, plan_, offset, n))
+    return best
 
 
 # --- decoding ---------------------------------------------------------------
