@@ -10,18 +10,8 @@ import os
 from typing import Mapping
 
 from ecnn import file as _file
-from ecnn.config import EncodeConfig, make_config
+from ecnn.config import EncodeConfig, from_options
 from ecnn.container.format import Limits
-
-
-def _config(bits, step, lossless, config, effort=None) -> EncodeConfig:
-    if config is not None:
-        if bits is not None or step is not None or lossless or effort is not None:
-            from ecnn.errors import InvalidOption
-
-            raise InvalidOption("pass either config or bits/step/lossless/effort, not both")
-        return config
-    return make_config(bits=bits, step=step, lossless=lossless, **({} if effort is None else {"effort": effort}))
 
 
 def _arrays(tensors):
@@ -67,7 +57,7 @@ def encode(
         >>> ecnn.decode(data)["w"].shape
         torch.Size([4, 4])
     """
-    return _file.encode(_arrays(tensors), _config(bits, step, lossless, config, effort), metadata)
+    return _file.encode(_arrays(tensors), from_options(bits, step, lossless, config, effort), metadata)
 
 
 def save_file(
@@ -85,7 +75,7 @@ def save_file(
 
     Options as in :func:`encode`.
     """
-    return _file.save(_arrays(tensors), path, _config(bits, step, lossless, config, effort), metadata)
+    return _file.save(_arrays(tensors), path, from_options(bits, step, lossless, config, effort), metadata)
 
 
 def decode(data: bytes, *, device="cpu", limits: Limits = Limits()) -> dict:

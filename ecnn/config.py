@@ -109,3 +109,17 @@ def make_config(bits=None, step=None, lossless=False, **kw) -> EncodeConfig:
     if bits is None and step is None and not lossless and not kw.get("steps"):
         bits = DEFAULT_BITS
     return EncodeConfig(bits=bits, step=step, lossless=lossless, **kw)
+
+
+def from_options(bits=None, step=None, lossless=False, config: EncodeConfig | None = None, effort: str | None = None) -> EncodeConfig:
+    """The config of the API's encoding functions: ``config`` as it is, or one built from the other options.
+
+    Raises:
+        InvalidOption: ``config`` together with any other option, or an invalid option.
+    """
+    if config is not None:
+        if bits is not None or step is not None or lossless or effort is not None:
+            raise InvalidOption("pass either config or bits/step/lossless/effort, not both")
+        return config
+    return make_config(bits=bits, step=step, lossless=lossless, effort="best" if effort is None else effort)
+

@@ -12,8 +12,7 @@ import numpy as np
 
 from ecnn import dtypes
 from ecnn import file as _file
-from ecnn.api import _config as _api_config
-from ecnn.config import EncodeConfig
+from ecnn.config import EncodeConfig, from_options
 from ecnn.container.format import Limits
 
 
@@ -27,12 +26,12 @@ def _arrays(arrays: Mapping[str, np.ndarray]):
 
 def encode(arrays, *, bits=None, step=None, lossless=False, metadata=None, config: EncodeConfig | None = None, effort=None) -> bytes:
     """Encode numpy arrays into ``.ecnn`` bytes (options as in :func:`ecnn.encode`)."""
-    return _file.encode(_arrays(arrays), _api_config(bits, step, lossless, config, effort), metadata)
+    return _file.encode(_arrays(arrays), from_options(bits, step, lossless, config, effort), metadata)
 
 
 def save_file(arrays, path, *, bits=None, step=None, lossless=False, metadata=None, config=None, effort=None) -> int:
     """Encode numpy arrays and write them to ``path`` atomically (options as in :func:`ecnn.encode`)."""
-    return _file.save(_arrays(arrays), path, _api_config(bits, step, lossless, config, effort), metadata)
+    return _file.save(_arrays(arrays), path, from_options(bits, step, lossless, config, effort), metadata)
 
 
 def decode(data: bytes, *, limits: Limits = Limits()) -> dict[str, np.ndarray]:

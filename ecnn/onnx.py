@@ -44,7 +44,7 @@ from onnx import TensorProto, numpy_helper
 
 from ecnn import dtypes
 from ecnn import file as _file
-from ecnn.config import EncodeConfig
+from ecnn.config import EncodeConfig, from_options
 from ecnn.container.writer import atomic_write
 from ecnn.errors import CorruptPayload, InvalidField, InvalidOption, UnreadableInput, UnsafeInput
 
@@ -299,9 +299,7 @@ def save_model(
         UnsafeInput: external data whose path leaves the model's folder.
         UnreadableInput, InvalidOption.
     """
-    from ecnn.api import _config
-
-    return pack(model, path, _config(bits, step, lossless, config, effort), metadata, base_dir=base_dir)[0]
+    return pack(model, path, from_options(bits, step, lossless, config, effort), metadata, base_dir=base_dir)[0]
 
 
 # --- unpacking ------------------------------------------------------------------
