@@ -90,34 +90,49 @@ def timed_cpu(fn, *a, **kw):
 # --- the coders ------------------------------------------------------------------
 
 
+def _decode_all(data: bytes) -> dict:
+    """Every tensor of the file, as ``EcnnFile.arrays()`` gives them."""
+    with efile.EcnnFile(data) as f:
+        return {n: a for n, (a, _) in f.arrays().items()}
+
+
+def _fastest(fn, arrays: dict, repeats: int) -> tuple[float, float]:
+    """``(wall s, CPU s)`` of the fastest of ``repeats`` calls of ``fn``, each checked bit for bit against ``arrays``."""
+    best = None
+    for _ in range(repeats):
+        out, dec, cpu = timed_cpu(fn)
+        for k, (a, _) in arrays.items():
+            assert out[k].tobytes() == a.tobytes(), k
+        del out
+        best = (dec, cpu) if best is None or dec < best[0] else best
+    return best
+
+
+def _representations(data: bytes) -> str:
+    with efile.EcnnFile(data) as f:
+        return _kinds(Counter(f.info(n).representation for n in f.keys()))
+
+
 def run_ecnn(tensors: dict, dtname: str, workers: int, tmp: Path, repeats: int) -> list[dict]:
     arrays = {k: (storage(v), dtypes.get(dtname)) for k, v in tensors.items()}
     data, enc = timed(efile.encode, arrays, make_config(lossless=True), None)
     path = tmp / f"minilm-{dtname}.ecnn"
     path.write_bytes(data)
 
-    def serial():
-        with efile.EcnnFile(data) as f:
-            return {n: a for n, (a, _) in f.arrays().items()}
-
     def one_core():
         with chunkrun.using(1):
-            return serial()
+            return _decode_all(data)
 
     rows = []
     with efile.EcnnFile(data) as f:
-        kinds = Counter(f.info(n).representation for n in f.keys())
         names = list(f.keys())
-    for label, fn in (("ecnn --lossless, 1 process (one core)", one_core), (f"ecnn --lossless, arrays() ({chunkrun.workers()} processes for large tensors)", serial)):
-        best = None
-        for _ in range(repeats):
-            out, dec, cpu = timed_cpu(fn)
-            for k, (a, _) in arrays.items():
-                assert out[k].tobytes() == a.tobytes(), k
-            del out
-            best = (dec, cpu) if best is None or dec < best[0] else best
-        cpu = best[1] if fn is one_core else None  # the CPU time of forked workers is not this process's
-        rows.append(dict(coder=label, size=len(data), enc=enc, dec=best[0], cpu=cpu, note=_kinds(kinds) if not rows else ""))
+    for label, fn in (
+        ("ecnn --lossless, 1 process (one core)", one_core),
+        (f"ecnn --lossless, arrays() ({chunkrun.workers()} processes for large tensors)", lambda: _decode_all(data)),
+    ):
+        dec, cpu = _fastest(fn, arrays, repeats)
+        cpu = cpu if fn is one_core else None  # the CPU time of forked workers is not this process's
+        rows.append(dict(coder=label, size=len(data), enc=enc, dec=dec, cpu=cpu, note=_representations(data) if not rows else ""))
 
     with efile.EcnnFile(data) as f:
 
@@ -135,22 +150,9 @@ def run_ecnn_effort(tensors: dict, dtname: str, effort: str, repeats: int) -> di
     """ecnn at a lower search effort (``EncodeConfig.effort``): encode once, decode as ``arrays()`` does."""
     arrays = {k: (storage(v), dtypes.get(dtname)) for k, v in tensors.items()}
     data, enc = timed(efile.encode, arrays, make_config(lossless=True, effort=effort), None)
-
-    def serial():
-        with efile.EcnnFile(data) as f:
-            return {n: a for n, (a, _) in f.arrays().items()}
-
-    best = None
-    for _ in range(repeats):
-        out, dec = timed(serial)
-        for k, (a, _) in arrays.items():
-            assert out[k].tobytes() == a.tobytes(), k
-        del out
-        best = dec if best is None else min(best, dec)
-    with efile.EcnnFile(data) as f:
-        kinds = Counter(f.info(n).representation for n in f.keys())
+    dec, _ = _fastest(lambda: _decode_all(data), arrays, repeats)
     label = f"ecnn --lossless --effort {effort}, arrays() ({chunkrun.workers()} processes for large tensors)"
-    return dict(coder=label, size=len(data), enc=enc, dec=best, cpu=None, note=_kinds(kinds))
+    return dict(coder=label, size=len(data), enc=enc, dec=dec, cpu=None, note=_representations(data))
 
 
 def _cpu(cpu: float | None, orig: int) -> str:
