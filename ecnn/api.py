@@ -79,21 +79,26 @@ def save_file(
 
 
 def decode(data: bytes, *, device="cpu", limits: Limits = Limits()) -> dict:
-    """Decode the bytes of a ``.ecnn`` file into ``{name: torch.Tensor}``.
+    """Decode the bytes of a ``.ecnn`` file into ``{name: torch.Tensor}``, as :func:`load_file` does.
 
     Raises:
         FormatError: a subclass naming the check the data failed.
     """
-    with _file.EcnnFile(data, limits) as f:
-        f.check_padding()
-        return {n: f.get_tensor(n, device) for n in f.keys()}
+    return load_file(data, device, limits=limits)
 
 
 def load_file(path: str | os.PathLike, device="cpu", *, limits: Limits = Limits()) -> dict:
-    """Read a ``.ecnn`` file into ``{name: torch.Tensor}`` on ``device``."""
-    with _file.EcnnFile(path, limits) as f:
-        f.check_padding()
-        return {n: f.get_tensor(n, device) for n in f.keys()}
+    """Read a ``.ecnn`` file into ``{name: torch.Tensor}`` on ``device``.
+
+    The same tensors as :func:`ecnn.torch.load_file` gives (which this calls):
+    the weights, without the graph of a packed ONNX model.
+
+    Raises:
+        FormatError: a subclass naming the check the file failed (LimitExceeded over ``limits``).
+    """
+    from ecnn import torch as et
+
+    return et.load_file(path, device, limits=limits)
 
 
 def open(path, *, limits: Limits = Limits()) -> _file.EcnnFile:  # noqa: A001 - mirrors safe_open
@@ -107,4 +112,6 @@ def open(path, *, limits: Limits = Limits()) -> _file.EcnnFile:  # noqa: A001 - 
         >>> f.get_tensor("b").sum().item()
         4.0
     """
-    return _file.EcnnFile(path, limits)
+    from ecnn import torch as et
+
+    return et.File(path, limits)

@@ -1034,7 +1034,7 @@ class _Search:
     def size(self, k: int) -> int:
         """The real file size of allocation ``k`` (tensors coded one by one, cached), with
         ``self.summary`` (or room for it) as the budget metadata."""
-        from ecnn.container.writer import serialize
+        from ecnn import file as _file
 
         choice = self.choice(k)
         recs, pays = [], []
@@ -1044,7 +1044,7 @@ class _Search:
             pays.append(pay)
         md = dict(self.metadata)
         md[METADATA_KEY] = self.summary
-        return sum(len(p) for p in serialize(recs, pays, md, self.exact_cfg.align))
+        return sum(len(p) for p in _file.assemble(recs, pays, md, self.exact_cfg.align))
 
     def dequantized(self, k: int) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
         return {n: (self.grid(n, c), self.arrays[n][1]) for n, c in self.choice(k).items()}
@@ -1053,7 +1053,6 @@ class _Search:
         """The file of allocation ``k`` with ``metadata``, from the cached records (as
         ``ecnn.encode`` with the allocation's steps would write it, byte for byte)."""
         from ecnn import file as _file
-        from ecnn.container.writer import serialize
 
         choice = self.choice(k)
         recs, pays = [], []
@@ -1062,7 +1061,7 @@ class _Search:
             rec, pay = self._record(name, choice.get(name))
             recs.append(dict(rec))
             pays.append(pay)
-        return b"".join(serialize(recs, pays, _file._check_metadata(metadata), self.exact_cfg.align))
+        return b"".join(_file.assemble(recs, pays, metadata, self.exact_cfg.align))
 
     def _payload_ratios(self, k: int) -> None:
         """Update each tensor's ratio of coded payload to estimated rate from allocation ``k``'s records."""

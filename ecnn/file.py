@@ -13,12 +13,17 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ecnn import chunkrun, codec, dtypes
+from ecnn import chunkrun, codec, dtypes, parallel
 from ecnn.config import EncodeConfig
 from ecnn.container import format as fmt
 from ecnn.container.reader import Container, TensorRecord
 from ecnn.container.writer import atomic_write, serialize
 from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFile
+
+# A file packed from an ONNX model holds its graph as this uint8 tensor (spec/FORMAT.md, ONNX appendix).
+ONNX_GRAPH_TENSOR = "onnx::model"
+ONNX_METADATA_KEY = "ecnn.onnx"
+ONNX_METADATA_VERSION = "1"
 
 Progress = Callable[[str, int, int], None]  # (tensor name, position: tensors done when encoding, index when decoding, total)
 
@@ -52,9 +57,9 @@ class TensorInfo:
 
 
 def _info(rec: TensorRecord) -> TensorInfo:
-    from ecnn import quantize
+    from ecnn import quantize, repr as reprs
 
-    step = quantize.step_from_bits(rec.repr["step"]) if rec.repr["kind"] in ("uniform", "uniform_rows") else None
+    step = quantize.step_from_bits(rec.repr["step"]) if reprs.REPRS[rec.repr["kind"]].quantized else None
     return TensorInfo(
         name=rec.name,
         dtype=rec.dtype,
@@ -83,6 +88,16 @@ def _check_metadata(metadata) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidOption("metadata must map strings to strings")
     return md
+
+
+def assemble(records: list[dict], payloads: list, metadata: Mapping[str, str] | None = None, align: int = 8) -> list[bytes]:
+    """The bytes of a file of already encoded tensors (:func:`ecnn.codec.encode_tensor` records and payloads).
+
+    Fills in each record's offset, length and CRC-32, and writes the lowest
+    format minor version that covers the features used.
+    """
+    md = _check_metadata(metadata)
+    return list(serialize(records, payloads, md, align, minor=codec.minor_version(records)))
 
 
 def encode_parts(
@@ -114,7 +129,7 @@ def encode_parts(
         done += 1
         if progress:
             progress(items[i][0], done, total)  # done: tensors finished so far
-    return list(serialize(records, payloads, md, config.align))
+    return assemble(records, payloads, md, config.align)
 
 
 def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> bytes:
@@ -136,9 +151,9 @@ class EcnnFile:
     tensor's payload is checked against its CRC-32 when it is decoded.
 
     Example:
-        >>> with ecnn.open("model.ecnn") as f:            # doctest: +SKIP
+        >>> with ecnn.numpy.open("model.ecnn") as f:      # doctest: +SKIP
         ...     print(f.keys())
-        ...     w = f.get_tensor("fc.weight")
+        ...     w, dtype = f.get_array("fc.weight")
     """
 
     def __init__(self, source, limits: fmt.Limits = fmt.Limits()):
@@ -169,6 +184,19 @@ class EcnnFile:
     def keys(self) -> list[str]:
         return self._c.names()
 
+    def weight_names(self) -> list[str]:
+        """The tensors a state-dict loader returns: every tensor but a packed ONNX graph.
+
+        A file packed from an ONNX model (metadata ``ecnn.onnx`` = ``"1"``) holds
+        the graph itself as the uint8 tensor ``onnx::model`` (spec/FORMAT.md,
+        appendix on ONNX models); it is not a weight, so ``ecnn.load_file``,
+        ``ecnn.torch.load_file`` and ``ecnn.numpy.load_file`` leave it out.
+        :meth:`keys` lists it.
+        """
+        if self.metadata().get(ONNX_METADATA_KEY) == ONNX_METADATA_VERSION:
+            return [n for n in self.keys() if n != ONNX_GRAPH_TENSOR]
+        return self.keys()
+
     def __contains__(self, name) -> bool:
         return name in self._c._by_name
 
@@ -192,46 +220,52 @@ class EcnnFile:
     def infos(self) -> list[TensorInfo]:
         return [_info(r) for r in self._c.records]
 
+    def record(self, name: str) -> TensorRecord:
+        """The validated header record of a tensor (TensorNotFound if there is none)."""
+        return self._c.record(name)
+
+    def payload(self, name: str, check: bool = True) -> memoryview:
+        """A tensor's payload bytes (zero-copy), checked against its CRC-32 unless ``check`` is False."""
+        return self._c.payload(self._c.record(name), check)
+
     def get_array(self, name: str) -> tuple[np.ndarray, dtypes.DType]:
         """Decode one tensor to its numpy storage array and dtype."""
         rec = self._c.record(name)
         return codec.decode_tensor(rec, self._c.payload(rec)), dtypes.get(rec.dtype)
 
-    def _arrays(self, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
-        from ecnn import chunkrun, parallel
+    def get_host(self, name: str) -> codec.HostTensor:
+        """Decode one tensor for a loader: a quantized tensor's symbols and steps, else its storage array."""
+        rec = self._c.record(name)
+        return codec.decode_host(rec, self._c.payload(rec))
 
+    def _arrays(self, names: list[str], progress: Progress | None = None, workers: int | None = None):
         out = {}
-        names = self.keys()
-        if chunkrun.workers() > 1 and len(names) > 1:
-            # Small tensors decode in worker processes too, a run of them at a time.
-            for i, h in enumerate(parallel.iter_host(self, names)):
-                if progress:
-                    progress(h.name, i, len(names))
-                out[h.name] = (parallel.dequantize_host(h), h.dtype)
-        else:
-            for i, name in enumerate(names):
-                if progress:
-                    progress(name, i, len(names))
-                out[name] = self.get_array(name)
+        for i, h in enumerate(parallel.iter_host(self, names, workers)):
+            if progress:
+                progress(h.name, i, len(names))
+            out[h.name] = (codec.host_values(h), h.dtype)
         if progress:
             progress("", len(names), len(names))
         return out
-
-    def get_tensor(self, name: str, device="cpu"):
-        """Decode one tensor as a ``torch.Tensor`` on ``device``."""
-        from ecnn import torch as et
-
-        arr, dt = self.get_array(name)
-        return et.from_array(arr, dt, device)
 
     def check_padding(self) -> None:
         """Check that every padding byte of the file is zero (NonZeroPadding if not)."""
         self._c.check_padding()
 
-    def arrays(self, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
-        """Decode every tensor, after checking the padding between payloads."""
+    def arrays(self, progress: Progress | None = None, names: list[str] | None = None, workers: int | None = None):
+        """Decode tensors (default: every one) after checking the padding between payloads.
+
+        Args:
+            progress: called as ``progress(name, index, total)`` before each tensor.
+            names: which tensors, in order.
+            workers: decoding processes (:func:`ecnn.parallel.iter_host`); None: ``ECNN_WORKERS``
+                or the CPU count (at most 8); 1: this process only.
+
+        Returns:
+            ``{name: (storage array, dtype)}``.
+        """
         self._c.check_padding()
-        return self._arrays(progress)
+        return self._arrays(self.keys() if names is None else list(names), progress, workers)
 
     def verify(self, progress: Progress | None = None) -> None:
         """Check every checksum and padding byte and decode every tensor.

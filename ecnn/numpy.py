@@ -34,11 +34,16 @@ def save_file(arrays, path, *, bits=None, step=None, lossless=False, metadata=No
     return _file.save(_arrays(arrays), path, from_options(bits, step, lossless, config, effort), metadata)
 
 
-def decode(data: bytes, *, limits: Limits = Limits()) -> dict[str, np.ndarray]:
-    with _file.EcnnFile(data, limits) as f:
-        return {n: a for n, (a, _) in f.arrays().items()}
+def decode(data: bytes, *, limits: Limits = Limits(), workers: int | None = None) -> dict[str, np.ndarray]:
+    """Decode ``.ecnn`` bytes into ``{name: storage array}`` (the weights: a packed ONNX graph is left out)."""
+    return load_file(data, limits=limits, workers=workers)
 
 
-def load_file(path, *, limits: Limits = Limits()) -> dict[str, np.ndarray]:
+def load_file(path, *, limits: Limits = Limits(), workers: int | None = None) -> dict[str, np.ndarray]:
+    """Read a ``.ecnn`` file (or its bytes) into ``{name: storage array}``, as :func:`ecnn.load_file` does.
+
+    Raises:
+        FormatError: a subclass naming the check the file failed (LimitExceeded over ``limits``).
+    """
     with _file.EcnnFile(path, limits) as f:
-        return {n: a for n, (a, _) in f.arrays().items()}
+        return {n: a for n, (a, _) in f.arrays(names=f.weight_names(), workers=workers).items()}

@@ -34,7 +34,6 @@ From the command line, ``ecnn pack model.onnx -o model.ecnn --bits 8`` and
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -42,17 +41,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from ecnn import dtypes
+from ecnn import codec, dtypes, parallel
 from ecnn import file as _file
+from ecnn.container.format import Limits
 from ecnn.config import EncodeConfig, from_options
 from ecnn.container.writer import atomic_write
 from ecnn.errors import CorruptPayload, InvalidField, InvalidOption, UnreadableInput, UnsafeInput
 
 log = logging.getLogger(__name__)
 
-GRAPH_TENSOR = "onnx::model"
-METADATA_KEY = "ecnn.onnx"
-METADATA_VERSION = "1"
+GRAPH_TENSOR = _file.ONNX_GRAPH_TENSOR
+METADATA_KEY = _file.ONNX_METADATA_KEY
+METADATA_VERSION = _file.ONNX_METADATA_VERSION
 STUB_LOCATION = "ecnn"
 # Above this many initializer bytes, unpack writes the weights beside the .onnx
 # file as external data: one protobuf message cannot exceed 2 GiB.
@@ -338,20 +338,21 @@ def _stubs(model: onnx.ModelProto, f: _file.EcnnFile) -> list[TensorProto]:
     return stubs
 
 
-def load_model(path) -> onnx.ModelProto:
+def load_model(path, *, limits: Limits = Limits()) -> onnx.ModelProto:
     """Rebuild the ONNX model of a packed ``.ecnn`` file, initializers inline.
 
     Args:
         path: the ``.ecnn`` file (or its bytes).
+        limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`).
 
     Returns:
         The ``onnx.ModelProto``; for models under 2 GiB it passes ``onnx.checker``.
 
     Raises:
         UnreadableInput: the file holds no ONNX model.
-        FormatError: a subclass naming the check the file failed.
+        FormatError: a subclass naming the check the file failed (LimitExceeded over ``limits``).
     """
-    with _file.EcnnFile(path) as f:
+    with _file.EcnnFile(path, limits) as f:
         f.check_padding()
         model = _graph(f)
         for t in _stubs(model, f):
@@ -383,7 +384,7 @@ def _ort_value(ort, arr: np.ndarray, dt: dtypes.DType, onnx_type: int):
     return ort.OrtValue.ortvalue_from_numpy(arr)
 
 
-def inference_session(path, providers=None, sess_options=None, *, workers: int | None = None, **kwargs):
+def inference_session(path, providers=None, sess_options=None, *, workers: int | None = None, limits: Limits = Limits(), **kwargs):
     """An ``onnxruntime.InferenceSession`` built from a packed file, in memory.
 
     The graph goes to ONNX Runtime with its initializers still external stubs;
@@ -399,26 +400,24 @@ def inference_session(path, providers=None, sess_options=None, *, workers: int |
         sess_options: ``onnxruntime.SessionOptions`` to start from (it receives the initializers).
         workers: processes for range decoding (see :mod:`ecnn.parallel`; None: ``ECNN_WORKERS``
             or the CPU count, at most 8; 1: this process only).
+        limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`).
         **kwargs: passed to ``InferenceSession``.
 
     Raises:
         UnreadableInput: the file holds no ONNX model.
-        FormatError: a subclass naming the check the file failed.
+        FormatError: a subclass naming the check the file failed (LimitExceeded over ``limits``).
     """
     import onnxruntime as ort
 
-    from ecnn.parallel import dequantize_host, iter_host
-
     so = sess_options if sess_options is not None else ort.SessionOptions()
     keep = []
-    with _file.EcnnFile(path) as f:
+    with _file.EcnnFile(path, limits) as f:
         f.check_padding()
         model = _graph(f)
         stubs = {t.name: t for t in _stubs(model, f)}
         names, values = [], []
-        src = path if isinstance(path, (str, os.PathLike)) else None
-        for h in iter_host(f, list(stubs), workers, src):
-            arr = dequantize_host(h).reshape(h.shape)
+        for h in parallel.iter_host(f, list(stubs), workers):
+            arr = codec.host_values(h).reshape(h.shape)
             v = _ort_value(ort, arr, h.dtype, stubs[h.name].data_type)
             keep.append(arr)
             names.append(h.name)

@@ -22,6 +22,11 @@ QMAX_FLOAT32 = 1 << 24
 QMAX_FLOAT64 = (1 << 31) - 1
 
 
+def qmax(dtype: DType) -> int:
+    """The largest symbol magnitude of a quantized tensor of ``dtype`` (spec/CODING.md section 4.4)."""
+    return QMAX_FLOAT64 if dtype.name == "float64" else QMAX_FLOAT32
+
+
 def to_float(values: np.ndarray, dtype: DType) -> np.ndarray:
     """Values of a float tensor as float32 (float64 for float64 tensors)."""
     if dtype.name == "bfloat16":
@@ -79,9 +84,9 @@ def quantize(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
     if x.size and not np.isfinite(x).all():
         raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
     q = np.rint(x / np.float64(np.float32(step)))
-    qmax = QMAX_FLOAT64 if dtype.name == "float64" else QMAX_FLOAT32
-    if q.size and np.max(np.abs(q)) > qmax:
-        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax})")
+    qmax_ = qmax(dtype)
+    if q.size and np.max(np.abs(q)) > qmax_:
+        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax_})")
     return q.astype(np.int32)
 
 
@@ -159,9 +164,9 @@ def quantize_rows(values: np.ndarray, dtype: DType, step: float, codes: np.ndarr
     if not (s > 0).all():
         raise InvalidOption("a row step underflows to zero")
     q = np.rint(x / s[:, None])
-    qmax = QMAX_FLOAT64 if dtype.name == "float64" else QMAX_FLOAT32
-    if q.size and np.max(np.abs(q)) > qmax:
-        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax})")
+    qmax_ = qmax(dtype)
+    if q.size and np.max(np.abs(q)) > qmax_:
+        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax_})")
     return q.astype(np.int32).reshape(values.shape)
 
 

@@ -26,9 +26,11 @@ import numpy as np
 
 import torch
 
-from ecnn import dtypes, quantize
+from ecnn import dtypes, parallel, quantize
+from ecnn.container.format import Limits
 from ecnn.dtypes import contiguous as _contig
 from ecnn.errors import UnsupportedDtype
+from ecnn.file import EcnnFile
 
 _TORCH_NAMES = {
     torch.float64: "float64",
@@ -172,7 +174,7 @@ def _dequantize_numpy(h, out: torch.Tensor | None) -> torch.Tensor:
 
 
 def materialize(h, device="cpu", out: torch.Tensor | None = None) -> torch.Tensor:
-    """A host tensor (:class:`ecnn.parallel.HostTensor`) as a torch tensor on ``device``.
+    """A host tensor (:class:`ecnn.codec.HostTensor`) as a torch tensor on ``device``.
 
     Quantized tensors are dequantized where they go: on the CPU with numpy,
     written into ``out`` when it is a contiguous CPU tensor of the right dtype;
@@ -227,20 +229,12 @@ class _CudaStager:
         return t
 
 
-def _host_nbytes(f, name: str) -> int:
-    """Bytes the host form of a tensor takes (symbols for quantized tensors)."""
-    from ecnn.parallel import _host_layout, _record
-
-    return _record(f, name).numel * _host_layout(f, name)[0].itemsize
-
-
 def iter_tensors(
     f,
     names: Iterable[str] | None = None,
     device="cpu",
     dtype: torch.dtype | None = None,
     workers: int | None = None,
-    path=None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Decode tensors of an open file one at a time onto ``device``.
 
@@ -251,19 +245,16 @@ def iter_tensors(
         dtype: cast floating-point tensors to it.
         workers: decoding processes (see :mod:`ecnn.parallel`); None: ``ECNN_WORKERS``
             or the CPU count (at most 8); 1: this process only.
-        path: unused; accepted for compatibility.
 
     Yields:
         ``(name, tensor)`` pairs.
     """
-    from ecnn.parallel import iter_host
-
     names = list(f.keys() if names is None else names)
     device = torch.device(device)
     stager = None
     if device.type == "cuda":
-        stager = _CudaStager(device, max((_host_nbytes(f, n) for n in names), default=1))
-    for h in iter_host(f, names, workers, path):
+        stager = _CudaStager(device, max((parallel.host_nbytes(f, n) for n in names), default=1))
+    for h in parallel.iter_host(f, names, workers):
         if stager is not None:
             t = stager.send(h, dtype)
         else:
@@ -273,18 +264,28 @@ def iter_tensors(
         yield h.name, t
 
 
-def _weight_names(f) -> list[str]:
-    """The file's tensors, less the graph of a packed ONNX model (ecnn.onnx)."""
-    if f.metadata().get("ecnn.onnx") == "1":
-        return [n for n in f.keys() if n != "onnx::model"]
-    return f.keys()
+class File(EcnnFile):
+    """An opened ``.ecnn`` file whose tensors decode as ``torch.Tensor`` (what :func:`ecnn.open` returns).
+
+    Example:
+        >>> with ecnn.open("model.ecnn") as f:            # doctest: +SKIP
+        ...     print(f.keys())
+        ...     w = f.get_tensor("fc.weight")
+    """
+
+    def get_tensor(self, name: str, device="cpu") -> torch.Tensor:
+        """Decode one tensor as a ``torch.Tensor`` on ``device``."""
+        arr, dt = self.get_array(name)
+        return from_array(arr, dt, device)
 
 
 def _path_or_none(path):
     return path if isinstance(path, (str, os.PathLike)) else None
 
 
-def load_file(path, device="cpu", dtype: torch.dtype | None = None, *, workers: int | None = None) -> dict[str, torch.Tensor]:
+def load_file(
+    path, device="cpu", dtype: torch.dtype | None = None, *, workers: int | None = None, limits: Limits = Limits()
+) -> dict[str, torch.Tensor]:
     """Decode a ``.ecnn`` file into a state dict on ``device``.
 
     Args:
@@ -293,22 +294,24 @@ def load_file(path, device="cpu", dtype: torch.dtype | None = None, *, workers: 
         dtype: if given, floating-point tensors are cast to it.
         workers: processes for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
             at most 8; 1: decode in this process only).
+        limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`);
+            lower them for files from strangers.
 
     Returns:
         ``{name: tensor}`` in file order. For a packed ONNX model
-        (:mod:`ecnn.onnx`) these are its initializers, without the graph.
+        (:mod:`ecnn.onnx`) these are its initializers, without the graph
+        (:meth:`ecnn.file.EcnnFile.weight_names`).
 
     Raises:
-        FormatError: a subclass naming the check the file failed.
+        FormatError: a subclass naming the check the file failed (LimitExceeded
+            for a file over ``limits``, before anything is allocated).
 
     Example:
         >>> sd = ecnn.torch.load_file("model.ecnn", device="cuda", dtype=torch.float16)  # doctest: +SKIP
     """
-    from ecnn.file import EcnnFile
-
-    with EcnnFile(path) as f:
+    with EcnnFile(path, limits) as f:
         f.check_padding()
-        return dict(iter_tensors(f, _weight_names(f), device, dtype, workers, _path_or_none(path)))
+        return dict(iter_tensors(f, f.weight_names(), device, dtype, workers))
 
 
 # --- modules ----------------------------------------------------------------
@@ -337,7 +340,7 @@ def _alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return out
 
 
-def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: int | None = None):
+def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: int | None = None, limits: Limits = Limits()):
     """Fill an existing module's parameters and buffers from a ``.ecnn`` file, in place.
 
     Names are those of ``module.state_dict()`` (for a packed ONNX model, its
@@ -357,6 +360,7 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
         strict: fail on missing or unexpected names, as ``load_state_dict`` does.
         workers: processes for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
             at most 8; 1: decode in this process only).
+        limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`).
 
     Returns:
         ``(missing_keys, unexpected_keys)``, as ``load_state_dict`` returns.
@@ -367,12 +371,10 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
     """
     from torch.nn.modules.module import _IncompatibleKeys
 
-    from ecnn.file import EcnnFile
-
     state = module.state_dict(keep_vars=True)
-    with EcnnFile(path) as f:
+    with EcnnFile(path, limits) as f:
         f.check_padding()
-        weights = _weight_names(f)
+        weights = f.weight_names()
         in_file = set(weights)
         known = set(state)
         sources: dict[str, torch.Tensor] = {}
@@ -407,15 +409,13 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
         device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
         with torch.no_grad():
             if device.type == "cpu":
-                from ecnn.parallel import iter_host
-
-                for h in iter_host(f, names, workers, _path_or_none(path)):
+                for h in parallel.iter_host(f, names, workers):
                     target = sources[h.name]
                     t = materialize(h, "cpu", out=target.data)
                     if t.data_ptr() != target.data_ptr():
                         target.copy_(t)
             else:
-                for name, t in iter_tensors(f, names, device, None, workers, _path_or_none(path)):
+                for name, t in iter_tensors(f, names, device, None, workers):
                     sources[name].copy_(t)
     return _IncompatibleKeys(missing, unexpected)
 

@@ -215,7 +215,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 def test_atomic_write_replaces(tmp_path):
     target = tmp_path / "out.ecnn"
-    n = atomic_write(target, serialize([], [], {}))
+    n = atomic_write(target, serialize([], [], {}, minor=0))
     assert target.stat().st_size == n
     assert en.load_file(target) == {}
 

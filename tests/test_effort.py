@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import ecnn.numpy as en
-from ecnn import dtypes, fields, quantize
+from ecnn import dtypes, quantize
+from ecnn.repr import fields
 from ecnn import file as efile
 from ecnn.cli import main
 from ecnn.coder import ctx, streams

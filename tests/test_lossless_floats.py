@@ -13,7 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ecnn.numpy as en
-from ecnn import dtypes, fields
+from ecnn import dtypes
+from ecnn.repr import fields
 from ecnn import file as efile
 from ecnn.coder import blocks, packed
 from ecnn.config import EncodeConfig, make_config
@@ -187,8 +188,10 @@ def test_lossless_picks_fields_and_beats_planes(dtype):
     assert rec.repr["kind"] == "fields"
     assert Container(data).minor == 1
     from ecnn import codec
+    from ecnn.config import EncodeConfig
+    from ecnn.repr import planes as planes_repr
 
-    planes = codec._cost(codec._planes(a, dt, 1 << 20))
+    planes = codec.cost(planes_repr.encode(a, dt, EncodeConfig(lossless=True, chunk=1 << 20)))
     mine = rec.length + len(msgpack.packb(rec.repr)) + len(msgpack.packb(rec.streams))
     assert mine < planes
     assert _decode(data)["w"].tobytes() == a.tobytes()

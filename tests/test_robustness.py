@@ -349,11 +349,12 @@ def test_a_parsed_header_keeps_what_the_checks_use():
 
 def test_no_kind_or_coder_defines_more_fields_than_the_parser_keeps():
     """A repr map or stream descriptor keeps its kind or coder and 16 more entries; with more, some key is unknown."""
-    from ecnn import codec, fields
+    from ecnn import repr as reprs
     from ecnn.coder import blocks, streams
+    from ecnn.repr import fields
 
-    tables = [*codec._REPR_KEYS.values(), *streams._KEYS.values(), blocks.KEYS]
-    assert fields.KIND in codec._REPR_KEYS and "blocks" not in streams._KEYS  # blocks: fields stream 2 only
+    tables = [*(r.keys for r in reprs.REPRS.values()), *streams._KEYS.values(), blocks.KEYS]
+    assert fields.KIND in reprs.REPRS and "blocks" not in streams._KEYS  # blocks: fields stream 2 only
     assert max(len(t) for t in tables) <= hdr._KEEP + 1
 
 

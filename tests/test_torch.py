@@ -8,7 +8,7 @@ import torch
 
 import ecnn
 import ecnn.torch as et
-from ecnn import parallel
+from ecnn import codec, parallel
 from ecnn.config import EncodeConfig
 from ecnn.errors import FormatError
 
@@ -74,11 +74,11 @@ def test_load_file_is_bit_identical_to_the_numpy_path(tmp_path, config):
 
 def test_symbols_are_narrow_and_dequantize_on_device_matches_host(mixed_file):
     with ecnn.open(mixed_file) as f:
-        h = parallel.decode_host(f, "f32")
+        h = f.get_host("f32")
         assert h.step is not None and h.data.dtype == np.int8
         for name in f.keys():
-            h = parallel.decode_host(f, name)
-            host = parallel.dequantize_host(h)
+            h = f.get_host(name)
+            host = codec.host_values(h)
             arr, dt = f.get_array(name)
             assert host.dtype == arr.dtype and host.tobytes() == arr.tobytes(), name
             assert _same_bits(et.materialize(h, device=torch.device("cpu")), et.from_array(arr, dt)), name
@@ -90,7 +90,7 @@ def test_symbols_are_narrow_and_dequantize_on_device_matches_host(mixed_file):
 @pytest.mark.parametrize("name", ["f32", "f64", "f16", "bf16"])
 def test_dequantize_into_out_matches(mixed_file, name):
     with ecnn.open(mixed_file) as f:
-        h = parallel.decode_host(f, name)
+        h = f.get_host(name)
         ref = f.get_tensor(name)
     out = torch.full(h.shape, float("nan"), dtype=ref.dtype)
     res = et.materialize(h, "cpu", out=out)
@@ -183,7 +183,7 @@ def test_small_tensors_before_a_large_one_come_out_in_order(tmp_path, monkeypatc
         hosts = list(parallel.iter_host(f, list(sd), workers=2))
     assert [h.name for h in hosts] == list(sd)
     for h in hosts:
-        got = torch.from_numpy(parallel.dequantize_host(h).reshape(h.shape))
+        got = torch.from_numpy(codec.host_values(h).reshape(h.shape))
         assert _same_bits(got, ref[h.name]), h.name
     assert len(forks) >= 3
 

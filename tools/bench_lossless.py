@@ -137,7 +137,7 @@ def run_ecnn(tensors: dict, dtname: str, workers: int, tmp: Path, repeats: int) 
     with efile.EcnnFile(data) as f:
 
         def par():
-            return {h.name: h.data for h in parallel.iter_host(f, names, workers=workers, path=path)}
+            return {h.name: h.data for h in parallel.iter_host(f, names, workers=workers)}
 
         outp, decp = timed(par)
     for k, (a, _) in arrays.items():

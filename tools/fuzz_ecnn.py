@@ -16,7 +16,7 @@ generators:
   resized to the declared lengths, then the layout and CRCs fixed (most of the
   time) so that the damage reaches the record and stream checks;
 * ``generate``: a header built from scratch from the field tables
-  (``ecnn.container.header.RECORD_FIELDS``, ``ecnn.codec.REPRS``, the stream
+  (``ecnn.container.header.RECORD_FIELDS``, ``ecnn.reprs.REPRS``, the stream
   coders of ``ecnn.coder.streams``) with hostile values and random payloads.
 
 Targets (``--targets``):
@@ -87,7 +87,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import msgpack
 import numpy as np
 
-from ecnn import codec, dtypes, errors
+from ecnn import dtypes, errors
+from ecnn import repr as reprs
 from ecnn.coder import streams
 from ecnn.container import format as fmt
 
@@ -136,7 +137,7 @@ def hostile_value(rng: random.Random, like=None):
         if type(like) is bool:
             return not like
         if isinstance(like, str):
-            return rng.choice(STRINGS + list(streams._KEYS) + list(codec.REPRS) + list(dtypes.BY_NAME))
+            return rng.choice(STRINGS + list(streams._KEYS) + list(reprs.REPRS) + list(dtypes.BY_NAME))
         if isinstance(like, list):
             return rng.choice([[], [hostile_int(rng)], [hostile_int(rng) for _ in range(rng.randint(1, 40))], like + like, like[:-1]])
     choices = [
@@ -411,7 +412,7 @@ def gen_generate(seed: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
     for t in range(rng.choice((0, 1, 1, 2, 3, 4))):
         dt = rng.choice(list(dtypes.BY_NAME))
         shape = hostile_shape(rng)
-        kind = rng.choice(list(codec.REPRS) + ["sparse", "bogus"]) if rng.random() < 0.97 else hostile_value(rng)
+        kind = rng.choice(list(reprs.REPRS) + ["sparse", "bogus"]) if rng.random() < 0.97 else hostile_value(rng)
         rep = {"kind": kind}
         if kind in ("uniform", "uniform_rows") or rng.random() < 0.05:
             rep["step"] = rng.choice((0x3C23D70A, 0x3F800000, 0x7F800000, 0, 1, 0xFFFFFFFF, hostile_int(rng)))

@@ -29,6 +29,7 @@ import ecnn.numpy as en  # noqa: E402
 from ecnn.config import EncodeConfig  # noqa: E402
 from ecnn.container import format as fmt  # noqa: E402
 from ecnn.container.reader import Container  # noqa: E402
+from ecnn import codec  # noqa: E402
 
 OUT = ROOT / "fixtures" / "v1"
 
@@ -153,7 +154,7 @@ def fields_arrays() -> dict:
 def fields_forced_file() -> bytes:
     """fields records with chosen heads and coders: packed heads, raw tails, an empty tail (k = M), float8 and float64."""
     from ecnn import dtypes as dt_
-    from ecnn import fields
+    from ecnn.repr import fields
     from ecnn.coder import packed, streams
     from ecnn.container import writer
     from ecnn.context import floats
@@ -190,14 +191,14 @@ def fields_forced_file() -> bytes:
     add("f8_e4m3", r.integers(0, 256, (4, 8)).astype(np.uint8), "float8_e4m3fn", 2)
     add("f8_e5m2", r.integers(0, 256, 16).astype(np.uint8), "float8_e5m2", 0, heads_packed=True)
     add("f64", r.standard_normal((3, 5)), "float64", 4)
-    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_forced"}))
+    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_forced"}, minor=codec.minor_version(records)))
 
 
 def fields_blocks_file() -> bytes:
     """fields records whose heads are blocks streams with chosen classes and chunks: row and column
     classes over four chunks (rows of two tail widths), row classes only, column classes only, one row."""
     from ecnn import dtypes as dt_
-    from ecnn import fields
+    from ecnn.repr import fields
     from ecnn.coder import blocks
     from ecnn.container import writer
     from ecnn.context import floats, order0
@@ -241,7 +242,7 @@ def fields_blocks_file() -> bytes:
     add("f16_cols", h, "float16", 2, 1, 8, 16)
     v = (r.standard_normal(300) * 0.3).astype(np.float32)
     add("f32_one_row", v, "float32", 2, 1, 1, 1)
-    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_blocks_forced"}))
+    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_blocks_forced"}, minor=codec.minor_version(records)))
 
 
 def invalid_fields_blocks(base: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -355,7 +356,7 @@ def ctx_forced_file() -> bytes:
     d, p = ctx.encode_order0((b + 9).astype(np.int32), -9, 14, fit, 7)
     records.append({"name": "b", "dtype": "float32", "shape": [50], "repr": {"kind": "uniform", "step": quantize.step_bits(0.25)}, "streams": [d]})
     payloads.append(p)
-    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "ctx_forced"}))
+    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "ctx_forced"}, minor=codec.minor_version(records)))
 
 
 def ctx_rowcol_arrays() -> dict:
@@ -449,7 +450,7 @@ def ctx_rowcol_blocks_forced_file() -> bytes:
     d, p = ctx.encode_rowcol(u, None, plan, -6, 18, 8 * 9, None, model=ctx.MODEL_ROWCOL_BLOCKS)
     records.append({"name": "u", "dtype": "int8", "shape": [12, 9], "repr": {"kind": "int"}, "streams": [d]})
     payloads.append(p)
-    data = b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "ctx_rowcol_blocks_forced"}))
+    data = b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "ctx_rowcol_blocks_forced"}, minor=codec.minor_version(records)))
     streams = _ctx_rowcol_streams(data)
     assert [(nsc, prm[0], prm[1], prm[7]) for nsc, prm in streams] == [(3, 4, 0, 7), (0, 4, 11, 8)], streams
     return data

@@ -11,14 +11,6 @@ from dataclasses import dataclass
 SIGNATURE = b"\x8eECNN\r\n\x1a"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 1  # the highest minor version this code writes and knows
-# The minor version that introduced each representation kind and stream coder
-# not in 1.0 (spec/FORMAT.md section 11, "Versions"). A file is written with the
-# lowest minor version that covers every kind and coder it uses.
-MINOR_OF_KIND: dict[str, int] = {"codebook": 1}
-MINOR_OF_CODER: dict[str, int] = {"ctx": 1}
-MINOR_OF_KIND["fields"] = 1  # float fields, spec/CODING.md section 4.9
-MINOR_OF_CODER["packed"] = 1  # bit fields, spec/CODING.md section 5.7
-MINOR_OF_CODER["blocks"] = 1  # class tables coded block by block (fields heads), spec/CODING.md section 5.8
 PREAMBLE = struct.Struct("<8sHHII")  # signature, major, minor, header length, header CRC-32
 PREAMBLE_SIZE = PREAMBLE.size  # 20
 
@@ -57,14 +49,3 @@ def crc32(*parts) -> int:
 
 def align_up(n: int, align: int) -> int:
     return (n + align - 1) // align * align
-
-
-def minor_version(records: list[dict]) -> int:
-    """The lowest Format_Minor whose features cover every record (spec/FORMAT.md section 11)."""
-    minor = 0
-    for rec in records:
-        rep = rec.get("repr") or {}
-        minor = max(minor, MINOR_OF_KIND.get(rep.get("kind"), 0))
-        for st in rec.get("streams") or ():
-            minor = max(minor, MINOR_OF_CODER.get(st.get("coder"), 0))
-    return minor

@@ -180,8 +180,9 @@ MAX_DEPTH = 16
 MAX_NESTING = 256  # spec/FORMAT.md 6.1: an object deeper than this stops the parse where it starts
 _SMALL_MAP = 16
 _KEEP = 16  # entries of a repr map or stream descriptor kept besides its kind or coder
-# Names kept once rather than once per record (a memory saving, not a check).
-_CODER_NAMES = {c: c for c in ("const", "raw", "cat0", "rowcol", *fmt.MINOR_OF_CODER)}
+# Short coder names are kept once rather than once per record (a memory saving, not a check).
+_INTERN_MAX = 16  # bytes of a name worth keeping once
+_INTERN_COUNT = 64  # distinct names kept at most
 _DTYPE_NAMES = {n: n for n in dtypes.BY_NAME}
 
 # Objects of one byte with nothing inside: fixints, nil, booleans, "", [] and {}.
@@ -255,6 +256,16 @@ class _Parser:
         self.end = len(data)
         self.pos = 0
         self.issue: FormatError | None = None  # the first object too deep, or a float
+        self.names: dict[str, str] = {}
+
+    def intern(self, name: str) -> str:
+        """One copy of each short name for the whole header (descriptors repeat a few coder names)."""
+        kept = self.names.get(name)
+        if kept is not None:
+            return kept
+        if len(name) <= _INTERN_MAX and len(self.names) < _INTERN_COUNT:
+            self.names[name] = name
+        return name
 
     def type_byte(self, depth: int) -> int:
         """The first byte of the object at ``pos``, after the nesting rules for its depth."""
@@ -571,7 +582,7 @@ class _Parser:
         coder, length = out.get("coder"), out.get("length")
         if type(coder) is not str or type(length) is not int or not 0 <= length < 1 << 63:
             return out, True  # CODING.md 9, step 4.3 or 4.6 fails, or an earlier one
-        out["coder"] = _CODER_NAMES.get(coder, coder)
+        out["coder"] = self.intern(coder)
         return out, fails
 
     def repr_map(self, depth: int):

@@ -28,11 +28,16 @@ def layout(records: list[dict], payloads: list, align: int = DEFAULT_ALIGN) -> N
         pos += len(data)
 
 
-def serialize(records: list[dict], payloads: list, metadata: dict[str, str], align: int = DEFAULT_ALIGN) -> Iterator[bytes]:
-    """Yield the bytes of a whole file, piece by piece (payloads are not copied)."""
+def serialize(
+    records: list[dict], payloads: list, metadata: dict[str, str], align: int = DEFAULT_ALIGN, *, minor: int
+) -> Iterator[bytes]:
+    """Yield the bytes of a whole file, piece by piece (payloads are not copied).
+
+    ``minor`` is the Format_Minor written: the lowest that covers the features the
+    records use (spec/FORMAT.md section 11), which the codec knows.
+    """
     layout(records, payloads, align)
     header = hdr.encode({"align": align, "metadata": dict(metadata), "tensors": records})
-    minor = fmt.minor_version(records)
     versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(header))
     preamble = fmt.PREAMBLE.pack(fmt.SIGNATURE, fmt.FORMAT_MAJOR, minor, len(header), fmt.crc32(versions_and_length, header))
     yield preamble

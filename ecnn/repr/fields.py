@@ -32,6 +32,7 @@ from ecnn.coder import blocks, packed, streams
 from ecnn.context import floats, order0
 from ecnn.dtypes import DType
 from ecnn.errors import CorruptPayload, InvalidField, UnknownField
+from ecnn.repr import base
 
 KIND = "fields"
 KEYS = {"kind", "head"}
@@ -331,3 +332,26 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     chunkrun.run(nchunks, one, out)
     res = out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage)
     return res.astype(dt.storage, copy=False).reshape(shape)
+
+
+# --- registry entry ------------------------------------------------------------
+
+
+def _candidate(arr: np.ndarray, dt: DType, cfg, step=None) -> base.Candidate | None:
+    """The ``fields`` candidate where the type and the config (format 1.1) allow it."""
+    if not applies(dt) or cfg.format_minor < 1:
+        return None
+    return encode(arr, dt, cfg.chunk, effort=cfg.effort)
+
+
+def _validate_record(rec, dt: DType) -> None:
+    validate(rec.name, rec.repr, rec.streams, rec.shape, dt)
+    if sum(d["length"] for d in rec.streams) != rec.length:
+        raise InvalidField(f"tensor {rec.name!r}: stream lengths do not sum to the payload length {rec.length}")
+
+
+def _decode_record(rec, payload, dt: DType) -> np.ndarray:
+    return decode(rec.name, rec.repr, base.split(rec, payload), rec.shape, dt)
+
+
+REPR = base.Representation(KIND, 1, frozenset(KEYS), _validate_record, _decode_record, _candidate)

@@ -1,0 +1,88 @@
+"""``codebook``: a float tensor of few distinct values as levels and signed indices (spec/CODING.md section 4.8)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecnn.coder import streams
+from ecnn.dtypes import contiguous
+from ecnn.errors import CorruptPayload, InvalidField
+from ecnn.repr import base
+
+MAX_LEVELS = 1 << 16
+# The encoder tries the codebook when a sample of the tensor shows at most this
+# many distinct values (CODEBOOK_PROBE_FAST below effort "best").
+CODEBOOK_PROBE = 4096
+CODEBOOK_PROBE_FAST = 256
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _order_keys(bits: np.ndarray, width: int) -> np.ndarray:
+    """Keys that sort IEEE bit patterns by value: negatives reversed below positives, -0 just below +0."""
+    sign = np.array(1 << (8 * width - 1), dtype=bits.dtype)
+    return np.where(bits & sign, ~bits, bits | sign)
+
+
+def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
+    """Levels and signed level indices, or None when there are too many levels or the format is 1.0."""
+    if cfg.format_minor < 1 or dt.name not in DTYPES or arr.size < 2:
+        return None
+    chunk, effort = cfg.chunk, cfg.effort
+    utype = np.dtype(f"<u{dt.itemsize}")
+    bits = contiguous(arr).reshape(-1).view(utype)
+    probe = CODEBOOK_PROBE if effort == "best" else CODEBOOK_PROBE_FAST
+    sample = bits[:: max(1, bits.size // (4 * probe))]
+    if np.unique(sample).size > probe:
+        return None
+    levels, inverse = np.unique(bits, return_inverse=True)  # sorted by bit pattern
+    k = int(levels.size)
+    if k > min(MAX_LEVELS, bits.size // 2):
+        return None
+    keys = _order_keys(levels, dt.itemsize)
+    order = np.argsort(keys, kind="stable")
+    levels, keys = levels[order], keys[order]
+    rank = np.empty(k, np.int64)
+    rank[order] = np.arange(k)
+    zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
+    q = rank[inverse.reshape(-1)] - zero
+    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
+    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=base.rows_of(arr), contexts=True, effort=effort)
+    return {"kind": "codebook", "levels": k, "zero": zero}, [d0, d1], p0 + p1
+
+
+def _stream(rec, dt, i: int) -> tuple[int, int, int]:
+    """Symbols and range ``(count, lo, hi)`` of stream ``i``."""
+    k = rec.repr["levels"]
+    if i == 0:
+        return k, 0, (1 << (8 * dt.itemsize)) - 1
+    return rec.numel, -(k - 1), k - 1  # symmetric, for coders of magnitudes and signs; checked on decoding
+
+
+def validate(rec, dt) -> None:
+    if dt.name not in DTYPES:
+        raise InvalidField(f"tensor {rec.name!r}: {dt.name} cannot use the codebook representation")
+    k, z = rec.repr.get("levels"), rec.repr.get("zero")
+    if type(k) is not int or not 1 <= k <= MAX_LEVELS:
+        raise InvalidField(f"tensor {rec.name!r}: codebook levels must be an integer in 1..{MAX_LEVELS}")
+    if type(z) is not int or not 0 <= z < k:
+        raise InvalidField(f"tensor {rec.name!r}: codebook zero must be an integer in 0..levels-1")
+    base.nstreams(rec, 2)
+    for i, d in enumerate(rec.streams):
+        streams.validate(d, *_stream(rec, dt, i))
+    base.check_lengths(rec)
+
+
+def decode(rec, payload, dt) -> np.ndarray:
+    (d0, p0), (d1, p1) = base.split(rec, payload)
+    utype = np.dtype(f"<u{dt.itemsize}")
+    k, lo0, hi0 = _stream(rec, dt, 0)
+    levels = streams.decode(d0, p0, k, utype, lo0, hi0)
+    _, lo1, hi1 = _stream(rec, dt, 1)
+    q = streams.decode(d1, p1, rec.numel, np.int32, lo1, hi1)
+    idx = q.astype(np.int64) + rec.repr["zero"]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= k):
+        raise CorruptPayload(f"tensor {rec.name!r}: a codebook index lies outside the {k} levels")
+    return base.storage(levels[idx], dt, rec.shape)
+
+
+REPR = base.Representation("codebook", 1, frozenset({"kind", "levels", "zero"}), validate, decode, encode)
