@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from ecnn import dtypes, parallel, quantize
+from ecnn import file as _file
+from ecnn.config import from_options
 from ecnn.container.format import Limits
 from ecnn.dtypes import contiguous as _contig
 from ecnn.errors import UnsupportedDtype
-from ecnn.file import EcnnFile
 
 _TORCH_NAMES = {
     torch.float64: "float64",
@@ -264,7 +265,7 @@ def iter_tensors(
         yield h.name, t
 
 
-class File(EcnnFile):
+class File(_file.EcnnFile):
     """An opened ``.ecnn`` file whose tensors decode as ``torch.Tensor`` (what :func:`ecnn.open` returns).
 
     Example:
@@ -309,7 +310,7 @@ def load_file(
     Example:
         >>> sd = ecnn.torch.load_file("model.ecnn", device="cuda", dtype=torch.float16)  # doctest: +SKIP
     """
-    with EcnnFile(path, limits) as f:
+    with _file.EcnnFile(path, limits) as f:
         f.check_padding()
         return dict(iter_tensors(f, f.weight_names(), device, dtype, workers))
 
@@ -372,7 +373,7 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
     from torch.nn.modules.module import _IncompatibleKeys
 
     state = module.state_dict(keep_vars=True)
-    with EcnnFile(path, limits) as f:
+    with _file.EcnnFile(path, limits) as f:
         f.check_padding()
         weights = f.weight_names()
         in_file = set(weights)
@@ -443,8 +444,6 @@ def save_model(
     Example:
         >>> ecnn.torch.save_model(model, "model.ecnn", bits=8)  # doctest: +SKIP
     """
-    from ecnn import api
-
     state = module.state_dict()
     kept = {g[0]: state[g[0]] for g in _alias_groups(state)}
-    return api.save_file(kept, path, bits=bits, step=step, lossless=lossless, metadata=metadata, config=config, effort=effort)
+    return _file.save(to_arrays(kept), path, from_options(bits, step, lossless, config, effort), metadata)
