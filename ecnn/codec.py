@@ -193,6 +193,67 @@ def wants_quantization(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig)
     return arr.ndim >= cfg.min_ndim and (cfg.bits is not None or cfg.step is not None)
 
 
+def encode_quantized(
+    name: str,
+    dt: DType,
+    shape,
+    q: np.ndarray,
+    step: float,
+    row_codes: np.ndarray | None = None,
+    config: EncodeConfig | None = None,
+) -> tuple[dict, bytes]:
+    """Encode a tensor whose quantization symbols are already chosen.
+
+    For callers that pick the symbols themselves (a rate-distortion search),
+    instead of letting :func:`encode_tensor` round to nearest. The record and
+    payload are those :func:`encode_tensor` writes for a tensor that quantizes
+    to ``q`` (and, for ``uniform_rows``, to ``row_codes``), byte for byte.
+
+    Args:
+        name: the tensor's name.
+        dt: its dtype (a float type).
+        shape: its shape.
+        q: the integer symbols, ``prod(shape)`` of them in C order.
+        step: the tensor's step (stored as float32).
+        row_codes: ``None`` for the ``uniform`` representation; else one row
+            step code per row (first dimension) for ``uniform_rows``
+            (spec/CODING.md).
+        config: ``chunk``, ``format_minor`` and ``effort`` are used.
+
+    Returns:
+        ``(record, payload)``; the record lacks ``offset``, ``length`` and
+        ``crc32``, which the container fills.
+
+    Raises:
+        InvalidOption: a non-float dtype, symbols or row codes that do not
+            fit the shape or the representation's range, or a bad step.
+    """
+    cfg = EncodeConfig() if config is None else config
+    shape = [int(s) for s in shape]
+    numel = int(np.prod(shape, dtype=np.int64))
+    q = np.asarray(q)
+    if not quantize.quantizable(dt):
+        raise InvalidOption(f"tensor {name!r}: {dt.name} cannot be stored quantized")
+    if q.dtype.kind not in "iu" or q.size != numel or numel == 0:
+        raise InvalidOption(f"tensor {name!r}: expected {numel} integer symbols (at least one), got {q.size} of {q.dtype}")
+    lo, hi = _symbol_range(dt, "uniform")
+    if int(q.min()) < lo or int(q.max()) > hi:
+        raise InvalidOption(f"tensor {name!r}: symbols outside [{lo}, {hi}]")
+    step = quantize.check_step(step)
+    contexts = cfg.format_minor >= 1
+    rows = shape[0] if len(shape) >= 2 else None
+    if row_codes is None:
+        d, p = streams.encode_best(q.ravel(), 4, True, cfg.chunk, rows=rows, contexts=contexts, effort=cfg.effort)
+        return {"name": name, "dtype": dt.name, "shape": shape, "repr": {"kind": "uniform", "step": quantize.step_bits(step)}, "streams": [d]}, p
+    codes = np.asarray(row_codes)
+    if not shape or codes.dtype.kind not in "iu" or codes.shape != (shape[0],) or not 0 <= int(codes.min()) <= int(codes.max()) <= quantize.MAX_ROW_CODE:
+        raise InvalidOption(f"tensor {name!r}: uniform_rows needs one row code in [0, {quantize.MAX_ROW_CODE}] per row (first dimension)")
+    d0, p0 = streams.encode_best(codes, 1, False, cfg.chunk, contexts=contexts, effort=cfg.effort)
+    d1, p1 = streams.encode_best(q.ravel(), 4, True, cfg.chunk, rows=rows, contexts=contexts, effort=cfg.effort)
+    rep = {"kind": "uniform_rows", "step": quantize.step_bits(step)}
+    return {"name": name, "dtype": dt.name, "shape": shape, "repr": rep, "streams": [d0, d1]}, p0 + p1
+
+
 # --- validation -------------------------------------------------------------
 
 
