@@ -17,7 +17,7 @@ from ecnn import chunkrun, codec, dtypes
 from ecnn.config import EncodeConfig
 from ecnn.container import format as fmt
 from ecnn.container.reader import Container, TensorRecord
-from ecnn.container.writer import atomic_write, serialize
+from ecnn.container.writer import DEFAULT_ALIGN, atomic_write, serialize
 from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFile
 
 Progress = Callable[[str, int, int], None]  # (tensor name, position: tensors done when encoding, index when decoding, total)
@@ -124,6 +124,33 @@ def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | Non
 def save(arrays, path, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> int:
     """Encode and write atomically; returns the file size."""
     return atomic_write(path, encode_parts(arrays, config, metadata, progress))
+
+
+def encode_records(records: list[dict], payloads: list, metadata: Mapping[str, str] | None = None, align: int = DEFAULT_ALIGN) -> list[bytes]:
+    """The file made of tensors already encoded, as a sequence of byte strings.
+
+    For callers that encode tensors one by one (:func:`ecnn.codec.encode_tensor`,
+    :func:`ecnn.codec.encode_quantized`), e.g. to try several encodings of a
+    tensor and keep some. Names and metadata are checked as :func:`encode_parts`
+    checks them, and the bytes are those it writes for the same records. The
+    records passed in are not modified.
+
+    Args:
+        records: one record per tensor, in file order, without ``offset``,
+            ``length`` and ``crc32``.
+        payloads: their payloads.
+        metadata: string-to-string map stored in the file.
+        align: payload alignment in bytes (``EncodeConfig.align``).
+
+    Raises:
+        InvalidTensorName: a bad or repeated tensor name.
+        InvalidOption: metadata that is not strings to strings.
+    """
+    md = _check_metadata(metadata)
+    names = [_check_name(r["name"]) for r in records]
+    if len(set(names)) != len(names):
+        raise InvalidTensorName("tensor names must be unique")
+    return list(serialize([dict(r) for r in records], list(payloads), md, align))
 
 
 # --- decoding ---------------------------------------------------------------
