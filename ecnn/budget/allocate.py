@@ -184,26 +184,7 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
     mode = cfg.sensitivity
     if mode == "auto":
         mode = "output" if calibration is not None else "weights"
-    if mode in ("output", "fisher"):
-        if calibration is None:
-            raise InvalidOption(f"sensitivity {mode!r} needs calibration data")
-        h, grams = sensitivities(model_or_state_dict, names, calibration, BudgetConfig(**{**cfg.__dict__, "sensitivity": mode}), progress)
-        if not h:
-            raise InvalidOption("the calibration output depends on none of the tensors through autograd")
-        missing = [n for n in names if n not in h]
-        if missing:
-            log.info("no gradient reaches %d tensor(s) (buffers?); they are stored exactly: %s", len(missing), missing[:5])
-            names = [n for n in names if n in h]
-        tables = embedding_names(model_or_state_dict)
-        for n in names:
-            h[n] = fill_unseen_rows(h[n], n in tables)
-        means = np.array([float(h[n].mean()) for n in names])
-        low = cfg.floor * float(np.median(means))
-        for n, m in zip(names, means):
-            if m < low:  # not exercised by the calibration batch: treat it as barely sensitive, not as free
-                h[n] = h[n] + (low - m)
-    else:
-        h, grams = {n: 1.0 for n in names}, {}
+    names, h, grams = _sensitivities_of(model_or_state_dict, names, calibration, BudgetConfig(**{**cfg.__dict__, "sensitivity": mode}), progress)
 
     tensors = [Tensor(n, arrays[n][0], arrays[n][1], h[n]) for n in names]
     for t in tensors:
@@ -219,6 +200,36 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
     report("candidates", len(tensors), len(tensors))
     log.info("%d tensors, %d candidates in all", len(tensors), sum(len(t.cands) for t in tensors))
     return Plan(model_or_state_dict, state, is_module, arrays, tensors, mode, cfg)
+
+
+def _sensitivities_of(obj, names: list[str], calibration, cfg: BudgetConfig, progress) -> tuple[list[str], dict, dict]:
+    """The tensors to allocate, their sensitivities and their compensation moments,
+    for ``cfg.sensitivity`` (not ``"auto"``): see :func:`ecnn.budget.sensitivity.sensitivities`.
+
+    Tensors no gradient reaches are dropped; an embedding table's unreached rows
+    share its sensitivity, and every tensor's mean is raised to at least
+    ``cfg.floor`` times the median.
+    """
+    if cfg.sensitivity == "weights":
+        return names, {n: 1.0 for n in names}, {}
+    if calibration is None:
+        raise InvalidOption(f"sensitivity {cfg.sensitivity!r} needs calibration data")
+    h, grams = sensitivities(obj, names, calibration, cfg, progress)
+    if not h:
+        raise InvalidOption("the calibration output depends on none of the tensors through autograd")
+    missing = [n for n in names if n not in h]
+    if missing:
+        log.info("no gradient reaches %d tensor(s) (buffers?); they are stored exactly: %s", len(missing), missing[:5])
+        names = [n for n in names if n in h]
+    tables = embedding_names(obj)
+    for n in names:
+        h[n] = fill_unseen_rows(h[n], n in tables)
+    means = np.array([float(h[n].mean()) for n in names])
+    low = cfg.floor * float(np.median(means))
+    for n, m in zip(names, means):
+        if m < low:  # not exercised by the calibration batch: treat it as barely sensitive, not as free
+            h[n] = h[n] + (low - m)
+    return names, h, grams
 
 
 def compress(
