@@ -91,26 +91,6 @@ def encode_tensor(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> t
     return _record(name, arr, dt, cand)
 
 
-def encode_quantized(
-    name: str, shape, dt: DType, q: np.ndarray, step: float, cfg: EncodeConfig, row_codes: np.ndarray | None = None
-) -> tuple[dict, bytes]:
-    """Encode symbols already chosen for a float tensor (``uniform``, or ``uniform_rows`` with ``row_codes``).
-
-    The symbols must be those the decoder's reconstruction expects:
-    ``float32(q) * step`` (per row: the row's step) rounded to ``dt``.
-
-    Returns:
-        ``(record, payload)`` as :func:`encode_tensor` returns them.
-    """
-    shape = tuple(int(s) for s in shape)
-    if not quantize.quantizable(dt):
-        raise InvalidOption(f"tensor {name!r}: {dt.name} cannot be quantized")
-    rows = shape[0] if len(shape) >= 2 else None
-    cand = uniform.encode_symbols(q, quantize.check_step(step), cfg, rows, row_codes)
-    rep, descs, payload = cand
-    return {"name": name, "dtype": dt.name, "shape": list(shape), "repr": rep, "streams": descs}, payload
-
-
 def wants_quantization(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig) -> bool:
     """Whether the config quantizes this tensor (others are stored exactly)."""
     if not cfg.quantizes or not quantize.quantizable(dt):
@@ -120,6 +100,63 @@ def wants_quantization(name: str, arr: np.ndarray, dt: DType, cfg: EncodeConfig)
     if name in dict(cfg.steps):
         return True  # an explicit per-tensor step overrides the dimension rule
     return arr.ndim >= cfg.min_ndim and (cfg.bits is not None or cfg.step is not None)
+
+
+def encode_quantized(
+    name: str,
+    dt: DType,
+    shape,
+    q: np.ndarray,
+    step: float,
+    row_codes: np.ndarray | None = None,
+    config: EncodeConfig | None = None,
+) -> tuple[dict, bytes]:
+    """Encode a tensor whose quantization symbols are already chosen.
+
+    For callers that pick the symbols themselves (a rate-distortion search),
+    instead of letting :func:`encode_tensor` round to nearest. The record and
+    payload are those :func:`encode_tensor` writes for a tensor that quantizes
+    to ``q`` (and, for ``uniform_rows``, to ``row_codes``), byte for byte.
+
+    Args:
+        name: the tensor's name.
+        dt: its dtype (a float type).
+        shape: its shape.
+        q: the integer symbols, ``prod(shape)`` of them in C order.
+        step: the tensor's step (stored as float32).
+        row_codes: ``None`` for the ``uniform`` representation; else one row
+            step code per row (first dimension) for ``uniform_rows``
+            (spec/CODING.md).
+        config: ``chunk``, ``format_minor`` and ``effort`` are used.
+
+    Returns:
+        ``(record, payload)``; the record lacks ``offset``, ``length`` and
+        ``crc32``, which the container fills.
+
+    Raises:
+        InvalidOption: a non-float dtype, symbols or row codes that do not
+            fit the shape or the representation's range, or a bad step.
+    """
+    cfg = EncodeConfig() if config is None else config
+    shape = [int(s) for s in shape]
+    numel = int(np.prod(shape, dtype=np.int64))
+    q = np.asarray(q)
+    if not quantize.quantizable(dt):
+        raise InvalidOption(f"tensor {name!r}: {dt.name} cannot be stored quantized")
+    if q.dtype.kind not in "iu" or q.size != numel or numel == 0:
+        raise InvalidOption(f"tensor {name!r}: expected {numel} integer symbols (at least one), got {q.size} of {q.dtype}")
+    m = quantize.qmax(dt)
+    if int(q.min()) < -m or int(q.max()) > m:
+        raise InvalidOption(f"tensor {name!r}: symbols outside [{-m}, {m}]")
+    step = quantize.check_step(step)
+    if row_codes is not None:
+        codes = np.asarray(row_codes)
+        if not shape or codes.dtype.kind not in "iu" or codes.shape != (shape[0],) or not 0 <= int(codes.min()) <= int(codes.max()) <= quantize.MAX_ROW_CODE:
+            raise InvalidOption(f"tensor {name!r}: uniform_rows needs one row code in [0, {quantize.MAX_ROW_CODE}] per row (first dimension)")
+        row_codes = codes
+    rows = shape[0] if len(shape) >= 2 else None
+    rep, descs, payload = uniform.encode_symbols(q, step, cfg, rows, row_codes)
+    return {"name": name, "dtype": dt.name, "shape": shape, "repr": rep, "streams": descs}, payload
 
 
 def minor_version(records: list[dict]) -> int:

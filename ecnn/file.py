@@ -17,7 +17,7 @@ from ecnn import chunkrun, codec, dtypes, parallel
 from ecnn.config import EncodeConfig
 from ecnn.container import format as fmt
 from ecnn.container.reader import Container, TensorRecord
-from ecnn.container.writer import atomic_write, serialize
+from ecnn.container.writer import DEFAULT_ALIGN, atomic_write, serialize
 from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFile
 
 # A file packed from an ONNX model holds its graph as this uint8 tensor (spec/FORMAT.md, ONNX appendix).
@@ -90,16 +90,6 @@ def _check_metadata(metadata) -> dict[str, str]:
     return md
 
 
-def assemble(records: list[dict], payloads: list, metadata: Mapping[str, str] | None = None, align: int = 8) -> list[bytes]:
-    """The bytes of a file of already encoded tensors (:func:`ecnn.codec.encode_tensor` records and payloads).
-
-    Fills in each record's offset, length and CRC-32, and writes the lowest
-    format minor version that covers the features used.
-    """
-    md = _check_metadata(metadata)
-    return list(serialize(records, payloads, md, align, minor=codec.minor_version(records)))
-
-
 def encode_parts(
     arrays: Mapping[str, tuple[np.ndarray, dtypes.DType]],
     config: EncodeConfig,
@@ -129,7 +119,7 @@ def encode_parts(
         done += 1
         if progress:
             progress(items[i][0], done, total)  # done: tensors finished so far
-    return assemble(records, payloads, md, config.align)
+    return encode_records(records, payloads, md, config.align)
 
 
 def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> bytes:
@@ -139,6 +129,34 @@ def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | Non
 def save(arrays, path, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> int:
     """Encode and write atomically; returns the file size."""
     return atomic_write(path, encode_parts(arrays, config, metadata, progress))
+
+
+def encode_records(records: list[dict], payloads: list, metadata: Mapping[str, str] | None = None, align: int = DEFAULT_ALIGN) -> list[bytes]:
+    """The file made of tensors already encoded, as a sequence of byte strings.
+
+    For callers that encode tensors one by one (:func:`ecnn.codec.encode_tensor`,
+    :func:`ecnn.codec.encode_quantized`), e.g. to try several encodings of a
+    tensor and keep some. Names and metadata are checked as :func:`encode_parts`
+    checks them, and the bytes are those it writes for the same records. The
+    records passed in are not modified.
+
+    Args:
+        records: one record per tensor, in file order, without ``offset``,
+            ``length`` and ``crc32``.
+        payloads: their payloads.
+        metadata: string-to-string map stored in the file.
+        align: payload alignment in bytes (``EncodeConfig.align``).
+
+    Raises:
+        InvalidTensorName: a bad or repeated tensor name.
+        InvalidOption: metadata that is not strings to strings.
+    """
+    md = _check_metadata(metadata)
+    names = [_check_name(r["name"]) for r in records]
+    if len(set(names)) != len(names):
+        raise InvalidTensorName("tensor names must be unique")
+    records = [dict(r) for r in records]
+    return list(serialize(records, list(payloads), md, align, minor=codec.minor_version(records)))
 
 
 # --- decoding ---------------------------------------------------------------

@@ -325,7 +325,7 @@ def _identity(t: torch.Tensor):
     return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
-def _alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
+def alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     """State-dict names grouped by the tensor they refer to, in state-dict order."""
     groups: dict = {}
     out: list[list[str]] = []
@@ -380,7 +380,7 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
         known = set(state)
         sources: dict[str, torch.Tensor] = {}
         missing: list[str] = []
-        for group in _alias_groups(state):
+        for group in alias_groups(state):
             present = [n for n in group if n in in_file]
             if present:
                 sources[present[0]] = state[group[0]]
@@ -445,5 +445,5 @@ def save_model(
         >>> ecnn.torch.save_model(model, "model.ecnn", bits=8)  # doctest: +SKIP
     """
     state = module.state_dict()
-    kept = {g[0]: state[g[0]] for g in _alias_groups(state)}
+    kept = {g[0]: state[g[0]] for g in alias_groups(state)}
     return _file.save(to_arrays(kept), path, from_options(bits, step, lossless, config, effort), metadata)

@@ -11,6 +11,7 @@ import torch
 import ecnn
 import ecnn.numpy
 from ecnn import budget, dtypes, quantize, rate
+from ecnn.budget import candidates, rounding, sensitivity
 from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached
 
 
@@ -315,11 +316,11 @@ def test_rate_proxy_is_close_to_the_coded_size(shape):
     # anchors) against the exact coded payload of the whole tensor
     rng = np.random.default_rng(3)
     x = (rng.laplace(0, 0.02, shape) * rng.uniform(0.5, 2, shape[:1] + (1,) * (len(shape) - 1))).astype(np.float32)
-    t = budget._Tensor("w", x, dtypes.get("float32"), 1.0)
-    budget._measure(t, budget.BudgetConfig(rate_sample=8192, strengths=(0.0,)))
+    t = candidates.Tensor("w", x, dtypes.get("float32"), 1.0)
+    candidates.measure(t, budget.BudgetConfig(rate_sample=8192, strengths=(0.0,)))
     checked = 0
     for c in t.hull:
-        q = budget._symbols(t, c)
+        q = candidates.symbols(t, c)
         exact = rate.exact_bytes(q)
         if exact * 8 >= 1.0 * x.size:  # at least a bit a value: a few percent
             assert abs(t.rates[c] - exact) <= 0.05 * exact, (t.steps[c], t.rates[c], exact)
@@ -330,12 +331,12 @@ def test_rate_proxy_is_close_to_the_coded_size(shape):
 def test_unreached_embedding_rows_share_the_sensitivity():
     h = np.zeros((8, 3))
     h[1] = [1.0, 2.0, 3.0]
-    spread = budget._fill_unseen_rows(h, embedding=True)
+    spread = sensitivity.fill_unseen_rows(h, embedding=True)
     assert np.allclose(spread, np.tile(h.mean(axis=0), (8, 1))) and spread.sum() == pytest.approx(h.sum())
-    assert budget._fill_unseen_rows(h, embedding=False) is not h  # 7 of 8 rows unreached: treated as a table
+    assert sensitivity.fill_unseen_rows(h, embedding=False) is not h  # 7 of 8 rows unreached: treated as a table
     few = np.ones((8, 3))
     few[2] = 0.0  # a unit that never fires: its zero is kept
-    assert budget._fill_unseen_rows(few, embedding=False) is few
+    assert sensitivity.fill_unseen_rows(few, embedding=False) is few
 
 
 def test_embedding_rows_of_absent_tokens_are_kept():
@@ -434,7 +435,7 @@ def test_compensated_rounding_lowers_the_output_error_on_fresh_inputs():
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.1, (40, 48)).astype(np.float32)
     dt = dtypes.get("float32")
-    comp = budget._compensation(*_moments(_correlated_inputs(4096)), np.ones(w.shape), 0.01)
+    comp = rounding.compensation(*_moments(_correlated_inputs(4096)), np.ones(w.shape), 0.01)
     assert comp is not None and comp.shrink < 0.1
     fresh = _correlated_inputs(4096, seed=1).double().numpy()
     for step in (0.01, 0.03, 0.08):
@@ -447,23 +448,23 @@ def test_compensated_rounding_lowers_the_output_error_on_fresh_inputs():
         data = ecnn.numpy.encode({"w": grid}, config=ecnn.EncodeConfig(steps=(("w", step),)))
         assert np.array_equal(ecnn.numpy.decode(data)["w"], grid)
     # uncorrelated inputs: nothing to compensate, round to nearest
-    eye = budget._compensation(np.eye(48) * 100, np.eye(48) * 300, 100, np.ones(w.shape), 0.01)
+    eye = rounding.compensation(np.eye(48) * 100, np.eye(48) * 300, 100, np.ones(w.shape), 0.01)
     assert np.array_equal(budget.quantize_compensated(w, dt, 0.03, eye.u), quantize.quantize(w, dt, 0.03))
 
 
 def test_few_calibration_rows_shrink_the_moments_toward_their_diagonal():
     h = np.ones((8, 48))
-    few = budget._compensation(*_moments(_correlated_inputs(96)), h, 0.01)
-    many = budget._compensation(*_moments(_correlated_inputs(8192)), h, 0.01)
+    few = rounding.compensation(*_moments(_correlated_inputs(96)), h, 0.01)
+    many = rounding.compensation(*_moments(_correlated_inputs(8192)), h, 0.01)
     assert 0 <= many.shrink < few.shrink <= 1
-    assert budget._compensation(*_moments(_correlated_inputs(95)), h, 0.01) is None  # < 2 rows per input
-    assert budget._compensation(np.zeros((48, 48)), np.zeros((48, 48)), 0, h, 0.01) is None
-    assert budget._compensation(np.zeros((48, 48)), np.zeros((48, 48)), 100, h, 0.01) is None  # no input energy
+    assert rounding.compensation(*_moments(_correlated_inputs(95)), h, 0.01) is None  # < 2 rows per input
+    assert rounding.compensation(np.zeros((48, 48)), np.zeros((48, 48)), 0, h, 0.01) is None
+    assert rounding.compensation(np.zeros((48, 48)), np.zeros((48, 48)), 100, h, 0.01) is None  # no input energy
     # an input that is always zero (a dead ReLU unit) leaves the shrinkage of the others as it was
     x = _correlated_inputs(512)
     with np.errstate(all="raise"):
-        live = budget._compensation(*_moments(x), h, 0.01)
-        dead = budget._compensation(*_moments(torch.cat([x, torch.zeros(512, 1)], 1)), np.ones((8, 49)), 0.01)
+        live = rounding.compensation(*_moments(x), h, 0.01)
+        dead = rounding.compensation(*_moments(torch.cat([x, torch.zeros(512, 1)], 1)), np.ones((8, 49)), 0.01)
     assert dead.shrink == pytest.approx(live.shrink, rel=1e-9) and live.shrink < 0.5
 
 
@@ -514,7 +515,7 @@ def test_embedding_moments_are_the_row_summed_output_gradients():
     ids[:, 0] = 7  # a row looked up many times: its positions' gradients add up before the square
     cfg = budget.BudgetConfig(probes=4)
     names = ["emb.weight", "head.weight"]
-    h, grams = budget._sensitivities(model, names, ids, cfg, None)
+    h, grams = sensitivity.sensitivities(model, names, ids, cfg, None)
     gram, gram2, rows = grams["emb.weight"]
     # one row per probe and looked-up table row, less the rows whose gradients cancel out
     assert 4 * len(torch.unique(ids)) - 8 <= rows <= 4 * len(torch.unique(ids))
@@ -525,7 +526,7 @@ def test_embedding_moments_are_the_row_summed_output_gradients():
     # a table that is also another module's weight is left alone
     model.head2 = torch.nn.Linear(120, 32, bias=False)
     model.head2.weight = model.emb.weight
-    assert "emb.weight" not in budget._sensitivities(model, names, ids, cfg, None)[1]
+    assert "emb.weight" not in sensitivity.sensitivities(model, names, ids, cfg, None)[1]
 
 
 def test_embedding_compensation_lowers_the_real_output_error_at_a_size():

@@ -41,3 +41,55 @@ def test_bool_bytes_must_be_zero_or_one():
 def test_record_validation(kw, err):
     with pytest.raises(err):
         codec.validate_record(_rec(**kw))
+
+
+# --- encode_quantized: symbols chosen by the caller ---------------------------
+
+
+@pytest.mark.parametrize("effort", ["best", "fast"])
+@pytest.mark.parametrize("minor", [0, 1])
+def test_encode_quantized_matches_encode_tensor(effort, minor):
+    import numpy as np
+
+    from ecnn import dtypes, quantize
+    from ecnn.config import EncodeConfig
+
+    rng = np.random.default_rng(0)
+    f32 = dtypes.get("float32")
+    w = (rng.laplace(0, 0.05, (48, 40)) * rng.uniform(0.2, 3, (48, 1))).astype(np.float32)
+    # uniform: a fixed step
+    cfg = EncodeConfig(steps=(("w", 0.01),), format_minor=minor, effort=effort)
+    q = quantize.quantize(w, f32, 0.01)
+    assert codec.encode_quantized("w", f32, w.shape, q, 0.01, config=cfg) == codec.encode_tensor("w", w, f32, cfg)
+    # uniform_rows: the row codes the codec itself picks with bits=4
+    cfg = EncodeConfig(bits=4, format_minor=minor, effort=effort)
+    rec, payload = codec.encode_tensor("w", w, f32, cfg)
+    assert rec["repr"]["kind"] == "uniform_rows"
+    step = quantize.step_from_bits(rec["repr"]["step"])
+    codes = quantize.row_codes(w, f32, step)
+    q = quantize.quantize_rows(w, f32, step, codes)
+    assert codec.encode_quantized("w", f32, w.shape, q, step, codes, cfg) == (rec, payload)
+
+
+def test_encode_quantized_refuses_what_it_cannot_store():
+    import numpy as np
+
+    from ecnn import dtypes
+    from ecnn.errors import InvalidOption
+
+    f32, i8 = dtypes.get("float32"), dtypes.get("int8")
+    q = np.zeros((4, 3), np.int32)
+    with pytest.raises(InvalidOption):
+        codec.encode_quantized("w", i8, (4, 3), q, 0.1)  # not a float type
+    with pytest.raises(InvalidOption):
+        codec.encode_quantized("w", f32, (4, 4), q, 0.1)  # too few symbols
+    with pytest.raises(InvalidOption):
+        codec.encode_quantized("w", f32, (4, 3), q.astype(np.float32), 0.1)  # not integers
+    with pytest.raises(InvalidOption):
+        codec.encode_quantized("w", f32, (4, 3), q + (1 << 25), 0.1)  # beyond the float32 symbol range
+    with pytest.raises(InvalidOption):
+        codec.encode_quantized("w", f32, (4, 3), q, 0.0)
+    with pytest.raises(InvalidOption):
+        codec.encode_quantized("w", f32, (4, 3), q, 0.1, np.zeros(3, np.int64))  # one code per row
+    with pytest.raises(InvalidOption):
+        codec.encode_quantized("w", f32, (4, 3), q, 0.1, np.full(4, 256))

@@ -496,7 +496,7 @@ def main(argv=None) -> int:
             f"{res['plan_s']:.0f} s; nncodec {res['nncodec']}\n\n"
             f"Smallest file reaching each level (among the points below):\n\n{tbl}\n\n"
             f"Target (ecnn <= 0.8x NNCodec's best at every level): {'; '.join(verdicts)}.\n\n"
-            f"The search's rate (cheap proxy, `ecnn.budget._measure`) against the coded size of each chosen step:\n\n"
+            f"The search's rate (cheap proxy, `ecnn.budget.candidates.measure`) against the coded size of each chosen step:\n\n"
             f"{proxy_table(res)}\n\n"
             f"<details><summary>all points</summary>\n\n{points_table(res)}\n\n</details>\n"
         )

@@ -1,0 +1,290 @@
+"""The two verbs: :func:`plan` measures a model once; :meth:`Plan.compress` (and
+:func:`compress`, both at once) makes a file for a size or metric budget.
+
+``plan`` takes the model's tensors, their sensitivities
+(:mod:`ecnn.budget.sensitivity`) and compensation moments, and measures each
+tensor's candidates (:mod:`ecnn.budget.candidates`); ``Plan.compress`` walks
+the allocation path (:mod:`ecnn.budget.search`) to the budget and writes the
+file with its summary (:mod:`ecnn.budget.summary`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ecnn import quantize
+from ecnn.budget import summary as budget_summary
+from ecnn.budget.candidates import Tensor, measure
+from ecnn.budget.config import BudgetConfig, CompressResult, Progress, SweepPoint, check_drop, check_target
+from ecnn.budget.model import Weights, state_of
+from ecnn.budget.rounding import compensation
+from ecnn.budget.search import Search, bisect_metric
+from ecnn.budget.sensitivity import embedding_names, fill_unseen_rows, sensitivities
+from ecnn.budget.summary import METADATA_KEY
+from ecnn.config import EncodeConfig
+from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached
+
+log = logging.getLogger(__name__)
+
+
+class Plan:
+    """The measured candidates and the allocation path of one model; makes files for any budget.
+
+    Made by :func:`plan`. Measuring is the slow part; each :meth:`compress`
+    call then costs a few encodes (and evaluations), so a sweep over budgets
+    measures once.
+    """
+
+    def __init__(self, obj, state: dict, is_module: bool, arrays: dict, tensors: list[Tensor], mode: str, cfg: BudgetConfig):
+        self.obj, self.state, self.is_module = obj, state, is_module
+        self.arrays, self.tensors, self.mode, self.config = arrays, tensors, mode, cfg
+
+    @property
+    def names(self) -> list[str]:
+        """The allocated tensors (the others are stored exactly)."""
+        return [t.name for t in self.tensors]
+
+    def compress(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        target_bytes: int | None = None,
+        max_metric_drop: float | None = None,
+        evaluate: Callable[[Any], float] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> CompressResult:
+        """A file for a budget; arguments as in :func:`compress`."""
+        target = check_target(target_bytes)
+        drop = check_drop(max_metric_drop, evaluate)
+        if target is None and drop is None:
+            raise InvalidOption("give target_bytes, max_metric_drop, or both")
+        report = progress or (lambda stage, done, total: None)
+        search = Search(self.arrays, self.tensors, EncodeConfig(lossless=True), metadata)
+        room = budget_summary.summary_room(target if target is not None else search.size(search.last))
+        search.summary = "x" * room
+        sweep: list[SweepPoint] = []
+        hi = search.last
+        if target is not None:
+            smallest = search.size(0)
+            if smallest > target:
+                raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({smallest} bytes)")
+            hi = search.fit(target)
+            log.info("largest allocation within %d bytes: %d of %d moves, %d bytes", target, hi, search.last, search.size(hi))
+
+        def summary(base=None, metric=None) -> dict:
+            return budget_summary.build(search, sweep, target, drop, self.mode, base, metric)
+
+        k = hi
+        limit = room
+        if target is not None and drop is None:
+            # Use the room the reservation leaves: size the file with the summary it
+            # will carry (plus room for the metric figures), then move up the path.
+            text = budget_summary.summary_json(summary(), room - 64)
+            limit = len(text) + 64
+            search.summary = text + " " * 64
+            k = search.fit(target, lo=hi)
+
+        base = metric = None
+        if evaluate is not None:
+            weights = Weights(self.obj, self.is_module, self.state)
+            try:
+
+                def run(kk: int) -> float:
+                    m = float(evaluate(weights.apply(search.dequantized(kk))))
+                    weights.restore()
+                    sweep.append(SweepPoint(search.size(kk), search.cum_dist[kk], m))
+                    log.info("allocation %d: %d bytes, metric %.6g", kk, search.size(kk), m)
+                    return m
+
+                report("evaluate", 0, 1)
+                base = float(evaluate(self.obj if self.is_module else dict(self.state)))
+                metric = run(k)
+                if drop is not None:
+                    if base - metric > drop:
+                        raise MetricNotReached(
+                            f"the largest allocation ({search.size(k)} bytes) drops the metric by {base - metric:.6g} "
+                            f"(from {base:.6g} to {metric:.6g}), more than {drop}"
+                        )
+                    k, metric = bisect_metric(search, run, k, metric, base - drop, self.config.rtol, report)
+            finally:
+                weights.restore()
+
+        steps = search.steps(k)
+        md = dict(metadata or {})
+        md[METADATA_KEY] = budget_summary.summary_json(summary(base, metric), limit)
+        data = search.encode(k, md)
+        if path is not None:
+            from ecnn.container.writer import atomic_write
+
+            atomic_write(path, [data])
+        per = _per_tensor(search, self.tensors, k)
+        report("done", 1, 1)
+        return CompressResult(
+            data=data,
+            size=len(data),
+            steps=steps,
+            metric=metric,
+            base_metric=base,
+            distortion=float(search.cum_dist[k]),
+            sweep=tuple(sorted(sweep, key=lambda p: p.size)),
+            tensors=per,
+        )
+
+
+def _per_tensor(search: Search, tensors: list[Tensor], k: int) -> tuple[dict, ...]:
+    """What allocation ``k`` chose for each tensor (:attr:`CompressResult.tensors`)."""
+    choice = search.choice(k)
+    return tuple(
+        {
+            "name": t.name,
+            "numel": int(t.arr.size),
+            "step": float(t.steps[choice[t.name]]),
+            "strength": t.cands[choice[t.name]][1],
+            "rows": t.cands[choice[t.name]][2],
+            "compensated": t.cands[choice[t.name]][3],
+            "bytes": len(search.record(t.name, choice[t.name])[1]),
+            "estimate": round(float(t.rates[choice[t.name]]), 1),
+            "sensitivity": float(np.mean(t.h)),
+        }
+        for t in tensors
+    )
+
+
+def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = BudgetConfig(), progress: Progress | None = None) -> Plan:
+    """Measure a model's sensitivities and candidate steps once, for :meth:`Plan.compress`.
+
+    Arguments as in :func:`compress`.
+    """
+    from ecnn import torch as et
+
+    if not isinstance(config, BudgetConfig):
+        raise InvalidOption("config must be a BudgetConfig")
+    cfg = config
+    report = progress or (lambda stage, done, total: None)
+    state, is_module = state_of(model_or_state_dict)
+    arrays = {n: (a.copy(), dt) for n, (a, dt) in et.to_arrays(state).items()}
+    names = [
+        n
+        for n, (a, dt) in arrays.items()
+        if quantize.quantizable(dt)
+        and a.ndim >= cfg.min_ndim
+        and a.size > 0
+        and np.isfinite(quantize.to_float(a, dt)).all()
+        and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exact)
+    ]
+    if not names:
+        raise InvalidOption("no float tensor to quantize")
+
+    mode = cfg.sensitivity
+    if mode == "auto":
+        mode = "output" if calibration is not None else "weights"
+    names, h, grams = _sensitivities_of(model_or_state_dict, names, calibration, BudgetConfig(**{**cfg.__dict__, "sensitivity": mode}), progress)
+
+    tensors = [Tensor(n, arrays[n][0], arrays[n][1], h[n]) for n in names]
+    for t in tensors:
+        if t.name in grams and t.dt.name in ("float32", "float64"):
+            t.comp = compensation(*grams[t.name], np.asarray(t.h).reshape(t.arr.shape), cfg.damp)
+            if t.comp is None:
+                log.info("%s: not compensated (%d rows of moments for %d columns)", t.name, grams[t.name][2], t.arr.shape[1])
+            else:
+                log.info("%s: compensation from %d rows of moments, shrinkage %.3f", t.name, grams[t.name][2], t.comp.shrink)
+    for i, t in enumerate(tensors):
+        report("candidates", i, len(tensors))
+        measure(t, cfg)
+    report("candidates", len(tensors), len(tensors))
+    log.info("%d tensors, %d candidates in all", len(tensors), sum(len(t.cands) for t in tensors))
+    return Plan(model_or_state_dict, state, is_module, arrays, tensors, mode, cfg)
+
+
+def _sensitivities_of(obj, names: list[str], calibration, cfg: BudgetConfig, progress) -> tuple[list[str], dict, dict]:
+    """The tensors to allocate, their sensitivities and their compensation moments,
+    for ``cfg.sensitivity`` (not ``"auto"``): see :func:`ecnn.budget.sensitivity.sensitivities`.
+
+    Tensors no gradient reaches are dropped; an embedding table's unreached rows
+    share its sensitivity, and every tensor's mean is raised to at least
+    ``cfg.floor`` times the median.
+    """
+    if cfg.sensitivity == "weights":
+        return names, {n: 1.0 for n in names}, {}
+    if calibration is None:
+        raise InvalidOption(f"sensitivity {cfg.sensitivity!r} needs calibration data")
+    h, grams = sensitivities(obj, names, calibration, cfg, progress)
+    if not h:
+        raise InvalidOption("the calibration output depends on none of the tensors through autograd")
+    missing = [n for n in names if n not in h]
+    if missing:
+        log.info("no gradient reaches %d tensor(s) (buffers?); they are stored exactly: %s", len(missing), missing[:5])
+        names = [n for n in names if n in h]
+    tables = embedding_names(obj)
+    for n in names:
+        h[n] = fill_unseen_rows(h[n], n in tables)
+    means = np.array([float(h[n].mean()) for n in names])
+    low = cfg.floor * float(np.median(means))
+    for n, m in zip(names, means):
+        if m < low:  # not exercised by the calibration batch: treat it as barely sensitive, not as free
+            h[n] = h[n] + (low - m)
+    return names, h, grams
+
+
+def compress(
+    model_or_state_dict,
+    path: str | os.PathLike | None = None,
+    *,
+    target_bytes: int | None = None,
+    max_metric_drop: float | None = None,
+    evaluate: Callable[[Any], float] | None = None,
+    calibration=None,
+    config: BudgetConfig = BudgetConfig(),
+    metadata: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> CompressResult:
+    """Quantize a model to a size budget or an accuracy budget, choosing a step per tensor.
+
+    Args:
+        model_or_state_dict: a ``torch.nn.Module`` (its state dict is coded;
+            tied tensors once) or a mapping of names to torch tensors.
+        path: write the file here (atomically) as well as returning its bytes.
+        target_bytes: the file must be at most this many bytes.
+        max_metric_drop: the file is the smallest (within ``target_bytes``, if
+            given) whose metric is at most this much below the original's.
+            Needs ``evaluate``.
+        evaluate: ``evaluate(model) -> float``, higher is better. It receives the
+            module itself with the candidate weights loaded (they are restored
+            afterwards), or, for a state dict, a new dict of torch tensors.
+        calibration: data for the sensitivity: for a module, an input tensor,
+            a tuple of inputs, or a dict of keyword inputs; for either, a
+            callable ``calibration(model_or_state_dict) -> output tensor``.
+        config: search options (:class:`BudgetConfig`).
+        metadata: string-to-string map stored in the file.
+        progress: ``progress(stage, done, total)`` callback.
+
+    Returns:
+        A :class:`CompressResult`.
+
+    Raises:
+        InvalidOption: no target given, or bad options.
+        BudgetTooSmall: ``target_bytes`` is below the smallest file the
+            allocation can make (every allocated tensor at its coarsest step).
+        MetricNotReached: even the largest allocation considered (within
+            ``target_bytes``) drops the metric by more than ``max_metric_drop``.
+
+    Example:
+        >>> import torch, ecnn
+        >>> model = torch.nn.Linear(64, 64)
+        >>> res = ecnn.compress(model, target_bytes=2500)
+        >>> res.size <= 2500, sorted(res.steps)
+        (True, ['bias', 'weight'])
+    """
+    target = check_target(target_bytes)
+    drop = check_drop(max_metric_drop, evaluate)
+    if target is None and drop is None:
+        raise InvalidOption("give target_bytes, max_metric_drop, or both")
+    p = plan(model_or_state_dict, calibration=calibration, config=config, progress=progress)
+    return p.compress(path, target_bytes=target, max_metric_drop=drop, evaluate=evaluate, metadata=metadata, progress=progress)
+

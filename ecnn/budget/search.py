@@ -1,0 +1,224 @@
+"""The search: the Lagrangian path of allocations, the real size of each, and bisection on the metric.
+
+Sweeping the Lagrange multiplier ``lam`` of ``D + lam * R`` from infinity to 0
+moves one tensor at a time one point along the lower convex hull of its
+(rate, distortion) candidates (:func:`ecnn.budget.candidates.measure`), the
+move removing the most distortion per byte first: a path of allocations whose
+size grows and whose distortion falls. :class:`Search` codes allocations along
+the path into real files (through :func:`ecnn.codec.encode_tensor`,
+:func:`ecnn.codec.encode_quantized` and :func:`ecnn.file.encode_records`),
+finds the largest that fits a size (:meth:`Search.fit`), and
+:func:`bisect_metric` the smallest that keeps a metric.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ecnn import codec, dtypes, file, quantize
+from ecnn.budget.candidates import Tensor, symbols
+from ecnn.budget.summary import METADATA_KEY, SUMMARY_CHARS
+from ecnn.config import EncodeConfig
+
+FIT_PROBES = 24  # at most this many allocations are coded to fit one size target
+FIT_RTOL = 1e-3  # a size search stops when fitting and failing allocations are this close in estimated rate
+
+
+def _path(tensors: list[Tensor]) -> list[tuple[int, int]]:
+    """The Lagrangian sweep: moves ``(tensor index, hull position)`` from the smallest allocation up.
+
+    Each move advances one tensor to its next hull point, the one removing the
+    most distortion per byte; allocations along the path grow in rate and fall
+    in distortion.
+    """
+    heap = []
+
+    def push(i: int, pos: int) -> None:
+        hull = tensors[i].hull
+        if pos + 1 < len(hull):
+            a, b = hull[pos], hull[pos + 1]
+            dr = tensors[i].rates[b] - tensors[i].rates[a]
+            dd = tensors[i].dists[a] - tensors[i].dists[b]
+            slope = dd / dr if dr > 0 else math.inf
+            heapq.heappush(heap, (-slope, i, pos + 1))
+
+    for i in range(len(tensors)):
+        push(i, 0)
+    moves = []
+    while heap:
+        _, i, pos = heapq.heappop(heap)
+        moves.append((i, pos))
+        push(i, pos)
+    return moves
+
+
+class Search:
+    """The allocations along the path of a plan's tensors, and the real files they make.
+
+    Allocation ``k`` is the one after the first ``k`` moves of the path; ``cum_rate[k]``
+    and ``cum_dist[k]`` are its estimated rate and predicted distortion. Records are
+    coded once per (tensor, candidate) and cached.
+    """
+
+    def __init__(self, arrays, tensors: list[Tensor], exact_cfg: EncodeConfig, metadata):
+        self.arrays = arrays  # all tensors: {name: (array, dtype)}
+        self.tensors = tensors
+        self.by_name = {t.name: t for t in tensors}
+        self.moves = _path(tensors)
+        self.metadata = dict(metadata or {})
+        self.exact_cfg = exact_cfg
+        self.summary = "x" * SUMMARY_CHARS  # room for the summary written with the file
+        self._records: dict = {}  # (name, step or None) -> (record, payload)
+        self.ratio: dict[str, float] = {}  # per tensor: coded payload / estimated rate, where measured
+        # cumulative rate and distortion along the path
+        pos = [0] * len(tensors)
+        r0 = sum(t.rates[t.hull[0]] for t in tensors)
+        d0 = sum(t.dists[t.hull[0]] for t in tensors)
+        self.cum_rate, self.cum_dist = [r0], [d0]
+        self._move_tensor = np.array([i for i, _ in self.moves], np.int64)
+        drate = []
+        for i, p in self.moves:
+            t = tensors[i]
+            a, b = t.hull[pos[i]], t.hull[p]
+            pos[i] = p
+            drate.append(t.rates[b] - t.rates[a])
+            self.cum_rate.append(self.cum_rate[-1] + t.rates[b] - t.rates[a])
+            self.cum_dist.append(self.cum_dist[-1] + t.dists[b] - t.dists[a])
+        self._move_drate = np.array(drate, np.float64)
+
+    @property
+    def last(self) -> int:
+        """The largest allocation: every tensor at the end of its hull."""
+        return len(self.moves)
+
+    def choice(self, k: int) -> dict[str, int]:
+        """Candidate index of each tensor after ``k`` moves."""
+        pos = [0] * len(self.tensors)
+        for i, p in self.moves[:k]:
+            pos[i] = p
+        return {t.name: t.hull[pos[i]] for i, t in enumerate(self.tensors)}
+
+    def steps(self, k: int) -> dict[str, float]:
+        """The step of each tensor after ``k`` moves."""
+        return {n: float(self.by_name[n].steps[c]) for n, c in self.choice(k).items()}
+
+    def grid(self, name: str, c: int) -> np.ndarray:
+        """Candidate ``c`` of a tensor as the dequantized storage array the file will hold."""
+        t = self.by_name[name]
+        s = float(t.steps[c])
+        if t.cands[c][2]:
+            return quantize.dequantize_rows(symbols(t, c), t.dt, s, t.codes).reshape(t.arr.shape)
+        return quantize.dequantize(symbols(t, c), t.dt, s).reshape(t.arr.shape)
+
+    def record(self, name: str, c: int | None) -> tuple[dict, bytes]:
+        """The record and payload of tensor ``name`` as candidate ``c`` (None: stored exactly), cached."""
+        key = (name, c)
+        if key not in self._records:
+            arr, dt = self.arrays[name]
+            if c is None:
+                self._records[key] = codec.encode_tensor(name, arr, dt, self.exact_cfg)
+            elif self.by_name[name].cands[c][2]:  # uniform_rows with the candidate's own row codes
+                t = self.by_name[name]
+                self._records[key] = codec.encode_quantized(name, dt, arr.shape, symbols(t, c), float(t.steps[c]), t.codes, self.exact_cfg)
+            else:
+                step = float(self.by_name[name].steps[c])
+                cfg = EncodeConfig(steps=((name, step),), chunk=self.exact_cfg.chunk, align=self.exact_cfg.align)
+                self._records[key] = codec.encode_tensor(name, self.grid(name, c), dt, cfg)
+        return self._records[key]
+
+    def _parts(self, k: int, metadata: Mapping[str, str]) -> list[bytes]:
+        """The file of allocation ``k`` with ``metadata``, as byte strings, from the cached records."""
+        choice = self.choice(k)
+        recs, pays = [], []
+        for name in self.arrays:
+            rec, pay = self.record(name, choice.get(name))
+            recs.append(rec)
+            pays.append(pay)
+        return file.encode_records(recs, pays, metadata, self.exact_cfg.align)
+
+    def size(self, k: int) -> int:
+        """The real file size of allocation ``k`` (tensors coded one by one, cached), with
+        ``self.summary`` (or room for it) as the budget metadata."""
+        md = dict(self.metadata)
+        md[METADATA_KEY] = self.summary
+        return sum(len(p) for p in self._parts(k, md))
+
+    def dequantized(self, k: int) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
+        """The allocated tensors of allocation ``k`` as the file will hold them."""
+        return {n: (self.grid(n, c), self.arrays[n][1]) for n, c in self.choice(k).items()}
+
+    def encode(self, k: int, metadata: Mapping[str, str]) -> bytes:
+        """The file of allocation ``k`` with ``metadata``, from the cached records (as
+        ``ecnn.encode`` with the allocation's steps would write it, byte for byte)."""
+        return b"".join(self._parts(k, metadata))
+
+    def _payload_ratios(self, k: int) -> None:
+        """Update each tensor's ratio of coded payload to estimated rate from allocation ``k``'s records."""
+        for name, c in self.choice(k).items():
+            est = float(self.by_name[name].rates[c])
+            if est >= 64.0 and (name, c) in self._records:
+                self.ratio[name] = len(self._records[(name, c)][1]) / est
+
+    def fit(self, target: int, lo: int = 0) -> int:
+        """The largest ``k >= lo`` whose real file fits in ``target`` bytes (``lo - 1`` if none).
+
+        The search predicts real sizes from the estimated rates, corrected by the
+        coded size of the last allocation that fitted and, per tensor, by the
+        ratio of its coded payload to its estimate; each prediction is then
+        coded (only the tensors whose step changed). It stops at a fitting
+        allocation whose next one along the path does not fit, or whose
+        estimated rate is within ``FIT_RTOL`` of the target of the smallest
+        known not to fit.
+        """
+        if self.size(lo) > target:
+            return lo - 1
+        self._payload_ratios(lo)
+        good, bad = lo, self.last + 1  # fits; smallest known not to fit
+        cum = np.asarray(self.cum_rate, np.float64)
+        for _ in range(FIT_PROBES):
+            if bad - good <= 1 or cum[bad - 1] - cum[good] <= FIT_RTOL * target:
+                break
+            f = np.array([self.ratio.get(t.name, 1.0) for t in self.tensors])
+            inc = f[self._move_tensor[good:bad - 1]] * self._move_drate[good:bad - 1]
+            pred = self.size(good) + np.cumsum(inc)  # predicted size of good+1 .. bad-1
+            k = good + int(np.searchsorted(pred, target, side="right"))
+            k = min(max(k, good + 1), bad - 1)
+            if self.size(k) <= target:
+                good = k
+            else:
+                bad = k
+            self._payload_ratios(k)
+        return good
+
+
+def bisect_metric(search: Search, run: Callable[[int], float], hi: int, metric_hi: float, floor_metric: float, rtol: float, report):
+    """The smallest allocation on the path (<= hi) whose metric is >= floor_metric, by bisection on size.
+
+    Assumes the metric grows with the allocation; the returned allocation was
+    evaluated and passed.
+    """
+    good, good_m = hi, metric_hi
+    bad = -1
+    # Bisect in log-size between a failing and a passing allocation.
+    steps = 0
+    while good - bad > 1:
+        lo_r = search.cum_rate[max(bad, 0)]
+        hi_r = search.cum_rate[good]
+        if bad >= 0 and hi_r <= lo_r * (1 + rtol):
+            break
+        mid_r = math.sqrt(max(lo_r, 1.0) * hi_r)
+        mid = int(np.searchsorted(np.asarray(search.cum_rate), mid_r))
+        mid = min(max(mid, bad + 1), good - 1)
+        steps += 1
+        report("evaluate", steps, steps + max(1, int(math.log2(max(good - bad, 2)))))
+        m = run(mid)
+        if m >= floor_metric:
+            good, good_m = mid, m
+        else:
+            bad = mid
+    return good, good_m
+
