@@ -492,10 +492,10 @@ def invalid_ctx(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     (nw,), pos = varint.decode(payload, 1, pos)
     sig_at = pos + 4 * nw
     out = {
-        "ctx_bad_model": (with_payload(b"\x07" + payload[1:]), "CorruptPayload", "ctx stream with the reserved model 7"),
+        "ctx_bad_model": (with_payload(b"\x07" + payload[1:]), "UnsupportedCoding", "ctx stream with the reserved model 7"),
         "ctx_reserved_flag": (
             with_payload(payload[:flags_at] + bytes([payload[flags_at] | 4]) + payload[flags_at + 1 :]),
-            "CorruptPayload",
+            "UnsupportedCoding",
             "ctx lanes flags with reserved bit 2 set",
         ),
         "ctx_bad_sig_byte": (
