@@ -128,7 +128,28 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     # and a hand-built file with several chunks, row classes with runs, sign classes with a zero count, and an offset.
     out["ctx_rowcol_blocks"] = ctx_rowcol_blocks_file()
     out["ctx_rowcol_blocks_forced"] = ctx_rowcol_blocks_forced_file()
+    out["cat0_noncanonical"] = cat0_noncanonical_file()
     return out
+
+
+def cat0_noncanonical_file() -> bytes:
+    """FORMAT.md Appendix A with the last bit of w's one range-coder word set (payload CRC recomputed).
+
+    The chunk still decodes to the same symbols and passes the end conditions (a)
+    and (b) of CODING.md section 8, but not the stricter checks of RANGE_CODER.md
+    section 7, which a decoder must not apply: the file is valid.
+    """
+    data = en.encode(
+        {"w": np.array([[511, 510, 510, 510], [510, 510, 511, 510]], np.float32), "b": np.array([1, 2, 3], np.int8)},
+        config=EncodeConfig(bits=10, per_row=False, format_minor=0),
+    )
+    h, area = split(data)
+    w = h["tensors"][0]
+    payload = bytearray(area[w["offset"] : w["offset"] + w["length"]])
+    assert payload[-4:] == bytes.fromhex("000064cb"), payload.hex()
+    payload[-4] = 0x01  # the word 0xcb640000 becomes 0xcb640001
+    w["crc32"] = fmt.crc32(payload)
+    return build(h, bytes(payload) + area[w["length"] :])
 
 
 SPECIAL32 = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7FA12345, 0xFFFFFFFF, 0x00000001, 0x807FFFFF, 0x3F800000, 0xBEAAAAAB, 0x00800000]
