@@ -129,7 +129,30 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     out["ctx_rowcol_blocks"] = ctx_rowcol_blocks_file()
     out["ctx_rowcol_blocks_forced"] = ctx_rowcol_blocks_forced_file()
     out["cat0_noncanonical"] = cat0_noncanonical_file()
+    out["packed_streams"] = packed_streams_file()
     return out
+
+
+def packed_streams_file() -> bytes:
+    """The coder packed (1.1) outside fields, which CODING.md section 9 accepts in any stream: int, planes, codebook."""
+    tensors = [
+        # int8 [1, 2, 3]: one stream of 2-bit fields 01, 10, 11, least significant bit first.
+        ("q", "int8", [3], {"kind": "int"}, [(2, bytes([0x39]))]),
+        # uint16 [0x0102, 0x0304]: byte planes 02 04 and 01 03, 8 bits each.
+        ("p", "uint16", [2], {"kind": "planes"}, [(8, bytes([2, 4])), (8, bytes([1, 3]))]),
+        # float32 [0.5, -1.0, 0.5, 0.5]: levels -1.0 and 0.5 as 32-bit patterns, then the 1-bit indices 1, 0, 1, 1.
+        ("c", "float32", [4], {"kind": "codebook", "levels": 2, "zero": 0}, [(32, struct.pack("<2I", 0xBF800000, 0x3F000000)), (1, bytes([0x0D]))]),
+    ]
+    records, area = [], b""
+    for name, dtype, shape, rep, streams in tensors:
+        payload = b"".join(data for _, data in streams)
+        area += bytes(fmt.align_up(len(area), 8) - len(area))
+        descs = [{"coder": "packed", "length": len(data), "width": width} for width, data in streams]
+        records.append(
+            {"name": name, "dtype": dtype, "shape": shape, "offset": len(area), "length": len(payload), "crc32": fmt.crc32(payload), "repr": rep, "streams": descs}
+        )
+        area += payload
+    return build({"align": 8, "metadata": {}, "tensors": records}, area, minor=1)
 
 
 def cat0_noncanonical_file() -> bytes:
