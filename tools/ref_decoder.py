@@ -832,7 +832,7 @@ def read_table(buf: bytes, pos: int, n: int) -> tuple[list[int], int]:
             counts.append(log_count(e, m))
         pos = nibbles.finish()
     else:
-        raise _corrupt(sec, f"reserved table mode {mode}")
+        raise _corrupt(sec, f"table mode {mode} is neither 0 nor 1")
     if not any(counts):
         raise _corrupt(sec, "table whose counts are all 0")
     return counts, pos
