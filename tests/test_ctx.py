@@ -13,7 +13,7 @@ from ecnn import rate
 from ecnn.coder import categorical, ctx, streams
 from ecnn.container.reader import Container
 from ecnn.context import sparse, tables
-from ecnn.errors import CorruptPayload, InvalidField
+from ecnn.errors import CorruptPayload, InvalidField, UnsupportedCoding
 
 LO, HI = -(1 << 24), 1 << 24
 
@@ -154,13 +154,14 @@ def _damage(data: bytes, pos: int, value: int) -> bytes:
     return bytes(b)
 
 
-def test_damaged_streams_raise_corrupt_payload():
+def test_damaged_streams_are_corrupt_and_reserved_values_unsupported():
     q = sparse_matrix(np.random.default_rng(5), (60, 80), 0.05)
     plan = sparse.fit(q, False, 8, 2, 1, 0, True, 1 << 20)
     _, data = ctx.encode_lanes(q, plan, 1 << 20)
+    for reserved in (b"\x07" + data[1:], data[:2] + b"\x04" + data[3:]):  # a model, a flag bit (C§5.6)
+        with pytest.raises(UnsupportedCoding):
+            ctx.decode(reserved, q.size, np.int64, LO, HI)
     bad = [
-        b"\x07" + data[1:],  # unknown model
-        data[:2] + b"\x04" + data[3:],  # reserved flag bit
         data[:-1],  # truncated words
         data + b"\0\0\0\0",  # trailing words
         data[:3] + b"\x00" + data[4:],  # 0 buckets

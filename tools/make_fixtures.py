@@ -129,7 +129,51 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     # and a hand-built file with several chunks, row classes with runs, sign classes with a zero count, and an offset.
     out["ctx_rowcol_blocks"] = ctx_rowcol_blocks_file()
     out["ctx_rowcol_blocks_forced"] = ctx_rowcol_blocks_forced_file()
+    out["cat0_noncanonical"] = cat0_noncanonical_file()
+    out["packed_streams"] = packed_streams_file()
     return out
+
+
+def packed_streams_file() -> bytes:
+    """The coder packed (1.1) outside fields, which CODING.md section 9 accepts in any stream: int, planes, codebook."""
+    tensors = [
+        # int8 [1, 2, 3]: one stream of 2-bit fields 01, 10, 11, least significant bit first.
+        ("q", "int8", [3], {"kind": "int"}, [(2, bytes([0x39]))]),
+        # uint16 [0x0102, 0x0304]: byte planes 02 04 and 01 03, 8 bits each.
+        ("p", "uint16", [2], {"kind": "planes"}, [(8, bytes([2, 4])), (8, bytes([1, 3]))]),
+        # float32 [0.5, -1.0, 0.5, 0.5]: levels -1.0 and 0.5 as 32-bit patterns, then the 1-bit indices 1, 0, 1, 1.
+        ("c", "float32", [4], {"kind": "codebook", "levels": 2, "zero": 0}, [(32, struct.pack("<2I", 0xBF800000, 0x3F000000)), (1, bytes([0x0D]))]),
+    ]
+    records, area = [], b""
+    for name, dtype, shape, rep, streams in tensors:
+        payload = b"".join(data for _, data in streams)
+        area += bytes(fmt.align_up(len(area), 8) - len(area))
+        descs = [{"coder": "packed", "length": len(data), "width": width} for width, data in streams]
+        records.append(
+            {"name": name, "dtype": dtype, "shape": shape, "offset": len(area), "length": len(payload), "crc32": fmt.crc32(payload), "repr": rep, "streams": descs}
+        )
+        area += payload
+    return build({"align": 8, "metadata": {}, "tensors": records}, area, minor=1)
+
+
+def cat0_noncanonical_file() -> bytes:
+    """FORMAT.md Appendix A with the last bit of w's one range-coder word set (payload CRC recomputed).
+
+    The chunk still decodes to the same symbols and passes the end conditions (a)
+    and (b) of CODING.md section 8, but not the stricter checks of RANGE_CODER.md
+    section 7, which a decoder must not apply: the file is valid.
+    """
+    data = en.encode(
+        {"w": np.array([[511, 510, 510, 510], [510, 510, 511, 510]], np.float32), "b": np.array([1, 2, 3], np.int8)},
+        config=EncodeConfig(bits=10, per_row=False, format_minor=0),
+    )
+    h, area = split(data)
+    w = h["tensors"][0]
+    payload = bytearray(area[w["offset"] : w["offset"] + w["length"]])
+    assert payload[-4:] == bytes.fromhex("000064cb"), payload.hex()
+    payload[-4] = 0x01  # the word 0xcb640000 becomes 0xcb640001
+    w["crc32"] = fmt.crc32(payload)
+    return build(h, bytes(payload) + area[w["length"] :])
 
 
 SPECIAL32 = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7FA12345, 0xFFFFFFFF, 0x00000001, 0x807FFFFF, 0x3F800000, 0xBEAAAAAB, 0x00800000]
@@ -493,10 +537,10 @@ def invalid_ctx(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     (nw,), pos = varint.decode(payload, 1, pos)
     sig_at = pos + 4 * nw
     out = {
-        "ctx_bad_model": (with_payload(b"\x07" + payload[1:]), "CorruptPayload", "ctx stream with the reserved model 7"),
+        "ctx_bad_model": (with_payload(b"\x07" + payload[1:]), "UnsupportedCoding", "ctx stream with the reserved model 7"),
         "ctx_reserved_flag": (
             with_payload(payload[:flags_at] + bytes([payload[flags_at] | 4]) + payload[flags_at + 1 :]),
-            "CorruptPayload",
+            "UnsupportedCoding",
             "ctx lanes flags with reserved bit 2 set",
         ),
         "ctx_bad_sig_byte": (

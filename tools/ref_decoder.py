@@ -832,7 +832,7 @@ def read_table(buf: bytes, pos: int, n: int) -> tuple[list[int], int]:
             counts.append(log_count(e, m))
         pos = nibbles.finish()
     else:
-        raise _corrupt(sec, f"reserved table mode {mode}")
+        raise _corrupt(sec, f"table mode {mode} is neither 0 nor 1")
     if not any(counts):
         raise _corrupt(sec, "table whose counts are all 0")
     return counts, pos
@@ -1221,7 +1221,7 @@ def decode_ctx(f: dict, buf: bytes, n: int) -> list[int]:
         return _decode_ctx_lanes(f, buf, pos, n)
     if model in (2, 3, 4):
         return _decode_ctx_rowcol(f, buf, pos, n, model)
-    raise _corrupt("CODING.md §5.6", f"reserved model {model}")
+    raise SpecError("UnsupportedCoding", "CODING.md §5.6", f"reserved model {model}")
 
 
 def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int, model: int) -> list[int]:
@@ -1291,7 +1291,7 @@ def _decode_ctx_lanes(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
     if not 1 <= rows <= n or n % rows:
         raise _corrupt(sec, f"rows {rows} do not divide N = {n}")
     if flags > 3:
-        raise _corrupt(sec, f"reserved flag bits in {flags}")
+        raise SpecError("UnsupportedCoding", sec, f"reserved flag bits in {flags}")
     transpose, vsign = flags & 1, (flags >> 1) & 1
     cols = n // rows
     lanes, steps = (cols, rows) if transpose else (rows, cols)

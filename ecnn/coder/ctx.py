@@ -29,7 +29,7 @@ from ecnn import chunkrun
 from ecnn.coder import categorical, rowcol
 from ecnn.context import order0, sparse, tables, varint
 from ecnn.context import rowcol as rowcol_ctx
-from ecnn.errors import CorruptPayload
+from ecnn.errors import CorruptPayload, UnsupportedCoding
 
 KEYS = {"coder", "length"}
 MODEL_ORDER0 = 0
@@ -175,11 +175,11 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray
             return _decode_lanes(mv, pos, count, out_dtype, lo, hi)
         if model in ROWCOL_MODELS:
             return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model)
-    except CorruptPayload:
+    except (CorruptPayload, UnsupportedCoding):
         raise
     except Exception as e:  # varint, table and constriction failures alike
         raise CorruptPayload(f"ctx stream: {type(e).__name__}: {e}") from None
-    raise CorruptPayload(f"ctx stream: unknown model {model}")
+    raise UnsupportedCoding(f"ctx stream: reserved model {model}")
 
 
 def symbol_bounds(buf) -> tuple[int, int] | None:
@@ -267,7 +267,7 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
         raise CorruptPayload(f"ctx lanes: {rows} rows do not divide {count} symbols")
     cols = count // rows
     if flags & ~_FLAGS:
-        raise CorruptPayload(f"ctx lanes: reserved flag bits in {flags}")
+        raise UnsupportedCoding(f"ctx lanes: reserved flag bits in {flags}")
     transpose, vsign = bool(flags & 1), bool(flags & 2)
     lanes, steps = (cols, rows) if transpose else (rows, cols)
     vlo, vhi = unzigzag(zlo), unzigzag(zhi)
