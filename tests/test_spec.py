@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import ecnn.numpy as en
-from ecnn import errors
+from ecnn import codec, errors
 from ecnn.container import format as fmt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,11 +34,12 @@ def code_vocabulary() -> tuple[dict[str, tuple[int, set[str]]], dict[str, tuple[
     The only place in this file that knows where the code keeps its vocabulary.
     """
     from ecnn import codec
+    from ecnn import repr as registry
     from ecnn.coder import blocks, streams
 
-    reprs = {k: (fmt.MINOR_OF_KIND.get(k, 0), set(codec._REPR_KEYS[k])) for k in codec.REPRS}
-    coders = {k: (fmt.MINOR_OF_CODER.get(k, 0), set(keys)) for k, keys in streams._KEYS.items()}
-    coders["blocks"] = (fmt.MINOR_OF_CODER.get("blocks", 0), set(blocks.KEYS))  # only in stream 2 of fields
+    reprs = {k: (r.minor, set(r.keys)) for k, r in registry.REPRS.items()}
+    coders = {k: (codec._CODER_MINOR.get(k, 0), set(keys)) for k, keys in streams._KEYS.items()}
+    coders["blocks"] = (codec._CODER_MINOR.get("blocks", 0), set(blocks.KEYS))  # only in stream 2 of fields
     return reprs, coders
 
 
@@ -255,7 +256,7 @@ def test_worked_example_is_what_the_encoder_writes(letter):
     assert hashlib.sha256(data).hexdigest() in body
     assert f"{len(data)}-byte file" in body
     (hlen,) = struct.unpack_from("<I", data, 12)
-    assert struct.unpack_from("<H", data, 10)[0] == fmt.minor_version(msgpack.unpackb(data[20 : 20 + hlen])["tensors"])
+    assert struct.unpack_from("<H", data, 10)[0] == codec.minor_version(msgpack.unpackb(data[20 : 20 + hlen])["tensors"])
     # Every table row that gives an offset and bytes shows the file's bytes there.
     rows = 0
     for t in tables(body):
