@@ -248,7 +248,7 @@ def cmd_unpack(a) -> int:
     limits = _limits(a)
     if not a.output:
         with efile.EcnnFile(src, limits) as f:
-            if f.metadata().get("ecnn.onnx") == "1":  # a packed ONNX model unpacks to .onnx
+            if f.metadata().get(efile.ONNX_METADATA_KEY) == efile.ONNX_METADATA_VERSION:  # a packed ONNX model unpacks to .onnx
                 out = src.with_suffix(".onnx")
     if eio.same_file(src, out) or src.resolve() == out.resolve():
         raise SameFile(f"refusing to overwrite the input {src} with the output")
@@ -260,8 +260,7 @@ def cmd_unpack(a) -> int:
     if eio.kind_of(out) == "onnx":
         from ecnn import onnx as eonnx
 
-        efile.EcnnFile(src, limits).close()  # the caps are checked when a file is opened
-        model = eonnx.load_model(src)
+        model = eonnx.load_model(src, limits=limits)
         size = eonnx.write_model(model, out)
         if not a.quiet:
             print(f"unpacked ONNX model with {len(model.graph.initializer)} initializers to {out} ({_human(size)})")
@@ -269,7 +268,7 @@ def cmd_unpack(a) -> int:
     update, close = _progress_bar(not a.quiet, "unpacking")
     try:
         with efile.EcnnFile(src, limits) as f:
-            arrays = f.arrays(update)
+            arrays = f.arrays(update, names=f.weight_names())  # a packed ONNX graph is not a weight
             metadata = f.metadata()
     finally:
         close()

@@ -127,3 +127,15 @@ def test_limits_are_keyword_only_everywhere():
     for fn in (ecnn.load_file, ecnn.decode, ecnn.open, en.load_file, en.decode, et.load_file, et.load_into, eo.load_model, eo.inference_session):
         p = inspect.signature(fn).parameters["limits"]
         assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.default == ecnn.Limits(), fn.__qualname__
+
+
+def test_cli_unpack_of_an_onnx_file_keeps_the_caps_and_gives_the_weights(packed_onnx, tmp_path, capsys):
+    from safetensors.numpy import load_file as st_load
+
+    from ecnn.cli import main
+
+    assert main(["unpack", str(packed_onnx), "-o", str(tmp_path / "m.onnx"), "--max-tensor-bytes", "64", "-q"]) == 1
+    assert "over the cap" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    assert main(["unpack", str(packed_onnx), "-o", str(tmp_path / "w.safetensors"), "-q"]) == 0
+    assert list(st_load(str(tmp_path / "w.safetensors"))) == ["W", "b"]
