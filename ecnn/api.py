@@ -14,6 +14,21 @@ from ecnn.config import EncodeConfig, from_options
 from ecnn.container.format import Limits
 
 
+class File(_file.EcnnFile):
+    """An opened ``.ecnn`` file whose tensors decode as ``torch.Tensor`` (what :func:`open` returns).
+
+    Opening checks the header and every record; torch is imported only when a
+    tensor is decoded.
+    """
+
+    def get_tensor(self, name: str, device="cpu"):
+        """Decode one tensor as a ``torch.Tensor`` on ``device``."""
+        from ecnn import torch as et
+
+        arr, dt = self.get_array(name)
+        return et.from_array(arr, dt, device)
+
+
 def _arrays(tensors):
     from ecnn import torch as et
 
@@ -96,9 +111,11 @@ def load_file(path: str | os.PathLike, device="cpu", *, limits: Limits = Limits(
     Raises:
         FormatError: a subclass naming the check the file failed (LimitExceeded over ``limits``).
     """
-    from ecnn import torch as et
+    with _file.EcnnFile(path, limits) as f:  # the file's checks run before torch is imported
+        f.check_padding()
+        from ecnn import torch as et
 
-    return et.load_file(path, device, limits=limits)
+        return dict(et.iter_tensors(f, f.weight_names(), device))
 
 
 def open(path, *, limits: Limits = Limits()) -> _file.EcnnFile:  # noqa: A001 - mirrors safe_open
@@ -112,6 +129,4 @@ def open(path, *, limits: Limits = Limits()) -> _file.EcnnFile:  # noqa: A001 - 
         >>> f.get_tensor("b").sum().item()
         4.0
     """
-    from ecnn import torch as et
-
-    return et.File(path, limits)
+    return File(path, limits)

@@ -265,21 +265,6 @@ def iter_tensors(
         yield h.name, t
 
 
-class File(_file.EcnnFile):
-    """An opened ``.ecnn`` file whose tensors decode as ``torch.Tensor`` (what :func:`ecnn.open` returns).
-
-    Example:
-        >>> with ecnn.open("model.ecnn") as f:            # doctest: +SKIP
-        ...     print(f.keys())
-        ...     w = f.get_tensor("fc.weight")
-    """
-
-    def get_tensor(self, name: str, device="cpu") -> torch.Tensor:
-        """Decode one tensor as a ``torch.Tensor`` on ``device``."""
-        arr, dt = self.get_array(name)
-        return from_array(arr, dt, device)
-
-
 def _path_or_none(path):
     return path if isinstance(path, (str, os.PathLike)) else None
 

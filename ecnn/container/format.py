@@ -15,12 +15,14 @@ PREAMBLE = struct.Struct("<8sHHII")  # signature, major, minor, header length, h
 PREAMBLE_SIZE = PREAMBLE.size  # 20
 
 MAX_HEADER_LENGTH = 64 << 20
-MAX_TENSORS = 1 << 20
+MAX_ARRAY_ELEMENTS = 1 << 20  # elements of any header array (spec/FORMAT.md 9.1)
+MAX_MAP_ENTRIES = 1 << 16  # entries of any header map
+MAX_TENSORS = MAX_ARRAY_ELEMENTS  # the records are one array
 MAX_NAME_BYTES = 1024
 MAX_NDIM = 32
 MAX_DIM = 1 << 48
 MAX_STREAMS = 64
-MAX_METADATA_ENTRIES = 1 << 16
+MAX_METADATA_ENTRIES = MAX_MAP_ENTRIES  # the metadata is one map
 MAX_ALIGN = 4096
 
 
