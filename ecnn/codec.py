@@ -14,9 +14,9 @@ import logging
 import msgpack
 import numpy as np
 
-from ecnn import dtypes, fields, quantize
+from ecnn import chunkrun, dtypes, fields, quantize, select
 from ecnn.coder import streams
-from ecnn.config import EncodeConfig
+from ecnn.config import EncodeConfig, Effort
 from ecnn.container.reader import TensorRecord
 from ecnn.dtypes import DType
 from ecnn.dtypes import contiguous as _contig
@@ -34,10 +34,8 @@ _REPR_KEYS = {
     "codebook": {"kind", "levels", "zero"},
 }
 # codebook (spec/CODING.md section 4.8): at most this many levels; the encoder
-# tries it when a sample of the tensor shows at most CODEBOOK_PROBE distinct values.
+# tries it when a sample of the tensor shows at most Effort.codebook_probe distinct values.
 MAX_LEVELS = 1 << 16
-CODEBOOK_PROBE = 4096
-CODEBOOK_PROBE_FAST = 256  # below effort "best", tensors with more distinct values in the sample skip the codebook
 CODEBOOK_DTYPES = ("float32", "float16", "bfloat16")
 
 REPRS += (fields.KIND,)  # format 1.1
@@ -57,7 +55,7 @@ def _planes(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best") -> tup
     descs, parts = [], []
     rows = _rows(arr)
     for k in range(dt.itemsize):
-        d, p = streams.encode_best(b[:, k], 1, False, chunk, rows=rows, effort=effort)
+        d, p = select.encode_best(b[:, k], 1, False, chunk, rows=rows, effort=effort)
         descs.append(d)
         parts.append(p)
     return {"kind": "planes"}, descs, b"".join(parts)
@@ -65,7 +63,7 @@ def _planes(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best") -> tup
 
 def _ints(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best"):
     values = arr.ravel().astype(np.uint8) if dt.kind == "b" else arr.ravel()
-    d, p = streams.encode_best(values, dt.itemsize, dt.kind != "u", chunk, rows=_rows(arr), effort=effort)
+    d, p = select.encode_best(values, dt.itemsize, dt.kind != "u", chunk, rows=_rows(arr), effort=effort)
     if d["coder"] == "raw":
         return None  # the raw representation stores the same bytes more simply
     return {"kind": "int"}, [d], p
@@ -92,7 +90,7 @@ def _exact(arr: np.ndarray, dt: DType, cfg: EncodeConfig, own: bool = True) -> l
     ``own`` the type's own (integers, or a float codebook). Below effort ``"best"``,
     matrices where ``fields`` applies skip the byte planes, which seldom win there."""
     cands = [_raw(arr)]
-    if cfg.effort == "best" or arr.ndim < 2 or not _fields_ok(dt, cfg):
+    if cfg.policy.planes_with_fields or arr.ndim < 2 or not _fields_ok(dt, cfg):
         cands.append(_planes(arr, dt, cfg.chunk, cfg.effort))
     if own and not dt.is_float:
         cands.append(_ints(arr, dt, cfg.chunk, cfg.effort))
@@ -103,15 +101,15 @@ def _exact(arr: np.ndarray, dt: DType, cfg: EncodeConfig, own: bool = True) -> l
 
 def _uniform(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool, effort: str) -> tuple[dict, list, bytes]:
     q = quantize.quantize(arr, dt, step)
-    d, p = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts, effort=effort)
+    d, p = select.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts, effort=effort)
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
 def _uniform_rows(arr: np.ndarray, dt: DType, step: float, chunk: int, contexts: bool, effort: str) -> tuple[dict, list, bytes]:
     codes = quantize.row_codes(arr, dt, step)
     q = quantize.quantize_rows(arr, dt, step, codes)
-    d0, p0 = streams.encode_best(codes, 1, False, chunk, contexts=contexts, effort=effort)
-    d1, p1 = streams.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts, effort=effort)
+    d0, p0 = select.encode_best(codes, 1, False, chunk, contexts=contexts, effort=effort)
+    d1, p1 = select.encode_best(q.ravel(), 4, True, chunk, rows=_rows(arr), contexts=contexts, effort=effort)
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
 
 
@@ -127,7 +125,7 @@ def _codebook(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best"):
         return None
     utype = np.dtype(f"<u{dt.itemsize}")
     bits = _contig(arr).reshape(-1).view(utype)
-    probe = CODEBOOK_PROBE if effort == "best" else CODEBOOK_PROBE_FAST
+    probe = Effort.of(effort).codebook_probe
     sample = bits[:: max(1, bits.size // (4 * probe))]
     if np.unique(sample).size > probe:
         return None
@@ -142,8 +140,8 @@ def _codebook(arr: np.ndarray, dt: DType, chunk: int, effort: str = "best"):
     rank[order] = np.arange(k)
     zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
     q = rank[inverse.reshape(-1)] - zero
-    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
-    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=_rows(arr), contexts=True, effort=effort)
+    d0, p0 = select.encode_best(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
+    d1, p1 = select.encode_best(q, 4, True, chunk, rows=_rows(arr), contexts=True, effort=effort)
     return {"kind": "codebook", "levels": k, "zero": zero}, [d0, d1], p0 + p1
 
 
@@ -309,7 +307,7 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
     if kind == "planes":
         out = np.empty((count, dt.itemsize), dtype=np.uint8)
         for k, (d, p) in enumerate(parts):
-            out[:, k] = streams.decode(d, p, count, np.uint8, 0, 255)
+            out[:, k] = streams.decode(d, p, count, np.uint8, 0, 255, runner=chunkrun)
         if dt.kind == "b":
             return _bools(out[:, 0], rec)
         return out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage).reshape(rec.shape).astype(dt.storage, copy=False)
@@ -317,9 +315,9 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
         (d0, p0), (d1, p1) = parts
         utype = np.dtype(f"<u{dt.itemsize}")
         k, lo0, hi0 = _codebook_stream(rec, dt, 0)
-        levels = streams.decode(d0, p0, k, utype, lo0, hi0)
+        levels = streams.decode(d0, p0, k, utype, lo0, hi0, runner=chunkrun)
         _, lo1, hi1 = _codebook_stream(rec, dt, 1)
-        q = streams.decode(d1, p1, count, np.int32, lo1, hi1)
+        q = streams.decode(d1, p1, count, np.int32, lo1, hi1, runner=chunkrun)
         idx = q.astype(np.int64) + rec.repr["zero"]
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= k):
             raise CorruptPayload(f"tensor {rec.name!r}: a codebook index lies outside the {k} levels")
@@ -328,16 +326,16 @@ def decode_tensor(rec: TensorRecord, payload) -> np.ndarray:
     lo, hi = _symbol_range(dt, kind)
     if kind == "uniform_rows":
         (d0, p0), (d1, p1) = parts
-        codes = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
-        q = streams.decode(d1, p1, count, np.int32, lo, hi)
+        codes = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE, runner=chunkrun)
+        q = streams.decode(d1, p1, count, np.int32, lo, hi, runner=chunkrun)
         return quantize.dequantize_rows(q, dt, quantize.step_from_bits(rec.repr["step"]), codes).reshape(rec.shape)
     ((d, p),) = parts
     if kind == "int":
         if dt.kind == "b":
-            v = streams.decode(d, p, count, np.uint8, lo, hi)
+            v = streams.decode(d, p, count, np.uint8, lo, hi, runner=chunkrun)
             return v.view(np.bool_).reshape(rec.shape)
-        return streams.decode(d, p, count, dt.storage, lo, hi).reshape(rec.shape)
-    q = streams.decode(d, p, count, np.int32, lo, hi)
+        return streams.decode(d, p, count, dt.storage, lo, hi, runner=chunkrun).reshape(rec.shape)
+    q = streams.decode(d, p, count, np.int32, lo, hi, runner=chunkrun)
     return quantize.dequantize(q, dt, quantize.step_from_bits(rec.repr["step"])).reshape(rec.shape)
 
 

@@ -108,7 +108,7 @@ def decode_host(f: EcnnFile, name: str) -> HostTensor:
     lo, hi = _symbol_range(dt)
     desc = rec.streams[-1]  # validate_record checked: (the row codes, then) the symbols, ending the payload
     payload = f._c.payload(rec)[rec.length - desc["length"] :]
-    q = streams.decode(desc, payload, rec.numel, symbol_dtype(desc, payload), lo, hi)
+    q = streams.decode(desc, payload, rec.numel, symbol_dtype(desc, payload), lo, hi, runner=chunkrun)
     return _host_tensor(f, rec, _narrowed(q).reshape(rec.shape))
 
 
@@ -191,7 +191,7 @@ def _host_tensor(f: EcnnFile, rec, data: np.ndarray) -> HostTensor:
     row_steps = None
     if rec.repr["kind"] == "uniform_rows":
         d0 = rec.streams[0]
-        codes = streams.decode(d0, f._c.payload(rec, check=False)[: d0["length"]], rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
+        codes = streams.decode(d0, f._c.payload(rec, check=False)[: d0["length"]], rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE, runner=chunkrun)
         row_steps = quantize.row_steps(step, codes, dt)
     return HostTensor(rec.name, dt, rec.shape, data, step, row_steps)
 

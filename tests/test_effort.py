@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import ecnn.numpy as en
-from ecnn import dtypes, fields, quantize
+from ecnn import dtypes, fields, quantize, select
 from ecnn import file as efile
 from ecnn.cli import main
-from ecnn.coder import ctx, streams
+from ecnn.coder import ctx
 from ecnn.container.reader import Container
 from ecnn.config import EFFORTS, EncodeConfig, make_config
 from ecnn.context import floats, sparse
@@ -99,9 +99,9 @@ def test_fast_codes_each_stream_with_one_table():
 def test_choose_picks_no_context_model_when_fast():
     q = quantize.quantize(_scaled_matrix(5), dtypes.get("float32"), 0.002).ravel()
     rows = 256
-    best = streams.choose(q, 4, True, rows=rows, contexts=True)
-    balanced = streams.choose(q, 4, True, rows=rows, contexts=True, effort="balanced")
-    fast = streams.choose(q, 4, True, rows=rows, contexts=True, effort="fast")
+    best = select.choose(q, 4, True, rows=rows, contexts=True)
+    balanced = select.choose(q, 4, True, rows=rows, contexts=True, effort="balanced")
+    fast = select.choose(q, 4, True, rows=rows, contexts=True, effort="fast")
     assert best.kind == "ctx2" and balanced.kind == "ctx2"
     assert fast.kind == "ctx0"
     assert best.bits <= balanced.bits < fast.bits
@@ -112,9 +112,9 @@ def test_choose_picks_no_context_model_when_fast():
 def test_balanced_tries_lanes_on_pruned_weights():
     q = np.rint(_sparse_matrix(6) / 0.01).astype(np.int64).ravel()
     assert np.mean(q == 0) > 0.5
-    best = streams.choose(q, 4, True, rows=300, contexts=True)
-    balanced = streams.choose(q, 4, True, rows=300, contexts=True, effort="balanced")
-    fast = streams.choose(q, 4, True, rows=300, contexts=True, effort="fast")
+    best = select.choose(q, 4, True, rows=300, contexts=True)
+    balanced = select.choose(q, 4, True, rows=300, contexts=True, effort="balanced")
+    fast = select.choose(q, 4, True, rows=300, contexts=True, effort="fast")
     assert best.kind == "lanes" and balanced.kind == "lanes"
     assert fast.kind != "lanes"
 

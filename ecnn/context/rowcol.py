@@ -25,7 +25,6 @@ from ecnn.context import order0, varint
 
 MAX_CLASSES = 64  # per axis
 MAX_CONTEXTS = 2 * MAX_CLASSES - 1
-BALANCED_CLASSES = (8, 8)  # the one class count that encoder effort "balanced" plans, on every row
 
 
 @dataclass(frozen=True)
