@@ -133,7 +133,8 @@ class EncodeConfig:
             ``"fast"`` codes every stream with one table of its own (order 0).
             Lower efforts encode several times faster and write somewhat larger
             files (spec/CODING.md section 11.8, bench/RESULTS.md); decoding
-            needs nothing new. Shapes the bitstream.
+            needs nothing new. :attr:`policy` is the :class:`Effort` it names,
+            with every choice as a field. Shapes the bitstream.
         version: version of this config's meaning; bumps when a default changes.
     """
 

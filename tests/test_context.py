@@ -1,5 +1,7 @@
 """ecnn/context: varints, table expansion, order-0 fitting and its rate estimate."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -170,3 +172,30 @@ def test_repeated_fits_come_from_the_cache_unchanged(monkeypatch):
             assert not got.counts.flags.writeable  # shared between callers: nobody may change it
     assert order0._cache_counts <= 300 and len(order0._cache) == 10
     assert order0.fit(hists[-1]) is order0.fit(hists[-1].copy())  # a recent fit is returned again
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_order0_fit_in_a_forked_child_never_waits_on_the_parents_lock():
+    """The fit cache renews its lock in a child (no fork hook registered at import)."""
+    import time
+
+    hist = np.array([5, 3, 2], np.int64)
+    with order0._lock():  # as if another thread of the parent were inside fit at the fork
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if order0.fit(hist).counts.size == 3 else 1
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child waited on the parent's lock")
+        time.sleep(0.01)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
