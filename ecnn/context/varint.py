@@ -69,8 +69,13 @@ def decode(buf, count: int, pos: int = 0) -> tuple[list[int], int]:
     return out, pos
 
 
-def zigzag(v: int) -> int:
-    """The unsigned varint value of a signed parameter: 0, -1, 1, -2, ... as 0, 1, 2, 3, ..."""
+def zigzag(v):
+    """The unsigned varint value of a signed integer: 0, -1, 1, -2, ... as 0, 1, 2, 3, ...
+
+    ``v`` is a Python integer (a stream parameter) or an integer array (each element mapped).
+    """
+    if isinstance(v, np.ndarray):
+        return np.where(v >= 0, 2 * v, -2 * v - 1)
     return 2 * v if v >= 0 else -2 * v - 1
 
 
