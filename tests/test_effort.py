@@ -15,7 +15,8 @@ from ecnn.cli import main
 from ecnn.coder import ctx
 from ecnn.container.reader import Container
 from ecnn.config import EFFORTS, EncodeConfig, make_config
-from ecnn.context import floats, sparse
+from ecnn.context import floats
+from ecnn.select import lanes
 from ecnn.errors import InvalidOption
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -121,10 +122,10 @@ def test_balanced_tries_lanes_on_pruned_weights():
 
 def test_lanes_plan_stops_at_its_bound():
     m = np.rint(_sparse_matrix(7) / 0.01).astype(np.int64)
-    p = sparse.plan(m, 1 << 20)
+    p = lanes.plan(m, 1 << 20)
     assert p is not None
-    assert sparse.plan(m, 1 << 20, bound=p.bits * 10) is not None
-    assert sparse.plan(m, 1 << 20, bound=1.0) is None
+    assert lanes.plan(m, 1 << 20, bound=p.bits * 10) is not None
+    assert lanes.plan(m, 1 << 20, bound=1.0) is None
 
 
 @pytest.mark.parametrize("effort", EFFORTS)

@@ -9,7 +9,8 @@ what the coders write:
   (a lower bound: no table, no flush);
 * :func:`order0_bits` -- the size of an order-0 stream with its best stored
   table (:func:`ecnn.context.order0.fit`) and the cost of its chunks;
-* :func:`chunk_bits` -- what each independently decodable chunk adds.
+* :func:`chunk_bits` -- what each independently decodable chunk adds;
+* :func:`side_bits` -- a class side stream (row, column, step or sign classes).
 
 Example:
     >>> import numpy as np
@@ -35,6 +36,11 @@ def chunk_bits(nchunks: int) -> float:
     """What ``nchunks`` chunks add to the ideal code length: each its index entry and up to
     :data:`ecnn.context.order0.FLUSH_BITS` of range-coder flush."""
     return nchunks * (CHUNK_INDEX_BITS + order0.FLUSH_BITS)
+
+
+def side_bits(fit: order0.Order0Fit) -> float:
+    """Bits of a class side stream coded with ``fit`` (one chunk): its table and symbols, and the flush."""
+    return fit.total_bits + order0.FLUSH_BITS
 
 
 def num_chunks(count: int, chunk: int) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecnn.context import order0, varint
+from ecnn.context import order0, rate, varint
 
 MAX_CLASSES = 64  # per axis
 MAX_CONTEXTS = 2 * MAX_CLASSES - 1
@@ -263,7 +263,7 @@ def plan(
     rows_fit, cols_fit = _side_fit(np.repeat(rclass, weight), nrc), _side_fit(cclass, ncc)
     for side in (rows_fit, cols_fit):
         if side is not None:
-            bits += side.total_bits + order0.FLUSH_BITS
+            bits += rate.side_bits(side)
     bits += 8.0 * int(varint.varint_sizes(table_of).sum())
     return RowColPlan(rclass, cclass, nrc, ncc, table_of, fits, sign_fit, rows_fit, cols_fit, bits)
 
@@ -334,7 +334,7 @@ def plan_signs(values: np.ndarray, counts: tuple[int, ...] = SIGN_CLASSES) -> Si
             if (h > 0).sum() < 2:
                 continue
             side = order0.fit(h)
-            bits += side.total_bits + order0.FLUSH_BITS + 8.0
+            bits += rate.side_bits(side) + 8.0
         if best is None or bits < best.bits:
             best = SignPlan(k, cls, fits, side, bits)
     return best

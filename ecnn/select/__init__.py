@@ -7,7 +7,9 @@ This package decides which coder and model a stream gets:
   :func:`encode_best`);
 * :mod:`ecnn.select.classes` -- class counts for the row/column context models,
   ranked on a sample and planned on every row (also for the ``blocks`` heads of
-  ``fields``: :func:`plan_blocks`).
+  ``fields``: :func:`plan_blocks`);
+* :mod:`ecnn.select.lanes` -- the parameters of the sparse-lane model, searched
+  on a sample of lanes.
 
 Sizes are estimated with :mod:`ecnn.context.rate`. Nothing here imports torch,
 the container or the codec.

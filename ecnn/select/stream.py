@@ -17,9 +17,9 @@ import numpy as np
 from ecnn.coder import cat0, categorical, ctx, raw, rowcol
 from ecnn.coder.streams import DEFAULT_CHUNK
 from ecnn.config import Effort
-from ecnn.context import order0, rate, sparse, tables, varint
+from ecnn.context import order0, rate, tables, varint
 from ecnn.context import rowcol as rowcol_ctx
-from ecnn.select import classes
+from ecnn.select import classes, lanes
 
 # rowcol is tried only for streams with at least this many symbols and rows/columns.
 ROWCOL_MIN_COUNT = 4096
@@ -135,7 +135,7 @@ def choose(
     lanes_ok = e.lanes and contexts and rows and v.size >= LANES_MIN_COUNT and v.size % rows == 0 and lo <= 0 <= hi
     if lanes_ok and np.count_nonzero(v == 0) >= e.lanes_min_zeros * v.size:
         m = v.astype(np.int64).reshape(rows, -1)
-        p = sparse.plan(m, chunk, best.bits if e.lanes_bound else None)
+        p = lanes.plan(m, chunk, best.bits if e.lanes_bound else None)
         if p is not None:
             best = min(best, cand("lanes", p.bits, (m, p), "ctx"), key=lambda ch: ch.bits)
     return best
