@@ -15,7 +15,7 @@ import numpy as np
 
 from ecnn.coder import categorical
 from ecnn.config import Effort
-from ecnn.context import rate
+from ecnn.context import order0, rate
 from ecnn.context import rowcol as rowcol_ctx
 
 SEARCH_SYMBOLS = 1 << 17  # class counts are ranked on about this many symbols
@@ -110,3 +110,33 @@ def plan_blocks(sym: np.ndarray, nsym: int, chunk: int, effort: str | Effort = "
         best = fixed_plan(sym, nsym, None, e.head_classes)
     k = categorical.num_chunks(rows, categorical.chunk_rows_for(rows, cols, chunk))
     return best, best.bits + rate.chunk_bits(k)
+
+
+def plan_signs(values: np.ndarray, counts: tuple[int, ...]) -> rowcol_ctx.SignPlan:
+    """The cheapest number of sign classes, of ``counts``, for a ``(rows, cols)`` array of signed values."""
+    best = None
+    nz = (values != 0).sum(axis=0)
+    negative = (values < 0).sum(axis=0)
+    positive = nz - negative
+    for k in counts:
+        if k > values.shape[1]:
+            break
+        cls = rowcol_ctx.column_sign_classes(nz, positive, k)
+        neg = np.bincount(cls, weights=negative, minlength=k).astype(np.int64)
+        tot = np.bincount(cls, weights=nz, minlength=k).astype(np.int64)
+        fits, bits = [], 0.0
+        for c in range(k):
+            h = np.array([neg[c], tot[c] - neg[c]], np.int64)
+            f = order0.fit(h if h.any() else np.array([1, 1], np.int64))
+            fits.append(f)
+            bits += f.total_bits
+        side = None
+        if k > 1:
+            h = np.bincount(cls, minlength=k)
+            if (h > 0).sum() < 2:
+                continue
+            side = order0.fit(h)
+            bits += rate.side_bits(side) + 8.0
+        if best is None or bits < best.bits:
+            best = rowcol_ctx.SignPlan(k, cls, fits, side, bits)
+    return best

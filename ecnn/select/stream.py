@@ -18,7 +18,6 @@ from ecnn.coder import cat0, categorical, ctx, raw, rowcol
 from ecnn.coder.streams import DEFAULT_CHUNK
 from ecnn.config import Effort
 from ecnn.context import order0, rate, tables, varint
-from ecnn.context import rowcol as rowcol_ctx
 from ecnn.select import classes, lanes
 
 # rowcol is tried only for streams with at least this many symbols and rows/columns.
@@ -186,7 +185,7 @@ def _ctx_rowcol(rc, rows: int, chunk: int, cand, e: Effort) -> Choice:
     sym, vals, plan_, offset, n = how
     signs, nsc = None, 0
     if vals is not None:
-        signs = rowcol_ctx.plan_signs(vals, e.sign_classes)
+        signs = classes.plan_signs(vals, e.sign_classes)
         bits += signs.bits - plan_.sign_fit.total_bits
         nsc = signs.k
     crows = categorical.chunk_rows_for(rows, sym.shape[1], chunk)
