@@ -165,8 +165,9 @@ class EncodeConfig:
             raise InvalidOption(f"align must be a power of two in [1, 4096], got {self.align}")
         if type(self.format_minor) is not int or not 0 <= self.format_minor <= 1:
             raise InvalidOption(f"format_minor must be 0 or 1, got {self.format_minor!r}")
-        if self.effort not in EFFORTS:
+        if not isinstance(self.effort, str):
             raise InvalidOption(f"effort must be one of {', '.join(EFFORTS)}, not {self.effort!r}")
+        Effort.of(self.effort)  # a known name
         if isinstance(self.exact, str):
             object.__setattr__(self, "exact", (self.exact,))
         steps = tuple(sorted(dict(self.steps).items()))
