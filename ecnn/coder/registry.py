@@ -1,4 +1,4 @@
-"""Every stream coder in one table: its name, the format minor that introduced it, its descriptor keys, and its functions.
+"""Every stream coder in one table: name, the format minor that introduced it, descriptor keys, functions.
 
 :func:`ecnn.coder.streams.validate` and :func:`ecnn.coder.streams.decode`
 dispatch through :data:`CODERS`; the container reads a coder's minor version
@@ -51,8 +51,10 @@ CODERS: dict[str, Coder] = {
         Coder("cat0", 0, frozenset(cat0.KEYS), cat0.validate, cat0.decode, cat0.encode),
         Coder("rowcol", 0, frozenset(rowcol.KEYS), rowcol.validate, rowcol.decode, rowcol.encode),
         Coder("ctx", 1, frozenset(ctx.KEYS), ctx.validate, ctx.decode_stream, ctx.encode),
-        Coder("packed", 1, frozenset(packed.KEYS), packed.validate, packed.decode, packed.encode),  # bit fields, section 5.7
-        Coder("blocks", 1, frozenset(blocks.KEYS), blocks.validate, blocks.decode, blocks.encode, general=False),  # section 5.8
+        # bit fields (spec/CODING.md section 5.7)
+        Coder("packed", 1, frozenset(packed.KEYS), packed.validate, packed.decode, packed.encode),
+        # class tables coded block by block, for the heads of fields only (section 5.8)
+        Coder("blocks", 1, frozenset(blocks.KEYS), blocks.validate, blocks.decode, blocks.encode, general=False),
     )
 }
 

@@ -45,7 +45,9 @@ def tables_can_pay(nsym: int, count: int) -> bool:
     return 4 * nsym <= count * max(1.0, np.log2(nsym))
 
 
-def ranked_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes, grid: bool = True, unique: bool = False):
+def ranked_plan(
+    sym: np.ndarray, nsym: int, values: np.ndarray | None, classes, grid: bool = True, unique: bool = False
+) -> rowcol_ctx.RowColPlan | None:
     """The cheapest plan of ``classes`` for a ``(rows, cols)`` array of indices, ranked on a sample first.
 
     Ranks the class counts (capped at the sample's rows and the columns) on every
@@ -74,7 +76,8 @@ def ranked_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes, 
     cands = [(min(a, s_sym.shape[0]), min(b, cols)) for a, b in classes]
     if unique:
         cands = sorted(set(cands))
-    ranked = sorted(((rowcol_ctx.plan(s_sym, nsym, s_vals, a, b, stride, s_grid).bits, a, b) for a, b in cands), key=lambda r: r[0])
+    costs = [(rowcol_ctx.plan(s_sym, nsym, s_vals, a, b, stride, s_grid).bits, a, b) for a, b in cands]
+    ranked = sorted(costs, key=lambda r: r[0])  # stable: ties keep the order of the class counts
     full_grid = s_grid if stride == 1 else rowcol_ctx.grid(sym, nsym, values) if grid else None
     best = None
     for _, a, b in ranked[: 1 if stride == 1 else FULL_PLANS]:
@@ -85,7 +88,10 @@ def ranked_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes, 
 
 
 def fixed_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes):
-    """The cheapest of ``classes`` (capped at the rows and columns), each planned on every row; the first of equal ones."""
+    """The cheapest of ``classes`` (capped at the rows and columns), each planned on every row.
+
+    The first of equal ones is kept.
+    """
     rows, cols = sym.shape
     best = None
     for a, b in classes:
@@ -95,7 +101,9 @@ def fixed_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes):
     return best
 
 
-def plan_blocks(sym: np.ndarray, nsym: int, chunk: int, effort: str | Effort = "best") -> tuple[rowcol_ctx.RowColPlan, float]:
+def plan_blocks(
+    sym: np.ndarray, nsym: int, chunk: int, effort: str | Effort = "best"
+) -> tuple[rowcol_ctx.RowColPlan, float]:
     """Class counts for a ``blocks`` stream of a ``(rows, cols)`` array of indices ``0..nsym-1``.
 
     Searches :data:`HEAD_CLASSES`, or plans :attr:`ecnn.config.Effort.head_classes`
