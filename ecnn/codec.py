@@ -20,7 +20,7 @@ import msgpack
 import numpy as np
 
 from ecnn import dtypes, quantize, repr as reprs
-from ecnn.coder import streams
+from ecnn.coder.registry import coder_minor
 from ecnn.config import EncodeConfig
 from ecnn.container.reader import TensorRecord
 from ecnn.dtypes import DType
@@ -30,8 +30,6 @@ from ecnn.repr import raw, uniform
 
 log = logging.getLogger(__name__)
 
-# Stream coders introduced after format 1.0 (spec/FORMAT.md section 11).
-_CODER_MINOR = {"ctx": 1, "packed": 1, "blocks": 1}
 
 
 # --- encoding ---------------------------------------------------------------
@@ -43,7 +41,7 @@ def _exact(arr: np.ndarray, dt: DType, cfg: EncodeConfig, own: bool = True) -> l
     matrices where ``fields`` applies skip the byte planes, which seldom win there."""
     fields_ok = reprs.fields.applies(dt) and cfg.format_minor >= 1
     names = ["raw"]
-    if cfg.effort == "best" or arr.ndim < 2 or not fields_ok:
+    if cfg.policy.planes_with_fields or arr.ndim < 2 or not fields_ok:
         names.append("planes")
     if own:
         names.append("int" if not dt.is_float else "codebook")
@@ -165,7 +163,7 @@ def minor_version(records: list[dict]) -> int:
     for rec in records:
         minor = max(minor, reprs.REPRS[rec["repr"]["kind"]].minor)
         for st in rec["streams"]:
-            minor = max(minor, _CODER_MINOR.get(st["coder"], 0))
+            minor = max(minor, coder_minor(st["coder"]))
     return minor
 
 

@@ -7,12 +7,96 @@ bitstream is stored in the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from ecnn.errors import InvalidOption
 
 
 EFFORTS = ("fast", "balanced", "best")
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How hard the encoder searches for small models: the policy behind ``EncodeConfig.effort``.
+
+    Every field shapes the bitstream (another choice writes other bytes; any
+    decoder reads them all). spec/CODING.md section 11.8 describes the three
+    named policies :attr:`BEST`, :attr:`BALANCED` and :attr:`FAST`.
+
+    Attributes:
+        name: the name ``EncodeConfig.effort`` uses (one of :data:`EFFORTS`).
+        rowcol: cost row/column-context plans (``rowcol``, ``ctx`` model 4) at all.
+        rowcol_classes: the one class count (row classes, column classes) planned
+            on every row; None ranks every affordable class count on a sample of
+            rows and plans the best few on every row.
+        sign_classes: the sign class counts tried for a ``ctx`` model 4 with signs apart.
+        lanes: cost the sparse-lane model (``ctx`` model 1) at all.
+        lanes_min_zeros: ... only where at least this share of the symbols is 0.
+        lanes_bound: fit lanes on all lanes only when the sample's estimate beats
+            the cheapest candidate so far.
+        head_classes: the class counts planned on every row for the ``blocks``
+            heads of ``fields``; None ranks the class counts on a sample first.
+        head_early_stop: stop the search for the head's mantissa bits once the
+            estimate has grown twice in a row.
+        planes_with_fields: try byte planes for exact float matrices where
+            ``fields`` applies.
+        codebook_probe: try ``codebook`` only where a sample shows at most this
+            many distinct values.
+
+    Example:
+        >>> Effort.of("balanced").rowcol_classes
+        (8, 8)
+        >>> Effort.of(Effort.FAST) is Effort.FAST
+        True
+    """
+
+    name: str
+    rowcol: bool = True
+    rowcol_classes: tuple[int, int] | None = None
+    sign_classes: tuple[int, ...] = (1, 2, 4, 8)
+    lanes: bool = True
+    lanes_min_zeros: float = 0.25
+    lanes_bound: bool = False
+    head_classes: tuple[tuple[int, int], ...] | None = None
+    head_early_stop: bool = False
+    planes_with_fields: bool = True
+    codebook_probe: int = 4096
+
+    # The named policies (set below the class).
+    BEST: ClassVar["Effort"]
+    BALANCED: ClassVar["Effort"]
+    FAST: ClassVar["Effort"]
+
+    @classmethod
+    def of(cls, x: "str | Effort") -> "Effort":
+        """The policy named ``x`` (one of :data:`EFFORTS`), or ``x`` itself if it is one.
+
+        Raises:
+            InvalidOption: an unknown name.
+        """
+        if isinstance(x, Effort):
+            return x
+        got = _EFFORT_BY_NAME.get(x) if isinstance(x, str) else None
+        if got is None:
+            raise InvalidOption(f"effort must be one of {', '.join(EFFORTS)}, not {x!r}")
+        return got
+
+
+Effort.BEST = Effort("best")
+Effort.BALANCED = Effort(
+    "balanced",
+    rowcol_classes=(8, 8),
+    sign_classes=(1,),
+    lanes_min_zeros=0.5,
+    lanes_bound=True,
+    head_classes=((1, 1), (8, 8)),
+    head_early_stop=True,
+    planes_with_fields=False,
+    codebook_probe=256,
+)
+Effort.FAST = replace(Effort.BALANCED, name="fast", rowcol=False, lanes=False, head_classes=((1, 1),))
+_EFFORT_BY_NAME = {e.name: e for e in (Effort.FAST, Effort.BALANCED, Effort.BEST)}
 
 
 @dataclass(frozen=True)
@@ -49,7 +133,8 @@ class EncodeConfig:
             ``"fast"`` codes every stream with one table of its own (order 0).
             Lower efforts encode several times faster and write somewhat larger
             files (spec/CODING.md section 11.8, bench/RESULTS.md); decoding
-            needs nothing new. Shapes the bitstream.
+            needs nothing new. :attr:`policy` is the :class:`Effort` it names,
+            with every choice as a field. Shapes the bitstream.
         version: version of this config's meaning; bumps when a default changes.
     """
 
@@ -80,8 +165,9 @@ class EncodeConfig:
             raise InvalidOption(f"align must be a power of two in [1, 4096], got {self.align}")
         if type(self.format_minor) is not int or not 0 <= self.format_minor <= 1:
             raise InvalidOption(f"format_minor must be 0 or 1, got {self.format_minor!r}")
-        if self.effort not in EFFORTS:
+        if not isinstance(self.effort, str):
             raise InvalidOption(f"effort must be one of {', '.join(EFFORTS)}, not {self.effort!r}")
+        Effort.of(self.effort)  # a known name
         if isinstance(self.exact, str):
             object.__setattr__(self, "exact", (self.exact,))
         steps = tuple(sorted(dict(self.steps).items()))
@@ -91,6 +177,11 @@ class EncodeConfig:
         object.__setattr__(self, "steps", steps)
         if chosen and steps and self.lossless:
             raise InvalidOption("per-tensor steps cannot be combined with lossless")
+
+    @property
+    def policy(self) -> Effort:
+        """The :class:`Effort` policy that :attr:`effort` names."""
+        return Effort.of(self.effort)
 
     @property
     def quantizes(self) -> bool:

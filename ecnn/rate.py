@@ -2,6 +2,8 @@
 
 These are what training (``ecnn.train``) and rate allocation call to know how
 many bytes a tensor of quantization symbols will take in a ``.ecnn`` file.
+The estimate is the encoder's own choice (:func:`ecnn.select.choose`), costed
+with the shared estimator :mod:`ecnn.context.rate`.
 
 Example:
     >>> import numpy as np
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn import select
 from ecnn.coder import streams
 
 
@@ -26,7 +29,7 @@ def _rows(q: np.ndarray) -> int | None:
 def exact_bytes(q: np.ndarray, chunk: int = streams.DEFAULT_CHUNK) -> int:
     """Exact payload bytes of one tensor of int symbols (codes it; the header entry is not counted)."""
     q = np.asarray(q)
-    _, data = streams.encode_best(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q), contexts=True)
+    _, data = select.encode_best(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q), contexts=True)
     return len(data)
 
 
@@ -37,5 +40,5 @@ def estimate_bytes(q: np.ndarray, chunk: int = streams.DEFAULT_CHUNK) -> float:
     words per chunk to the ideal code length); cheaper, since nothing is coded.
     """
     q = np.asarray(q)
-    choice = streams.choose(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q), contexts=True)
+    choice = select.choose(q.ravel().astype(np.int64), 8, True, chunk, rows=_rows(q), contexts=True)
     return (choice.bits - choice.desc_bits) / 8.0

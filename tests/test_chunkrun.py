@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ecnn.numpy as en
-from ecnn import EncodeConfig, chunkrun
+from ecnn import EncodeConfig, chunkrun, select
 from ecnn.coder import ctx, streams
 from ecnn.errors import CorruptPayload, InvalidOption
 
@@ -58,7 +58,7 @@ CASES = _cases()
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_split_decoding_gives_the_same_symbols(case, split):
     name, v, rows, contexts = case
-    d, data = streams.encode_best(v.ravel(), 4, True, 2048, rows=rows, contexts=contexts)
+    d, data = select.encode_best(v.ravel(), 4, True, 2048, rows=rows, contexts=contexts)
     want_coder = "ctx" if name.startswith("ctx") else name.split()[0]
     assert d["coder"] == want_coder
     if name == "ctx lanes":
@@ -68,12 +68,12 @@ def test_split_decoding_gives_the_same_symbols(case, split):
         assert ctx.varint.decode(data, 7, 0)[0][6] > 1  # sign classes
     streams.validate(d, v.size, LO, HI)
     before = len(split)
-    out = streams.decode(d, data, v.size, np.int32, LO, HI)
+    out = streams.decode(d, data, v.size, np.int32, LO, HI, runner=chunkrun)
     assert len(split) - before == 2  # two workers beside this process
     assert chunkrun.is_shared(out)
     np.testing.assert_array_equal(out, v.ravel())
     with chunkrun.using(1):
-        serial = streams.decode(d, data, v.size, np.int32, LO, HI)
+        serial = streams.decode(d, data, v.size, np.int32, LO, HI, runner=chunkrun)
     assert not chunkrun.is_shared(serial)
     np.testing.assert_array_equal(serial, out)
 

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ecnn import select
 from ecnn.coder import streams
 from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnknownField, UnsupportedCoding
 
@@ -13,7 +14,7 @@ WIDTHS = {np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 4, np.dt
 
 
 def _roundtrip(values, width, signed, chunk=streams.DEFAULT_CHUNK):
-    desc, data = streams.encode_best(values, width, signed, chunk)
+    desc, data = select.encode_best(values, width, signed, chunk)
     assert desc["length"] == len(data)
     lo, hi = (-(1 << (8 * width - 1)), (1 << (8 * width - 1)) - 1) if signed else (0, (1 << (8 * width)) - 1)
     streams.validate(desc, values.size, lo, hi)
@@ -48,7 +49,7 @@ def test_skewed_symbols_use_cat0_and_chunks_decode_independently():
 
 def _cat0(values=None):
     values = np.rint(np.random.default_rng(1).laplace(0, 3, 20_000)).astype(np.int32) if values is None else values
-    desc, data = streams.encode_best(values, 4, True, 4096)
+    desc, data = select.encode_best(values, 4, True, 4096)
     assert desc["coder"] == "cat0"
     return values, desc, data
 
@@ -138,6 +139,6 @@ def test_malformed_descriptors_are_typed_errors(desc):
 
 def test_large_uint64_values_fall_back_to_raw():
     v = np.array([1 << 63, (1 << 63) + 5, (1 << 63) + 2] * 100, dtype=np.uint64)
-    desc, data = streams.encode_best(v, 8, False)
+    desc, data = select.encode_best(v, 8, False)
     out = streams.decode(desc, data, v.size, np.uint64, 0, (1 << 64) - 1)
     np.testing.assert_array_equal(out, v)

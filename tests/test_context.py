@@ -1,12 +1,14 @@
 """ecnn/context: varints, table expansion, order-0 fitting and its rate estimate."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ecnn.coder import categorical
-from ecnn.context import order0, tables, varint
+from ecnn.context import order0, rate, tables, varint
 
 
 @given(st.lists(st.integers(0, (1 << 64) - 1), max_size=50))
@@ -134,7 +136,7 @@ def test_entropy_is_a_lower_bound_of_the_fit():
     rng = np.random.default_rng(3)
     idx = rng.integers(0, 17, 50_000)
     hist = order0.histogram(idx, 17)
-    assert order0.fit(hist).symbol_bits >= order0.entropy_bits(hist) - 1e-6
+    assert order0.fit(hist).symbol_bits >= rate.entropy_bits(hist) - 1e-6
 
 
 @pytest.mark.parametrize("nsym", [5, 127, 128, 129, 300, 2000])
@@ -170,3 +172,30 @@ def test_repeated_fits_come_from_the_cache_unchanged(monkeypatch):
             assert not got.counts.flags.writeable  # shared between callers: nobody may change it
     assert order0._cache_counts <= 300 and len(order0._cache) == 10
     assert order0.fit(hists[-1]) is order0.fit(hists[-1].copy())  # a recent fit is returned again
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_order0_fit_in_a_forked_child_never_waits_on_the_parents_lock():
+    """The fit cache renews its lock in a child (no fork hook registered at import)."""
+    import time
+
+    hist = np.array([5, 3, 2], np.int64)
+    with order0._lock():  # as if another thread of the parent were inside fit at the fork
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if order0.fit(hist).counts.size == 3 else 1
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child waited on the parent's lock")
+        time.sleep(0.01)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

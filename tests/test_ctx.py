@@ -9,11 +9,12 @@ from hypothesis import strategies as st
 
 import ecnn
 import ecnn.numpy as en
-from ecnn import rate
+from ecnn import rate, select
 from ecnn.coder import categorical, ctx, streams
 from ecnn.container.reader import Container
 from ecnn.context import sparse, tables
 from ecnn.errors import CorruptPayload, InvalidField, UnsupportedCoding
+from ecnn.select import classes
 
 LO, HI = -(1 << 24), 1 << 24
 
@@ -30,7 +31,7 @@ def sparse_matrix(rng, shape, density, levels=3, col_bias=True):
 
 
 def roundtrip(v, rows, chunk=streams.DEFAULT_CHUNK):
-    d, data = streams.encode_best(v.ravel(), 4, True, chunk, rows=rows, contexts=True)
+    d, data = select.encode_best(v.ravel(), 4, True, chunk, rows=rows, contexts=True)
     streams.validate(d, v.size, LO, HI)
     out = streams.decode(d, data, v.size, np.int32, LO, HI)
     np.testing.assert_array_equal(out, v.ravel())
@@ -41,7 +42,7 @@ def test_sparse_matrix_takes_the_lanes_model_and_beats_rowcol():
     q = sparse_matrix(np.random.default_rng(0), (120, 300), 0.03)
     d, data = roundtrip(q, 120)
     assert d == {"coder": "ctx", "length": len(data)} and data[0] == ctx.MODEL_LANES
-    d0, data0 = streams.encode_best(q.ravel(), 4, True, rows=120)
+    d0, data0 = select.encode_best(q.ravel(), 4, True, rows=120)
     assert d0["coder"] in ("rowcol", "cat0")
     new = len(data) + len(msgpack.packb(d))
     old = len(data0) + len(msgpack.packb(d0))
@@ -52,7 +53,7 @@ def test_small_stream_takes_order0_with_a_short_descriptor():
     v = np.random.default_rng(1).integers(-20, 20, 300)
     d, data = roundtrip(v, None)
     assert data[0] == ctx.MODEL_ORDER0
-    d0, data0 = streams.encode_best(v, 4, True)
+    d0, data0 = select.encode_best(v, 4, True)
     assert d0["coder"] == "cat0"
     # The same table and words; the parameters moved from the header into the stream.
     assert len(data) - len(data0) == ctx.order0_header_bytes(int(v.min()), int(v.max() - v.min() + 1), streams.DEFAULT_CHUNK)
@@ -230,7 +231,7 @@ def test_reference_decoder_agrees(transpose, vsign, nb, k, d1, d2):
     _, data = ctx.encode_lanes(q, sparse.fit(q, transpose, nb, k, d1, d2, vsign, 100), 100)
     assert ref_decoder.decode_ctx({"lo": -8, "hi": 8}, data, q.size) == q.ravel().tolist()
     v = np.random.default_rng(10).integers(-5, 9, 333)
-    _, data = streams.encode_best(v, 4, True, 50, contexts=True)
+    _, data = select.encode_best(v, 4, True, 50, contexts=True)
     assert data[0] == ctx.MODEL_ORDER0
     assert ref_decoder.decode_ctx({"lo": -8, "hi": 8}, data, v.size) == v.tolist()
     with pytest.raises(ref_decoder.SpecError):
@@ -254,12 +255,12 @@ def test_rowcol_model_with_sign_classes():
     assert data[0] == ctx.MODEL_ROWCOL_BLOCKS
     params, _ = ctx.varint.decode(data, 8, 0)
     assert params[6] > 1  # sign classes
-    d0, data0 = streams.encode_best(q.ravel(), 4, True, 4096, rows=256)
+    d0, data0 = select.encode_best(q.ravel(), 4, True, 4096, rows=256)
     assert d0["coder"] == "rowcol" and len(data) < len(data0)
     assert ref_decoder.decode_ctx({"lo": LO, "hi": HI}, data, q.size) == q.ravel().tolist()
     # Models 2 (signs in row-major order) and 3 (signs class by class, one per symbol)
     # hold the same tables and decode to the same symbols.
-    (sym, vals, plan, offset, n), signs = streams.choose(q.ravel(), 4, True, 4096, 256, True).how
+    (sym, vals, plan, offset, n), signs = select.choose(q.ravel(), 4, True, 4096, 256, True).how
     for model in (ctx.MODEL_ROWCOL, ctx.MODEL_ROWCOL_GROUPED):
         _, data2 = ctx.encode_rowcol(sym, vals, plan, offset, n, 4096, signs, model=model)
         assert data2[0] == model and data2[1:24] == data[1:24] and abs(len(data2) - len(data)) <= 8 * 6
@@ -367,21 +368,21 @@ def test_wide_alphabets_skip_the_table_planning(monkeypatch):
     rng = np.random.default_rng(21)
     q = np.rint(rng.laplace(0, 60000, (100, 300))).astype(np.int64)
     nsym = int(q.max() - q.min()) + 1
-    assert not streams._tables_can_pay(nsym, q.size) and streams._tables_can_pay(255, 384 * 384)
+    assert not classes.tables_can_pay(nsym, q.size) and classes.tables_can_pay(255, 384 * 384)
 
     def no_plans(*a, **k):
         raise AssertionError("rowcol planned for a wide alphabet")
 
     monkeypatch.setattr(rowcol_ctx, "plan", no_plans)
-    d, data = streams.encode_best(q.ravel(), 4, True, 1 << 20, rows=100, contexts=True)
+    d, data = select.encode_best(q.ravel(), 4, True, 1 << 20, rows=100, contexts=True)
     np.testing.assert_array_equal(streams.decode(d, data, q.size, np.int64, LO, HI), q.ravel())
 
 
 def test_wide_alphabets_plan_fewer_contexts():
     """Merging contexts costs contexts^2 x nsym: byte alphabets try every class count, wider ones fewer, never none."""
-    assert streams._affordable_classes(256) == list(streams.ROWCOL_CLASSES)
+    assert classes.affordable_classes(256) == list(classes.ROWCOL_CLASSES)
     for nsym in (4096, 65536, 1 << 20):
-        got = streams._affordable_classes(nsym)
-        assert got and set(got) <= set(streams.ROWCOL_CLASSES)
-        assert all((a + b - 1) ** 2 * nsym <= streams.ROWCOL_PLAN_BINS for a, b in got) or len(got) == 1
-    assert len(streams._affordable_classes(65536)) < len(streams._affordable_classes(4096)) < len(streams.ROWCOL_CLASSES)
+        got = classes.affordable_classes(nsym)
+        assert got and set(got) <= set(classes.ROWCOL_CLASSES)
+        assert all((a + b - 1) ** 2 * nsym <= classes.ROWCOL_PLAN_BINS for a, b in got) or len(got) == 1
+    assert len(classes.affordable_classes(65536)) < len(classes.affordable_classes(4096)) < len(classes.ROWCOL_CLASSES)

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 import ecnn.numpy as en
-from ecnn import dtypes, quantize
+from ecnn import dtypes, quantize, select
 from ecnn.repr import fields
 from ecnn import file as efile
 from ecnn.cli import main
-from ecnn.coder import ctx, streams
+from ecnn.coder import ctx
 from ecnn.container.reader import Container
 from ecnn.config import EFFORTS, EncodeConfig, make_config
-from ecnn.context import floats, sparse
+from ecnn.context import floats
+from ecnn.select import lanes
 from ecnn.errors import InvalidOption
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -100,9 +101,9 @@ def test_fast_codes_each_stream_with_one_table():
 def test_choose_picks_no_context_model_when_fast():
     q = quantize.quantize(_scaled_matrix(5), dtypes.get("float32"), 0.002).ravel()
     rows = 256
-    best = streams.choose(q, 4, True, rows=rows, contexts=True)
-    balanced = streams.choose(q, 4, True, rows=rows, contexts=True, effort="balanced")
-    fast = streams.choose(q, 4, True, rows=rows, contexts=True, effort="fast")
+    best = select.choose(q, 4, True, rows=rows, contexts=True)
+    balanced = select.choose(q, 4, True, rows=rows, contexts=True, effort="balanced")
+    fast = select.choose(q, 4, True, rows=rows, contexts=True, effort="fast")
     assert best.kind == "ctx2" and balanced.kind == "ctx2"
     assert fast.kind == "ctx0"
     assert best.bits <= balanced.bits < fast.bits
@@ -113,19 +114,19 @@ def test_choose_picks_no_context_model_when_fast():
 def test_balanced_tries_lanes_on_pruned_weights():
     q = np.rint(_sparse_matrix(6) / 0.01).astype(np.int64).ravel()
     assert np.mean(q == 0) > 0.5
-    best = streams.choose(q, 4, True, rows=300, contexts=True)
-    balanced = streams.choose(q, 4, True, rows=300, contexts=True, effort="balanced")
-    fast = streams.choose(q, 4, True, rows=300, contexts=True, effort="fast")
+    best = select.choose(q, 4, True, rows=300, contexts=True)
+    balanced = select.choose(q, 4, True, rows=300, contexts=True, effort="balanced")
+    fast = select.choose(q, 4, True, rows=300, contexts=True, effort="fast")
     assert best.kind == "lanes" and balanced.kind == "lanes"
     assert fast.kind != "lanes"
 
 
 def test_lanes_plan_stops_at_its_bound():
     m = np.rint(_sparse_matrix(7) / 0.01).astype(np.int64)
-    p = sparse.plan(m, 1 << 20)
+    p = lanes.plan(m, 1 << 20)
     assert p is not None
-    assert sparse.plan(m, 1 << 20, bound=p.bits * 10) is not None
-    assert sparse.plan(m, 1 << 20, bound=1.0) is None
+    assert lanes.plan(m, 1 << 20, bound=p.bits * 10) is not None
+    assert lanes.plan(m, 1 << 20, bound=1.0) is None
 
 
 @pytest.mark.parametrize("effort", EFFORTS)

@@ -13,7 +13,8 @@ PKG = Path(__file__).resolve().parent.parent / "ecnn"
 # and these ecnn modules (its own stage and the ones before it).
 ALLOWED = {
     "context": {"ecnn.context", "ecnn.errors"},
-    "coder": {"ecnn.coder", "ecnn.context", "ecnn.errors", "ecnn.chunkrun"},
+    "coder": {"ecnn.coder", "ecnn.context", "ecnn.errors"},
+    "select": {"ecnn.select", "ecnn.coder", "ecnn.context", "ecnn.config", "ecnn.errors"},
     "container": {"ecnn.container", "ecnn.errors", "ecnn.dtypes"},
 }
 

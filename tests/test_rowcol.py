@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 import ecnn
 import ecnn.numpy as en
+from ecnn import select
 from ecnn.coder import streams
+from ecnn.select import classes
 from ecnn.context import rowcol as ctx
 from ecnn.errors import CorruptPayload, InvalidField
 from ref_range_decoder import RangeDecoder, cdf_from_freqs
@@ -27,7 +29,7 @@ def scaled_matrix(rows, cols, seed=0, spread=0.7, dtype=np.float32):
 
 
 def _stream(q, rows, chunk=streams.DEFAULT_CHUNK):
-    desc, data = streams.encode_best(q.ravel(), 4, True, chunk, rows=rows)
+    desc, data = select.encode_best(q.ravel(), 4, True, chunk, rows=rows)
     return desc, data
 
 
@@ -36,7 +38,7 @@ def test_rowcol_beats_order0_on_scaled_matrices():
     q = np.rint(w / (np.abs(w).max() / 127)).astype(np.int32)
     desc, data = _stream(q, 300)
     assert desc["coder"] == "rowcol" and desc["signs"]
-    cat0_desc, cat0_data = streams.encode_best(q.ravel(), 4, True)
+    cat0_desc, cat0_data = select.encode_best(q.ravel(), 4, True)
     assert cat0_desc["coder"] == "cat0"
     assert len(data) < 0.95 * len(cat0_data)
     out = streams.decode(desc, data, q.size, np.int32, -(1 << 24), 1 << 24)
@@ -50,8 +52,8 @@ def test_rowcol_roundtrip(rows, cols, seed, chunk, signed):
     q = np.rint(w).astype(np.int32)
     if not signed:
         q = np.abs(q)
-    if q.size < streams.ROWCOL_MIN_COUNT:
-        q = np.tile(q, (streams.ROWCOL_MIN_COUNT // q.size + 1, 1))
+    if q.size < select.stream.ROWCOL_MIN_COUNT:
+        q = np.tile(q, (select.stream.ROWCOL_MIN_COUNT // q.size + 1, 1))
     r = q.shape[0]
     desc, data = _stream(q, r, chunk)
     out = streams.decode(desc, data, q.size, np.int32, -(1 << 24), 1 << 24)
@@ -291,7 +293,7 @@ def test_plans_from_the_grid_equal_plans_from_the_array(shape, signed):
     g = ctx.grid(mag, n, values)
     assert g is not None and g.counts.sum() == mag.size
     used = 0
-    for nrc, ncc in streams.ROWCOL_CLASSES + ((2, 64), (3, 5)):
+    for nrc, ncc in classes.ROWCOL_CLASSES + ((2, 64), (3, 5)):
         nrc, ncc = min(nrc, r), min(ncc, c)
         used += 64 % nrc == 0 and 64 % ncc == 0
         for weight in (1, 3):

@@ -33,13 +33,11 @@ def code_vocabulary() -> tuple[dict[str, tuple[int, set[str]]], dict[str, tuple[
 
     The only place in this file that knows where the code keeps its vocabulary.
     """
-    from ecnn import codec
     from ecnn import repr as registry
-    from ecnn.coder import blocks, streams
+    from ecnn.coder.registry import CODERS
 
     reprs = {k: (r.minor, set(r.keys)) for k, r in registry.REPRS.items()}
-    coders = {k: (codec._CODER_MINOR.get(k, 0), set(keys)) for k, keys in streams._KEYS.items()}
-    coders["blocks"] = (codec._CODER_MINOR.get("blocks", 0), set(blocks.KEYS))  # only in stream 2 of fields
+    coders = {k: (c.minor, set(c.keys)) for k, c in CODERS.items()}  # blocks: only in stream 2 of fields
     return reprs, coders
 
 

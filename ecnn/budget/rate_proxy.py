@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn.context import rate
+
 TABLE_BITS = 12.0  # the rate proxy's cost of one distinct symbol in a tensor's tables
 
 
@@ -27,10 +29,8 @@ def order0_parts(q: np.ndarray) -> tuple[float, int]:
         symbols ``s`` with counts ``n_s``, and how many distinct symbols occur.
     """
     v = q.ravel().astype(np.int64)
-    lo = int(v.min())
-    counts = np.bincount(v - lo)
-    counts = counts[counts > 0]
-    return float(-(counts * np.log2(counts / v.size)).sum()), int(counts.size)
+    hist = np.bincount(v - int(v.min()))
+    return rate.entropy_bits(hist), int(np.count_nonzero(hist))
 
 
 def proxy_bytes(bits: float, nsym: int, scale: float = 1.0) -> float:

@@ -29,34 +29,21 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from ecnn import chunkrun
 from ecnn.coder import categorical
-from ecnn.context import order0, tables, varint
+from ecnn.coder.categorical import MAX_CHUNKS
+from ecnn.coder.runner import SERIAL
+from ecnn.context import tables, varint
 from ecnn.context import rowcol as rowcol_ctx
+from ecnn.context.varint import unzigzag, zigzag
 from ecnn.errors import CorruptPayload, InvalidField
 
 KEYS = {"coder", "length"}
 MAX_CLASSES = rowcol_ctx.MAX_CLASSES
 MAX_NSYM = tables.MAX_NSYM
-MAX_CHUNKS = 1 << 20
-# Class counts the encoder tries (row classes, column classes): at most 32 row
-# classes, so that a chunk needs few decoder calls; 64 x 64 gained nothing on
-# transformer weights.
-CLASSES = ((1, 1), (8, 1), (16, 1), (8, 8), (16, 4), (4, 16), (32, 8), (32, 32))
-SEARCH_SYMBOLS = 1 << 17  # class counts are ranked on about this many symbols
-FULL_PLANS = 3  # then the best few are planned on every row
 
 
-def zigzag(v: int) -> int:
-    return 2 * v if v >= 0 else -2 * v - 1
-
-
-def unzigzag(z: int) -> int:
-    return z >> 1 if not z & 1 else -((z + 1) >> 1)
-
-
-def validate(desc: dict, count: int) -> None:
-    """Descriptor checks of a ``blocks`` stream (after ``coder``, unknown keys and ``length``).
+def validate(desc: dict, count: int, lo: int = 0, hi: int = 0) -> None:
+    """Descriptor checks of a ``blocks`` stream (after ``coder``, unknown keys and ``length``); the rest are in the stream.
 
     Raises:
         InvalidField: no symbols, or a length below the parameters' 7 bytes.
@@ -67,12 +54,7 @@ def validate(desc: dict, count: int) -> None:
         raise InvalidField("a blocks stream has at least its six parameters and one chunk index byte")
 
 
-# --- the encoder's plan --------------------------------------------------------
-
-
-def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
-    """Rows per chunk so that a chunk holds about ``chunk`` symbols (at least one row)."""
-    return min(rows, max(1, chunk // max(cols, 1)))
+# --- encoding -----------------------------------------------------------------
 
 
 def _runs(table_of: np.ndarray, cclass_sorted: np.ndarray, g: int) -> list[tuple[int, int, int]]:
@@ -91,46 +73,14 @@ def column_runs(cclass: np.ndarray, table_of: np.ndarray, nrc: int) -> tuple[np.
     return order, [_runs(np.asarray(table_of, np.int64), cs, g) for g in range(nrc)]
 
 
-def plan(sym: np.ndarray, nsym: int, chunk: int, effort: str = "best") -> tuple[rowcol_ctx.RowColPlan, float]:
-    """The cheapest class counts of :data:`CLASSES` for a ``(rows, cols)`` array of indices ``0..nsym-1``.
-
-    With ``effort`` ``"balanced"`` the class counts are one table (1 x 1) and
-    :data:`ecnn.context.rowcol.BALANCED_CLASSES`, both planned on every row, with
-    ``"fast"`` one table only. Returns the plan and its estimated size in bits
-    (tables, classes, map, ideal code lengths, and per chunk 24 + 64 bits as for
-    ``cat0``).
-    """
-    rows, cols = sym.shape
-    if effort == "best":
-        stride = max(1, sym.size // SEARCH_SYMBOLS)
-        sample = sym[::stride]
-        cands = sorted({(min(a, rows, sample.shape[0]), min(b, cols)) for a, b in CLASSES})
-        ranked = sorted((rowcol_ctx.plan(sample, nsym, None, a, b, stride).bits, a, b) for a, b in cands)
-        full = [(a, b) for _, a, b in ranked[: 1 if stride == 1 else FULL_PLANS]]
-    else:
-        full = [(1, 1), rowcol_ctx.BALANCED_CLASSES] if effort == "balanced" else [(1, 1)]
-    best = None
-    for a, b in full:
-        p = rowcol_ctx.plan(sym, nsym, None, min(a, rows), min(b, cols))
-        if best is None or p.bits < best.bits:  # the first of equal ones
-            best = p
-    k = categorical.num_chunks(rows, chunk_rows_for(rows, cols, chunk))
-    return best, best.bits + k * (24 + order0.FLUSH_BITS)
-
-
-def _side(cls: np.ndarray, fit: order0.Order0Fit) -> bytes:
-    (words,) = categorical.encode(cls, tables.expand(fit.counts), cls.size)
-    return fit.blob + varint.encode([words.size]) + words.astype("<u4").tobytes()
-
-
 def encode(sym: np.ndarray, p: rowcol_ctx.RowColPlan, offset: int, nsym: int, crows: int) -> tuple[dict, bytes]:
     """A ``blocks`` stream of a ``(rows, cols)`` array of indices ``0..nsym-1`` (symbols ``index + offset``)."""
     rows = sym.shape[0]
     parts = [varint.encode([zigzag(int(offset)), int(nsym), int(rows), int(p.nrc), int(p.ncc), int(crows)])]
     if p.nrc > 1:
-        parts.append(_side(p.rclass, p.rows_fit))
+        parts.append(categorical.side_bytes(p.rclass, p.rows_fit))
     if p.ncc > 1:
-        parts.append(_side(p.cclass, p.cols_fit))
+        parts.append(categorical.side_bytes(p.cclass, p.cols_fit))
     parts.append(varint.encode(p.table_of))
     parts += [f.blob for f in p.fits]
     models = [categorical.model(tables.expand(f.counts)) for f in p.fits]
@@ -307,8 +257,8 @@ def assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of
     return Blocks(rows, cols, offset, nsym, crows, nchunks, rclass, runs, inverse, models, [np.ascontiguousarray(w) for w in words])
 
 
-def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int) -> np.ndarray:
-    """Decode a whole validated ``blocks`` stream into ``count`` values of ``out_dtype``.
+def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int, runner=SERIAL) -> np.ndarray:
+    """Decode a whole validated ``blocks`` stream into ``count`` values of ``out_dtype``, its chunks run by ``runner``.
 
     Raises:
         CorruptPayload: the stream contradicts itself or its descriptor.
@@ -317,11 +267,11 @@ def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int) -> np.ndarr
     work = np.dtype(np.int64 if bl.offset < 0 or np.dtype(out_dtype).itemsize > 4 else out_dtype)
     if work.kind == "u" and bl.offset + bl.nsym - 1 > np.iinfo(work).max:
         work = np.dtype(np.int64)
-    out = chunkrun.empty((bl.rows, bl.cols), work, bl.nchunks)
+    out = runner.empty((bl.rows, bl.cols), work, bl.nchunks)
 
     def one(i: int) -> None:
         a, b = bl.chunk_bounds(i)
         bl.decode_chunk(i, out[a:b])
 
-    chunkrun.run(bl.nchunks, one, out)
+    runner.run(bl.nchunks, one, out)
     return out.reshape(-1).astype(out_dtype, copy=False)

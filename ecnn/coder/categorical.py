@@ -13,9 +13,11 @@ import numpy as np
 import constriction
 
 from ecnn.context import tables, varint
+from ecnn.context.rate import num_chunks  # noqa: F401 - chunk arithmetic, shared with the rate estimate
 
 
 WORD_BITS = 32
+MAX_CHUNKS = 1 << 20  # chunks of one stream at most (spec/CODING.md, "Chunking")
 
 
 def model(freqs: np.ndarray):
@@ -29,8 +31,9 @@ def model(freqs: np.ndarray):
     )
 
 
-def num_chunks(count: int, chunk: int) -> int:
-    return -(-count // chunk) if count else 0
+def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
+    """Rows per chunk so that a chunk of a matrix stream holds about ``chunk`` symbols (at least one row)."""
+    return min(rows, max(1, chunk // max(cols, 1)))
 
 
 def encode(indices: np.ndarray, freqs: np.ndarray, chunk: int) -> list[np.ndarray]:
@@ -76,6 +79,13 @@ def read_chunks(buf, pos: int, k: int) -> list[np.ndarray]:
     words = np.frombuffer(buf, dtype="<u4", offset=pos, count=total)
     bounds = np.cumsum([0] + nwords)
     return [words[bounds[i] : bounds[i + 1]] for i in range(k)]
+
+
+def side_bytes(cls: np.ndarray, fit) -> bytes:
+    """A class side stream (the inverse of :func:`read_side`): the stored table of ``fit``
+    (an :class:`ecnn.context.order0.Order0Fit` of the classes), a varint word count, the words of one chunk."""
+    (words,) = encode(cls, tables.expand(fit.counts), cls.size)
+    return fit.blob + varint.encode([words.size]) + words.astype("<u4").tobytes()
 
 
 def read_side(buf, pos: int, k: int, count: int) -> tuple[np.ndarray, int]:

@@ -25,11 +25,13 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from ecnn import chunkrun
 from ecnn.coder import categorical, rowcol
+from ecnn.coder.categorical import MAX_CHUNKS
+from ecnn.coder.runner import SERIAL
 from ecnn.context import order0, sparse, tables, varint
 from ecnn.context import rowcol as rowcol_ctx
-from ecnn.errors import CorruptPayload, UnsupportedCoding
+from ecnn.context.varint import unzigzag, zigzag
+from ecnn.errors import CorruptPayload, InvalidField, UnsupportedCoding
 
 KEYS = {"coder", "length"}
 MODEL_ORDER0 = 0
@@ -38,17 +40,8 @@ MODEL_ROWCOL = 2  # signs in row-major order, each with its column's table
 MODEL_ROWCOL_GROUPED = 3  # signs class by class
 MODEL_ROWCOL_BLOCKS = 4  # symbols in block order, signs class by class four per symbol
 ROWCOL_MODELS = (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED, MODEL_ROWCOL_BLOCKS)
-MAX_CHUNKS = 1 << 20
 _FLAGS = 3  # bit 0: lanes are columns; bit 1: value tables by previous sign
 _BATCH = 1 << 16  # symbols per call when every symbol has its own table
-
-
-def zigzag(v: int) -> int:
-    return 2 * v if v >= 0 else -2 * v - 1
-
-
-def unzigzag(z: int) -> int:
-    return z >> 1 if not z & 1 else -((z + 1) >> 1)
 
 
 def _family():
@@ -68,11 +61,6 @@ def encode_order0(indices: np.ndarray, offset: int, nsym: int, fit: order0.Order
 def order0_header_bytes(offset: int, nsym: int, chunk: int) -> int:
     """Bytes of a model-0 stream's parameters."""
     return int(varint.varint_sizes([MODEL_ORDER0, zigzag(int(offset)), int(nsym), int(chunk)]).sum())
-
-
-def _side(cls: np.ndarray, fit: order0.Order0Fit) -> bytes:
-    (words,) = categorical.encode(cls, tables.expand(fit.counts), cls.size)
-    return fit.blob + varint.encode([words.size]) + words.astype("<u4").tobytes()
 
 
 def _sig_table(sig: np.ndarray) -> np.ndarray:
@@ -101,7 +89,7 @@ def encode_lanes(m: np.ndarray, plan: sparse.LanePlan, chunk: int) -> tuple[dict
         )
     ]
     if plan.k > 1:
-        parts.append(_side(plan.sclass, plan.sclass_fit))
+        parts.append(categorical.side_bytes(plan.sclass, plan.sclass_fit))
     parts.append(plan.sig.astype(np.uint8).tobytes())
     parts += [f.blob for f in plan.vfits]
     sig_f = _sig_table(plan.sig)
@@ -147,21 +135,48 @@ def encode_rowcol(
     if model not in ROWCOL_MODELS:
         raise ValueError(f"not a rowcol model: {model}")
     rows, cols = sym.shape
-    crows = rowcol.chunk_rows_for(rows, cols, chunk)
+    crows = categorical.chunk_rows_for(rows, cols, chunk)
     nsc = 0 if values is None else signs.k
     parts = [varint.encode(rowcol_params(offset, nsym, rows, plan.nrc, plan.ncc, nsc, crows, model))]
     if nsc > 1:
-        parts.append(_side(signs.sclass, signs.side_fit))
+        parts.append(categorical.side_bytes(signs.sclass, signs.side_fit))
     parts.append(rowcol.encode_body(sym, values, plan, crows, signs, grouped=model == MODEL_ROWCOL_GROUPED, blocks=model == MODEL_ROWCOL_BLOCKS))
     data = b"".join(parts)
     return {"coder": "ctx", "length": len(data)}, data
 
 
+def encode(model: int, *args, **kw) -> tuple[dict, bytes]:
+    """A ``ctx`` stream of ``model``: the arguments are those of :func:`encode_order0`,
+    :func:`encode_lanes` or :func:`encode_rowcol` (which also takes the rowcol ``model``)."""
+    if model == MODEL_ORDER0:
+        return encode_order0(*args, **kw)
+    if model == MODEL_LANES:
+        return encode_lanes(*args, **kw)
+    return encode_rowcol(*args, model=model, **kw)
+
+
 # --- decoding ---------------------------------------------------------------
 
 
-def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
-    """Decode a ctx stream of ``count`` symbols in ``[lo, hi]`` into ``out_dtype``.
+def validate(desc: dict, count: int, lo: int, hi: int) -> None:
+    """The ``ctx`` checks after the generic ones (:func:`ecnn.coder.streams.validate`); the rest are in the stream.
+
+    Raises:
+        InvalidField: no symbols, or an empty stream.
+    """
+    if count == 0:
+        raise InvalidField("a ctx stream must code at least one symbol")
+    if desc["length"] < 1:
+        raise InvalidField("a ctx stream has at least its model byte")
+
+
+def decode_stream(desc: dict, buf, count: int, out_dtype: np.dtype, lo: int, hi: int, runner=SERIAL) -> np.ndarray:
+    """:func:`decode` with the arguments of every coder's decoder (the descriptor holds nothing more)."""
+    return decode(buf, count, out_dtype, lo, hi, runner)
+
+
+def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int, runner=SERIAL) -> np.ndarray:
+    """Decode a ctx stream of ``count`` symbols in ``[lo, hi]`` into ``out_dtype``, its chunks run by ``runner``.
 
     Raises:
         CorruptPayload: bad parameters, tables or coded data.
@@ -170,11 +185,11 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray
     try:
         (model,), pos = varint.decode(mv, 1, 0)
         if model == MODEL_ORDER0:
-            return _decode_order0(mv, pos, count, out_dtype, lo, hi)
+            return _decode_order0(mv, pos, count, out_dtype, lo, hi, runner)
         if model == MODEL_LANES:
-            return _decode_lanes(mv, pos, count, out_dtype, lo, hi)
+            return _decode_lanes(mv, pos, count, out_dtype, lo, hi, runner)
         if model in ROWCOL_MODELS:
-            return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model)
+            return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model, runner)
     except (CorruptPayload, UnsupportedCoding):
         raise
     except Exception as e:  # varint, table and constriction failures alike
@@ -206,7 +221,7 @@ def symbol_bounds(buf) -> tuple[int, int] | None:
     return None
 
 
-def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, runner) -> np.ndarray:
     (zo, nsym, chunk), pos = varint.decode(mv, 3, pos)
     offset = unzigzag(zo)
     if not 2 <= nsym <= tables.MAX_NSYM:
@@ -221,7 +236,7 @@ def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
     counts, pos = tables.read(mv, pos, nsym)
     chunks = categorical.read_chunks(mv, pos, k)
     m = categorical.model(tables.expand(counts))
-    out = chunkrun.empty(count, out_dtype, k)
+    out = runner.empty(count, out_dtype, k)
 
     def one(i: int) -> None:
         start = i * chunk
@@ -229,11 +244,11 @@ def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
         idx = categorical.decode_chunk(chunks[i], m, n)
         out[start : start + n] = idx.astype(np.int64) + offset if offset else idx
 
-    chunkrun.run(k, one, out)
+    runner.run(k, one, out)
     return out
 
 
-def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, model: int) -> np.ndarray:
+def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, model: int, runner) -> np.ndarray:
     (zo, nsym, rows, nrc, ncc, nsc, crows), pos = varint.decode(mv, 7, pos)
     offset = unzigzag(zo)
     if not 2 <= nsym <= tables.MAX_NSYM:
@@ -258,10 +273,10 @@ def _decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
         sclass = np.zeros(cols, np.int64)
     desc = {"rows": rows, "cols": cols, "nrc": nrc, "ncc": ncc, "nsym": nsym, "signs": nsc > 0, "offset": offset, "chunk_rows": crows}
     grouped, blocks = model == MODEL_ROWCOL_GROUPED, model == MODEL_ROWCOL_BLOCKS
-    return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1), grouped, blocks)
+    return rowcol._decode(desc, mv, out_dtype, pos, sclass, max(nsc, 1), grouped, blocks, runner)
 
 
-def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, runner) -> np.ndarray:
     (rows, flags, nb, k, d1, d2, zlo, zhi, cl), pos = varint.decode(mv, 9, pos)
     if rows < 1 or count % rows:
         raise CorruptPayload(f"ctx lanes: {rows} rows do not divide {count} symbols")
@@ -305,7 +320,7 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
             vmodels.append(tables.expand(c))
     val_f = np.array(vmodels, np.float64)
     chunks = categorical.read_chunks(mv, pos, nchunks)
-    out = chunkrun.empty((steps, lanes) if transpose else (lanes, steps), out_dtype, nchunks)
+    out = runner.empty((steps, lanes) if transpose else (lanes, steps), out_dtype, nchunks)
 
     def one(i: int) -> None:
         a, b = i * cl, min(lanes, (i + 1) * cl)
@@ -315,7 +330,7 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
         else:
             out[a:b] = vals
 
-    chunkrun.run(nchunks, one, out)
+    runner.run(nchunks, one, out)
     return out.reshape(-1)
 
 

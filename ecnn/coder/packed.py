@@ -192,7 +192,14 @@ def unpack_groups(buf, row_widths: np.ndarray, cols: int, check_pad: bool = True
         pos += size
     return out.ravel()
 
-def validate(desc: dict, count: int) -> None:
+
+def encode(values: np.ndarray, width: int) -> tuple[dict, bytes]:
+    """A ``packed`` stream of unsigned values of at most ``width`` bits."""
+    data = pack(values, width)
+    return {"coder": "packed", "length": len(data), "width": width}, data
+
+
+def validate(desc: dict, count: int, lo: int = 0, hi: int = 0) -> None:
     """Coder checks of a ``packed`` descriptor (after the generic ones of :func:`ecnn.coder.streams.validate`).
 
     ``length`` may be below ``ceil(count * width / 8)`` only where a representation
@@ -208,8 +215,8 @@ def validate(desc: dict, count: int) -> None:
         raise InvalidField(f"packed stream length {desc['length']} exceeds {count} symbols of {width} bits")
 
 
-def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int) -> np.ndarray:
-    """Decode a validated ``packed`` stream whose symbols all have ``width`` bits.
+def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int, runner=None) -> np.ndarray:
+    """Decode a validated ``packed`` stream whose symbols all have ``width`` bits (in one piece: ``runner`` is unused).
 
     Raises:
         CorruptPayload: wrong length, non-zero pad bits, or a symbol outside ``[lo, hi]``.

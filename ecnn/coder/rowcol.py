@@ -21,12 +21,13 @@ from __future__ import annotations
 import numpy as np
 import constriction
 
-from ecnn import chunkrun
 from ecnn.coder import blocks as blocks_mod
 from ecnn.coder import categorical
+from ecnn.coder.desc import int_field
+from ecnn.coder.runner import SERIAL
 from ecnn.context import rowcol as ctxmod
 from ecnn.context import tables, varint
-from ecnn.errors import CorruptPayload
+from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnsupportedCoding
 
 _BATCH = 1 << 16  # signs per call when each has its own table
 _POPCOUNT4 = np.array([bin(d).count("1") for d in range(16)], np.int64)
@@ -37,20 +38,50 @@ _FACTOR4 = np.array([sum((1 if (d >> k) & 1 else 0xFF) << (8 * k) for k in range
 KEYS = {"coder", "length", "offset", "nsym", "rows", "cols", "nrc", "ncc", "signs", "chunk_rows", "precision"}
 
 
-def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
-    """Rows per chunk so that a chunk holds about ``chunk`` symbols."""
-    return min(rows, max(1, chunk // max(cols, 1)))
+def validate(desc: dict, count: int, lo: int, hi: int) -> None:
+    """The ``rowcol`` checks after the generic ones (:func:`ecnn.coder.streams.validate`).
 
-
-def _side(cls: np.ndarray, fit) -> bytes:
-    (words,) = categorical.encode(cls, tables.expand(fit.counts), cls.size)
-    return fit.blob + varint.encode([words.size]) + words.astype("<u4").tobytes()
+    Raises:
+        UnsupportedCoding: a precision other than 24.
+        LimitExceeded: more than :data:`ecnn.coder.categorical.MAX_CHUNKS` chunks.
+        InvalidField: wrong field types or ranges, or a length too short.
+    """
+    precision = int_field(desc, "precision", 1, 64)
+    if precision != tables.PRECISION:
+        raise UnsupportedCoding(f"rowcol precision {precision} is not supported (only 24)")
+    nsym = int_field(desc, "nsym", 2, tables.MAX_NSYM)
+    offset = int_field(desc, "offset", -(1 << 63), (1 << 63) - 1)
+    signs = desc.get("signs")
+    if type(signs) is not bool:
+        raise InvalidField("rowcol field 'signs' must be a boolean")
+    if signs:
+        if offset != 0:
+            raise InvalidField("a rowcol stream with signs has offset 0")
+        if -(nsym - 1) < lo or nsym - 1 > hi:
+            raise InvalidField("rowcol magnitudes fall outside the allowed symbol range")
+    elif offset < lo or offset + nsym - 1 > hi:
+        raise InvalidField("rowcol alphabet falls outside the allowed symbol range")
+    rows = int_field(desc, "rows", 1, count if count else 1)
+    cols = int_field(desc, "cols", 1, count if count else 1)
+    if rows * cols != count:
+        raise InvalidField(f"rowcol rows x cols = {rows * cols}, stream has {count} symbols")
+    nrc = int_field(desc, "nrc", 1, ctxmod.MAX_CLASSES)
+    ncc = int_field(desc, "ncc", 1, ctxmod.MAX_CLASSES)
+    if nrc > rows or ncc > cols:
+        raise InvalidField("rowcol has more classes than rows or columns")
+    crows = int_field(desc, "chunk_rows", 1, rows)
+    nchunks = categorical.num_chunks(rows, crows)
+    if nchunks > categorical.MAX_CHUNKS:
+        raise LimitExceeded(f"rowcol stream has more than {categorical.MAX_CHUNKS} chunks")
+    # map (>= 1 byte per context), one table (>= 2 bytes), chunk index (>= 1 byte per chunk)
+    if desc["length"] < (nrc + ncc - 1) + 2 + nchunks:
+        raise InvalidField("rowcol stream too short for its map, tables and chunk index")
 
 
 def encode(sym: np.ndarray, values: np.ndarray | None, plan: ctxmod.RowColPlan, offset: int, nsym: int, chunk: int) -> tuple[dict, bytes]:
     """Encode a ``(rows, cols)`` array of symbol indices (magnitudes when ``values`` is given)."""
     rows, cols = sym.shape
-    crows = chunk_rows_for(rows, cols, chunk)
+    crows = categorical.chunk_rows_for(rows, cols, chunk)
     data = encode_body(sym, values, plan, crows)
     desc = {
         "coder": "rowcol",
@@ -89,9 +120,9 @@ def encode_body(
     if blocks and signs is None and values is not None:
         raise ValueError("the block order (ctx model 4) needs a sign plan")
     if plan.nrc > 1:
-        parts.append(_side(plan.rclass, plan.rows_fit))
+        parts.append(categorical.side_bytes(plan.rclass, plan.rows_fit))
     if plan.ncc > 1:
-        parts.append(_side(plan.cclass, plan.cols_fit))
+        parts.append(categorical.side_bytes(plan.cclass, plan.cols_fit))
     parts.append(varint.encode(plan.table_of))
     parts += [f.blob for f in plan.fits]
     models = [categorical.model(tables.expand(f.counts)) for f in plan.fits]
@@ -202,10 +233,16 @@ def _blocks_chunks(sym, values, plan: ctxmod.RowColPlan, crows: int, signs, mode
     return chunks
 
 
-def decode(desc: dict, buf, count: int, out_dtype: np.dtype) -> np.ndarray:
-    """Decode a validated rowcol stream into ``count`` values of ``out_dtype``."""
+def decode(desc: dict, buf, count: int, out_dtype: np.dtype, lo: int = 0, hi: int = 0, runner=SERIAL) -> np.ndarray:
+    """Decode a validated rowcol stream into ``count`` values of ``out_dtype``, its chunks run by ``runner``.
+
+    ``lo`` and ``hi`` are checked by :func:`validate` already.
+
+    Raises:
+        CorruptPayload: the bytes contradict the descriptor.
+    """
     try:
-        return _decode(desc, memoryview(buf), out_dtype)
+        return _decode(desc, memoryview(buf), out_dtype, runner=runner)
     except CorruptPayload:
         raise
     except Exception as e:  # varint, table and constriction failures alike
@@ -221,6 +258,7 @@ def _decode(
     nsc: int = 1,
     by_class: bool = False,
     blocks: bool = False,
+    runner=SERIAL,
 ) -> np.ndarray:
     """Decode from ``pos``; with ``sclass`` (``ctx`` models 2 to 4) the signs use ``nsc`` tables, one per column
     class, class by class if ``by_class`` (model 3); ``blocks`` is model 4."""
@@ -261,13 +299,13 @@ def _decode(
             rows, cols, desc["offset"], nsym, crows, nrc, ncc, rclass.astype(np.uint8), cclass.astype(np.uint8), table_of, models, chunks
         )
         quads = [categorical.model(quad_freqs(c)) for c in sign_counts]
-        return _decode_blocks(bl, out_dtype, sclass, quads, sign_models)
+        return _decode_blocks(bl, out_dtype, sclass, quads, sign_models, runner)
     # Classes are below 64, so a context fits a byte and the table map is a byte lookup.
     rclass8, cclass8 = rclass.astype(np.uint8), cclass.astype(np.uint8)
     table8 = table_of.astype(np.uint8)
     signs, offset = desc["signs"], desc["offset"]
     idx_dtype = np.int64 if not signs and offset else np.int32
-    out = chunkrun.empty(rows * cols, out_dtype, nchunks)
+    out = runner.empty(rows * cols, out_dtype, nchunks)
 
     def one(i: int) -> None:
         a, b = i * crows, min(rows, (i + 1) * crows)
@@ -290,7 +328,7 @@ def _decode(
             raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
         out[a * cols : b * cols] = idx
 
-    chunkrun.run(nchunks, one, out)
+    runner.run(nchunks, one, out)
     return out
 
 
@@ -320,12 +358,12 @@ def _decode_signs(dec, idx, nrows, cols, sign_model, sign_models, sign_f, sclass
         idx[nz] *= 2 * s.astype(np.int32) - 1
 
 
-def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles) -> np.ndarray:
+def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles, runner=SERIAL) -> np.ndarray:
     """Decode a model-4 stream's chunks (parsed as ``bl``): magnitudes by rectangles, then signs four per symbol."""
     rows, cols = bl.rows, bl.cols
     one_class = not quads or len(quads) == 1
     class_cols = [] if one_class else [np.flatnonzero(sclass == g) for g in range(len(quads))]
-    out = chunkrun.empty(rows * cols, out_dtype, bl.nchunks)
+    out = runner.empty(rows * cols, out_dtype, bl.nchunks)
 
     def one(i: int) -> None:
         a, b = bl.chunk_bounds(i)
@@ -350,5 +388,5 @@ def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles) -> np.
         if not dec.maybe_exhausted():
             raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
 
-    chunkrun.run(bl.nchunks, one, out)
+    runner.run(bl.nchunks, one, out)
     return out

@@ -1,4 +1,4 @@
-"""Context models: integer probability tables and exact rate estimates.
+"""Context models: integer probability tables, and the rate estimator everybody shares (:mod:`ecnn.context.rate`).
 
-Nothing here imports torch or any later stage (coder, container, codec).
+Nothing here imports torch or any later stage (coder, select, container, codec).
 """

@@ -59,15 +59,17 @@ _CACHE_LARGEST = 1 << 14  # larger histograms are not kept
 _cache: OrderedDict[bytes, Order0Fit] = OrderedDict()
 _cache_counts = 0
 _cache_lock = threading.Lock()
+_cache_pid = os.getpid()
 
 
-def _after_fork() -> None:
-    global _cache_lock
-    _cache_lock = threading.Lock()  # a forked worker never waits on a lock that another thread held
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+def _lock() -> threading.Lock:
+    """The cache's lock; in a forked child, a new lock and an empty cache, so that it never
+    waits on a lock that another thread of its parent held at the fork."""
+    global _cache_lock, _cache_pid, _cache, _cache_counts
+    if _cache_pid != os.getpid():
+        _cache_lock, _cache_pid = threading.Lock(), os.getpid()
+        _cache, _cache_counts = OrderedDict(), 0
+    return _cache_lock
 
 
 def fit(hist: np.ndarray) -> Order0Fit:
@@ -83,7 +85,7 @@ def fit(hist: np.ndarray) -> Order0Fit:
     global _cache_counts
     hist = np.asarray(hist, dtype=np.int64)
     key = hist.tobytes()
-    with _cache_lock:
+    with _lock():
         got = _cache.get(key)
         if got is not None:
             _cache.move_to_end(key)
@@ -91,7 +93,7 @@ def fit(hist: np.ndarray) -> Order0Fit:
     got = _fit(hist)
     got.counts.flags.writeable = False
     if hist.size <= _CACHE_LARGEST:
-        with _cache_lock:
+        with _lock():
             if key not in _cache:
                 _cache[key] = got
                 _cache_counts += hist.size
@@ -145,10 +147,3 @@ def _fit(hist: np.ndarray) -> Order0Fit:
     make_blob = partial(tables.serialize, counts) if log is None else partial(tables.serialize_log, *log)
     return Order0Fit(counts=counts, table_bytes=tb, symbol_bits=float(sym_bits[k]), make_blob=make_blob)
 
-
-def entropy_bits(hist: np.ndarray) -> float:
-    """Zeroth-order empirical entropy of a histogram, in bits (total, not per symbol)."""
-    h = np.asarray(hist, dtype=np.float64)
-    n = h.sum()
-    p = h[h > 0] / n
-    return float(-(h[h > 0] * np.log2(p)).sum())

@@ -11,8 +11,9 @@ Every context is known before a single weight is decoded, so the decoder
 groups the symbols of a chunk by table and decodes each group with one
 static model: no per-symbol Python loop.
 
-This module holds the encoder's choices (classes, merges) and their exact
-costs; nothing here imports torch or later stages.
+This module holds the model: the classes, the merges of contexts into tables
+and the exact cost of a plan for given class counts; the search over class
+counts is :mod:`ecnn.select.classes`. Nothing here imports torch or later stages.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecnn.context import order0, varint
+from ecnn.context import order0, rate, varint
 
 MAX_CLASSES = 64  # per axis
 MAX_CONTEXTS = 2 * MAX_CLASSES - 1
-BALANCED_CLASSES = (8, 8)  # the one class count that encoder effort "balanced" plans, on every row
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def plan(
     rows_fit, cols_fit = _side_fit(np.repeat(rclass, weight), nrc), _side_fit(cclass, ncc)
     for side in (rows_fit, cols_fit):
         if side is not None:
-            bits += side.total_bits + order0.FLUSH_BITS
+            bits += rate.side_bits(side)
     bits += 8.0 * int(varint.varint_sizes(table_of).sum())
     return RowColPlan(rclass, cclass, nrc, ncc, table_of, fits, sign_fit, rows_fit, cols_fit, bits)
 
@@ -288,19 +288,16 @@ class SignPlan:
     bits: float
 
 
-SIGN_CLASSES = (1, 2, 4, 8)
-
-
 def sign_classes(values: np.ndarray, k: int) -> np.ndarray:
     """Column classes ``0..k-1`` by the share of positive values among the column's non-zero ones.
 
     The classes are spread evenly between the 1st and 99th percentile of the
     shares, so that a few columns of one sign do not take every class.
     """
-    return _sign_classes((values != 0).sum(axis=0), (values > 0).sum(axis=0), k)
+    return column_sign_classes((values != 0).sum(axis=0), (values > 0).sum(axis=0), k)
 
 
-def _sign_classes(nz: np.ndarray, positive: np.ndarray, k: int) -> np.ndarray:
+def column_sign_classes(nz: np.ndarray, positive: np.ndarray, k: int) -> np.ndarray:
     """:func:`sign_classes` from each column's non-zero and positive counts."""
     if k == 1:
         return np.zeros(nz.size, np.int64)
@@ -309,33 +306,3 @@ def _sign_classes(nz: np.ndarray, positive: np.ndarray, k: int) -> np.ndarray:
     if hi - lo < 1e-9:
         return np.zeros(nz.size, np.int64)
     return np.clip(((pos - lo) / (hi - lo) * k).astype(np.int64), 0, k - 1)
-
-
-def plan_signs(values: np.ndarray, counts: tuple[int, ...] = SIGN_CLASSES) -> SignPlan:
-    """The cheapest number of sign classes, of ``counts``, for a ``(rows, cols)`` array of signed values."""
-    best = None
-    nz = (values != 0).sum(axis=0)
-    negative = (values < 0).sum(axis=0)
-    positive = nz - negative
-    for k in counts:
-        if k > values.shape[1]:
-            break
-        cls = _sign_classes(nz, positive, k)
-        neg = np.bincount(cls, weights=negative, minlength=k).astype(np.int64)
-        tot = np.bincount(cls, weights=nz, minlength=k).astype(np.int64)
-        fits, bits = [], 0.0
-        for c in range(k):
-            h = np.array([neg[c], tot[c] - neg[c]], np.int64)
-            f = order0.fit(h if h.any() else np.array([1, 1], np.int64))
-            fits.append(f)
-            bits += f.total_bits
-        side = None
-        if k > 1:
-            h = np.bincount(cls, minlength=k)
-            if (h > 0).sum() < 2:
-                continue
-            side = order0.fit(h)
-            bits += side.total_bits + order0.FLUSH_BITS + 8.0
-        if best is None or bits < best.bits:
-            best = SignPlan(k, cls, fits, side, bits)
-    return best

@@ -122,10 +122,6 @@ def log_codes(hist: np.ndarray, m: int) -> np.ndarray:
     return np.where(h > 0, e, 0).astype(np.int64)
 
 
-def _zigzag(d: np.ndarray) -> np.ndarray:
-    return np.where(d >= 0, 2 * d, -2 * d - 1)
-
-
 def serialize(counts: np.ndarray) -> bytes:
     """Stored form of counts as plain varints (mode 0)."""
     return varint.encode([MODE_VARINT]) + varint.encode(counts)
@@ -137,7 +133,7 @@ def serialize_log(codes: np.ndarray, m: int) -> bytes:
     A difference ``v`` below 15 is one nibble; otherwise the escape nibble 15 and
     ``v - 15`` in three nibbles, high first. The last byte is padded with a zero nibble.
     """
-    z = _zigzag(np.diff(np.concatenate([[0], np.asarray(codes, np.int64)])))
+    z = varint.zigzag(np.diff(np.concatenate([[0], np.asarray(codes, np.int64)])))
     small = z < _NIBBLE_ESCAPE
     lens = np.where(small, 1, 4)
     starts = np.cumsum(lens) - lens
@@ -154,7 +150,7 @@ def serialize_log(codes: np.ndarray, m: int) -> bytes:
 
 def log_table_bytes(codes: np.ndarray) -> int:
     """Length of :func:`serialize_log`'s output, without building it."""
-    z = _zigzag(np.diff(np.concatenate([[0], np.asarray(codes, np.int64)])))
+    z = varint.zigzag(np.diff(np.concatenate([[0], np.asarray(codes, np.int64)])))
     nib = int(np.where(z < _NIBBLE_ESCAPE, 1, 4).sum())
     return 2 + (nib + 1) // 2
 

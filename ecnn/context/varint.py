@@ -67,3 +67,18 @@ def decode(buf, count: int, pos: int = 0) -> tuple[list[int], int]:
             raise ValueError("varint value out of range")
         out.append(value)
     return out, pos
+
+
+def zigzag(v):
+    """The unsigned varint value of a signed integer: 0, -1, 1, -2, ... as 0, 1, 2, 3, ...
+
+    ``v`` is a Python integer (a stream parameter) or an integer array (each element mapped).
+    """
+    if isinstance(v, np.ndarray):
+        return np.where(v >= 0, 2 * v, -2 * v - 1)
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def unzigzag(z: int) -> int:
+    """The signed parameter of a zigzag value (the inverse of :func:`zigzag`)."""
+    return z >> 1 if not z & 1 else -((z + 1) >> 1)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn import chunkrun, select
 from ecnn.coder import streams
+from ecnn.config import Effort
 from ecnn.dtypes import contiguous
 from ecnn.errors import CorruptPayload, InvalidField
 from ecnn.repr import base
 
 MAX_LEVELS = 1 << 16
-# The encoder tries the codebook when a sample of the tensor shows at most this
-# many distinct values (CODEBOOK_PROBE_FAST below effort "best").
-CODEBOOK_PROBE = 4096
-CODEBOOK_PROBE_FAST = 256
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -30,7 +28,7 @@ def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
     chunk, effort = cfg.chunk, cfg.effort
     utype = np.dtype(f"<u{dt.itemsize}")
     bits = contiguous(arr).reshape(-1).view(utype)
-    probe = CODEBOOK_PROBE if effort == "best" else CODEBOOK_PROBE_FAST
+    probe = Effort.of(effort).codebook_probe  # tried only where a sample shows at most this many values
     sample = bits[:: max(1, bits.size // (4 * probe))]
     if np.unique(sample).size > probe:
         return None
@@ -45,8 +43,8 @@ def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
     rank[order] = np.arange(k)
     zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
     q = rank[inverse.reshape(-1)] - zero
-    d0, p0 = streams.encode_best(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
-    d1, p1 = streams.encode_best(q, 4, True, chunk, rows=base.rows_of(arr), contexts=True, effort=effort)
+    d0, p0 = select.encode_best(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
+    d1, p1 = select.encode_best(q, 4, True, chunk, rows=base.rows_of(arr), contexts=True, effort=effort)
     return {"kind": "codebook", "levels": k, "zero": zero}, [d0, d1], p0 + p1
 
 
@@ -76,9 +74,9 @@ def decode(rec, payload, dt) -> np.ndarray:
     (d0, p0), (d1, p1) = base.split(rec, payload)
     utype = np.dtype(f"<u{dt.itemsize}")
     k, lo0, hi0 = _stream(rec, dt, 0)
-    levels = streams.decode(d0, p0, k, utype, lo0, hi0)
+    levels = streams.decode(d0, p0, k, utype, lo0, hi0, runner=chunkrun)
     _, lo1, hi1 = _stream(rec, dt, 1)
-    q = streams.decode(d1, p1, rec.numel, np.int32, lo1, hi1)
+    q = streams.decode(d1, p1, rec.numel, np.int32, lo1, hi1, runner=chunkrun)
     idx = q.astype(np.int64) + rec.repr["zero"]
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= k):
         raise CorruptPayload(f"tensor {rec.name!r}: a codebook index lies outside the {k} levels")

@@ -27,8 +27,9 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-from ecnn import chunkrun
-from ecnn.coder import blocks, packed, streams
+from ecnn import chunkrun, select
+from ecnn.coder import blocks, categorical, packed, streams
+from ecnn.config import Effort
 from ecnn.context import floats, order0
 from ecnn.dtypes import DType
 from ecnn.errors import CorruptPayload, InvalidField, UnknownField
@@ -88,9 +89,10 @@ def choose_head(u: np.ndarray, e_bits: int, m_bits: int, effort: str = "best") -
     """
     sample = u[:: max(1, u.size // (1 << 21))]
     costs: list[float] = []
+    stop = Effort.of(effort).head_early_stop
     for k in range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1):
         costs.append(_estimate_head_bits(sample, e_bits, m_bits, k))
-        if effort != "best" and len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
+        if stop and len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
             break
     return int(np.argmin(costs))
 
@@ -104,9 +106,9 @@ def _heads(heads: np.ndarray, hb: int, rows: int, chunk: int, effort: str = "bes
     nsym = hi - lo + 1
     if nsym <= blocks.MAX_NSYM:
         sym = (heads - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
-        p, bits = blocks.plan(sym, nsym, chunk, effort)
+        p, bits = select.plan_blocks(sym, nsym, chunk, effort)
         if bits < 8.0 * _desc_cost(*best):
-            crows = blocks.chunk_rows_for(rows, sym.shape[1], min(chunk, HEAD_CHUNK))
+            crows = categorical.chunk_rows_for(rows, sym.shape[1], min(chunk, HEAD_CHUNK))
             best = _smaller(blocks.encode(sym, p, lo, nsym, crows), best)
     return best
 
@@ -123,7 +125,7 @@ def _signs(signs: np.ndarray, rows: int | None, chunk: int, effort: str = "best"
     # small tensors, or where the signs are skewed overall.
     if h0 > SIGN_TRY_ENTROPY and signs.size > SIGN_TRY_COUNT:
         return s
-    coded = streams.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows, effort=effort)
+    coded = select.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows, effort=effort)
     return coded if _desc_cost(*coded) <= SIGN_GAIN * _desc_cost(*s) else s
 
 
@@ -146,7 +148,7 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort:
     r = m_bits - k
     signs, heads, shifts, tails = floats.split(u, e_bits, m_bits, k, rows)
     s = _signs(signs, rows if arr.ndim >= 2 else None, chunk, effort)
-    t = streams.encode_best(shifts, 1, False, chunk, effort=effort)
+    t = select.encode_best(shifts, 1, False, chunk, effort=effort)
     h = _heads(heads, e_bits + k, rows, chunk, effort)
     if r == 0:
         tl = streams.encode_const(0)
@@ -253,7 +255,7 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     n = ranges[0][0]
     cols = n // rows
     (d0, p0), (d1, p1), (d2, p2), (d3, p3) = parts
-    shifts = streams.decode(d1, p1, rows, np.int64, *ranges[1][1:])
+    shifts = streams.decode(d1, p1, rows, np.int64, *ranges[1][1:], runner=chunkrun)
     widths = floats.tail_widths(shifts, r)
 
     sign_const = sign_all = None
@@ -263,14 +265,14 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
         if len(p0) != packed.group_bytes(n, 1) or (n % 8 and p0[len(p0) - 1] >> (n % 8)):
             raise CorruptPayload(f"tensor {name!r}: packed signs have a wrong length or non-zero pad bits")
     else:
-        sign_all = streams.decode(d0, p0, n, np.uint8, *ranges[0][1:])
+        sign_all = streams.decode(d0, p0, n, np.uint8, *ranges[0][1:], runner=chunkrun)
 
     tail_starts = tails_all = None
     uniform = bool(np.all(widths == widths[0]))
     if r and d3["coder"] == "packed":
         tail_starts = _tail_starts(name, p3, widths, cols)
     elif r and d3["coder"] != "const":
-        tails_all = streams.decode(d3, p3, n, ut, *ranges[3][1:]).reshape(rows, cols)
+        tails_all = streams.decode(d3, p3, n, ut, *ranges[3][1:], runner=chunkrun).reshape(rows, cols)
         if np.any(tails_all >> widths.astype(ut)[:, None]):
             raise CorruptPayload(f"tensor {name!r}: a tail is wider than its row allows")
     elif r and d3["value"] >> int(widths.min()):
@@ -282,9 +284,9 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     if d2["coder"] == "blocks":
         bl = blocks.parse(p2, n, *ranges[2][1:])
         if bl.rows != rows:
-            heads_all, bl = blocks.decode(d2, p2, n, hdt, *ranges[2][1:]), None
+            heads_all, bl = blocks.decode(d2, p2, n, hdt, *ranges[2][1:], runner=chunkrun), None
     else:
-        heads_all = streams.decode(d2, p2, n, hdt, *ranges[2][1:])
+        heads_all = streams.decode(d2, p2, n, hdt, *ranges[2][1:], runner=chunkrun)
     if bl is not None:
         crows, nchunks = bl.chunk_rows, bl.nchunks
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn import chunkrun, select
 from ecnn.coder import streams
 from ecnn.errors import InvalidField
 from ecnn.repr import base
@@ -13,7 +14,7 @@ def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
     if dt.is_float:
         return None
     values = arr.ravel().astype(np.uint8) if dt.kind == "b" else arr.ravel()
-    d, p = streams.encode_best(values, dt.itemsize, dt.kind != "u", cfg.chunk, rows=base.rows_of(arr), effort=cfg.effort)
+    d, p = select.encode_best(values, dt.itemsize, dt.kind != "u", cfg.chunk, rows=base.rows_of(arr), effort=cfg.effort)
     if d["coder"] == "raw":
         return None  # the raw representation stores the same bytes more simply
     return {"kind": "int"}, [d], p
@@ -32,8 +33,8 @@ def decode(rec, payload, dt) -> np.ndarray:
     ((d, p),) = base.split(rec, payload)
     lo, hi = dt.int_range
     if dt.kind == "b":
-        return streams.decode(d, p, rec.numel, np.uint8, lo, hi).view(np.bool_).reshape(rec.shape)
-    return streams.decode(d, p, rec.numel, dt.storage, lo, hi).reshape(rec.shape)
+        return streams.decode(d, p, rec.numel, np.uint8, lo, hi, runner=chunkrun).view(np.bool_).reshape(rec.shape)
+    return streams.decode(d, p, rec.numel, dt.storage, lo, hi, runner=chunkrun).reshape(rec.shape)
 
 
 REPR = base.Representation("int", 0, frozenset({"kind"}), validate, decode, encode)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn import chunkrun, select
 from ecnn.coder import streams
 from ecnn.dtypes import contiguous
 from ecnn.repr import base
@@ -14,7 +15,7 @@ def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate:
     descs, parts = [], []
     rows = base.rows_of(arr)
     for k in range(dt.itemsize):
-        d, p = streams.encode_best(b[:, k], 1, False, cfg.chunk, rows=rows, effort=cfg.effort)
+        d, p = select.encode_best(b[:, k], 1, False, cfg.chunk, rows=rows, effort=cfg.effort)
         descs.append(d)
         parts.append(p)
     return {"kind": "planes"}, descs, b"".join(parts)
@@ -31,7 +32,7 @@ def decode(rec, payload, dt) -> np.ndarray:
     count = rec.numel
     out = np.empty((count, dt.itemsize), dtype=np.uint8)
     for k, (d, p) in enumerate(base.split(rec, payload)):
-        out[:, k] = streams.decode(d, p, count, np.uint8, 0, 255)
+        out[:, k] = streams.decode(d, p, count, np.uint8, 0, 255, runner=chunkrun)
     if dt.kind == "b":
         return base.bools(out[:, 0], rec)
     return base.storage(out, dt, rec.shape)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecnn import quantize
+from ecnn import chunkrun, quantize, select
 from ecnn.coder import ctx, streams
 from ecnn.errors import InvalidField
 from ecnn.repr import base
@@ -19,7 +19,7 @@ from ecnn.repr import base
 
 def _encode_uniform(arr: np.ndarray, dt, cfg, step: float) -> base.Candidate:
     q = quantize.quantize(arr, dt, step)
-    d, p = streams.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=cfg.format_minor >= 1, effort=cfg.effort)
+    d, p = select.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=cfg.format_minor >= 1, effort=cfg.effort)
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
@@ -27,8 +27,8 @@ def _encode_rows(arr: np.ndarray, dt, cfg, step: float) -> base.Candidate:
     contexts = cfg.format_minor >= 1
     codes = quantize.row_codes(arr, dt, step)
     q = quantize.quantize_rows(arr, dt, step, codes)
-    d0, p0 = streams.encode_best(codes, 1, False, cfg.chunk, contexts=contexts, effort=cfg.effort)
-    d1, p1 = streams.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=contexts, effort=cfg.effort)
+    d0, p0 = select.encode_best(codes, 1, False, cfg.chunk, contexts=contexts, effort=cfg.effort)
+    d1, p1 = select.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=contexts, effort=cfg.effort)
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
 
 
@@ -43,10 +43,10 @@ def encode_symbols(q: np.ndarray, step: float, cfg, rows: int | None, row_codes:
         row_codes: the row step codes of ``uniform_rows``; None for ``uniform``.
     """
     contexts = cfg.format_minor >= 1
-    d1, p1 = streams.encode_best(np.asarray(q).ravel(), 4, True, cfg.chunk, rows=rows, contexts=contexts, effort=cfg.effort)
+    d1, p1 = select.encode_best(np.asarray(q).ravel(), 4, True, cfg.chunk, rows=rows, contexts=contexts, effort=cfg.effort)
     if row_codes is None:
         return {"kind": "uniform", "step": quantize.step_bits(step)}, [d1], p1
-    d0, p0 = streams.encode_best(np.asarray(row_codes), 1, False, cfg.chunk, contexts=contexts, effort=cfg.effort)
+    d0, p0 = select.encode_best(np.asarray(row_codes), 1, False, cfg.chunk, contexts=contexts, effort=cfg.effort)
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1
 
 
@@ -118,7 +118,7 @@ def row_steps(rec, payload, dt) -> np.ndarray | None:
     if rec.repr["kind"] != "uniform_rows":
         return None
     d0 = rec.streams[0]
-    codes = streams.decode(d0, memoryview(payload)[: d0["length"]], rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
+    codes = streams.decode(d0, memoryview(payload)[: d0["length"]], rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE, runner=chunkrun)
     return quantize.row_steps(quantize.step_from_bits(rec.repr["step"]), codes, dt)
 
 
@@ -136,7 +136,7 @@ def symbols(rec, payload, dt, sym_dtype: np.dtype | None = None, q: np.ndarray |
         desc = rec.streams[-1]
         tail = memoryview(payload)[rec.length - desc["length"] :]
         m = quantize.qmax(dt)
-        q = streams.decode(desc, tail, rec.numel, sym_dtype or symbol_dtype(rec, tail), -m, m)
+        q = streams.decode(desc, tail, rec.numel, sym_dtype or symbol_dtype(rec, tail), -m, m, runner=chunkrun)
         q = narrowed(q).reshape(rec.shape)
     return base.Symbols(q, quantize.step_from_bits(rec.repr["step"]), row_steps(rec, payload, dt))
 
@@ -151,15 +151,15 @@ def values(s: base.Symbols, dt) -> np.ndarray:
 def _decode_uniform(rec, payload, dt) -> np.ndarray:
     ((d, p),) = base.split(rec, payload)
     m = quantize.qmax(dt)
-    q = streams.decode(d, p, rec.numel, np.int32, -m, m)
+    q = streams.decode(d, p, rec.numel, np.int32, -m, m, runner=chunkrun)
     return quantize.dequantize(q, dt, quantize.step_from_bits(rec.repr["step"])).reshape(rec.shape)
 
 
 def _decode_rows(rec, payload, dt) -> np.ndarray:
     (d0, p0), (d1, p1) = base.split(rec, payload)
     m = quantize.qmax(dt)
-    codes = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE)
-    q = streams.decode(d1, p1, rec.numel, np.int32, -m, m)
+    codes = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE, runner=chunkrun)
+    q = streams.decode(d1, p1, rec.numel, np.int32, -m, m, runner=chunkrun)
     return quantize.dequantize_rows(q, dt, quantize.step_from_bits(rec.repr["step"]), codes).reshape(rec.shape)
 
 

@@ -29,7 +29,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ecnn import rate
-from ecnn.coder.streams import DEFAULT_CHUNK, cat0_estimate
+from ecnn.coder.streams import DEFAULT_CHUNK
+from ecnn.context import rate as context_rate
 from ecnn.config import EncodeConfig
 from ecnn.errors import InvalidOption
 from ecnn.train import entropy, pruning
@@ -155,7 +156,7 @@ def estimate_bits(hist: np.ndarray) -> float:
     hist = hist[np.flatnonzero(hist)[0] : np.flatnonzero(hist)[-1] + 1]
     if hist.size < 2:
         return 0.0
-    return cat0_estimate(hist, int(hist.sum()), DEFAULT_CHUNK)[1]
+    return context_rate.order0_bits(hist, int(hist.sum()), DEFAULT_CHUNK)[1]
 
 
 def coder_estimate_bits(symbols: np.ndarray, shape: tuple[int, ...]) -> float:
