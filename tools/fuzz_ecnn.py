@@ -16,7 +16,7 @@ generators:
   resized to the declared lengths, then the layout and CRCs fixed (most of the
   time) so that the damage reaches the record and stream checks;
 * ``generate``: a header built from scratch from the field tables
-  (``ecnn.container.header.RECORD_FIELDS``, ``ecnn.reprs.REPRS``, the stream
+  (``ecnn.container.header.RECORD_FIELDS``, ``ecnn.repr.REPRS``, the stream
   coders of ``ecnn.coder.streams``) with hostile values and random payloads.
 
 Targets (``--targets``):

@@ -143,7 +143,7 @@ def quantize_compensated(arr: np.ndarray, dt: dtypes.DType, step: float, u: np.n
                 w[:, j + 1 : b1] -= np.outer(e, u[j, j + 1 : b1])
         if b1 < n:
             w[:, b1:] -= err @ u[b0:b1, b1:]
-    qmax = quantize.QMAX_FLOAT64 if dt.name == "float64" else quantize.QMAX_FLOAT32
+    qmax = quantize.qmax(dt)
     if q.size and np.max(np.abs(q)) > qmax:
         raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax})")
     q = q.astype(np.int32)
