@@ -232,7 +232,7 @@ def cmd_report(a) -> int:
     _confirm_overwrite(out, a.force)
     evaluate = budget.load_callable(a.eval) if a.eval else None
     original = eio.load_weights(Path(a.original)) if a.original else None
-    path = report.write_report(a.input, out, evaluate=evaluate, original=original, progress=_stage_logger(a.quiet))
+    path = report.write_report(a.input, out, evaluate=evaluate, original=original, progress=_stage_logger(a.quiet), limits=_limits(a))
     if not a.quiet:
         print(f"wrote {path} (plots in {path.with_name(path.stem + '_files')})")
     return 0
@@ -427,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", help="output .html (default: input name with .html)")
     sp.add_argument("--eval", metavar="FUNC", help="module:function taking {name: torch.Tensor}, returning a float (higher is better)")
     sp.add_argument("--original", metavar="WEIGHTS", help="the original weights file: histograms before/after, and the sweep starts from it")
+    _add_limits(sp)
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sp.set_defaults(func=cmd_report)

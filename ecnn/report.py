@@ -164,6 +164,7 @@ def write_report(
     evaluate: Callable | None = None,
     original: Mapping | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    limits=None,
 ) -> Path:
     """Write the HTML report of a ``.ecnn`` file and its PNGs (in ``<out stem>_files/``).
 
@@ -175,11 +176,15 @@ def write_report(
         original: the original weights (``{name: array or tensor}``) for the
             before/after histograms; the sweep starts from them when given.
         progress: ``progress(stage, done, total)`` callback.
+        limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`;
+            None: the defaults).
 
     Returns:
         The path of the HTML file.
     """
     import ecnn
+
+    limits = ecnn.Limits() if limits is None else limits
     from ecnn.budget import METADATA_KEY
 
     out = Path(out)
@@ -192,7 +197,7 @@ def write_report(
             v = v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
             if v.dtype.kind == "f":
                 orig_np[k] = v
-    with ecnn.open(ecnn_path) as f:
+    with ecnn.open(ecnn_path, limits=limits) as f:
         infos = f.infos()
         meta = f.metadata()
         size = f.size
@@ -216,7 +221,7 @@ def write_report(
             images.append(("Allocation made by ecnn.compress", "budget.png"))
     sweep_rows = []
     if evaluate is not None:
-        weights = original if original is not None else ecnn.load_file(ecnn_path)
+        weights = original if original is not None else ecnn.load_file(ecnn_path, limits=limits)
         points, base = _sweep(weights, size, evaluate, progress)
         _plot_sweep(points, base, assets / "sweep.png")
         images.append(("Rate-accuracy sweep", "sweep.png"))

@@ -139,3 +139,13 @@ def test_cli_unpack_of_an_onnx_file_keeps_the_caps_and_gives_the_weights(packed_
     assert not (tmp_path / "m.onnx").exists()
     assert main(["unpack", str(packed_onnx), "-o", str(tmp_path / "w.safetensors"), "-q"]) == 0
     assert list(st_load(str(tmp_path / "w.safetensors"))) == ["W", "b"]
+
+
+def test_cli_report_keeps_the_caps(packed_torch, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from ecnn.cli import main
+
+    _, p = packed_torch
+    assert main(["report", str(p), "-o", str(tmp_path / "r.html"), "--max-tensor-bytes", "64", "-q"]) == 1
+    assert "over the cap" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
