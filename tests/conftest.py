@@ -34,3 +34,33 @@ def forks(monkeypatch) -> list:
 
     monkeypatch.setattr(chunkrun.os, "fork", fork)
     return pids
+
+
+@pytest.fixture(scope="session")
+def determinism(tmp_path_factory) -> tuple[dict, dict]:
+    """The files of tests/_determinism.py made here and in ONE child interpreter, for all determinism tests.
+
+    The child runs with another hash seed (``PYTHONHASHSEED``) than this process and
+    encodes in 2 forked worker processes where this one encodes in-process. Returns
+    ``(here, child)``: ``here`` maps each case to its digest; ``child`` holds the child's ``digests``, its
+    ``hash`` of :data:`_determinism.HASH_PROBE` and its ``workers``.
+    """
+    import json
+    import subprocess
+
+    import _determinism
+
+    from ecnn import chunkrun
+
+    out = tmp_path_factory.mktemp("determinism")
+    _determinism.cli_input(out)
+    seed = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"
+    env = dict(os.environ, PYTHONHASHSEED=seed, ECNN_WORKERS="2")
+    tests = str(ROOT / "tests")
+    code = f"import sys; sys.path.insert(0, {tests!r}); import _determinism; _determinism.child(sys.argv[1])"
+    r = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    child = json.loads(r.stdout)
+    with chunkrun.using(1):
+        here = _determinism.digests(out, "here")
+    return here, child
