@@ -64,3 +64,31 @@ def determinism(tmp_path_factory) -> tuple[dict, dict]:
     with chunkrun.using(1):
         here = _determinism.digests(out, "here")
     return here, child
+
+
+_LEAN_IMPORT = """
+import json, sys
+import ecnn
+after_import = sorted(sys.modules)
+import numpy as np
+import ecnn.numpy as en
+data = en.encode({"w": np.ones((8, 8), np.float32)}, bits=4)
+round_trip = bool((en.decode(data)["w"] == 1).all())
+print(json.dumps({"import ecnn": after_import, "numpy round trip": round_trip, "after numpy api": sorted(sys.modules)}))
+"""
+
+
+@pytest.fixture(scope="session")
+def lean_import() -> dict:
+    """What ONE fresh interpreter holds in ``sys.modules`` after ``import ecnn``, and after
+    encoding and decoding with ``ecnn.numpy`` (``"import ecnn"``, ``"after numpy api"``),
+    and whether that round trip gave back its values (``"numpy round trip"``).
+
+    Shared by the lean-import tests of tests/test_imports.py and tests/test_train.py.
+    """
+    import json
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", _LEAN_IMPORT], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout)

@@ -1,8 +1,5 @@
 """The import direction of the stages, and a lean ``import ecnn``."""
 
-import subprocess
-import sys
-
 import pytest
 
 import ast
@@ -48,23 +45,12 @@ def test_dtypes_module_is_torch_free():
     assert all(m.split(".")[0] != "torch" for m in _imports(PKG / "dtypes.py"))
 
 
-def _modules_after(stmt: str) -> set[str]:
-    code = f"import sys; {stmt}; print('\\n'.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    return set(out.split())
-
-
-def test_import_ecnn_does_not_import_torch():
-    mods = _modules_after("import ecnn")
+def test_import_ecnn_does_not_import_torch(lean_import):
+    mods = set(lean_import["import ecnn"])
     assert "ecnn" in mods
     assert "torch" not in mods
 
 
-def test_numpy_api_works_without_torch():
-    code = (
-        "import sys, numpy as np, ecnn.numpy as en;"
-        "d = en.encode({'w': np.ones((8, 8), np.float32)}, bits=4);"
-        "assert (en.decode(d)['w'] == 1).all();"
-        "assert 'torch' not in sys.modules"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_numpy_api_works_without_torch(lean_import):
+    assert lean_import["numpy round trip"]
+    assert "torch" not in lean_import["after numpy api"]
