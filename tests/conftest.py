@@ -38,12 +38,13 @@ def forks(monkeypatch) -> list:
 
 @pytest.fixture(scope="session")
 def determinism(tmp_path_factory) -> tuple[dict, dict]:
-    """The files of tests/_determinism.py made here and in ONE child interpreter, for all determinism tests.
+    """The files of tests/_determinism.py made here and in ONE child interpreter, for every determinism test.
 
     The child runs with another hash seed (``PYTHONHASHSEED``) than this process and
-    encodes in 2 forked worker processes where this one encodes in-process. Returns
-    ``(here, child)``: ``here`` maps each case to its digest; ``child`` holds the child's ``digests``, its
-    ``hash`` of :data:`_determinism.HASH_PROBE` and its ``workers``.
+    encodes in 2 forked worker processes where this one encodes in-process; both run
+    at once. Returns ``(here, child)``: ``here`` maps each case to its digest; ``child``
+    holds the child's ``digests``, its ``hash`` of :data:`_determinism.HASH_PROBE`
+    and its ``workers``.
     """
     import json
     import subprocess
@@ -58,12 +59,19 @@ def determinism(tmp_path_factory) -> tuple[dict, dict]:
     env = dict(os.environ, PYTHONHASHSEED=seed, ECNN_WORKERS="2")
     tests = str(ROOT / "tests")
     code = f"import sys; sys.path.insert(0, {tests!r}); import _determinism; _determinism.child(sys.argv[1])"
-    r = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    child = json.loads(r.stdout)
-    with chunkrun.using(1):
-        here = _determinism.digests(out, "here")
-    return here, child
+    cmd = [sys.executable, "-c", code, str(out)]
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            with chunkrun.using(1):
+                here = _determinism.digests(out, "here")
+        finally:
+            try:
+                stdout, stderr = p.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                raise
+    assert p.returncode == 0, stderr[-3000:]
+    return here, json.loads(stdout)
 
 
 _LEAN_IMPORT = """
