@@ -13,6 +13,25 @@ settings.register_profile("dev", max_examples=30, deadline=None, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread for the whole session (torch's own setting is one per core).
+
+    Every model in the tests and in README.md is tiny: on a busy 2-core machine
+    the OpenMP threads of a second core spin-wait, and made the README's training
+    examples up to ten times slower. No test depends on the thread count.
+    """
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def root() -> Path:
     return ROOT
