@@ -3,12 +3,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from ecnn.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -63,33 +66,77 @@ def test_overwrite_rules(model, tmp_path, capsys):
     assert "refusing" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "argv, needle",
-    [
-        (["info", "/nonexistent.ecnn"], "No such file"),
-        (["pack", "/nonexistent.safetensors"], "no such file"),
-        (["unpack", "{bad}", "-o", "{tmp}/x.safetensors"], "signature"),
-        (["verify", "{bad}"], "signature"),
-        (["pack", "{model}", "-o", "{tmp}/y.ecnn", "--step", "-1"], "step"),
-        (["unpack", "{good}", "-o", "{tmp}/x.npz"], ".safetensors"),
-    ],
-)
-def test_errors_are_one_line(argv, needle, model, tmp_path):
+def _run(argv: list[str], capsys, caplog) -> tuple[int, str, str]:
+    """``ecnn ARGV`` in this process: its exit status, stdout and stderr.
+
+    A warning logged or issued on the way would reach stderr in a real run, so each
+    is added to the stderr returned here, the way ``ecnn``'s logging would print it.
+    """
+    import logging
+    import warnings
+
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as issued:
+        warnings.simplefilter("always")
+        try:
+            status = main(argv)
+        except SystemExit as e:  # argparse's own errors and --help
+            status = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    err += "".join(f"{r.levelname}: {r.getMessage()}\n" for r in caplog.records if r.levelno >= logging.WARNING)
+    err += "".join(f"{w.category.__name__}: {w.message}\n" for w in issued)
+    return status, out, err
+
+
+# One case runs `python -m ecnn` in a child process (test_an_error_from_the_entry_point_is_one_line);
+# the others call ecnn.cli.main here, with the same checks.
+_ERRORS = [
+    (["info", "/nonexistent.ecnn"], "No such file"),
+    (["pack", "/nonexistent.safetensors"], "no such file"),
+    (["unpack", "{bad}", "-o", "{tmp}/x.safetensors"], "signature"),
+    (["verify", "{bad}"], "signature"),
+    (["pack", "{model}", "-o", "{tmp}/y.ecnn", "--step", "-1"], "step"),
+    (["unpack", "{good}", "-o", "{tmp}/x.npz"], ".safetensors"),
+]
+
+
+@pytest.fixture
+def files(model, tmp_path):
+    """The names the argv of _ERRORS uses: a bad .ecnn, a good one, the model, the folder."""
     src, _ = model
     bad = tmp_path / "bad.ecnn"
     bad.write_bytes(b"hello, not a model")
     good = tmp_path / "good.ecnn"
-    main(["pack", str(src), "-o", str(good), "-q"])
-    argv = [a.format(bad=bad, tmp=tmp_path, model=src, good=good) for a in argv]
-    r = subprocess.run([sys.executable, "-m", "ecnn", *argv], capture_output=True, text=True)
-    assert r.returncode == 1
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    assert main(["pack", str(src), "-o", str(good), "-q"]) == 0
+    return {"bad": bad, "tmp": tmp_path, "model": src, "good": good}
 
 
-def test_help_has_examples():
-    r = subprocess.run([sys.executable, "-m", "ecnn", "--help"], capture_output=True, text=True, check=True)
-    assert "examples:" in r.stdout and "ecnn pack" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "ecnn", "pack", "--help"], capture_output=True, text=True, check=True)
-    assert "--lossless" in r.stdout and "examples:" in r.stdout
+def _check_one_error_line(status: int, stderr: str, needle: str) -> None:
+    assert status == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("argv, needle", _ERRORS)
+def test_errors_are_one_line(argv, needle, files, capsys, caplog):
+    status, _, err = _run([a.format(**files) for a in argv], capsys, caplog)
+    _check_one_error_line(status, err, needle)
+
+
+def test_an_error_from_the_entry_point_is_one_line(files):
+    """`python -m ecnn` in a fresh interpreter: one `error:` line on stderr, exit status 1."""
+    argv, needle = _ERRORS[3]  # a typed error, and no torch import to wait for
+    argv = [a.format(**files) for a in argv]
+    r = subprocess.run([sys.executable, "-m", "ecnn", *argv], cwd=ROOT, capture_output=True, text=True)
+    _check_one_error_line(r.returncode, r.stderr, needle)
+
+
+def test_help_has_examples(capsys, caplog):
+    status, out, _ = _run(["--help"], capsys, caplog)
+    assert status == 0
+    assert "examples:" in out and "ecnn pack" in out
+    status, out, _ = _run(["pack", "--help"], capsys, caplog)
+    assert status == 0
+    assert "--lossless" in out and "examples:" in out

@@ -9,12 +9,8 @@ runs a few hundred of its inputs).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import struct
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -172,81 +168,28 @@ def test_every_committed_fixture_through_every_reader(tmp_path, capsys):
 
 # --- determinism -----------------------------------------------------------------
 
-_DETERMINISM = r"""
-import hashlib, sys, warnings
-import numpy as np
-import torch
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-import ecnn, ecnn.numpy as en, ecnn.onnx as eo
-from ecnn.config import EncodeConfig
+def test_same_input_same_bytes_across_processes_and_hash_seeds(determinism):
+    """numpy, torch, ONNX and trained-model encodes give the same bytes in a child interpreter
+    with another hash seed and worker count (tests/_determinism.py, run once by tests/conftest.py)."""
+    import _determinism
 
-torch.set_num_threads(1)
-out = sys.argv[1]
-r = np.random.default_rng(3)
-w = (r.standard_normal((64, 64)) * 0.05).astype(np.float32)
-sparse = w * (r.random(w.shape) < 0.15)
-arrays = {
-    "w": w, "b": r.standard_normal(64).astype(np.float32), "s": sparse, "h": w[:16].astype(np.float16),
-    "i": r.integers(-9, 9, (20, 30)).astype(np.int32), "m": r.random((10, 20)) < 0.3, "e": np.zeros((0, 3), np.float32),
-}
-digests = []
-for kw in ({"bits": 8}, {"lossless": True}, {"config": EncodeConfig(bits=3, per_row=False, chunk=4096)}):
-    digests.append(hashlib.sha256(en.encode(arrays, metadata={"k": "v", "a": "b"}, **kw)).hexdigest())
-# The torch API on the same tensors, and an ONNX graph.
-digests.append(hashlib.sha256(ecnn.encode({k: torch.from_numpy(v) for k, v in arrays.items()}, bits=5)).hexdigest())
-x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
-y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
-graph = helper.make_graph(
-    [helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], "g", [x], [y],
-    [numpy_helper.from_array(w, "W"), numpy_helper.from_array(arrays["b"], "B")],
-)
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-eo.save_model(model, out + ".a.ecnn", bits=6)
-digests.append(hashlib.sha256(open(out + ".a.ecnn", "rb").read()).hexdigest())
-# A model trained with ecnn.train, converted to its grid, then packed.
-import ecnn.train
-torch.manual_seed(0)
-net = torch.nn.Sequential(torch.nn.Linear(12, 24), torch.nn.ReLU(), torch.nn.Linear(24, 3))
-ecnn.train.prepare_(net, ecnn.train.TrainConfig(method="ect", lam=0.05))
-opt = torch.optim.SGD(net.parameters(), 1e-2)
-xs, ys = torch.randn(32, 12), torch.randint(0, 3, (32,))
-for _ in range(3):
-    loss = torch.nn.functional.cross_entropy(net(xs), ys) + ecnn.train.regularizer(net)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-steps = ecnn.train.convert_(net)
-digests.append(hashlib.sha256(ecnn.encode(net.state_dict(), config=ecnn.train.encode_config(steps))).hexdigest())
-print(" ".join(digests))
-"""
-
-
-def test_same_input_same_bytes_across_processes_and_hash_seeds(tmp_path):
-    runs = []
-    for seed in ("0", "1"):
-        env = dict(os.environ, PYTHONHASHSEED=seed)
-        r = subprocess.run(
-            [sys.executable, "-c", _DETERMINISM, str(tmp_path / f"run{seed}")], capture_output=True, text=True, env=env, check=False
-        )
-        assert r.returncode == 0, r.stderr[-2000:]
-        runs.append(r.stdout.split())
+    here, child = determinism
+    assert child["hash"] != hash(_determinism.HASH_PROBE)  # the two processes hash strings differently
+    assert child["workers"] == 2  # forked encoders there, none here
+    cases = ["numpy bits=8", "numpy lossless", "numpy config", "torch bits=5", "onnx bits=6", "trained"]
+    runs = [[d[c] for c in cases] for d in (here, child["digests"])]
     assert len(runs[0]) == 6 and runs[0] == runs[1]
     assert len(set(runs[0])) == len(runs[0])  # different options give different files
 
 
-def test_cli_pack_is_deterministic(tmp_path):
-    from safetensors.numpy import save_file
+def test_cli_pack_is_deterministic(determinism):
+    """``ecnn pack`` writes the same bytes in the child interpreter as here."""
+    import _determinism
 
-    r = np.random.default_rng(5)
-    save_file({"w": (r.standard_normal((40, 30)) * 0.1).astype(np.float32), "b": np.ones(40, np.float32)}, str(tmp_path / "m.safetensors"))
-    digests = set()
-    for seed in ("0", "7"):
-        out = tmp_path / f"m{seed}.ecnn"
-        env = dict(os.environ, PYTHONHASHSEED=seed)
-        subprocess.run([sys.executable, "-m", "ecnn", "pack", str(tmp_path / "m.safetensors"), "-o", str(out), "-q"], check=True, env=env)
-        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
-    assert len(digests) == 1
+    here, child = determinism
+    assert child["hash"] != hash(_determinism.HASH_PROBE)
+    digests = {here["cli pack"], child["digests"]["cli pack"]}
+    assert len(digests) == 1 and len(here["cli pack"]) == 64, digests
 
 
 # --- header parsing memory ----------------------------------------------------------
