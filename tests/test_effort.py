@@ -10,7 +10,7 @@ import pytest
 
 import ecnn.numpy as en
 from ecnn import dtypes, quantize, select
-from ecnn.repr import fields
+from ecnn.select import floats as select_floats
 from ecnn import file as efile
 from ecnn.cli import main
 from ecnn.coder import ctx
@@ -154,20 +154,20 @@ def test_head_search_stops_once_the_estimate_grows():
     u = floats.bit_patterns(x)
     e_bits, m_bits = floats.layout("float32")
     calls = []
-    real = fields._estimate_head_bits
+    real = select_floats.estimate_head_bits
 
     def counting(*args):
         calls.append(args[3])
         return real(*args)
 
-    fields._estimate_head_bits = counting
+    select_floats.estimate_head_bits = counting
     try:
-        k_best = fields.choose_head(u, e_bits, m_bits)
+        k_best = select_floats.choose_head(u, e_bits, m_bits)
         n_best = len(calls)
         calls.clear()
-        k_fast = fields.choose_head(u, e_bits, m_bits, "fast")
+        k_fast = select_floats.choose_head(u, e_bits, m_bits, "fast")
     finally:
-        fields._estimate_head_bits = real
+        select_floats.estimate_head_bits = real
     assert n_best == floats.MAX_HEAD_MANTISSA + 1
     assert len(calls) < n_best and k_fast == k_best
 

@@ -15,7 +15,6 @@ import tracemalloc
 from pathlib import Path
 
 import msgpack
-import numpy as np
 import pytest
 
 import ecnn

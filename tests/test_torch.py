@@ -137,7 +137,7 @@ def test_worker_processes_give_the_same_tensors(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="decoding splits over processes only on Linux")
 @pytest.mark.parametrize("format_minor", [0, 1])
 def test_split_decoding_gives_the_same_tensors(tmp_path, monkeypatch, forks, format_minor):
-    from ecnn import chunkrun, parallel
+    from ecnn import chunkrun
 
     p = tmp_path / "m.ecnn"
     sd = _mixed_state()
@@ -167,7 +167,7 @@ def test_split_decoding_gives_the_same_tensors(tmp_path, monkeypatch, forks, for
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="decoding splits over processes only on Linux")
 def test_small_tensors_before_a_large_one_come_out_in_order(tmp_path, monkeypatch, forks):
-    from ecnn import chunkrun, parallel
+    from ecnn import chunkrun
 
     torch.manual_seed(3)
     sd = {}

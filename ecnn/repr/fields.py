@@ -24,13 +24,12 @@ heads whole, then merge chunk by chunk the same way.
 
 from __future__ import annotations
 
-import msgpack
 import numpy as np
 
 from ecnn import chunkrun, select
-from ecnn.coder import blocks, categorical, packed, streams
-from ecnn.config import Effort
-from ecnn.context import floats, order0
+from ecnn.select import floats as select_floats
+from ecnn.coder import blocks, packed, streams
+from ecnn.context import floats
 from ecnn.dtypes import DType
 from ecnn.errors import CorruptPayload, InvalidField, UnknownField
 from ecnn.repr import base
@@ -38,9 +37,6 @@ from ecnn.repr import base
 KIND = "fields"
 KEYS = {"kind", "head"}
 NSTREAMS = 4
-SIGN_GAIN = 0.97  # signs are entropy coded only when that saves at least 3% of their packed bytes
-SIGN_TRY_ENTROPY = 0.995  # ... and tried only where their order-0 entropy (bits) is below this,
-SIGN_TRY_COUNT = 1 << 20  # or where there are at most this many (a large tensor's row/column plans are slow)
 HEAD_CHUNK = 1 << 18  # heads per chunk at most: few decoder calls per chunk, and chunks for several cores
 MERGE_CHUNK = 1 << 16  # elements per chunk when the heads are not a blocks stream
 
@@ -53,80 +49,6 @@ def applies(dt: DType) -> bool:
 def _raw_width(bits: int) -> int:
     """Width of the raw fallback for unsigned values of ``bits`` bits."""
     return next(w for w in (1, 2, 4, 8) if bits <= 8 * w)
-
-
-def _desc_cost(desc: dict, payload: bytes) -> int:
-    return len(payload) + len(msgpack.packb(desc))
-
-
-def _smaller(a, b):
-    return a if _desc_cost(*a) <= _desc_cost(*b) else b
-
-
-def _packed(values: np.ndarray, width: int) -> tuple[dict, bytes]:
-    data = packed.pack(values, width)
-    return {"coder": "packed", "length": len(data), "width": width}, data
-
-
-def _estimate_head_bits(u: np.ndarray, e_bits: int, m_bits: int, k: int) -> float:
-    """Order-0 cost of the heads with ``k`` mantissa bits plus ``r`` tail bits each (shifts ignored)."""
-    heads = (u >> np.uint64(m_bits - k)) & np.uint64((1 << (e_bits + k)) - 1)
-    lo = int(heads.min())
-    idx = (heads - np.uint64(lo)).astype(np.int64)
-    nsym = int(idx.max()) + 1
-    if nsym == 1:
-        return float(u.size * (m_bits - k))
-    if nsym > 1 << 20:
-        return float(u.size * (e_bits + m_bits))
-    fit = order0.fit(np.bincount(idx, minlength=nsym))
-    return fit.total_bits + float(u.size * (m_bits - k))
-
-
-def choose_head(u: np.ndarray, e_bits: int, m_bits: int, effort: str = "best") -> int:
-    """Mantissa bits ``k`` in the head: the cheapest by the order-0 estimate, on a sample of large tensors.
-
-    Below effort ``"best"`` the search stops once the estimate has grown twice in a row.
-    """
-    sample = u[:: max(1, u.size // (1 << 21))]
-    costs: list[float] = []
-    stop = Effort.of(effort).head_early_stop
-    for k in range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1):
-        costs.append(_estimate_head_bits(sample, e_bits, m_bits, k))
-        if stop and len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
-            break
-    return int(np.argmin(costs))
-
-
-def _heads(heads: np.ndarray, hb: int, rows: int, chunk: int, effort: str = "best") -> tuple[dict, bytes]:
-    """Stream 2: ``const``, ``blocks`` (row and column class tables) or ``packed``, whichever is smallest."""
-    lo, hi = int(heads.min()), int(heads.max())
-    if lo == hi:
-        return streams.encode_const(lo)
-    best = _packed(heads, hb)
-    nsym = hi - lo + 1
-    if nsym <= blocks.MAX_NSYM:
-        sym = (heads - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
-        p, bits = select.plan_blocks(sym, nsym, chunk, effort)
-        if bits < 8.0 * _desc_cost(*best):
-            crows = categorical.chunk_rows_for(rows, sym.shape[1], min(chunk, HEAD_CHUNK))
-            best = _smaller(blocks.encode(sym, p, lo, nsym, crows), best)
-    return best
-
-
-def _signs(signs: np.ndarray, rows: int | None, chunk: int, effort: str = "best") -> tuple[dict, bytes]:
-    """Stream 0: ``packed``, unless a coded stream saves at least 3% (coded signs cost decoding time)."""
-    s = _packed(signs, 1)
-    ones = int(np.count_nonzero(signs))
-    if ones in (0, signs.size):
-        return streams.encode_const(int(signs[0]))
-    p1 = ones / signs.size
-    h0 = -(p1 * np.log2(p1) + (1 - p1) * np.log2(1 - p1))
-    # Row/column contexts are tried only where they could plausibly save 3%: on
-    # small tensors, or where the signs are skewed overall.
-    if h0 > SIGN_TRY_ENTROPY and signs.size > SIGN_TRY_COUNT:
-        return s
-    coded = select.encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows, effort=effort)
-    return coded if _desc_cost(*coded) <= SIGN_GAIN * _desc_cost(*s) else s
 
 
 def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort: str = "best") -> tuple[dict, list, bytes]:
@@ -144,12 +66,12 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort:
     rows = floats.row_count(arr.shape)
     cols = u.size // rows
     if k is None:
-        k = choose_head(u, e_bits, m_bits, effort)
+        k = select_floats.choose_head(u, e_bits, m_bits, effort)
     r = m_bits - k
     signs, heads, shifts, tails = floats.split(u, e_bits, m_bits, k, rows)
-    s = _signs(signs, rows if arr.ndim >= 2 else None, chunk, effort)
+    s = select_floats.sign_stream(signs, rows if arr.ndim >= 2 else None, chunk, effort)
     t = select.encode_best(shifts, 1, False, chunk, effort=effort)
-    h = _heads(heads, e_bits + k, rows, chunk, effort)
+    h = select_floats.head_stream(heads, e_bits + k, rows, min(chunk, HEAD_CHUNK), chunk, effort)
     if r == 0:
         tl = streams.encode_const(0)
     else:

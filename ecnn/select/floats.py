@@ -1,0 +1,99 @@
+"""Choosing the streams of the ``fields`` representation (spec/CODING.md 4.9 and 11).
+
+How many mantissa bits go into the heads (:func:`choose_head`), and which coder
+the signs (:func:`signs`) and the heads (:func:`heads`) get: ``packed`` bit
+fields unless an entropy-coded stream pays for its tables and decoding time.
+The representation itself (:mod:`ecnn.repr.fields`) splits and merges the fields.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+
+from ecnn.coder import blocks, categorical, packed, streams
+from ecnn.config import Effort
+from ecnn.context import floats, order0
+from ecnn.select.classes import plan_blocks
+from ecnn.select.stream import encode_best
+
+SIGN_GAIN = 0.97  # signs are entropy coded only when that saves at least 3% of their packed bytes
+SIGN_TRY_ENTROPY = 0.995  # ... and tried only where their order-0 entropy (bits) is below this,
+SIGN_TRY_COUNT = 1 << 20  # or where there are at most this many (a large tensor's row/column plans are slow)
+
+
+def desc_cost(desc: dict, payload: bytes) -> int:
+    return len(payload) + len(msgpack.packb(desc))
+
+
+def smaller(a, b):
+    return a if desc_cost(*a) <= desc_cost(*b) else b
+
+
+def packed_stream(values: np.ndarray, width: int) -> tuple[dict, bytes]:
+    data = packed.pack(values, width)
+    return {"coder": "packed", "length": len(data), "width": width}, data
+
+
+def estimate_head_bits(u: np.ndarray, e_bits: int, m_bits: int, k: int) -> float:
+    """Order-0 cost of the heads with ``k`` mantissa bits plus ``r`` tail bits each (shifts ignored)."""
+    heads = (u >> np.uint64(m_bits - k)) & np.uint64((1 << (e_bits + k)) - 1)
+    lo = int(heads.min())
+    idx = (heads - np.uint64(lo)).astype(np.int64)
+    nsym = int(idx.max()) + 1
+    if nsym == 1:
+        return float(u.size * (m_bits - k))
+    if nsym > 1 << 20:
+        return float(u.size * (e_bits + m_bits))
+    fit = order0.fit(np.bincount(idx, minlength=nsym))
+    return fit.total_bits + float(u.size * (m_bits - k))
+
+
+def choose_head(u: np.ndarray, e_bits: int, m_bits: int, effort: str = "best") -> int:
+    """Mantissa bits ``k`` in the head: the cheapest by the order-0 estimate, on a sample of large tensors.
+
+    Below effort ``"best"`` the search stops once the estimate has grown twice in a row.
+    """
+    sample = u[:: max(1, u.size // (1 << 21))]
+    costs: list[float] = []
+    stop = Effort.of(effort).head_early_stop
+    for k in range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1):
+        costs.append(estimate_head_bits(sample, e_bits, m_bits, k))
+        if stop and len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
+            break
+    return int(np.argmin(costs))
+
+
+def head_stream(heads: np.ndarray, hb: int, rows: int, block_chunk: int, chunk: int, effort: str = "best") -> tuple[dict, bytes]:
+    """Stream 2: ``const``, ``blocks`` (row and column class tables) or ``packed``, whichever is smallest.
+
+    ``block_chunk`` bounds the symbols per chunk of a ``blocks`` stream; ``chunk`` is the config's chunk size.
+    """
+    lo, hi = int(heads.min()), int(heads.max())
+    if lo == hi:
+        return streams.encode_const(lo)
+    best = packed_stream(heads, hb)
+    nsym = hi - lo + 1
+    if nsym <= blocks.MAX_NSYM:
+        sym = (heads - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
+        p, bits = plan_blocks(sym, nsym, chunk, effort)
+        if bits < 8.0 * desc_cost(*best):
+            crows = categorical.chunk_rows_for(rows, sym.shape[1], block_chunk)
+            best = smaller(blocks.encode(sym, p, lo, nsym, crows), best)
+    return best
+
+
+def sign_stream(signs: np.ndarray, rows: int | None, chunk: int, effort: str = "best") -> tuple[dict, bytes]:
+    """Stream 0: ``packed``, unless a coded stream saves at least 3% (coded signs cost decoding time)."""
+    s = packed_stream(signs, 1)
+    ones = int(np.count_nonzero(signs))
+    if ones in (0, signs.size):
+        return streams.encode_const(int(signs[0]))
+    p1 = ones / signs.size
+    h0 = -(p1 * np.log2(p1) + (1 - p1) * np.log2(1 - p1))
+    # Row/column contexts are tried only where they could plausibly save 3%: on
+    # small tensors, or where the signs are skewed overall.
+    if h0 > SIGN_TRY_ENTROPY and signs.size > SIGN_TRY_COUNT:
+        return s
+    coded = encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows, effort=effort)
+    return coded if desc_cost(*coded) <= SIGN_GAIN * desc_cost(*s) else s
