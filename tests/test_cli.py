@@ -140,3 +140,18 @@ def test_help_has_examples(capsys, caplog):
     status, out, _ = _run(["pack", "--help"], capsys, caplog)
     assert status == 0
     assert "--lossless" in out and "examples:" in out
+
+
+def test_info_into_a_closed_pipe_stops_quietly(tmp_path):
+    """``ecnn info m.ecnn | head -1``: no error line, the status of a process ended by SIGPIPE."""
+    import numpy as np
+
+    import ecnn.numpy as en
+
+    p = tmp_path / "many.ecnn"
+    en.save_file({f"layer{i}.weight": np.zeros((2, 2), np.float32) for i in range(4000)}, p, lossless=True)
+    proc = subprocess.Popen([sys.executable, "-m", "ecnn", "info", str(p)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"tensor")
+    proc.stdout.close()  # far more than a pipe's buffer is still to come
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b""
