@@ -31,14 +31,14 @@ from ecnn.repr import raw, uniform
 log = logging.getLogger(__name__)
 
 
-
 # --- encoding ---------------------------------------------------------------
 
 
 def _exact(arr: np.ndarray, dt: DType, cfg: EncodeConfig, own: bool = True) -> list:
     """Candidates for a tensor stored exactly: raw, byte planes, ``fields``, and with
-    ``own`` the type's own (integers, or a float codebook). Below effort ``"best"``,
-    matrices where ``fields`` applies skip the byte planes, which seldom win there."""
+    ``own`` the type's own (integers, or a float codebook). Unless the effort policy
+    says ``planes_with_fields``, matrices where ``fields`` applies skip the byte
+    planes, which seldom win there."""
     fields_ok = reprs.fields.applies(dt) and cfg.format_minor >= 1
     names = ["raw"]
     if cfg.policy.planes_with_fields or arr.ndim < 2 or not fields_ok:
