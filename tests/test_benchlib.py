@@ -118,6 +118,16 @@ def test_refuses_a_section_that_is_not_the_benchmarks(tmp_path, name, section):
     assert not res.exists()
 
 
+def test_the_repository_dashboard_has_one_section_per_benchmark_and_its_contents():
+    text = benchlib.RESULTS.read_text()
+    preamble, sections = benchlib._split(text)
+    names = [benchlib.section_name(s) for s in sections]
+    assert len(names) == len(set(names)) and names == sorted(names)
+    assert benchlib.render(sections) == text  # the preamble and its contents list are in step
+    for name in names:
+        assert benchlib.history_path(name).is_file(), name
+
+
 def test_importing_benchlib_is_light():
     code = "import sys; sys.path.insert(0, 'tools'); import benchlib; print(sorted(m for m in ('numpy', 'torch', 'ecnn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout

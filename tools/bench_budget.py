@@ -503,7 +503,8 @@ def main(argv=None) -> int:
         print(sections[-1])
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
     models = [m.strip() for m in a.models.split(",")]
-    bench = "bench_budget" if models == ["mnist", "minilm"] else f"bench_budget --models {','.join(models)}"
+    bench = "bench_budget" + ("" if models == ["mnist", "minilm"] else f" --models {','.join(models)}")
+    bench += " --no-train" * a.no_train + " --no-drop" * a.no_drop  # runs that leave points out keep their own section
     section = (
         f"## {bench}: rate-accuracy of ecnn's allocation vs uniform bits vs NNCodec ({now})\n\n"
         f"- machine: {machine()} (shared with other work; times are indicative, sizes are not affected); load average "
