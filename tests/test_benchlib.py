@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-import benchlib  # noqa: E402
-from benchlib import record_results  # noqa: E402
+import benchlib
+from benchlib import record_results
 
 
 def _section(name: str, when: str, body: str = "figures") -> str:
@@ -44,7 +44,12 @@ def test_replacing_keeps_one_section_and_moves_the_old_one_to_history(tmp_path):
 
     record_results("bench_load", _section("bench_load", "Tue 2", "new"), res)
     _, after = benchlib._split(res.read_text())
-    assert [benchlib.section_name(s) for s in after] == ["bench_codec", "bench_load", "bench_pack", "fuzz_ecnn --corruption"]
+    assert [benchlib.section_name(s) for s in after] == [
+        "bench_codec",
+        "bench_load",
+        "bench_pack",
+        "fuzz_ecnn --corruption",
+    ]
     assert after[1] == _section("bench_load", "Tue 2", "new")
     for i in (0, 2, 3):  # the others, byte for byte and in their places
         assert after[i] == before[i]
@@ -120,7 +125,7 @@ def test_refuses_a_section_that_is_not_the_benchmarks(tmp_path, name, section):
 
 def test_the_repository_dashboard_has_one_section_per_benchmark_and_its_contents():
     text = benchlib.RESULTS.read_text()
-    preamble, sections = benchlib._split(text)
+    _, sections = benchlib._split(text)
     names = [benchlib.section_name(s) for s in sections]
     assert len(names) == len(set(names)) and names == sorted(names)
     assert benchlib.render(sections) == text  # the preamble and its contents list are in step
@@ -132,3 +137,13 @@ def test_importing_benchlib_is_light():
     code = "import sys; sys.path.insert(0, 'tools'); import benchlib; print(sorted(m for m in ('numpy', 'torch', 'ecnn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_files_keep_their_permissions(tmp_path):
+    res = tmp_path / "RESULTS.md"
+    record_results("bench_pack", _section("bench_pack", "Mon 1"), res)
+    assert res.stat().st_mode & 0o777 == 0o644
+    res.chmod(0o664)
+    record_results("bench_pack", _section("bench_pack", "Tue 2"), res)
+    assert res.stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "history" / "bench_pack.md").stat().st_mode & 0o777 == 0o644

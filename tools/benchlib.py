@@ -87,10 +87,14 @@ def _split(text: str) -> tuple[str, list[str]]:
     return "".join(lines[: starts[0]]), sections
 
 
+def _heading(section: str) -> str:
+    """A section's heading line without its ``## ``."""
+    return section.split("\n", 1)[0][3:]
+
+
 def section_name(section: str) -> str:
     """The benchmark name of a section: its heading up to the first ``": "``."""
-    heading = section.split("\n", 1)[0][3:]
-    return heading.split(": ", 1)[0].strip()
+    return _heading(section).split(": ", 1)[0].strip()
 
 
 def history_path(name: str, path: Path = RESULTS) -> Path:
@@ -103,7 +107,7 @@ def history_path(name: str, path: Path = RESULTS) -> Path:
 
 
 def _preamble(sections: list[str]) -> str:
-    contents = "".join(f"- {s.split(chr(10), 1)[0][3:]}\n" for s in sections) or "- (none yet)\n"
+    contents = "".join(f"- {_heading(s)}\n" for s in sections) or "- (none yet)\n"
     return (
         f"{RESULTS_HEADING}\n"
         "Today's figures: one section per benchmark (a tool, or one sub-run of it such as "
@@ -120,10 +124,15 @@ def render(sections: list[str]) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    The file keeps its permissions (a new one gets 0644; mkstemp's own are 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -138,10 +147,13 @@ def _write_atomic(path: Path, text: str) -> None:
 def append_history(name: str, sections: list[str], note: str, path: Path = RESULTS) -> Path:
     """Append ``sections`` (verbatim) to the history file of ``name`` under a one-line heading ``note``."""
     hist = history_path(name, path)
-    old = hist.read_text(encoding="utf-8") if hist.exists() else (
-        f"# {name.split()[0]}: earlier runs\n\nRuns that bench/RESULTS.md no longer shows, oldest first, "
-        "each under a line saying when it left the dashboard.\n"
-    )
+    if hist.exists():
+        old = hist.read_text(encoding="utf-8")
+    else:
+        old = (
+            f"# {name.split()[0]}: earlier runs\n\nRuns that bench/RESULTS.md no longer shows, oldest first, "
+            "each under a line saying when it left the dashboard.\n"
+        )
     body = "".join("\n" + s for s in sections)
     _write_atomic(hist, old.rstrip("\n") + "\n\n" + f"# {note}\n" + body)
     return hist
@@ -162,7 +174,8 @@ def record_results(name: str, section: str, path: Path = RESULTS) -> None:
         path: The dashboard file (bench/RESULTS.md by default).
 
     Raises:
-        ValueError: If ``name`` is empty, has outer spaces or ``": "``, or ``section`` does not start with ``"## <name>: "`` or holds another ``## `` heading.
+        ValueError: If ``name`` is empty or holds outer spaces or ``": "``, or if
+            ``section`` does not start with ``"## <name>: "`` or holds another ``## `` heading.
     """
     if not name or name != name.strip() or ": " in name or "\n" in name:
         raise ValueError(f"not a benchmark name: {name!r}")
