@@ -474,7 +474,7 @@ def main(argv=None) -> int:
 
     import ecnn.budget as eb
     from bench_pack import versions
-    from benchlib import append_results, command_line, machine
+    from benchlib import command_line, machine, record_results
 
     torch.manual_seed(0)
     cfg = eb.BudgetConfig()
@@ -502,8 +502,11 @@ def main(argv=None) -> int:
         )
         print(sections[-1])
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
+    models = [m.strip() for m in a.models.split(",")]
+    bench = "bench_budget" + ("" if models == ["mnist", "minilm"] else f" --models {','.join(models)}")
+    bench += " --no-train" * a.no_train + " --no-drop" * a.no_drop  # runs that leave points out keep their own section
     section = (
-        f"## bench_budget: rate-accuracy of ecnn's allocation vs uniform bits vs NNCodec ({now})\n\n"
+        f"## {bench}: rate-accuracy of ecnn's allocation vs uniform bits vs NNCodec ({now})\n\n"
         f"- machine: {machine()} (shared with other work; times are indicative, sizes are not affected); load average "
         f"(1/5/15 min) {' / '.join(f'{v:.2f}' for v in load0)} at the start, "
         f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end\n"
@@ -514,7 +517,7 @@ def main(argv=None) -> int:
         "figures depend on the ladder of targets / qps / bits.\n\n" + "\n".join(sections)
     )
     if not a.no_append:
-        append_results(section, a.results)
+        record_results(bench, section, a.results)
     return 0 if ok else 1
 
 

@@ -680,7 +680,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
-    from benchlib import append_results, command_line, machine  # tools/ is not on the workers' path
+    from benchlib import command_line, machine, record_results  # tools/ is not on the workers' path
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     chosen = [i.strip() for i in args.inputs.split(",") if i.strip()]
@@ -710,8 +710,9 @@ def main(argv=None) -> int:
     busy = any(_load1(v) > (os.cpu_count() or 1) for v in (load_before, load_after))
 
     if not args.no_append:
+        bench = "bench_codec" if chosen else "bench_codec --ecnn"  # a run of trained files alone is its own section
         parts = [
-            f"## bench_codec: ecnn vs DeepCABAC on identical symbols ({date})\n",
+            f"## {bench}: ecnn vs DeepCABAC on identical symbols ({date})\n",
             f"- date: {date}",
             f"- machine: {machine()}; load average (1/5/15 min) {load_before} at the start, {load_after} at the end"
             + (" (above the CPU count: others' jobs shared the cores, so trust the CPU-second columns over the wall-clock ones)" if busy else ""),
@@ -741,7 +742,7 @@ def main(argv=None) -> int:
                 parts.append(f"- ecnn source (sha256 of ecnn/**/*.py, first 12 hex digits): {', '.join(sorted(s.ecnn_src))}")
             parts += [f"- {n}" for n in s.notes]
             parts.append(f"\n{md}")
-        append_results("\n".join(parts) + "\n")
+        record_results(bench, "\n".join(parts) + "\n")
     if failed:
         log.error("round-trip checks failed: %s", "; ".join(failed))
         return 1

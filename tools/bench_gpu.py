@@ -380,7 +380,7 @@ def main(argv=None) -> int:
         a.json.write_text(json.dumps(res, indent=1))
     tbl = table(res)
     print(tbl)
-    from benchlib import append_results, command_line, machine
+    from benchlib import command_line, machine, record_results
 
     import ecnn
     import onnxruntime
@@ -399,7 +399,7 @@ def main(argv=None) -> int:
         f"{tbl}\n"
     )
     if not a.no_append:
-        append_results(section, a.results)
+        record_results("bench_gpu", section, a.results)
     ok = all(v["identical"] for v in res["identity"].values()) and res["minilm_cosine"][8] >= 0.999
     return 0 if ok else 1
 

@@ -170,7 +170,7 @@ def main(argv=None) -> int:
 
     import ecnn
     from bench_pack import versions
-    from benchlib import append_results, command_line, machine
+    from benchlib import command_line, machine, record_results
 
     t_start = time.perf_counter()
     a.out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
         f"{tbl}\n"
     )
     if not a.no_append:
-        append_results(section, a.results)
+        record_results("bench_load", section, a.results)
     return 0 if ok else 1
 
 

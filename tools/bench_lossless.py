@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchlib import append_results, command_line, machine  # noqa: E402
+from benchlib import command_line, machine, record_results  # noqa: E402
 from bench_load import model_dir  # noqa: E402
 from ecnn import chunkrun, dtypes, parallel  # noqa: E402
 from ecnn import file as efile  # noqa: E402
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     print("\n".join(verdicts))
     if not args.no_append:
         section = (
-            f"## Lossless float coding, all-MiniLM-L6-v2 ({_dt.date.today().isoformat()})\n\n"
+            f"## bench_lossless: lossless float coding, all-MiniLM-L6-v2 ({_dt.date.today().isoformat()})\n\n"
             f"- machine: {machine()}; the CPU is shared with other work, so times vary between runs; sizes do not. "
             f"Load average (1/5/15 min) {' / '.join(f'{x:.2f}' for x in load0)} at the start, "
             f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end.\n"
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
             "tensors (ecnn: the whole file); every decoded tensor checked bit for bit; MB/s of original bytes.\n\n"
             f"{table}\n\n" + "\n".join(verdicts) + "\n"
         )
-        append_results(section)
+        record_results("bench_lossless", section)
     return 0
 
 

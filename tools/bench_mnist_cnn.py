@@ -47,7 +47,7 @@ import torch  # noqa: E402
 import ecnn.onnx as eo  # noqa: E402
 import ecnn.torch as et  # noqa: E402
 from bench_pack import versions  # noqa: E402
-from benchlib import append_results, command_line, machine  # noqa: E402
+from benchlib import command_line, machine, record_results  # noqa: E402
 
 log = logging.getLogger("bench_mnist_cnn")
 SITE = Path(np.__file__).resolve().parent.parent
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         f"{tbl}\n"
     )
     if not a.no_append:
-        append_results(section, a.results)
+        record_results("bench_mnist_cnn", section, a.results)
     return 0 if ok else 1
 
 

@@ -117,7 +117,7 @@ def main(argv=None) -> int:
 
     import ecnn
     import ecnn.onnx as eo
-    from benchlib import append_results, command_line, machine
+    from benchlib import command_line, machine, record_results
 
     t_start = time.perf_counter()
     shutil.rmtree(a.out_dir, ignore_errors=True)
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         f"{tbl}\n\n{summary}\n"
     )
     if not a.no_append:
-        append_results(section, a.results)
+        record_results("bench_onnx_large", section, a.results)
     return 0 if same and cos > 0.99 else 1
 
 

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import ecnn  # noqa: E402
-from benchlib import append_results, command_line, machine  # noqa: E402
+from benchlib import command_line, machine, record_results  # noqa: E402
 
 log = logging.getLogger("bench_pack")
 
@@ -298,8 +298,9 @@ def main(argv=None) -> int:
     if not args.no_append:
         when = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
         name = "all-MiniLM-L6-v2" if args.weights is None else args.weights.name
+        bench = "bench_pack" if args.weights is None else f"bench_pack --weights {args.weights.name}"
         section = (
-            f"## bench_pack: {name} ({when})\n\n"
+            f"## {bench}: {name} ({when})\n\n"
             f"- date: {when}\n"
             f"- machine: {machine()}\n"
             f"- software: {versions()}\n"
@@ -314,7 +315,7 @@ def main(argv=None) -> int:
         )
         if args.weights is not None:
             section = section.replace(f" from the `{MODEL_PACKAGE}` package", "")
-        append_results(section, args.results)
+        record_results(bench, section, args.results)
     if failed:
         log.error("checks failed for: %s", ", ".join(failed))
         return 1

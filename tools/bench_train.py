@@ -1,4 +1,4 @@
-"""Entropy-constrained training benchmark: run the table's jobs, print it, append it to bench/RESULTS.md.
+"""Entropy-constrained training benchmark: run the table's jobs, print it, record it in bench/RESULTS.md.
 
 Each job is one ``tools/train.py`` command (a model, a dataset, a method and a
 lambda); its JSON result lands in ``bench/train/``. ``--collect`` skips
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default="", help="comma-separated models to run (default: all)")
     p.add_argument("--collect", action="store_true", help="do not train; tabulate bench/train/*.json")
-    p.add_argument("--no-append", action="store_true", help="print only; do not append to bench/RESULTS.md")
+    p.add_argument("--no-append", action="store_true", help="print only; do not record it in bench/RESULTS.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.time()
@@ -113,10 +113,12 @@ def main(argv=None) -> int:
     print(text)
     if not args.no_append:
         import torch
+        from benchlib import record_results
 
+        bench = "bench_train" if not args.only else f"bench_train --only {args.only}"
         cmd = "python tools/bench_train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         head = (
-            f"\n## bench_train: entropy-constrained training ({time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())})\n\n"
+            f"## {bench}: entropy-constrained training ({time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())})\n\n"
             f"- machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread\n"
             f"- command (from the repository root, after `bash tools/setup_bench.sh`): `.venv/bin/{cmd}` ({time.time() - t0:.0f} s)\n"
             "- ratio = 4 bytes x parameters / bytes of the whole .ecnn file; accuracies on the 10k test set; "
@@ -124,8 +126,7 @@ def main(argv=None) -> int:
             "- rate figure / coded: the final rate figure (the codec's estimate of the trained symbols) against the real coded "
             "bytes of the quantized tensors; order-0 figure: the value the regularizer trains on (order-0 coder)\n\n"
         )
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-            f.write(head + text)
+        record_results(bench, head + text)
     return 0
 
 

@@ -110,10 +110,11 @@ def main() -> int:
     for k, v in all_crashes.items():
         print("CRASH", k, v, sep="\n")
     if not a.no_append:
-        from benchlib import append_results, command_line, machine
+        from benchlib import command_line, machine, record_results
 
         now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
-        append_results(
+        record_results(
+            "fuzz_decode",
             f"## fuzz_decode: mutated conformance vectors ({now})\n\n"
             f"- machine: {machine()}\n"
             f"- command: `{command_line()}`\n"

@@ -1044,12 +1044,14 @@ def main() -> int:
         )
         print(btable)
     if not a.no_append:
-        from benchlib import append_results, command_line, machine
+        from benchlib import command_line, machine, record_results
 
         now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
         crash_lines = "".join(f"- {n.splitlines()[0]}\n" for n in notes) or "- no crashes, no dead or hung workers\n"
+        ran = [t for t in TARGETS if t in results]
+        bench = "fuzz_ecnn" if len(ran) == len(TARGETS) else f"fuzz_ecnn --targets {','.join(ran) or 'none'}"
         section = (
-            f"## fuzz_ecnn: decode, open and the CLI on hostile files ({now})\n\n"
+            f"## {bench}: decode, open and the CLI on hostile files ({now})\n\n"
             f"- machine: {machine()} (shared with other work while it ran: times are upper bounds)\n"
             f"- command: `{command_line()}`\n"
             f"- seeds: {len(seeds)} (every file under fixtures/, and small files from the current encoder); "
@@ -1067,6 +1069,7 @@ def main() -> int:
             "reader's copy of the header bytes, 1 byte per byte):"
         )
         if btable and not results:
+            bench = "fuzz_ecnn --header-bombs"
             section = (
                 f"## fuzz_ecnn --header-bombs: parsing the densest headers ({now})\n\n"
                 f"- machine: {machine()} (shared with other work while it ran: times are upper bounds)\n"
@@ -1074,7 +1077,7 @@ def main() -> int:
             )
         elif btable:
             section += f"\n{bnote}\n\n{btable}\n"
-        append_results(section)
+        record_results(bench, section)
     bad = any(r["crashes"] or r["deaths"] for r in results.values())
     return 1 if bad else 0
 
@@ -1108,11 +1111,12 @@ def corruption_main(a) -> int:
         print(b)
     print(f"{secs:.0f} s on {a.workers} workers")
     if not a.no_append:
-        from benchlib import append_results, command_line, machine
+        from benchlib import command_line, machine, record_results
 
         now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
         listed = "".join(f"- {b}\n" for b in bad[:20]) or "- every damaged file was rejected with a typed error\n"
-        append_results(
+        record_results(
+            "fuzz_ecnn --corruption",
             f"## fuzz_ecnn --corruption: every single-bit flip and every truncation ({now})\n\n"
             f"- machine: {machine()} (shared with other work while it ran: times are upper bounds)\n"
             f"- command: `{command_line()}`\n"
