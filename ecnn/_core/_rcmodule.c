@@ -349,7 +349,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_rc", "The range decoder of spec/RANGE_CODER.md, in C.", -1, module_methods,
+    PyModuleDef_HEAD_INIT, "_rc", "The range decoder of spec/RANGE_CODER.md, in C.", -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__rc(void)
