@@ -18,7 +18,7 @@ module is built by pip from ``setup.py`` when ecnn is installed.
 """
 
 try:
-    from ecnn._core import _rc  # noqa: F401 - the compiled module, built by pip (setup.py)
+    import ecnn._core._rc  # noqa: F401 - the compiled module, built by pip (setup.py)
 except ImportError as e:  # pragma: no cover - a source tree whose core was never built
     raise ImportError(
         "ecnn's compiled core (ecnn/_core/_rc) is not built: install ecnn with pip (`pip install -e .` in a "
