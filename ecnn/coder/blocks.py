@@ -13,7 +13,7 @@ a chunk differs, so that a decoder needs no per-element ordering:
   the chunk and for each of its runs in turn, the chunk's rows of class ``g``
   in increasing order, each with its symbols in the run's columns.
 
-So each run of each row class is one constriction call whose output is a
+So each run of each row class is one range coder call whose output is a
 rectangle of the column-ordered chunk; one column permutation per chunk puts
 the columns back. The stream starts with its parameters as varints, like the
 ``ctx`` coder, so its descriptor is only ``coder`` and ``length``.
@@ -142,7 +142,7 @@ class Blocks:
     rclass: np.ndarray
     runs: list
     inverse: np.ndarray | None
-    models: list
+    models: list  # the cumulative table of each context table (categorical.table)
     words: list
 
     def chunk_bounds(self, i: int) -> tuple[int, int]:
@@ -159,10 +159,10 @@ class Blocks:
             CorruptPayload: the chunk's words are damaged or not used up exactly.
         """
         try:
-            dec = constriction.stream.queue.RangeDecoder(self.words[i])
+            dec = categorical.decoder(self.words[i])
             self.fill(dec, i, dst, shift)
-            ok = dec.maybe_exhausted()
-        except Exception as e:  # constriction signals impossible states with AssertionError
+            ok = dec.exhausted()
+        except ValueError as e:  # the decoder's invalid data
             raise CorruptPayload(f"blocks chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
         if not ok:
             raise CorruptPayload(f"blocks chunk {i}: compressed words left over after the last symbol")
@@ -180,9 +180,7 @@ class Blocks:
             n = int(counts[g])
             sel = None if n == nr else np.flatnonzero(rc == g)
             for t, c0, c1 in self.runs[g]:
-                v = dec.decode(self.models[t], n * (c1 - c0))
-                if wide:
-                    v = v.astype(np.int64)
+                v = categorical.take(dec, self.models[t], n * (c1 - c0), np.int64 if wide else np.int32)
                 if self.offset:
                     v += self.offset
                 if shift:
@@ -207,7 +205,7 @@ def parse(buf, count: int, lo: int, hi: int) -> Blocks:
         return _parse(memoryview(buf), count, lo, hi)
     except CorruptPayload:
         raise
-    except Exception as e:  # varint, table and constriction failures alike
+    except Exception as e:  # varint, table and range decoder failures alike
         raise CorruptPayload(f"blocks stream: {e}") from None
 
 
@@ -244,7 +242,7 @@ def _parse(mv, count: int, lo: int, hi: int) -> Blocks:
     models = []
     for _ in range(int(table_of[-1]) + 1):
         c, pos = tables.read(mv, pos, nsym)
-        models.append(categorical.model(tables.expand(c)))
+        models.append(categorical.table(tables.expand(c)))
     words = categorical.read_chunks(mv, pos, nchunks)
     return assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of, models, words)
 

@@ -73,20 +73,16 @@ def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int, runner=SERI
         freqs = tables.expand(counts)
     except ValueError as e:
         raise CorruptPayload(f"cat0 stream: {e}") from None
-    m = categorical.model(freqs)
+    cdf = categorical.table(freqs)
     out = runner.empty(count, out_dtype, k)
 
     def one(i: int) -> None:
         start = i * chunk
         n = min(chunk, count - start)
         try:
-            idx = categorical.decode_chunk(chunks[i], m, n)
-        except Exception as e:  # constriction signals impossible states with AssertionError
+            categorical.decode_into(chunks[i], cdf, out[start : start + n], offset)
+        except ValueError as e:
             raise CorruptPayload(f"cat0 chunk {i}: damaged coded data ({type(e).__name__}: {e})") from None
-        if offset == 0:
-            out[start : start + n] = idx
-        else:
-            out[start : start + n] = idx.astype(np.int64) + offset
 
     runner.run(k, one, out)
     return out

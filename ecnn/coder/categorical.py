@@ -1,10 +1,11 @@
 """Range coding of symbol indices with a static categorical model.
 
 The model is built from integer frequencies produced by
-:func:`ecnn.context.tables.expand`; the coder is constriction's range coder with
-32-bit words and 24-bit precision (spec/RANGE_CODER.md). Long sequences are cut
-into chunks of ``chunk`` symbols, each coded independently so that chunks can
-be decoded separately.
+:func:`ecnn.context.tables.expand`; the range coder has 32-bit words and 24-bit
+precision (spec/RANGE_CODER.md). Encoding uses constriction's coder; decoding
+uses the compiled decoder of :mod:`ecnn._core._rc`, which takes cumulative
+tables (:func:`table`). Long sequences are cut into chunks of ``chunk``
+symbols, each coded independently so that chunks can be decoded separately.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import constriction
 
+from ecnn._core import _rc
 from ecnn.context import tables, varint
 from ecnn.context.rate import num_chunks  # noqa: F401 - chunk arithmetic, shared with the rate estimate
 
@@ -31,6 +33,40 @@ def model(freqs: np.ndarray):
     )
 
 
+def table(freqs: np.ndarray) -> np.ndarray:
+    """The decoder's cumulative table of expanded frequencies ``freqs`` (spec/RANGE_CODER.md, section 2).
+
+    Returns:
+        uint32 ``c`` of ``n + 1`` entries: ``c[0] = 0``, ``c[i + 1] = c[i] + freqs[i] + 1``, ``c[n] = 2**24``.
+    """
+    f = np.asarray(freqs, dtype=np.int64)
+    c = np.zeros(f.size + 1, np.uint32)
+    np.cumsum(f + 1, out=c[1:])
+    return c
+
+
+def tables_of(freqs: np.ndarray) -> np.ndarray:
+    """:func:`table` of every row of a ``(k, n)`` array of expanded frequencies: a ``(k, n + 1)`` uint32 array."""
+    f = np.asarray(freqs, dtype=np.int64)
+    c = np.zeros((f.shape[0], f.shape[1] + 1), np.uint32)
+    np.cumsum(f + 1, axis=1, out=c[:, 1:])
+    return c
+
+
+def decoder(words) -> "_rc.Decoder":
+    """A range decoder over one chunk's words (a uint32 array or little-endian bytes)."""
+    return _rc.Decoder(words)
+
+
+def take(dec, cdf: np.ndarray, count: int, dtype=np.int32) -> np.ndarray:
+    """The next ``count`` symbols of ``dec``, all with the cumulative table ``cdf``, as a new ``dtype`` array.
+
+    Raises:
+        ValueError: invalid data (spec/RANGE_CODER.md, section 5 step 3).
+    """
+    return dec.decode(cdf, np.empty(count, dtype))
+
+
 def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
     """Rows per chunk so that a chunk of a matrix stream holds about ``chunk`` symbols (at least one row)."""
     return min(rows, max(1, chunk // max(cols, 1)))
@@ -48,17 +84,32 @@ def encode(indices: np.ndarray, freqs: np.ndarray, chunk: int) -> list[np.ndarra
     return out
 
 
-def decode_chunk(words: np.ndarray, freqs_model, count: int) -> np.ndarray:
-    """Decode ``count`` symbol indices from one chunk's words.
+def decode_chunk(words: np.ndarray, cdf: np.ndarray, count: int) -> np.ndarray:
+    """Decode ``count`` symbol indices (int32) from one chunk's words with the cumulative table ``cdf``.
 
     Raises:
-        ValueError: if words are left over after the last symbol.
+        ValueError: invalid data, or the end-of-chunk check fails (spec/CODING.md, section 8).
     """
-    dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words, dtype=np.uint32))
-    out = dec.decode(freqs_model, count)
-    if not dec.maybe_exhausted():
-        raise ValueError("compressed words left over after the last symbol")
+    out = np.empty(count, np.int32)
+    decode_into(words, cdf, out)
     return out
+
+
+def decode_into(words: np.ndarray, cdf: np.ndarray, out: np.ndarray, offset: int = 0) -> None:
+    """Decode ``out.size`` symbols of one chunk with the cumulative table ``cdf`` into ``out``, plus ``offset``.
+
+    ``out`` is a contiguous array that holds every symbol ``index + offset``;
+    without an offset, an integer ``out`` is written by the decoder directly.
+
+    Raises:
+        ValueError: invalid data, or the end-of-chunk check fails (spec/CODING.md, section 8).
+    """
+    direct = offset == 0 and out.dtype.kind in "iu" and out.flags.c_contiguous and out.flags.writeable
+    idx = out if direct else np.empty(out.shape, np.int64 if offset else np.int32)
+    if not _rc.decode_chunk(words, cdf, idx.reshape(-1)):
+        raise ValueError("compressed words left over after the last symbol")
+    if not direct:
+        out[...] = idx + offset if offset else idx
 
 
 def chunks_bytes(chunks: list[np.ndarray]) -> bytes:
@@ -100,5 +151,6 @@ def read_side(buf, pos: int, k: int, count: int) -> tuple[np.ndarray, int]:
     if pos + 4 * nw > len(buf):
         raise ValueError("class stream runs past the end of the stream")
     words = np.frombuffer(buf, dtype="<u4", offset=pos, count=nw)
-    cls = decode_chunk(words, model(tables.expand(counts)), count)
-    return cls.astype(np.int64), pos + 4 * nw
+    cls = np.empty(count, np.int64)
+    decode_into(words, table(tables.expand(counts)), cls)
+    return cls, pos + 4 * nw

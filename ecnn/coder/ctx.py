@@ -192,7 +192,7 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int, runner=SERIAL
             return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model, runner)
     except (CorruptPayload, UnsupportedCoding):
         raise
-    except Exception as e:  # varint, table and constriction failures alike
+    except Exception as e:  # varint, table and range decoder failures alike
         raise CorruptPayload(f"ctx stream: {type(e).__name__}: {e}") from None
     raise UnsupportedCoding(f"ctx stream: reserved model {model}")
 
@@ -235,14 +235,13 @@ def _decode_order0(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: i
         raise CorruptPayload(f"ctx order-0: more than {MAX_CHUNKS} chunks")
     counts, pos = tables.read(mv, pos, nsym)
     chunks = categorical.read_chunks(mv, pos, k)
-    m = categorical.model(tables.expand(counts))
+    cdf = categorical.table(tables.expand(counts))
     out = runner.empty(count, out_dtype, k)
 
     def one(i: int) -> None:
         start = i * chunk
         n = min(chunk, count - start)
-        idx = categorical.decode_chunk(chunks[i], m, n)
-        out[start : start + n] = idx.astype(np.int64) + offset if offset else idx
+        categorical.decode_into(chunks[i], cdf, out[start : start + n], offset)
 
     runner.run(k, one, out)
     return out
@@ -312,19 +311,19 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
         raise CorruptPayload("ctx lanes: significance tables run past the end of the stream")
     sig = np.frombuffer(mv, np.uint8, count=nx, offset=pos)
     pos += nx
-    sig_f = _sig_table(sig)  # ValueError on a bad byte
+    sig_c = categorical.tables_of(_sig_table(sig))  # ValueError on a bad byte
     vmodels = []
     if nval >= 2:
         for _ in range(3 if vsign else 1):
             c, pos = tables.read(mv, pos, nval)
             vmodels.append(tables.expand(c))
-    val_f = np.array(vmodels, np.float64)
+    val_c = categorical.tables_of(np.array(vmodels, np.int64).reshape(len(vmodels), -1 if vmodels else 2))
     chunks = categorical.read_chunks(mv, pos, nchunks)
     out = runner.empty((steps, lanes) if transpose else (lanes, steps), out_dtype, nchunks)
 
     def one(i: int) -> None:
         a, b = i * cl, min(lanes, (i + 1) * cl)
-        vals = _decode_lanes_chunk(chunks[i], b - a, steps, nb, k, sclass, d1, d2, sig_f, val_f, vsign, vlo, vhi, i)
+        vals = _decode_lanes_chunk(chunks[i], b - a, steps, nb, k, sclass, d1, d2, sig_c, val_c, vsign, vlo, vhi, i)
         if transpose:
             out[:, a:b] = vals.T
         else:
@@ -334,9 +333,12 @@ def _decode_lanes(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
     return out.reshape(-1)
 
 
-def _decode_lanes_chunk(words, n, steps, nb, k, sclass, d1, d2, sig_f, val_f, vsign, vlo, vhi, i) -> np.ndarray:
-    dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words))
-    fam = _family()
+def _decode_lanes_chunk(words, n, steps, nb, k, sclass, d1, d2, sig_c, val_c, vsign, vlo, vhi, i) -> np.ndarray:
+    """One chunk of ``n`` lanes: significance step by step (a table per lane), then the non-zero values.
+
+    ``sig_c`` and ``val_c`` are the cumulative tables of the significance and value models, one per row.
+    """
+    dec = categorical.decoder(words)
     z = np.zeros((steps, n), np.int32)  # step-major while decoding
     n1 = np.zeros(n, np.int64)
     base = sclass.copy()
@@ -345,30 +347,26 @@ def _decode_lanes_chunk(words, n, steps, nb, k, sclass, d1, d2, sig_f, val_f, vs
         for d in (d1, d2):
             if d:
                 x = 2 * x + (z[s - d] if s >= d else 0)
-        zs = dec.decode(fam, sig_f[x])
-        z[s] = zs
-        n1 += zs
+        dec.decode_ctx(sig_c, x, z[s])
+        n1 += z[s]
     vals = np.zeros((steps, n), np.int64)
     sel = z.astype(bool)
     total = int(n1.sum())
-    if val_f.shape[0] == 0:
+    if val_c.shape[0] == 0:
         vals[sel] = vlo  # one possible non-zero value
     elif not vsign:
         if total:
-            vals[sel] = sparse.value_of(dec.decode(categorical.model(val_f[0]), total), vlo)
+            vals[sel] = sparse.value_of(categorical.take(dec, val_c[0], total), vlo)
     else:
         last = np.zeros(n, np.int64)  # 0 none, 1 negative, 2 positive
         for s in range(steps):
             lanes_s = np.flatnonzero(sel[s])
             if lanes_s.size == 0:
                 continue
-            got = np.empty(lanes_s.size, np.int64)
-            for a in range(0, lanes_s.size, _BATCH):
-                b = min(lanes_s.size, a + _BATCH)
-                got[a:b] = dec.decode(fam, val_f[last[lanes_s[a:b]]])
+            got = dec.decode_ctx(val_c, last[lanes_s], np.empty(lanes_s.size, np.int64))
             v = sparse.value_of(got, vlo)
             vals[s, lanes_s] = v
             last[lanes_s] = np.where(v < 0, 1, 2)
-    if not dec.maybe_exhausted():
+    if not dec.exhausted():
         raise CorruptPayload(f"ctx lanes chunk {i}: compressed words left over after the last symbol")
     return vals.T

@@ -200,14 +200,16 @@ def _encode_quads(enc, bits: np.ndarray, quad_model, sign_model) -> None:
         enc.encode(bits[4 * nq :], sign_model)
 
 
-def _decode_factors(dec, n: int, quad_model, sign_model) -> np.ndarray:
-    """``n`` signs as written by :func:`_encode_quads`, as int8 factors: -1 negative, 1 positive."""
+def _decode_factors(dec, n: int, quad_cdf: np.ndarray, sign_cdf: np.ndarray) -> np.ndarray:
+    """``n`` signs as written by :func:`_encode_quads`, as int8 factors: -1 negative, 1 positive.
+
+    ``quad_cdf`` and ``sign_cdf`` are the cumulative tables of the quad and sign models."""
     nq = n // 4
     f = np.empty(n, np.int8)
     if nq:
-        f[: 4 * nq] = _FACTOR4[dec.decode(quad_model, nq)].view(np.int8)
+        f[: 4 * nq] = _FACTOR4[categorical.take(dec, quad_cdf, nq)].view(np.int8)
     if n > 4 * nq:
-        f[4 * nq :] = 2 * dec.decode(sign_model, n - 4 * nq) - 1
+        f[4 * nq :] = 2 * categorical.take(dec, sign_cdf, n - 4 * nq, np.int8) - 1
     return f
 
 
@@ -245,7 +247,7 @@ def decode(desc: dict, buf, count: int, out_dtype: np.dtype, lo: int = 0, hi: in
         return _decode(desc, memoryview(buf), out_dtype, runner=runner)
     except CorruptPayload:
         raise
-    except Exception as e:  # varint, table and constriction failures alike
+    except Exception as e:  # varint, table and range decoder failures alike
         raise CorruptPayload(f"rowcol stream: {e}") from None
 
 
@@ -275,10 +277,10 @@ def _decode(
     if table_of[0] != 0 or np.any(np.diff(table_of) > 1) or np.any(np.diff(table_of) < 0):
         raise CorruptPayload("rowcol table map must start at 0 and grow by 0 or 1")
     ntab = int(table_of[-1]) + 1
-    models = []
+    models = []  # cumulative tables, one per context table
     for _ in range(ntab):
         c, pos = tables.read(mv, pos, nsym)
-        models.append(categorical.model(tables.expand(c)))
+        models.append(categorical.table(tables.expand(c)))
     sign_model = sign_f = sign_models = None
     sign_counts = []
     if desc["signs"]:
@@ -287,8 +289,8 @@ def _decode(
             c, pos = tables.read(mv, pos, 2)
             sign_counts.append(c)
             sign_f.append(tables.expand(c))
-        sign_f = np.array(sign_f, np.float64)
-        sign_models = [categorical.model(f) for f in sign_f]
+        sign_f = categorical.tables_of(np.array(sign_f, np.int64))  # a cumulative table per sign class
+        sign_models = list(sign_f)
         if sclass is None or nsc == 1:
             sign_model = sign_models[0]
     crows = desc["chunk_rows"]
@@ -298,7 +300,7 @@ def _decode(
         bl = blocks_mod.assemble(
             rows, cols, desc["offset"], nsym, crows, nrc, ncc, rclass.astype(np.uint8), cclass.astype(np.uint8), table_of, models, chunks
         )
-        quads = [categorical.model(quad_freqs(c)) for c in sign_counts]
+        quads = [categorical.table(quad_freqs(c)) for c in sign_counts]
         return _decode_blocks(bl, out_dtype, sclass, quads, sign_models, runner)
     # Classes are below 64, so a context fits a byte and the table map is a byte lookup.
     rclass8, cclass8 = rclass.astype(np.uint8), cclass.astype(np.uint8)
@@ -313,18 +315,18 @@ def _decode(
         order = np.argsort(tid, kind="stable")  # a radix sort for bytes
         bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=ntab))])
         del tid
-        dec = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(chunks[i]))
+        dec = categorical.decoder(chunks[i])
         idx = np.empty(order.size, idx_dtype)
         for t, m in enumerate(models):  # the chunk's indices, table by table, back to row-major order
             lo_, hi_ = int(bounds[t]), int(bounds[t + 1])
             if hi_ > lo_:
-                idx[order[lo_:hi_]] = dec.decode(m, hi_ - lo_)
+                idx[order[lo_:hi_]] = categorical.take(dec, m, hi_ - lo_)
         del order
         if signs:
             _decode_signs(dec, idx, b - a, cols, sign_model, sign_models, sign_f, sclass, by_class)
         elif offset:
             idx += offset
-        if not dec.maybe_exhausted():
+        if not dec.exhausted():
             raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
         out[a * cols : b * cols] = idx
 
@@ -333,13 +335,16 @@ def _decode(
 
 
 def _decode_signs(dec, idx, nrows, cols, sign_model, sign_models, sign_f, sclass, by_class) -> None:
-    """Give the non-zero magnitudes of one chunk (``idx``, row-major) their signs."""
+    """Give the non-zero magnitudes of one chunk (``idx``, row-major) their signs.
+
+    ``sign_model`` is the one sign table's cumulative table (or None), ``sign_models`` the list of
+    every class's and ``sign_f`` the same as one 2-D array."""
     nz = np.flatnonzero(idx)
     if not nz.size:
         return
     if sign_model is not None:
-        s = dec.decode(sign_model, nz.size)
-        idx[nz] *= 2 * s.astype(np.int32) - 1
+        s = categorical.take(dec, sign_model, nz.size)
+        idx[nz] *= 2 * s - 1
     elif by_class:
         # The columns of one class, in order, keep the row-major order of their elements.
         mat = idx.reshape(nrows, cols)
@@ -349,13 +354,12 @@ def _decode_signs(dec, idx, nrows, cols, sign_model, sign_models, sign_f, sclass
             sel = sub != 0
             n_g = int(np.count_nonzero(sel))
             if n_g:
-                sub[sel] *= 2 * dec.decode(m, n_g).astype(sub.dtype) - 1
+                sub[sel] *= 2 * categorical.take(dec, m, n_g, sub.dtype) - 1
                 mat[:, cols_g] = sub
     else:
         cls = sclass[nz % cols]
-        fam = constriction.stream.model.Categorical(perfect=False)
-        s = np.concatenate([dec.decode(fam, sign_f[cls[i : i + _BATCH]]) for i in range(0, nz.size, _BATCH)])
-        idx[nz] *= 2 * s.astype(np.int32) - 1
+        s = dec.decode_ctx(sign_f, cls, np.empty(nz.size, np.int32))
+        idx[nz] *= 2 * s - 1
 
 
 def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles, runner=SERIAL) -> np.ndarray:
@@ -368,7 +372,7 @@ def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles, runner
     def one(i: int) -> None:
         a, b = bl.chunk_bounds(i)
         dst = out[a * cols : b * cols].reshape(b - a, cols)
-        dec = constriction.stream.queue.RangeDecoder(bl.words[i])
+        dec = categorical.decoder(bl.words[i])
         bl.fill(dec, i, dst)
         if quads:
             nonzero = dst != 0
@@ -385,7 +389,7 @@ def _decode_blocks(bl, out_dtype: np.dtype, sclass, quads: list, singles, runner
                     f_g[nz_g] = _decode_factors(dec, n, quads[g], singles[g])
                     factor[:, cols_g] = f_g
             dst *= factor  # magnitudes are at most nsym - 1, whose negation the symbol range holds
-        if not dec.maybe_exhausted():
+        if not dec.exhausted():
             raise CorruptPayload(f"rowcol chunk {i}: compressed words left over after the last symbol")
 
     runner.run(bl.nchunks, one, out)

@@ -1,0 +1,18 @@
+"""Build the compiled core (ecnn/_core); everything else is in pyproject.toml.
+
+It needs a C11 compiler and the Python headers. Extra flags come from the
+environment as usual (``CFLAGS``, for example a sanitizer build).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "ecnn._core._rc",
+            sources=["ecnn/_core/_rcmodule.c", "ecnn/_core/rc.c"],
+            depends=["ecnn/_core/rc.h"],
+            extra_compile_args=["-std=c11", "-O2"],
+        )
+    ]
+)
