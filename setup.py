@@ -13,6 +13,12 @@ setup(
             sources=["ecnn/_core/_rcmodule.c", "ecnn/_core/rc.c"],
             depends=["ecnn/_core/rc.h"],
             extra_compile_args=["-std=c11", "-O2"],
-        )
+        ),
+        Extension(
+            "ecnn._core._rans",
+            sources=["ecnn/_core/_ransmodule.c", "ecnn/_core/rans.c"],
+            depends=["ecnn/_core/rans.h"],
+            extra_compile_args=["-std=c11", "-O2"],
+        ),
     ]
 )

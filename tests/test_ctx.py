@@ -210,7 +210,7 @@ def test_files_with_ctx_streams_are_format_1_1_and_format_minor_0_avoids_them():
     np.testing.assert_array_equal(en.decode(old)["w"], w)
     assert len(data) < len(old)
     with pytest.raises(ecnn.errors.InvalidOption):
-        ecnn.EncodeConfig(format_minor=2)
+        ecnn.EncodeConfig(format_minor=3)
 
 
 def test_rate_estimate_is_within_one_percent_on_sparse_symbols():

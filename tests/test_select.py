@@ -37,13 +37,13 @@ def test_the_named_policies_are_those_of_spec_section_11_8():
 
 
 def test_the_registry_lists_every_coder_once():
-    assert set(CODERS) == {"const", "raw", "cat0", "rowcol", "ctx", "packed", "blocks"}
+    assert set(CODERS) == {"const", "raw", "cat0", "rowcol", "ctx", "packed", "blocks", "rans"}
     assert {n for n, c in CODERS.items() if c.minor == 1} == {"ctx", "packed", "blocks"}
-    assert coder_minor("cat0") == 0 and coder_minor("ctx") == 1
+    assert coder_minor("cat0") == 0 and coder_minor("ctx") == 1 and coder_minor("rans") == 2
     with pytest.raises(UnsupportedCoding):
         coder_minor("lz4")
     assert all({"coder", "length"} <= c.keys for c in CODERS.values())
-    assert set(streams._KEYS) == set(CODERS) - {"blocks"}  # blocks: the heads of fields only
+    assert set(streams._KEYS) == set(CODERS) - {"blocks", "rans"}  # blocks, rans: the heads of fields only
 
 
 def test_the_written_minor_version_comes_from_the_registries():

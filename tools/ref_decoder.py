@@ -502,6 +502,7 @@ STREAM_FIELDS["ctx"] = ("coder", "length")  # 1.1, C§5.6
 
 STREAM_FIELDS["packed"] = ("coder", "length", "width")  # 1.1, C§5.7
 BLOCKS_FIELDS = ("coder", "length")  # 1.1, C§5.8: only in stream 2 of fields
+RANS_FIELDS = ("coder", "length")  # 1.2, C§5.9: only in stream 2 of fields
 
 def symbol_range(kind: str, dtype: str) -> tuple[int, int]:
     """C§4.1: the symbol range lo..hi of the representation's streams.
@@ -625,7 +626,7 @@ def _check_fields(rec: dict, fields: dict, streams: list) -> None:
 def check_stream(desc, n: int, lo: int, hi: int, blocks_ok: bool = False) -> dict:
     """C§9 step 4 for one stream of n symbols in lo..hi.  Returns its fields
     (plus "n", "lo", "hi").  ``blocks_ok``: the stream is stream 2 of a fields
-    record, where the coder `blocks` (1.1, C§5.8) is also accepted."""
+    record, where the coders `blocks` (1.1, C§5.8) and `rans` (1.2, C§5.9) are also accepted."""
     sec = "CODING.md §5.1, §9 step 4"
     if not isinstance(desc, MsgMap):  # 4.1
         raise _invalid(sec, "stream descriptor is not a map")
@@ -635,7 +636,7 @@ def check_stream(desc, n: int, lo: int, hi: int, blocks_ok: bool = False) -> dic
     found, coder = _find_key(desc, "coder")
     if not found or not isinstance(coder, str):  # 4.3
         raise _invalid(sec, f"coder is missing or not a string: {coder!r}")
-    known = dict(STREAM_FIELDS, blocks=BLOCKS_FIELDS) if blocks_ok else STREAM_FIELDS
+    known = dict(STREAM_FIELDS, blocks=BLOCKS_FIELDS, rans=RANS_FIELDS) if blocks_ok else STREAM_FIELDS
     if coder not in known:  # 4.4
         raise SpecError("UnsupportedCoding", sec, f"reserved stream coder {coder!r}")
     f = check_keys(desc, known[coder], sec)  # 4.5
@@ -644,6 +645,10 @@ def check_stream(desc, n: int, lo: int, hi: int, blocks_ok: bool = False) -> dic
     if coder == "blocks":  # 1.1, C§5.8
         if n < 1 or f["length"] < 7:
             raise _invalid("CODING.md §5.8", "a blocks stream codes at least one symbol in at least 7 bytes")
+        return f
+    if coder == "rans":  # 1.2, C§5.9
+        if n < 1 or f["length"] < 13:
+            raise _invalid("CODING.md §5.9", "a rans stream codes at least one symbol in at least 13 bytes")
         return f
     if coder == "ctx":  # 1.1, C§5.6
         _check_ctx(f, n, lo, hi)
@@ -909,6 +914,8 @@ def decode_stream(f: dict, buf: bytes, n: int) -> list[int]:
         return decode_packed(f, buf, [f["width"]] * n)
     if coder == "blocks":  # 1.1, C§5.8
         return decode_blocks(f, buf, n)
+    if coder == "rans":  # 1.2, C§5.9
+        return decode_rans(f, buf, n)
     if coder == "cat0":
         return decode_cat0(f, buf, n)
     return decode_rowcol(f, buf, n)
@@ -1173,6 +1180,96 @@ def decode_blocks(f: dict, buf: bytes, n: int) -> list[int]:
         for i, c, t in blocks_order(first, last, cols, row_class, col_class, table_map, nrc):
             out[i * cols + c] = chunk.symbol(cdfs[t]) + offset
         chunk.finish()
+    return out
+
+
+def rans_freqs(counts: list[int], p: int) -> list[int]:
+    """C§7.3: stored counts to rANS frequencies summing to 2^p."""
+    sec = "CODING.md §7.3"
+    total = sum(counts)
+    z = sum(1 for c in counts if c > 0)
+    if z > 1 << p:
+        raise _corrupt(sec, f"{z} symbols with non-zero counts do not fit 2^{p} slots")
+    free = (1 << p) - z
+    g = [0 if c == 0 else 1 + (c * free) // total for c in counts]
+    g[counts.index(max(counts))] += (1 << p) - sum(g)
+    return g
+
+
+class _Lane:
+    """C§5.9: one rANS lane: its state and its 16-bit words."""
+
+    def __init__(self, state: int, words: list[int]):
+        if state < 1 << 16:
+            raise _corrupt("CODING.md §5.9", f"lane state {state} below 2^16")
+        self.x, self.words, self.pos = state, words, 0
+
+    def symbol(self, g: list[int], p: int) -> int:
+        slot = self.x % (1 << p)
+        s, start = 0, 0
+        while start + g[s] <= slot:  # the g sum to 2^p, so this stops at a symbol with g_s >= 1
+            start += g[s]
+            s += 1
+        self.x = g[s] * (self.x >> p) + slot - start
+        if self.x < 1 << 16:
+            if self.pos >= len(self.words):
+                raise _corrupt("CODING.md §5.9", "a lane ran out of words")
+            self.x = (self.x << 16) | self.words[self.pos]
+            self.pos += 1
+        return s
+
+    def finish(self) -> None:
+        if self.pos != len(self.words) or self.x != 1 << 16:
+            raise _corrupt("CODING.md §5.9", "a lane has words left over or does not end at state 2^16")
+
+
+def decode_rans(f: dict, buf: bytes, n: int) -> list[int]:
+    """C§5.9: the parameters, class streams, table map and tables of C§5.8 plus lanes and
+    precision; the lane index; each chunk in blocks order, symbol k by lane k mod L."""
+    sec = "CODING.md §5.9"
+    (zo, nsym, rows, nrc, ncc, chunk_rows, lanes, p), pos = _read_varints(buf, 0, 8)
+    offset = _unzigzag(zo)
+    if not 2 <= nsym <= 1 << 16:
+        raise _corrupt(sec, f"nsym {nsym} outside 2..2^16")
+    if offset < f["lo"] or offset + nsym - 1 > f["hi"]:
+        raise _corrupt(sec, "alphabet outside the symbol range")
+    if not 1 <= rows <= n or n % rows:
+        raise _corrupt(sec, f"rows {rows} do not divide N = {n}")
+    cols = n // rows
+    if not 1 <= nrc <= min(64, rows) or not 1 <= ncc <= min(64, cols):
+        raise _corrupt(sec, f"class counts {nrc}, {ncc} out of range")
+    if not 1 <= chunk_rows <= rows:
+        raise _corrupt(sec, f"chunk_rows {chunk_rows} outside 1..rows")
+    if not 1 <= lanes <= 64:
+        raise _corrupt(sec, f"lanes {lanes} outside 1..64")
+    if not 10 <= p <= 15:
+        raise _corrupt(sec, f"precision {p} outside 10..15")
+    k = -(-rows // chunk_rows)
+    if k * lanes > MAX_CHUNKS:
+        raise _corrupt(sec, f"{k} chunks of {lanes} lanes, more than 2^20 lanes")
+    row_class, col_class, table_map, pos = _read_classes_and_map(buf, pos, rows, cols, nrc, ncc, sec)
+    freqs = []
+    for _ in range(table_map[-1] + 1):
+        counts, pos = read_table(buf, pos, nsym)
+        freqs.append(rans_freqs(counts, p))
+    sizes, pos = _read_varints(buf, pos, k * lanes)
+    if any(w >= 1 << 62 for w in sizes):
+        raise _corrupt(sec, "lane size out of range")
+    if pos + sum(4 + 2 * w for w in sizes) != len(buf):
+        raise _corrupt(sec, "the stream's length does not match its lane index")
+    out = [0] * n
+    for j in range(k):
+        chunk_lanes = []
+        for w in sizes[j * lanes : (j + 1) * lanes]:
+            state = int.from_bytes(buf[pos : pos + 4], "little")
+            words = [int.from_bytes(buf[pos + 4 + 2 * i : pos + 6 + 2 * i], "little") for i in range(w)]
+            chunk_lanes.append(_Lane(state, words))
+            pos += 4 + 2 * w
+        first, last = j * chunk_rows, min(rows, (j + 1) * chunk_rows)
+        for idx, (i, c, t) in enumerate(blocks_order(first, last, cols, row_class, col_class, table_map, nrc)):
+            out[i * cols + c] = chunk_lanes[idx % lanes].symbol(freqs[t], p) + offset
+        for lane in chunk_lanes:
+            lane.finish()
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ecnn.coder import blocks, cat0, ctx, packed, raw, rowcol
+from ecnn.coder import blocks, cat0, ctx, packed, rans, raw, rowcol
 from ecnn.errors import UnsupportedCoding
 
 
@@ -55,6 +55,8 @@ CODERS: dict[str, Coder] = {
         Coder("packed", 1, frozenset(packed.KEYS), packed.validate, packed.decode, packed.encode),
         # class tables coded block by block, for the heads of fields only (section 5.8)
         Coder("blocks", 1, frozenset(blocks.KEYS), blocks.validate, blocks.decode, blocks.encode, general=False),
+        # the blocks layout in interleaved rANS lanes, for the heads of fields only (section 5.9)
+        Coder("rans", 2, frozenset(rans.KEYS), rans.validate, rans.decode, rans.encode, general=False),
     )
 }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 # 0x1A stops a DOS "type" (the same tricks as PNG's signature).
 SIGNATURE = b"\x8eECNN\r\n\x1a"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # the highest minor version this code writes and knows
+FORMAT_MINOR = 2  # the highest minor version this code writes and knows
 PREAMBLE = struct.Struct("<8sHHII")  # signature, major, minor, header length, header CRC-32
 PREAMBLE_SIZE = PREAMBLE.size  # 20
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ecnn import chunkrun, select
 from ecnn.select import floats as select_floats
-from ecnn.coder import blocks, packed, streams
+from ecnn.coder import blocks, packed, rans, streams
 from ecnn.context import floats
 from ecnn.dtypes import DType
 from ecnn.errors import CorruptPayload, InvalidField, UnknownField
@@ -38,6 +38,7 @@ KIND = "fields"
 KEYS = {"kind", "head"}
 NSTREAMS = 4
 HEAD_CHUNK = 1 << 18  # heads per chunk at most: few decoder calls per chunk, and chunks for several cores
+HEAD_CODERS = {"blocks": blocks, "rans": rans}  # the coders only the heads may use (sections 5.8, 5.9)
 MERGE_CHUNK = 1 << 16  # elements per chunk when the heads are not a blocks stream
 
 
@@ -51,7 +52,9 @@ def _raw_width(bits: int) -> int:
     return next(w for w in (1, 2, 4, 8) if bits <= 8 * w)
 
 
-def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort: str = "best") -> tuple[dict, list, bytes]:
+def encode(
+    arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort: str = "best", lanes: bool = False
+) -> tuple[dict, list, bytes]:
     """The ``fields`` candidate of a non-empty float tensor: ``(repr, stream descriptors, payload)``.
 
     Args:
@@ -60,6 +63,7 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort:
         chunk: symbols per independently decodable chunk of coded streams.
         k: mantissa bits in the head; chosen by estimate when None.
         effort: the encoder's search effort (:data:`ecnn.config.EFFORTS`) for the signs and heads.
+        lanes: code the heads as a ``rans`` stream (format 1.2) rather than ``blocks``.
     """
     e_bits, m_bits = floats.layout(dt.name)
     u = floats.bit_patterns(arr)
@@ -71,7 +75,7 @@ def encode(arr: np.ndarray, dt: DType, chunk: int, k: int | None = None, effort:
     signs, heads, shifts, tails = floats.split(u, e_bits, m_bits, k, rows)
     s = select_floats.sign_stream(signs, rows if arr.ndim >= 2 else None, chunk, effort)
     t = select.encode_best(shifts, 1, False, chunk, effort=effort)
-    h = select_floats.head_stream(heads, e_bits + k, rows, min(chunk, HEAD_CHUNK), chunk, effort)
+    h = select_floats.head_stream(heads, e_bits + k, rows, min(chunk, HEAD_CHUNK), chunk, effort, lanes)
     if r == 0:
         tl = streams.encode_const(0)
     else:
@@ -96,13 +100,14 @@ def _validate_blocks(d, count: int) -> None:
     """The generic descriptor checks of spec/CODING.md section 9, step 4, for a ``blocks`` stream 2."""
     if any(type(key) is not str for key in d):
         raise InvalidField("stream descriptor keys must be strings")
-    extra = {key for key in d if key not in blocks.KEYS and not key.startswith("_")}
+    mod = HEAD_CODERS[d["coder"]]
+    extra = {key for key in d if key not in mod.KEYS and not key.startswith("_")}
     if extra:
-        raise UnknownField(f"unknown field(s) in blocks stream: {sorted(extra)}")
+        raise UnknownField(f"unknown field(s) in {d['coder']} stream: {sorted(extra)}")
     length = d.get("length")
     if type(length) is not int or not 0 <= length < 1 << 63:
         raise InvalidField("stream field 'length' must be an integer in 0..2^63-1")
-    blocks.validate(d, count)
+    mod.validate(d, count)
 
 
 def validate(name: str, rep: dict, descs: list, shape, dt: DType) -> None:
@@ -123,7 +128,7 @@ def validate(name: str, rep: dict, descs: list, shape, dt: DType) -> None:
     if len(descs) != NSTREAMS:
         raise InvalidField(f"tensor {name!r}: fields needs {NSTREAMS} streams, has {len(descs)}")
     for j, (d, (count, lo, hi)) in enumerate(zip(descs, stream_ranges(shape, dt, k))):
-        if j == 2 and isinstance(d, dict) and d.get("coder") == "blocks":
+        if j == 2 and isinstance(d, dict) and d.get("coder") in HEAD_CODERS:
             _validate_blocks(d, count)
         else:
             streams.validate(d, count, lo, hi)
@@ -203,10 +208,11 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     hb = e_bits + k
     hdt = _head_dtype(width, hb)
     bl = heads_all = None
-    if d2["coder"] == "blocks":
-        bl = blocks.parse(p2, n, *ranges[2][1:])
+    if d2["coder"] in HEAD_CODERS:
+        mod = HEAD_CODERS[d2["coder"]]
+        bl = mod.parse(p2, n, *ranges[2][1:])
         if bl.rows != rows:
-            heads_all, bl = blocks.decode(d2, p2, n, hdt, *ranges[2][1:], runner=chunkrun), None
+            heads_all, bl = mod.decode(d2, p2, n, hdt, *ranges[2][1:], runner=chunkrun), None
     else:
         heads_all = streams.decode(d2, p2, n, hdt, *ranges[2][1:], runner=chunkrun)
     if bl is not None:
@@ -265,7 +271,7 @@ def _candidate(arr: np.ndarray, dt: DType, cfg, step=None) -> base.Candidate | N
     """The ``fields`` candidate where the type and the config (format 1.1) allow it."""
     if not applies(dt) or cfg.format_minor < 1:
         return None
-    return encode(arr, dt, cfg.chunk, effort=cfg.effort)
+    return encode(arr, dt, cfg.chunk, effort=cfg.effort, lanes=cfg.format_minor >= 2)
 
 
 def _validate_record(rec, dt: DType) -> None:

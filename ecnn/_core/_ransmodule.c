@@ -1,0 +1,302 @@
+/* ecnn._core._rans: the CPython binding of the rANS lanes in rans.c (spec/CODING.md, section 5.9).
+ *
+ * tables(freqs, precision) builds the decoding tables once per stream (an opaque capsule);
+ * decode_blocks(...) decodes one chunk into a caller-provided array; encode(...) codes one chunk.
+ * The loops run without the GIL. Wrong buffer types raise TypeError; data that contradicts its
+ * tables, or a bad layout, raises ValueError. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "rans.h"
+
+#define CAPSULE "ecnn._core._rans.tables"
+
+/* A C-contiguous, aligned, native-order integer buffer; its kind (ecnn_rans_kind) in *kind. */
+static int get_buf(PyObject *obj, Py_buffer *v, int writable, int *kind, const char *what)
+{
+    if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = v->format ? v->format : "B";
+    int order = 0;
+    if (*f == '@' || *f == '=')
+        f++;
+    else if (*f == '<')
+        order = 1, f++;
+    else if (*f == '>' || *f == '!')
+        order = 2, f++;
+    int sgn;
+    if (f[0] == '\0' || f[1] != '\0')
+        goto bad;
+    switch (f[0]) {
+    case 'b': case 'h': case 'i': case 'l': case 'q': case 'n': sgn = 1; break;
+    case 'B': case 'H': case 'I': case 'L': case 'Q': case 'N': sgn = 0; break;
+    default: goto bad;
+    }
+    switch (v->itemsize) {
+    case 1: *kind = sgn ? ECNN_RANS_I8 : ECNN_RANS_U8; break;
+    case 2: *kind = sgn ? ECNN_RANS_I16 : ECNN_RANS_U16; break;
+    case 4: *kind = sgn ? ECNN_RANS_I32 : ECNN_RANS_U32; break;
+    case 8: *kind = sgn ? ECNN_RANS_I64 : ECNN_RANS_U64; break;
+    default: goto bad;
+    }
+#if PY_BIG_ENDIAN
+    int big = order != 1;
+#else
+    int big = order == 2;
+#endif
+    if (v->itemsize > 1 && big != PY_BIG_ENDIAN) {
+        PyErr_Format(PyExc_TypeError, "%s must be in native byte order", what);
+        goto fail;
+    }
+    if (((uintptr_t)v->buf) % (uintptr_t)v->itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s is not aligned to its item size", what);
+        goto fail;
+    }
+    return 0;
+bad:
+    PyErr_Format(PyExc_TypeError, "%s: expected an integer buffer, got format '%s'", what, v->format ? v->format : "B");
+fail:
+    PyBuffer_Release(v);
+    return -1;
+}
+
+/* get_buf, requiring one kind. */
+static int get_kind(PyObject *obj, Py_buffer *v, int writable, int want, const char *what, const char *name)
+{
+    int kind;
+    if (get_buf(obj, v, writable, &kind, what) < 0)
+        return -1;
+    if (kind != want) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s", what, name);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+static int raise_status(int status)
+{
+    switch (status) {
+    case ECNN_RANS_OK: return 0;
+    case ECNN_RANS_NOMEM: PyErr_NoMemory(); break;
+    case ECNN_RANS_BAD_TABLE: PyErr_SetString(PyExc_ValueError, "rANS frequencies do not sum to 2^precision"); break;
+    case ECNN_RANS_BAD_STATE: PyErr_SetString(PyExc_ValueError, "a lane's initial state is below 2^16"); break;
+    case ECNN_RANS_SHORT: PyErr_SetString(PyExc_ValueError, "a lane ran out of words"); break;
+    case ECNN_RANS_LEFTOVER:
+        PyErr_SetString(PyExc_ValueError, "a lane has words left over or does not end in its initial state");
+        break;
+    case ECNN_RANS_BAD_LAYOUT: PyErr_SetString(PyExc_ValueError, "lane sizes or the chunk's layout do not add up"); break;
+    case ECNN_RANS_BAD_SYMBOL: PyErr_SetString(PyExc_ValueError, "a symbol outside its table, or of frequency 0"); break;
+    default: PyErr_Format(PyExc_ValueError, "rANS status %d", status); break;
+    }
+    return -1;
+}
+
+static void tables_free(PyObject *cap)
+{
+    ecnn_rans_tables *t = (ecnn_rans_tables *)PyCapsule_GetPointer(cap, CAPSULE);
+    if (t) {
+        ecnn_rans_tables_free(t);
+        PyMem_Free(t);
+    }
+}
+
+static PyObject *tables(PyObject *self, PyObject *args)
+{
+    PyObject *fo;
+    unsigned precision;
+    if (!PyArg_ParseTuple(args, "OI:tables", &fo, &precision))
+        return NULL;
+    Py_buffer f;
+    if (get_kind(fo, &f, 0, ECNN_RANS_U32, "freqs", "uint32") < 0)
+        return NULL;
+    if (f.ndim != 2 || f.shape[0] < 1 || f.shape[1] < 1) {
+        PyBuffer_Release(&f);
+        PyErr_SetString(PyExc_ValueError, "freqs must be a non-empty 2-D array (tables, symbols)");
+        return NULL;
+    }
+    ecnn_rans_tables *t = (ecnn_rans_tables *)PyMem_Malloc(sizeof *t);
+    if (!t) {
+        PyBuffer_Release(&f);
+        return PyErr_NoMemory();
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ecnn_rans_tables_init(t, (const uint32_t *)f.buf, (size_t)f.shape[0], (size_t)f.shape[1], precision);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&f);
+    if (st) {
+        PyMem_Free(t);
+        raise_status(st);
+        return NULL;
+    }
+    PyObject *cap = PyCapsule_New(t, CAPSULE, tables_free);
+    if (!cap) {
+        ecnn_rans_tables_free(t);
+        PyMem_Free(t);
+    }
+    return cap;
+}
+
+static PyObject *decode_blocks(PyObject *self, PyObject *args)
+{
+    PyObject *cap, *data_o, *words_o, *rclass_o, *runs_o, *start_o, *order_o, *out_o;
+    long long offset;
+    unsigned shift;
+    if (!PyArg_ParseTuple(args, "OOOOOOOLIO:decode_blocks", &cap, &data_o, &words_o, &rclass_o, &runs_o, &start_o,
+                          &order_o, &offset, &shift, &out_o))
+        return NULL;
+    ecnn_rans_tables *t = (ecnn_rans_tables *)PyCapsule_GetPointer(cap, CAPSULE);
+    if (!t)
+        return NULL;
+    Py_buffer data, words, rclass, runs, start, order, out;
+    int have_order = order_o != Py_None, kind, st = ECNN_RANS_OK;
+    PyObject *ret = NULL;
+    if (PyObject_GetBuffer(data_o, &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (get_kind(words_o, &words, 0, ECNN_RANS_U64, "words", "uint64") < 0)
+        goto e0;
+    if (get_kind(rclass_o, &rclass, 0, ECNN_RANS_U8, "rclass", "uint8") < 0)
+        goto e1;
+    if (get_kind(runs_o, &runs, 0, ECNN_RANS_I32, "runs", "int32") < 0)
+        goto e2;
+    if (get_kind(start_o, &start, 0, ECNN_RANS_I64, "run_start", "int64") < 0)
+        goto e3;
+    if (have_order && get_kind(order_o, &order, 0, ECNN_RANS_I64, "order", "int64") < 0)
+        goto e4;
+    if (get_buf(out_o, &out, 1, &kind, "out") < 0)
+        goto e5;
+    size_t nr = (size_t)rclass.len, nruns = (size_t)runs.len / (3 * sizeof(int32_t));
+    size_t nrc = (size_t)start.len / sizeof(int64_t);
+    size_t cols = nr ? (size_t)out.len / (size_t)out.itemsize / nr : 0;
+    if (nrc < 2 || (size_t)runs.len % (3 * sizeof(int32_t)) || nr == 0 || cols * nr * (size_t)out.itemsize != (size_t)out.len ||
+        (have_order && (size_t)order.len / sizeof(int64_t) != cols) || words.len == 0 ||
+        (size_t)words.len / sizeof(uint64_t) > ECNN_RANS_MAX_LANES) {
+        PyErr_SetString(PyExc_ValueError, "decode_blocks: inconsistent array sizes");
+        goto e6;
+    }
+    ecnn_rans_chunk c = {(const unsigned char *)data.buf, (size_t)data.len, (const uint64_t *)words.buf,
+                         (size_t)words.len / sizeof(uint64_t)};
+    ecnn_rans_sched s = {(const uint8_t *)rclass.buf, nr, cols, (const int32_t *)runs.buf, nruns,
+                         (const int64_t *)start.buf, nrc - 1, have_order ? (const int64_t *)order.buf : NULL};
+    Py_BEGIN_ALLOW_THREADS
+    st = ecnn_rans_decode_blocks(t, &c, &s, (int64_t)offset, shift, out.buf, kind);
+    Py_END_ALLOW_THREADS
+    if (!raise_status(st)) {
+        Py_INCREF(Py_None);
+        ret = Py_None;
+    }
+e6:
+    PyBuffer_Release(&out);
+e5:
+    if (have_order)
+        PyBuffer_Release(&order);
+e4:
+    PyBuffer_Release(&start);
+e3:
+    PyBuffer_Release(&runs);
+e2:
+    PyBuffer_Release(&rclass);
+e1:
+    PyBuffer_Release(&words);
+e0:
+    PyBuffer_Release(&data);
+    return ret;
+}
+
+static PyObject *encode(PyObject *self, PyObject *args)
+{
+    PyObject *cum_o, *syms_o, *tab_o;
+    unsigned precision;
+    Py_ssize_t lanes;
+    if (!PyArg_ParseTuple(args, "OIOOn:encode", &cum_o, &precision, &syms_o, &tab_o, &lanes))
+        return NULL;
+    if (lanes < 1 || lanes > ECNN_RANS_MAX_LANES) {
+        PyErr_Format(PyExc_ValueError, "lanes must be 1..%d", ECNN_RANS_MAX_LANES);
+        return NULL;
+    }
+    Py_buffer cum, syms, tab;
+    PyObject *ret = NULL;
+    if (get_kind(cum_o, &cum, 0, ECNN_RANS_U32, "cum", "uint32") < 0)
+        return NULL;
+    if (get_kind(syms_o, &syms, 0, ECNN_RANS_I32, "syms", "int32") < 0)
+        goto e0;
+    if (get_kind(tab_o, &tab, 0, ECNN_RANS_I32, "tab", "int32") < 0)
+        goto e1;
+    if (cum.ndim != 2 || cum.shape[1] < 2 || syms.len != tab.len) {
+        PyErr_SetString(PyExc_ValueError, "encode: cum must be 2-D (tables, symbols + 1), and tab as long as syms");
+        goto e2;
+    }
+    size_t count = (size_t)syms.len / sizeof(int32_t);
+    if (count > ((size_t)PY_SSIZE_T_MAX - 4 * ECNN_RANS_MAX_LANES) / 2) {
+        PyErr_NoMemory();
+        goto e2;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(2 * count + 4 * (size_t)lanes));
+    if (!bytes)
+        goto e2;
+    uint64_t words[ECNN_RANS_MAX_LANES];
+    size_t len = 0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ecnn_rans_encode((const uint32_t *)cum.buf, (size_t)cum.shape[0], (size_t)cum.shape[1] - 1, precision,
+                          (const int32_t *)syms.buf, (const int32_t *)tab.buf, count, (size_t)lanes,
+                          (unsigned char *)PyBytes_AS_STRING(bytes), &len, words);
+    Py_END_ALLOW_THREADS
+    if (raise_status(st) || _PyBytes_Resize(&bytes, (Py_ssize_t)len) < 0) {
+        Py_XDECREF(bytes);
+        goto e2;
+    }
+    PyObject *w = PyList_New(lanes);
+    if (!w) {
+        Py_DECREF(bytes);
+        goto e2;
+    }
+    for (Py_ssize_t l = 0; l < lanes; l++)
+        PyList_SET_ITEM(w, l, PyLong_FromUnsignedLongLong(words[l]));
+    ret = Py_BuildValue("(NN)", bytes, w);
+e2:
+    PyBuffer_Release(&tab);
+e1:
+    PyBuffer_Release(&syms);
+e0:
+    PyBuffer_Release(&cum);
+    return ret;
+}
+
+static PyMethodDef module_methods[] = {
+    {"tables", tables, METH_VARARGS,
+     "tables(freqs, precision) -> capsule\n\nDecoding tables of a (tables, symbols) uint32 array of frequencies,\n"
+     "each row summing to 2**precision (10..15)."},
+    {"decode_blocks", decode_blocks, METH_VARARGS,
+     "decode_blocks(tables, data, words, rclass, runs, run_start, order, offset, shift, out)\n\n"
+     "Decode one blocks-layout chunk of rANS lanes into out (rows x cols, C order): words (uint64) the lanes'\n"
+     "word counts, rclass (uint8) the chunk's row classes, runs (int32 triples t, c0, c1) with run_start\n"
+     "(int64, one per row class plus one), order (int64 column order, or None)."},
+    {"encode", encode, METH_VARARGS,
+     "encode(cum, precision, syms, tab, lanes) -> (bytes, words)\n\nCode int32 symbols, symbol k with table tab[k]\n"
+     "of the (tables, symbols + 1) uint32 cumulative frequencies, in lanes lanes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_rans", "Interleaved rANS lanes (spec/CODING.md section 5.9), in C.", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__rans(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "MAX_LANES", ECNN_RANS_MAX_LANES) < 0 ||
+        PyModule_AddIntConstant(m, "MIN_PRECISION", ECNN_RANS_MIN_PRECISION) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_PRECISION", ECNN_RANS_MAX_PRECISION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,314 @@
+/* Interleaved rANS lanes (see rans.h; spec/CODING.md, section 5.9). */
+#include "rans.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t ntab, size_t nsym, unsigned precision)
+{
+    memset(t, 0, sizeof *t);
+    if (precision < ECNN_RANS_MIN_PRECISION || precision > ECNN_RANS_MAX_PRECISION || ntab == 0 || nsym == 0 ||
+        nsym > ECNN_RANS_MAX_NSYM)
+        return ECNN_RANS_BAD_TABLE;
+    size_t m = (size_t)1 << precision;
+    if (ntab > SIZE_MAX / m / sizeof(uint32_t) || ntab > SIZE_MAX / nsym / sizeof(uint32_t))
+        return ECNN_RANS_NOMEM;
+    t->sym = (uint16_t *)malloc(ntab * m * sizeof(uint16_t));
+    t->fs = (uint32_t *)malloc(ntab * nsym * sizeof(uint32_t));
+    if (!t->sym || !t->fs) {
+        ecnn_rans_tables_free(t);
+        return ECNN_RANS_NOMEM;
+    }
+    t->precision = precision;
+    t->ntab = ntab;
+    t->nsym = nsym;
+    for (size_t k = 0; k < ntab; k++) {
+        const uint32_t *f = freqs + k * nsym;
+        uint16_t *sy = t->sym + k * m;
+        uint32_t *fs = t->fs + k * nsym;
+        uint64_t start = 0;
+        for (size_t s = 0; s < nsym; s++) {
+            uint64_t n = f[s];
+            if (n > m - start) {
+                ecnn_rans_tables_free(t);
+                return ECNN_RANS_BAD_TABLE;
+            }
+            /* start < 2^15 whenever n > 0; a symbol of frequency 0 is never looked up */
+            fs[s] = (uint32_t)(n & 0xFFFFu) | (uint32_t)((start & 0x7FFFu) << 16);
+            for (uint64_t j = 0; j < n; j++)
+                sy[start + j] = (uint16_t)s;
+            start += n;
+        }
+        if (start != m) {
+            ecnn_rans_tables_free(t);
+            return ECNN_RANS_BAD_TABLE;
+        }
+    }
+    return ECNN_RANS_OK;
+}
+
+void ecnn_rans_tables_free(ecnn_rans_tables *t)
+{
+    free(t->sym);
+    free(t->fs);
+    t->sym = NULL;
+    t->fs = NULL;
+}
+
+static inline uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static inline void store(void *out, int kind, size_t j, int64_t v)
+{
+    switch (kind) {
+    case ECNN_RANS_I8: ((int8_t *)out)[j] = (int8_t)v; break;
+    case ECNN_RANS_U8: ((uint8_t *)out)[j] = (uint8_t)v; break;
+    case ECNN_RANS_I16: ((int16_t *)out)[j] = (int16_t)v; break;
+    case ECNN_RANS_U16: ((uint16_t *)out)[j] = (uint16_t)v; break;
+    case ECNN_RANS_I32: ((int32_t *)out)[j] = (int32_t)v; break;
+    case ECNN_RANS_U32: ((uint32_t *)out)[j] = (uint32_t)v; break;
+    case ECNN_RANS_I64: ((int64_t *)out)[j] = v; break;
+    default: ((uint64_t *)out)[j] = (uint64_t)v; break;
+    }
+}
+
+/* (sym + offset) << shift, wrapping as unsigned (the caller checks that the values fit). */
+static inline int64_t shifted(uint32_t sym, int64_t offset, unsigned shift)
+{
+    return (int64_t)(((uint64_t)sym + (uint64_t)offset) << shift);
+}
+
+/* The lanes of one chunk: states, next word and end of each lane's words. */
+typedef struct {
+    uint32_t x[ECNN_RANS_MAX_LANES];
+    const unsigned char *p[ECNN_RANS_MAX_LANES], *end[ECNN_RANS_MAX_LANES];
+    size_t n, next; /* lanes, the lane of the next symbol */
+    uint32_t short_read; /* set once a lane needed a word it did not have */
+} lanes_t;
+
+static const unsigned char zero_word[2] = {0, 0};
+
+/* One symbol with state x, next word *p and word end e: a table lookup, a multiply, and a renormalization
+ * without a branch. A lane out of words reads zeros and sets *bad, so the chunk is rejected. */
+static inline uint32_t dec1(uint32_t *x, const unsigned char **p, const unsigned char *e, const uint16_t *sy,
+                            const uint32_t *fs, unsigned prec, uint32_t mask, uint32_t *bad)
+{
+    uint32_t v = *x, slot = v & mask, sym = sy[slot], f = fs[sym];
+    v = (f & 0xFFFFu) * (v >> prec) + slot - (f >> 16);
+    uint32_t need = v < ECNN_RANS_LOW;
+    const unsigned char *q = *p;
+    uint32_t ok = q < e;
+    const unsigned char *r = ok ? q : zero_word;
+    uint32_t w = (uint32_t)r[0] | ((uint32_t)r[1] << 8);
+    *bad |= need & !ok;
+    *x = need ? (v << 16) | w : v;
+    *p = q + 2 * (need & ok);
+    return sym;
+}
+
+/* Whole rounds of NL lanes (NL a constant), the states in locals so that the chains stay in registers. */
+#define ROUNDS(NL)                                                                          \
+    do {                                                                                    \
+        uint32_t x[NL];                                                                     \
+        const unsigned char *p[NL];                                                         \
+        for (size_t i = 0; i < NL; i++)                                                     \
+            x[i] = L->x[i], p[i] = L->p[i];                                                 \
+        for (; k + NL <= n; k += NL)                                                        \
+            for (size_t i = 0; i < NL; i++)                                                 \
+                buf[k + i] = (uint16_t)dec1(&x[i], &p[i], L->end[i], sy, fs, prec, mask, &bad); \
+        for (size_t i = 0; i < NL; i++)                                                     \
+            L->x[i] = x[i], L->p[i] = p[i];                                                 \
+    } while (0)
+
+/* n symbols with one table into buf, the lanes taken in turn. */
+static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned prec, uint16_t *buf, size_t n)
+{
+    uint32_t mask = ((uint32_t)1 << prec) - 1, bad = 0;
+    size_t k = 0, nl = L->n, j = L->next;
+    while (k < n && j) { /* to the start of a round */
+        buf[k++] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, mask, &bad);
+        j = j + 1 == nl ? 0 : j + 1;
+    }
+    if (nl == 8)
+        ROUNDS(8);
+    else if (nl == 4)
+        ROUNDS(4);
+    for (; k < n; k++) {
+        buf[k] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, mask, &bad);
+        j = j + 1 == nl ? 0 : j + 1;
+    }
+    L->next = j;
+    L->short_read |= bad;
+}
+
+/* Symbols of a staging buffer to their places: out[base + at(k)] = (buf[k] + offset) << shift. */
+#define PUT_LOOP(T, AT, VAL)                            \
+    do {                                                \
+        T *o = (T *)out;                                \
+        for (size_t k = 0; k < m; k++)                  \
+            o[base + (AT)] = (T)(VAL);                  \
+    } while (0)
+
+static void put(void *out, int kind, size_t base, const int64_t *ord, const uint16_t *buf, size_t m, int64_t offset,
+                unsigned shift)
+{
+    if (!offset && shift < 32 && kind == ECNN_RANS_U32) {
+        if (ord)
+            PUT_LOOP(uint32_t, (size_t)ord[k], (uint32_t)buf[k] << shift);
+        else
+            PUT_LOOP(uint32_t, k, (uint32_t)buf[k] << shift);
+    } else if (!offset && kind == ECNN_RANS_U64) {
+        if (ord)
+            PUT_LOOP(uint64_t, (size_t)ord[k], (uint64_t)buf[k] << shift);
+        else
+            PUT_LOOP(uint64_t, k, (uint64_t)buf[k] << shift);
+    } else if (!offset && shift < 16 && kind == ECNN_RANS_U16) {
+        if (ord)
+            PUT_LOOP(uint16_t, (size_t)ord[k], (uint32_t)buf[k] << shift);
+        else
+            PUT_LOOP(uint16_t, k, (uint32_t)buf[k] << shift);
+    } else {
+        for (size_t k = 0; k < m; k++)
+            store(out, kind, base + (ord ? (size_t)ord[k] : k), shifted(buf[k], offset, shift));
+    }
+}
+
+#define STAGE 1024 /* symbols decoded before they are put in place */
+
+int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c, const ecnn_rans_sched *s,
+                            int64_t offset, unsigned shift, void *out, int out_kind)
+{
+    size_t nl = c->lanes;
+    if (nl == 0 || nl > ECNN_RANS_MAX_LANES || shift > 63)
+        return ECNN_RANS_BAD_LAYOUT;
+    lanes_t L;
+    L.n = nl;
+    L.next = 0;
+    L.short_read = 0;
+    size_t pos = 0;
+    for (size_t l = 0; l < nl; l++) {
+        uint64_t w = c->words[l];
+        if (c->len - pos < 4 || w > (c->len - pos - 4) / 2)
+            return ECNN_RANS_BAD_LAYOUT;
+        L.x[l] = rd32(c->data + pos);
+        if (L.x[l] < ECNN_RANS_LOW)
+            return ECNN_RANS_BAD_STATE;
+        L.p[l] = c->data + pos + 4;
+        L.end[l] = L.p[l] + 2 * w;
+        pos += 4 + 2 * (size_t)w;
+    }
+    if (pos != c->len)
+        return ECNN_RANS_BAD_LAYOUT;
+    /* The schedule comes from the parsed stream; check it anyway so that no write leaves out. */
+    if (s->run_start[0] != 0 || (size_t)s->run_start[s->nrc] != s->nruns)
+        return ECNN_RANS_BAD_LAYOUT;
+    for (size_t g = 0; g < s->nrc; g++)
+        if (s->run_start[g + 1] < s->run_start[g])
+            return ECNN_RANS_BAD_LAYOUT;
+    for (size_t r = 0; r < s->nruns; r++) {
+        const int32_t *ru = s->runs + 3 * r;
+        if (ru[0] < 0 || (size_t)ru[0] >= t->ntab || ru[1] < 0 || ru[1] > ru[2] || (size_t)ru[2] > s->cols)
+            return ECNN_RANS_BAD_LAYOUT;
+    }
+    if (s->order)
+        for (size_t q = 0; q < s->cols; q++)
+            if (s->order[q] < 0 || (size_t)s->order[q] >= s->cols)
+                return ECNN_RANS_BAD_LAYOUT;
+    for (size_t i = 0; i < s->nr; i++)
+        if (s->rclass[i] >= s->nrc)
+            return ECNN_RANS_BAD_LAYOUT;
+
+    unsigned prec = t->precision;
+    size_t cols = s->cols;
+    uint16_t buf[STAGE];
+    for (size_t g = 0; g < s->nrc; g++) {
+        for (int64_t r = s->run_start[g]; r < s->run_start[g + 1]; r++) {
+            const int32_t *ru = s->runs + 3 * r;
+            const uint16_t *sy = t->sym + ((size_t)ru[0] << prec);
+            const uint32_t *fs = t->fs + (size_t)ru[0] * t->nsym;
+            size_t c0 = (size_t)ru[1], n = (size_t)(ru[2] - ru[1]);
+            for (size_t i = 0; i < s->nr; i++) {
+                if (s->rclass[i] != g)
+                    continue;
+                for (size_t k0 = 0; k0 < n; k0 += STAGE) {
+                    size_t m = n - k0 < STAGE ? n - k0 : STAGE;
+                    dec_run(&L, sy, fs, prec, buf, m);
+                    if (s->order)
+                        put(out, out_kind, i * cols, s->order + c0 + k0, buf, m, offset, shift);
+                    else
+                        put(out, out_kind, i * cols + c0 + k0, NULL, buf, m, offset, shift);
+                }
+            }
+            if (L.short_read)
+                return ECNN_RANS_SHORT;
+        }
+    }
+    for (size_t l = 0; l < nl; l++)
+        if (L.p[l] != L.end[l] || L.x[l] != ECNN_RANS_LOW)
+            return ECNN_RANS_LEFTOVER;
+    return ECNN_RANS_OK;
+}
+
+int ecnn_rans_encode(const uint32_t *cum, size_t ntab, size_t nsym, unsigned precision, const int32_t *syms,
+                     const int32_t *tab, size_t count, size_t lanes, unsigned char *out, size_t *len, uint64_t *words)
+{
+    if (lanes == 0 || lanes > ECNN_RANS_MAX_LANES || precision < ECNN_RANS_MIN_PRECISION ||
+        precision > ECNN_RANS_MAX_PRECISION)
+        return ECNN_RANS_BAD_LAYOUT;
+    /* Lane l codes the symbols k = l, l + L, ...; its words are written backwards into its own
+     * region of a scratch buffer (at most one word per symbol), then copied out in decoding order. */
+    size_t per = count / lanes + 1;
+    uint16_t *scratch = (uint16_t *)malloc(lanes * per * sizeof(uint16_t));
+    if (!scratch)
+        return ECNN_RANS_NOMEM;
+    uint32_t xs[ECNN_RANS_MAX_LANES];
+    size_t nw[ECNN_RANS_MAX_LANES];
+    for (size_t l = 0; l < lanes; l++) {
+        xs[l] = ECNN_RANS_LOW;
+        nw[l] = 0;
+    }
+    int status = ECNN_RANS_OK;
+    for (size_t k = count; k-- > 0;) {
+        size_t l = k % lanes;
+        int32_t tk = tab[k], sk = syms[k];
+        if (tk < 0 || (size_t)tk >= ntab || sk < 0 || (size_t)sk >= nsym) {
+            status = ECNN_RANS_BAD_SYMBOL;
+            break;
+        }
+        const uint32_t *c = cum + (size_t)tk * (nsym + 1);
+        uint32_t start = c[sk], f = c[sk + 1] - c[sk];
+        if (f == 0) {
+            status = ECNN_RANS_BAD_SYMBOL;
+            break;
+        }
+        uint32_t x = xs[l];
+        uint32_t xmax = (uint32_t)((((uint64_t)ECNN_RANS_LOW >> precision) << 16) * f - 1);
+        if (x > xmax) {
+            scratch[l * per + per - 1 - nw[l]++] = (uint16_t)x;
+            x >>= 16;
+        }
+        xs[l] = ((x / f) << precision) + (x % f) + start;
+    }
+    if (status == ECNN_RANS_OK) {
+        size_t pos = 0;
+        for (size_t l = 0; l < lanes; l++) {
+            uint32_t x = xs[l];
+            out[pos] = (unsigned char)x;
+            out[pos + 1] = (unsigned char)(x >> 8);
+            out[pos + 2] = (unsigned char)(x >> 16);
+            out[pos + 3] = (unsigned char)(x >> 24);
+            pos += 4;
+            const uint16_t *w = scratch + l * per + per - nw[l];
+            for (size_t j = 0; j < nw[l]; j++) {
+                out[pos++] = (unsigned char)w[j];
+                out[pos++] = (unsigned char)(w[j] >> 8);
+            }
+            words[l] = nw[l];
+        }
+        *len = pos;
+    }
+    free(scratch);
+    return status;
+}

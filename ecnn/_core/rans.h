@@ -1,0 +1,80 @@
+/* Interleaved rANS lanes with static tables (spec/CODING.md, section 5.9): 32-bit states, 16-bit words.
+ *
+ * Plain C11, no Python. A chunk's symbols are dealt to L lanes in turn (symbol k to lane k mod L); each
+ * lane is an rANS coder of its own with its own word stream, so lanes decode independently. Every read is
+ * bounds-checked, and a stream that contradicts its tables is reported, never followed. */
+#ifndef ECNN_RANS_H
+#define ECNN_RANS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ECNN_RANS_LOW (UINT32_C(1) << 16) /* states lie in [2^16, 2^32) between symbols */
+#define ECNN_RANS_MIN_PRECISION 10
+#define ECNN_RANS_MAX_PRECISION 15
+#define ECNN_RANS_MAX_LANES 64
+
+enum ecnn_rans_status {
+    ECNN_RANS_OK = 0,
+    ECNN_RANS_NOMEM = 1,
+    ECNN_RANS_BAD_TABLE = 2,  /* frequencies that do not sum to 2^P */
+    ECNN_RANS_BAD_STATE = 3,  /* a lane's initial state below 2^16 */
+    ECNN_RANS_SHORT = 4,      /* a lane ran out of words */
+    ECNN_RANS_LEFTOVER = 5,   /* words left in a lane, or a final state other than 2^16 */
+    ECNN_RANS_BAD_LAYOUT = 6, /* lane sizes that do not add up to the chunk, or a bad schedule */
+    ECNN_RANS_BAD_SYMBOL = 7  /* encoder: a symbol outside the table, or of frequency 0 */
+};
+
+#define ECNN_RANS_MAX_NSYM (1 << 16)
+
+/* The decoding tables of T tables of n symbols (n <= 2^16) at precision P: for each table, the symbol
+ * whose interval holds each slot s in 0..2^P-1 (2^P u16, 16 KiB at P = 13), and each symbol's
+ * frequency and interval start. */
+typedef struct {
+    unsigned precision;
+    size_t ntab, nsym;
+    uint16_t *sym; /* ntab << P entries */
+    uint32_t *fs;  /* ntab * nsym entries: frequency | start << 16 (both at most 2^15) */
+} ecnn_rans_tables;
+
+/* freqs: ntab * nsym frequencies, each table summing to 2^precision. */
+int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t ntab, size_t nsym, unsigned precision);
+void ecnn_rans_tables_free(ecnn_rans_tables *t);
+
+/* The lane streams of one chunk: lane l is a u32 little-endian initial state and words[l] u16
+ * little-endian words, lane 0 first, filling exactly len bytes. */
+typedef struct {
+    const unsigned char *data;
+    size_t len;
+    const uint64_t *words;
+    size_t lanes;
+} ecnn_rans_chunk;
+
+/* The symbol order of a blocks-layout chunk (section 5.8): for each row class g with rows in the chunk,
+ * for each run (t, c0, c1) of g, for each row i of class g in order, columns order[c0..c1-1]. */
+typedef struct {
+    const uint8_t *rclass; /* nr classes */
+    size_t nr, cols;
+    const int32_t *runs; /* (t, c0, c1) triples, runs of class g at run_start[g] .. run_start[g + 1] - 1 */
+    size_t nruns;
+    const int64_t *run_start; /* nrc + 1 */
+    size_t nrc;
+    const int64_t *order; /* cols column indices, or NULL for the identity */
+} ecnn_rans_sched;
+
+/* Output element kinds (as ecnn_int_kind of rc.h). */
+enum ecnn_rans_kind { ECNN_RANS_I8, ECNN_RANS_U8, ECNN_RANS_I16, ECNN_RANS_U16, ECNN_RANS_I32, ECNN_RANS_U32,
+                      ECNN_RANS_I64, ECNN_RANS_U64 };
+
+/* Decode one chunk into out (nr x cols, row-major, of kind out_kind): element (i, order[q]) gets
+ * (symbol + offset) << shift. The caller checks that the kind holds every such value. */
+int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c, const ecnn_rans_sched *s,
+                            int64_t offset, unsigned shift, void *out, int out_kind);
+
+/* Encode count symbols (indices into their tables) given in decoding order, symbol k with table
+ * tab[k]; lanes lanes. out receives the chunk's bytes (at most count * 2 + lanes * 4), words[l]
+ * each lane's word count; *len the bytes written. cum: ntab * (nsym + 1) cumulative frequencies. */
+int ecnn_rans_encode(const uint32_t *cum, size_t ntab, size_t nsym, unsigned precision, const int32_t *syms,
+                     const int32_t *tab, size_t count, size_t lanes, unsigned char *out, size_t *len, uint64_t *words);
+
+#endif

@@ -1,0 +1,321 @@
+"""The ``rans`` stream (format 1.2): the ``blocks`` layout coded in interleaved rANS lanes (spec/CODING.md, section 5.9).
+
+The model and the symbol order are those of ``blocks`` (section 5.8): row and
+column classes, a table map, ``T`` stored tables, and chunks of ``chunk_rows``
+rows whose symbols come rectangle by rectangle. Only the entropy coder
+differs: the tables are expanded to frequencies summing to ``2**precision``
+(section 7.3), and a chunk's symbols are dealt to ``lanes`` rANS coders in
+turn, each with a 32-bit state and its own stream of 16-bit words. A symbol
+decodes with one table lookup, no division, and the lanes of a chunk are
+independent chains, so a core overlaps them (and a GPU could run every lane
+of every chunk at once).
+
+Decoding runs in the compiled core (:mod:`ecnn._core._rans`), chunk by chunk;
+:class:`Lanes` has the same ``decode_chunk`` as :class:`ecnn.coder.blocks.Blocks`,
+so the ``fields`` representation merges signs and tails in the same pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecnn._core import _rans
+from ecnn.coder import blocks, categorical
+from ecnn.coder.categorical import MAX_CHUNKS
+from ecnn.coder.runner import SERIAL
+from ecnn.context import tables, varint
+from ecnn.context import rowcol as rowcol_ctx
+from ecnn.context.varint import unzigzag, zigzag
+from ecnn.errors import CorruptPayload, InvalidField
+
+KEYS = {"coder", "length"}
+LANES = 4  # lanes per chunk that the encoder writes, at most (more ran slower on one core: registers)
+LANE_SYMBOLS = 1 << 13  # and at least this many symbols per lane (each lane costs about 6 bytes)
+MAX_LANES = _rans.MAX_LANES
+MIN_PRECISION, MAX_PRECISION = _rans.MIN_PRECISION, _rans.MAX_PRECISION
+PRECISION_SLACK = 1e-3  # the encoder takes the lowest precision within this fraction of the best size
+MAX_NSYM = 1 << 16  # symbols of one table (the decoder keeps 16-bit symbols)
+
+
+def validate(desc: dict, count: int, lo: int = 0, hi: int = 0) -> None:
+    """Descriptor checks of a ``rans`` stream (after ``coder``, unknown keys and ``length``); the rest are in the stream.
+
+    Raises:
+        InvalidField: no symbols, or a length below the parameters' 8 bytes and one lane's state.
+    """
+    if count < 1:
+        raise InvalidField("a rans stream must code at least one symbol")
+    if desc["length"] < 13:
+        raise InvalidField("a rans stream has at least its eight parameters, one lane size and one state")
+
+
+# --- tables -----------------------------------------------------------------------
+
+
+def freqs(counts: np.ndarray, precision: int) -> np.ndarray:
+    """Stored counts to rANS frequencies summing to ``2**precision`` (spec/CODING.md, section 7.3).
+
+    A count of 0 gives frequency 0 (that symbol cannot be coded); every other
+    count gives at least 1.
+
+    Raises:
+        ValueError: all counts zero, or more non-zero counts than ``2**precision``.
+    """
+    return freqs_rows(np.asarray(counts, np.int64)[None, :], precision)[0]
+
+
+def freqs_rows(counts: np.ndarray, precision: int) -> np.ndarray:
+    """:func:`freqs` of every row of a ``(k, n)`` array of counts: a ``(k, n)`` uint32 array."""
+    c = np.asarray(counts, np.int64)
+    total = c.sum(axis=1)
+    if np.any(total == 0):
+        raise ValueError("all stored counts are zero")
+    m = 1 << precision
+    z = np.count_nonzero(c, axis=1)
+    if np.any(z > m):
+        raise ValueError(f"a table has more used symbols than 2^{precision}")
+    free = (m - z)[:, None]
+    f = np.where(c > 0, 1 + (c * free) // total[:, None], 0)  # c * free < 2^32 * 2^15
+    rest = m - f.sum(axis=1)
+    f[np.arange(c.shape[0]), np.argmax(c, axis=1)] += rest  # the first index of the largest count
+    return f.astype(np.uint32)
+
+
+def cumulative(f: np.ndarray) -> np.ndarray:
+    """``(k, n + 1)`` uint32 cumulative frequencies of a ``(k, n)`` array."""
+    c = np.zeros((f.shape[0], f.shape[1] + 1), np.uint32)
+    np.cumsum(f, axis=1, out=c[:, 1:])
+    return c
+
+
+def cost_bits(hists: list[np.ndarray], counts: list[np.ndarray], precision: int) -> float:
+    """Ideal code length in bits of symbol histograms under their tables' frequencies at ``precision``."""
+    f = freqs_rows(np.stack(counts), precision).astype(np.float64)
+    bits = 0.0
+    for h, fr in zip(hists, f):
+        used = h > 0
+        bits -= float(h[used] @ (np.log2(fr[used]) - precision))
+    return bits
+
+
+# --- encoding -----------------------------------------------------------------
+
+
+def encode(
+    sym: np.ndarray, p: rowcol_ctx.RowColPlan, offset: int, nsym: int, crows: int, lanes: int | None = None
+) -> tuple[dict, bytes]:
+    """A ``rans`` stream of a ``(rows, cols)`` array of indices ``0..nsym-1`` (symbols ``index + offset``).
+
+    The plan is the ``blocks`` one; the precision is the lowest whose coded
+    size is within :data:`PRECISION_SLACK` of the best; ``lanes`` by default
+    :data:`LANES`, fewer for chunks of fewer than ``LANES * LANE_SYMBOLS`` symbols.
+
+    Raises:
+        ValueError: a symbol that its table gives count 0, or an alphabet over :data:`MAX_NSYM`.
+    """
+    rows, cols = sym.shape
+    if lanes is None:
+        lanes = min(LANES, max(1, min(rows, crows) * cols // LANE_SYMBOLS))
+    rects = blocks.Rects.of(sym, p.nrc, p.rclass, p.cclass, p.table_of)
+    counts = [np.asarray(f.counts, np.int64) for f in p.fits]
+    hists = _table_hists(rects, len(counts), nsym)
+    for h, c in zip(hists, counts):
+        if np.any((h > 0) & (c == 0)):
+            raise ValueError("a symbol occurs that its stored table gives count 0")
+    costs = {}
+    for prec in range(MIN_PRECISION, MAX_PRECISION + 1):
+        if max(np.count_nonzero(c) for c in counts) <= 1 << prec:
+            costs[prec] = cost_bits(hists, counts, prec)
+    if not costs:
+        raise ValueError(f"a table uses more than {MAX_NSYM} symbols")
+    best = min(costs.values())
+    prec = min(q for q, b in costs.items() if b <= best * (1 + PRECISION_SLACK) + 64)
+    cum = cumulative(freqs_rows(np.stack(counts), prec))
+    parts = [varint.encode([zigzag(int(offset)), int(nsym), int(rows), int(p.nrc), int(p.ncc), int(crows), int(lanes), prec])]
+    if p.nrc > 1:
+        parts.append(categorical.side_bytes(p.rclass, p.rows_fit))
+    if p.ncc > 1:
+        parts.append(categorical.side_bytes(p.cclass, p.cols_fit))
+    parts.append(varint.encode(p.table_of))
+    parts += [f.blob for f in p.fits]
+    sizes, chunks = [], []
+    for a in range(0, rows, crows):
+        s, t = _chunk_order(rects, a, min(rows, a + crows))
+        data, words = _rans.encode(cum, prec, s, t, lanes)
+        sizes += words
+        chunks.append(data)
+    parts.append(varint.encode(sizes))
+    parts += chunks
+    data = b"".join(parts)
+    return {"coder": "rans", "length": len(data)}, data
+
+
+def _chunk_order(rects: blocks.Rects, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``a .. b-1`` in decoding order (section 5.8): the symbols and each one's table."""
+    rc = rects.rclass[a:b]
+    syms, tabs = [], []
+    for g in range(len(rects.runs)):
+        sel = np.flatnonzero(rc == g) + a
+        if sel.size:
+            block = rects.sym[sel]
+            for t, c0, c1 in rects.runs[g]:
+                syms.append(np.ascontiguousarray(block[:, c0:c1]).ravel())
+                tabs.append(np.full(syms[-1].size, t, np.int32))
+    return np.ascontiguousarray(np.concatenate(syms), np.int32), np.concatenate(tabs)
+
+
+def _table_hists(rects: blocks.Rects, ntab: int, nsym: int) -> list[np.ndarray]:
+    """The histogram of the symbols each table codes."""
+    h = np.zeros((ntab, nsym), np.int64)
+    for g in range(len(rects.runs)):
+        sel = np.flatnonzero(rects.rclass == g)
+        if sel.size:
+            block = rects.sym[sel]
+            for t, c0, c1 in rects.runs[g]:
+                h[t] += np.bincount(block[:, c0:c1].ravel(), minlength=nsym)
+    return list(h)
+
+
+# --- decoding ------------------------------------------------------------------
+
+
+@dataclass
+class Lanes:
+    """A parsed ``rans`` stream, ready to decode chunk by chunk (the interface of :class:`ecnn.coder.blocks.Blocks`).
+
+    Attributes:
+        rows, cols: the matrix view.
+        offset, nsym: symbols are ``offset .. offset + nsym - 1``.
+        chunk_rows, nchunks: rows per chunk and number of chunks.
+    """
+
+    rows: int
+    cols: int
+    offset: int
+    nsym: int
+    chunk_rows: int
+    nchunks: int
+    rclass: np.ndarray  # uint8
+    runs: np.ndarray  # int32 (t, c0, c1) triples
+    run_start: np.ndarray  # int64, nrc + 1
+    order: np.ndarray | None  # int64 column order, None for the identity
+    tables: object  # the compiled decoding tables
+    sizes: np.ndarray  # uint64 (nchunks, lanes) words per lane
+    spans: list  # (start, end) byte range of each chunk in data
+    data: memoryview  # the stream's bytes
+
+    def chunk_bounds(self, i: int) -> tuple[int, int]:
+        """First row and end row of chunk ``i``."""
+        a = i * self.chunk_rows
+        return a, min(self.rows, a + self.chunk_rows)
+
+    def decode_chunk(self, i: int, dst: np.ndarray, shift: int = 0) -> None:
+        """Decode chunk ``i`` into ``dst``, a C-contiguous ``(b - a, cols)`` integer array: each symbol shifted left by ``shift``.
+
+        ``dst`` must hold ``(offset + nsym - 1) << shift``.
+
+        Raises:
+            CorruptPayload: the chunk's lanes are damaged or not used up exactly.
+        """
+        a, b = self.chunk_bounds(i)
+        s, e = self.spans[i]
+        try:
+            _rans.decode_blocks(
+                self.tables, self.data[s:e], self.sizes[i], self.rclass[a:b], self.runs, self.run_start,
+                self.order, self.offset, shift, dst,
+            )
+        except ValueError as err:
+            raise CorruptPayload(f"rans chunk {i}: {err}") from None
+
+
+def parse(buf, count: int, lo: int, hi: int) -> Lanes:
+    """Read a ``rans`` stream's parameters, classes, tables and lane index (section 5.9).
+
+    Raises:
+        CorruptPayload: any check of section 5.9 fails.
+    """
+    try:
+        return _parse(memoryview(buf), count, lo, hi)
+    except CorruptPayload:
+        raise
+    except Exception as e:  # varint, table and range decoder failures alike
+        raise CorruptPayload(f"rans stream: {e}") from None
+
+
+def _parse(mv, count: int, lo: int, hi: int) -> Lanes:
+    (zoff, nsym, rows, nrc, ncc, crows, lanes, prec), pos = varint.decode(mv, 8, 0)
+    offset = unzigzag(zoff)
+    if not 2 <= nsym <= MAX_NSYM:
+        raise CorruptPayload(f"rans nsym {nsym} outside 2..{MAX_NSYM}")
+    if offset < lo or offset + nsym - 1 > hi:
+        raise CorruptPayload("rans alphabet falls outside the allowed symbol range")
+    if not 1 <= rows <= count or count % rows:
+        raise CorruptPayload(f"rans rows {rows} do not divide {count} symbols")
+    cols = count // rows
+    if not 1 <= nrc <= min(blocks.MAX_CLASSES, rows) or not 1 <= ncc <= min(blocks.MAX_CLASSES, cols):
+        raise CorruptPayload("rans class counts out of range")
+    if not 1 <= crows <= rows:
+        raise CorruptPayload(f"rans chunk_rows {crows} outside 1..{rows}")
+    if not 1 <= lanes <= MAX_LANES:
+        raise CorruptPayload(f"rans lanes {lanes} outside 1..{MAX_LANES}")
+    if not MIN_PRECISION <= prec <= MAX_PRECISION:
+        raise CorruptPayload(f"rans precision {prec} outside {MIN_PRECISION}..{MAX_PRECISION}")
+    nchunks = categorical.num_chunks(rows, crows)
+    if nchunks * lanes > MAX_CHUNKS:
+        raise CorruptPayload(f"rans stream has more than {MAX_CHUNKS} lanes")
+    rclass = np.zeros(rows, np.uint8)
+    cclass = np.zeros(cols, np.uint8)
+    if nrc > 1:
+        rclass, pos = categorical.read_side(mv, pos, nrc, rows)
+        rclass = rclass.astype(np.uint8)
+    if ncc > 1:
+        cclass, pos = categorical.read_side(mv, pos, ncc, cols)
+        cclass = cclass.astype(np.uint8)
+    table_of, pos = varint.decode(mv, nrc + ncc - 1, pos)
+    table_of = np.array(table_of, np.int64)
+    steps = np.diff(table_of)
+    if table_of[0] != 0 or np.any(steps < 0) or np.any(steps > 1):
+        raise CorruptPayload("rans table map must start at 0 and grow by 0 or 1")
+    counts = []
+    for _ in range(int(table_of[-1]) + 1):
+        c, pos = tables.read(mv, pos, nsym)
+        counts.append(c)
+    f = freqs_rows(np.stack(counts), prec)
+    sizes, pos = varint.decode(mv, nchunks * lanes, pos)
+    sizes = np.array(sizes, np.uint64).reshape(nchunks, lanes)
+    if np.any(sizes >= 1 << 62):
+        raise CorruptPayload("rans lane size out of range")
+    ends = pos + np.cumsum((4 * lanes + 2 * sizes.sum(axis=1, dtype=np.uint64)).astype(np.int64))
+    if int(ends[-1]) != len(mv):
+        raise CorruptPayload("rans stream length does not match its lane index")
+    starts = np.concatenate([[pos], ends[:-1]])
+    order, runs = blocks.column_runs(cclass, table_of, nrc)
+    flat = np.array([r for g in runs for r in g], np.int32).reshape(-1, 3)
+    run_start = np.concatenate([[0], np.cumsum([len(g) for g in runs])]).astype(np.int64)
+    return Lanes(
+        rows, cols, offset, nsym, crows, nchunks, np.ascontiguousarray(rclass, np.uint8), np.ascontiguousarray(flat),
+        run_start, np.ascontiguousarray(order, np.int64) if ncc > 1 else None, _rans.tables(f, prec),
+        sizes, [(int(s), int(e)) for s, e in zip(starts, ends)], mv,
+    )
+
+
+def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int, runner=SERIAL) -> np.ndarray:
+    """Decode a whole validated ``rans`` stream into ``count`` values of ``out_dtype``, its chunks run by ``runner``.
+
+    Raises:
+        CorruptPayload: the stream contradicts itself or its descriptor.
+    """
+    ln = parse(buf, count, lo, hi)
+    work = np.dtype(np.int64 if ln.offset < 0 or np.dtype(out_dtype).itemsize > 4 else out_dtype)
+    if work.kind == "u" and ln.offset + ln.nsym - 1 > np.iinfo(work).max:
+        work = np.dtype(np.int64)
+    out = runner.empty((ln.rows, ln.cols), work, ln.nchunks)
+
+    def one(i: int) -> None:
+        a, b = ln.chunk_bounds(i)
+        ln.decode_chunk(i, out[a:b])
+
+    runner.run(ln.nchunks, one, out)
+    return out.reshape(-1).astype(out_dtype, copy=False)
