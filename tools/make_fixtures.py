@@ -129,6 +129,9 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     # and a hand-built file with several chunks, row classes with runs, sign classes with a zero count, and an offset.
     out["ctx_rowcol_blocks"] = ctx_rowcol_blocks_file()
     out["ctx_rowcol_blocks_forced"] = ctx_rowcol_blocks_forced_file()
+    # fields heads as rans streams (1.2): the encoder's choice, and classes, chunks and lanes set by hand.
+    out["fields_rans"] = efile.encode(fields_arrays(), EncodeConfig(lossless=True, chunk=4096, format_minor=2))
+    out["fields_rans_forced"] = fields_rans_file()
     out["cat0_noncanonical"] = cat0_noncanonical_file()
     out["packed_streams"] = packed_streams_file()
     return out
@@ -287,6 +290,94 @@ def fields_blocks_file() -> bytes:
     v = (r.standard_normal(300) * 0.3).astype(np.float32)
     add("f32_one_row", v, "float32", 2, 1, 1, 1)
     return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_blocks_forced"}, minor=codec.minor_version(records)))
+
+
+def fields_rans_file() -> bytes:
+    """fields records whose heads are rans streams (1.2) with chosen classes, chunks and lanes: row and
+    column classes over four chunks of three lanes, row classes only (two lanes), column classes only
+    (five lanes), one row in chunks of one row (seven lanes), and a chunk of six symbols in eight lanes."""
+    from ecnn import dtypes as dt_
+    from ecnn.repr import fields
+    from ecnn.coder import rans
+    from ecnn.container import writer
+    from ecnn.context import floats, order0
+    from ecnn.context import rowcol as rowcol_ctx
+
+    r = _rng(23)
+    records, payloads = [], []
+
+    def add(name, arr, dtype, k, nrc, ncc, crows, lanes):
+        dt = dt_.get(dtype)
+        rep, descs, payload = fields.encode(arr, dt, 4096, k=k)
+        e_bits, m_bits = floats.layout(dtype)
+        rows = floats.row_count(arr.shape)
+        _, h, _, _ = floats.split(floats.bit_patterns(arr), e_bits, m_bits, k, rows)
+        lo, hi = int(h.min()), int(h.max())
+        sym = (h - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
+        plan = rowcol_ctx.plan(sym, hi - lo + 1, None, nrc, ncc)
+        nctx = nrc + ncc - 1
+        table_of = np.minimum(np.arange(nctx) * 3 // nctx, nctx - 1)
+        tid = table_of[plan.rclass[:, None] + plan.cclass[None, :]]
+        fits = [order0.fit(np.bincount(sym[tid == t], minlength=hi - lo + 1)) for t in range(int(table_of.max()) + 1)]
+        assert all(f.counts.sum() for f in fits) and (plan.nrc, plan.ncc) == (nrc, ncc)
+        plan = dataclasses.replace(plan, table_of=table_of, fits=fits)
+        parts, pos = [], 0
+        for d in descs:
+            parts.append(payload[pos : pos + d["length"]])
+            pos += d["length"]
+        descs[2], parts[2] = rans.encode(sym, plan, lo, hi - lo + 1, crows, lanes=lanes)
+        records.append({"name": name, "dtype": dtype, "shape": list(arr.shape), "repr": rep, "streams": descs})
+        payloads.append(b"".join(parts))
+
+    scale = np.exp(r.standard_normal((64, 1)) * 1.5) * np.exp(r.standard_normal((1, 48)) * 1.5)
+    w = (r.standard_normal((64, 48)) * scale * 0.02).astype(np.float32)
+    w[21:27] = w[21:27].astype(np.float16).astype(np.float32)  # rows of a narrower tail width, across a chunk boundary
+    w.reshape(-1)[: len(SPECIAL32)] = np.array(SPECIAL32, "<u4").view(np.float32)
+    add("f32_rows_cols", w, "float32", 3, 8, 4, 20, 3)
+    b = _bf16((r.standard_normal((40, 24)) * np.exp(r.standard_normal((40, 1)) * 2)).astype(np.float64))
+    add("bf16_rows", b, "bfloat16", 3, 4, 1, 7, 2)
+    h = (r.standard_normal((16, 50)) * np.exp(r.standard_normal((1, 50)) * 2)).astype(np.float16)
+    add("f16_cols", h, "float16", 2, 1, 8, 16, 5)
+    v = (r.standard_normal(300) * 0.3).astype(np.float32)
+    add("f32_one_row", v, "float32", 2, 1, 1, 1, 7)
+    t = (r.standard_normal((3, 2)) * 0.3).astype(np.float32)
+    add("f32_six_symbols", t, "float32", 4, 1, 1, 3, 8)
+    return b"".join(writer.serialize(records, payloads, {"ecnn.fixture": "fields_rans_forced"}, minor=codec.minor_version(records)))
+
+
+def invalid_fields_rans(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Bad rans streams, from the forced vector: the coder in another stream, a precision above 15,
+    a lane whose initial state is below 2^16, and a lane word changed (the lane does not end at 2^16)."""
+    from ecnn.coder import rans
+    from ecnn.context import varint
+
+    h, area = split(base)
+    t0 = h["tensors"][0]
+    assert t0["repr"]["kind"] == "fields" and t0["streams"][2]["coder"] == "rans" and t0["shape"] == [64, 48]
+    t = json.loads(json.dumps(h))
+    t["tensors"][0]["streams"][0] = {"coder": "rans", "length": t0["streams"][0]["length"]}
+    out = {"fields_rans_in_signs": (build(t, area, minor=2), "UnsupportedCoding", "the coder rans in stream 0 of fields")}
+    payload = bytes(area[t0["offset"] : t0["offset"] + t0["length"]])
+    rel = t0["streams"][0]["length"] + t0["streams"][1]["length"]  # stream 2
+    params, _ = varint.decode(payload, 8, rel)
+    assert params[6] == 3 and 10 <= params[7] <= 15, params
+    prec_at = rel + len(varint.encode(params[:7]))
+    ln = rans.parse(payload[rel : rel + t0["streams"][2]["length"]], 64 * 48, 0, (1 << 11) - 1)
+    state_at = rel + ln.spans[0][0]
+    word_at = state_at + 4 + 2 * ln.sizes[0][0] + 4  # the first word of lane 1 of chunk 0
+    assert ln.sizes[0][1] > 0
+
+    def patched(at: int, new: bytes) -> bytes:
+        bad = payload[:at] + new + payload[at + len(new) :]
+        t = json.loads(json.dumps(h))
+        t["tensors"][0]["crc32"] = fmt.crc32(bad)
+        return build(t, area[: t0["offset"]] + bad + area[t0["offset"] + t0["length"] :], minor=2)
+
+    out["fields_rans_precision_16"] = (patched(prec_at, bytes([16])), "CorruptPayload", "a rans stream of precision 16")
+    out["fields_rans_low_state"] = (patched(state_at, (0xFFFF).to_bytes(4, "little")), "CorruptPayload", "a lane's initial state below 2^16")
+    word = int.from_bytes(payload[word_at : word_at + 2], "little") ^ 0x0101
+    out["fields_rans_bad_word"] = (patched(word_at, word.to_bytes(2, "little")), "CorruptPayload", "a lane word changed: the lane does not end at state 2^16")
+    return out
 
 
 def invalid_fields_blocks(base: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -738,6 +829,7 @@ def main() -> int:
     inv = invalid(base("uniform_cat0"))
     inv.update(invalid_fields(base("fields_forced")))
     inv.update(invalid_fields_blocks(base("fields_blocks_forced")))
+    inv.update(invalid_fields_rans(base("fields_rans_forced")))
     inv.update(invalid_rowcol(base("rowcol_signs")))
     inv.update(invalid_uniform_rows(base("uniform_rows")))
     inv.update(invalid_codebook(base("codebook")))

@@ -83,10 +83,13 @@ def head_stream(
         p, bits = plan_blocks(sym, nsym, chunk, effort)
         if bits < 8.0 * desc_cost(*best):
             crows = categorical.chunk_rows_for(rows, sym.shape[1], block_chunk)
+            coded = None
             if lanes and nsym <= rans.MAX_NSYM:
-                best = smaller(rans.encode(sym, p, lo, nsym, crows), best)
-            else:
-                best = smaller(blocks.encode(sym, p, lo, nsym, crows), best)
+                try:
+                    coded = rans.encode(sym, p, lo, nsym, crows)
+                except ValueError:  # a table with more used symbols than 2^15 slots
+                    coded = None
+            best = smaller(coded or blocks.encode(sym, p, lo, nsym, crows), best)
     return best
 
 

@@ -1,0 +1,176 @@
+"""The rans coder (spec/CODING.md sections 5.9 and 7.3): tables, round trips against the reference
+decoder, and damaged streams."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ecnn
+from ecnn import errors
+from ecnn._core import _rans
+from ecnn.coder import blocks, categorical, rans
+from ecnn.config import EncodeConfig
+from ecnn.container.reader import Container
+from ecnn.select.classes import plan_blocks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import ref_decoder  # noqa: E402
+
+
+def test_freqs_follow_the_worked_example_of_section_7_3():
+    assert rans.freqs(np.array([1, 0, 3]), 10).tolist() == [256, 0, 768]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=2, max_size=300), st.integers(10, 15))
+def test_freqs_sum_to_two_to_the_precision_and_keep_every_used_symbol(counts, p):
+    c = np.array(counts, np.int64)
+    if c.sum() == 0 or np.count_nonzero(c) > 1 << p:
+        with pytest.raises(ValueError):
+            rans.freqs(c, p)
+        return
+    f = rans.freqs(c, p).astype(np.int64)
+    assert f.sum() == 1 << p
+    assert np.all((f > 0) == (c > 0))
+    assert f.tolist() == ref_decoder.rans_freqs(counts, p)
+
+
+def _stream(sym, crows, lanes, effort="best", offset=0):
+    nsym = int(sym.max()) + 1
+    nsym = max(nsym, 2)
+    p, _ = plan_blocks(sym, nsym, 1 << 16, effort)
+    return rans.encode(sym, p, offset, nsym, crows, lanes=lanes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40), st.integers(1, 40), st.integers(2, 300), st.integers(1, 40), st.integers(1, 64),
+    st.sampled_from(["best", "fast"]), st.integers(-5, 5), st.integers(0, 2**32 - 1),
+)
+def test_round_trip_matches_the_reference_decoder(rows, cols, nsym, crows, lanes, effort, offset, seed):
+    rng = np.random.default_rng(seed)
+    sym = np.minimum(rng.geometric(rng.uniform(0.05, 0.9), (rows, cols)) - 1, nsym - 1).astype(np.int32)
+    crows = min(crows, rows)
+    desc, data = _stream(sym, crows, lanes, effort, offset)
+    assert desc == {"coder": "rans", "length": len(data)}
+    n = rows * cols
+    got = rans.decode(desc, data, n, np.int64, -10, 400)
+    assert np.array_equal(got, sym.ravel() + offset)
+    ref = ref_decoder.decode_rans({"lo": -10, "hi": 400}, data, n)
+    assert ref == (sym.ravel() + offset).tolist()
+
+
+def test_the_heads_decode_in_place_with_a_shift_into_every_unsigned_width():
+    rng = np.random.default_rng(3)
+    sym = np.minimum(rng.geometric(0.2, (50, 70)) - 1, 40).astype(np.int32)
+    _, data = _stream(sym, 13, 4)
+    ln = rans.parse(data, sym.size, 0, 1000)
+    for dt, shift in ((np.uint16, 5), (np.uint32, 20), (np.uint64, 40), (np.int32, 3), (np.int64, 0)):
+        out = np.zeros((50, 70), dt)
+        for i in range(ln.nchunks):
+            a, b = ln.chunk_bounds(i)
+            ln.decode_chunk(i, out[a:b], shift)
+        assert np.array_equal(out, (sym.astype(np.uint64) << np.uint64(shift)).astype(dt))
+
+
+def test_a_misaligned_stream_decodes_the_same():
+    rng = np.random.default_rng(4)
+    sym = np.minimum(rng.geometric(0.3, (30, 33)) - 1, 20).astype(np.int32)
+    desc, data = _stream(sym, 7, 3)
+    shifted = memoryview(b"\0" + data)[1:]
+    assert np.array_equal(rans.decode(desc, shifted, sym.size, np.int32, 0, 100), sym.ravel())
+
+
+def test_huge_alphabets_with_few_used_symbols_and_the_limits():
+    rng = np.random.default_rng(5)
+    sym = rng.choice(np.array([0, 7, 65535], np.int32), size=(20, 20))
+    desc, data = _stream(sym, 20, 2)
+    assert np.array_equal(rans.decode(desc, data, sym.size, np.int32, 0, 1 << 17), sym.ravel())
+    # more used symbols than 2^15 slots cannot be coded; more than 2^16 symbols cannot be decoded
+    many = np.arange(40000, dtype=np.int32).reshape(200, 200)
+    with pytest.raises(ValueError):
+        _stream(many, 200, 1)
+
+
+def test_empty_lanes_and_one_symbol_tables():
+    sym = np.array([[3, 3, 3]], np.int32)  # three symbols in eight lanes, one table of one used symbol
+    desc, data = _stream(sym, 1, 8)
+    assert np.array_equal(rans.decode(desc, data, 3, np.int32, 0, 10), sym.ravel())
+    assert ref_decoder.decode_rans({"lo": 0, "hi": 10}, data, 3) == [3, 3, 3]
+
+
+def _corruptions(data: bytes, rng) -> list[bytes]:
+    out = [data[:k] for k in (0, 5, len(data) // 2, len(data) - 1)]
+    for _ in range(40):
+        b = bytearray(data)
+        i = int(rng.integers(len(b)))
+        b[i] ^= int(rng.integers(1, 256))
+        out.append(bytes(b))
+    out.append(data + b"\0\0")
+    return out
+
+
+def test_damaged_streams_are_corrupt_payload_or_decode_never_crash():
+    rng = np.random.default_rng(6)
+    sym = np.minimum(rng.geometric(0.25, (40, 60)) - 1, 30).astype(np.int32)
+    desc, data = _stream(sym, 9, 4)
+    for bad in _corruptions(data, rng):
+        d = dict(desc, length=len(bad))
+        try:
+            got = rans.decode(d, bad, sym.size, np.int64, 0, 1000)
+        except errors.CorruptPayload:
+            continue
+        assert got.shape == (sym.size,)  # a change the checks cannot see (a table count, say) decodes to something
+
+
+def test_the_compiled_core_rejects_bad_arguments_with_typed_errors():
+    f = rans.freqs(np.array([1, 2, 3]), 10)[None, :]
+    t = _rans.tables(f, 10)
+    with pytest.raises(ValueError):
+        _rans.tables(f, 9)  # precision out of range
+    with pytest.raises(ValueError):
+        _rans.tables(f[:, :2], 10)  # does not sum to 2^10
+    with pytest.raises(TypeError):
+        _rans.tables(f.astype(np.int64), 10)
+    out = np.zeros((1, 4), np.uint32)
+    runs, start = np.array([[0, 0, 4]], np.int32), np.array([0, 1], np.int64)
+    words, rclass = np.array([0], np.uint64), np.zeros(1, np.uint8)
+    with pytest.raises(ValueError):  # a state of zero bytes: the lane layout does not add up
+        _rans.decode_blocks(t, b"", words, rclass, runs, start, None, 0, 0, out)
+    with pytest.raises(ValueError):  # a run past the columns
+        _rans.decode_blocks(t, b"\0\0\1\0", words, rclass, np.array([[0, 0, 5]], np.int32), start, None, 0, 0, out)
+    with pytest.raises(ValueError):  # a table index outside the tables
+        _rans.decode_blocks(t, b"\0\0\1\0", words, rclass, np.array([[1, 0, 4]], np.int32), start, None, 0, 0, out)
+    with pytest.raises(ValueError):  # a symbol of frequency 0
+        _rans.encode(rans.cumulative(rans.freqs(np.array([1, 0]), 10)[None, :]), 10, np.array([1], np.int32), np.zeros(1, np.int32), 1)
+    with pytest.raises(ValueError):
+        _rans.encode(rans.cumulative(f), 10, np.array([1], np.int32), np.zeros(1, np.int32), 65)
+
+
+def test_files_use_rans_heads_by_default_and_format_minor_1_keeps_blocks():
+    rng = np.random.default_rng(8)
+    w = (rng.standard_normal((128, 256)) * 0.02).astype(np.float32)
+    new = ecnn.encode({"w": w}, lossless=True)
+    old = ecnn.encode({"w": w}, config=EncodeConfig(lossless=True, format_minor=1))
+    cn, co = Container(new), Container(old)
+    assert cn.minor == 2 and cn.records[0].streams[2]["coder"] == "rans"
+    assert co.minor == 1 and co.records[0].streams[2]["coder"] == "blocks"
+    assert ecnn.decode(new)["w"].numpy().tobytes() == w.tobytes() == ecnn.decode(old)["w"].numpy().tobytes()
+    assert len(new) <= len(old) * 1.01 + 64
+
+
+def test_rans_and_blocks_code_the_same_plan_to_close_sizes():
+    rng = np.random.default_rng(9)
+    sym = np.minimum(rng.geometric(0.1, (256, 512)) - 1, 90).astype(np.int32)
+    nsym = int(sym.max()) + 1
+    p, _ = plan_blocks(sym, nsym, 1 << 18, "best")
+    crows = categorical.chunk_rows_for(256, 512, 1 << 18)
+    _, a = rans.encode(sym, p, 0, nsym, crows)
+    _, b = blocks.encode(sym, p, 0, nsym, crows)
+    assert len(a) <= len(b) * 1.003
