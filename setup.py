@@ -20,5 +20,11 @@ setup(
             depends=["ecnn/_core/rans.h"],
             extra_compile_args=["-std=c11", "-O2"],
         ),
+        Extension(
+            "ecnn._core._bits",
+            sources=["ecnn/_core/_bitsmodule.c", "ecnn/_core/bits.c"],
+            depends=["ecnn/_core/bits.h"],
+            extra_compile_args=["-std=c11", "-O2"],
+        ),
     ]
 )

@@ -432,3 +432,34 @@ def test_decoder_keeps_its_words_alive():
         arr.extend(b"1234")
     del d2
     arr.extend(b"1234")
+
+
+# --- _bits: bit fields merged into the output (fields tails and signs) -----------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 57), st.binary(max_size=48), st.integers(0, 400), st.integers(0, 60), st.integers(0, 63), st.sampled_from([8, 16, 32, 64]))
+def test_or_bits_matches_unpack_at_and_reads_nothing_past_the_end(width, buf, bit, count, shift, bits):
+    from ecnn._core import _bits
+    from ecnn.coder import packed
+
+    dt = np.dtype(f"uint{bits}")
+    out = np.arange(count, dtype=dt)  # OR keeps what is there
+    if width + shift > bits:
+        with pytest.raises(ValueError):
+            _bits.or_bits(out, buf, bit, width, shift)
+        return
+    want = out.astype(np.uint64) | (packed.unpack_at(buf, bit, count, width, np.uint64) << np.uint64(shift))
+    _bits.or_bits(out, buf, bit, width, shift)
+    assert np.array_equal(out.astype(np.uint64), want)
+
+
+def test_or_bits_rejects_other_arrays():
+    from ecnn._core import _bits
+
+    with pytest.raises(TypeError):
+        _bits.or_bits(np.zeros(4, np.int32), b"\xff" * 8, 0, 3, 0)
+    with pytest.raises((TypeError, ValueError)):  # not contiguous
+        _bits.or_bits(np.zeros(4, np.uint32)[::2], b"\xff" * 8, 0, 3, 0)
+    with pytest.raises(ValueError):
+        _bits.or_bits(np.zeros(4, np.uint8), b"\xff" * 8, 0, 0, 0)

@@ -28,6 +28,7 @@ import numpy as np
 
 from ecnn import chunkrun, select
 from ecnn.select import floats as select_floats
+from ecnn._core import _bits
 from ecnn.coder import blocks, packed, rans, streams
 from ecnn.context import floats
 from ecnn.dtypes import DType
@@ -233,18 +234,14 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
             wv = widths[a:b]
             if uniform or np.all(wv == wv[0]):
                 if wv[0]:
-                    t = packed.unpack_at(p3, int(tail_starts[a]), (b - a) * cols, int(wv[0]), ut)
-                    if wv[0] != r:
-                        t <<= ut.type(r - wv[0])
-                    seg |= t
-            else:
-                seg2 = seg.reshape(b - a, cols)
-                for v in np.unique(wv):
-                    if v:
-                        sel = np.flatnonzero(wv == v)
-                        t = packed.unpack_at(p3, int(tail_starts[a + sel[0]]), sel.size * cols, int(v), ut)
-                        t <<= ut.type(r - v)
-                        seg2[sel] |= t.reshape(sel.size, cols)
+                    _bits.or_bits(seg, p3, int(tail_starts[a]), int(wv[0]), int(r - wv[0]))
+            else:  # runs of rows of one width whose tails follow each other in their group
+                step = wv.astype(np.int64) * cols
+                ts = tail_starts[a:b]
+                cuts = np.flatnonzero((wv[1:] != wv[:-1]) | (ts[1:] != ts[:-1] + step[:-1])) + 1
+                for s, e in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [b - a]])):
+                    if wv[s]:
+                        _bits.or_bits(seg[s * cols : e * cols], p3, int(ts[s]), int(wv[s]), int(r - wv[s]))
         elif tails_all is not None:
             seg.reshape(b - a, cols)[...] |= tails_all[a:b] << shifts[a:b, None].astype(ut)
         elif r and d3["value"]:
@@ -254,10 +251,9 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
             seg |= ut.type(1 << (width - 1))
         elif sign_const is None:
             if sign_all is not None:
-                sg = sign_all[a * cols : b * cols]
+                seg |= sign_all[a * cols : b * cols].astype(ut) << ut.type(width - 1)
             else:
-                sg = packed.unpack_at(p0, a * cols, (b - a) * cols, 1, np.uint8)
-            seg |= sg.astype(ut) << ut.type(width - 1)
+                _bits.or_bits(seg, p0, a * cols, 1, width - 1)
 
     chunkrun.run(nchunks, one, out)
     res = out.view(dt.storage.newbyteorder("<") if dt.itemsize > 1 else dt.storage)
