@@ -47,7 +47,8 @@ ALLOWED: dict[str, set[str]] = {
     "ecnn.rate": BASE | {"ecnn.quantize", "ecnn.context", "ecnn.coder", "ecnn.select"},  # the rate estimator
     "ecnn.container": BASE,
     "ecnn.repr": BASE
-    | {"ecnn.chunkrun", "ecnn.quantize", "ecnn.context", "ecnn.coder", "ecnn.select", "ecnn.container"},
+    | {"ecnn.chunkrun", "ecnn.quantize", "ecnn.context", "ecnn.coder", "ecnn.select", "ecnn.container"}
+    | {"ecnn._core"},  # fields merges its tails and signs with a compiled loop
     "ecnn.codec": UNDER_CODEC | {"ecnn.container", "ecnn.repr"},
     "ecnn.parallel": UNDER_CODEC | {"ecnn.container", "ecnn.repr", "ecnn.codec"},  # schedules; reads files duck-typed
     "ecnn.file": UNDER_CODEC | {"ecnn.container", "ecnn.repr", "ecnn.codec", "ecnn.parallel"},
