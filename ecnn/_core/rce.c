@@ -93,25 +93,60 @@ static inline uint64_t load(const void *a, int kind, size_t j)
     }
 }
 
-/* Encode symbol s with table c[0..n]; 0 or a status. */
-static inline int put_symbol(ecnn_rce *e, const uint32_t *c, size_t n, uint64_t s)
+/* The interval [*lo, *lo + *p) of symbol s of table c[0..n]; 0 or a status. */
+static inline int interval(const uint32_t *c, size_t n, uint64_t s, uint64_t *lo, uint64_t *p)
 {
     if (s >= n)
         return ECNN_RCE_BAD_SYMBOL;
-    uint32_t lo = c[s], hi = c[s + 1];
-    if (!(lo < hi && hi <= ECNN_RC_TOTAL))
+    uint32_t a = c[s], b = c[s + 1];
+    if (!(a < b && b <= ECNN_RC_TOTAL))
         return ECNN_RCE_BAD_TABLE;
-    return step(e, lo, hi - lo) ? ECNN_RCE_NO_MEMORY : ECNN_RCE_OK;
+    *lo = a;
+    *p = b - a;
+    return ECNN_RCE_OK;
 }
 
-/* Run the loop on a copy of the state, so that a failure keeps nothing of this call. */
-#define ENCODE_LOOP(SYMBOL_OF_J, TABLE_OF_J)                          \
-    do {                                                              \
-        for (j = 0; j < count; j++) {                                 \
-            status = put_symbol(&s, TABLE_OF_J, n, SYMBOL_OF_J);      \
-            if (status)                                               \
-                break;                                                \
-        }                                                             \
+/* The loop over count symbols, on a copy `s` of the encoder so that a failure keeps nothing of the call.
+ * TABLE_J sets `c` to symbol j's table (or sets status and breaks); SYMBOL_J is symbol j as uint64_t.
+ * The common case (no held-back words, room for a word) keeps the state in registers; every other
+ * symbol goes through step() on the stored state. */
+#define ENCODE_LOOP(TABLE_J, SYMBOL_J)                                                \
+    do {                                                                              \
+        uint64_t lower = s.lower, range = s.range;                                    \
+        for (j = 0; j < count; j++) {                                                 \
+            const uint32_t *c;                                                        \
+            uint64_t lo, p;                                                           \
+            TABLE_J;                                                                  \
+            status = interval(c, n, SYMBOL_J, &lo, &p);                               \
+            if (status)                                                               \
+                break;                                                                \
+            uint64_t scale = range >> ECNN_RC_PRECISION;                              \
+            uint64_t nr = scale * p, nl = lower + scale * lo;                         \
+            if (!s.ninv) {                                                            \
+                if (nr >= RENORM_BELOW) {                                             \
+                    lower = nl;                                                       \
+                    range = nr;                                                       \
+                    continue;                                                         \
+                }                                                                     \
+                uint64_t wl = nl << 32, wr = nr << 32;                                \
+                if (wl + wr > wl && s.nwords < s.cap) {                               \
+                    s.words[s.nwords++] = (uint32_t)(nl >> 32);                       \
+                    lower = wl;                                                       \
+                    range = wr;                                                       \
+                    continue;                                                         \
+                }                                                                     \
+            }                                                                         \
+            s.lower = lower;                                                          \
+            s.range = range;                                                          \
+            if (step(&s, lo, p)) {                                                    \
+                status = ECNN_RCE_NO_MEMORY;                                          \
+                break;                                                                \
+            }                                                                         \
+            lower = s.lower;                                                          \
+            range = s.range;                                                          \
+        }                                                                             \
+        s.lower = lower;                                                              \
+        s.range = range;                                                              \
     } while (0)
 
 static int finish(ecnn_rce *e, ecnn_rce *s, int status, size_t j, size_t *at)
@@ -133,13 +168,24 @@ int ecnn_rce_encode(ecnn_rce *e, const uint32_t *cdf, size_t n, const void *sym,
     size_t j = 0;
     int status = ECNN_RCE_OK;
     switch (sym_kind) {
-    case ECNN_I32: ENCODE_LOOP((uint64_t)(int64_t)((const int32_t *)sym)[j], cdf); break;
-    case ECNN_I64: ENCODE_LOOP((uint64_t)((const int64_t *)sym)[j], cdf); break;
-    case ECNN_U8: ENCODE_LOOP((uint64_t)((const uint8_t *)sym)[j], cdf); break;
-    default: ENCODE_LOOP(load(sym, sym_kind, j), cdf); break;
+    case ECNN_I32: ENCODE_LOOP(c = cdf, (uint64_t)(int64_t)((const int32_t *)sym)[j]); break;
+    case ECNN_I64: ENCODE_LOOP(c = cdf, (uint64_t)((const int64_t *)sym)[j]); break;
+    case ECNN_U8: ENCODE_LOOP(c = cdf, (uint64_t)((const uint8_t *)sym)[j]); break;
+    default: ENCODE_LOOP(c = cdf, load(sym, sym_kind, j)); break;
     }
     return finish(e, &s, status, j, at);
 }
+
+/* Table of symbol j of encode_ctx: row ctx[j], or status BAD_CONTEXT. */
+#define CTX_TABLE(LOAD_T)                                 \
+    do {                                                  \
+        uint64_t t = (LOAD_T);                            \
+        if (t >= ntab) {                                  \
+            status = ECNN_RCE_BAD_CONTEXT;                \
+            goto done;                                    \
+        }                                                 \
+        c = cdfs + (size_t)t * (n + 1);                   \
+    } while (0)
 
 int ecnn_rce_encode_ctx(ecnn_rce *e, const uint32_t *cdfs, size_t ntab, size_t n, const void *ctx, int ctx_kind,
                         const void *sym, int sym_kind, size_t count, size_t *at)
@@ -147,16 +193,13 @@ int ecnn_rce_encode_ctx(ecnn_rce *e, const uint32_t *cdfs, size_t ntab, size_t n
     ecnn_rce s = *e;
     size_t j = 0;
     int status = ECNN_RCE_OK;
-    for (j = 0; j < count; j++) {
-        uint64_t t = load(ctx, ctx_kind, j);
-        if (t >= ntab) {
-            status = ECNN_RCE_BAD_CONTEXT;
-            break;
-        }
-        status = put_symbol(&s, cdfs + (size_t)t * (n + 1), n, load(sym, sym_kind, j));
-        if (status)
-            break;
-    }
+    if (ctx_kind == ECNN_U8 && sym_kind == ECNN_U8)
+        ENCODE_LOOP(CTX_TABLE(((const uint8_t *)ctx)[j]), (uint64_t)((const uint8_t *)sym)[j]);
+    else if (ctx_kind == ECNN_I64 && sym_kind == ECNN_I64)
+        ENCODE_LOOP(CTX_TABLE((uint64_t)((const int64_t *)ctx)[j]), (uint64_t)((const int64_t *)sym)[j]);
+    else
+        ENCODE_LOOP(CTX_TABLE(load(ctx, ctx_kind, j)), load(sym, sym_kind, j));
+done:
     return finish(e, &s, status, j, at);
 }
 
