@@ -39,9 +39,11 @@ static int reserve(ecnn_rce *e, size_t more)
     return 0;
 }
 
-/* One symbol with interval [lo, lo + p) of 2^24, 1 <= p and lo + p <= 2^24 (checked by the caller).
- * It follows constriction's RangeEncoder::encode_symbol step by step, so the words are the same. */
-static inline int step(ecnn_rce *e, uint64_t lo, uint64_t p)
+/* One symbol with interval [lo, lo + p) of 2^24, 1 <= p and lo + p <= 2^24 (checked by the caller), on the
+ * stored state: RC section 9.2 in full, held-back words and growing the output included. It follows
+ * constriction's RangeEncoder::encode_symbol step by step, so the words are the same. The loops below
+ * take a shortcut for the common case and come here for the rest. */
+static int step(ecnn_rce *e, uint64_t lo, uint64_t p)
 {
     uint64_t scale = e->range >> ECNN_RC_PRECISION; /* >= 2^8: range >= 2^32 between symbols */
     uint64_t range = scale * p;                     /* >= 2^8, never above the old range */
