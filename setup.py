@@ -15,6 +15,12 @@ setup(
             extra_compile_args=["-std=c11", "-O2"],
         ),
         Extension(
+            "ecnn._core._rce",
+            sources=["ecnn/_core/_rcemodule.c", "ecnn/_core/rce.c"],
+            depends=["ecnn/_core/rce.h", "ecnn/_core/rc.h"],
+            extra_compile_args=["-std=c11", "-O2"],
+        ),
+        Extension(
             "ecnn._core._rans",
             sources=["ecnn/_core/_ransmodule.c", "ecnn/_core/rans.c"],
             depends=["ecnn/_core/rans.h"],

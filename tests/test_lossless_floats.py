@@ -363,7 +363,6 @@ def test_blocks_spec_example_order():
     """The example of section 5.8: runs of each row class, rows in order, columns in class order."""
     import constriction
 
-    from ecnn.coder import categorical
     from ecnn.context import order0, tables
     from ecnn.context import rowcol as rowcol_ctx
 
@@ -375,7 +374,7 @@ def test_blocks_spec_example_order():
     bl = blocks.parse(data, 6, 0, 6)
     assert bl.runs == [[(0, 0, 3)], [(0, 0, 2), (1, 2, 3)]]
     dec = constriction.stream.queue.RangeDecoder(bl.words[0])
-    m = [categorical.model(tables.expand(f.counts)) for f in fits]
+    m = [constriction.stream.model.Categorical(tables.expand(f.counts).astype(np.float64), perfect=False) for f in fits]
     # table 0: (1, 1), (1, 2), (1, 0); table 0: (0, 1), (0, 2); table 1: (0, 0)
     assert dec.decode(m[0], 3).tolist() == [5, 6, 4]
     assert dec.decode(m[0], 2).tolist() == [2, 3]

@@ -1,7 +1,8 @@
 """Entropy coding: integers and a model in, bytes out, and back.
 
-The range coder encodes with constriction and decodes with the compiled
-decoder of :mod:`ecnn._core` (both follow spec/RANGE_CODER.md).
+The range coder encodes and decodes with the compiled encoder and decoder of
+:mod:`ecnn._core` (both follow spec/RANGE_CODER.md; the encoder writes the
+words that constriction's ``RangeEncoder`` writes, which the tests check).
 
 The coders code; they do not choose (that is :mod:`ecnn.select`). Every coder
 is listed once in :data:`ecnn.coder.registry.CODERS`; :mod:`ecnn.coder.streams`

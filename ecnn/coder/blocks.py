@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import constriction
 import numpy as np
 
 from ecnn.coder import categorical
@@ -83,13 +82,13 @@ def encode(sym: np.ndarray, p: rowcol_ctx.RowColPlan, offset: int, nsym: int, cr
         parts.append(categorical.side_bytes(p.cclass, p.cols_fit))
     parts.append(varint.encode(p.table_of))
     parts += [f.blob for f in p.fits]
-    models = [categorical.model(tables.expand(f.counts)) for f in p.fits]
+    cdfs = [categorical.table(tables.expand(f.counts)) for f in p.fits]
     rects = Rects.of(sym, p.nrc, p.rclass, p.cclass, p.table_of)
     chunks = []
     for a in range(0, rows, crows):
-        enc = constriction.stream.queue.RangeEncoder()
-        rects.encode(enc, models, a, min(rows, a + crows))
-        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+        enc = categorical.encoder()
+        rects.encode(enc, cdfs, a, min(rows, a + crows))
+        chunks.append(categorical.words(enc))
     parts.append(categorical.chunks_bytes(chunks))
     data = b"".join(parts)
     return {"coder": "blocks", "length": len(data)}, data
@@ -109,15 +108,16 @@ class Rects:
         s = np.ascontiguousarray(sym[:, order] if order.size > 1 else sym, dtype=np.int32)
         return cls(s, np.asarray(rclass), runs)
 
-    def encode(self, enc, models: list, a: int, b: int) -> None:
-        """Encode rows ``a .. b-1`` (one chunk) rectangle by rectangle."""
+    def encode(self, enc, cdfs: list, a: int, b: int) -> None:
+        """Encode rows ``a .. b-1`` (one chunk) rectangle by rectangle into ``enc``, with the cumulative table
+        ``cdfs[t]`` for table ``t`` (:func:`ecnn.coder.categorical.encoder`)."""
         rc = self.rclass[a:b]
         for g in range(len(self.runs)):
             sel = np.flatnonzero(rc == g) + a
             if sel.size:
                 block = self.sym[sel]
                 for t, c0, c1 in self.runs[g]:
-                    enc.encode(np.ascontiguousarray(block[:, c0:c1]).ravel(), models[t])
+                    enc.encode(cdfs[t], block[:, c0:c1])  # the rectangle, read row by row
 
 
 # --- decoding ------------------------------------------------------------------

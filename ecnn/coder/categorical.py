@@ -2,35 +2,24 @@
 
 The model is built from integer frequencies produced by
 :func:`ecnn.context.tables.expand`; the range coder has 32-bit words and 24-bit
-precision (spec/RANGE_CODER.md). Encoding uses constriction's coder; decoding
-uses the compiled decoder of :mod:`ecnn._core._rc`, which takes cumulative
-tables (:func:`table`). Long sequences are cut into chunks of ``chunk``
+precision (spec/RANGE_CODER.md). Both directions are compiled and take
+cumulative tables (:func:`table`): the encoder of :mod:`ecnn._core._rce`
+(which writes the words constriction's ``RangeEncoder`` writes) and the decoder
+of :mod:`ecnn._core._rc`. Long sequences are cut into chunks of ``chunk``
 symbols, each coded independently so that chunks can be decoded separately.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import constriction
 
-from ecnn._core import _rc
+from ecnn._core import _rc, _rce
 from ecnn.context import tables, varint
 from ecnn.context.rate import num_chunks  # noqa: F401 - chunk arithmetic, shared with the rate estimate
 
 
 WORD_BITS = 32
 MAX_CHUNKS = 1 << 20  # chunks of one stream at most (spec/CODING.md, "Chunking")
-
-
-def model(freqs: np.ndarray):
-    """The constriction model for expanded frequencies ``freqs``.
-
-    With ``perfect=False`` and frequencies summing to ``2**24 - n``, constriction
-    assigns symbol ``i`` exactly ``freqs[i] + 1`` out of ``2**24``.
-    """
-    return constriction.stream.model.Categorical(
-        np.asarray(freqs, dtype=np.float64), perfect=False
-    )
 
 
 def table(freqs: np.ndarray) -> np.ndarray:
@@ -72,16 +61,28 @@ def chunk_rows_for(rows: int, cols: int, chunk: int) -> int:
     return min(rows, max(1, chunk // max(cols, 1)))
 
 
+def encoder() -> "_rce.Encoder":
+    """An empty range encoder: ``encode(cdf, symbols)`` with one cumulative table, ``encode_ctx(cdfs, ctx,
+    symbols)`` with row ``ctx[j]`` of a 2-D table array for symbol ``j``; :func:`words` seals it."""
+    return _rce.Encoder()
+
+
+def words(enc) -> np.ndarray:
+    """The sealed words of encoder ``enc`` (a read-only ``<u4`` array); ``enc`` may go on encoding."""
+    return np.frombuffer(enc.get_words(), "<u4")
+
+
 def encode(indices: np.ndarray, freqs: np.ndarray, chunk: int) -> list[np.ndarray]:
-    """Encode symbol indices ``0..n-1``; returns the uint32 words of each chunk."""
-    idx = np.ascontiguousarray(indices, dtype=np.int32).ravel()
-    m = model(freqs)
-    out = []
-    for start in range(0, idx.size, chunk):
-        enc = constriction.stream.queue.RangeEncoder()
-        enc.encode(idx[start : start + chunk], m)
-        out.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
-    return out
+    """Encode symbol indices ``0..n-1``; returns the uint32 words of each chunk.
+
+    Raises:
+        ValueError: an index outside ``0..n-1``.
+    """
+    idx = np.asarray(indices).reshape(-1)
+    if idx.dtype.kind not in "iu":
+        idx = idx.astype(np.int32)
+    cdf = table(freqs)
+    return [np.frombuffer(_rce.encode_chunk(cdf, idx[start : start + chunk]), "<u4") for start in range(0, idx.size, chunk)]
 
 
 def decode_chunk(words: np.ndarray, cdf: np.ndarray, count: int) -> np.ndarray:
@@ -114,7 +115,7 @@ def decode_into(words: np.ndarray, cdf: np.ndarray, out: np.ndarray, offset: int
 
 def chunks_bytes(chunks: list[np.ndarray]) -> bytes:
     """The chunk index (words per chunk, as varints) followed by every chunk's words, u32 little-endian."""
-    return varint.encode([w.size for w in chunks]) + b"".join(w.astype("<u4").tobytes() for w in chunks)
+    return varint.encode([w.size for w in chunks]) + b"".join(np.asarray(w, "<u4").tobytes() for w in chunks)
 
 
 def read_chunks(buf, pos: int, k: int) -> list[np.ndarray]:

@@ -22,7 +22,6 @@ step of all the chunk's lanes with a single call (a table per symbol).
 
 from __future__ import annotations
 
-import constriction
 import numpy as np
 
 from ecnn.coder import categorical, rowcol
@@ -41,11 +40,6 @@ MODEL_ROWCOL_GROUPED = 3  # signs class by class
 MODEL_ROWCOL_BLOCKS = 4  # symbols in block order, signs class by class four per symbol
 ROWCOL_MODELS = (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED, MODEL_ROWCOL_BLOCKS)
 _FLAGS = 3  # bit 0: lanes are columns; bit 1: value tables by previous sign
-_BATCH = 1 << 16  # symbols per call when every symbol has its own table
-
-
-def _family():
-    return constriction.stream.model.Categorical(perfect=False)
 
 
 # --- encoding ---------------------------------------------------------------
@@ -64,16 +58,12 @@ def order0_header_bytes(offset: int, nsym: int, chunk: int) -> int:
 
 
 def _sig_table(sig: np.ndarray) -> np.ndarray:
-    """Expanded frequencies of every significance byte, as float64 rows for constriction."""
-    return np.array([sparse.sig_freqs(int(b)) for b in sig], np.float64).reshape(-1, 2)
+    """Expanded frequencies of every significance byte, one row of two per byte.
 
-
-def _encode_batched(enc, symbols: np.ndarray, probs_of, n: int) -> None:
-    """Encode symbols each with its own table (``probs_of(a, b)`` gives rows a..b-1)."""
-    fam = _family()
-    for a in range(0, n, _BATCH):
-        b = min(n, a + _BATCH)
-        enc.encode(symbols[a:b], fam, probs_of(a, b))
+    Raises:
+        ValueError: a byte that is not a significance table (spec/CODING.md, section 5.6.2).
+    """
+    return np.array([sparse.sig_freqs(int(b)) for b in sig], np.int64).reshape(-1, 2)
 
 
 def encode_lanes(m: np.ndarray, plan: sparse.LanePlan, chunk: int) -> tuple[dict, bytes]:
@@ -92,25 +82,23 @@ def encode_lanes(m: np.ndarray, plan: sparse.LanePlan, chunk: int) -> tuple[dict
         parts.append(categorical.side_bytes(plan.sclass, plan.sclass_fit))
     parts.append(plan.sig.astype(np.uint8).tobytes())
     parts += [f.blob for f in plan.vfits]
-    sig_f = _sig_table(plan.sig)
-    val_f = np.array([tables.expand(f.counts) for f in plan.vfits], np.float64)
+    sig_c = categorical.tables_of(_sig_table(plan.sig))
+    val_c = categorical.tables_of(np.array([tables.expand(f.counts) for f in plan.vfits], np.int64)) if plan.vfits else None
     chunks = []
     for a in range(0, lanes, cl):
         vc = v[a : a + cl]
         z = (vc != 0).astype(np.int64)
         x = sparse.contexts(z, plan.nb, plan.k, plan.sclass, plan.d1, plan.d2)
-        enc = constriction.stream.queue.RangeEncoder()
-        xs, zs = x.T.ravel(), z.T.ravel().astype(np.int32)  # step by step, lanes in order
-        _encode_batched(enc, zs, lambda i, j, xs=xs: sig_f[xs[i:j]], zs.size)
-        if val_f.shape[0]:
+        enc = categorical.encoder()
+        enc.encode_ctx(sig_c, x.T.ravel(), z.T.ravel())  # step by step, lanes in order
+        if val_c is not None:
             sel = z.T.astype(bool)
             idx = sparse.value_index(vc.T[sel], plan.vlo)
             if plan.vsign:
-                u = sparse.prev_sign(vc).T[sel]
-                _encode_batched(enc, idx, lambda i, j, u=u: val_f[u[i:j]], idx.size)
-            elif idx.size:
-                enc.encode(idx, categorical.model(val_f[0]))
-        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+                enc.encode_ctx(val_c, sparse.prev_sign(vc).T[sel], idx)
+            else:
+                enc.encode(val_c[0], idx)
+        chunks.append(categorical.words(enc))
     parts.append(categorical.chunks_bytes(chunks))
     data = b"".join(parts)
     return {"coder": "ctx", "length": len(data)}, data

@@ -19,7 +19,6 @@ in row-major order (0 negative, 1 positive).
 from __future__ import annotations
 
 import numpy as np
-import constriction
 
 from ecnn.coder import blocks as blocks_mod
 from ecnn.coder import categorical
@@ -29,7 +28,6 @@ from ecnn.context import rowcol as ctxmod
 from ecnn.context import tables, varint
 from ecnn.errors import CorruptPayload, InvalidField, LimitExceeded, UnsupportedCoding
 
-_BATCH = 1 << 16  # signs per call when each has its own table
 _POPCOUNT4 = np.array([bin(d).count("1") for d in range(16)], np.int64)
 _SHIFT4 = np.arange(4, dtype=np.int32)
 # Byte k of entry d is the k-th sign as an int8 factor: 1 if bit k of d is 1 (positive), else -1 (0xff);
@@ -125,18 +123,18 @@ def encode_body(
         parts.append(categorical.side_bytes(plan.cclass, plan.cols_fit))
     parts.append(varint.encode(plan.table_of))
     parts += [f.blob for f in plan.fits]
-    models = [categorical.model(tables.expand(f.counts)) for f in plan.fits]
-    sign_model = sign_f = None
+    cdfs = [categorical.table(tables.expand(f.counts)) for f in plan.fits]
+    sign_cdf = sign_c = None
     if values is not None and signs is None:
         parts.append(plan.sign_fit.blob)
-        sign_model = categorical.model(tables.expand(plan.sign_fit.counts))
+        sign_cdf = categorical.table(tables.expand(plan.sign_fit.counts))
     elif values is not None:
         parts += [f.blob for f in signs.fits]
-        sign_f = np.array([tables.expand(f.counts) for f in signs.fits], np.float64)
+        sign_c = categorical.tables_of(np.array([tables.expand(f.counts) for f in signs.fits], np.int64))
         if signs.k == 1:
-            sign_model = categorical.model(sign_f[0])
+            sign_cdf = sign_c[0]
     if blocks:
-        parts.append(categorical.chunks_bytes(_blocks_chunks(sym, values, plan, crows, signs, models, sign_f)))
+        parts.append(categorical.chunks_bytes(_blocks_chunks(sym, values, plan, crows, signs, cdfs, sign_c)))
         return b"".join(parts)
     chunks = []
     # Classes are below 64, so contexts fit a byte (as in the decoder).
@@ -145,19 +143,19 @@ def encode_body(
     for a in range(0, rows, crows):
         b = min(rows, a + crows)
         tid = table8[rclass8[a:b, None] + cclass8[None, :]].ravel()
-        s = sym[a:b].ravel().astype(np.int32)
+        s = sym[a:b].ravel()
         order = np.argsort(tid, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(models)))])
-        enc = constriction.stream.queue.RangeEncoder()
-        for t, m in enumerate(models):
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(tid, minlength=len(cdfs)))])
+        enc = categorical.encoder()
+        for t, c in enumerate(cdfs):
             if bounds[t + 1] > bounds[t]:
-                enc.encode(s[order[bounds[t] : bounds[t + 1]]], m)
+                enc.encode(c, s[order[bounds[t] : bounds[t + 1]]])
         if values is not None:
             v = values[a:b]
             nz = v != 0
-            bits = (v[nz] > 0).astype(np.int32)
-            if bits.size and sign_model is not None:
-                enc.encode(bits, sign_model)
+            bits = (v[nz] > 0).astype(np.uint8)
+            if bits.size and sign_cdf is not None:
+                enc.encode(sign_cdf, bits)
             elif bits.size and grouped:  # class by class, each with its own table, each in row-major order
                 cls = np.broadcast_to(sclass8[None, :], v.shape)[nz]
                 by_class = np.argsort(cls, kind="stable")
@@ -165,13 +163,10 @@ def encode_body(
                 for g in range(signs.k):
                     lo_, hi_ = int(ends[g - 1]) if g else 0, int(ends[g])
                     if hi_ > lo_:
-                        enc.encode(bits[by_class[lo_:hi_]], categorical.model(sign_f[g]))
+                        enc.encode(sign_c[g], bits[by_class[lo_:hi_]])
             elif bits.size:  # the table of each sign's column class, in row-major order
-                cls = np.broadcast_to(signs.sclass[None, :], v.shape)[nz]
-                fam = constriction.stream.model.Categorical(perfect=False)
-                for i in range(0, bits.size, _BATCH):
-                    enc.encode(bits[i : i + _BATCH], fam, sign_f[cls[i : i + _BATCH]])
-        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+                enc.encode_ctx(sign_c, np.broadcast_to(sclass8[None, :], v.shape)[nz], bits)
+        chunks.append(categorical.words(enc))
     parts.append(categorical.chunks_bytes(chunks))
     return b"".join(parts)
 
@@ -191,13 +186,14 @@ def quad_freqs(counts) -> np.ndarray:
     return tables.expand(u0 ** (4 - _POPCOUNT4) * u1**_POPCOUNT4)
 
 
-def _encode_quads(enc, bits: np.ndarray, quad_model, sign_model) -> None:
-    """Signs (1 positive) four per symbol, then the last ``n mod 4`` one by one."""
+def _encode_quads(enc, bits: np.ndarray, quad_cdf: np.ndarray, sign_cdf: np.ndarray) -> None:
+    """Signs (1 positive) four per symbol, then the last ``n mod 4`` one by one (cumulative tables of the
+    quad and sign models)."""
     nq = bits.size // 4
     if nq:
-        enc.encode((bits[: 4 * nq].reshape(nq, 4) << _SHIFT4).sum(axis=1, dtype=np.int32), quad_model)
+        enc.encode(quad_cdf, (bits[: 4 * nq].reshape(nq, 4) << _SHIFT4).sum(axis=1, dtype=np.int32))
     if bits.size > 4 * nq:
-        enc.encode(bits[4 * nq :], sign_model)
+        enc.encode(sign_cdf, bits[4 * nq :])
 
 
 def _decode_factors(dec, n: int, quad_cdf: np.ndarray, sign_cdf: np.ndarray) -> np.ndarray:
@@ -213,25 +209,26 @@ def _decode_factors(dec, n: int, quad_cdf: np.ndarray, sign_cdf: np.ndarray) -> 
     return f
 
 
-def _blocks_chunks(sym, values, plan: ctxmod.RowColPlan, crows: int, signs, models, sign_f) -> list[np.ndarray]:
-    """The chunks of a model-4 stream: magnitudes rectangle by rectangle, then the signs class by class, four per symbol."""
+def _blocks_chunks(sym, values, plan: ctxmod.RowColPlan, crows: int, signs, cdfs, sign_c) -> list[np.ndarray]:
+    """The chunks of a model-4 stream: magnitudes rectangle by rectangle, then the signs class by class, four per symbol.
+
+    ``cdfs`` are the cumulative tables of the magnitudes, ``sign_c`` those of the sign classes, one per row."""
     rows = sym.shape[0]
     rects = blocks_mod.Rects.of(sym, plan.nrc, plan.rclass, plan.cclass, plan.table_of)
     if values is not None:
-        quads = [categorical.model(quad_freqs(f.counts)) for f in signs.fits]
-        singles = [categorical.model(f) for f in sign_f]
+        quads = [categorical.table(quad_freqs(f.counts)) for f in signs.fits]
         class_cols = [np.flatnonzero(signs.sclass == g) for g in range(signs.k)]
     chunks = []
     for a in range(0, rows, crows):
         b = min(rows, a + crows)
-        enc = constriction.stream.queue.RangeEncoder()
-        rects.encode(enc, models, a, b)
+        enc = categorical.encoder()
+        rects.encode(enc, cdfs, a, b)
         if values is not None:
             v = values[a:b]
             for g, cols_g in enumerate(class_cols):
                 sub = v if signs.k == 1 else v[:, cols_g]
-                _encode_quads(enc, (sub[sub != 0] > 0).astype(np.int32), quads[g], singles[g])
-        chunks.append(np.asarray(enc.get_compressed(), dtype=np.uint32))
+                _encode_quads(enc, (sub[sub != 0] > 0).astype(np.int32), quads[g], sign_c[g])
+        chunks.append(categorical.words(enc))
     return chunks
 
 
