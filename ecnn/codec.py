@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 
 from ecnn import dtypes, quantize, repr as reprs
+from ecnn.coder import ctx
 from ecnn.coder.registry import coder_minor
 from ecnn.config import EncodeConfig
 from ecnn.container.reader import TensorRecord
@@ -157,13 +158,22 @@ def encode_quantized(
     return {"name": name, "dtype": dt.name, "shape": shape, "repr": rep, "streams": descs}, payload
 
 
-def minor_version(records: list[dict]) -> int:
-    """The lowest Format_Minor whose features cover every record (spec/FORMAT.md section 11)."""
+def minor_version(records: list[dict], payloads: list | None = None) -> int:
+    """The lowest Format_Minor whose features cover every record (spec/FORMAT.md section 11).
+
+    With the ``payloads``, a ``ctx`` stream counts with the version of its model
+    (model 5 is of 1.2); without, with the version of the coder.
+    """
     minor = 0
-    for rec in records:
+    for i, rec in enumerate(records):
         minor = max(minor, reprs.REPRS[rec["repr"]["kind"]].minor)
+        pos = 0
         for st in rec["streams"]:
             minor = max(minor, coder_minor(st["coder"]))
+            if payloads is not None:
+                if st["coder"] == "ctx":
+                    minor = max(minor, ctx.model_minor(memoryview(payloads[i])[pos : pos + st["length"]]))
+                pos += st["length"]
     return minor
 
 

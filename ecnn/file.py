@@ -156,7 +156,7 @@ def encode_records(records: list[dict], payloads: list, metadata: Mapping[str, s
     if len(set(names)) != len(names):
         raise InvalidTensorName("tensor names must be unique")
     records = [dict(r) for r in records]
-    return list(serialize(records, list(payloads), md, align, minor=codec.minor_version(records)))
+    return list(serialize(records, list(payloads), md, align, minor=codec.minor_version(records, payloads)))
 
 
 # --- decoding ---------------------------------------------------------------

@@ -92,8 +92,9 @@ def test_fast_codes_each_stream_with_one_table():
     best = _ctx_models(en.encode(arrays, config=make_config(bits=8)))
     balanced = _ctx_models(en.encode(arrays, config=make_config(bits=8, effort="balanced")))
     fast = _ctx_models(en.encode(arrays, config=make_config(bits=8, effort="fast")))
-    # Stream 1 of uniform_rows holds the weights: rowcol model 4 and lanes (model 1) at the higher efforts.
-    assert best["a.weight"][1] == balanced["a.weight"][1] == ctx.MODEL_ROWCOL_BLOCKS
+    # Stream 1 of uniform_rows holds the weights: rowcol model 5 (model 4 in rANS lanes) and lanes (model 1)
+    # at the higher efforts.
+    assert best["a.weight"][1] == balanced["a.weight"][1] == ctx.MODEL_ROWCOL_LANES
     assert best["b.weight"][1] == balanced["b.weight"][1] == ctx.MODEL_LANES
     assert all(m == ctx.MODEL_ORDER0 for ms in fast.values() for m in ms) and len(fast["a.weight"]) == 2
 

@@ -56,6 +56,10 @@ def test_the_written_minor_version_comes_from_the_registries():
         assert codec.minor_version([dict(rec, streams=[{"coder": name}])]) == CODERS[name].minor
     for kind, r in reprs.REPRS.items():
         assert codec.minor_version([dict(rec, repr={"kind": kind})]) == r.minor
+    # a ctx stream counts with its model: model 5 is of format 1.2
+    two = [{"coder": "cat0", "length": 3}, {"coder": "ctx", "length": 2}]
+    assert codec.minor_version([dict(rec, streams=two)], [b"abc\x05\x00"]) == 2
+    assert codec.minor_version([dict(rec, streams=two)], [b"abc\x04\x00"]) == 1
 
 
 def test_streams_decode_dispatches_through_the_registry():

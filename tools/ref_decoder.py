@@ -1318,7 +1318,94 @@ def decode_ctx(f: dict, buf: bytes, n: int) -> list[int]:
         return _decode_ctx_lanes(f, buf, pos, n)
     if model in (2, 3, 4):
         return _decode_ctx_rowcol(f, buf, pos, n, model)
+    if model == 5:  # 1.2
+        return _decode_ctx_model5(f, buf, pos, n)
     raise SpecError("UnsupportedCoding", "CODING.md §5.6", f"reserved model {model}")
+
+
+def _decode_ctx_model5(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
+    """C§5.6.5: model 4's parameters plus lanes and precision, its parts with every table expanded
+    by C§7.3, a lane index and lanes as in C§5.9; the magnitudes then the signs, symbol k by lane k mod L."""
+    sec = "CODING.md §5.6.5"
+    (zo, nsym, rows, nrc, ncc, nsc, chunk_rows, lanes, p), pos = _read_varints(buf, pos, 9)
+    offset, lo, hi = _unzigzag(zo), f["lo"], f["hi"]
+    if not 2 <= nsym <= 1 << 16:
+        raise _corrupt(sec, f"nsym {nsym} outside 2..2^16")
+    if not 1 <= rows <= n or n % rows:
+        raise _corrupt(sec, f"rows {rows} do not divide N = {n}")
+    cols = n // rows
+    if not 1 <= nrc <= min(64, rows) or not 1 <= ncc <= min(64, cols):
+        raise _corrupt(sec, f"class counts {nrc}, {ncc} out of range")
+    if not 0 <= nsc <= min(64, cols):
+        raise _corrupt(sec, f"nsc = {nsc} outside 0..min(64, cols)")
+    if nsc >= 1 and (offset != 0 or -(nsym - 1) < lo or nsym - 1 > hi):
+        raise _corrupt(sec, "signs apart need offset 0 and magnitudes within the symbol range")
+    if nsc == 0 and (offset < lo or offset + nsym - 1 > hi):
+        raise _corrupt(sec, "alphabet outside the symbol range")
+    if not 1 <= chunk_rows <= rows:
+        raise _corrupt(sec, f"chunk_rows {chunk_rows} outside 1..rows")
+    if not 1 <= lanes <= 64:
+        raise _corrupt(sec, f"lanes {lanes} outside 1..64")
+    if not 10 <= p <= 15:
+        raise _corrupt(sec, f"precision {p} outside 10..15")
+    k = -(-rows // chunk_rows)
+    if k * lanes > MAX_CHUNKS:
+        raise _corrupt(sec, f"{k} chunks of {lanes} lanes, more than 2^20 lanes")
+    sign_class = [0] * cols
+    if nsc > 1:
+        sign_class, pos = _read_class_stream(buf, pos, cols, nsc)
+    row_class, col_class, table_map, pos = _read_classes_and_map(buf, pos, rows, cols, nrc, ncc, sec)
+    mags = []
+    for _ in range(table_map[-1] + 1):
+        counts, pos = read_table(buf, pos, nsym)
+        mags.append(rans_freqs(counts, p))
+    quads, singles = [], []
+    for _ in range(nsc):
+        (c0, c1), pos = read_table(buf, pos, 2)
+        quads.append(rans_freqs(quad_counts(c0, c1), p))
+        singles.append(rans_freqs([c0, c1], p))
+    sizes, pos = _read_varints(buf, pos, k * lanes)
+    if any(w >= 1 << 62 for w in sizes):
+        raise _corrupt(sec, "lane size out of range")
+    if pos + sum(4 + 2 * w for w in sizes) != len(buf):
+        raise _corrupt(sec, "the stream's length does not match its lane index")
+    out = [0] * n
+    for j in range(k):
+        chunk_lanes = []
+        for w in sizes[j * lanes : (j + 1) * lanes]:
+            state = int.from_bytes(buf[pos : pos + 4], "little")
+            words = [int.from_bytes(buf[pos + 4 + 2 * i : pos + 6 + 2 * i], "little") for i in range(w)]
+            chunk_lanes.append(_Lane(state, words))
+            pos += 4 + 2 * w
+        count = 0
+
+        def symbol(g):
+            nonlocal count
+            s = chunk_lanes[count % lanes].symbol(g, p)
+            count += 1
+            return s
+
+        first, last = j * chunk_rows, min(rows, (j + 1) * chunk_rows)
+        for i, c, t in blocks_order(first, last, cols, row_class, col_class, table_map, nrc):
+            out[i * cols + c] = symbol(mags[t])
+        if nsc:
+            for g in range(nsc):
+                members = [e for e in range(first * cols, last * cols) if out[e] != 0 and sign_class[e % cols] == g]
+                signs = []
+                for _ in range(len(members) // 4):
+                    d = symbol(quads[g])
+                    signs.extend((d >> b) & 1 for b in range(4))
+                for _ in range(len(members) % 4):
+                    signs.append(symbol(singles[g]))
+                for e, positive in zip(members, signs):
+                    if not positive:
+                        out[e] = -out[e]
+        else:
+            for e in range(first * cols, last * cols):
+                out[e] += offset
+        for lane in chunk_lanes:
+            lane.finish()
+    return out
 
 
 def _decode_ctx_rowcol(f: dict, buf: bytes, pos: int, n: int, model: int) -> list[int]:

@@ -106,6 +106,7 @@ static void tables_free(PyObject *cap)
 
 static PyObject *tables(PyObject *self, PyObject *args)
 {
+    (void)self;
     PyObject *fo;
     unsigned precision;
     if (!PyArg_ParseTuple(args, "OI:tables", &fo, &precision))
@@ -141,8 +142,73 @@ static PyObject *tables(PyObject *self, PyObject *args)
     return cap;
 }
 
+/* The buffers of one chunk's decoding: lanes and the blocks schedule, and the output. */
+typedef struct {
+    Py_buffer data, words, rclass, runs, start, order, out;
+    int have_order, kind, n; /* n: buffers held, in the order above (order only if have_order) */
+    ecnn_rans_chunk c;
+    ecnn_rans_sched s;
+} chunk_args;
+
+static void release_chunk(chunk_args *a)
+{
+    Py_buffer *b[] = {&a->data, &a->words, &a->rclass, &a->runs, &a->start, &a->order, &a->out};
+    for (int i = 0; i < a->n; i++)
+        if (i != 5 || a->have_order)
+            PyBuffer_Release(b[i]);
+}
+
+static int get_chunk(chunk_args *a, PyObject *data_o, PyObject *words_o, PyObject *rclass_o, PyObject *runs_o,
+                     PyObject *start_o, PyObject *order_o, PyObject *out_o)
+{
+    a->n = 0;
+    a->have_order = order_o != Py_None;
+    if (PyObject_GetBuffer(data_o, &a->data, PyBUF_SIMPLE) < 0)
+        return -1;
+    a->n = 1;
+    if (get_kind(words_o, &a->words, 0, ECNN_RANS_U64, "words", "uint64") < 0)
+        goto fail;
+    a->n = 2;
+    if (get_kind(rclass_o, &a->rclass, 0, ECNN_RANS_U8, "rclass", "uint8") < 0)
+        goto fail;
+    a->n = 3;
+    if (get_kind(runs_o, &a->runs, 0, ECNN_RANS_I32, "runs", "int32") < 0)
+        goto fail;
+    a->n = 4;
+    if (get_kind(start_o, &a->start, 0, ECNN_RANS_I64, "run_start", "int64") < 0)
+        goto fail;
+    a->n = 5;
+    if (a->have_order && get_kind(order_o, &a->order, 0, ECNN_RANS_I64, "order", "int64") < 0)
+        goto fail;
+    a->n = 6;
+    if (get_buf(out_o, &a->out, 1, &a->kind, "out") < 0)
+        goto fail;
+    a->n = 7;
+    size_t nr = (size_t)a->rclass.len, nruns = (size_t)a->runs.len / (3 * sizeof(int32_t));
+    size_t nrc = (size_t)a->start.len / sizeof(int64_t);
+    size_t cols = nr ? (size_t)a->out.len / (size_t)a->out.itemsize / nr : 0;
+    if (nrc < 2 || (size_t)a->runs.len % (3 * sizeof(int32_t)) || nr == 0 ||
+        cols * nr * (size_t)a->out.itemsize != (size_t)a->out.len ||
+        (a->have_order && (size_t)a->order.len / sizeof(int64_t) != cols) || a->words.len == 0 ||
+        (size_t)a->words.len / sizeof(uint64_t) > ECNN_RANS_MAX_LANES) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent array sizes for a rans chunk");
+        goto fail;
+    }
+    ecnn_rans_chunk c = {(const unsigned char *)a->data.buf, (size_t)a->data.len, (const uint64_t *)a->words.buf,
+                         (size_t)a->words.len / sizeof(uint64_t)};
+    ecnn_rans_sched s = {(const uint8_t *)a->rclass.buf, nr, cols, (const int32_t *)a->runs.buf, nruns,
+                         (const int64_t *)a->start.buf, nrc - 1, a->have_order ? (const int64_t *)a->order.buf : NULL};
+    a->c = c;
+    a->s = s;
+    return 0;
+fail:
+    release_chunk(a);
+    return -1;
+}
+
 static PyObject *decode_blocks(PyObject *self, PyObject *args)
 {
+    (void)self;
     PyObject *cap, *data_o, *words_o, *rclass_o, *runs_o, *start_o, *order_o, *out_o;
     long long offset;
     unsigned shift;
@@ -152,63 +218,77 @@ static PyObject *decode_blocks(PyObject *self, PyObject *args)
     ecnn_rans_tables *t = (ecnn_rans_tables *)PyCapsule_GetPointer(cap, CAPSULE);
     if (!t)
         return NULL;
-    Py_buffer data, words, rclass, runs, start, order, out;
-    int have_order = order_o != Py_None, kind, st = ECNN_RANS_OK;
-    PyObject *ret = NULL;
-    if (PyObject_GetBuffer(data_o, &data, PyBUF_SIMPLE) < 0)
+    chunk_args a;
+    if (get_chunk(&a, data_o, words_o, rclass_o, runs_o, start_o, order_o, out_o) < 0)
         return NULL;
-    if (get_kind(words_o, &words, 0, ECNN_RANS_U64, "words", "uint64") < 0)
-        goto e0;
-    if (get_kind(rclass_o, &rclass, 0, ECNN_RANS_U8, "rclass", "uint8") < 0)
-        goto e1;
-    if (get_kind(runs_o, &runs, 0, ECNN_RANS_I32, "runs", "int32") < 0)
-        goto e2;
-    if (get_kind(start_o, &start, 0, ECNN_RANS_I64, "run_start", "int64") < 0)
-        goto e3;
-    if (have_order && get_kind(order_o, &order, 0, ECNN_RANS_I64, "order", "int64") < 0)
-        goto e4;
-    if (get_buf(out_o, &out, 1, &kind, "out") < 0)
-        goto e5;
-    size_t nr = (size_t)rclass.len, nruns = (size_t)runs.len / (3 * sizeof(int32_t));
-    size_t nrc = (size_t)start.len / sizeof(int64_t);
-    size_t cols = nr ? (size_t)out.len / (size_t)out.itemsize / nr : 0;
-    if (nrc < 2 || (size_t)runs.len % (3 * sizeof(int32_t)) || nr == 0 || cols * nr * (size_t)out.itemsize != (size_t)out.len ||
-        (have_order && (size_t)order.len / sizeof(int64_t) != cols) || words.len == 0 ||
-        (size_t)words.len / sizeof(uint64_t) > ECNN_RANS_MAX_LANES) {
-        PyErr_SetString(PyExc_ValueError, "decode_blocks: inconsistent array sizes");
-        goto e6;
-    }
-    ecnn_rans_chunk c = {(const unsigned char *)data.buf, (size_t)data.len, (const uint64_t *)words.buf,
-                         (size_t)words.len / sizeof(uint64_t)};
-    ecnn_rans_sched s = {(const uint8_t *)rclass.buf, nr, cols, (const int32_t *)runs.buf, nruns,
-                         (const int64_t *)start.buf, nrc - 1, have_order ? (const int64_t *)order.buf : NULL};
+    int st;
     Py_BEGIN_ALLOW_THREADS
-    st = ecnn_rans_decode_blocks(t, &c, &s, (int64_t)offset, shift, out.buf, kind);
+    st = ecnn_rans_decode_blocks(t, &a.c, &a.s, (int64_t)offset, shift, a.out.buf, a.kind);
     Py_END_ALLOW_THREADS
-    if (!raise_status(st)) {
-        Py_INCREF(Py_None);
-        ret = Py_None;
+    release_chunk(&a);
+    if (raise_status(st))
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *decode_rowcol(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap, *qcap, *scap, *data_o, *words_o, *rclass_o, *runs_o, *start_o, *order_o, *scols_o, *sstart_o, *out_o;
+    long long offset;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOLO:decode_rowcol", &cap, &qcap, &scap, &data_o, &words_o, &rclass_o, &runs_o,
+                          &start_o, &order_o, &scols_o, &sstart_o, &offset, &out_o))
+        return NULL;
+    ecnn_rans_tables *t = (ecnn_rans_tables *)PyCapsule_GetPointer(cap, CAPSULE), *q = NULL, *sg = NULL;
+    if (!t)
+        return NULL;
+    int with_signs = scols_o != Py_None;
+    if (with_signs) {
+        q = (ecnn_rans_tables *)PyCapsule_GetPointer(qcap, CAPSULE);
+        sg = q ? (ecnn_rans_tables *)PyCapsule_GetPointer(scap, CAPSULE) : NULL;
+        if (!sg)
+            return NULL;
     }
-e6:
-    PyBuffer_Release(&out);
-e5:
-    if (have_order)
-        PyBuffer_Release(&order);
-e4:
-    PyBuffer_Release(&start);
-e3:
-    PyBuffer_Release(&runs);
-e2:
-    PyBuffer_Release(&rclass);
-e1:
-    PyBuffer_Release(&words);
-e0:
-    PyBuffer_Release(&data);
-    return ret;
+    chunk_args a;
+    if (get_chunk(&a, data_o, words_o, rclass_o, runs_o, start_o, order_o, out_o) < 0)
+        return NULL;
+    Py_buffer scols, sstart;
+    size_t nsc = 0;
+    int st = ECNN_RANS_OK;
+    if (with_signs) {
+        if (get_kind(scols_o, &scols, 0, ECNN_RANS_I64, "scols", "int64") < 0) {
+            release_chunk(&a);
+            return NULL;
+        }
+        if (get_kind(sstart_o, &sstart, 0, ECNN_RANS_I64, "sstart", "int64") < 0) {
+            PyBuffer_Release(&scols);
+            release_chunk(&a);
+            return NULL;
+        }
+        nsc = (size_t)sstart.len / sizeof(int64_t);
+        if (nsc < 2 || (size_t)scols.len / sizeof(int64_t) != a.s.cols)
+            st = ECNN_RANS_BAD_LAYOUT;
+        nsc -= 1;
+    }
+    if (!st) {
+        const int64_t *sc = with_signs ? (const int64_t *)scols.buf : NULL, *ss = with_signs ? (const int64_t *)sstart.buf : NULL;
+        Py_BEGIN_ALLOW_THREADS
+        st = ecnn_rans_decode_rowcol(t, q, sg, &a.c, &a.s, sc, ss, nsc, (int64_t)offset, a.out.buf, a.kind);
+        Py_END_ALLOW_THREADS
+    }
+    if (with_signs) {
+        PyBuffer_Release(&sstart);
+        PyBuffer_Release(&scols);
+    }
+    release_chunk(&a);
+    if (raise_status(st))
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *encode(PyObject *self, PyObject *args)
 {
+    (void)self;
     PyObject *cum_o, *syms_o, *tab_o;
     unsigned precision;
     Py_ssize_t lanes;
@@ -276,6 +356,10 @@ static PyMethodDef module_methods[] = {
      "Decode one blocks-layout chunk of rANS lanes into out (rows x cols, C order): words (uint64) the lanes'\n"
      "word counts, rclass (uint8) the chunk's row classes, runs (int32 triples t, c0, c1) with run_start\n"
      "(int64, one per row class plus one), order (int64 column order, or None)."},
+    {"decode_rowcol", decode_rowcol, METH_VARARGS,
+     "decode_rowcol(tables, quads, signs, data, words, rclass, runs, run_start, order, scols, sstart, offset, out)\n\n"
+     "Decode one ctx model 5 chunk: the magnitudes as decode_blocks, then the signs of the non-zero ones, class by\n"
+     "class (columns scols[sstart[g]:sstart[g + 1]]), four per quad symbol; scols None: no signs."},
     {"encode", encode, METH_VARARGS,
      "encode(cum, precision, syms, tab, lanes) -> (bytes, words)\n\nCode int32 symbols, symbol k with table tab[k]\n"
      "of the (tables, symbols + 1) uint32 cumulative frequencies, in lanes lanes."},

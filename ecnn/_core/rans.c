@@ -177,26 +177,26 @@ static void put(void *out, int kind, size_t base, const int64_t *ord, const uint
 
 #define STAGE 1024 /* symbols decoded before they are put in place */
 
-int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c, const ecnn_rans_sched *s,
-                            int64_t offset, unsigned shift, void *out, int out_kind)
+/* Bind the lanes of a chunk and check the schedule; a status. */
+static int open_chunk(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_chunk *c, const ecnn_rans_sched *s,
+                      unsigned shift)
 {
     size_t nl = c->lanes;
     if (nl == 0 || nl > ECNN_RANS_MAX_LANES || shift > 63)
         return ECNN_RANS_BAD_LAYOUT;
-    lanes_t L;
-    L.n = nl;
-    L.next = 0;
-    L.short_read = 0;
+    L->n = nl;
+    L->next = 0;
+    L->short_read = 0;
     size_t pos = 0;
     for (size_t l = 0; l < nl; l++) {
         uint64_t w = c->words[l];
         if (c->len - pos < 4 || w > (c->len - pos - 4) / 2)
             return ECNN_RANS_BAD_LAYOUT;
-        L.x[l] = rd32(c->data + pos);
-        if (L.x[l] < ECNN_RANS_LOW)
+        L->x[l] = rd32(c->data + pos);
+        if (L->x[l] < ECNN_RANS_LOW)
             return ECNN_RANS_BAD_STATE;
-        L.p[l] = c->data + pos + 4;
-        L.end[l] = L.p[l] + 2 * w;
+        L->p[l] = c->data + pos + 4;
+        L->end[l] = L->p[l] + 2 * w;
         pos += 4 + 2 * (size_t)w;
     }
     if (pos != c->len)
@@ -219,7 +219,13 @@ int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c,
     for (size_t i = 0; i < s->nr; i++)
         if (s->rclass[i] >= s->nrc)
             return ECNN_RANS_BAD_LAYOUT;
+    return ECNN_RANS_OK;
+}
 
+/* Section 5.8's rectangles: every run of every row class, row by row. */
+static int blocks_body(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_sched *s, int64_t offset,
+                       unsigned shift, void *out, int out_kind)
+{
     unsigned prec = t->precision;
     size_t cols = s->cols;
     uint16_t buf[STAGE];
@@ -234,21 +240,129 @@ int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c,
                     continue;
                 for (size_t k0 = 0; k0 < n; k0 += STAGE) {
                     size_t m = n - k0 < STAGE ? n - k0 : STAGE;
-                    dec_run(&L, sy, fs, prec, buf, m);
+                    dec_run(L, sy, fs, prec, buf, m);
                     if (s->order)
                         put(out, out_kind, i * cols, s->order + c0 + k0, buf, m, offset, shift);
                     else
                         put(out, out_kind, i * cols + c0 + k0, NULL, buf, m, offset, shift);
                 }
             }
-            if (L.short_read)
+            if (L->short_read)
                 return ECNN_RANS_SHORT;
         }
     }
-    for (size_t l = 0; l < nl; l++)
-        if (L.p[l] != L.end[l] || L.x[l] != ECNN_RANS_LOW)
+    return ECNN_RANS_OK;
+}
+
+static int close_chunk(const lanes_t *L)
+{
+    if (L->short_read)
+        return ECNN_RANS_SHORT;
+    for (size_t l = 0; l < L->n; l++)
+        if (L->p[l] != L->end[l] || L->x[l] != ECNN_RANS_LOW)
             return ECNN_RANS_LEFTOVER;
     return ECNN_RANS_OK;
+}
+
+int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c, const ecnn_rans_sched *s,
+                            int64_t offset, unsigned shift, void *out, int out_kind)
+{
+    lanes_t L;
+    int st = open_chunk(&L, t, c, s, shift);
+    if (!st)
+        st = blocks_body(&L, t, s, offset, shift, out, out_kind);
+    return st ? st : close_chunk(&L);
+}
+
+/* One symbol of the next lane with table tab of t. */
+static inline uint32_t dec_next(lanes_t *L, const ecnn_rans_tables *t, size_t tab)
+{
+    unsigned prec = t->precision;
+    uint32_t bad = 0, sym;
+    size_t j = L->next;
+    sym = dec1(&L->x[j], &L->p[j], L->end[j], t->sym + (tab << prec), t->fs + tab * t->nsym, prec,
+               ((uint32_t)1 << prec) - 1, &bad);
+    L->next = j + 1 == L->n ? 0 : j + 1;
+    L->short_read |= bad;
+    return sym;
+}
+
+static inline int is_nonzero(const void *out, int kind, size_t j)
+{
+    switch (kind) {
+    case ECNN_RANS_I8: case ECNN_RANS_U8: return ((const uint8_t *)out)[j] != 0;
+    case ECNN_RANS_I16: case ECNN_RANS_U16: return ((const uint16_t *)out)[j] != 0;
+    case ECNN_RANS_I32: case ECNN_RANS_U32: return ((const uint32_t *)out)[j] != 0;
+    default: return ((const uint64_t *)out)[j] != 0;
+    }
+}
+
+static inline void negate(void *out, int kind, size_t j)
+{
+    switch (kind) {
+    case ECNN_RANS_I8: ((int8_t *)out)[j] = (int8_t)-((int8_t *)out)[j]; break;
+    case ECNN_RANS_I16: ((int16_t *)out)[j] = (int16_t)-((int16_t *)out)[j]; break;
+    case ECNN_RANS_I32: ((int32_t *)out)[j] = -((int32_t *)out)[j]; break;
+    default: ((int64_t *)out)[j] = (int64_t)(0 - (uint64_t)((int64_t *)out)[j]); break;
+    }
+}
+
+int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *quads, const ecnn_rans_tables *signs,
+                            const ecnn_rans_chunk *c, const ecnn_rans_sched *s, const int64_t *scols,
+                            const int64_t *sstart, size_t nsc, int64_t offset, void *out, int out_kind)
+{
+    lanes_t L;
+    int st = open_chunk(&L, t, c, s, 0);
+    if (st)
+        return st;
+    if (nsc) {
+        if (out_kind == ECNN_RANS_U8 || out_kind == ECNN_RANS_U16 || out_kind == ECNN_RANS_U32 ||
+            out_kind == ECNN_RANS_U64 || !quads || !signs || quads->ntab < nsc || signs->ntab < nsc ||
+            quads->nsym != 16 || signs->nsym != 2 || sstart[0] != 0 || (size_t)sstart[nsc] != s->cols || offset)
+            return ECNN_RANS_BAD_LAYOUT;
+        for (size_t g = 0; g < nsc; g++)
+            if (sstart[g + 1] < sstart[g])
+                return ECNN_RANS_BAD_LAYOUT;
+        for (size_t q = 0; q < s->cols; q++)
+            if (scols[q] < 0 || (size_t)scols[q] >= s->cols)
+                return ECNN_RANS_BAD_LAYOUT;
+    }
+    st = blocks_body(&L, t, s, offset, 0, out, out_kind);
+    if (st)
+        return st;
+    /* Section 5.6.5 step 2: class by class, the non-zero magnitudes in row-major order, four signs per
+     * quad symbol, then the last n mod 4 one by one. */
+    size_t cols = s->cols;
+    for (size_t g = 0; g < nsc; g++) {
+        const int64_t *cg = scols + sstart[g];
+        size_t ncg = (size_t)(sstart[g + 1] - sstart[g]), n = 0;
+        for (size_t i = 0; i < s->nr; i++)
+            for (size_t q = 0; q < ncg; q++)
+                n += (size_t)is_nonzero(out, out_kind, i * cols + (size_t)cg[q]);
+        size_t full = n / 4 * 4, seen = 0;
+        uint32_t d = 0;
+        for (size_t i = 0; i < s->nr; i++) {
+            for (size_t q = 0; q < ncg; q++) {
+                size_t e = i * cols + (size_t)cg[q];
+                if (!is_nonzero(out, out_kind, e))
+                    continue;
+                uint32_t positive;
+                if (seen < full) {
+                    if (seen % 4 == 0)
+                        d = dec_next(&L, quads, g);
+                    positive = (d >> (seen % 4)) & 1u;
+                } else {
+                    positive = dec_next(&L, signs, g);
+                }
+                if (!positive)
+                    negate(out, out_kind, e);
+                seen++;
+            }
+        }
+        if (L.short_read)
+            return ECNN_RANS_SHORT;
+    }
+    return close_chunk(&L);
 }
 
 int ecnn_rans_encode(const uint32_t *cum, size_t ntab, size_t nsym, unsigned precision, const int32_t *syms,

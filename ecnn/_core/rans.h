@@ -71,6 +71,14 @@ enum ecnn_rans_kind { ECNN_RANS_I8, ECNN_RANS_U8, ECNN_RANS_I16, ECNN_RANS_U16, 
 int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c, const ecnn_rans_sched *s,
                             int64_t offset, unsigned shift, void *out, int out_kind);
 
+/* A ctx model 5 chunk (spec/CODING.md section 5.6.5): the magnitudes as decode_blocks (no shift; an offset
+ * only without signs), then, for each sign class g < nsc, the signs of the non-zero magnitudes of the columns
+ * scols[sstart[g] .. sstart[g + 1] - 1] in row-major order: four per symbol of quad table g (bit b the
+ * b-th sign, 1 positive), the last n mod 4 one per symbol of sign table g. out must be signed. */
+int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *quads, const ecnn_rans_tables *signs,
+                            const ecnn_rans_chunk *c, const ecnn_rans_sched *s, const int64_t *scols,
+                            const int64_t *sstart, size_t nsc, int64_t offset, void *out, int out_kind);
+
 /* Encode count symbols (indices into their tables) given in decoding order, symbol k with table
  * tab[k]; lanes lanes. out receives the chunk's bytes (at most count * 2 + lanes * 4), words[l]
  * each lane's word count; *len the bytes written. cum: ntab * (nsym + 1) cumulative frequencies. */

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecnn.coder import categorical, rowcol
+from ecnn.coder import categorical, rans, rowcol
 from ecnn.coder.categorical import MAX_CHUNKS
 from ecnn.coder.runner import SERIAL
 from ecnn.context import order0, sparse, tables, varint
@@ -38,6 +38,7 @@ MODEL_LANES = 1
 MODEL_ROWCOL = 2  # signs in row-major order, each with its column's table
 MODEL_ROWCOL_GROUPED = 3  # signs class by class
 MODEL_ROWCOL_BLOCKS = 4  # symbols in block order, signs class by class four per symbol
+MODEL_ROWCOL_LANES = rans.MODEL_ROWCOL_LANES  # model 4 in rANS lanes (format 1.2)
 ROWCOL_MODELS = (MODEL_ROWCOL, MODEL_ROWCOL_GROUPED, MODEL_ROWCOL_BLOCKS)
 _FLAGS = 3  # bit 0: lanes are columns; bit 1: value tables by previous sign
 
@@ -119,11 +120,18 @@ def encode_rowcol(
     signs: rowcol_ctx.SignPlan | None,
     model: int = MODEL_ROWCOL_BLOCKS,
 ) -> tuple[dict, bytes]:
-    """A model-4 (or model-2 or 3) stream: rowcol with its parameters in the stream and, with signs, sign tables by column class."""
-    if model not in ROWCOL_MODELS:
-        raise ValueError(f"not a rowcol model: {model}")
+    """A model-4 (or model-2, 3 or 5) stream: rowcol with its parameters in the stream and, with signs, sign tables by column class.
+
+    Model 5 (format 1.2) falls back to model 4 where it cannot code the stream (a table of more than 2^15 symbols)."""
     rows, cols = sym.shape
     crows = categorical.chunk_rows_for(rows, cols, chunk)
+    if model == MODEL_ROWCOL_LANES:
+        try:
+            return rans.encode_rowcol(sym, values, plan, signs, offset, nsym, crows)
+        except ValueError:
+            model = MODEL_ROWCOL_BLOCKS
+    if model not in ROWCOL_MODELS:
+        raise ValueError(f"not a rowcol model: {model}")
     nsc = 0 if values is None else signs.k
     parts = [varint.encode(rowcol_params(offset, nsym, rows, plan.nrc, plan.ncc, nsc, crows, model))]
     if nsc > 1:
@@ -178,11 +186,22 @@ def decode(buf, count: int, out_dtype: np.dtype, lo: int, hi: int, runner=SERIAL
             return _decode_lanes(mv, pos, count, out_dtype, lo, hi, runner)
         if model in ROWCOL_MODELS:
             return _decode_rowcol(mv, pos, count, out_dtype, lo, hi, model, runner)
+        if model == MODEL_ROWCOL_LANES:
+            return rans.decode_rowcol(mv, pos, count, out_dtype, lo, hi, runner)
     except (CorruptPayload, UnsupportedCoding):
         raise
     except Exception as e:  # varint, table and range decoder failures alike
         raise CorruptPayload(f"ctx stream: {type(e).__name__}: {e}") from None
     raise UnsupportedCoding(f"ctx stream: reserved model {model}")
+
+
+def model_minor(buf) -> int:
+    """The format minor version that introduced the model of a ctx stream (model 5: 1.2; the others 1.1)."""
+    try:
+        (model,), _ = varint.decode(memoryview(buf), 1, 0)
+    except Exception:  # noqa: BLE001 - an unreadable model is the decoder's to report
+        return 1
+    return 2 if model == MODEL_ROWCOL_LANES else 1
 
 
 def symbol_bounds(buf) -> tuple[int, int] | None:
@@ -197,7 +216,7 @@ def symbol_bounds(buf) -> tuple[int, int] | None:
         if model == MODEL_ORDER0:
             (zo, nsym, _), _ = varint.decode(mv, 3, pos)
             return unzigzag(zo), unzigzag(zo) + nsym - 1
-        if model in ROWCOL_MODELS:
+        if model in ROWCOL_MODELS or model == MODEL_ROWCOL_LANES:
             (zo, nsym, _, _, _, nsc), _ = varint.decode(mv, 6, pos)
             return (-(nsym - 1), nsym - 1) if nsc else (unzigzag(zo), unzigzag(zo) + nsym - 1)
         if model == MODEL_LANES:

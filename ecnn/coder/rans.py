@@ -319,3 +319,189 @@ def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int, runner=SERI
 
     runner.run(ln.nchunks, one, out)
     return out.reshape(-1).astype(out_dtype, copy=False)
+
+
+# --- ctx model 5: rowcol in blocks order, signs four per symbol, in rANS lanes (section 5.6.5) ------
+
+
+MODEL_ROWCOL_LANES = 5  # the ctx model number
+
+
+def _precision(hists: list[np.ndarray], counts: list[np.ndarray]) -> int:
+    """The lowest precision whose coded size of the histograms is within :data:`PRECISION_SLACK` of the best."""
+    costs = {}
+    for prec in range(MIN_PRECISION, MAX_PRECISION + 1):
+        if max(np.count_nonzero(c) for c in counts) <= 1 << prec:
+            costs[prec] = cost_bits(hists, counts, prec)
+    if not costs:
+        raise ValueError(f"a table uses more than 2^{MAX_PRECISION} symbols")
+    best = min(costs.values())
+    return min(q for q, b in costs.items() if b <= best * (1 + PRECISION_SLACK) + 64)
+
+
+def encode_rowcol(
+    sym: np.ndarray,
+    values: np.ndarray | None,
+    plan: rowcol_ctx.RowColPlan,
+    signs,
+    offset: int,
+    nsym: int,
+    crows: int,
+    lanes: int | None = None,
+) -> tuple[dict, bytes]:
+    """A ``ctx`` model-5 stream: the plan of model 4 (magnitudes, or indices from ``offset`` without
+    ``values``, and sign tables by column class from ``signs``, a :class:`ecnn.context.rowcol.SignPlan`)
+    coded in rANS lanes.
+
+    Raises:
+        ValueError: a table that uses more than ``2**15`` symbols, or ``nsym`` above :data:`MAX_NSYM`.
+    """
+    from ecnn.coder import rowcol
+
+    rows, cols = sym.shape
+    if nsym > MAX_NSYM:
+        raise ValueError(f"model 5 codes at most {MAX_NSYM} symbols")
+    if lanes is None:
+        lanes = min(LANES, max(1, min(rows, crows) * cols // LANE_SYMBOLS))
+    rects = blocks.Rects.of(sym, plan.nrc, plan.rclass, plan.cclass, plan.table_of)
+    counts = [np.asarray(f.counts, np.int64) for f in plan.fits]
+    hists = _table_hists(rects, len(counts), nsym)
+    for h, c in zip(hists, counts):
+        if np.any((h > 0) & (c == 0)):
+            raise ValueError("a symbol occurs that its stored table gives count 0")
+    prec = _precision(hists, counts)
+    nsc = 0 if values is None else signs.k
+    width = max(nsym, 16)
+    rows_f = [np.pad(freqs(c, prec), (0, width - nsym)) for c in counts]
+    if nsc:
+        sign_counts = [np.asarray(f.counts, np.int64) for f in signs.fits]
+        rows_f += [freqs(rowcol.quad_counts(c), prec) for c in sign_counts]
+        rows_f += [freqs(c, prec) for c in sign_counts]
+        rows_f = [np.pad(f, (0, width - f.size)) for f in rows_f]
+    cum = cumulative(np.stack(rows_f))
+    head = [MODEL_ROWCOL_LANES, zigzag(int(offset)), int(nsym), int(rows), int(plan.nrc), int(plan.ncc), nsc, int(crows), int(lanes), prec]
+    parts = [varint.encode(head)]
+    if nsc > 1:
+        parts.append(categorical.side_bytes(signs.sclass, signs.side_fit))
+    if plan.nrc > 1:
+        parts.append(categorical.side_bytes(plan.rclass, plan.rows_fit))
+    if plan.ncc > 1:
+        parts.append(categorical.side_bytes(plan.cclass, plan.cols_fit))
+    parts.append(varint.encode(plan.table_of))
+    parts += [f.blob for f in plan.fits]
+    if nsc:
+        parts += [f.blob for f in signs.fits]
+        class_cols = [np.flatnonzero(signs.sclass == g) for g in range(nsc)]
+    ntab = len(counts)
+    sizes, chunks = [], []
+    for a in range(0, rows, crows):
+        b = min(rows, a + crows)
+        s, t = _chunk_order(rects, a, b)
+        if nsc:
+            ss, ts = [s], [t]
+            v = values[a:b]
+            for g, cols_g in enumerate(class_cols):
+                sub = v if nsc == 1 else v[:, cols_g]
+                bits = (sub[sub != 0] > 0).astype(np.int32)
+                nq = bits.size // 4
+                quads = (bits[: 4 * nq].reshape(nq, 4) << np.arange(4, dtype=np.int32)).sum(axis=1, dtype=np.int32)
+                ss += [quads, bits[4 * nq :]]
+                ts += [np.full(nq, ntab + g, np.int32), np.full(bits.size - 4 * nq, ntab + nsc + g, np.int32)]
+            s, t = np.concatenate(ss).astype(np.int32), np.concatenate(ts).astype(np.int32)
+        data, words = _rans.encode(cum, prec, s, t, lanes)
+        sizes += words
+        chunks.append(data)
+    parts.append(varint.encode(sizes))
+    parts += chunks
+    data = b"".join(parts)
+    return {"coder": "ctx", "length": len(data)}, data
+
+
+def decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: int, runner=SERIAL) -> np.ndarray:
+    """Decode a ``ctx`` model-5 stream from ``pos`` (after the model number; section 5.6.5).
+
+    Raises:
+        CorruptPayload: any check of section 5.6.5 fails.
+    """
+    from ecnn.coder import rowcol
+
+    (zo, nsym, rows, nrc, ncc, nsc, crows, lanes, prec), pos = varint.decode(mv, 9, pos)
+    offset = unzigzag(zo)
+    if not 2 <= nsym <= MAX_NSYM:
+        raise CorruptPayload(f"ctx model 5: nsym {nsym} outside 2..{MAX_NSYM}")
+    if rows < 1 or count % rows:
+        raise CorruptPayload(f"ctx model 5: {rows} rows do not divide {count} symbols")
+    cols = count // rows
+    if not 1 <= nrc <= min(blocks.MAX_CLASSES, rows) or not 1 <= ncc <= min(blocks.MAX_CLASSES, cols):
+        raise CorruptPayload("ctx model 5: class counts outside 1..min(64, rows or cols)")
+    if nsc > min(blocks.MAX_CLASSES, cols):
+        raise CorruptPayload("ctx model 5: sign classes outside 0..min(64, cols)")
+    if nsc and (offset != 0 or -(nsym - 1) < lo or nsym - 1 > hi):
+        raise CorruptPayload("ctx model 5: magnitudes outside the symbol range, or an offset with signs")
+    if not nsc and (offset < lo or offset + nsym - 1 > hi):
+        raise CorruptPayload("ctx model 5: alphabet outside the symbol range")
+    if not 1 <= crows <= rows:
+        raise CorruptPayload("ctx model 5: rows per chunk outside 1..rows")
+    if not 1 <= lanes <= MAX_LANES:
+        raise CorruptPayload(f"ctx model 5: lanes {lanes} outside 1..{MAX_LANES}")
+    if not MIN_PRECISION <= prec <= MAX_PRECISION:
+        raise CorruptPayload(f"ctx model 5: precision {prec} outside {MIN_PRECISION}..{MAX_PRECISION}")
+    nchunks = categorical.num_chunks(rows, crows)
+    if nchunks * lanes > MAX_CHUNKS:
+        raise CorruptPayload(f"ctx model 5: more than {MAX_CHUNKS} lanes")
+    sclass = np.zeros(cols, np.int64)
+    if nsc > 1:
+        sclass, pos = categorical.read_side(mv, pos, nsc, cols)
+    rclass = np.zeros(rows, np.int64)
+    cclass = np.zeros(cols, np.int64)
+    if nrc > 1:
+        rclass, pos = categorical.read_side(mv, pos, nrc, rows)
+    if ncc > 1:
+        cclass, pos = categorical.read_side(mv, pos, ncc, cols)
+    table_of, pos = varint.decode(mv, nrc + ncc - 1, pos)
+    table_of = np.array(table_of, np.int64)
+    steps = np.diff(table_of)
+    if table_of[0] != 0 or np.any(steps < 0) or np.any(steps > 1):
+        raise CorruptPayload("ctx model 5: table map must start at 0 and grow by 0 or 1")
+    counts = []
+    for _ in range(int(table_of[-1]) + 1):
+        c, pos = tables.read(mv, pos, nsym)
+        counts.append(c)
+    mags = _rans.tables(freqs_rows(np.stack(counts), prec), prec)
+    quads = singles = scols = sstart = None
+    if nsc:
+        sc = []
+        for _ in range(nsc):
+            c, pos = tables.read(mv, pos, 2)
+            sc.append(c)
+        quads = _rans.tables(freqs_rows(np.stack([rowcol.quad_counts(c) for c in sc]), prec), prec)
+        singles = _rans.tables(freqs_rows(np.stack(sc), prec), prec)
+        scols = np.argsort(sclass, kind="stable").astype(np.int64)
+        sstart = np.concatenate([[0], np.cumsum(np.bincount(sclass, minlength=nsc))]).astype(np.int64)
+    sizes, pos = varint.decode(mv, nchunks * lanes, pos)
+    sizes = np.array(sizes, np.uint64).reshape(nchunks, lanes)
+    if np.any(sizes >= 1 << 62):
+        raise CorruptPayload("ctx model 5: lane size out of range")
+    ends = pos + np.cumsum((4 * lanes + 2 * sizes.sum(axis=1, dtype=np.uint64)).astype(np.int64))
+    if int(ends[-1]) != len(mv):
+        raise CorruptPayload("ctx model 5: stream length does not match its lane index")
+    starts = np.concatenate([[pos], ends[:-1]])
+    order, runs = blocks.column_runs(cclass, table_of, nrc)
+    flat = np.ascontiguousarray(np.array([r for g in runs for r in g], np.int32).reshape(-1, 3))
+    run_start = np.concatenate([[0], np.cumsum([len(g) for g in runs])]).astype(np.int64)
+    order = np.ascontiguousarray(order, np.int64) if ncc > 1 else None
+    rclass8 = np.ascontiguousarray(rclass, np.uint8)
+    out = runner.empty(rows * cols, out_dtype, nchunks)
+
+    def one(i: int) -> None:
+        a, b = i * crows, min(rows, (i + 1) * crows)
+        try:
+            _rans.decode_rowcol(
+                mags, quads, singles, mv[int(starts[i]) : int(ends[i])], sizes[i], rclass8[a:b], flat, run_start,
+                order, scols, sstart, offset, out[a * cols : b * cols].reshape(b - a, cols),
+            )
+        except ValueError as err:
+            raise CorruptPayload(f"ctx model 5 chunk {i}: {err}") from None
+
+    runner.run(nchunks, one, out)
+    return out

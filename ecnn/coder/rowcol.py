@@ -179,11 +179,16 @@ def quad_freqs(counts) -> np.ndarray:
     ``u0^(4 - popcount(d)) * u1^popcount(d)`` with ``u0 = 256 - u1``; the 16
     weights are expanded like stored counts (they are below ``2^32``).
     """
+    return tables.expand(quad_counts(counts))
+
+
+def quad_counts(counts) -> np.ndarray:
+    """The 16 counts ``u0^(4 - popcount(d)) * u1^popcount(d)`` of the quad table of a sign table (section 5.6.4)."""
     c0, c1 = int(counts[0]), int(counts[1])
     total = c0 + c1
     u1 = min(255, max(1, (512 * c1 + total) // (2 * total)))
     u0 = 256 - u1
-    return tables.expand(u0 ** (4 - _POPCOUNT4) * u1**_POPCOUNT4)
+    return u0 ** (4 - _POPCOUNT4) * u1**_POPCOUNT4
 
 
 def _encode_quads(enc, bits: np.ndarray, quad_cdf: np.ndarray, sign_cdf: np.ndarray) -> None:

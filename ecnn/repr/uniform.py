@@ -19,12 +19,12 @@ from ecnn.repr import base
 
 def _encode_uniform(arr: np.ndarray, dt, cfg, step: float) -> base.Candidate:
     q = quantize.quantize(arr, dt, step)
-    d, p = select.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=cfg.format_minor >= 1, effort=cfg.effort)
+    d, p = select.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=cfg.format_minor, effort=cfg.effort)
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
 
 def _encode_rows(arr: np.ndarray, dt, cfg, step: float) -> base.Candidate:
-    contexts = cfg.format_minor >= 1
+    contexts = cfg.format_minor  # 1: ctx models of 1.1; 2: model 5 of 1.2 too
     codes = quantize.row_codes(arr, dt, step)
     q = quantize.quantize_rows(arr, dt, step, codes)
     d0, p0 = select.encode_best(codes, 1, False, cfg.chunk, contexts=contexts, effort=cfg.effort)
@@ -42,7 +42,7 @@ def encode_symbols(q: np.ndarray, step: float, cfg, rows: int | None, row_codes:
         rows: rows of the matrix view for row/column contexts (None for 1-D tensors).
         row_codes: the row step codes of ``uniform_rows``; None for ``uniform``.
     """
-    contexts = cfg.format_minor >= 1
+    contexts = cfg.format_minor  # 1: ctx models of 1.1; 2: model 5 of 1.2 too
     d1, p1 = select.encode_best(np.asarray(q).ravel(), 4, True, cfg.chunk, rows=rows, contexts=contexts, effort=cfg.effort)
     if row_codes is None:
         return {"kind": "uniform", "step": quantize.step_bits(step)}, [d1], p1

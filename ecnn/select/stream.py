@@ -50,15 +50,17 @@ def encode_best(
     signed: bool,
     chunk: int = DEFAULT_CHUNK,
     rows: int | None = None,
-    contexts: bool = False,
+    contexts: int = 0,
     effort: str | Effort = "best",
 ) -> tuple[dict, bytes]:
     """Code integer values with whichever of const / raw / cat0 / rowcol (/ ctx) is smallest.
 
     ``width`` and ``signed`` describe the raw fallback and must hold every value.
     ``rows``, if given, views the values as a ``(rows, count // rows)`` matrix
-    for the row/column contexts. With ``contexts``, the format 1.1 ``ctx``
-    coder is tried too, and every candidate also pays for its descriptor.
+    for the row/column contexts. With ``contexts`` (a format minor version, or
+    True for 1), the format 1.1 ``ctx`` coder is tried too, and every candidate
+    also pays for its descriptor; from 2 on its rowcol streams are model 5,
+    in rANS lanes (format 1.2).
     ``effort`` (a name of :data:`ecnn.config.EFFORTS` or an :class:`ecnn.config.Effort`)
     limits the models tried.
     """
@@ -83,7 +85,8 @@ def encode_best(
         return rowcol.encode(sym, vals, plan_, offset, n, chunk)
     if kind == "ctx2":
         (sym, vals, plan_, offset, n), signs = how
-        return ctx.encode_rowcol(sym, vals, plan_, offset, n, chunk, signs)
+        model = ctx.MODEL_ROWCOL_LANES if contexts >= 2 else ctx.MODEL_ROWCOL_BLOCKS
+        return ctx.encode_rowcol(sym, vals, plan_, offset, n, chunk, signs, model=model)
     return raw.encode_raw(v, *raw_width(lo, hi, width, signed))
 
 
@@ -93,7 +96,7 @@ def choose(
     signed: bool,
     chunk: int = DEFAULT_CHUNK,
     rows: int | None = None,
-    contexts: bool = False,
+    contexts: int = 0,
     effort: str | Effort = "best",
 ) -> Choice:
     """The cheapest coder for non-empty values, with its estimated bits and encoding inputs.
