@@ -174,3 +174,81 @@ def test_rans_and_blocks_code_the_same_plan_to_close_sizes():
     _, a = rans.encode(sym, p, 0, nsym, crows)
     _, b = blocks.encode(sym, p, 0, nsym, crows)
     assert len(a) <= len(b) * 1.003
+
+
+# --- ctx model 5 (section 5.6.5) ---------------------------------------------------------------
+
+
+def _scaled_ints(rng, rows, cols, signed=True):
+    scale = np.exp(rng.standard_normal((rows, 1))) * np.exp(rng.standard_normal((1, cols)))
+    v = np.rint(rng.laplace(0, 1, (rows, cols)) * scale * 3).astype(np.int64)
+    return v if signed else np.abs(v) + 5
+
+
+def _model5(v, chunk=4096):
+    from ecnn import select
+    from ecnn.coder import ctx
+
+    desc, data = select.encode_best(v.ravel(), 4, True, chunk, rows=v.shape[0], contexts=2)
+    return desc, data, (desc["coder"] == "ctx" and data[0] == ctx.MODEL_ROWCOL_LANES)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(8, 90), st.integers(8, 90), st.booleans(), st.integers(0, 2**32 - 1))
+def test_model5_round_trip_matches_the_reference_decoder(rows, cols, signed, seed):
+    from ecnn.coder import ctx
+
+    v = _scaled_ints(np.random.default_rng(seed), rows, cols, signed)
+    desc, data, is5 = _model5(v, chunk=int(np.random.default_rng(seed).integers(4096, 9000)))
+    if not is5:
+        return
+    lo, hi = -(1 << 20), 1 << 20
+    got = ctx.decode(data, v.size, np.int64, lo, hi)
+    assert np.array_equal(got, v.ravel())
+    assert ref_decoder.decode_ctx({"lo": lo, "hi": hi}, data, v.size) == v.ravel().tolist()
+
+
+def test_model5_is_what_the_encoder_writes_for_scaled_matrices_and_narrow_outputs_decode():
+    from ecnn.coder import ctx
+
+    rng = np.random.default_rng(11)
+    v = _scaled_ints(rng, 200, 300)
+    desc, data, is5 = _model5(v, chunk=1 << 14)
+    assert is5
+    for dt in (np.int8, np.int16, np.int32):
+        w = np.clip(v, np.iinfo(dt).min + 1, np.iinfo(dt).max)
+        if not np.array_equal(w, v):
+            continue
+        assert np.array_equal(ctx.decode(data, v.size, dt, -(1 << 20), 1 << 20), v.ravel().astype(dt))
+    with pytest.raises(errors.CorruptPayload):  # signs into an unsigned output
+        ctx.decode(data, v.size, np.uint32, -(1 << 20), 1 << 20)
+
+
+def test_model5_damage_is_corrupt_payload():
+    from ecnn.coder import ctx
+
+    rng = np.random.default_rng(12)
+    v = _scaled_ints(rng, 60, 70)
+    desc, data, is5 = _model5(v)
+    assert is5
+    for bad in _corruptions(data, rng):
+        try:
+            got = ctx.decode(bad, v.size, np.int64, -(1 << 20), 1 << 20)
+        except errors.CorruptPayload:
+            continue
+        assert got.shape == (v.size,)
+
+
+def test_format_minor_1_writes_model_4_and_files_say_their_minor():
+    rng = np.random.default_rng(13)
+    scale = np.exp(rng.standard_normal((256, 1)) * 1.5) * np.exp(rng.standard_normal((1, 192)) * 1.5)
+    w = (rng.laplace(0, 1, (256, 192)) * scale).astype(np.float32)
+    new = ecnn.encode({"w": w}, bits=8)
+    old = ecnn.encode({"w": w}, config=EncodeConfig(bits=8, format_minor=1))
+    cn, co = Container(new), Container(old)
+    pn = new[cn.records[0].offset :]
+    po = old[co.records[0].offset :]
+    s0 = cn.records[0].streams[0]["length"]
+    assert cn.records[0].streams[1]["coder"] == "ctx" and pn[s0] == 5 and cn.minor == 2
+    assert po[co.records[0].streams[0]["length"]] == 4 and co.minor == 1
+    assert np.array_equal(ecnn.decode(new)["w"].numpy(), ecnn.decode(old)["w"].numpy())

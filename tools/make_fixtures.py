@@ -132,6 +132,9 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     # fields heads as rans streams (1.2): the encoder's choice, and classes, chunks and lanes set by hand.
     out["fields_rans"] = efile.encode(fields_arrays(), EncodeConfig(lossless=True, chunk=4096, format_minor=2))
     out["fields_rans_forced"] = fields_rans_file()
+    # ctx model 5 (1.2): model 4 in rANS lanes, in chunks of one lane and in one chunk of three lanes.
+    out["ctx_rowcol_rans"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096, format_minor=2))
+    out["ctx_rowcol_rans_lanes"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=1 << 15, format_minor=2))
     out["cat0_noncanonical"] = cat0_noncanonical_file()
     out["packed_streams"] = packed_streams_file()
     return out
@@ -524,7 +527,7 @@ def _ctx_rowcol_streams(data: bytes) -> list[tuple[int, list[int]]]:
 def ctx_rowcol_blocks_file() -> bytes:
     """The encoder's choice on ctx_rowcol_arrays(): every rowcol stream model 4, one of them with sign classes
     (nsc > 1) and one without signs, from an offset (nsc = 0)."""
-    data = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096))
+    data = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096, format_minor=1))
     streams = _ctx_rowcol_streams(data)
     assert streams and all(p[0] == 4 for _, p in streams), streams
     assert any(nsc > 1 for nsc, _ in streams) and any(nsc == 0 and p[1] != 0 for nsc, p in streams), streams
@@ -606,6 +609,30 @@ def invalid_ctx_rowcol(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     t["tensors"][0]["crc32"] = fmt.crc32(bad)
     data = build(t, area[: t0["offset"]] + bad + area[t0["offset"] + t0["length"] :], minor=1)
     return {"ctx_rowcol_bad_nsc": (data, "CorruptPayload", "ctx rowcol stream with 127 sign classes for 96 columns")}
+
+
+def invalid_ctx_model5(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Damaged ctx model-5 streams (payload CRC recomputed): a precision of 9, and a lane word changed."""
+    from ecnn.context import varint
+
+    h, area = split(base)
+    t0 = h["tensors"][0]
+    payload = bytes(area[t0["offset"] : t0["offset"] + t0["length"]])
+    params, _ = varint.decode(payload, 11, 0)
+    assert params[0] == 5 and params[6] > 1 and params[8] == 3 and 10 <= params[9] <= 15, params
+    prec_at = len(varint.encode(params[:9]))
+
+    def patched(at: int, new: bytes) -> bytes:
+        bad = payload[:at] + new + payload[at + len(new) :]
+        t = json.loads(json.dumps(h))
+        t["tensors"][0]["crc32"] = fmt.crc32(bad)
+        return build(t, area[: t0["offset"]] + bad + area[t0["offset"] + t0["length"] :], minor=2)
+
+    out = {"ctx_model5_precision_9": (patched(prec_at, bytes([9])), "CorruptPayload", "a ctx model 5 stream of precision 9")}
+    at = len(payload) - 2  # the last word of the last lane
+    word = int.from_bytes(payload[at:], "little") ^ 0x8001
+    out["ctx_model5_bad_word"] = (patched(at, word.to_bytes(2, "little")), "CorruptPayload", "a lane word changed: the lane does not end at state 2^16")
+    return out
 
 
 def invalid_ctx(base: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -835,6 +862,7 @@ def main() -> int:
     inv.update(invalid_codebook(base("codebook")))
     inv.update(invalid_ctx(base("ctx_forced")))
     inv.update(invalid_ctx_rowcol(base("ctx_rowcol")))
+    inv.update(invalid_ctx_model5(base("ctx_rowcol_rans_lanes")))
     vdir, idir = OUT / "valid", OUT / "invalid"
     vexp_path, iexp_path = vdir / "expected.json", idir / "expected.json"
     vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}
