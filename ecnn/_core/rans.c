@@ -122,6 +122,38 @@ static inline uint32_t dec1(uint32_t *x, const unsigned char **p, const unsigned
             L->x[i] = x[i], L->p[i] = p[i];                                                 \
     } while (0)
 
+/* One step of a lane known to hold at least one more word: no bounds check, no branch. */
+#define FAST_STEP(x, p, k)                                                           \
+    do {                                                                             \
+        uint32_t slot_ = x & mask, sym_ = sy[slot_], f_ = fs[sym_];                  \
+        uint32_t v_ = (f_ & 0xFFFFu) * (x >> prec) + slot_ - (f_ >> 16);             \
+        uint32_t w_ = (uint32_t)p[0] | ((uint32_t)p[1] << 8);                        \
+        uint32_t need_ = v_ < ECNN_RANS_LOW;                                         \
+        x = need_ ? (v_ << 16) | w_ : v_;                                            \
+        p += 2 * need_;                                                              \
+        buf[k] = (uint16_t)sym_;                                                     \
+    } while (0)
+
+/* rounds whole rounds of four lanes whose words last (each lane holds at least rounds words, and a
+ * symbol reads at most one), with the states in registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void rounds4(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned prec, uint16_t *buf, size_t rounds)
+{
+    uint32_t mask = ((uint32_t)1 << prec) - 1;
+    uint32_t x0 = L->x[0], x1 = L->x[1], x2 = L->x[2], x3 = L->x[3];
+    const unsigned char *p0 = L->p[0], *p1 = L->p[1], *p2 = L->p[2], *p3 = L->p[3];
+    for (size_t r = 0; r < rounds; r++, buf += 4) {
+        FAST_STEP(x0, p0, 0);
+        FAST_STEP(x1, p1, 1);
+        FAST_STEP(x2, p2, 2);
+        FAST_STEP(x3, p3, 3);
+    }
+    L->x[0] = x0, L->x[1] = x1, L->x[2] = x2, L->x[3] = x3;
+    L->p[0] = p0, L->p[1] = p1, L->p[2] = p2, L->p[3] = p3;
+}
+
 /* n symbols with one table into buf, the lanes taken in turn. */
 static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned prec, uint16_t *buf, size_t n)
 {
@@ -131,10 +163,20 @@ static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned
         buf[k++] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, mask, &bad);
         j = j + 1 == nl ? 0 : j + 1;
     }
-    if (nl == 8)
-        ROUNDS(8);
-    else if (nl == 4)
+    if (nl == 4) { /* what ecnn writes */
+        /* as many rounds as every lane surely has words for, without checks; the rest checked */
+        size_t rounds = (n - k) / 4;
+        for (size_t l = 0; l < 4; l++) {
+            size_t left = (size_t)(L->end[l] - L->p[l]) / 2;
+            if (left < rounds)
+                rounds = left;
+        }
+        rounds4(L, sy, fs, prec, buf + k, rounds);
+        k += 4 * rounds;
         ROUNDS(4);
+    } else if (nl == 8) {
+        ROUNDS(8);
+    }
     for (; k < n; k++) {
         buf[k] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, mask, &bad);
         j = j + 1 == nl ? 0 : j + 1;
@@ -169,6 +211,21 @@ static void put(void *out, int kind, size_t base, const int64_t *ord, const uint
             PUT_LOOP(uint16_t, (size_t)ord[k], (uint32_t)buf[k] << shift);
         else
             PUT_LOOP(uint16_t, k, (uint32_t)buf[k] << shift);
+    } else if (!shift && kind == ECNN_RANS_I8) {
+        if (ord)
+            PUT_LOOP(int8_t, (size_t)ord[k], (int64_t)buf[k] + offset);
+        else
+            PUT_LOOP(int8_t, k, (int64_t)buf[k] + offset);
+    } else if (!shift && kind == ECNN_RANS_I16) {
+        if (ord)
+            PUT_LOOP(int16_t, (size_t)ord[k], (int64_t)buf[k] + offset);
+        else
+            PUT_LOOP(int16_t, k, (int64_t)buf[k] + offset);
+    } else if (!shift && kind == ECNN_RANS_I32) {
+        if (ord)
+            PUT_LOOP(int32_t, (size_t)ord[k], (int64_t)buf[k] + offset);
+        else
+            PUT_LOOP(int32_t, k, (int64_t)buf[k] + offset);
     } else {
         for (size_t k = 0; k < m; k++)
             store(out, kind, base + (ord ? (size_t)ord[k] : k), shifted(buf[k], offset, shift));
@@ -274,38 +331,47 @@ int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c,
     return st ? st : close_chunk(&L);
 }
 
-/* One symbol of the next lane with table tab of t. */
-static inline uint32_t dec_next(lanes_t *L, const ecnn_rans_tables *t, size_t tab)
+/* One symbol of the next lane with the table sy/fs. */
+static inline uint32_t dec_next(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned prec, uint32_t *bad)
 {
-    unsigned prec = t->precision;
-    uint32_t bad = 0, sym;
     size_t j = L->next;
-    sym = dec1(&L->x[j], &L->p[j], L->end[j], t->sym + (tab << prec), t->fs + tab * t->nsym, prec,
-               ((uint32_t)1 << prec) - 1, &bad);
+    uint32_t sym = dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, ((uint32_t)1 << prec) - 1, bad);
     L->next = j + 1 == L->n ? 0 : j + 1;
-    L->short_read |= bad;
     return sym;
 }
 
-static inline int is_nonzero(const void *out, int kind, size_t j)
-{
-    switch (kind) {
-    case ECNN_RANS_I8: case ECNN_RANS_U8: return ((const uint8_t *)out)[j] != 0;
-    case ECNN_RANS_I16: case ECNN_RANS_U16: return ((const uint16_t *)out)[j] != 0;
-    case ECNN_RANS_I32: case ECNN_RANS_U32: return ((const uint32_t *)out)[j] != 0;
-    default: return ((const uint64_t *)out)[j] != 0;
-    }
-}
-
-static inline void negate(void *out, int kind, size_t j)
-{
-    switch (kind) {
-    case ECNN_RANS_I8: ((int8_t *)out)[j] = (int8_t)-((int8_t *)out)[j]; break;
-    case ECNN_RANS_I16: ((int16_t *)out)[j] = (int16_t)-((int16_t *)out)[j]; break;
-    case ECNN_RANS_I32: ((int32_t *)out)[j] = -((int32_t *)out)[j]; break;
-    default: ((int64_t *)out)[j] = (int64_t)(0 - (uint64_t)((int64_t *)out)[j]); break;
-    }
-}
+/* The signs of sign class g (section 5.6.5 step 2) for an output of element type T. */
+#define SIGN_CLASS(T)                                                                              \
+    do {                                                                                           \
+        T *o = (T *)out;                                                                           \
+        size_t n = 0;                                                                              \
+        for (size_t i = 0; i < s->nr; i++) {                                                       \
+            const T *row = o + i * cols;                                                           \
+            for (size_t q = 0; q < ncg; q++)                                                       \
+                n += row[cg[q]] != 0;                                                              \
+        }                                                                                          \
+        size_t full = n / 4 * 4, seen = 0;                                                         \
+        uint32_t d = 0;                                                                            \
+        for (size_t i = 0; i < s->nr; i++) {                                                       \
+            T *row = o + i * cols;                                                                 \
+            for (size_t q = 0; q < ncg; q++) {                                                     \
+                T v = row[cg[q]];                                                                  \
+                if (!v)                                                                            \
+                    continue;                                                                      \
+                uint32_t positive;                                                                 \
+                if (seen < full) {                                                                 \
+                    if (!(seen & 3))                                                               \
+                        d = dec_next(&L, qsy, qfs, prec, &bad);                                    \
+                    positive = (d >> (seen & 3)) & 1u;                                             \
+                } else {                                                                           \
+                    positive = dec_next(&L, ssy, sfs, prec, &bad);                                 \
+                }                                                                                  \
+                if (!positive)                                                                     \
+                    row[cg[q]] = (T)(0 - (uint64_t)v);                                             \
+                seen++;                                                                            \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
 
 int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *quads, const ecnn_rans_tables *signs,
                             const ecnn_rans_chunk *c, const ecnn_rans_sched *s, const int64_t *scols,
@@ -333,33 +399,22 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
     /* Section 5.6.5 step 2: class by class, the non-zero magnitudes in row-major order, four signs per
      * quad symbol, then the last n mod 4 one by one. */
     size_t cols = s->cols;
+    unsigned prec = t->precision;
+    if (nsc && (quads->precision != prec || signs->precision != prec))
+        return ECNN_RANS_BAD_LAYOUT;
+    uint32_t bad = 0;
     for (size_t g = 0; g < nsc; g++) {
         const int64_t *cg = scols + sstart[g];
-        size_t ncg = (size_t)(sstart[g + 1] - sstart[g]), n = 0;
-        for (size_t i = 0; i < s->nr; i++)
-            for (size_t q = 0; q < ncg; q++)
-                n += (size_t)is_nonzero(out, out_kind, i * cols + (size_t)cg[q]);
-        size_t full = n / 4 * 4, seen = 0;
-        uint32_t d = 0;
-        for (size_t i = 0; i < s->nr; i++) {
-            for (size_t q = 0; q < ncg; q++) {
-                size_t e = i * cols + (size_t)cg[q];
-                if (!is_nonzero(out, out_kind, e))
-                    continue;
-                uint32_t positive;
-                if (seen < full) {
-                    if (seen % 4 == 0)
-                        d = dec_next(&L, quads, g);
-                    positive = (d >> (seen % 4)) & 1u;
-                } else {
-                    positive = dec_next(&L, signs, g);
-                }
-                if (!positive)
-                    negate(out, out_kind, e);
-                seen++;
-            }
+        size_t ncg = (size_t)(sstart[g + 1] - sstart[g]);
+        const uint16_t *qsy = quads->sym + (g << prec), *ssy = signs->sym + (g << prec);
+        const uint32_t *qfs = quads->fs + g * 16, *sfs = signs->fs + g * 2;
+        switch (out_kind) {
+        case ECNN_RANS_I8: SIGN_CLASS(int8_t); break;
+        case ECNN_RANS_I16: SIGN_CLASS(int16_t); break;
+        case ECNN_RANS_I32: SIGN_CLASS(int32_t); break;
+        default: SIGN_CLASS(int64_t); break;
         }
-        if (L.short_read)
+        if (bad)
             return ECNN_RANS_SHORT;
     }
     return close_chunk(&L);
