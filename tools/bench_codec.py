@@ -6,8 +6,10 @@ Every coder gets the same integer symbols ``q`` in one run:
 * **ecnn**: the weights rebuilt exactly on their grid, ``w = q * step`` in
   float32, encoded with ``ecnn.numpy.encode`` and a per-tensor step for every
   tensor, so the file codes exactly ``q``. The size is the whole file, every
-  header and table byte included. ``ecnn-1.0`` is the same with
-  ``EncodeConfig(format_minor=0)``: only the coders of format 1.0.
+  header and table byte included (format 1.2: quantized weights in ``ctx``
+  model 5, rANS lanes). ``ecnn-1.1`` is the same with
+  ``EncodeConfig(format_minor=1)`` (model 4, range coded), ``ecnn-1.0`` with
+  ``format_minor=0``: only the coders of format 1.0.
 * **DeepCABAC**: nncodec 2.1.3's raw ``deepCABAC.Encoder`` / ``Decoder`` on the
   identical int32 arrays, all tensors in one stream, ``initCtxModels(11, 1)``
   (its two-pass parameter tuning) per tensor, as /work/shared/PEERS.md shows.
@@ -84,7 +86,13 @@ INPUTS = ("minilm8", "minilm4", "laplace")
 GENERIC = ("brotli-11", "zstd-19", "lzma-9")
 # ecnn with every feature, restricted to the coders of format 1.0 (EncodeConfig.format_minor), and at
 # the lower search efforts (EncodeConfig.effort): coder -> (format_minor, effort).
-ECNN_CODERS = {"ecnn": (1, "best"), "ecnn-1.0": (0, "best"), "ecnn-balanced": (1, "balanced"), "ecnn-fast": (1, "fast")}
+ECNN_CODERS = {
+    "ecnn": (2, "best"),
+    "ecnn-1.1": (1, "best"),
+    "ecnn-1.0": (0, "best"),
+    "ecnn-balanced": (2, "balanced"),
+    "ecnn-fast": (2, "fast"),
+}
 LAPLACE_SHAPE = (1024, 1024)
 LAPLACE_SCALE = 8.0  # in steps: P(|q| >= 40) is about exp(-39.5 / 8) = 0.7%
 LAPLACE_SEED = 6
@@ -721,7 +729,7 @@ def main(argv=None) -> int:
             f"`bash tools/setup_peers.sh`): `{command_line(argv)}`",
             f"- whole run: {elapsed:.1f} s. bits/weight = 8 × bytes / weights. Every coder gets the same "
             "symbols q: ecnn the float32 weights q × step with that step per tensor (its size is the whole "
-            "file; ecnn-1.0 the same restricted to the coders of format 1.0 by `EncodeConfig(format_minor=0)`; ecnn-balanced and ecnn-fast with `EncodeConfig(effort=...)`, which searches fewer context models); DeepCABAC (nncodec's raw deepCABAC.Encoder, `initCtxModels(11, 1)` per tensor, all tensors "
+            "file, format 1.2; ecnn-1.1 and ecnn-1.0 the same restricted to the coders of format 1.1 or 1.0 by `EncodeConfig(format_minor=1 or 0)`; ecnn-balanced and ecnn-fast with `EncodeConfig(effort=...)`, which searches fewer context models); DeepCABAC (nncodec's raw deepCABAC.Encoder, `initCtxModels(11, 1)` per tensor, all tensors "
             "in one stream, no header) the int32 arrays; brotli/zstd/lzma the concatenated int8 bytes, one blob. "
             "The entropy row is the sum over tensors of n × H0(q), in bytes = bits / 8, with no side information.",
             "- encode s / decode s: wall-clock; CPU s: process CPU time (user + system, all threads, and for ecnn "
