@@ -340,38 +340,43 @@ static inline uint32_t dec_next(lanes_t *L, const uint16_t *sy, const uint32_t *
     return sym;
 }
 
-/* The signs of sign class g (section 5.6.5 step 2) for an output of element type T. */
-#define SIGN_CLASS(T)                                                                              \
+/* The non-zero elements of a chunk (output of element type T), grouped by sign class and in row-major
+ * order within a class: pos[start[g] .. start[g + 1] - 1] for class g (a counting sort, two passes). */
+#define GROUP_NONZERO(T)                                                                           \
+    do {                                                                                           \
+        const T *o = (const T *)out;                                                               \
+        for (size_t e = 0; e < total; e++)                                                         \
+            if (o[e])                                                                              \
+                start[cls[e % cols] + 1]++;                                                        \
+        for (size_t g = 0; g < nsc; g++)                                                           \
+            start[g + 1] += start[g];                                                              \
+        memcpy(fill, start, nsc * sizeof *fill);                                                   \
+        for (size_t i = 0, e = 0; i < s->nr; i++)                                                  \
+            for (size_t j = 0; j < cols; j++, e++)                                                 \
+                if (o[e])                                                                          \
+                    pos[fill[cls[j]]++] = (uint32_t)e;                                             \
+    } while (0)
+
+/* Negate the elements at = pos[0..m-1] whose sign bit (bit k of the quad k / 4, or single k) is 0. */
+#define APPLY_SIGNS(T)                                                                             \
     do {                                                                                           \
         T *o = (T *)out;                                                                           \
-        size_t n = 0;                                                                              \
-        for (size_t i = 0; i < s->nr; i++) {                                                       \
-            const T *row = o + i * cols;                                                           \
-            for (size_t q = 0; q < ncg; q++)                                                       \
-                n += row[cg[q]] != 0;                                                              \
-        }                                                                                          \
-        size_t full = n / 4 * 4, seen = 0;                                                         \
-        uint32_t d = 0;                                                                            \
-        for (size_t i = 0; i < s->nr; i++) {                                                       \
-            T *row = o + i * cols;                                                                 \
-            for (size_t q = 0; q < ncg; q++) {                                                     \
-                T v = row[cg[q]];                                                                  \
-                if (!v)                                                                            \
-                    continue;                                                                      \
-                uint32_t positive;                                                                 \
-                if (seen < full) {                                                                 \
-                    if (!(seen & 3))                                                               \
-                        d = dec_next(&L, qsy, qfs, prec, &bad);                                    \
-                    positive = (d >> (seen & 3)) & 1u;                                             \
-                } else {                                                                           \
-                    positive = dec_next(&L, ssy, sfs, prec, &bad);                                 \
-                }                                                                                  \
-                if (!positive)                                                                     \
-                    row[cg[q]] = (T)(0 - (uint64_t)v);                                             \
-                seen++;                                                                            \
-            }                                                                                      \
+        for (size_t k = 0; k < m; k++) {                                                           \
+            uint32_t positive = quad ? (buf[k >> 2] >> (k & 3)) & 1u : buf[k];                    \
+            if (!positive)                                                                         \
+                o[at[k]] = (T)(0 - (uint64_t)o[at[k]]);                                            \
         }                                                                                          \
     } while (0)
+
+static void apply_signs(void *out, int kind, const uint32_t *at, const uint16_t *buf, size_t m, int quad)
+{
+    switch (kind) {
+    case ECNN_RANS_I8: APPLY_SIGNS(int8_t); break;
+    case ECNN_RANS_I16: APPLY_SIGNS(int16_t); break;
+    case ECNN_RANS_I32: APPLY_SIGNS(int32_t); break;
+    default: APPLY_SIGNS(int64_t); break;
+    }
+}
 
 int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *quads, const ecnn_rans_tables *signs,
                             const ecnn_rans_chunk *c, const ecnn_rans_sched *s, const int64_t *scols,
@@ -397,28 +402,58 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
     if (st)
         return st;
     /* Section 5.6.5 step 2: class by class, the non-zero magnitudes in row-major order, four signs per
-     * quad symbol, then the last n mod 4 one by one. */
-    size_t cols = s->cols;
+     * quad symbol (decoded STAGE at a time as runs of one table), then the last n mod 4 one by one. */
+    if (!nsc)
+        return close_chunk(&L);
+    size_t cols = s->cols, total = s->nr * cols;
     unsigned prec = t->precision;
-    if (nsc && (quads->precision != prec || signs->precision != prec))
+    if (quads->precision != prec || signs->precision != prec || total > UINT32_MAX)
         return ECNN_RANS_BAD_LAYOUT;
+    uint8_t *cls = (uint8_t *)malloc(cols);
+    size_t *start = (size_t *)calloc(nsc + 1, sizeof *start), *fill = (size_t *)malloc(nsc * sizeof *fill);
+    uint32_t *pos = (uint32_t *)malloc((total ? total : 1) * sizeof *pos);
+    if (!cls || !start || !fill || !pos) {
+        st = ECNN_RANS_NOMEM;
+        goto done;
+    }
+    for (size_t g = 0; g < nsc; g++)
+        for (int64_t q = sstart[g]; q < sstart[g + 1]; q++)
+            cls[scols[q]] = (uint8_t)g;
+    switch (out_kind) {
+    case ECNN_RANS_I8: GROUP_NONZERO(int8_t); break;
+    case ECNN_RANS_I16: GROUP_NONZERO(int16_t); break;
+    case ECNN_RANS_I32: GROUP_NONZERO(int32_t); break;
+    default: GROUP_NONZERO(int64_t); break;
+    }
+    uint16_t buf[STAGE];
     uint32_t bad = 0;
     for (size_t g = 0; g < nsc; g++) {
-        const int64_t *cg = scols + sstart[g];
-        size_t ncg = (size_t)(sstart[g + 1] - sstart[g]);
         const uint16_t *qsy = quads->sym + (g << prec), *ssy = signs->sym + (g << prec);
         const uint32_t *qfs = quads->fs + g * 16, *sfs = signs->fs + g * 2;
-        switch (out_kind) {
-        case ECNN_RANS_I8: SIGN_CLASS(int8_t); break;
-        case ECNN_RANS_I16: SIGN_CLASS(int16_t); break;
-        case ECNN_RANS_I32: SIGN_CLASS(int32_t); break;
-        default: SIGN_CLASS(int64_t); break;
+        const uint32_t *at = pos + start[g];
+        size_t n = start[g + 1] - start[g], nq = n / 4;
+        for (size_t k0 = 0; k0 < nq; k0 += STAGE) {
+            size_t m = nq - k0 < STAGE ? nq - k0 : STAGE;
+            dec_run(&L, qsy, qfs, prec, buf, m);
+            apply_signs(out, out_kind, at + 4 * k0, buf, 4 * m, 1);
         }
-        if (bad)
-            return ECNN_RANS_SHORT;
+        for (size_t j = 0; j < n % 4; j++)
+            buf[j] = (uint16_t)dec_next(&L, ssy, sfs, prec, &bad);
+        apply_signs(out, out_kind, at + 4 * nq, buf, n % 4, 0);
+        if (bad || L.short_read) {
+            st = ECNN_RANS_SHORT;
+            goto done;
+        }
     }
-    return close_chunk(&L);
+    st = close_chunk(&L);
+done:
+    free(cls);
+    free(start);
+    free(fill);
+    free(pos);
+    return st;
 }
+
 
 int ecnn_rans_encode(const uint32_t *cum, size_t ntab, size_t nsym, unsigned precision, const int32_t *syms,
                      const int32_t *tab, size_t count, size_t lanes, unsigned char *out, size_t *len, uint64_t *words)
