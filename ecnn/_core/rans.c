@@ -122,12 +122,24 @@ static inline uint32_t dec1(uint32_t *x, const unsigned char **p, const unsigned
             L->x[i] = x[i], L->p[i] = p[i];                                                 \
     } while (0)
 
+/* A little-endian 16-bit word. */
+static inline uint32_t load16(const unsigned char *p)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+#else
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8);
+#endif
+}
+
 /* One step of a lane known to hold at least one more word: no bounds check, no branch. */
 #define FAST_STEP(x, p, k)                                                           \
     do {                                                                             \
         uint32_t slot_ = x & mask, sym_ = sy[slot_], f_ = fs[sym_];                  \
         uint32_t v_ = (f_ & 0xFFFFu) * (x >> prec) + slot_ - (f_ >> 16);             \
-        uint32_t w_ = (uint32_t)p[0] | ((uint32_t)p[1] << 8);                        \
+        uint32_t w_ = load16(p);                                                     \
         uint32_t need_ = v_ < ECNN_RANS_LOW;                                         \
         x = need_ ? (v_ << 16) | w_ : v_;                                            \
         p += 2 * need_;                                                              \
@@ -196,21 +208,23 @@ static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned
 static void put(void *out, int kind, size_t base, const int64_t *ord, const uint16_t *buf, size_t m, int64_t offset,
                 unsigned shift)
 {
-    if (!offset && shift < 32 && kind == ECNN_RANS_U32) {
+    /* unsigned outputs (the heads of fields): (symbol + offset) << shift, wrapping as the store does */
+    uint64_t off = (uint64_t)offset;
+    if (kind == ECNN_RANS_U32) {
         if (ord)
-            PUT_LOOP(uint32_t, (size_t)ord[k], (uint32_t)buf[k] << shift);
+            PUT_LOOP(uint32_t, (size_t)ord[k], (buf[k] + off) << shift);
         else
-            PUT_LOOP(uint32_t, k, (uint32_t)buf[k] << shift);
-    } else if (!offset && kind == ECNN_RANS_U64) {
+            PUT_LOOP(uint32_t, k, (buf[k] + off) << shift);
+    } else if (kind == ECNN_RANS_U64) {
         if (ord)
-            PUT_LOOP(uint64_t, (size_t)ord[k], (uint64_t)buf[k] << shift);
+            PUT_LOOP(uint64_t, (size_t)ord[k], (buf[k] + off) << shift);
         else
-            PUT_LOOP(uint64_t, k, (uint64_t)buf[k] << shift);
-    } else if (!offset && shift < 16 && kind == ECNN_RANS_U16) {
+            PUT_LOOP(uint64_t, k, (buf[k] + off) << shift);
+    } else if (kind == ECNN_RANS_U16) {
         if (ord)
-            PUT_LOOP(uint16_t, (size_t)ord[k], (uint32_t)buf[k] << shift);
+            PUT_LOOP(uint16_t, (size_t)ord[k], (buf[k] + off) << shift);
         else
-            PUT_LOOP(uint16_t, k, (uint32_t)buf[k] << shift);
+            PUT_LOOP(uint16_t, k, (buf[k] + off) << shift);
     } else if (!shift && kind == ECNN_RANS_I8) {
         if (ord)
             PUT_LOOP(int8_t, (size_t)ord[k], (int64_t)buf[k] + offset);
@@ -279,36 +293,77 @@ static int open_chunk(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_chu
     return ECNN_RANS_OK;
 }
 
-/* Section 5.8's rectangles: every run of every row class, row by row. */
+/* Section 5.8's rectangles: every run of every row class, row by row. A run's symbols over all the
+ * chunk's rows of its class share one table, so they decode as one long run, STAGE at a time, and are
+ * then put row by row. */
 static int blocks_body(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_sched *s, int64_t offset,
                        unsigned shift, void *out, int out_kind)
 {
     unsigned prec = t->precision;
-    size_t cols = s->cols;
+    size_t cols = s->cols, nr = s->nr;
     uint16_t buf[STAGE];
-    for (size_t g = 0; g < s->nrc; g++) {
+    /* the chunk's rows by class, in increasing order (a counting sort) */
+    size_t *first = (size_t *)calloc(s->nrc + 1, sizeof *first), *rows = (size_t *)malloc((nr ? nr : 1) * sizeof *rows);
+    if (!first || !rows) {
+        free(first);
+        free(rows);
+        return ECNN_RANS_NOMEM;
+    }
+    for (size_t i = 0; i < nr; i++)
+        first[s->rclass[i] + 1]++;
+    for (size_t g = 0; g < s->nrc; g++)
+        first[g + 1] += first[g];
+    {
+        size_t fill[64 + 1];
+        size_t *f = s->nrc <= 64 ? fill : (size_t *)malloc(s->nrc * sizeof *f);
+        if (!f) {
+            free(first);
+            free(rows);
+            return ECNN_RANS_NOMEM;
+        }
+        memcpy(f, first, s->nrc * sizeof *f);
+        for (size_t i = 0; i < nr; i++)
+            rows[f[s->rclass[i]]++] = i;
+        if (f != fill)
+            free(f);
+    }
+    int st = ECNN_RANS_OK;
+    for (size_t g = 0; g < s->nrc && !st; g++) {
+        size_t nrg = first[g + 1] - first[g];
+        const size_t *rg = rows + first[g];
+        if (!nrg)
+            continue;
         for (int64_t r = s->run_start[g]; r < s->run_start[g + 1]; r++) {
             const int32_t *ru = s->runs + 3 * r;
             const uint16_t *sy = t->sym + ((size_t)ru[0] << prec);
             const uint32_t *fs = t->fs + (size_t)ru[0] * t->nsym;
-            size_t c0 = (size_t)ru[1], n = (size_t)(ru[2] - ru[1]);
-            for (size_t i = 0; i < s->nr; i++) {
-                if (s->rclass[i] != g)
-                    continue;
-                for (size_t k0 = 0; k0 < n; k0 += STAGE) {
-                    size_t m = n - k0 < STAGE ? n - k0 : STAGE;
-                    dec_run(L, sy, fs, prec, buf, m);
+            size_t c0 = (size_t)ru[1], len = (size_t)(ru[2] - ru[1]), n = nrg * len;
+            size_t ri = 0, cj = 0; /* where the next decoded symbol goes: row rg[ri], column c0 + cj */
+            for (size_t k0 = 0; k0 < n; k0 += STAGE) {
+                size_t m = n - k0 < STAGE ? n - k0 : STAGE;
+                dec_run(L, sy, fs, prec, buf, m);
+                for (size_t used = 0; used < m;) {
+                    size_t take = len - cj < m - used ? len - cj : m - used;
+                    size_t base = rg[ri] * cols;
                     if (s->order)
-                        put(out, out_kind, i * cols, s->order + c0 + k0, buf, m, offset, shift);
+                        put(out, out_kind, base, s->order + c0 + cj, buf + used, take, offset, shift);
                     else
-                        put(out, out_kind, i * cols + c0 + k0, NULL, buf, m, offset, shift);
+                        put(out, out_kind, base + c0 + cj, NULL, buf + used, take, offset, shift);
+                    used += take;
+                    cj += take;
+                    if (cj == len)
+                        cj = 0, ri++;
                 }
             }
-            if (L->short_read)
-                return ECNN_RANS_SHORT;
+            if (L->short_read) {
+                st = ECNN_RANS_SHORT;
+                break;
+            }
         }
     }
-    return ECNN_RANS_OK;
+    free(first);
+    free(rows);
+    return st;
 }
 
 static int close_chunk(const lanes_t *L)
@@ -345,9 +400,9 @@ static inline uint32_t dec_next(lanes_t *L, const uint16_t *sy, const uint32_t *
 #define GROUP_NONZERO(T)                                                                           \
     do {                                                                                           \
         const T *o = (const T *)out;                                                               \
-        for (size_t e = 0; e < total; e++)                                                         \
-            if (o[e])                                                                              \
-                start[cls[e % cols] + 1]++;                                                        \
+        for (size_t i = 0, e = 0; i < s->nr; i++)                                                  \
+            for (size_t j = 0; j < cols; j++, e++)                                                 \
+                start[cls[j] + 1] += o[e] != 0;                                                    \
         for (size_t g = 0; g < nsc; g++)                                                           \
             start[g + 1] += start[g];                                                              \
         memcpy(fill, start, nsc * sizeof *fill);                                                   \
@@ -363,8 +418,8 @@ static inline uint32_t dec_next(lanes_t *L, const uint16_t *sy, const uint32_t *
         T *o = (T *)out;                                                                           \
         for (size_t k = 0; k < m; k++) {                                                           \
             uint32_t positive = quad ? (buf[k >> 2] >> (k & 3)) & 1u : buf[k];                    \
-            if (!positive)                                                                         \
-                o[at[k]] = (T)(0 - (uint64_t)o[at[k]]);                                            \
+            T v_ = o[at[k]];                                                                       \
+            o[at[k]] = positive ? v_ : (T)(0 - (uint64_t)v_);                                      \
         }                                                                                          \
     } while (0)
 
