@@ -395,21 +395,21 @@ static inline uint32_t dec_next(lanes_t *L, const uint16_t *sy, const uint32_t *
     return sym;
 }
 
-/* The non-zero elements of a chunk (output of element type T), grouped by sign class and in row-major
- * order within a class: pos[start[g] .. start[g + 1] - 1] for class g (a counting sort, two passes). */
-#define GROUP_NONZERO(T)                                                                           \
+/* The positions of the non-zero elements of sign class g's columns cg[0..ncg-1], in row-major order, into
+ * pos; their number into n. Branch-free: every position is written, and kept if its element is non-zero. */
+#define CLASS_NONZERO(T)                                                                           \
     do {                                                                                           \
         const T *o = (const T *)out;                                                               \
-        for (size_t i = 0, e = 0; i < s->nr; i++)                                                  \
-            for (size_t j = 0; j < cols; j++, e++)                                                 \
-                start[cls[j] + 1] += o[e] != 0;                                                    \
-        for (size_t g = 0; g < nsc; g++)                                                           \
-            start[g + 1] += start[g];                                                              \
-        memcpy(fill, start, nsc * sizeof *fill);                                                   \
-        for (size_t i = 0, e = 0; i < s->nr; i++)                                                  \
-            for (size_t j = 0; j < cols; j++, e++)                                                 \
-                if (o[e])                                                                          \
-                    pos[fill[cls[j]]++] = (uint32_t)e;                                             \
+        size_t k = 0;                                                                              \
+        for (size_t i = 0; i < s->nr; i++) {                                                       \
+            const T *row = o + i * cols;                                                           \
+            uint32_t base = (uint32_t)(i * cols);                                                  \
+            for (size_t q = 0; q < ncg; q++) {                                                     \
+                pos[k] = base + (uint32_t)cg[q];                                                   \
+                k += row[cg[q]] != 0;                                                              \
+            }                                                                                      \
+        }                                                                                          \
+        n = k;                                                                                     \
     } while (0)
 
 /* Negate the elements at = pos[0..m-1] whose sign bit (bit k of the quad k / 4, or single k) is 0. */
@@ -464,49 +464,38 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
     unsigned prec = t->precision;
     if (quads->precision != prec || signs->precision != prec || total > UINT32_MAX)
         return ECNN_RANS_BAD_LAYOUT;
-    uint8_t *cls = (uint8_t *)malloc(cols);
-    size_t *start = (size_t *)calloc(nsc + 1, sizeof *start), *fill = (size_t *)malloc(nsc * sizeof *fill);
     uint32_t *pos = (uint32_t *)malloc((total ? total : 1) * sizeof *pos);
-    if (!cls || !start || !fill || !pos) {
-        st = ECNN_RANS_NOMEM;
-        goto done;
-    }
-    for (size_t g = 0; g < nsc; g++)
-        for (int64_t q = sstart[g]; q < sstart[g + 1]; q++)
-            cls[scols[q]] = (uint8_t)g;
-    switch (out_kind) {
-    case ECNN_RANS_I8: GROUP_NONZERO(int8_t); break;
-    case ECNN_RANS_I16: GROUP_NONZERO(int16_t); break;
-    case ECNN_RANS_I32: GROUP_NONZERO(int32_t); break;
-    default: GROUP_NONZERO(int64_t); break;
-    }
+    if (!pos)
+        return ECNN_RANS_NOMEM;
     uint16_t buf[STAGE];
     uint32_t bad = 0;
     for (size_t g = 0; g < nsc; g++) {
         const uint16_t *qsy = quads->sym + (g << prec), *ssy = signs->sym + (g << prec);
         const uint32_t *qfs = quads->fs + g * 16, *sfs = signs->fs + g * 2;
-        const uint32_t *at = pos + start[g];
-        size_t n = start[g + 1] - start[g], nq = n / 4;
+        const int64_t *cg = scols + sstart[g];
+        size_t ncg = (size_t)(sstart[g + 1] - sstart[g]), n;
+        switch (out_kind) {
+        case ECNN_RANS_I8: CLASS_NONZERO(int8_t); break;
+        case ECNN_RANS_I16: CLASS_NONZERO(int16_t); break;
+        case ECNN_RANS_I32: CLASS_NONZERO(int32_t); break;
+        default: CLASS_NONZERO(int64_t); break;
+        }
+        size_t nq = n / 4;
         for (size_t k0 = 0; k0 < nq; k0 += STAGE) {
             size_t m = nq - k0 < STAGE ? nq - k0 : STAGE;
             dec_run(&L, qsy, qfs, prec, buf, m);
-            apply_signs(out, out_kind, at + 4 * k0, buf, 4 * m, 1);
+            apply_signs(out, out_kind, pos + 4 * k0, buf, 4 * m, 1);
         }
         for (size_t j = 0; j < n % 4; j++)
             buf[j] = (uint16_t)dec_next(&L, ssy, sfs, prec, &bad);
-        apply_signs(out, out_kind, at + 4 * nq, buf, n % 4, 0);
+        apply_signs(out, out_kind, pos + 4 * nq, buf, n % 4, 0);
         if (bad || L.short_read) {
-            st = ECNN_RANS_SHORT;
-            goto done;
+            free(pos);
+            return ECNN_RANS_SHORT;
         }
     }
-    st = close_chunk(&L);
-done:
-    free(cls);
-    free(start);
-    free(fill);
     free(pos);
-    return st;
+    return close_chunk(&L);
 }
 
 
