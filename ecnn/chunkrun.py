@@ -2,8 +2,8 @@
 
 A coded stream splits a large tensor into chunks that decode independently
 (spec/CODING.md, "Chunking"). A decoder written as a loop over chunk indices,
-each writing its own slice of a preallocated output, runs here either in this
-process or split over forked worker processes::
+each writing its own slice of a preallocated output, runs here on several
+threads::
 
     out = chunkrun.empty(count, np.int32, nchunks)
 
@@ -12,30 +12,34 @@ process or split over forked worker processes::
 
     chunkrun.run(nchunks, one, out)
 
-constriction holds the GIL while it decodes, so threads would not help. The
-workers are forked, so they inherit everything the decoder has parsed (tables,
-models, the chunks' words) and nothing is sent to them; they write into the
-output, which :func:`empty` places in shared anonymous memory when it will be
-split. A worker reports back only a status and, on failure, the error's class
-name and message as text; nothing is ever pickled. Off Linux, or for small
-outputs, everything runs in this process.
+The compiled range decoder (:mod:`ecnn._core`) and numpy's large array
+operations release the GIL, so chunks decode at the same time on threads of
+one process. The calling thread takes part: it and up to ``workers() - 1``
+threads of a pool shared by the whole process each take the next chunk from
+one counter as they finish one, so a slow chunk holds up no one. The pool
+starts a thread whenever a task finds none idle, so a task never waits for
+another to finish before it starts. Work started from
+inside a chunk (a tensor decoded on a pool thread, say) runs inline on that
+thread, so nested use cannot deadlock. Each pool thread runs its share in a
+copy of the caller's :mod:`contextvars` context, so it sees the caller's
+:func:`using` (and numpy's ``errstate``). Decoding is the same bits whatever
+the split, and an error is the one the lowest failing chunk raises.
 
-The number of processes is :func:`workers`: the ``ECNN_WORKERS`` environment
+The number of threads is :func:`workers`: the ``ECNN_WORKERS`` environment
 variable, else the CPUs this process may run on, at most
 :data:`DEFAULT_MAX_WORKERS`; :func:`using` changes it for a block of code.
-Decoding is the same bits whatever the split.
 
-:func:`imap_packed` runs independent jobs (the encoder's tensors) in forked
-workers that send their results back as MessagePack.
+:func:`imap_packed` runs independent jobs (the encoder's tensors) on the same
+pool and hands back their results as they finish.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import mmap
 import os
-import sys
+import threading
+from collections import deque
 from typing import Callable, Iterator
 
 import numpy as np
@@ -44,9 +48,7 @@ from ecnn import errors
 from ecnn.errors import CorruptPayload
 
 DEFAULT_MAX_WORKERS = 8
-MIN_SPLIT_BYTES = 1 << 21  # outputs smaller than this decode in this process
-# fork is safe to use this way on Linux; elsewhere (macOS system frameworks, Windows) decoding stays in-process.
-_FORK = hasattr(os, "fork") and sys.platform.startswith("linux")
+MIN_SPLIT_BYTES = 1 << 16  # outputs smaller than this decode inline: handing chunks to threads costs more than it saves
 
 _workers: contextvars.ContextVar[int | None] = contextvars.ContextVar("ecnn_chunk_workers", default=None)
 
@@ -70,14 +72,14 @@ def default_workers() -> int:
 
 
 def workers() -> int:
-    """Processes a tensor's chunks are split over (1: this process only)."""
+    """Threads a tensor's chunks (or the encoder's tensors) are split over (1: the calling thread only)."""
     n = _workers.get()
     return default_workers() if n is None else n
 
 
 @contextlib.contextmanager
 def using(n: int | None):
-    """Split chunks over ``n`` processes inside the block (None: the default)."""
+    """Split chunks over ``n`` threads inside the block (None: the default)."""
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise errors.InvalidOption(f"workers must be a positive integer, not {n!r}")
     token = _workers.set(n)
@@ -87,287 +89,289 @@ def using(n: int | None):
         _workers.reset(token)
 
 
-def _split(nchunks: int, nbytes: int) -> int:
-    if not _FORK or nchunks < 2 or nbytes < MIN_SPLIT_BYTES:
+# --- the threads ----------------------------------------------------------------
+
+_local = threading.local()  # .inside: this thread is running chunks or jobs (nested work runs inline)
+
+
+def _inside() -> bool:
+    return getattr(_local, "inside", False)
+
+
+@contextlib.contextmanager
+def _marked():
+    before = _inside()
+    _local.inside = True
+    try:
+        yield
+    finally:
+        _local.inside = before
+
+
+class _Pool:
+    """Daemon threads that run submitted tasks; a thread is started whenever no idle one is left for a task."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._idle = 0
+
+    def submit(self, task: Callable[[], None], copies: int) -> None:
+        with self._cv:
+            self._tasks.extend([task] * copies)
+            for _ in range(len(self._tasks) - self._idle):
+                threading.Thread(target=self._loop, name="ecnn-worker", daemon=True).start()
+                self._idle += 1  # counted as idle until it takes a task
+            self._cv.notify(copies)
+
+    def _loop(self) -> None:
+        _local.inside = True
+        while True:
+            with self._cv:
+                while not self._tasks:
+                    self._cv.wait()
+                self._idle -= 1
+                task = self._tasks.popleft()
+            try:
+                task()  # tasks keep their own errors
+            finally:
+                with self._cv:
+                    self._idle += 1
+
+
+_pool: _Pool | None = None
+_pool_lock = threading.Lock()
+
+
+def _submit(task: Callable[[], None], copies: int) -> None:
+    """Run ``task`` on ``copies`` pool threads, each in its own copy of the caller's context."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = _Pool()
+    for _ in range(copies):
+        _pool.submit(_in_context(task), 1)
+
+
+def _in_context(task: Callable[[], None]) -> Callable[[], None]:
+    ctx = contextvars.copy_context()  # one copy per thread: a context is entered by one thread at a time
+    return lambda: ctx.run(task)
+
+
+def _forget_pool() -> None:
+    # A forked child has none of its parent's threads: it starts a pool of its own when it needs one.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _raised(e: BaseException) -> BaseException:
+    """What :func:`run` raises for a chunk's exception: ecnn's errors as they are, others as CorruptPayload."""
+    if isinstance(e, errors.EcnnError) or not isinstance(e, Exception):
+        return e
+    err = CorruptPayload(f"{type(e).__name__}: {e}")
+    err.__cause__ = e
+    return err
+
+
+# --- the chunks of one output -----------------------------------------------------
+
+
+def empty(shape, dtype, nchunks: int) -> np.ndarray:
+    """An uninitialized output for a decoder with ``nchunks`` chunks (ordinary memory: the threads share it)."""
+    return np.empty(shape, dtype)
+
+
+def _split(nchunks: int, out: np.ndarray | None) -> int:
+    if nchunks < 2 or _inside() or (out is not None and out.nbytes < MIN_SPLIT_BYTES):
         return 1
     return min(workers(), nchunks)
 
 
-def empty(shape, dtype, nchunks: int) -> np.ndarray:
-    """An uninitialized output for a decoder with ``nchunks`` chunks.
+class _Chunks:
+    """Chunk indices handed out one at a time; the errors of the chunks that failed."""
 
-    It lies in shared memory when :func:`run` will split those chunks over
-    worker processes, in ordinary memory otherwise.
-    """
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if _split(nchunks, nbytes) == 1:
-        return np.empty(shape, dtype)
-    buf = mmap.mmap(-1, nbytes)  # anonymous and shared: forked workers write into the same pages
-    return np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize).reshape(shape)
+    def __init__(self, nchunks: int, fn: Callable[[int], None]) -> None:
+        self.fn = fn
+        self.lock = threading.Condition(threading.Lock())
+        self.next = 0
+        self.end = nchunks  # lowered to stop handing out chunks
+        self.running = 0
+        self.failed: dict[int, BaseException] = {}
 
+    def work(self) -> None:
+        while True:
+            with self.lock:
+                if self.next >= self.end:
+                    return
+                i = self.next
+                self.next += 1
+                self.running += 1
+            try:
+                self.fn(i)
+            except BaseException as e:  # noqa: BLE001 - raised by the caller of run()
+                with self.lock:
+                    self.failed[i] = e
+                    self.end = self.next  # every chunk below i is handed out already
+            finally:
+                with self.lock:
+                    self.running -= 1
+                    if not self.running:
+                        self.lock.notify_all()
 
-def is_shared(a: np.ndarray) -> bool:
-    """Whether ``a`` (or the array it views) came from :func:`empty`'s shared memory."""
-    while isinstance(a, np.ndarray):
-        a = a.base
-    if isinstance(a, memoryview):
-        a = a.obj
-    return isinstance(a, mmap.mmap)
+    def stop_and_wait(self) -> None:
+        with self.lock:
+            self.end = self.next
+            while self.running:
+                self.lock.wait()
 
 
 def run(nchunks: int, fn: Callable[[int], None], out: np.ndarray | None = None) -> None:
     """Call ``fn(i)`` for every chunk ``i`` in ``0 .. nchunks - 1``.
 
-    With an ``out`` from :func:`empty` in shared memory, the chunks are shared
-    out among this process and forked workers, each taking the next chunk
-    from a common queue as it finishes one (so a slow or busy core holds up
-    no one). ``fn`` must write its results only into ``out``.
+    The chunks are shared out among the calling thread and up to
+    ``workers() - 1`` pool threads, each taking the next chunk as it finishes
+    one. Inline instead (in order, on the calling thread): one chunk, one
+    worker, an ``out`` smaller than :data:`MIN_SPLIT_BYTES`, or a call from
+    inside another :func:`run` or :func:`imap_packed` job. ``fn`` must write
+    only into its own part of ``out``, which serves here to judge the work's
+    size; without one the chunks are split. When a chunk fails, no further
+    chunk starts; the call returns once the running ones have finished.
 
     Raises:
-        EcnnError: ``fn`` raised one of ecnn's errors in any process: the same
-            class and message.
-        CorruptPayload: ``fn`` failed otherwise (the error's class name and
-            message are kept in the message), or a worker died without reporting.
+        EcnnError: ``fn`` raised one of ecnn's errors: that error, from the
+            lowest failing chunk (the one a serial loop would meet first).
+        CorruptPayload: ``fn`` failed otherwise on a split run (the error's class
+            name and message are kept in the message).
     """
-    nproc = 1
-    if out is not None and is_shared(out):
-        nproc = _split(nchunks, out.nbytes)
-    if nproc == 1:
+    n = _split(nchunks, out)
+    if n <= 1:
         for i in range(nchunks):
             fn(i)
         return
-    indices = np.arange(nchunks, dtype="<u4").tobytes()
-    if len(indices) > _PIPE_CAPACITY:  # too many chunks to queue at once: contiguous ranges instead
-        bounds = [nchunks * k // nproc for k in range(nproc + 1)]
-        _spread(nproc, lambda k: [fn(i) for i in range(bounds[k], bounds[k + 1])])
-        return
-    # The queue: every chunk index, 4 bytes each, written before any worker starts.
-    # Reads of 4 bytes from a pipe are atomic, so each index goes to exactly one process.
-    qr, qw = os.pipe()
-    _write_all(qw, indices)
-    os.close(qw)
+    chunks = _Chunks(nchunks, fn)
+    _submit(chunks.work, n - 1)
     try:
-        _spread(nproc, lambda k: _drain(qr, fn))
+        with _marked():
+            chunks.work()
     finally:
-        os.close(qr)
-
-
-def _spread(nproc: int, work: Callable[[int], object]) -> None:
-    """Run ``work(k)`` in forked workers ``k = 1 .. nproc - 1`` and ``work(0)`` here; raise the first failure."""
-    children = []
-    error = None
-    try:
-        for k in range(1, nproc):
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # worker: do its part, report, exit without any cleanup
-                os.close(r)
-                _set_child()
-                os._exit(_report(w, lambda: work(k)))
-            os.close(w)
-            children.append((pid, r))
-        try:
-            work(0)
-        except errors.EcnnError as e:
-            error = e
-        except Exception as e:  # the same error whichever process met it
-            error = CorruptPayload(f"{type(e).__name__}: {e}")
-    finally:
-        failures = [_reap(pid, r) for pid, r in children]
-    for f in [error] + failures:
-        if f is not None:
-            raise f
-
-
-_PIPE_CAPACITY = 4096  # bytes any pipe holds (one page, even when the system limits pipe buffers): 1024 chunks
-
-
-def _drain(qr: int, fn: Callable[[int], None]) -> None:
-    while True:
-        b = os.read(qr, 4)
-        if len(b) < 4:
-            return
-        fn(int.from_bytes(b, "little"))
-
-
-def _report(w: int, work: Callable[[], None]) -> int:
-    """Run ``work`` in a worker; write nothing on success, the error as text otherwise; the exit status."""
-    code, msg = 0, b""
-    try:
-        work()
-    except BaseException as e:  # noqa: BLE001 - reported to the parent as text
-        code, msg = 1, f"{type(e).__name__}\0{e}".encode("utf-8", "replace")
-    try:
-        _write_all(w, msg[:65536])
-    except BaseException:  # noqa: BLE001
-        pass
-    return code
-
-
-def _set_child() -> None:
-    # A worker never splits again.
-    _workers.set(1)
-
-
-def _error(name: str, msg: str, other: type[Exception] = errors.CorruptPayload) -> Exception:
-    """A worker's error from its class name: ecnn's own classes (say a tensor's
-    ``PayloadChecksumMismatch``) as themselves, anything else as ``other``."""
-    cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, errors.EcnnError):
-        return cls(msg)
-    return other(f"{name}: {msg}")
-
-
-def _reap(pid: int, r: int) -> Exception | None:
-    try:
-        chunks = []
-        while True:
-            b = os.read(r, 65536)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        return None
-    if chunks:
-        name, _, msg = b"".join(chunks).decode("utf-8", "replace").partition("\0")
-        return _error(name, msg)
-    return errors.CorruptPayload(f"a decoding worker process ended without reporting (status {status})")
+        chunks.stop_and_wait()
+    if chunks.failed:
+        raise _raised(chunks.failed[min(chunks.failed)])
 
 
 # --- independent jobs with results ----------------------------------------------
 
 
+class _Jobs:
+    """Jobs handed out largest first; their results, waiting to be collected."""
+
+    def __init__(self, n: int, fn: Callable[[int], object], costs, limit: int) -> None:
+        costs = [1] * n if costs is None else list(costs)
+        self.order = sorted(range(n), key=lambda j: -costs[j])  # stable: equal costs in index order
+        self.fn = fn
+        self.cv = threading.Condition(threading.Lock())
+        self.pos = 0
+        self.running = 0
+        self.results: deque[tuple[int, bool, object]] = deque()
+        self.limit = limit  # results waiting to be collected, at most, before another job starts
+        self.first_failed = n  # no job above the lowest failed index starts
+        self.closed = False
+
+    def _left(self) -> bool:
+        """Whether a job is left to start (the lock held)."""
+        while self.pos < len(self.order) and self.order[self.pos] > self.first_failed:
+            self.pos += 1
+        return not self.closed and self.pos < len(self.order)
+
+    def _claim(self) -> int | None:
+        """The next job's index, -1 to wait (too many results waiting), None when none is left (the lock held)."""
+        if not self._left():
+            return None
+        if len(self.results) >= self.limit:
+            return -1
+        j = self.order[self.pos]
+        self.pos += 1
+        self.running += 1
+        return j
+
+    def work(self) -> None:
+        """A pool thread's share: the next job, as long as there is one."""
+        while True:
+            with self.cv:
+                j = self._claim()
+                while j == -1:
+                    self.cv.wait()  # the consumer collects a result first
+                    j = self._claim()
+                if j is None:
+                    return
+            try:
+                r = (j, True, self.fn(j))
+            except BaseException as e:  # noqa: BLE001 - raised by the consumer
+                r = (j, False, e)
+            with self.cv:  # the result is waiting before the job stops counting as running
+                self.results.append(r)
+                self.running -= 1
+                if not r[1]:
+                    self.first_failed = min(self.first_failed, j)
+                self.cv.notify_all()
+
+    def next(self) -> tuple[int, bool, object] | None:
+        """The next result to collect, waiting for one; None when every job is done."""
+        with self.cv:
+            while not self.results:
+                if not self.running and not self._left():
+                    return None
+                self.cv.wait()
+            self.cv.notify_all()  # room for another job
+            return self.results.popleft()
+
+    def close(self) -> None:
+        """Start no more jobs; return once the running ones have finished."""
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
+            while self.running:
+                self.cv.wait()
+
+
 def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tuple[int, object]]:
     """``(i, fn(i))`` for every ``i`` in ``0 .. n - 1``, in completion order.
 
-    With more than one process (:func:`workers`) and at least two jobs, the
-    jobs wait in one queue, the largest by ``costs`` first, and each forked
-    worker takes the next job whenever it finishes one (so a job that takes
-    longer than its cost says holds up no one). Each worker sends its results
-    back as MessagePack (so a result must be made of MessagePack types: ints,
-    strings, bytes, lists, dicts...) through a pipe, read here as they come. A
-    worker's exception comes back as the :mod:`ecnn.errors` class of the same
-    name if there is one, else as RuntimeError. Off Linux, everything runs here.
+    With more than one thread (:func:`workers`) and at least two jobs, the
+    jobs wait in one queue, the largest by ``costs`` first, and each of
+    ``workers()`` pool threads takes the next job whenever it finishes one (so
+    a job that takes longer than its cost says holds up no one); the calling
+    thread collects the results. No job starts while ``workers()`` results
+    wait to be collected, so a slow consumer bounds the work in flight. The
+    results are the objects ``fn`` returned. From inside a job or a
+    :func:`run` chunk, everything runs inline, in order.
+
+    Raises:
+        Exception: the exception of the failing job with the lowest index, as
+            it was raised, once the jobs below it have run (the error a serial
+            loop would meet first); jobs above it do not start.
     """
-    nproc = min(workers(), n) if _FORK else 1
-    if nproc <= 1:
+    nthreads = 1 if _inside() else min(workers(), n)
+    if nthreads <= 1:
         for i in range(n):
             yield i, fn(i)
         return
-    import msgpack
-    import selectors
-
-    costs = [1] * n if costs is None else list(costs)
-    queue = memoryview(np.array(sorted(range(n), key=lambda j: -costs[j]), dtype="<u4").tobytes())
-    # The queue: job indices, 4 bytes each. What fits the pipe goes in before any worker
-    # starts; the rest is fed below as the workers drain it, in writes of at most one
-    # page (atomic, so every index arrives whole: reads of 4 bytes take one each).
-    qr, qw = os.pipe()
-    _write_all(qw, queue[:_PIPE_CAPACITY])
-    queue = queue[_PIPE_CAPACITY:]
-    if queue:
-        os.set_blocking(qw, False)
-    else:
-        os.close(qw)
-        qw = -1
-    children = {}
-    sel = selectors.DefaultSelector()
+    jobs = _Jobs(n, fn, costs, nthreads)
+    _submit(jobs.work, nthreads)
+    failed: dict[int, BaseException] = {}
     try:
-        for _ in range(nproc):
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                code = 0
-                try:
-                    if qw >= 0:
-                        os.close(qw)
-                    _set_child()
-                    _drain(qr, lambda i: _write_all(w, _frame(msgpack.packb([i, True, fn(i)], use_bin_type=True, default=_plain))))
-                except BaseException as e:  # noqa: BLE001 - reported to the parent as data
-                    code = 1
-                    try:
-                        _write_all(w, _frame(msgpack.packb([-1, False, [type(e).__name__, str(e)]], use_bin_type=True)))
-                    except BaseException:  # noqa: BLE001
-                        pass
-                finally:
-                    os._exit(code)
-            os.close(w)
-            children[r] = (pid, bytearray())
-            sel.register(r, selectors.EVENT_READ)
-        os.close(qr)
-        qr = -1
-        if qw >= 0:
-            sel.register(qw, selectors.EVENT_WRITE)
-        failure = None
-        while children and failure is None:
-            for key, _ in sel.select():
-                if key.fd == qw:
-                    try:
-                        queue = queue[os.write(qw, queue[:_PIPE_CAPACITY]) :]
-                    except BlockingIOError:
-                        continue
-                    if not queue:
-                        sel.unregister(qw)
-                        os.close(qw)
-                        qw = -1
-                    continue
-                r = key.fd
-                b = os.read(r, 1 << 20)
-                pid, buf = children[r]
-                if not b:
-                    sel.unregister(r)
-                    os.close(r)
-                    del children[r]
-                    _, status = os.waitpid(pid, 0)
-                    if buf and failure is None:
-                        failure = RuntimeError("a worker process sent an incomplete result")
-                    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 1)) and failure is None:
-                        failure = RuntimeError(f"a worker process ended without reporting (status {status})")
-                    continue
-                buf += b
-                while len(buf) >= 8:
-                    size = int.from_bytes(buf[:8], "little")
-                    if len(buf) < 8 + size:
-                        break
-                    i, ok, value = msgpack.unpackb(bytes(buf[8 : 8 + size]), raw=False, strict_map_key=False)
-                    del buf[: 8 + size]
-                    if ok:
-                        yield i, value
-                    elif failure is None:
-                        failure = _error(*value, other=RuntimeError)
-        if failure is not None:
-            raise failure
+        while (r := jobs.next()) is not None:
+            i, ok, value = r
+            if ok:
+                yield i, value
+            else:
+                failed[i] = value
     finally:
-        for fd in (qr, qw):
-            if fd >= 0:
-                os.close(fd)
-        for r, (pid, _) in children.items():  # stopped early: end the rest
-            try:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-            os.close(r)
-        sel.close()
-
-
-def _plain(o):
-    if isinstance(o, np.generic):  # numpy scalars in a result travel as Python numbers
-        return o.item()
-    raise TypeError(f"cannot send a {type(o).__name__} between processes")
-
-
-def _frame(data: bytes) -> bytes:
-    return len(data).to_bytes(8, "little") + data
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        jobs.close()
+    if failed:
+        raise failed[min(failed)]

@@ -258,25 +258,20 @@ def symbol_head(rec: TensorRecord, payload) -> memoryview:
     return memoryview(payload)[start : start + 64]
 
 
-def decode_host(rec: TensorRecord, payload, data: np.ndarray | None = None) -> HostTensor:
+def decode_host(rec: TensorRecord, payload) -> HostTensor:
     """Decode a tensor for a loader: the symbols of a quantized tensor, the storage array otherwise.
 
     Args:
         rec: a validated record.
         payload: its CRC-checked payload.
-        data: symbols or storage decoded already (by a worker process); only
-            the row steps are decoded then.
 
     Raises:
         FormatError: a subclass naming the check the payload failed.
     """
     dt = dtypes.get(rec.dtype)
     if not _symbolic(rec):
-        return HostTensor(rec.name, dt, rec.shape, decode_tensor(rec, payload) if data is None else data.reshape(rec.shape), None)
-    rep = reprs.REPRS[rec.repr["kind"]]
-    if data is not None:
-        data = uniform.narrowed(data).reshape(rec.shape)
-    s = rep.symbols(rec, payload, dt, q=data)
+        return HostTensor(rec.name, dt, rec.shape, decode_tensor(rec, payload), None)
+    s = reprs.REPRS[rec.repr["kind"]].symbols(rec, payload, dt)
     return HostTensor(rec.name, dt, rec.shape, s.q, s.step, s.row_steps)
 
 

@@ -109,8 +109,8 @@ def encode_parts(
         name, (arr, dt) = items[i]
         return codec.encode_tensor(name, arr, dt, config)
 
-    # Tensors are independent: with several processes (ecnn.chunkrun.workers()) they are
-    # encoded in forked workers, the largest first; the bytes are the same either way.
+    # Tensors are independent: with several threads (ecnn.chunkrun.workers()) they are
+    # encoded on a pool, the largest first; the bytes are the same either way.
     if progress:
         progress("", 0, total)
     done = 0
@@ -276,8 +276,8 @@ class EcnnFile:
         Args:
             progress: called as ``progress(name, index, total)`` before each tensor.
             names: which tensors, in order.
-            workers: decoding processes (:func:`ecnn.parallel.iter_host`); None: ``ECNN_WORKERS``
-                or the CPU count (at most 8); 1: this process only.
+            workers: decoding threads (:func:`ecnn.parallel.iter_host`); None: ``ECNN_WORKERS``
+                or the CPU count (at most 8); 1: the calling thread only.
 
         Returns:
             ``{name: (storage array, dtype)}``.

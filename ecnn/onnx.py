@@ -398,8 +398,8 @@ def inference_session(path, providers=None, sess_options=None, *, workers: int |
         path: the ``.ecnn`` file (or its bytes).
         providers: ONNX Runtime execution providers, e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``.
         sess_options: ``onnxruntime.SessionOptions`` to start from (it receives the initializers).
-        workers: processes for range decoding (see :mod:`ecnn.parallel`; None: ``ECNN_WORKERS``
-            or the CPU count, at most 8; 1: this process only).
+        workers: threads for range decoding (see :mod:`ecnn.parallel`; None: ``ECNN_WORKERS``
+            or the CPU count, at most 8; 1: the calling thread only).
         limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`).
         **kwargs: passed to ``InferenceSession``.
 

@@ -244,8 +244,8 @@ def iter_tensors(
         names: which tensors, in order (default: all).
         device: where they go; on CUDA through pinned buffers and a side stream.
         dtype: cast floating-point tensors to it.
-        workers: decoding processes (see :mod:`ecnn.parallel`); None: ``ECNN_WORKERS``
-            or the CPU count (at most 8); 1: this process only.
+        workers: decoding threads (see :mod:`ecnn.parallel`); None: ``ECNN_WORKERS``
+            or the CPU count (at most 8); 1: the calling thread only.
 
     Yields:
         ``(name, tensor)`` pairs.
@@ -278,8 +278,8 @@ def load_file(
         path: the ``.ecnn`` file (or its bytes).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         dtype: if given, floating-point tensors are cast to it.
-        workers: processes for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
-            at most 8; 1: decode in this process only).
+        workers: threads for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
+            at most 8; 1: decode on the calling thread only).
         limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`);
             lower them for files from strangers.
 
@@ -344,8 +344,8 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
         module: the module to fill.
         path: the ``.ecnn`` file (or its bytes).
         strict: fail on missing or unexpected names, as ``load_state_dict`` does.
-        workers: processes for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
-            at most 8; 1: decode in this process only).
+        workers: threads for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
+            at most 8; 1: decode on the calling thread only).
         limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`).
 
     Returns:

@@ -38,21 +38,19 @@ def root() -> Path:
 
 
 @pytest.fixture
-def forks(monkeypatch) -> list:
-    """The pids of the worker processes ecnn.chunkrun forks during the test."""
+def splits(monkeypatch) -> list:
+    """How many pool threads each split :func:`ecnn.chunkrun.run` or ``imap_packed`` asked for during the test."""
     from ecnn import chunkrun
 
-    pids = []
-    real = os.fork
+    asked = []
+    real = chunkrun._submit
 
-    def fork():
-        pid = real()
-        if pid:
-            pids.append(pid)
-        return pid
+    def submit(task, copies):
+        asked.append(copies)
+        real(task, copies)
 
-    monkeypatch.setattr(chunkrun.os, "fork", fork)
-    return pids
+    monkeypatch.setattr(chunkrun, "_submit", submit)
+    return asked
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +58,7 @@ def determinism(tmp_path_factory) -> tuple[dict, dict]:
     """The files of tests/_determinism.py made here and in ONE child interpreter, for every determinism test.
 
     The child runs with another hash seed (``PYTHONHASHSEED``) than this process and
-    encodes in 2 forked worker processes where this one encodes in-process; both run
+    encodes on 2 threads where this one encodes on one; both run
     at once. Returns ``(here, child)``: ``here`` maps each case to its digest; ``child``
     holds the child's ``digests``, its ``hash`` of :data:`_determinism.HASH_PROBE`
     and its ``workers``.

@@ -37,12 +37,12 @@ ALLOWED: dict[str, set[str]] = {
     "ecnn.errors": set(),
     "ecnn.dtypes": {"ecnn.errors"},
     "ecnn.config": {"ecnn.errors", "ecnn.dtypes"},
-    "ecnn.chunkrun": BASE,  # forking worker processes
+    "ecnn.chunkrun": BASE,  # the worker threads
     "ecnn._core": set(),  # the compiled core: C loops behind a thin binding, no ecnn imports
     # The stages, in the order data flows. No torch up to and including ecnn.parallel.
     "ecnn.quantize": BASE,
     "ecnn.context": {"ecnn.errors"},
-    "ecnn.coder": {"ecnn.errors", "ecnn.context", "ecnn._core"},  # coders code; who runs them in which process is not theirs
+    "ecnn.coder": {"ecnn.errors", "ecnn.context", "ecnn._core"},  # coders code; who runs them on which thread is not theirs
     "ecnn.select": BASE | {"ecnn.context", "ecnn.coder"},  # choosing the model and coder of a stream
     "ecnn.rate": BASE | {"ecnn.quantize", "ecnn.context", "ecnn.coder", "ecnn.select"},  # the rate estimator
     "ecnn.container": BASE,

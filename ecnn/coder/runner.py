@@ -3,8 +3,8 @@
 A decoder of a chunked stream asks its runner for an output array and then
 calls ``run(nchunks, one, out)``, where ``one(i)`` decodes chunk ``i`` into its
 own slice of ``out``. :data:`SERIAL` runs the chunks one after the other in
-this process. The codec passes :mod:`ecnn.chunkrun`, whose module functions
-have the same signatures and split the chunks over worker processes; the
+the calling thread. The codec passes :mod:`ecnn.chunkrun`, whose module
+functions have the same signatures and split the chunks over threads; the
 coders never import it. Decoding gives the same values with any runner.
 """
 
@@ -26,7 +26,7 @@ class Runner(Protocol):
 
 
 class Serial:
-    """Every chunk in this process, in order."""
+    """Every chunk on the calling thread, in order."""
 
     @staticmethod
     def empty(shape, dtype, nchunks: int) -> np.ndarray:

@@ -17,7 +17,7 @@ Each stream uses whichever coder is smallest; the whole candidate competes with
 Decoding builds the tensor chunk by chunk of rows: a chunk's heads come from
 one range decoder, its tails and signs are read from their bit offsets, and all
 three are merged into the output in the same pass, so temporaries stay the
-size of a chunk and chunks can run in several processes (:mod:`ecnn.chunkrun`).
+size of a chunk and chunks can run on several threads (:mod:`ecnn.chunkrun`).
 Files whose heads use another coder (``rowcol``, ``cat0``, ...) decode their
 heads whole, then merge chunk by chunk the same way.
 """
@@ -168,7 +168,7 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
     The tensor is built chunk by chunk of rows (the chunks of a ``blocks``
     stream 2, else about :data:`MERGE_CHUNK` elements): heads, tails and signs
     of a chunk are merged into the output in one pass, and the chunks may run
-    in several processes (:mod:`ecnn.chunkrun`).
+    on several threads (:mod:`ecnn.chunkrun`).
 
     Raises:
         CorruptPayload: a stream contradicts its descriptor, or a tail does not fit its row.

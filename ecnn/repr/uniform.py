@@ -122,7 +122,7 @@ def row_steps(rec, payload, dt) -> np.ndarray | None:
     return quantize.row_steps(quantize.step_from_bits(rec.repr["step"]), codes, dt)
 
 
-def symbols(rec, payload, dt, sym_dtype: np.dtype | None = None, q: np.ndarray | None = None) -> base.Symbols:
+def symbols(rec, payload, dt, sym_dtype: np.dtype | None = None) -> base.Symbols:
     """The symbols and steps of a record, without reconstructing the values.
 
     Args:
@@ -130,14 +130,12 @@ def symbols(rec, payload, dt, sym_dtype: np.dtype | None = None, q: np.ndarray |
         payload: its payload (CRC-checked by the caller).
         dt: its dtype.
         sym_dtype: the integer type to decode into (default: :func:`symbol_dtype`).
-        q: symbols already decoded elsewhere (by a worker, say); only the steps are decoded.
     """
-    if q is None:
-        desc = rec.streams[-1]
-        tail = memoryview(payload)[rec.length - desc["length"] :]
-        m = quantize.qmax(dt)
-        q = streams.decode(desc, tail, rec.numel, sym_dtype or symbol_dtype(rec, tail), -m, m, runner=chunkrun)
-        q = narrowed(q).reshape(rec.shape)
+    desc = rec.streams[-1]
+    tail = memoryview(payload)[rec.length - desc["length"] :]
+    m = quantize.qmax(dt)
+    q = streams.decode(desc, tail, rec.numel, sym_dtype or symbol_dtype(rec, tail), -m, m, runner=chunkrun)
+    q = narrowed(q).reshape(rec.shape)
     return base.Symbols(q, quantize.step_from_bits(rec.repr["step"]), row_steps(rec, payload, dt))
 
 
