@@ -109,8 +109,9 @@ def encode_parts(
         name, (arr, dt) = items[i]
         return codec.encode_tensor(name, arr, dt, config)
 
-    # Tensors are independent: with several threads (ecnn.chunkrun.workers()) they are
-    # encoded on a pool, the largest first; the bytes are the same either way.
+    # Tensors are independent: with several workers (ecnn.chunkrun.workers()) they are
+    # encoded side by side (in forked processes on Linux, on threads elsewhere: see
+    # ecnn.chunkrun.JOBS_IN_PROCESSES), the largest first; the bytes are the same either way.
     if progress:
         progress("", 0, total)
     done = 0

@@ -1,8 +1,8 @@
 """Every file the determinism tests compare, made in this process or in one child interpreter.
 
 tests/conftest.py (the ``determinism`` fixture) runs :func:`digests` once in pytest's
-own process (encoding on one thread) and once in a child interpreter started with another
-``PYTHONHASHSEED`` and 2 encoding threads (``ECNN_WORKERS``); the tests in
+own process (encoding with one worker) and once in a child interpreter started with another
+``PYTHONHASHSEED`` and 2 encoding workers (``ECNN_WORKERS``); the tests in
 tests/test_robustness.py and tests/test_api.py compare the two. One child serves them all, since starting an
 interpreter that imports torch and onnx costs more than the encoding itself.
 

@@ -58,7 +58,7 @@ def determinism(tmp_path_factory) -> tuple[dict, dict]:
     """The files of tests/_determinism.py made here and in ONE child interpreter, for every determinism test.
 
     The child runs with another hash seed (``PYTHONHASHSEED``) than this process and
-    encodes on 2 threads where this one encodes on one; both run
+    encodes with 2 workers where this one encodes with one; both run
     at once. Returns ``(here, child)``: ``here`` maps each case to its digest; ``child``
     holds the child's ``digests``, its ``hash`` of :data:`_determinism.HASH_PROBE`
     and its ``workers``.

@@ -25,6 +25,15 @@ def split(monkeypatch, splits):
         yield splits
 
 
+@pytest.fixture
+def thread_jobs(monkeypatch):
+    """imap_packed on threads, as off Linux."""
+    monkeypatch.setattr(chunkrun, "JOBS_IN_PROCESSES", False)
+
+
+needs_fork = pytest.mark.skipif(not chunkrun.JOBS_IN_PROCESSES, reason="encoder jobs run in processes only on Linux")
+
+
 def _slow_here(seconds: float):
     """A chunk function's prelude: the calling thread sleeps, so that pool threads take chunks too."""
     caller = threading.get_ident()
@@ -92,8 +101,10 @@ def test_split_decoding_gives_the_same_symbols(case, monkeypatch, splits):
         assert got[n].tobytes() == got[1].tobytes()
 
 
-def test_a_whole_file_decodes_and_encodes_identically_on_any_number_of_threads(monkeypatch, splits):
+@pytest.mark.parametrize("jobs_in_processes", [False, chunkrun.JOBS_IN_PROCESSES], ids=["threads", "default"])
+def test_a_whole_file_decodes_and_encodes_identically_on_any_number_of_workers(monkeypatch, splits, jobs_in_processes):
     monkeypatch.setattr(chunkrun, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(chunkrun, "JOBS_IN_PROCESSES", jobs_in_processes)
     rng = np.random.default_rng(2)
     tensors = {
         "w": (rng.laplace(0, 0.05, (256, 300))).astype(np.float32),
@@ -109,9 +120,9 @@ def test_a_whole_file_decodes_and_encodes_identically_on_any_number_of_threads(m
         for n in WORKERS:
             assert blobs[n] == blobs[1], (cfg, n)
             assert all(decoded[n][k].tobytes() == decoded[1][k].tobytes() for k in tensors), (cfg, n)
-    # Three tensors: encoded on up to 3 pool threads (the caller collects), decoded
-    # on the caller and up to 2 pool threads, one tensor each.
-    assert set(splits) == {1, 2, 3}
+    # Three tensors: decoded on the caller and up to 2 pool threads, one tensor each;
+    # encoded on up to 3 pool threads (the caller collects) or in as many processes.
+    assert set(splits) == ({1, 2} if jobs_in_processes else {1, 2, 3})
 
 
 def test_worker_errors_come_back_typed(split):
@@ -209,7 +220,7 @@ def test_small_outputs_run_inline_and_other_runs_split(splits):
     assert splits == [3]
 
 
-def test_nested_runs_run_inline_without_deadlock(split, monkeypatch):
+def test_nested_runs_run_inline_without_deadlock(split, monkeypatch, thread_jobs):
     """A chunk that runs chunks of its own (a tensor decoded on a pool thread) runs them inline."""
     monkeypatch.setattr(chunkrun, "DEFAULT_MAX_WORKERS", 8)
     grid = np.zeros((8, 8), np.int64)
@@ -242,7 +253,7 @@ def test_nested_runs_run_inline_without_deadlock(split, monkeypatch):
     assert all(inner_threads)  # every inner chunk on its outer chunk's thread
 
 
-def test_workers_see_the_callers_context(split):
+def test_workers_see_the_callers_context(split, thread_jobs):
     """using() and other context variables reach the pool threads; each run sees its own."""
     var = contextvars.ContextVar("probe", default="unset")
     caller, wait = _slow_here(0.1)
@@ -304,7 +315,7 @@ def test_a_forked_child_splits_with_threads_of_its_own(split):
 # --- imap_packed ----------------------------------------------------------------
 
 
-def test_imap_packed_returns_every_result_once_as_it_is():
+def test_imap_packed_returns_every_result_once_as_it_is(thread_jobs):
     marker = object()
     with chunkrun.using(3):
         got = dict(chunkrun.imap_packed(7, lambda i: {"i": i, "b": bytes([i]) * i, "np": np.int64(i) * 2, "o": marker}, costs=range(7)))
@@ -312,7 +323,7 @@ def test_imap_packed_returns_every_result_once_as_it_is():
     assert all(type(v["np"]) is np.int64 for v in got.values())  # no serialization on the way
 
 
-def test_imap_packed_starts_the_largest_first_and_uses_free_threads(splits):
+def test_imap_packed_starts_the_largest_first_and_uses_free_threads(splits, thread_jobs):
     started = []
     lock = threading.Lock()
     slow = []
@@ -336,7 +347,7 @@ def test_imap_packed_starts_the_largest_first_and_uses_free_threads(splits):
     assert sum(t == slow[0] for t in got.values()) <= 3  # the other thread took the rest
 
 
-def test_imap_packed_bounds_the_results_in_flight():
+def test_imap_packed_bounds_the_results_in_flight(thread_jobs):
     state = {"started": 0, "collected": 0, "ahead": 0}
     lock = threading.Lock()
 
@@ -355,7 +366,7 @@ def test_imap_packed_bounds_the_results_in_flight():
     assert state["ahead"] <= 2 * 3 + 1  # results waiting, jobs running, and the one being collected
 
 
-def test_imap_packed_stopped_early_leaves_nothing_running():
+def test_imap_packed_stopped_early_leaves_nothing_running(thread_jobs):
     running = []
 
     def fn(i):
@@ -371,7 +382,7 @@ def test_imap_packed_stopped_early_leaves_nothing_running():
     assert running == []
 
 
-def test_imap_packed_errors_come_back_as_raised():
+def test_imap_packed_errors_come_back_as_raised(thread_jobs):
     def fn(i):
         if i == 4:
             raise InvalidOption("bad option for tensor 4")
@@ -388,7 +399,9 @@ def test_imap_packed_errors_come_back_as_raised():
         assert {0, 1} <= set(got) and not {2, 4} & set(got)
 
 
-def test_encoding_on_threads_reports_every_tensor():
+@pytest.mark.parametrize("jobs_in_processes", [False, chunkrun.JOBS_IN_PROCESSES], ids=["threads", "default"])
+def test_encoding_on_workers_reports_every_tensor(monkeypatch, jobs_in_processes):
+    monkeypatch.setattr(chunkrun, "JOBS_IN_PROCESSES", jobs_in_processes)
     rng = np.random.default_rng(4)
     arrays = {
         "a": rng.laplace(0, 0.05, (300, 200)).astype(np.float32),
@@ -411,6 +424,70 @@ def test_encoding_on_threads_reports_every_tensor():
         _file.encode({k: (v, dtypes.from_numpy(v.dtype)) for k, v in arrays.items()}, EncodeConfig(bits=6), progress=lambda *a: seen.append(a))
     assert seen[0] == ("", 0, 5) and sorted(s[1] for s in seen[1:]) == [1, 2, 3, 4, 5]
     assert {s[0] for s in seen[1:]} == set(arrays)
+
+
+@needs_fork
+def test_imap_packed_in_processes_returns_every_result_once():
+    with chunkrun.using(3):
+        got = dict(chunkrun.imap_packed(7, lambda i: {"i": i, "b": bytes([i]) * i, "np": np.int64(i) * 2}, costs=range(7)))
+    assert got == {i: {"i": i, "b": bytes([i]) * i, "np": 2 * i} for i in range(7)}
+
+
+@needs_fork
+def test_imap_packed_in_processes_goes_to_whichever_worker_is_free():
+    def fn(i):
+        if i == 0:
+            time.sleep(0.3)  # the first job in the queue takes long, whatever its cost says
+        return os.getpid()
+
+    with chunkrun.using(2):
+        got = dict(chunkrun.imap_packed(21, fn, costs=[1] * 21))
+    assert sorted(got) == list(range(21))
+    assert os.getpid() not in got.values()
+    assert sum(pid == got[0] for pid in got.values()) <= 3  # the other worker took the rest
+
+
+@needs_fork
+def test_imap_packed_in_processes_feeds_a_queue_larger_than_the_pipe(monkeypatch):
+    monkeypatch.setattr(chunkrun, "_PIPE_CAPACITY", 16)  # 4 indices at a time
+    with chunkrun.using(3):
+        got = dict(chunkrun.imap_packed(50, lambda i: i * i, costs=range(50)))
+    assert got == {i: i * i for i in range(50)}
+
+
+@needs_fork
+def test_imap_packed_in_processes_errors_come_back_typed():
+    def fn(i):
+        if i == 4:
+            raise InvalidOption("bad option for tensor 4")
+        return i
+
+    with chunkrun.using(2), pytest.raises(InvalidOption, match="tensor 4"):
+        list(chunkrun.imap_packed(6, fn))
+
+    def dies(i):
+        if i == 1:
+            os._exit(5)
+        return i
+
+    with chunkrun.using(2), pytest.raises(RuntimeError, match="without reporting"):
+        list(chunkrun.imap_packed(4, dies))
+
+    with chunkrun.using(2), pytest.raises(RuntimeError, match="object"):
+        list(chunkrun.imap_packed(3, lambda i: object()))
+
+
+@needs_fork
+def test_imap_packed_in_processes_runs_nested_work_inline(splits):
+    def fn(i):
+        seen = []
+        chunkrun.run(4, seen.append)  # in the worker: inline, in order
+        return [chunkrun.workers(), seen]
+
+    with chunkrun.using(3):
+        got = dict(chunkrun.imap_packed(5, fn))
+    assert got == {i: [1, [0, 1, 2, 3]] for i in range(5)}
+    assert splits == []
 
 
 # --- whole files ----------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_same_input_same_bytes_across_processes_and_hash_seeds(determinism):
 
     here, child = determinism
     assert child["hash"] != hash(_determinism.HASH_PROBE)  # the two processes hash strings differently
-    assert child["workers"] == 2  # two encoding threads there, one here
+    assert child["workers"] == 2  # two encoding workers there, one here
     cases = ["numpy bits=8", "numpy lossless", "numpy config", "torch bits=5", "onnx bits=6", "trained"]
     runs = [[d[c] for c in cases] for d in (here, child["digests"])]
     assert len(runs[0]) == 6 and runs[0] == runs[1]

@@ -390,7 +390,7 @@ def worker(args) -> int:
         c0, t0 = _cpu_with_children(), time.perf_counter()
         out = decode()
         res["decode_s"] = time.perf_counter() - t0
-        res["decode_cpu_s"] = _cpu_with_children() - c0  # with the forked decoding workers, reaped by then
+        res["decode_cpu_s"] = _cpu_with_children() - c0  # the decoding threads are this process's
         res["peak_bytes"] = meter.stop()
         res["base_kb"], res["peak_kb"], res["peak_method"] = meter.base_kb, meter.peak_kb, meter.method
         res["ok"], res["check"], res["decoded_bytes"] = _check_decoded(coder, out, work, spec)
@@ -401,7 +401,7 @@ def worker(args) -> int:
 
 
 def _cpu_with_children() -> float:
-    """CPU seconds of this process and of its reaped children (ecnn's decoding workers)."""
+    """CPU seconds of this process (all its threads) and of its reaped children (ecnn's encoding workers)."""
     ch = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + ch.ru_utime + ch.ru_stime
 
@@ -481,7 +481,7 @@ def _ecnn_encode(work: Path, spec: dict, coder: str) -> dict:
     minor, effort = ECNN_CODERS[coder]
     cfg = ecnn.EncodeConfig(steps=dict(zip(spec["names"], spec["steps"])), format_minor=minor, effort=effort)
     c0, t0 = _cpu_with_children(), time.perf_counter()
-    data = ecnn.numpy.encode(arrays, config=cfg)  # tensors in forked workers (ECNN_WORKERS or the CPU count)
+    data = ecnn.numpy.encode(arrays, config=cfg)  # tensors in forked workers on Linux (ECNN_WORKERS or the CPU count)
     encode_s, encode_cpu_s = time.perf_counter() - t0, _cpu_with_children() - c0
     with ecnn.open(data) as f:
         infos = {i.name: i for i in f.infos()}
@@ -530,12 +530,12 @@ def bench_ecnn(s: InputSet, work: Path, coder: str = "ecnn") -> Row:
         res["ok"], res["check"] = False, f"ecnn/ changed between encode ({enc['ecnn_src']}) and decode ({res['ecnn_src']}); rerun"
     s.ecnn_src.add(enc["ecnn_src"])
     if coder == "ecnn":
-        # The same file decoded in one process (ECNN_WORKERS=1) beside the default (every core, at most 8).
+        # The same file decoded on one thread (ECNN_WORKERS=1) beside the default (every core, at most 8).
         try:
             one = run_worker(Path(sys.executable), work, "decode", coder, env=dict(os.environ, ECNN_WORKERS="1"))
-            s.extra_rows.append(_row_from("ecnn, decoded in 1 process", enc["bytes"], (enc["encode_s"], enc["encode_cpu_s"]), one))
+            s.extra_rows.append(_row_from("ecnn, decoded on 1 thread", enc["bytes"], (enc["encode_s"], enc["encode_cpu_s"]), one))
         except RuntimeError as e:
-            s.extra_rows.append(_failed_row("ecnn, decoded in 1 process", e))
+            s.extra_rows.append(_failed_row("ecnn, decoded on 1 thread", e))
     s.notes.append(
         f"{coder} file (format 1.{enc['minor']}) {enc['bytes']:,} bytes = {enc['payload']:,} bytes of tensor payloads + "
         f"{enc['bytes'] - enc['payload']:,} bytes of signature and preamble (20), header ({enc['header']:,} for "
@@ -733,10 +733,10 @@ def main(argv=None) -> int:
             "in one stream, no header) the int32 arrays; brotli/zstd/lzma the concatenated int8 bytes, one blob. "
             "The entropy row is the sum over tensors of n × H0(q), in bytes = bits / 8, with no side information.",
             "- encode s / decode s: wall-clock; CPU s: process CPU time (user + system, all threads, and for ecnn "
-            "also the forked processes it encodes tensors and decodes chunks in) of the same call. The ecnn rows decode "
-            "with the default number of processes (ECNN_WORKERS unset: the CPU count, at most 8); "
-            "\"ecnn, decoded in 1 process\" decodes the same file with ECNN_WORKERS=1. The decode peak is this "
-            "process's alone. "
+            "also the forked processes it encodes tensors in) of the same call. The ecnn rows decode "
+            "on the default number of threads (ECNN_WORKERS unset: the CPU count, at most 8); "
+            "\"ecnn, decoded on 1 thread\" decodes the same file with ECNN_WORKERS=1. The decode peak is this "
+            "process's, decoding threads included. "
             "encode: of the encode call alone, in a worker process per coder for ecnn and DeepCABAC "
             "(after loading the symbols), in the bench process for brotli/zstd/lzma. "
             "decode and decode peak MB: in a fresh process per coder, after its imports and reading the "

@@ -18,7 +18,7 @@ the 10,000 MNIST test images (exactly k/256 in the source, stored as k).
 * MiniLM load time onto ``cuda`` (median of ``--repeat`` after one warm-up,
   with ``torch.cuda.synchronize``): ``ecnn.torch.load_into`` into a BertModel
   already on the GPU, ``ecnn.torch.load_file(device="cuda")``, with 1 and
-  more decoding processes, against ``safetensors.torch.load_file(device="cuda")``
+  more decoding threads, against ``safetensors.torch.load_file(device="cuda")``
   and ``torch.load(map_location="cuda")`` of float32 files of the same tensors
   (the dequantized 8-bit weights written as float32: the original float file
   is larger than what travels to such a machine; the byte count and layout
@@ -31,7 +31,7 @@ the 10,000 MNIST test images (exactly k/256 in the source, stored as k).
 * MNIST test accuracy of the CNN loaded onto the GPU from each file, and
   through ``ecnn.onnx.inference_session`` with the best ONNX Runtime provider
   present (CUDA if the installed onnxruntime has it);
-* decoding to the CPU with 1 to ``os.cpu_count()`` processes.
+* decoding to the CPU with 1 to ``os.cpu_count()`` threads.
 
 Without ``--inputs``, it prepares into ``--out-dir`` and measures from there.
 
@@ -288,7 +288,7 @@ def measure(inp: Path, repeat: int, workers_max: int) -> dict:
         log.info("CNN %d bits: %s", bits, row)
     res["cnn"] = cnn_rows
 
-    # 4. decoding onto the CPU with more processes
+    # 4. decoding onto the CPU with more threads
     scale = []
     w = 1
     while w <= workers_max:
@@ -339,7 +339,7 @@ def table(res: dict) -> str:
         "",
         f"Float CNN on the CPU: {res['manifest']['cnn_float_acc_cpu']:.2f}%.",
         "",
-        "| decoding processes (MiniLM 8 bits, to CPU) | " + " | ".join(str(s["workers"]) for s in res["cpu_scaling"]) + " |",
+        "| decoding threads (MiniLM 8 bits, to CPU) | " + " | ".join(str(s["workers"]) for s in res["cpu_scaling"]) + " |",
         "|---|" + "---:|" * len(res["cpu_scaling"]),
         "| load_file s (median) | " + " | ".join(f"{s['median_s']:.3f}" for s in res["cpu_scaling"]) + " |",
         "",

@@ -9,7 +9,7 @@ in its own child process (so that each has a clean peak RSS):
 
 * ``safetensors.torch.load_file`` of the float file, then ``load_state_dict``;
 * ``torch.load(weights_only=True)`` of the ``.pt`` file, then ``load_state_dict``;
-* ``ecnn.torch.load_into`` (one tensor at a time, in place), with 1 and 2 decoding processes;
+* ``ecnn.torch.load_into`` (one tensor at a time, in place), with 1 and 2 decoding threads;
 * ``ecnn.torch.load_file`` then ``load_state_dict``.
 
 Each child reports the load time (median of ``--repeat`` children), its peak
@@ -132,7 +132,6 @@ def child(method: str, files: dict) -> dict:
         "rss_start_kib": rss_start,
         "rss_model_kib": rss_model,
         "peak_kib": peak,
-        "worker_peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "peak_reset": reset,
         "missing": list(res.missing_keys),
         "unexpected": list(res.unexpected_keys),
@@ -212,19 +211,17 @@ def main(argv=None) -> int:
             if m.startswith("ecnn8"):
                 ok &= cos >= 0.999
         key = "ecnn8" if m.startswith("ecnn8") else "ecnn4" if m.startswith("ecnn4") else m
-        workers = max(x["worker_peak_kib"] for x in runs) * 1024
-        rows.append((METHODS[m], sizes[key], statistics.median(times), times[0], cos, during, total, workers, fits, loaded))
+        rows.append((METHODS[m], sizes[key], statistics.median(times), times[0], cos, during, total, fits, loaded))
 
     mib = lambda n: f"{n / 2**20:.1f}"  # noqa: E731
     lines = [
         "| method | file bytes | load s (median) | load s (min) | min cosine to float | peak RSS above pre-load MiB | "
-        "peak RSS above pre-model MiB | decoding workers' peak RSS MiB | within model + 2x largest | keys |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "peak RSS above pre-model MiB | within model + 2x largest | keys |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for name, size, med, best, cos, during, total, workers, fits, loaded in rows:
+    for name, size, med, best, cos, during, total, fits, loaded in rows:
         lines.append(
             f"| {name} | {size:,} | {med:.3f} | {best:.3f} | {cos:.6f} | {mib(during)} | {mib(total)} | "
-            f"{mib(workers) if workers else '–'} | "
             f"{'yes' if fits else 'NO'} | {'ok' if loaded else 'MISMATCH'} |"
         )
     tbl = "\n".join(lines)
@@ -242,8 +239,7 @@ def main(argv=None) -> int:
         "method, interleaved; load s covers reading, decoding and filling the model (not building it). Peak RSS is VmHWM "
         "reset by `/proc/self/clear_refs` just before the load, minus VmRSS then (\"pre-load\", the model already "
         "built) or before the model was built (\"pre-model\"), the worst over the children; the peak RSS includes the "
-        "mapped pages of the file being read. With workers=2 the decoding runs in forked worker processes, whose own "
-        "peak (ru_maxrss of the children, shared pages counted in each) is the separate column. Cosine: the smallest over "
+        "mapped pages of the file being read, and with workers=2 the memory of both decoding threads. Cosine: the smallest over "
         f"{len(SENTENCES)} sentences of the mean-pooled, normalized embedding against the float model's. The file "
         "holds `embeddings.position_ids`, a non-persistent buffer in this transformers version, so every method loads "
         "with strict=False and reports it as the one unexpected key.\n\n"

@@ -7,11 +7,11 @@ and, converted with torch's round-to-nearest-even, as bfloat16 and float16.
 Every coder gets the same tensors, one at a time, in one run:
 
 * ecnn: ``ecnn.file.encode`` with ``lossless=True`` (the ``fields``, ``planes``,
-  ``codebook`` and ``raw`` candidates per tensor), decoded three ways: in this
-  process only (``chunkrun.using(1)``: the speed of one core), with
-  ``EcnnFile.arrays()`` as a user calls it (a large tensor's chunks split over
-  the CPUs by ``ecnn.chunkrun``), and with ``ecnn.parallel.iter_host`` in
-  ``--workers`` processes; and at each lower effort of ``--efforts``
+  ``codebook`` and ``raw`` candidates per tensor), decoded three ways: on one
+  thread (``chunkrun.using(1)``: the speed of one core), with
+  ``EcnnFile.arrays()`` as a user calls it (on as many threads as
+  ``ecnn.chunkrun.workers()``), and with ``ecnn.parallel.iter_host`` on
+  ``--workers`` threads; and at each lower effort of ``--efforts``
   (``EncodeConfig.effort``), encoded once and decoded with ``arrays()``;
 * ZipNN 0.5.4 (``input_format="numpy"`` for float32, ``"torch"`` for the
   16-bit types), compressing a copy of each tensor, since it overwrites its input;
@@ -20,7 +20,7 @@ Every coder gets the same tensors, one at a time, in one run:
 Sizes are sums over tensors (ecnn's is the whole file, header included). Every
 decoded tensor is checked bit for bit. Decode speed is MB of original tensor
 bytes per second of wall-clock time; "Decode CPU s" is this process's CPU time
-(all its threads, not forked workers), which a shared machine inflates less
+(all its threads, the decoding threads included), which a shared machine inflates less
 than wall-clock time. The load average is recorded at the start and the end. The script prints a Markdown table and appends it, with the
 date, the machine and the command, to ``bench/RESULTS.md``.
 
@@ -127,11 +127,10 @@ def run_ecnn(tensors: dict, dtname: str, workers: int, tmp: Path, repeats: int) 
     with efile.EcnnFile(data) as f:
         names = list(f.keys())
     for label, fn in (
-        ("ecnn --lossless, 1 process (one core)", one_core),
-        (f"ecnn --lossless, arrays() ({chunkrun.workers()} processes for large tensors)", lambda: _decode_all(data)),
+        ("ecnn --lossless, 1 thread (one core)", one_core),
+        (f"ecnn --lossless, arrays() ({chunkrun.workers()} threads)", lambda: _decode_all(data)),
     ):
         dec, cpu = _fastest(fn, arrays, repeats)
-        cpu = cpu if fn is one_core else None  # the CPU time of forked workers is not this process's
         rows.append(dict(coder=label, size=len(data), enc=enc, dec=dec, cpu=cpu, note=_representations(data) if not rows else ""))
 
     with efile.EcnnFile(data) as f:
@@ -139,10 +138,10 @@ def run_ecnn(tensors: dict, dtname: str, workers: int, tmp: Path, repeats: int) 
         def par():
             return {h.name: h.data for h in parallel.iter_host(f, names, workers=workers)}
 
-        outp, decp = timed(par)
+        outp, decp, cpup = timed_cpu(par)
     for k, (a, _) in arrays.items():
         assert outp[k].tobytes() == a.tobytes(), k
-    rows.append(dict(coder=f"ecnn --lossless, iter_host, {workers} processes", size=len(data), enc=enc, dec=decp, cpu=None, note=""))
+    rows.append(dict(coder=f"ecnn --lossless, iter_host, {workers} threads", size=len(data), enc=enc, dec=decp, cpu=cpup, note=""))
     return rows
 
 
@@ -150,13 +149,13 @@ def run_ecnn_effort(tensors: dict, dtname: str, effort: str, repeats: int) -> di
     """ecnn at a lower search effort (``EncodeConfig.effort``): encode once, decode as ``arrays()`` does."""
     arrays = {k: (storage(v), dtypes.get(dtname)) for k, v in tensors.items()}
     data, enc = timed(efile.encode, arrays, make_config(lossless=True, effort=effort), None)
-    dec, _ = _fastest(lambda: _decode_all(data), arrays, repeats)
-    label = f"ecnn --lossless --effort {effort}, arrays() ({chunkrun.workers()} processes for large tensors)"
-    return dict(coder=label, size=len(data), enc=enc, dec=dec, cpu=None, note=_representations(data))
+    dec, cpu = _fastest(lambda: _decode_all(data), arrays, repeats)
+    label = f"ecnn --lossless --effort {effort}, arrays() ({chunkrun.workers()} threads)"
+    return dict(coder=label, size=len(data), enc=enc, dec=dec, cpu=cpu, note=_representations(data))
 
 
 def _cpu(cpu: float | None, orig: int) -> str:
-    """The two CPU-time cells of a row (dashes where workers did part of the work)."""
+    """The two CPU-time cells of a row (dashes where there is no CPU time)."""
     return "- | -" if cpu is None else f"{cpu:.2f} | {orig / 1e6 / cpu:.0f}"
 
 
@@ -200,7 +199,7 @@ def run_zstd(tensors: dict, level: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtypes", default="float32,bfloat16,float16")
-    ap.add_argument("--workers", type=int, default=2, help="decoding processes for the parallel ecnn row")
+    ap.add_argument("--workers", type=int, default=2, help="decoding threads for the iter_host ecnn row")
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--limit", type=int, default=0, help="only the first N tensors (a quick check; implies --no-append)")
     ap.add_argument("--repeats", type=int, default=3, help="decode each ecnn file this many times, keep the fastest")
