@@ -42,6 +42,7 @@ import contextvars
 import os
 import sys
 import threading
+import time
 from collections import deque
 from typing import Callable, Iterator
 
@@ -118,13 +119,17 @@ class _Pool:
         self._cv = threading.Condition(threading.Lock())
         self._tasks: deque[Callable[[], None]] = deque()
         self._idle = 0
+        self._threads: set[threading.Thread] = set()
+        self._closing = False  # idle threads end
 
     def submit(self, task: Callable[[], None], copies: int) -> None:
         with self._cv:
             self._tasks.extend([task] * copies)
             for _ in range(len(self._tasks) - self._idle):
-                threading.Thread(target=self._loop, name="ecnn-worker", daemon=True).start()
+                t = threading.Thread(target=self._loop, name="ecnn-worker", daemon=True)
+                self._threads.add(t)
                 self._idle += 1  # counted as idle until it takes a task
+                t.start()
             self._cv.notify(copies)
 
     def _loop(self) -> None:
@@ -132,6 +137,10 @@ class _Pool:
         while True:
             with self._cv:
                 while not self._tasks:
+                    if self._closing:
+                        self._idle -= 1
+                        self._threads.discard(threading.current_thread())
+                        return
                     self._cv.wait()
                 self._idle -= 1
                 task = self._tasks.popleft()
@@ -141,6 +150,13 @@ class _Pool:
                 with self._cv:
                     self._idle += 1
 
+    def close(self) -> list[threading.Thread]:
+        """Let every thread end once no task is left; the threads, to join."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+            return list(self._threads)
+
 
 _pool: _Pool | None = None
 _pool_lock = threading.Lock()
@@ -149,12 +165,12 @@ _pool_lock = threading.Lock()
 def _submit(task: Callable[[], None], copies: int) -> None:
     """Run ``task`` on ``copies`` pool threads, each in its own copy of the caller's context."""
     global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                _pool = _Pool()
+    with _pool_lock:
+        if _pool is None:
+            _pool = _Pool()
+        pool = _pool
     for _ in range(copies):
-        _pool.submit(_in_context(task), 1)
+        pool.submit(_in_context(task), 1)
 
 
 def _in_context(task: Callable[[], None]) -> Callable[[], None]:
@@ -170,6 +186,32 @@ def _forget_pool() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _end_pool(timeout: float) -> bool:
+    """End the pool's threads, waiting up to ``timeout`` seconds for busy ones; whether they all ended.
+
+    The next split starts a new pool.
+    """
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is None:
+        return True
+    deadline = time.monotonic() + timeout
+    threads = pool.close()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in threads)
+
+
+def _may_fork() -> bool:
+    """Whether this process may fork its encoding workers: it has no other thread (once the pool's have ended).
+
+    A thread that holds a lock (in malloc, say) when the process forks leaves
+    that lock held forever in the child.
+    """
+    return _end_pool(timeout=1.0) and threading.active_count() == 1
 
 
 def _raised(e: BaseException) -> BaseException:
@@ -345,8 +387,9 @@ class _Jobs:
 # The encoder's jobs are mostly small numpy and Python steps (model selection, rate estimates)
 # that hold the GIL, so they scale on threads far less than in processes: packing MiniLM on
 # 2 cores took 16% (lossless) to 25% (8 bits) longer on threads than in forked processes. So
-# where fork is safe (Linux) the jobs of imap_packed run in forked processes; elsewhere, or
-# with this set to False, on threads. Decoding always runs on threads.
+# where fork is safe (Linux, and no other thread running) the jobs of imap_packed run in
+# forked processes; elsewhere, or with this set to False, on threads. Decoding always runs
+# on threads.
 JOBS_IN_PROCESSES = hasattr(os, "fork") and sys.platform.startswith("linux")
 
 
@@ -361,22 +404,24 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
     everything runs inline, in order.
 
     The workers are forked processes where :data:`JOBS_IN_PROCESSES` is true
-    (Linux): each sends its results back as MessagePack through a pipe, so a
-    result must be made of MessagePack types (ints, strings, bytes, lists,
-    dicts, numpy scalars); a worker's exception comes back as the
-    :mod:`ecnn.errors` class of the same name if there is one, else as
-    RuntimeError, and the first to arrive is raised. Elsewhere they are pool
-    threads: a result is the object ``fn`` returned; no job starts while
-    ``workers()`` results wait to be collected, so a slow consumer bounds the
-    work in flight; the exception of the failing job with the lowest index is
-    raised as it was, once the jobs below it have run (the error a serial
-    loop would meet first), and jobs above it do not start.
+    (Linux) and the calling thread is the process's only thread once the
+    pool's threads have ended (forking beside running threads is unsafe).
+    Each sends its results back as MessagePack through a pipe, so a result
+    must be made of MessagePack types (ints, strings, bytes, lists, dicts,
+    numpy scalars); a worker's exception comes back as the :mod:`ecnn.errors`
+    class of the same name if there is one, else as RuntimeError, and the
+    first to arrive is raised. Otherwise they are pool threads: a result is
+    the object ``fn`` returned; no job starts while ``workers()`` results wait
+    to be collected, so a slow consumer bounds the work in flight; the
+    exception of the failing job with the lowest index is raised as it was,
+    once the jobs below it have run (the error a serial loop would meet
+    first), and jobs above it do not start.
     """
     nworkers = 1 if _inside() else min(workers(), n)
     if nworkers <= 1:
         for i in range(n):
             yield i, fn(i)
-    elif JOBS_IN_PROCESSES:
+    elif JOBS_IN_PROCESSES and _may_fork():
         yield from _imap_processes(n, fn, costs, nworkers)
     else:
         yield from _imap_threads(n, fn, costs, nworkers)

@@ -478,6 +478,35 @@ def test_imap_packed_in_processes_errors_come_back_typed():
 
 
 @needs_fork
+def test_the_pool_ends_before_the_encoder_forks(split):
+    def pool_threads():
+        return [t for t in threading.enumerate() if t.name == "ecnn-worker"]
+
+    chunkrun.run(6, lambda i: time.sleep(0.01))
+    assert pool_threads()
+    got = dict(chunkrun.imap_packed(4, lambda i: [os.getpid(), len(pool_threads())]))
+    assert os.getpid() not in {pid for pid, _ in got.values()}  # in worker processes,
+    assert {n for _, n in got.values()} == {0}  # forked from a process without pool threads
+    seen = []
+    chunkrun.run(6, seen.append)  # a new pool
+    assert sorted(seen) == list(range(6)) and pool_threads()
+
+
+@needs_fork
+def test_the_encoder_does_not_fork_beside_another_thread():
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        with chunkrun.using(2):
+            got = dict(chunkrun.imap_packed(4, lambda i: os.getpid()))
+    finally:
+        stop.set()
+        other.join()
+    assert set(got.values()) == {os.getpid()}  # on threads instead
+
+
+@needs_fork
 def test_imap_packed_in_processes_runs_nested_work_inline(splits):
     def fn(i):
         seen = []
