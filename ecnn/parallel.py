@@ -100,7 +100,8 @@ def iter_host(f, names: Iterable[str], workers: int | None = None) -> Iterator[c
         return
     batch: list[str] = []
     batch_bytes = 0
-    held: tuple[int, codec.HostTensor | Exception] | None = None  # a large tensor decoded ahead of the batch's earlier tensors
+    # A large tensor decoded ahead of the batch's earlier tensors (or its error), and its place.
+    held: tuple[int, codec.HostTensor | Exception] | None = None
     host_bytes = {name: host_nbytes(f, name) for name in names}
     # A batch may hold as much as the largest tensor: memory stays within twice that,
     # and larger batches leave the threads idle less often at their ends.
