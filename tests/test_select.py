@@ -94,4 +94,4 @@ def test_plan_blocks_follows_the_effort():
     assert (plans["balanced"][0].nrc, plans["balanced"][0].ncc) in {(1, 1), (8, 8)}
     # Every row is the sample here, so the search keeps the cheapest of all its class counts.
     assert plans["best"][1] <= plans["balanced"][1] <= plans["fast"][1]
-    assert classes.ranked_plan(sym, 31, None, [(8, 8)], grid=False).bits == classes.fixed_plan(sym, 31, None, [(8, 8)]).bits
+    assert classes.ranked_plan(sym, 31, None, [(8, 8)]).bits == classes.fixed_plan(sym, 31, None, [(8, 8)]).bits

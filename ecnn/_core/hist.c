@@ -1,0 +1,421 @@
+/* Histograms and table choices for the encoder's model search (see hist.h). */
+#include "hist.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* n log2 n for the counts below XLOGX_SIZE, filled by ecnn_hist_init. */
+#define XLOGX_SIZE (1 << 16)
+static double xlogx_table[XLOGX_SIZE];
+
+/* The counts of the log codes 1..top of each mantissa width m = 0..MAX_M (section 7.1), filled by ecnn_hist_init. */
+#define MAX_M 4
+#define MAX_CODES 300
+static int64_t code_count[MAX_M + 1][MAX_CODES + 1]; /* [m][e], e = 1..code_top[m] */
+static int code_top[MAX_M + 1];
+static int ready;
+
+static int64_t count_of_code(int64_t e, int m)
+{
+    int64_t em1 = e - 1;
+    return (((int64_t)1 << m) + (em1 & (((int64_t)1 << m) - 1))) << (em1 >> m);
+}
+
+void ecnn_hist_init(void)
+{
+    if (ready)
+        return;
+    for (int i = 0; i < XLOGX_SIZE; i++)
+        xlogx_table[i] = i > 1 ? (double)i * log2((double)i) : 0.0;
+    for (int m = 0; m <= MAX_M; m++) {
+        int e = 1;
+        while (e < MAX_CODES && count_of_code(e + 1, m) <= ECNN_HIST_MAX_COUNT)
+            e++;
+        code_top[m] = e;
+        for (int k = 1; k <= e; k++)
+            code_count[m][k] = count_of_code(k, m);
+    }
+    ready = 1;
+}
+
+static inline double xlogx(int64_t h)
+{
+    return h < XLOGX_SIZE ? xlogx_table[h] : (double)h * log2((double)h);
+}
+
+int ecnn_hist_axis_sums(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, int64_t *row_sums,
+                        int64_t *col_sums)
+{
+    if (rows > ((size_t)1 << 32) || cols > ((size_t)1 << 32) || (rows > 1 && row_stride < cols))
+        return ECNN_HIST_SHAPE;
+    memset(col_sums, 0, cols * sizeof *col_sums);
+    for (size_t i = 0; i < rows; i++) {
+        const int32_t *p = sym + i * row_stride;
+        int64_t s = 0;
+        for (size_t j = 0; j < cols; j++) {
+            s += p[j];
+            col_sums[j] += p[j];
+        }
+        row_sums[i] = s;
+    }
+    return ECNN_HIST_OK;
+}
+
+int ecnn_hist_context(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, const int64_t *rclass,
+                      const int64_t *cclass, size_t nsym, size_t nctx, int64_t *hist)
+{
+    if (nsym == 0 || nctx == 0 || nsym > SIZE_MAX / nctx || (rows > 1 && row_stride < cols))
+        return ECNN_HIST_SHAPE;
+    if (rows == 0 || cols == 0)
+        return ECNN_HIST_OK;
+    int64_t rmax = 0, cmax = 0;
+    for (size_t i = 0; i < rows; i++) {
+        if (rclass[i] < 0 || (uint64_t)rclass[i] >= nctx)
+            return ECNN_HIST_RANGE;
+        rmax = rclass[i] > rmax ? rclass[i] : rmax;
+    }
+    for (size_t j = 0; j < cols; j++) {
+        if (cclass[j] < 0 || (uint64_t)cclass[j] >= nctx)
+            return ECNN_HIST_RANGE;
+        cmax = cclass[j] > cmax ? cclass[j] : cmax;
+    }
+    if ((uint64_t)(rmax + cmax) >= nctx)
+        return ECNN_HIST_RANGE;
+    size_t *coff = malloc(cols * sizeof *coff);
+    if (!coff)
+        return ECNN_HIST_NOMEM;
+    for (size_t j = 0; j < cols; j++)
+        coff[j] = (size_t)cclass[j] * nsym;
+    int st = ECNN_HIST_OK;
+    for (size_t i = 0; i < rows && st == ECNN_HIST_OK; i++) {
+        const int32_t *p = sym + i * row_stride;
+        int64_t *h = hist + (size_t)rclass[i] * nsym;
+        for (size_t j = 0; j < cols; j++) {
+            uint32_t s = (uint32_t)p[j];
+            if (s >= nsym) {
+                st = ECNN_HIST_RANGE;
+                break;
+            }
+            h[coff[j] + s]++;
+        }
+    }
+    free(coff);
+    return st;
+}
+
+/* The least integer c with c * scale >= 127.5 in binary64, for a scale in (0, 1]: a count scaled to a total
+ * of about 1024 takes two varint bytes from there on (rint(x) >= 128 exactly when x >= 127.5). */
+static int64_t least_count(double scale)
+{
+    int64_t c = (int64_t)ceil(127.5 / scale);
+    for (int k = 0; k < 2; k++) { /* the quotient's rounding puts the first guess at most a step off */
+        if ((double)(c - 1) * scale >= 127.5)
+            c--;
+        if ((double)c * scale < 127.5)
+            c++;
+    }
+    return c;
+}
+
+int ecnn_hist_merge(const int64_t *hist, size_t k, size_t nsym, int64_t weight, int64_t *table_of)
+{
+    if (k == 0)
+        return ECNN_HIST_OK;
+    if (nsym == 0 || weight < 1 || k > ((size_t)1 << 20) || nsym > ((size_t)1 << 30))
+        return ECNN_HIST_SHAPE;
+    /* Symbols that occur nowhere add nothing to any cost: the sums run over the others only. */
+    int64_t *total = calloc(nsym, sizeof *total);
+    size_t *used = malloc(nsym * sizeof *used);
+    if (!total || !used) {
+        free(total);
+        free(used);
+        return ECNN_HIST_NOMEM;
+    }
+    int64_t all = 0;
+    int st = ECNN_HIST_OK;
+    for (size_t c = 0; c < k && st == ECNN_HIST_OK; c++)
+        for (size_t s = 0; s < nsym; s++) {
+            int64_t h = hist[c * nsym + s];
+            if (h < 0 || h > ((int64_t)1 << 52) || all > ((int64_t)1 << 52)) {
+                st = ECNN_HIST_RANGE;
+                break;
+            }
+            total[s] += h;
+            all += h;
+        }
+    if (st == ECNN_HIST_OK && all > INT64_MAX / 4 / weight)
+        st = ECNN_HIST_RANGE;
+    size_t u = 0;
+    for (size_t s = 0; s < nsym; s++)
+        if (total[s] > 0)
+            used[u++] = s;
+    free(total);
+    int64_t *cum = NULL, *ncum = NULL;
+    double *best = NULL;
+    size_t *back = NULL;
+    if (st == ECNN_HIST_OK) {
+        cum = malloc((k + 1) * (u ? u : 1) * sizeof *cum);
+        ncum = malloc((k + 1) * sizeof *ncum);
+        best = malloc((k + 1) * sizeof *best);
+        back = malloc((k + 1) * sizeof *back);
+        if (!cum || !ncum || !best || !back)
+            st = ECNN_HIST_NOMEM;
+    }
+    if (st == ECNN_HIST_OK) {
+        /* cum[c] = counts of contexts 0..c-1, over the used symbols; ncum[c] their total. */
+        memset(cum, 0, u * sizeof *cum);
+        ncum[0] = 0;
+        for (size_t c = 0; c < k; c++) {
+            int64_t n = 0;
+            for (size_t i = 0; i < u; i++) {
+                int64_t h = hist[c * nsym + used[i]];
+                cum[(c + 1) * u + i] = cum[c * u + i] + h;
+                n += h;
+            }
+            ncum[c + 1] = ncum[c] + n;
+        }
+        /* The cost of one table for contexts a..b-1, with counts w * H (section 11.4, step 3):
+         *   1.01 * (n log2 n - sum_s wH_s log2 wH_s) + 8 * (nsym + #{s: wH_s >= least count}) + 8,
+         * n = w * sum_s H_s, where sum_s wH_s log2 wH_s = w * sum_s H_s log2 H_s + n log2 w. */
+        double w = (double)weight, lw = weight > 1 ? log2(w) : 0.0;
+        best[0] = 0.0;
+        back[0] = 0;
+        for (size_t b = 1; b <= k; b++) {
+            const int64_t *hb = cum + b * u;
+            double bv = INFINITY;
+            size_t ba = 0;
+            for (size_t a = 0; a < b; a++) {
+                const int64_t *ha = cum + a * u;
+                int64_t ng = ncum[b] - ncum[a], n = ng * weight;
+                double nd = (double)n;
+                double scale = n > 1024 ? 1024.0 / nd : 1.0;
+                int64_t lc = least_count(scale);
+                int64_t lg = (lc + weight - 1) / weight; /* w * H >= lc exactly when H >= lg */
+                double sx = 0.0;
+                int64_t big = 0;
+                for (size_t i = 0; i < u; i++) {
+                    int64_t h = hb[i] - ha[i];
+                    sx += xlogx(h);
+                    big += h >= lg;
+                }
+                double ent = (n > 1 ? nd * log2(nd) : 0.0) - (w * sx + nd * lw);
+                double cost = best[a] + (ent * 1.01 + 8.0 * (double)((int64_t)nsym + big) + 8.0);
+                if (cost < bv) { /* the first of equal ones */
+                    bv = cost;
+                    ba = a;
+                }
+            }
+            best[b] = bv;
+            back[b] = ba;
+        }
+        /* The tables' first contexts, back from the end; then every context's table. */
+        size_t ntab = 0;
+        for (size_t b = k; b > 0; b = back[b])
+            ntab++;
+        size_t t = ntab, end = k;
+        for (size_t b = k; b > 0; b = back[b]) {
+            t--;
+            for (size_t c = back[b]; c < end; c++)
+                table_of[c] = (int64_t)t;
+            end = back[b];
+        }
+    }
+    free(used);
+    free(cum);
+    free(ncum);
+    free(best);
+    free(back);
+    return st;
+}
+
+/* --- order-0 fits (section 11.5) ------------------------------------------------------------------ */
+
+static const int resolutions[] = {4, 6, 8, 10, 12, 14, 16, 18, 20};
+#define NRES ((int)(sizeof resolutions / sizeof resolutions[0]))
+#define NCAND (NRES + 3)
+
+static int64_t varint_size(int64_t v)
+{
+    int64_t n = 1;
+    for (uint64_t x = (uint64_t)v; x >= 128; x >>= 7)
+        n++;
+    return n;
+}
+
+/* Codes (section 7.1, mantissa bits m) whose counts are nearest in ratio to h * 2^m, all scaled down alike
+ * if the largest would exceed the largest code's count; 0 for h = 0. */
+static void log_codes(const int64_t *hist, size_t n, int m, int64_t hmax, int64_t *codes)
+{
+    const int top = code_top[m];
+    const int64_t *cc = code_count[m];
+    if (hmax <= (cc[top] >> m)) {
+        /* Exact in integers: t = h * 2^m <= cc[top] < 2^32, and t sits nearer (in ratio) to the lower of
+         * the counts lo < t <= hi around it when t^2 <= lo * hi (no product of two neighbours is a square,
+         * so there is no tie, and binary64 logarithms decide the same). */
+        for (size_t s = 0; s < n; s++) {
+            int64_t h = hist[s];
+            if (h == 0) {
+                codes[s] = 0;
+                continue;
+            }
+            uint64_t t = (uint64_t)h << m;
+            int lo = 1, hi = top; /* the first code e with cc[e] >= t */
+            while (lo < hi) {
+                int mid = (lo + hi) / 2;
+                if ((uint64_t)cc[mid] >= t)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            int e = lo;
+            if (e > 1 && t * t <= (uint64_t)cc[e - 1] * (uint64_t)cc[e])
+                e--;
+            codes[s] = e;
+        }
+        return;
+    }
+    /* Scaled (counts near 2^32 / 2^m and above): in binary64 logarithms. */
+    double grid[MAX_CODES];
+    for (int e = 1; e <= top; e++)
+        grid[e - 1] = log2((double)cc[e]);
+    double over = (log2((double)hmax) + (double)m) - grid[top - 1];
+    for (size_t s = 0; s < n; s++) {
+        int64_t h = hist[s];
+        if (h == 0) {
+            codes[s] = 0;
+            continue;
+        }
+        double t = log2((double)h) + (double)m;
+        t -= over;
+        int lo = 0, hi = top; /* the first index i with grid[i] >= t, top if none */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (grid[mid] >= t)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        int i = lo < 1 ? 1 : lo > top - 1 ? top - 1 : lo;
+        codes[s] = (t - grid[i - 1]) <= (grid[i] - t) ? i : i + 1;
+    }
+}
+
+static int64_t log_table_bytes(const int64_t *codes, size_t n)
+{
+    int64_t nib = 0, prev = 0;
+    for (size_t s = 0; s < n; s++) {
+        int64_t d = codes[s] - prev, z = d >= 0 ? 2 * d : -2 * d - 1;
+        nib += z < 15 ? 1 : 4;
+        prev = codes[s];
+    }
+    return 2 + (nib + 1) / 2;
+}
+
+int ecnn_hist_fit(const int64_t *hist, size_t n, int64_t *counts, int64_t *codes, int *m_out, int64_t *table_bytes,
+                  double *symbol_bits)
+{
+    if (n < 2 || n > ECNN_HIST_MAX_NSYM)
+        return ECNN_HIST_SHAPE;
+    int64_t total = 0, hmax = 0;
+    for (size_t s = 0; s < n; s++) {
+        if (hist[s] < 0 || hist[s] > ((int64_t)1 << 52) || total > ((int64_t)1 << 52))
+            return ECNN_HIST_RANGE;
+        total += hist[s];
+        hmax = hist[s] > hmax ? hist[s] : hmax;
+    }
+    if (total == 0)
+        return ECNN_HIST_RANGE;
+    int64_t *cand = malloc((size_t)NCAND * n * sizeof *cand); /* each candidate's counts */
+    int64_t *lcodes = malloc(3 * n * sizeof *lcodes);          /* the codes of m = 1, 2, 3 */
+    size_t *used = malloc(n * sizeof *used);
+    if (!cand || !lcodes || !used) {
+        free(cand);
+        free(lcodes);
+        free(used);
+        return ECNN_HIST_NOMEM;
+    }
+    int64_t bytes[NCAND];
+    int mode[NCAND]; /* 0: plain counts, else the log codes' m */
+    int nc = 0;
+    /* Plain counts at each resolution up to the first that holds the whole total, then log codes. */
+    for (int r = 0; r < NRES + 3; r++) {
+        int64_t *c = cand + (size_t)nc * n, b;
+        int md = 0;
+        if (r < NRES) {
+            int res = resolutions[r];
+            if (r > 0 && total <= ((int64_t)1 << resolutions[r - 1]))
+                continue; /* the previous resolution held the total already */
+            if (total <= ((int64_t)1 << res)) {
+                memcpy(c, hist, n * sizeof *c);
+            } else {
+                double f = (double)((int64_t)1 << res) / (double)total;
+                for (size_t s = 0; s < n; s++) {
+                    int64_t v = (int64_t)rint((double)hist[s] * f);
+                    c[s] = hist[s] > 0 ? (v > 1 ? v : 1) : 0;
+                }
+            }
+            b = 1;
+            for (size_t s = 0; s < n; s++)
+                b += varint_size(c[s]);
+        } else {
+            md = r - NRES + 1;
+            int64_t *e = lcodes + (size_t)(md - 1) * n;
+            log_codes(hist, n, md, hmax, e);
+            for (size_t s = 0; s < n; s++)
+                c[s] = e[s] ? count_of_code(e[s], md) : 0;
+            b = log_table_bytes(e, n);
+        }
+        int dup = 0;
+        for (int j = 0; j < nc && !dup; j++)
+            dup = memcmp(cand + (size_t)j * n, c, n * sizeof *c) == 0;
+        if (dup)
+            continue;
+        bytes[nc] = b;
+        mode[nc] = md;
+        nc++;
+    }
+    size_t nu = 0;
+    for (size_t s = 0; s < n; s++)
+        if (hist[s] > 0)
+            used[nu++] = s;
+    /* Each candidate's expansion (section 7.2) and the ideal code length of the symbols under it. */
+    const int64_t free_ = ((int64_t)1 << ECNN_HIST_PRECISION) - (int64_t)n;
+    int bestk = -1;
+    double best_total = 0.0, best_bits = 0.0;
+    for (int j = 0; j < nc; j++) {
+        const int64_t *c = cand + (size_t)j * n;
+        int64_t ct = 0, fsum = 0;
+        size_t amax = 0;
+        for (size_t s = 0; s < n; s++) {
+            ct += c[s];
+            if (c[s] > c[amax])
+                amax = s;
+        }
+        for (size_t s = 0; s < n; s++)
+            fsum += (c[s] * free_) / ct;
+        int64_t rest = free_ - fsum;
+        double bits = 0.0;
+        for (size_t i = 0; i < nu; i++) {
+            size_t s = used[i];
+            int64_t f = (c[s] * free_) / ct + (s == amax ? rest : 0);
+            bits += (double)hist[s] * ((double)ECNN_HIST_PRECISION - log2((double)f + 1.0));
+        }
+        double tot = 8.0 * (double)bytes[j] + bits;
+        if (bestk < 0 || tot < best_total) { /* the first of equal ones */
+            bestk = j;
+            best_total = tot;
+            best_bits = bits;
+        }
+    }
+    memcpy(counts, cand + (size_t)bestk * n, n * sizeof *counts);
+    *m_out = mode[bestk];
+    if (mode[bestk])
+        memcpy(codes, lcodes + (size_t)(mode[bestk] - 1) * n, n * sizeof *codes);
+    *table_bytes = bytes[bestk];
+    *symbol_bits = best_bits;
+    free(cand);
+    free(lcodes);
+    free(used);
+    return ECNN_HIST_OK;
+}
