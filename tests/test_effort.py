@@ -157,7 +157,7 @@ def test_head_search_stops_once_the_estimate_grows():
     real = select_floats.estimate_head_bits
 
     def counting(*args):
-        calls.append(args[3])
+        calls.append(args[3])  # k
         return real(*args)
 
     select_floats.estimate_head_bits = counting

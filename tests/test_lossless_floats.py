@@ -97,6 +97,66 @@ def test_packed_spec_examples():
     assert packed.pack_groups(np.array([5, 1, 2, 0], np.uint64), np.array([3, 2]), 2) == bytes.fromhex("0d02")
 
 
+def _split_in_numpy(u, e_bits, m_bits, k, rows):
+    """spec/CODING.md section 4.9, written plainly on Python integers."""
+    width, r = 1 + e_bits + m_bits, m_bits - k
+    vals = [int(x) for x in u]
+    cols = len(vals) // rows
+    tails = [x & ((1 << r) - 1) for x in vals]
+    shifts = []
+    for i in range(rows):
+        any_ = 0
+        for t in tails[i * cols : (i + 1) * cols]:
+            any_ |= t
+        shifts.append(r if any_ == 0 else (any_ & -any_).bit_length() - 1)
+    signs = [x >> (width - 1) for x in vals]
+    heads = [(x >> r) & ((1 << (e_bits + k)) - 1) for x in vals]
+    return signs, heads, shifts, [t >> shifts[j // cols] for j, t in enumerate(tails)]
+
+
+@pytest.mark.parametrize("dtype", sorted(floats.LAYOUT))
+def test_split_cuts_every_bit_pattern_as_the_spec_says(dtype):
+    e_bits, m_bits = floats.layout(dtype)
+    rows, cols = 6, 7
+    arr = _patterns(dtype, rows * cols, 5).reshape(rows, cols)
+    u = floats.bit_patterns(arr).copy()
+    u[2] &= u.dtype.type(~((1 << (m_bits // 2)) - 1) & ((1 << (8 * u.itemsize)) - 1))  # a row of shared zero bits
+    u[4] &= u.dtype.type(~((1 << m_bits) - 1) & ((1 << (8 * u.itemsize)) - 1))  # a row with no tail bits
+    for k in range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1):
+        got = floats.split(u, e_bits, m_bits, k, rows)
+        assert [g.dtype for g in got] == [np.uint8, np.uint32, np.int64, u.dtype]
+        want = _split_in_numpy(u, e_bits, m_bits, k, rows)
+        for g, w in zip(got, want):
+            assert g.tolist() == w
+
+
+def test_head_histograms_fold_into_narrower_heads():
+    from ecnn.select import floats as select_floats
+
+    u = floats.bit_patterns(_patterns("float32", 5000, 3))
+    widest = select_floats.head_histogram(u, 8, 23, 8)
+    for k in range(9):
+        folded = widest.reshape(-1, 1 << (8 - k)).sum(axis=1)
+        np.testing.assert_array_equal(folded, select_floats.head_histogram(u, 8, 23, k))
+
+
+def test_split_and_pack_check_their_arrays():
+    from ecnn._core import _bits
+
+    u = np.arange(12, dtype=np.uint32)
+    out = (np.empty(12, np.uint8), np.empty(12, np.uint32), np.empty(12, np.uint32), np.empty(3, np.int64))
+    with pytest.raises(ValueError):
+        _bits.split(u, 8, 22, 2, *out)  # 1 + 8 + 22 bits is not a 32-bit type
+    with pytest.raises(ValueError):
+        _bits.split(u, 8, 23, 2, out[0], out[1], out[2], np.empty(5, np.int64))  # 12 elements in 5 rows
+    with pytest.raises(TypeError):
+        _bits.split(u.astype(np.int32), 8, 23, 2, *out)
+    with pytest.raises(ValueError):
+        _bits.pack(u, 65)
+    with pytest.raises(TypeError):
+        _bits.pack(u.astype(np.float32), 3)
+
+
 # --- fields: bit exactness ----------------------------------------------------
 
 

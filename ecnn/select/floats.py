@@ -35,30 +35,40 @@ def packed_stream(values: np.ndarray, width: int) -> tuple[dict, bytes]:
     return {"coder": "packed", "length": len(data), "width": width}, data
 
 
-def estimate_head_bits(u: np.ndarray, e_bits: int, m_bits: int, k: int) -> float:
-    """Order-0 cost of the heads with ``k`` mantissa bits plus ``r`` tail bits each (shifts ignored)."""
-    heads = (u >> np.uint64(m_bits - k)) & np.uint64((1 << (e_bits + k)) - 1)
-    lo = int(heads.min())
-    idx = (heads - np.uint64(lo)).astype(np.int64)
-    nsym = int(idx.max()) + 1
-    if nsym == 1:
-        return float(u.size * (m_bits - k))
-    if nsym > 1 << 20:
-        return float(u.size * (e_bits + m_bits))
-    fit = order0.fit(np.bincount(idx, minlength=nsym))
-    return fit.total_bits + float(u.size * (m_bits - k))
+def head_histogram(u: np.ndarray, e_bits: int, m_bits: int, k: int) -> np.ndarray:
+    """Counts of each head value ``(u >> (m_bits - k)) mod 2^(e_bits + k)``, ``2^(e_bits + k)`` of them."""
+    heads = (u >> (m_bits - k)) & ((1 << (e_bits + k)) - 1)  # in u's own type
+    return np.bincount(heads.astype(np.intp), minlength=1 << (e_bits + k))
+
+
+def estimate_head_bits(hist: np.ndarray, e_bits: int, m_bits: int, k: int) -> float:
+    """Order-0 cost of heads with ``k`` mantissa bits plus ``r`` tail bits each (shifts ignored),
+    from the counts of each head value (:func:`head_histogram`)."""
+    count = int(hist.sum())
+    used = np.flatnonzero(hist)
+    lo, hi = int(used[0]), int(used[-1])
+    if lo == hi:
+        return float(count * (m_bits - k))
+    if hi - lo + 1 > 1 << 20:
+        return float(count * (e_bits + m_bits))
+    fit = order0.fit(hist[lo : hi + 1])
+    return fit.total_bits + float(count * (m_bits - k))
 
 
 def choose_head(u: np.ndarray, e_bits: int, m_bits: int, effort: str = "best") -> int:
     """Mantissa bits ``k`` in the head: the cheapest by the order-0 estimate, on a sample of large tensors.
 
-    Below effort ``"best"`` the search stops once the estimate has grown twice in a row.
+    The heads of every ``k`` come from one histogram of the widest heads tried (a head
+    with ``k`` mantissa bits is that head shifted right). Below effort ``"best"`` the
+    search stops once the estimate has grown twice in a row.
     """
     sample = u[:: max(1, u.size // (1 << 21))]
+    top = min(m_bits, floats.MAX_HEAD_MANTISSA)
+    widest = head_histogram(sample, e_bits, m_bits, top)
     costs: list[float] = []
     stop = Effort.of(effort).head_early_stop
-    for k in range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1):
-        costs.append(estimate_head_bits(sample, e_bits, m_bits, k))
+    for k in range(0, top + 1):
+        costs.append(estimate_head_bits(widest.reshape(-1, 1 << (top - k)).sum(axis=1), e_bits, m_bits, k))
         if stop and len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
             break
     return int(np.argmin(costs))
@@ -79,7 +89,7 @@ def head_stream(
     best = packed_stream(heads, hb)
     nsym = hi - lo + 1
     if nsym <= blocks.MAX_NSYM:
-        sym = (heads - np.uint64(lo)).astype(np.int32).reshape(rows, -1)
+        sym = (heads - lo).astype(np.int32).reshape(rows, -1)
         p, bits = plan_blocks(sym, nsym, chunk, effort)
         if bits < 8.0 * desc_cost(*best):
             crows = categorical.chunk_rows_for(rows, sym.shape[1], block_chunk)
