@@ -247,3 +247,20 @@ def test_fit_is_the_spec_rule():
 def test_fit_rejects_what_makes_no_table(hist):
     with pytest.raises(ValueError):
         order0.fit(np.array(hist, np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int32, np.int64, np.uint64])
+def test_histogram_counts_any_integer_type(dtype):
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    n = min(300, int(info.max) - int(info.min) + 1)
+    for lo in (int(info.min), min(int(info.max), (1 << 63) - 1) - n + 1):  # lo is an int64
+        idx = rng.integers(0, n, 5000)
+        idx[:2] = [0, n - 1]
+        v = (np.array(idx, dtype=object) + lo).astype(dtype)
+        np.testing.assert_array_equal(order0.histogram(v, n, lo), np.bincount(idx, minlength=n))
+        with pytest.raises(ValueError):
+            order0.histogram(v, n - 1, lo)  # the largest value is outside
+        if lo > int(info.min):
+            with pytest.raises(ValueError):
+                order0.histogram(v, n, lo + 1)  # the smallest value is outside

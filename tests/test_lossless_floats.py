@@ -258,6 +258,21 @@ def test_lossless_picks_fields_and_beats_planes(dtype):
     assert _decode(data)["w"].tobytes() == a.tobytes()
 
 
+def test_planes_give_up_only_where_their_estimate_cannot_win():
+    from ecnn import codec
+    from ecnn.repr import planes as planes_repr
+
+    rng = np.random.default_rng(8)
+    a = (rng.standard_normal((96, 256)) * rng.uniform(0.01, 0.1, size=(96, 1))).astype(np.float32)
+    dt, cfg = dtypes.get("float32"), EncodeConfig(lossless=True)
+    full = planes_repr.encode(a, dt, cfg)
+    cost = codec.cost(full)
+    # within the estimator's margin the planes are built, byte for byte as without a bound
+    assert planes_repr.encode(a, dt, cfg, bound=int(cost * (1 - planes_repr.BOUND_MARGIN / 4))) == full
+    assert planes_repr.encode(a, dt, cfg, bound=10 * cost) == full
+    assert planes_repr.encode(a, dt, cfg, bound=int(cost * 0.99)) is None
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.sampled_from(["float32", "float16", "bfloat16"]), st.integers(1, 300), st.integers(0, 2**32 - 1))
 def test_exact_tensors_never_grow_beyond_raw(dtype, n, seed):

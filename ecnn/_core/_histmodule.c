@@ -1,5 +1,6 @@
 /* ecnn._core._hist: the CPython binding of hist.c, the encoder's histograms and table choices.
  *
+ * counts(values, lo, hist): hist[v - lo] += 1 for the values of any integer array.
  * axis_sums(sym, row_sums, col_sums): row and column sums of a 2-D int32 array (rows may be strided).
  * context_hist(sym, rclass, cclass, nsym, hist): hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1.
  * merge(hist, weight, table_of): the tables of adjacent contexts (section 11.4) of a 2-D int64 histogram.
@@ -11,6 +12,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <string.h>
 
 #include "hist.h"
 
@@ -86,6 +88,49 @@ static PyObject *raise_status(int st, const char *fn)
     else
         PyErr_Format(PyExc_ValueError, "%s: a symbol, class or count out of range", fn);
     return NULL;
+}
+
+static PyObject *counts(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *v_o, *h_o;
+    long long lo;
+    if (!PyArg_ParseTuple(args, "OLO:counts", &v_o, &lo, &h_o))
+        return NULL;
+    Py_buffer v, h;
+    size_t nh;
+    if (PyObject_GetBuffer(v_o, &v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return NULL;
+    const char *f = v.format ? v.format : "B";
+#if PY_BIG_ENDIAN
+    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
+        f++;
+#else
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+#endif
+    int sgn = f[0] != '\0' && f[1] == '\0' && strchr("bhilqn", f[0]) != NULL;
+    int uns = f[0] != '\0' && f[1] == '\0' && strchr("BHILQN", f[0]) != NULL;
+    Py_ssize_t w = v.itemsize;
+    if (!(sgn || uns) || !(w == 1 || w == 2 || w == 4 || w == 8) || ((uintptr_t)v.buf) % (uintptr_t)w) {
+        PyBuffer_Release(&v);
+        PyErr_SetString(PyExc_TypeError, "values must be an aligned, native integer array");
+        return NULL;
+    }
+    if (get_i64(h_o, &h, 1, &nh, "hist") < 0) {
+        PyBuffer_Release(&v);
+        return NULL;
+    }
+    int st, kind = sgn ? -(int)w : (int)w;
+    size_t count = (size_t)(v.len / w);
+    Py_BEGIN_ALLOW_THREADS
+    st = nh ? ecnn_hist_counts(v.buf, kind, count, (int64_t)lo, nh, (int64_t *)h.buf) : (count ? ECNN_HIST_RANGE : 0);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&h);
+    PyBuffer_Release(&v);
+    if (st)
+        return raise_status(st, "counts");
+    Py_RETURN_NONE;
 }
 
 static PyObject *axis_sums(PyObject *self, PyObject *args)
@@ -234,6 +279,8 @@ static PyObject *fit(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef module_methods[] = {
+    {"counts", counts, METH_VARARGS,
+     "counts(values, lo, hist)\n\nhist[v - lo] += 1 for every value of an integer array (any shape, C order)."},
     {"axis_sums", axis_sums, METH_VARARGS,
      "axis_sums(sym, row_sums, col_sums)\n\nRow and column sums of a 2-D int32 array into int64 arrays."},
     {"context_hist", context_hist, METH_VARARGS,

@@ -44,6 +44,35 @@ static inline double xlogx(int64_t h)
     return h < XLOGX_SIZE ? xlogx_table[h] : (double)h * log2((double)h);
 }
 
+#define COUNTS_LOOP(T, S)                                                             \
+    do {                                                                              \
+        const T *p = (const T *)v;                                                    \
+        for (size_t j = 0; j < count; j++) {                                          \
+            if ((S)p[j] < (S)lo)                                                      \
+                return ECNN_HIST_RANGE;                                               \
+            uint64_t i = (uint64_t)p[j] - (uint64_t)lo;                               \
+            if (i >= nsym)                                                            \
+                return ECNN_HIST_RANGE;                                               \
+            hist[i]++;                                                                \
+        }                                                                             \
+    } while (0)
+
+int ecnn_hist_counts(const void *v, int kind, size_t count, int64_t lo, size_t nsym, int64_t *hist)
+{
+    switch (kind) {
+    case ECNN_HIST_U8: if (lo < 0) return ECNN_HIST_RANGE; COUNTS_LOOP(uint8_t, uint64_t); break;
+    case ECNN_HIST_U16: if (lo < 0) return ECNN_HIST_RANGE; COUNTS_LOOP(uint16_t, uint64_t); break;
+    case ECNN_HIST_U32: if (lo < 0) return ECNN_HIST_RANGE; COUNTS_LOOP(uint32_t, uint64_t); break;
+    case ECNN_HIST_U64: if (lo < 0) return ECNN_HIST_RANGE; COUNTS_LOOP(uint64_t, uint64_t); break;
+    case ECNN_HIST_I8: COUNTS_LOOP(int8_t, int64_t); break;
+    case ECNN_HIST_I16: COUNTS_LOOP(int16_t, int64_t); break;
+    case ECNN_HIST_I32: COUNTS_LOOP(int32_t, int64_t); break;
+    case ECNN_HIST_I64: COUNTS_LOOP(int64_t, int64_t); break;
+    default: return ECNN_HIST_SHAPE;
+    }
+    return ECNN_HIST_OK;
+}
+
 int ecnn_hist_axis_sums(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, int64_t *row_sums,
                         int64_t *col_sums)
 {

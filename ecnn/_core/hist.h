@@ -25,6 +25,14 @@ enum {
 
 void ecnn_hist_init(void);
 
+/* Kinds of integer arrays: the width in bytes, negative for signed types. */
+enum { ECNN_HIST_U8 = 1, ECNN_HIST_U16 = 2, ECNN_HIST_U32 = 4, ECNN_HIST_U64 = 8,
+       ECNN_HIST_I8 = -1, ECNN_HIST_I16 = -2, ECNN_HIST_I32 = -4, ECNN_HIST_I64 = -8 };
+
+/* hist[v[j] - lo] += 1 for the count integers v of the given kind, hist holding nsym counts.
+ * ECNN_HIST_RANGE for a value outside lo..lo + nsym - 1 (hist then holds a partial count). */
+int ecnn_hist_counts(const void *v, int kind, size_t count, int64_t lo, size_t nsym, int64_t *hist);
+
 /* Row and column sums of a rows x cols array of int32 whose rows start row_stride elements apart. */
 int ecnn_hist_axis_sums(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, int64_t *row_sums,
                         int64_t *col_sums);

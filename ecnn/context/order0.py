@@ -42,9 +42,18 @@ class Order0Fit:
         return 8.0 * self.table_bytes + self.symbol_bits
 
 
-def histogram(indices: np.ndarray, nsym: int) -> np.ndarray:
-    """Count each symbol index ``0..nsym-1``."""
-    return np.bincount(indices.ravel(), minlength=nsym).astype(np.int64)
+def histogram(indices: np.ndarray, nsym: int, lo: int = 0) -> np.ndarray:
+    """Count each symbol index ``0..nsym-1`` (of an integer array; with ``lo``, an int64, each value ``lo..lo+nsym-1``).
+
+    Raises:
+        ValueError: a value outside that range.
+    """
+    hist = np.zeros(nsym, np.int64)
+    v = np.ascontiguousarray(indices)
+    if v.dtype.kind not in "iu" or v.dtype.byteorder == ">":
+        v = v.astype(np.int64)
+    _hist.counts(v, int(lo), hist)
+    return hist
 
 
 def symbol_bits(hist: np.ndarray, counts: np.ndarray) -> float:

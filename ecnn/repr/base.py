@@ -53,7 +53,10 @@ class Representation:
             array from its CRC-checked payload.
         encode: ``encode(arr, dt, cfg, step)`` gives a :data:`Candidate`, or
             None where the representation does not apply or cannot win
-            (``step`` is used by the quantized representations only).
+            (``step`` is used by the quantized representations only). The
+            exact ones also take ``bound=``, the cost in bytes of a candidate
+            already built, and may return None where their estimate shows
+            that they cannot beat it.
         symbols: for quantized representations, ``symbols(rec, payload, dt,
             symbol_dtype)`` gives the :class:`Symbols` without reconstructing
             values; None for exact ones.

@@ -21,7 +21,7 @@ def _order_keys(bits: np.ndarray, width: int) -> np.ndarray:
     return np.where(bits & sign, ~bits, bits | sign)
 
 
-def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
+def encode(arr: np.ndarray, dt, cfg, step=None, bound=None) -> base.Candidate | None:
     """Levels and signed level indices, or None when there are too many levels or the format is 1.0."""
     if cfg.format_minor < 1 or dt.name not in DTYPES or arr.size < 2:
         return None

@@ -65,7 +65,13 @@ def encode_best(
     v = np.asarray(values).ravel()
     if v.size == 0:
         return raw.encode_raw(v, width, signed)
-    kind, _, how, _ = choose(v, width, signed, chunk, rows, contexts, effort)
+    return encode_choice(v, choose(v, width, signed, chunk, rows, contexts, effort), width, signed, chunk)
+
+
+def encode_choice(values: np.ndarray, choice: Choice, width: int, signed: bool, chunk: int = DEFAULT_CHUNK) -> tuple[dict, bytes]:
+    """Code non-empty values as :func:`choose` chose (with the same ``width``, ``signed`` and ``chunk``)."""
+    v = np.asarray(values).ravel()
+    kind, how = choice.kind, choice.how
     lo, hi = int(v.min()), int(v.max())
     if kind == "const":
         return raw.encode_const(lo)
