@@ -344,3 +344,16 @@ def test_context_hist_checks_its_inputs():
         _hist.context_hist(sym[:, ::2], np.array([0, 1, 0]), np.array([0, 0]), 5, h)
     with pytest.raises(TypeError):
         _hist.context_hist(sym.astype(np.int64), np.array([0, 1, 0]), np.array([0, 0, 1, 1]), 5, h)
+
+
+@pytest.mark.parametrize("nsym", [2, 9])
+def test_cell_entropy_bounds_every_plan_from_below(nsym):
+    rng = np.random.default_rng(nsym)
+    scale = np.exp(rng.standard_normal(150) * 0.5)[:, None] * np.exp(rng.standard_normal(90) * 0.5)[None, :]
+    sym = np.minimum(rng.exponential(scale * nsym / 4), nsym - 1).astype(np.int32)
+    least = ctx.cell_entropy_bits(sym, nsym)
+    assert least > 0
+    for nrc, ncc in classes.ROWCOL_CLASSES + ((1, 1), (2, 4)):
+        p = ctx.plan(sym, nsym, None, nrc, ncc)
+        assert sum(f.symbol_bits for f in p.fits) >= least
+    assert order0.fit(np.bincount(sym.ravel(), minlength=nsym)).symbol_bits >= least

@@ -128,6 +128,24 @@ def scales_of(sym: np.ndarray, values: np.ndarray | None) -> Scales:
     return Scales(rs / cols + 0.5, cs / rows + 0.5, neg, nnz)
 
 
+def cell_entropy_bits(sym: np.ndarray, nsym: int) -> float:
+    """The empirical entropy in bits of a ``(rows, cols)`` array of indices given the pair of its
+    row and column classes at :data:`MAX_CLASSES` classes each.
+
+    Every context of a plan whose class counts divide 64 is a function of that pair
+    (see :func:`classes`), and a table codes its symbols in no fewer bits than their
+    empirical entropy, so no such plan, nor one table for all, codes the symbols in
+    fewer bits than this.
+    """
+    sc = scales_of(sym, None)
+    fine = MAX_CLASSES
+    hist = np.zeros((fine * fine, nsym), np.int64)
+    _hist.context_hist(_int32(sym), classes(sc.rows, fine) * fine, classes(sc.cols, fine), nsym, hist)
+    h = hist[hist.sum(axis=1) > 0].astype(np.float64)
+    n = h.sum(axis=1)
+    return float((n * np.log2(n)).sum() - (h * np.log2(np.maximum(h, 1.0))).sum())
+
+
 def plan(
     sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1, scales: Scales | None = None
 ) -> RowColPlan:

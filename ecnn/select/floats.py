@@ -14,12 +14,14 @@ import numpy as np
 from ecnn.coder import blocks, categorical, packed, rans, streams
 from ecnn.config import Effort
 from ecnn.context import floats, order0
+from ecnn.context import rowcol as rowcol_ctx
 from ecnn.select.classes import plan_blocks
 from ecnn.select.stream import encode_best
 
 SIGN_GAIN = 0.97  # signs are entropy coded only when that saves at least 3% of their packed bytes
 SIGN_TRY_ENTROPY = 0.995  # ... and tried only where their order-0 entropy (bits) is below this,
 SIGN_TRY_COUNT = 1 << 20  # or where there are at most this many (a large tensor's row/column plans are slow)
+LOWER_BOUND_SLACK = 256  # bits a coded stream may come out below the entropy bound (range-coder words), with room
 
 
 def desc_cost(desc: dict, payload: bytes) -> int:
@@ -114,6 +116,11 @@ def sign_stream(signs: np.ndarray, rows: int | None, chunk: int, effort: str = "
     # Row/column contexts are tried only where they could plausibly save 3%: on
     # small tensors, or where the signs are skewed overall.
     if h0 > SIGN_TRY_ENTROPY and signs.size > SIGN_TRY_COUNT:
+        return s
+    # No coded stream spends fewer bits than the entropy of the signs given their row and
+    # column classes (less a few words of range-coder slack): where even that misses 3%, none is tried.
+    least = signs.size * h0 if rows is None else rowcol_ctx.cell_entropy_bits(signs.reshape(rows, -1), 2)
+    if least - LOWER_BOUND_SLACK > SIGN_GAIN * 8.0 * desc_cost(*s):
         return s
     coded = encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows, effort=effort)
     return coded if desc_cost(*coded) <= SIGN_GAIN * desc_cost(*s) else s
