@@ -260,6 +260,7 @@ def test_lossless_picks_fields_and_beats_planes(dtype):
 
 def test_planes_give_up_only_where_their_estimate_cannot_win():
     from ecnn import codec
+    from ecnn.repr import base
     from ecnn.repr import planes as planes_repr
 
     rng = np.random.default_rng(8)
@@ -268,7 +269,7 @@ def test_planes_give_up_only_where_their_estimate_cannot_win():
     full = planes_repr.encode(a, dt, cfg)
     cost = codec.cost(full)
     # within the estimator's margin the planes are built, byte for byte as without a bound
-    assert planes_repr.encode(a, dt, cfg, bound=int(cost * (1 - planes_repr.BOUND_MARGIN / 4))) == full
+    assert planes_repr.encode(a, dt, cfg, bound=int(cost * (1 - base.ESTIMATE_MARGIN / 4))) == full
     assert planes_repr.encode(a, dt, cfg, bound=10 * cost) == full
     assert planes_repr.encode(a, dt, cfg, bound=int(cost * 0.99)) is None
 

@@ -10,23 +10,17 @@ from ecnn.dtypes import contiguous
 from ecnn.repr import base
 
 
-# The estimate of every stream is within a few millionths of its coded size (the range
-# coder adds a word or two to the ideal code length): planes whose estimate exceeds
-# another candidate's cost by this share cannot win, and are not coded.
-BOUND_MARGIN = 1e-3
-
-
 def encode(arr: np.ndarray, dt, cfg, step=None, bound: int | None = None) -> base.Candidate | None:
     """Byte plane ``k`` of every element as stream ``k``, each coded as :func:`ecnn.select.choose` chooses.
 
     With ``bound`` (the cost in bytes of another candidate), None when the planes'
-    estimated payload exceeds it by more than :data:`BOUND_MARGIN`.
+    estimated payload shows that they cannot beat it (:func:`ecnn.repr.base.cannot_win`).
     """
     b = contiguous(arr).reshape(-1).view(np.uint8).reshape(-1, dt.itemsize)
     rows = base.rows_of(arr)
     planes = [np.ascontiguousarray(b[:, k]) for k in range(dt.itemsize)]
     choices = [select.choose(p, 1, False, cfg.chunk, rows, effort=cfg.effort) for p in planes]
-    if bound is not None and sum(c.bits for c in choices) > 8.0 * bound * (1.0 + BOUND_MARGIN):
+    if base.cannot_win(sum(c.bits for c in choices), bound, [(p.size, cfg.chunk) for p in planes]):
         return None
     coded = [select.encode_choice(p, c, 1, False, cfg.chunk) for p, c in zip(planes, choices)]
     return {"kind": "planes"}, [d for d, _ in coded], b"".join(p for _, p in coded)
