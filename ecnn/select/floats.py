@@ -91,7 +91,7 @@ def head_stream(
     best = packed_stream(heads, hb)
     nsym = hi - lo + 1
     if nsym <= blocks.MAX_NSYM:
-        sym = (heads - lo).astype(np.int32).reshape(rows, -1)
+        sym = np.subtract(heads, lo, dtype=np.int32, casting="unsafe").reshape(rows, -1)  # heads < 2^31
         p, bits = plan_blocks(sym, nsym, chunk, effort)
         if bits < 8.0 * desc_cost(*best):
             crows = categorical.chunk_rows_for(rows, sym.shape[1], block_chunk)
@@ -122,5 +122,5 @@ def sign_stream(signs: np.ndarray, rows: int | None, chunk: int, effort: str = "
     least = signs.size * h0 if rows is None else rowcol_ctx.cell_entropy_bits(signs.reshape(rows, -1), 2)
     if least - LOWER_BOUND_SLACK > SIGN_GAIN * 8.0 * desc_cost(*s):
         return s
-    coded = encode_best(signs.astype(np.uint8), 1, False, chunk, rows=rows, effort=effort)
+    coded = encode_best(signs.astype(np.uint8, copy=False), 1, False, chunk, rows=rows, effort=effort)
     return coded if desc_cost(*coded) <= SIGN_GAIN * desc_cost(*s) else s

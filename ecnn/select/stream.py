@@ -123,7 +123,7 @@ def choose(
     best = cand("raw", 8.0 * v.size * w, None, "raw", width=w, signed=sg)
     nsym = hi - lo + 1
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
-        indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64) - lo).astype(np.int32)
+        indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64, copy=False) - lo).astype(np.int32)
         fit, bits = rate.order0_bits(order0.histogram(indices, nsym), v.size, chunk)
         if contexts:
             c = cand("ctx0", bits + 8.0 * ctx.order0_header_bytes(lo, nsym, chunk), (indices, fit), "ctx")
@@ -167,12 +167,10 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
     cols = v.size // rows
     shape = (rows, cols)
     sym, vals, offset, n = indices.reshape(shape), None, lo, nsym
-    if lo < 0 < int(v.max()):
-        signed_vals = v.astype(np.int64).reshape(shape)
-        m = np.abs(signed_vals)
-        mmax = int(m.max())
-        if mmax >= 1 and mmax + 1 <= tables.MAX_NSYM:
-            sym, vals, offset, n = m.astype(np.int32), signed_vals, 0, mmax + 1
+    hi = lo + nsym - 1
+    if lo < 0 < hi and max(-lo, hi) + 1 <= tables.MAX_NSYM:
+        signed_vals = v.astype(np.int64, copy=False).reshape(shape)  # read only
+        sym, vals, offset, n = np.abs(signed_vals).astype(np.int32), signed_vals, 0, max(-lo, hi) + 1
     ok = classes.affordable_classes(n)
     if e.rowcol_classes is None:
         plan_ = classes.ranked_plan(sym, n, vals, ok)
