@@ -95,3 +95,24 @@ def test_plan_blocks_follows_the_effort():
     # Every row is the sample here, so the search keeps the cheapest of all its class counts.
     assert plans["best"][1] <= plans["balanced"][1] <= plans["fast"][1]
     assert classes.ranked_plan(sym, 31, None, [(8, 8)]).bits == classes.fixed_plan(sym, 31, None, [(8, 8)]).bits
+
+
+def test_ranking_plans_only_what_can_win_and_keeps_the_same_plans(monkeypatch):
+    """Plans are skipped only where their least cost exceeds the plans kept: the result is that of planning all."""
+    from ecnn.context import rowcol as rowcol_ctx
+
+    rng = np.random.default_rng(4)
+    scale = np.exp(rng.uniform(-3, 0, (200, 1))) * np.exp(rng.uniform(-2, 0, (1, 120)))
+    sym = np.minimum(np.abs(rng.laplace(0, 20, (200, 120)) * scale), 30).astype(np.int32)
+    counts = [rowcol_ctx.context_counts(sym, 31, None, a, b) for a, b in classes.ROWCOL_CLASSES]
+    every = sorted(((rowcol_ctx.plan_counts(c).bits, i) for i, c in enumerate(counts)))
+    assert all(counts[i].least_bits <= b for b, i in every)
+    planned = []
+    real = rowcol_ctx.plan_counts
+    monkeypatch.setattr(rowcol_ctx, "plan_counts", lambda c: planned.append(c) or real(c))
+    for keep in (1, 3):
+        planned.clear()
+        got = classes._best_plans(counts, keep)
+        assert [p.bits for p in got] == [b for b, _ in every[:keep]]
+        assert [(p.nrc, p.ncc) for p in got] == [(counts[i].nrc, counts[i].ncc) for _, i in every[:keep]]
+    assert len(planned) < len(counts)  # some were never planned

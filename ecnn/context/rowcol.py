@@ -41,6 +41,8 @@ class RowColPlan:
         sign_fit: the sign table (negative, positive), or None.
         rows_fit, cols_fit: order-0 fits of the class side streams (None if one class).
         bits: estimated size of the whole stream in bits.
+        counts: ``(nrc + ncc - 1, nsym)`` counts of the symbols of each context in
+            the array the plan was made on, if that was every row (else None).
     """
 
     rclass: np.ndarray
@@ -53,6 +55,7 @@ class RowColPlan:
     rows_fit: order0.Order0Fit | None
     cols_fit: order0.Order0Fit | None
     bits: float
+    counts: np.ndarray | None = None
 
 
 def classes(scale: np.ndarray, n: int) -> np.ndarray:
@@ -141,9 +144,86 @@ def cell_entropy_bits(sym: np.ndarray, nsym: int) -> float:
     fine = MAX_CLASSES
     hist = np.zeros((fine * fine, nsym), np.int64)
     _hist.context_hist(_int32(sym), classes(sc.rows, fine) * fine, classes(sc.cols, fine), nsym, hist)
+    return entropy_bits(hist)
+
+
+def entropy_bits(hist: np.ndarray) -> float:
+    """The empirical entropy in bits of the counts in each row of ``hist``, summed over the rows."""
     h = hist[hist.sum(axis=1) > 0].astype(np.float64)
     n = h.sum(axis=1)
     return float((n * np.log2(n)).sum() - (h * np.log2(np.maximum(h, 1.0))).sum())
+
+
+@dataclass(frozen=True)
+class ContextCounts:
+    """What a plan is made from: the symbols counted by context for one pair of class counts.
+
+    Attributes:
+        rclass, cclass, nrc, ncc: the classes, as in :class:`RowColPlan`.
+        hist: ``(nrc + ncc - 1, nsym)`` counts of the (sampled) array.
+        weight: each count stands for this many.
+        sign_fit, rows_fit, cols_fit: as in :class:`RowColPlan`.
+        least_bits: no plan of these counts costs fewer bits (:func:`plan_counts`):
+            the symbols' entropy given their contexts, the sign table, the class
+            streams and a byte of map per context.
+    """
+
+    rclass: np.ndarray
+    cclass: np.ndarray
+    nrc: int
+    ncc: int
+    hist: np.ndarray
+    weight: int
+    sign_fit: order0.Order0Fit | None
+    rows_fit: order0.Order0Fit | None
+    cols_fit: order0.Order0Fit | None
+    least_bits: float
+
+
+# least_bits gives way by this share (and a bit) to the rounding of the sums that it is compared with.
+_LEAST_SLACK = 1e-9
+
+
+def context_counts(
+    sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1, scales: Scales | None = None
+) -> ContextCounts:
+    """The :class:`ContextCounts` of a plan (arguments as for :func:`plan`): one pass over ``sym``."""
+    nctx = nrc + ncc - 1
+    sc = scales if scales is not None else scales_of(sym, values)
+    rclass, cclass = classes(sc.rows, nrc), classes(sc.cols, ncc)
+    hist = np.zeros((nctx, nsym), np.int64)
+    _hist.context_hist(_int32(sym), rclass, cclass, nsym, hist)
+    sign_fit = None
+    least = weight * entropy_bits(hist)
+    if values is not None:
+        sign_fit = order0.fit(np.array([sc.neg, sc.nnz - sc.neg], np.int64) * weight)  # caller ensures nnz > 0
+        least += sign_fit.total_bits
+    rows_fit, cols_fit = _side_fit(rclass, nrc, weight), _side_fit(cclass, ncc, 1)
+    for side in (rows_fit, cols_fit):
+        if side is not None:
+            least += rate.side_bits(side)
+    least = (least + 8.0 * nctx) * (1.0 - _LEAST_SLACK) - 1.0
+    return ContextCounts(rclass, cclass, nrc, ncc, hist, weight, sign_fit, rows_fit, cols_fit, least)
+
+
+def plan_counts(c: ContextCounts) -> RowColPlan:
+    """The plan of some :class:`ContextCounts`: contexts merged into tables, each table fitted, all costed."""
+    table_of = merge_contexts(c.hist, c.weight)
+    starts = np.flatnonzero(np.diff(table_of, prepend=-1))
+    fits = []
+    bits = 0.0
+    for h in np.add.reduceat(c.hist, starts, axis=0) * c.weight:
+        f = order0.fit(h)  # every table holds symbols (see merge_contexts)
+        fits.append(f)
+        bits += f.total_bits
+    if c.sign_fit is not None:
+        bits += c.sign_fit.total_bits
+    for side in (c.rows_fit, c.cols_fit):
+        if side is not None:
+            bits += rate.side_bits(side)
+    bits += 8.0 * int(varint.varint_sizes(table_of).sum())
+    full = c.hist if c.weight == 1 else None
+    return RowColPlan(c.rclass, c.cclass, c.nrc, c.ncc, table_of, fits, c.sign_fit, c.rows_fit, c.cols_fit, bits, full)
 
 
 def plan(
@@ -163,29 +243,7 @@ def plan(
         scales: :func:`scales_of` the same arrays, when the caller plans them
             several times (the result is the same).
     """
-    nctx = nrc + ncc - 1
-    sc = scales if scales is not None else scales_of(sym, values)
-    rclass, cclass = classes(sc.rows, nrc), classes(sc.cols, ncc)
-    hist = np.zeros((nctx, nsym), np.int64)
-    _hist.context_hist(_int32(sym), rclass, cclass, nsym, hist)
-    table_of = merge_contexts(hist, weight)
-    starts = np.flatnonzero(np.diff(table_of, prepend=-1))
-    fits = []
-    bits = 0.0
-    for h in np.add.reduceat(hist, starts, axis=0) * weight:
-        f = order0.fit(h)  # every table holds symbols (see merge_contexts)
-        fits.append(f)
-        bits += f.total_bits
-    sign_fit = None
-    if values is not None:
-        sign_fit = order0.fit(np.array([sc.neg, sc.nnz - sc.neg], np.int64) * weight)  # caller ensures nnz > 0
-        bits += sign_fit.total_bits
-    rows_fit, cols_fit = _side_fit(rclass, nrc, weight), _side_fit(cclass, ncc, 1)
-    for side in (rows_fit, cols_fit):
-        if side is not None:
-            bits += rate.side_bits(side)
-    bits += 8.0 * int(varint.varint_sizes(table_of).sum())
-    return RowColPlan(rclass, cclass, nrc, ncc, table_of, fits, sign_fit, rows_fit, cols_fit, bits)
+    return plan_counts(context_counts(sym, nsym, values, nrc, ncc, weight, scales))
 
 
 @dataclass(frozen=True)

@@ -76,17 +76,35 @@ def ranked_plan(
     cands = [(min(a, s_sym.shape[0]), min(b, cols)) for a, b in classes]
     if unique:
         cands = sorted(set(cands))
-    plans = [rowcol_ctx.plan(s_sym, nsym, s_vals, a, b, stride, s_scales) for a, b in cands]
-    ranked = sorted(plans, key=lambda p: p.bits)  # stable: ties keep the order of the class counts
+    keep = 1 if stride == 1 else FULL_PLANS
+    ranked = _best_plans([rowcol_ctx.context_counts(s_sym, nsym, s_vals, a, b, stride, s_scales) for a, b in cands], keep)
     if stride == 1:
         return ranked[0]  # the sample is every row: its plans are the plans
     full = rowcol_ctx.scales_of(sym, values)
     best = None
-    for p in ranked[:FULL_PLANS]:
+    for p in ranked:
         p = rowcol_ctx.plan(sym, nsym, values, p.nrc, p.ncc, scales=full)
         if best is None or p.bits < best.bits:  # the first of equal ones
             best = p
     return best
+
+
+def _best_plans(counts: list, keep: int) -> list:
+    """The ``keep`` cheapest plans of these context counts, cheapest first (ties in the order given).
+
+    Planned in order of their least cost: once that exceeds the cost of the
+    ``keep``-th cheapest plan so far, no later one can be among the cheapest,
+    and none is planned (the result is the same as planning them all).
+    """
+    by_least = sorted(range(len(counts)), key=lambda i: counts[i].least_bits)
+    done: list = []  # (bits, index, plan), cheapest first
+    for i in by_least:
+        if len(done) >= keep and counts[i].least_bits > done[keep - 1][0]:
+            break
+        p = rowcol_ctx.plan_counts(counts[i])
+        done.append((p.bits, i, p))
+        done.sort(key=lambda d: (d[0], d[1]))
+    return [p for _, _, p in done[:keep]]
 
 
 def fixed_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes):
