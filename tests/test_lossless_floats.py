@@ -520,3 +520,28 @@ def test_fields_chunks_in_worker_processes(monkeypatch):
         damaged = p2[:start] + varint.encode(sizes[:-1] + [sizes[-1] + 2]) + p2[end:] + bytes(8)
         with pytest.raises(CorruptPayload, match="left over"):
             fields.decode("t", rep, parts[:2] + [(dict(d2, length=len(damaged)), damaged)] + parts[3:], a.shape, dt)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+def test_head_choice_is_the_cheapest_estimate(dtype):
+    from ecnn.select import floats as select_floats
+
+    e_bits, m_bits = floats.layout(dtype)
+    top = min(m_bits, floats.MAX_HEAD_MANTISSA)
+    rng = np.random.default_rng(len(dtype))
+    for spread in (0.01, 1.0, 30.0):
+        x = rng.standard_normal((64, 96)) * np.exp(rng.standard_normal((64, 1)) * spread)
+        u = floats.bit_patterns(_patterns(dtype, 10, 1) if spread > 10 else x.astype(dtypes.get(dtype).storage if dtype != "bfloat16" else np.float32))
+        if dtype == "bfloat16" and spread <= 10:
+            u = (u >> 16).astype(np.uint16)
+        widest = select_floats.head_histogram(u, e_bits, m_bits, top)
+        every = [select_floats.estimate_head_bits(widest.reshape(-1, 1 << (top - k)).sum(axis=1), e_bits, m_bits, k) for k in range(top + 1)]
+        assert select_floats.choose_head(u, e_bits, m_bits) == int(np.argmin(every))
+
+
+@pytest.mark.parametrize("count, width", [(1, 1), (7, 3), (8, 13), (1001, 19), (5, 64)])
+def test_packed_cost_is_the_cost_of_the_packed_stream(count, width):
+    from ecnn.select import floats as select_floats
+
+    values = np.random.default_rng(count).integers(0, 1 << min(width, 62), count).astype(np.uint64)
+    assert select_floats.packed_cost(count, width) == select_floats.desc_cost(*select_floats.packed_stream(values, width))

@@ -123,11 +123,44 @@ size_t ecnn_bits_pack_size(size_t count, unsigned width)
     return count / 8 * width + (count % 8 * width + 7) / 8;
 }
 
+/* Fields of at most 32 bits: 32 bits written at a time. */
+#define PACK32_LOOP(T)                                                       \
+    do {                                                                     \
+        const T *src = (const T *)values;                                    \
+        for (size_t j = 0; j < count; j++) {                                 \
+            acc |= ((uint64_t)src[j] & m) << n;                              \
+            n += width;                                                      \
+            if (n >= 32) {                                                   \
+                for (int b = 0; b < 4; b++)                                  \
+                    out[pos + b] = (unsigned char)(acc >> (8 * b));          \
+                pos += 4;                                                    \
+                acc >>= 32;                                                  \
+                n -= 32;                                                     \
+            }                                                                \
+        }                                                                    \
+    } while (0)
+
 int ecnn_bits_pack(unsigned char *out, const void *values, int kind, size_t count, unsigned width)
 {
     if (width < 1 || width > 64)
         return -1;
     uint64_t m = width == 64 ? ~(uint64_t)0 : ((uint64_t)1 << width) - 1;
+    if (width <= 32) { /* acc holds fewer than 32 bits before each field, so never more than 63 */
+        uint64_t acc = 0;
+        unsigned n = 0;
+        size_t pos = 0;
+        switch (kind) {
+        case ECNN_BITS_U8: PACK32_LOOP(uint8_t); break;
+        case ECNN_BITS_U16: PACK32_LOOP(uint16_t); break;
+        case ECNN_BITS_U32: PACK32_LOOP(uint32_t); break;
+        default: PACK32_LOOP(uint64_t); break;
+        }
+        for (; n >= 8; n -= 8, acc >>= 8)
+            out[pos++] = (unsigned char)acc;
+        if (n)
+            out[pos++] = (unsigned char)acc; /* the pad bits are 0 */
+        return 0;
+    }
     uint64_t acc = 0; /* bits not yet written, least significant first */
     unsigned n = 0;   /* how many */
     size_t pos = 0;

@@ -28,8 +28,10 @@ def desc_cost(desc: dict, payload: bytes) -> int:
     return len(payload) + len(msgpack.packb(desc))
 
 
-def smaller(a, b):
-    return a if desc_cost(*a) <= desc_cost(*b) else b
+def packed_cost(count: int, width: int) -> int:
+    """:func:`desc_cost` of :func:`packed_stream` of ``count`` values, without packing them."""
+    length = packed.group_bytes(count, width)
+    return length + len(msgpack.packb({"coder": "packed", "length": length, "width": width}))
 
 
 def packed_stream(values: np.ndarray, width: int) -> tuple[dict, bytes]:
@@ -67,13 +69,33 @@ def choose_head(u: np.ndarray, e_bits: int, m_bits: int, effort: str = "best") -
     sample = u[:: max(1, u.size // (1 << 21))]
     top = min(m_bits, floats.MAX_HEAD_MANTISSA)
     widest = head_histogram(sample, e_bits, m_bits, top)
-    costs: list[float] = []
-    stop = Effort.of(effort).head_early_stop
-    for k in range(0, top + 1):
-        costs.append(estimate_head_bits(widest.reshape(-1, 1 << (top - k)).sum(axis=1), e_bits, m_bits, k))
-        if stop and len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
+    hists = [widest.reshape(-1, 1 << (top - k)).sum(axis=1) for k in range(top + 1)]
+    if Effort.of(effort).head_early_stop:
+        costs: list[float] = []
+        for k in range(0, top + 1):
+            costs.append(estimate_head_bits(hists[k], e_bits, m_bits, k))
+            if len(costs) >= 3 and costs[-1] > costs[-2] > costs[-3]:
+                break
+        return int(np.argmin(costs))
+    # Every k, in order of a cost that none undercuts (the heads' entropy and the tails):
+    # once that exceeds the cheapest estimate so far, no later k can be cheaper.
+    least = [_least_head_bits(h, m_bits - k) for k, h in enumerate(hists)]
+    best_k, best = -1, 0.0
+    for k in sorted(range(top + 1), key=lambda k: least[k]):
+        if best_k >= 0 and least[k] > best:
             break
-    return int(np.argmin(costs))
+        c = estimate_head_bits(hists[k], e_bits, m_bits, k)
+        if best_k < 0 or c < best or (c == best and k < best_k):  # the smallest k of least cost
+            best_k, best = k, c
+    return best_k
+
+
+def _least_head_bits(hist: np.ndarray, r: int) -> float:
+    """A lower bound of :func:`estimate_head_bits`: the heads' entropy (less a little for rounding) and ``r`` bits each."""
+    count = int(hist.sum())
+    h = hist[hist > 0].astype(np.float64)
+    ent = float(count * np.log2(count) - (h * np.log2(h)).sum()) if h.size > 1 else 0.0
+    return ent * (1.0 - 1e-9) - 1.0 + float(count * r)
 
 
 def head_stream(
@@ -88,12 +110,12 @@ def head_stream(
     lo, hi = int(heads.min()), int(heads.max())
     if lo == hi:
         return streams.encode_const(lo)
-    best = packed_stream(heads, hb)
+    packed_bytes = packed_cost(heads.size, hb)
     nsym = hi - lo + 1
     if nsym <= blocks.MAX_NSYM:
         sym = np.subtract(heads, lo, dtype=np.int32, casting="unsafe").reshape(rows, -1)  # heads < 2^31
         p, bits = plan_blocks(sym, nsym, chunk, effort)
-        if bits < 8.0 * desc_cost(*best):
+        if bits < 8.0 * packed_bytes:
             crows = categorical.chunk_rows_for(rows, sym.shape[1], block_chunk)
             coded = None
             if lanes and nsym <= rans.MAX_NSYM:
@@ -101,8 +123,10 @@ def head_stream(
                     coded = rans.encode(sym, p, lo, nsym, crows)
                 except ValueError:  # a table with more used symbols than 2^15 slots
                     coded = None
-            best = smaller(coded or blocks.encode(sym, p, lo, nsym, crows), best)
-    return best
+            coded = coded or blocks.encode(sym, p, lo, nsym, crows)
+            if desc_cost(*coded) <= packed_bytes:  # ties to the coded stream, as before
+                return coded
+    return packed_stream(heads, hb)
 
 
 def sign_stream(signs: np.ndarray, rows: int | None, chunk: int, effort: str = "best") -> tuple[dict, bytes]:
