@@ -14,6 +14,9 @@ static double xlogx_table[XLOGX_SIZE];
 #define MAX_CODES 300
 static int64_t code_count[MAX_M + 1][MAX_CODES + 1]; /* [m][e], e = 1..code_top[m] */
 static int code_top[MAX_M + 1];
+/* log2 of the integers below LOG2_SIZE, filled by ecnn_hist_init: the rare symbols' frequencies. */
+#define LOG2_SIZE (1 << 12)
+static double log2_table[LOG2_SIZE];
 static int ready;
 
 static int64_t count_of_code(int64_t e, int m)
@@ -28,6 +31,8 @@ void ecnn_hist_init(void)
         return;
     for (int i = 0; i < XLOGX_SIZE; i++)
         xlogx_table[i] = i > 1 ? (double)i * log2((double)i) : 0.0;
+    for (int i = 1; i < LOG2_SIZE; i++)
+        log2_table[i] = log2((double)i);
     for (int m = 0; m <= MAX_M; m++) {
         int e = 1;
         while (e < MAX_CODES && count_of_code(e + 1, m) <= ECNN_HIST_MAX_COUNT)
@@ -408,11 +413,27 @@ int ecnn_hist_fit(const int64_t *hist, size_t n, int64_t *counts, int64_t *codes
     for (size_t s = 0; s < n; s++)
         if (hist[s] > 0)
             used[nu++] = s;
-    /* Each candidate's expansion (section 7.2) and the ideal code length of the symbols under it. */
+    /* Each candidate's expansion (section 7.2) and the ideal code length of the symbols under it, in order
+     * of table bytes: no candidate codes the symbols in fewer bits than their entropy, so one whose table
+     * alone takes it past the cheapest so far is skipped (it would not be chosen). */
+    double ent = (double)total * log2((double)total); /* total * (entropy in bits per symbol) */
+    for (size_t i = 0; i < nu; i++)
+        ent -= xlogx(hist[used[i]]);
+    ent = ent * (1.0 - 1e-9) - 1.0; /* room for the rounding of the sums */
+    int by_bytes[NCAND];
+    for (int j = 0; j < nc; j++) { /* insertion sort, stable */
+        int i = j;
+        for (; i > 0 && bytes[by_bytes[i - 1]] > bytes[j]; i--)
+            by_bytes[i] = by_bytes[i - 1];
+        by_bytes[i] = j;
+    }
     const int64_t free_ = ((int64_t)1 << ECNN_HIST_PRECISION) - (int64_t)n;
     int bestk = -1;
     double best_total = 0.0, best_bits = 0.0;
-    for (int j = 0; j < nc; j++) {
+    for (int jj = 0; jj < nc; jj++) {
+        int j = by_bytes[jj];
+        if (bestk >= 0 && 8.0 * (double)bytes[j] + ent > best_total)
+            break; /* and every later one, with as many bytes or more */
         const int64_t *c = cand + (size_t)j * n;
         int64_t ct = 0, fsum = 0;
         size_t amax = 0;
@@ -427,11 +448,12 @@ int ecnn_hist_fit(const int64_t *hist, size_t n, int64_t *counts, int64_t *codes
         double bits = 0.0;
         for (size_t i = 0; i < nu; i++) {
             size_t s = used[i];
-            int64_t f = (c[s] * free_) / ct + (s == amax ? rest : 0);
-            bits += (double)hist[s] * ((double)ECNN_HIST_PRECISION - log2((double)f + 1.0));
+            int64_t f = (c[s] * free_) / ct + (s == amax ? rest : 0) + 1;
+            double lf = f < LOG2_SIZE ? log2_table[f] : log2((double)f);
+            bits += (double)hist[s] * ((double)ECNN_HIST_PRECISION - lf);
         }
         double tot = 8.0 * (double)bytes[j] + bits;
-        if (bestk < 0 || tot < best_total) { /* the first of equal ones */
+        if (bestk < 0 || tot < best_total || (tot == best_total && j < bestk)) { /* the first of equal ones */
             bestk = j;
             best_total = tot;
             best_bits = bits;
