@@ -122,6 +122,41 @@ int ecnn_hist_context(const int32_t *sym, size_t rows, size_t cols, size_t row_s
     for (size_t j = 0; j < cols; j++)
         coff[j] = (size_t)cclass[j] * nsym;
     int st = ECNN_HIST_OK;
+    /* Counts of 32 bits where they cannot overflow and fit a few MiB (half the cache lines of int64),
+     * four symbols a step, with one range check for the four. */
+    uint32_t *h32 = NULL;
+    if (rows < ((size_t)1 << 32) / (cols ? cols : 1) && nctx * nsym <= ((size_t)1 << 20))
+        h32 = calloc(nctx * nsym, sizeof *h32);
+    if (h32) {
+        for (size_t i = 0; i < rows && st == ECNN_HIST_OK; i++) {
+            const int32_t *p = sym + i * row_stride;
+            uint32_t *h = h32 + (size_t)rclass[i] * nsym;
+            size_t j = 0;
+            for (; j + 4 <= cols; j += 4) {
+                uint32_t a = (uint32_t)p[j], b = (uint32_t)p[j + 1], c = (uint32_t)p[j + 2], d = (uint32_t)p[j + 3];
+                if (a >= nsym || b >= nsym || c >= nsym || d >= nsym) {
+                    st = ECNN_HIST_RANGE;
+                    break;
+                }
+                h[coff[j] + a]++;
+                h[coff[j + 1] + b]++;
+                h[coff[j + 2] + c]++;
+                h[coff[j + 3] + d]++;
+            }
+            for (; j < cols && st == ECNN_HIST_OK; j++) {
+                uint32_t s = (uint32_t)p[j];
+                if (s >= nsym)
+                    st = ECNN_HIST_RANGE;
+                else
+                    h[coff[j] + s]++;
+            }
+        }
+        for (size_t i = 0; i < nctx * nsym; i++) /* added even after a symbol out of range: a partial count */
+            hist[i] += h32[i];
+        free(h32);
+        free(coff);
+        return st;
+    }
     for (size_t i = 0; i < rows && st == ECNN_HIST_OK; i++) {
         const int32_t *p = sym + i * row_stride;
         int64_t *h = hist + (size_t)rclass[i] * nsym;
@@ -150,6 +185,39 @@ static int64_t least_count(double scale)
             c++;
     }
     return c;
+}
+
+/* The entropy term of one table for the contexts whose counts are hb - ha (u symbols, ng in all, each
+ * standing for weight): n log2 n - sum_s wH_s log2 wH_s with n = w * ng, where
+ * sum_s wH_s log2 wH_s = w * sum_s H_s log2 H_s + n log2 w; and in *big the H_s whose w * H_s scaled to a
+ * total of about 1024 take two varint bytes. */
+static double segment(const int64_t *ha, const int64_t *hb, size_t u, int64_t ng, int64_t weight, double w, double lw,
+                      int64_t *big)
+{
+    int64_t n = ng * weight;
+    double nd = (double)n;
+    double scale = n > 1024 ? 1024.0 / nd : 1.0;
+    int64_t lc = least_count(scale);
+    int64_t lg = (lc + weight - 1) / weight; /* w * H >= lc exactly when H >= lg */
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0; /* four sums: no one waits on the last addition */
+    int64_t nb = 0;
+    size_t i = 0;
+    for (; i + 4 <= u; i += 4) {
+        int64_t h0 = hb[i] - ha[i], h1 = hb[i + 1] - ha[i + 1], h2 = hb[i + 2] - ha[i + 2], h3 = hb[i + 3] - ha[i + 3];
+        s0 += xlogx(h0);
+        s1 += xlogx(h1);
+        s2 += xlogx(h2);
+        s3 += xlogx(h3);
+        nb += (h0 >= lg) + (h1 >= lg) + (h2 >= lg) + (h3 >= lg);
+    }
+    for (; i < u; i++) {
+        int64_t h = hb[i] - ha[i];
+        s0 += xlogx(h);
+        nb += h >= lg;
+    }
+    *big = nb;
+    double sx = (s0 + s1) + (s2 + s3);
+    return (n > 1 ? nd * log2(nd) : 0.0) - (w * sx + nd * lw);
 }
 
 int ecnn_hist_merge(const int64_t *hist, size_t k, size_t nsym, int64_t weight, int64_t *table_of)
@@ -186,14 +254,16 @@ int ecnn_hist_merge(const int64_t *hist, size_t k, size_t nsym, int64_t weight, 
             used[u++] = s;
     free(total);
     int64_t *cum = NULL, *ncum = NULL;
-    double *best = NULL;
+    double *best = NULL, *esep = NULL, *pg = NULL;
     size_t *back = NULL;
     if (st == ECNN_HIST_OK) {
         cum = malloc((k + 1) * (u ? u : 1) * sizeof *cum);
         ncum = malloc((k + 1) * sizeof *ncum);
         best = malloc((k + 1) * sizeof *best);
+        esep = malloc((k + 1) * sizeof *esep);
+        pg = malloc((k + 1) * sizeof *pg);
         back = malloc((k + 1) * sizeof *back);
-        if (!cum || !ncum || !best || !back)
+        if (!cum || !ncum || !best || !esep || !pg || !back)
             st = ECNN_HIST_NOMEM;
     }
     if (st == ECNN_HIST_OK) {
@@ -209,35 +279,46 @@ int ecnn_hist_merge(const int64_t *hist, size_t k, size_t nsym, int64_t weight, 
             }
             ncum[c + 1] = ncum[c] + n;
         }
-        /* The cost of one table for contexts a..b-1, with counts w * H (section 11.4, step 3):
-         *   1.01 * (n log2 n - sum_s wH_s log2 wH_s) + 8 * (nsym + #{s: wH_s >= least count}) + 8,
-         * n = w * sum_s H_s, where sum_s wH_s log2 wH_s = w * sum_s H_s log2 H_s + n log2 w. */
+        /* The cost of one table for contexts a..b-1 (section 11.4, step 3):
+         *   1.01 * segment(a, b) + 8 * (nsym + big) + 8,
+         * and best[b] the least cost of tables for contexts 0..b-1, from the table that ends them. */
         double w = (double)weight, lw = weight > 1 ? log2(w) : 0.0;
+        const double one = 8.0 * (double)nsym + 8.0; /* the least a table costs beyond its entropy term */
+        int64_t big;
+        esep[0] = 0.0; /* esep[c]: the entropy terms of contexts 0..c-1, each alone */
+        for (size_t c = 0; c < k; c++)
+            esep[c + 1] = esep[c] + segment(cum + c * u, cum + (c + 1) * u, u, ncum[c + 1] - ncum[c], weight, w, lw, &big);
         best[0] = 0.0;
         back[0] = 0;
         for (size_t b = 1; b <= k; b++) {
             const int64_t *hb = cum + b * u;
+            if (b > 1) { /* pg[a] = min over 1 <= a' <= a of best[a'] - 1.01 esep[a'] */
+                double g = best[b - 1] - 1.01 * esep[b - 1];
+                pg[b - 1] = b > 2 && pg[b - 2] < g ? pg[b - 2] : g;
+            }
             double bv = INFINITY;
             size_t ba = 0;
-            for (size_t a = 0; a < b; a++) {
+            /* The last table starts at a = b-1, b-2, ... The entropy term of a..b-1 is that of its contexts
+             * alone plus a loss that only grows as a falls (merging never lowers it), so a table from any
+             * a' < a, after tables for 0..a'-1, costs at least
+             *   1.01 * esep[b] + min(best[a'] - 1.01 esep[a']) + 1.01 * loss(a..b-1) + one   (a' >= 1):
+             * once that exceeds the cheapest cost so far, only a' = 0 (one table for all) is left to try.
+             * Going down, "<=" keeps the first of equal costs. */
+            for (size_t a = b - 1;; a--) {
                 const int64_t *ha = cum + a * u;
-                int64_t ng = ncum[b] - ncum[a], n = ng * weight;
-                double nd = (double)n;
-                double scale = n > 1024 ? 1024.0 / nd : 1.0;
-                int64_t lc = least_count(scale);
-                int64_t lg = (lc + weight - 1) / weight; /* w * H >= lc exactly when H >= lg */
-                double sx = 0.0;
-                int64_t big = 0;
-                for (size_t i = 0; i < u; i++) {
-                    int64_t h = hb[i] - ha[i];
-                    sx += xlogx(h);
-                    big += h >= lg;
-                }
-                double ent = (n > 1 ? nd * log2(nd) : 0.0) - (w * sx + nd * lw);
+                double ent = segment(ha, hb, u, ncum[b] - ncum[a], weight, w, lw, &big);
                 double cost = best[a] + (ent * 1.01 + 8.0 * (double)((int64_t)nsym + big) + 8.0);
-                if (cost < bv) { /* the first of equal ones */
+                if (cost <= bv) {
                     bv = cost;
                     ba = a;
+                }
+                if (a == 0)
+                    break;
+                if (a >= 2) {
+                    double loss = ent - (esep[b] - esep[a]);
+                    double least = 1.01 * esep[b] + pg[a - 1] + 1.01 * loss + one;
+                    if (least > bv + 1e-9 * fabs(bv) + 1e-6) /* room for the rounding of the sums */
+                        a = 1;                              /* then a = 0 */
                 }
             }
             best[b] = bv;
@@ -259,6 +340,8 @@ int ecnn_hist_merge(const int64_t *hist, size_t k, size_t nsym, int64_t weight, 
     free(cum);
     free(ncum);
     free(best);
+    free(esep);
+    free(pg);
     free(back);
     return st;
 }
