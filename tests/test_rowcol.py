@@ -357,3 +357,18 @@ def test_cell_entropy_bounds_every_plan_from_below(nsym):
         p = ctx.plan(sym, nsym, None, nrc, ncc)
         assert sum(f.symbol_bits for f in p.fits) >= least
     assert order0.fit(np.bincount(sym.ravel(), minlength=nsym)).symbol_bits >= least
+
+
+def test_classes_divide_down_from_the_finest_and_entropy_is_the_plain_sum():
+    rng = np.random.default_rng(9)
+    for scale in (np.exp(rng.standard_normal(500) * 2), np.full(40, 3.0), rng.integers(1, 5, 300) + 0.5):
+        sc = ctx.Scales(scale, scale[:7], 0, 0)
+        for n in (1, 2, 3, 4, 5, 8, 16, 32, 64):
+            np.testing.assert_array_equal(sc.classes(0, n), ctx.classes(scale, n))
+            np.testing.assert_array_equal(sc.classes(1, n), ctx.classes(scale[:7], n))
+    hist = rng.integers(0, 1 << 18, (9, 33)) * (rng.random((9, 33)) < 0.5)
+    hist[3] = 0
+    h = hist.astype(np.float64)
+    n = h.sum(axis=1)
+    plain = (n * np.log2(np.maximum(n, 1.0))).sum() - (h * np.log2(np.maximum(h, 1.0))).sum()
+    assert ctx.entropy_bits(hist) == pytest.approx(plain, rel=1e-12)

@@ -3,6 +3,7 @@
  * counts(values, lo, hist): hist[v - lo] += 1 for the values of any integer array.
  * axis_sums(sym, row_sums, col_sums): row and column sums of a 2-D int32 array (rows may be strided).
  * context_hist(sym, rclass, cclass, nsym, hist): hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1.
+ * entropy(hist) -> float: the empirical entropy in bits of each row of a 2-D int64 histogram, summed.
  * merge(hist, weight, table_of): the tables of adjacent contexts (section 11.4) of a 2-D int64 histogram.
  * fit(hist, counts, codes) -> (m, table_bytes, symbol_bits): the stored table of section 11.5.
  *
@@ -209,6 +210,33 @@ fail_a:
     return NULL;
 }
 
+static PyObject *entropy(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *h_o;
+    if (!PyArg_ParseTuple(args, "O:entropy", &h_o))
+        return NULL;
+    Py_buffer h;
+    size_t nh;
+    if (get_i64(h_o, &h, 0, &nh, "hist") < 0)
+        return NULL;
+    if (h.ndim != 2) {
+        PyBuffer_Release(&h);
+        PyErr_SetString(PyExc_TypeError, "hist must be a 2-D array");
+        return NULL;
+    }
+    size_t k = (size_t)h.shape[0], nsym = (size_t)h.shape[1];
+    double bits = 0.0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ecnn_hist_entropy((const int64_t *)h.buf, k, nsym, &bits);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&h);
+    if (st)
+        return raise_status(st, "entropy");
+    return PyFloat_FromDouble(bits);
+}
+
 static PyObject *merge(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -286,6 +314,8 @@ static PyMethodDef module_methods[] = {
     {"context_hist", context_hist, METH_VARARGS,
      "context_hist(sym, rclass, cclass, nsym, hist)\n\n"
      "hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1 for every element of a 2-D int32 array."},
+    {"entropy", entropy, METH_VARARGS,
+     "entropy(hist) -> float\n\nThe empirical entropy in bits of the counts in each row of a 2-D int64 array, summed."},
     {"merge", merge, METH_VARARGS,
      "merge(hist, weight, table_of)\n\n"
      "The table of each context (row of a 2-D int64 histogram, counts times weight): adjacent contexts merged."},

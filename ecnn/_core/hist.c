@@ -173,6 +173,25 @@ int ecnn_hist_context(const int32_t *sym, size_t rows, size_t cols, size_t row_s
     return st;
 }
 
+int ecnn_hist_entropy(const int64_t *hist, size_t k, size_t nsym, double *bits)
+{
+    double total = 0.0;
+    for (size_t c = 0; c < k; c++) {
+        const int64_t *h = hist + c * nsym;
+        int64_t n = 0;
+        double sx = 0.0;
+        for (size_t s = 0; s < nsym; s++) {
+            if (h[s] < 0 || h[s] > ((int64_t)1 << 52) || n > ((int64_t)1 << 52))
+                return ECNN_HIST_RANGE;
+            n += h[s];
+            sx += xlogx(h[s]);
+        }
+        total += xlogx(n) - sx;
+    }
+    *bits = total;
+    return ECNN_HIST_OK;
+}
+
 /* The least integer c with c * scale >= 127.5 in binary64, for a scale in (0, 1]: a count scaled to a total
  * of about 1024 takes two varint bytes from there on (rint(x) >= 128 exactly when x >= 127.5). */
 static int64_t least_count(double scale)

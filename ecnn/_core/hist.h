@@ -43,6 +43,10 @@ int ecnn_hist_axis_sums(const int32_t *sym, size_t rows, size_t cols, size_t row
 int ecnn_hist_context(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, const int64_t *rclass,
                       const int64_t *cclass, size_t nsym, size_t nctx, int64_t *hist);
 
+/* The empirical entropy in bits of the counts in each row of the k x nsym counts, summed over the rows
+ * (sum of n log2 n - sum_s h_s log2 h_s, n the row's total). ECNN_HIST_RANGE for a negative count. */
+int ecnn_hist_entropy(const int64_t *hist, size_t k, size_t nsym, double *bits);
+
 /* Group adjacent contexts (rows of the k x nsym counts, each to be multiplied by weight) into tables by a
  * dynamic programme minimising the estimated cost of section 11.4: table_of[c] is the table of context c,
  * non-decreasing from 0. */

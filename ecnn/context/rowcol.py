@@ -18,7 +18,7 @@ counts is :mod:`ecnn.select.classes`. Nothing here imports torch or later stages
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,7 +59,12 @@ class RowColPlan:
 
 
 def classes(scale: np.ndarray, n: int) -> np.ndarray:
-    """Classes ``0..n-1`` spread evenly over the range of ``log2(scale)``."""
+    """Classes ``0..n-1`` spread evenly over the range of ``log2(scale)``.
+
+    For ``n`` dividing 64, ``classes(x, n) == classes(x, 64) // (64 // n)``: the
+    position in the range times ``n`` differs from it times 64 by a power of two,
+    which is exact in floating point.
+    """
     if n == 1:
         return np.zeros(scale.shape, np.int64)
     ls = np.log2(scale)
@@ -113,6 +118,17 @@ class Scales:
     cols: np.ndarray
     neg: int
     nnz: int
+    _fine: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def classes(self, axis: int, n: int) -> np.ndarray:
+        """:func:`classes` of the rows (``axis`` 0) or columns (1) at ``n`` classes: for ``n`` dividing
+        :data:`MAX_CLASSES`, the finest classes divided down (exactly the same, see :func:`classes`)."""
+        scale = self.rows if axis == 0 else self.cols
+        if MAX_CLASSES % n:
+            return classes(scale, n)
+        if axis not in self._fine:
+            self._fine[axis] = classes(scale, MAX_CLASSES)
+        return self._fine[axis] // (MAX_CLASSES // n)
 
 
 def _int32(sym: np.ndarray) -> np.ndarray:
@@ -143,15 +159,13 @@ def cell_entropy_bits(sym: np.ndarray, nsym: int) -> float:
     sc = scales_of(sym, None)
     fine = MAX_CLASSES
     hist = np.zeros((fine * fine, nsym), np.int64)
-    _hist.context_hist(_int32(sym), classes(sc.rows, fine) * fine, classes(sc.cols, fine), nsym, hist)
+    _hist.context_hist(_int32(sym), sc.classes(0, fine) * fine, sc.classes(1, fine), nsym, hist)
     return entropy_bits(hist)
 
 
 def entropy_bits(hist: np.ndarray) -> float:
-    """The empirical entropy in bits of the counts in each row of ``hist``, summed over the rows."""
-    h = hist[hist.sum(axis=1) > 0].astype(np.float64)
-    n = h.sum(axis=1)
-    return float((n * np.log2(n)).sum() - (h * np.log2(np.maximum(h, 1.0))).sum())
+    """The empirical entropy in bits of the counts in each row of ``hist``, summed over the rows (in C)."""
+    return _hist.entropy(np.ascontiguousarray(hist, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -190,7 +204,7 @@ def context_counts(
     """The :class:`ContextCounts` of a plan (arguments as for :func:`plan`): one pass over ``sym``."""
     nctx = nrc + ncc - 1
     sc = scales if scales is not None else scales_of(sym, values)
-    rclass, cclass = classes(sc.rows, nrc), classes(sc.cols, ncc)
+    rclass, cclass = sc.classes(0, nrc), sc.classes(1, ncc)
     hist = np.zeros((nctx, nsym), np.int64)
     _hist.context_hist(_int32(sym), rclass, cclass, nsym, hist)
     sign_fit = None
