@@ -116,3 +116,18 @@ def test_ranking_plans_only_what_can_win_and_keeps_the_same_plans(monkeypatch):
         assert [p.bits for p in got] == [b for b, _ in every[:keep]]
         assert [(p.nrc, p.ncc) for p in got] == [(counts[i].nrc, counts[i].ncc) for _, i in every[:keep]]
     assert len(planned) < len(counts)  # some were never planned
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64])
+def test_signed_values_plan_their_magnitudes_in_any_integer_type(dtype):
+    import ecnn.numpy as en
+
+    rng = np.random.default_rng(6)
+    q = np.clip(np.rint(rng.laplace(0, 12, (64, 80)) * np.exp(rng.uniform(-2, 2, (64, 1)))), -120, 120).astype(dtype)
+    kind, bits, how, _ = select.choose(q.ravel(), q.itemsize, True, 1 << 20, rows=64)
+    assert kind == "rowcol"
+    sym, vals, plan_, offset, n = how
+    np.testing.assert_array_equal(sym, np.abs(q.astype(np.int64)))
+    np.testing.assert_array_equal(vals, q)
+    back = en.decode(en.encode({"q": q}, lossless=True))["q"]
+    np.testing.assert_array_equal(back, q)

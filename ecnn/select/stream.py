@@ -169,8 +169,9 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
     sym, vals, offset, n = indices.reshape(shape), None, lo, nsym
     hi = lo + nsym - 1
     if lo < 0 < hi and max(-lo, hi) + 1 <= tables.MAX_NSYM:
-        signed_vals = v.astype(np.int64, copy=False).reshape(shape)  # read only
-        sym, vals, offset, n = np.abs(signed_vals).astype(np.int32), signed_vals, 0, max(-lo, hi) + 1
+        # The signed values as they are (read only); magnitudes below 2^20 need 32 bits at most.
+        signed_vals = (v if v.dtype.kind == "i" and v.dtype.itemsize >= 4 else v.astype(np.int32)).reshape(shape)
+        sym, vals, offset, n = np.abs(signed_vals).astype(np.int32, copy=False), signed_vals, 0, max(-lo, hi) + 1
     ok = classes.affordable_classes(n)
     if e.rowcol_classes is None:
         plan_ = classes.ranked_plan(sym, n, vals, ok)
