@@ -131,3 +131,19 @@ def test_signed_values_plan_their_magnitudes_in_any_integer_type(dtype):
     np.testing.assert_array_equal(vals, q)
     back = en.decode(en.encode({"q": q}, lossless=True))["q"]
     np.testing.assert_array_equal(back, q)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_the_most_negative_value_keeps_signs_in_the_symbols(dtype):
+    """-128 (int8) has magnitude 128, which the symbol range -128..127 cannot hold: rowcol then
+    codes the values themselves, and the file decodes."""
+    import ecnn.numpy as en
+
+    rng = np.random.default_rng(6)
+    q = np.clip(np.rint(rng.laplace(0, 12, (64, 80)) * np.exp(rng.uniform(-2, 2, (64, 1)))), -120, 120).astype(dtype)
+    q[3, 5] = np.iinfo(dtype).min
+    kind, bits, how, _ = select.choose(q.ravel(), q.itemsize, True, 1 << 20, rows=64)
+    if kind == "rowcol":
+        assert how[1] is None  # no signs apart
+    back = en.decode(en.encode({"q": q}, lossless=True))["q"]
+    np.testing.assert_array_equal(back, q)

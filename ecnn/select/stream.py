@@ -132,7 +132,7 @@ def choose(
         best = min(best, c, key=lambda ch: ch.bits)
         rowcol_ok = rows and e.rowcol and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE
         if rowcol_ok and classes.tables_can_pay(nsym, v.size):
-            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk, e)
+            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk, e, (1 << (8 * width - 1)) - 1 if signed else 0)
             if rc is not None and contexts:
                 best = min(best, _ctx_rowcol(rc, rows, chunk, cand, e), key=lambda ch: ch.bits)
             elif rc is not None:
@@ -158,17 +158,19 @@ def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
     return width, signed
 
 
-def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, e: Effort):
+def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, e: Effort, most: int):
     """The cheapest rowcol plan for these values, as ``(bits, encoding inputs)``, or None.
 
     Symmetric values are planned as magnitudes with signs apart (that halves every
-    table); the class counts are searched, or fixed by ``e.rowcol_classes``.
+    table) where every magnitude is at most ``most``, the largest that the stream's
+    symbol range holds on both sides (a decoder rejects others: spec/CODING.md 5.5);
+    the class counts are searched, or fixed by ``e.rowcol_classes``.
     """
     cols = v.size // rows
     shape = (rows, cols)
     sym, vals, offset, n = indices.reshape(shape), None, lo, nsym
     hi = lo + nsym - 1
-    if lo < 0 < hi and max(-lo, hi) + 1 <= tables.MAX_NSYM:
+    if lo < 0 < hi and max(-lo, hi) + 1 <= tables.MAX_NSYM and max(-lo, hi) <= most:
         # The signed values as they are (read only); magnitudes below 2^20 need 32 bits at most.
         signed_vals = (v if v.dtype.kind == "i" and v.dtype.itemsize >= 4 else v.astype(np.int32)).reshape(shape)
         sym, vals, offset, n = np.abs(signed_vals).astype(np.int32, copy=False), signed_vals, 0, max(-lo, hi) + 1
