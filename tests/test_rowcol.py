@@ -372,3 +372,18 @@ def test_classes_divide_down_from_the_finest_and_entropy_is_the_plain_sum():
     n = h.sum(axis=1)
     plain = (n * np.log2(np.maximum(n, 1.0))).sum() - (h * np.log2(np.maximum(h, 1.0))).sum()
     assert ctx.entropy_bits(hist) == pytest.approx(plain, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_context_counts_read_bytes_words_and_int32_alike(dtype):
+    rng = np.random.default_rng(2)
+    sym = rng.integers(0, 200, (50, 70)).astype(dtype)
+    rc, cc = rng.integers(0, 4, 50), rng.integers(0, 3, 70)
+    got = np.zeros(6 * 200, np.int64)
+    _hist.context_hist(sym[::2], np.ascontiguousarray(rc[::2]), cc, 200, got)
+    want = np.bincount(((rc[::2, None] + cc[None, :]) * 200 + sym[::2].astype(np.int64)).ravel(), minlength=6 * 200)
+    np.testing.assert_array_equal(got, want)
+    rs, cs = np.empty(25, np.int64), np.empty(70, np.int64)
+    _hist.axis_sums(sym[::2], rs, cs)
+    np.testing.assert_array_equal(rs, sym[::2].sum(axis=1, dtype=np.int64))
+    np.testing.assert_array_equal(cs, sym[::2].sum(axis=0, dtype=np.int64))

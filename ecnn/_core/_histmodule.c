@@ -1,7 +1,7 @@
 /* ecnn._core._hist: the CPython binding of hist.c, the encoder's histograms and table choices.
  *
  * counts(values, lo, hist): hist[v - lo] += 1 for the values of any integer array.
- * axis_sums(sym, row_sums, col_sums): row and column sums of a 2-D int32 array (rows may be strided).
+ * axis_sums(sym, row_sums, col_sums): row and column sums of a 2-D uint8/uint16/int32 array (rows may be strided).
  * context_hist(sym, rclass, cclass, nsym, hist): hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1.
  * entropy(hist) -> float: the empirical entropy in bits of each row of a 2-D int64 histogram, summed.
  * merge(hist, weight, table_of): the tables of adjacent contexts (section 11.4) of a 2-D int64 histogram.
@@ -47,33 +47,46 @@ static int get_i64(PyObject *obj, Py_buffer *v, int writable, size_t *n, const c
     return 0;
 }
 
-/* A 2-D int32 array whose rows may lie any whole number of elements apart, each row contiguous. */
+/* A 2-D uint8, uint16 or int32 array (kind ECNN_HIST_U8, _U16, _I32) whose rows may lie any whole number
+ * of elements apart, each row contiguous. */
 typedef struct {
     Py_buffer view;
+    int kind;
     size_t rows, cols, stride;
-} mat32;
+} mat;
 
-static int get_mat32(PyObject *obj, mat32 *a)
+static int get_mat(PyObject *obj, mat *a)
 {
     if (PyObject_GetBuffer(obj, &a->view, PyBUF_STRIDES | PyBUF_FORMAT) < 0)
         return -1;
     Py_buffer *v = &a->view;
-    if (v->ndim != 2 || !is_int(v, 4) || ((uintptr_t)v->buf) % 4) {
-        PyErr_SetString(PyExc_TypeError, "sym must be an aligned, native 2-D int32 array");
+    const char *f = v->format ? v->format : "B";
+#if PY_BIG_ENDIAN
+    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
+        f++;
+#else
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+#endif
+    Py_ssize_t w = v->itemsize;
+    int uns = f[0] != '\0' && f[1] == '\0' && strchr("BHILQN", f[0]) != NULL;
+    a->kind = uns && w == 1 ? ECNN_HIST_U8 : uns && w == 2 ? ECNN_HIST_U16 : is_int(v, 4) ? ECNN_HIST_I32 : 0;
+    if (v->ndim != 2 || !a->kind || ((uintptr_t)v->buf) % (uintptr_t)w) {
+        PyErr_SetString(PyExc_TypeError, "sym must be an aligned, native 2-D uint8, uint16 or int32 array");
         goto fail;
     }
     a->rows = (size_t)v->shape[0];
     a->cols = (size_t)v->shape[1];
-    Py_ssize_t s0 = v->strides ? v->strides[0] : 4 * v->shape[1], s1 = v->strides ? v->strides[1] : 4;
-    if (a->rows > 1 && (s0 < 0 || s0 % 4 || (size_t)s0 / 4 < a->cols)) {
+    Py_ssize_t s0 = v->strides ? v->strides[0] : w * v->shape[1], s1 = v->strides ? v->strides[1] : w;
+    if (a->rows > 1 && (s0 < 0 || s0 % w || (size_t)(s0 / w) < a->cols)) {
         PyErr_SetString(PyExc_TypeError, "sym's rows must lie apart in increasing memory");
         goto fail;
     }
-    if (a->cols > 1 && s1 != 4) {
+    if (a->cols > 1 && s1 != w) {
         PyErr_SetString(PyExc_TypeError, "sym's rows must be contiguous");
         goto fail;
     }
-    a->stride = a->rows > 1 ? (size_t)s0 / 4 : a->cols;
+    a->stride = a->rows > 1 ? (size_t)(s0 / w) : a->cols;
     return 0;
 fail:
     PyBuffer_Release(&a->view);
@@ -140,10 +153,10 @@ static PyObject *axis_sums(PyObject *self, PyObject *args)
     PyObject *sym_o, *r_o, *c_o;
     if (!PyArg_ParseTuple(args, "OOO:axis_sums", &sym_o, &r_o, &c_o))
         return NULL;
-    mat32 a;
+    mat a;
     Py_buffer r, c;
     size_t nr, nc;
-    if (get_mat32(sym_o, &a) < 0)
+    if (get_mat(sym_o, &a) < 0)
         return NULL;
     if (get_i64(r_o, &r, 1, &nr, "row_sums") < 0) {
         PyBuffer_Release(&a.view);
@@ -157,7 +170,7 @@ static PyObject *axis_sums(PyObject *self, PyObject *args)
     int st = ECNN_HIST_SHAPE;
     if (nr == a.rows && nc == a.cols) {
         Py_BEGIN_ALLOW_THREADS
-        st = ecnn_hist_axis_sums((const int32_t *)a.view.buf, a.rows, a.cols, a.stride, (int64_t *)r.buf,
+        st = ecnn_hist_axis_sums(a.view.buf, a.kind, a.rows, a.cols, a.stride, (int64_t *)r.buf,
                                  (int64_t *)c.buf);
         Py_END_ALLOW_THREADS
     }
@@ -176,10 +189,10 @@ static PyObject *context_hist(PyObject *self, PyObject *args)
     Py_ssize_t nsym;
     if (!PyArg_ParseTuple(args, "OOOnO:context_hist", &sym_o, &r_o, &c_o, &nsym, &h_o))
         return NULL;
-    mat32 a;
+    mat a;
     Py_buffer r, c, h;
     size_t nr, nc, nh;
-    if (get_mat32(sym_o, &a) < 0)
+    if (get_mat(sym_o, &a) < 0)
         return NULL;
     if (get_i64(r_o, &r, 0, &nr, "rclass") < 0)
         goto fail_a;
@@ -190,7 +203,7 @@ static PyObject *context_hist(PyObject *self, PyObject *args)
     int st = ECNN_HIST_SHAPE;
     if (nr == a.rows && nc == a.cols && nsym > 0 && nh % (size_t)nsym == 0) {
         Py_BEGIN_ALLOW_THREADS
-        st = ecnn_hist_context((const int32_t *)a.view.buf, a.rows, a.cols, a.stride, (const int64_t *)r.buf,
+        st = ecnn_hist_context(a.view.buf, a.kind, a.rows, a.cols, a.stride, (const int64_t *)r.buf,
                                (const int64_t *)c.buf, (size_t)nsym, nh / (size_t)nsym, (int64_t *)h.buf);
         Py_END_ALLOW_THREADS
     }
@@ -310,10 +323,10 @@ static PyMethodDef module_methods[] = {
     {"counts", counts, METH_VARARGS,
      "counts(values, lo, hist)\n\nhist[v - lo] += 1 for every value of an integer array (any shape, C order)."},
     {"axis_sums", axis_sums, METH_VARARGS,
-     "axis_sums(sym, row_sums, col_sums)\n\nRow and column sums of a 2-D int32 array into int64 arrays."},
+     "axis_sums(sym, row_sums, col_sums)\n\nRow and column sums of a 2-D uint8/uint16/int32 array into int64 arrays."},
     {"context_hist", context_hist, METH_VARARGS,
      "context_hist(sym, rclass, cclass, nsym, hist)\n\n"
-     "hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1 for every element of a 2-D int32 array."},
+     "hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1 for every element of a 2-D uint8/uint16/int32 array."},
     {"entropy", entropy, METH_VARARGS,
      "entropy(hist) -> float\n\nThe empirical entropy in bits of the counts in each row of a 2-D int64 array, summed."},
     {"merge", merge, METH_VARARGS,

@@ -78,28 +78,83 @@ int ecnn_hist_counts(const void *v, int kind, size_t count, int64_t lo, size_t n
     return ECNN_HIST_OK;
 }
 
-int ecnn_hist_axis_sums(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, int64_t *row_sums,
+#define AXIS_LOOP(T)                                                   \
+    do {                                                               \
+        for (size_t i = 0; i < rows; i++) {                            \
+            const T *p = (const T *)sym + i * row_stride;              \
+            int64_t s = 0;                                             \
+            for (size_t j = 0; j < cols; j++) {                        \
+                s += p[j];                                             \
+                col_sums[j] += p[j];                                   \
+            }                                                          \
+            row_sums[i] = s;                                           \
+        }                                                              \
+    } while (0)
+
+int ecnn_hist_axis_sums(const void *sym, int kind, size_t rows, size_t cols, size_t row_stride, int64_t *row_sums,
                         int64_t *col_sums)
 {
     if (rows > ((size_t)1 << 32) || cols > ((size_t)1 << 32) || (rows > 1 && row_stride < cols))
         return ECNN_HIST_SHAPE;
     memset(col_sums, 0, cols * sizeof *col_sums);
-    for (size_t i = 0; i < rows; i++) {
-        const int32_t *p = sym + i * row_stride;
-        int64_t s = 0;
-        for (size_t j = 0; j < cols; j++) {
-            s += p[j];
-            col_sums[j] += p[j];
-        }
-        row_sums[i] = s;
+    switch (kind) {
+    case ECNN_HIST_U8: AXIS_LOOP(uint8_t); break;
+    case ECNN_HIST_U16: AXIS_LOOP(uint16_t); break;
+    case ECNN_HIST_I32: AXIS_LOOP(int32_t); break;
+    default: return ECNN_HIST_SHAPE;
     }
     return ECNN_HIST_OK;
 }
 
-int ecnn_hist_context(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, const int64_t *rclass,
+/* Counts of 32 bits (where they cannot overflow), four symbols a step with one range check for the four. */
+#define CONTEXT32_LOOP(T)                                                                              \
+    do {                                                                                               \
+        for (size_t i = 0; i < rows && st == ECNN_HIST_OK; i++) {                                      \
+            const T *p = (const T *)sym + i * row_stride;                                              \
+            uint32_t *h = h32 + (size_t)rclass[i] * nsym;                                              \
+            size_t j = 0;                                                                              \
+            for (; j + 4 <= cols; j += 4) {                                                            \
+                uint32_t a = (uint32_t)p[j], b = (uint32_t)p[j + 1], c = (uint32_t)p[j + 2], d = (uint32_t)p[j + 3]; \
+                if (a >= nsym || b >= nsym || c >= nsym || d >= nsym) {                                \
+                    st = ECNN_HIST_RANGE;                                                              \
+                    break;                                                                             \
+                }                                                                                      \
+                h[coff[j] + a]++;                                                                      \
+                h[coff[j + 1] + b]++;                                                                  \
+                h[coff[j + 2] + c]++;                                                                  \
+                h[coff[j + 3] + d]++;                                                                  \
+            }                                                                                          \
+            for (; j < cols && st == ECNN_HIST_OK; j++) {                                              \
+                uint32_t v = (uint32_t)p[j];                                                           \
+                if (v >= nsym)                                                                         \
+                    st = ECNN_HIST_RANGE;                                                              \
+                else                                                                                   \
+                    h[coff[j] + v]++;                                                                  \
+            }                                                                                          \
+        }                                                                                              \
+    } while (0)
+
+#define CONTEXT64_LOOP(T)                                                                              \
+    do {                                                                                               \
+        for (size_t i = 0; i < rows && st == ECNN_HIST_OK; i++) {                                      \
+            const T *p = (const T *)sym + i * row_stride;                                              \
+            int64_t *h = hist + (size_t)rclass[i] * nsym;                                              \
+            for (size_t j = 0; j < cols; j++) {                                                        \
+                uint32_t v = (uint32_t)p[j];                                                           \
+                if (v >= nsym) {                                                                       \
+                    st = ECNN_HIST_RANGE;                                                              \
+                    break;                                                                             \
+                }                                                                                      \
+                h[coff[j] + v]++;                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+    } while (0)
+
+int ecnn_hist_context(const void *sym, int kind, size_t rows, size_t cols, size_t row_stride, const int64_t *rclass,
                       const int64_t *cclass, size_t nsym, size_t nctx, int64_t *hist)
 {
-    if (nsym == 0 || nctx == 0 || nsym > SIZE_MAX / nctx || (rows > 1 && row_stride < cols))
+    if (nsym == 0 || nctx == 0 || nsym > SIZE_MAX / nctx || (rows > 1 && row_stride < cols) ||
+        (kind != ECNN_HIST_U8 && kind != ECNN_HIST_U16 && kind != ECNN_HIST_I32))
         return ECNN_HIST_SHAPE;
     if (rows == 0 || cols == 0)
         return ECNN_HIST_OK;
@@ -122,51 +177,24 @@ int ecnn_hist_context(const int32_t *sym, size_t rows, size_t cols, size_t row_s
     for (size_t j = 0; j < cols; j++)
         coff[j] = (size_t)cclass[j] * nsym;
     int st = ECNN_HIST_OK;
-    /* Counts of 32 bits where they cannot overflow and fit a few MiB (half the cache lines of int64),
-     * four symbols a step, with one range check for the four. */
+    /* 32-bit counts (half the cache lines) where they cannot overflow and take a few MiB at most. */
     uint32_t *h32 = NULL;
-    if (rows < ((size_t)1 << 32) / (cols ? cols : 1) && nctx * nsym <= ((size_t)1 << 20))
+    if (rows < ((size_t)1 << 32) / cols && nctx * nsym <= ((size_t)1 << 20))
         h32 = calloc(nctx * nsym, sizeof *h32);
     if (h32) {
-        for (size_t i = 0; i < rows && st == ECNN_HIST_OK; i++) {
-            const int32_t *p = sym + i * row_stride;
-            uint32_t *h = h32 + (size_t)rclass[i] * nsym;
-            size_t j = 0;
-            for (; j + 4 <= cols; j += 4) {
-                uint32_t a = (uint32_t)p[j], b = (uint32_t)p[j + 1], c = (uint32_t)p[j + 2], d = (uint32_t)p[j + 3];
-                if (a >= nsym || b >= nsym || c >= nsym || d >= nsym) {
-                    st = ECNN_HIST_RANGE;
-                    break;
-                }
-                h[coff[j] + a]++;
-                h[coff[j + 1] + b]++;
-                h[coff[j + 2] + c]++;
-                h[coff[j + 3] + d]++;
-            }
-            for (; j < cols && st == ECNN_HIST_OK; j++) {
-                uint32_t s = (uint32_t)p[j];
-                if (s >= nsym)
-                    st = ECNN_HIST_RANGE;
-                else
-                    h[coff[j] + s]++;
-            }
+        switch (kind) {
+        case ECNN_HIST_U8: CONTEXT32_LOOP(uint8_t); break;
+        case ECNN_HIST_U16: CONTEXT32_LOOP(uint16_t); break;
+        default: CONTEXT32_LOOP(int32_t); break;
         }
         for (size_t i = 0; i < nctx * nsym; i++) /* added even after a symbol out of range: a partial count */
             hist[i] += h32[i];
         free(h32);
-        free(coff);
-        return st;
-    }
-    for (size_t i = 0; i < rows && st == ECNN_HIST_OK; i++) {
-        const int32_t *p = sym + i * row_stride;
-        int64_t *h = hist + (size_t)rclass[i] * nsym;
-        for (size_t j = 0; j < cols; j++) {
-            uint32_t s = (uint32_t)p[j];
-            if (s >= nsym) {
-                st = ECNN_HIST_RANGE;
-                break;
-            }
-            h[coff[j] + s]++;
+    } else {
+        switch (kind) {
+        case ECNN_HIST_U8: CONTEXT64_LOOP(uint8_t); break;
+        case ECNN_HIST_U16: CONTEXT64_LOOP(uint16_t); break;
+        default: CONTEXT64_LOOP(int32_t); break;
         }
     }
     free(coff);

@@ -33,14 +33,15 @@ enum { ECNN_HIST_U8 = 1, ECNN_HIST_U16 = 2, ECNN_HIST_U32 = 4, ECNN_HIST_U64 = 8
  * ECNN_HIST_RANGE for a value outside lo..lo + nsym - 1 (hist then holds a partial count). */
 int ecnn_hist_counts(const void *v, int kind, size_t count, int64_t lo, size_t nsym, int64_t *hist);
 
-/* Row and column sums of a rows x cols array of int32 whose rows start row_stride elements apart. */
-int ecnn_hist_axis_sums(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, int64_t *row_sums,
+/* Row and column sums of a rows x cols array of uint8, uint16 or int32 (kind ECNN_HIST_U8, _U16 or _I32)
+ * whose rows start row_stride elements apart. */
+int ecnn_hist_axis_sums(const void *sym, int kind, size_t rows, size_t cols, size_t row_stride, int64_t *row_sums,
                         int64_t *col_sums);
 
-/* hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1 for every element of the array (as above), hist
+/* hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1 for every element of an array as above, hist
  * holding nctx * nsym counts. ECNN_HIST_RANGE, before counting anything, for a class pair outside
  * 0..nctx-1 or a negative class; after, for a symbol outside 0..nsym-1 (hist then holds a partial count). */
-int ecnn_hist_context(const int32_t *sym, size_t rows, size_t cols, size_t row_stride, const int64_t *rclass,
+int ecnn_hist_context(const void *sym, int kind, size_t rows, size_t cols, size_t row_stride, const int64_t *rclass,
                       const int64_t *cclass, size_t nsym, size_t nctx, int64_t *hist);
 
 /* The empirical entropy in bits of the counts in each row of the k x nsym counts, summed over the rows

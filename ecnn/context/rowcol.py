@@ -131,15 +131,16 @@ class Scales:
         return self._fine[axis] // (MAX_CLASSES // n)
 
 
-def _int32(sym: np.ndarray) -> np.ndarray:
-    return sym if sym.dtype == np.int32 else sym.astype(np.int32)
+def _native(sym: np.ndarray) -> np.ndarray:
+    """Symbol indices as the compiled counts read them: uint8, uint16 or int32 as they are, others as int32."""
+    return sym if sym.dtype in (np.uint8, np.uint16, np.int32) else sym.astype(np.int32)
 
 
 def scales_of(sym: np.ndarray, values: np.ndarray | None) -> Scales:
     """The :class:`Scales` of a ``(rows, cols)`` array of indices for :func:`plan` (see there)."""
     rows, cols = sym.shape
     rs, cs = np.empty(rows, np.int64), np.empty(cols, np.int64)
-    _hist.axis_sums(_int32(sym), rs, cs)
+    _hist.axis_sums(_native(sym), rs, cs)
     neg = nnz = 0
     if values is not None:
         nnz = int(np.count_nonzero(values))
@@ -159,7 +160,7 @@ def cell_entropy_bits(sym: np.ndarray, nsym: int) -> float:
     sc = scales_of(sym, None)
     fine = MAX_CLASSES
     hist = np.zeros((fine * fine, nsym), np.int64)
-    _hist.context_hist(_int32(sym), sc.classes(0, fine) * fine, sc.classes(1, fine), nsym, hist)
+    _hist.context_hist(_native(sym), sc.classes(0, fine) * fine, sc.classes(1, fine), nsym, hist)
     return entropy_bits(hist)
 
 
@@ -206,7 +207,7 @@ def context_counts(
     sc = scales if scales is not None else scales_of(sym, values)
     rclass, cclass = sc.classes(0, nrc), sc.classes(1, ncc)
     hist = np.zeros((nctx, nsym), np.int64)
-    _hist.context_hist(_int32(sym), rclass, cclass, nsym, hist)
+    _hist.context_hist(_native(sym), rclass, cclass, nsym, hist)
     sign_fit = None
     least = weight * entropy_bits(hist)
     if values is not None:

@@ -123,7 +123,12 @@ def choose(
     best = cand("raw", 8.0 * v.size * w, None, "raw", width=w, signed=sg)
     nsym = hi - lo + 1
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
-        indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64, copy=False) - lo).astype(np.int32)
+        if v.dtype.kind == "u" and v.dtype.itemsize <= 2:  # bytes and 16-bit words stay as they are
+            indices = v - v.dtype.type(lo) if lo else v
+        elif v.dtype.kind == "u":
+            indices = (v - v.dtype.type(lo)).astype(np.int32)
+        else:
+            indices = (v.astype(np.int64, copy=False) - lo).astype(np.int32)
         fit, bits = rate.order0_bits(order0.histogram(indices, nsym), v.size, chunk)
         if contexts:
             c = cand("ctx0", bits + 8.0 * ctx.order0_header_bytes(lo, nsym, chunk), (indices, fit), "ctx")
