@@ -113,7 +113,8 @@ def head_stream(
     packed_bytes = packed_cost(heads.size, hb)
     nsym = hi - lo + 1
     if nsym <= blocks.MAX_NSYM:
-        sym = np.subtract(heads, lo, dtype=np.int32, casting="unsafe").reshape(rows, -1)  # heads < 2^31
+        h32 = heads.view(np.int32) if heads.dtype == np.uint32 else heads.astype(np.int32)  # heads < 2^31
+        sym = (h32 - lo).reshape(rows, -1)
         p, bits = plan_blocks(sym, nsym, chunk, effort)
         if bits < 8.0 * packed_bytes:
             crows = categorical.chunk_rows_for(rows, sym.shape[1], block_chunk)
