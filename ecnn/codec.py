@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 
 
 def _exact(arr: np.ndarray, dt: DType, cfg: EncodeConfig, own: bool = True) -> list:
-    """Candidates for a tensor stored exactly: raw, byte planes, ``fields``, and with
-    ``own`` the type's own (integers, or a float codebook). Unless the effort policy
-    says ``planes_with_fields``, matrices where ``fields`` applies skip the byte
-    planes, which seldom win there."""
+    """Candidates for a tensor stored exactly, in the order that breaks ties: raw, byte
+    planes, with ``own`` the type's own (integers, or a float codebook), and ``fields``.
+    Unless the effort policy says ``planes_with_fields``, matrices where ``fields``
+    applies skip the byte planes, which seldom win there. ``fields`` is built first
+    where it applies, and the others are told its cost (a bound they may give up at)."""
     fields_ok = reprs.fields.applies(dt) and cfg.format_minor >= 1
     names = ["raw"]
     if cfg.policy.planes_with_fields or arr.ndim < 2 or not fields_ok:
@@ -47,8 +48,11 @@ def _exact(arr: np.ndarray, dt: DType, cfg: EncodeConfig, own: bool = True) -> l
     if own:
         names.append("int" if not dt.is_float else "codebook")
     names.append("fields")
-    cands = (reprs.REPRS[n].encode(arr, dt, cfg) for n in names)
-    return [c for c in cands if c is not None]
+    got = {"fields": reprs.REPRS["fields"].encode(arr, dt, cfg)}
+    bound = cost(got["fields"]) if got["fields"] is not None else None
+    for n in names[:-1]:
+        got[n] = reprs.REPRS[n].encode(arr, dt, cfg, bound=bound)
+    return [got[n] for n in names if got[n] is not None]
 
 
 def cost(cand) -> int:

@@ -155,19 +155,33 @@ def row_codes(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
     return np.where(row_max > 0, codes, 0).astype(np.int64)
 
 
+_QUANTIZE_BLOCK = 1 << 16  # elements quantized at a time: binary64 temporaries that stay in cache
+
+
 def quantize_rows(values: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:
-    """Integer symbols with a step per row (first dimension); see :func:`quantize`."""
-    x = to_float(values, dtype).astype(np.float64, copy=False).reshape(values.shape[0], -1)
-    if x.size and not np.isfinite(x).all():
+    """Integer symbols with a step per row (first dimension); see :func:`quantize`.
+
+    Works through blocks of rows (the same operations, element by element, as on the whole).
+    """
+    v = values.reshape(values.shape[0], -1)
+    rows, cols = v.shape
+    if v.size and not all(np.isfinite(to_float(v[a : a + 4096], dtype)).all() for a in range(0, rows, 4096)):
         raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
     s = row_steps(step, codes, dtype).astype(np.float64)
     if not (s > 0).all():
         raise InvalidOption("a row step underflows to zero")
-    q = np.rint(x / s[:, None])
     qmax_ = qmax(dtype)
-    if q.size and np.max(np.abs(q)) > qmax_:
-        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax_})")
-    return q.astype(np.int32).reshape(values.shape)
+    out = np.empty((rows, cols), np.int32)
+    step_rows = max(1, _QUANTIZE_BLOCK // max(cols, 1))
+    for a in range(0, rows, step_rows):
+        b = min(rows, a + step_rows)
+        x = to_float(v[a:b], dtype).astype(np.float64)
+        np.divide(x, s[a:b, None], out=x)
+        np.rint(x, out=x)
+        if x.size and np.max(np.abs(x)) > qmax_:
+            raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax_})")
+        out[a:b] = x
+    return out.reshape(values.shape)
 
 
 def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:

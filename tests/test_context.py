@@ -199,3 +199,68 @@ def test_order0_fit_in_a_forked_child_never_waits_on_the_parents_lock():
             pytest.fail("the child waited on the parent's lock")
         time.sleep(0.01)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _fit_in_numpy(hist):
+    """spec/CODING.md section 11.5 in numpy: the counts, stored bytes and symbol bits of the chosen table."""
+    cands = []
+    total = int(hist.sum())
+    for r in (4, 6, 8, 10, 12, 14, 16, 18, 20):
+        if total <= 1 << r:
+            counts = hist.copy()
+        else:
+            c = np.rint(hist.astype(np.float64) * ((1 << r) / total)).astype(np.int64)
+            counts = np.where(hist > 0, np.maximum(c, 1), 0)
+        cands.append((counts, 1 + int(varint.varint_sizes(counts).sum())))
+        if total <= 1 << r:
+            break
+    for m in (1, 2, 3):
+        codes = tables.log_codes(hist, m)
+        cands.append((tables.code_to_count(codes, m), tables.log_table_bytes(codes)))
+    seen, kept = set(), []
+    for counts, nbytes in cands:
+        if counts.tobytes() not in seen:
+            seen.add(counts.tobytes())
+            kept.append((counts, nbytes))
+    used = hist > 0
+    bits = [float(tables.probabilities_bits(tables.expand(c)[used]) @ hist[used].astype(np.float64)) for c, _ in kept]
+    totals = [8.0 * nb + b for (_, nb), b in zip(kept, bits)]
+    k = int(np.argmin(totals))
+    return kept[k][0], kept[k][1], bits[k]
+
+
+def test_fit_is_the_spec_rule():
+    """The compiled fit chooses the table that the rule of section 11.5, written plainly, chooses."""
+    rng = np.random.default_rng(11)
+    for _ in range(400):
+        n = int(rng.integers(2, 700))
+        top = int(rng.choice([2, 3, 100, 10**4, 10**6, 10**9, 10**11]))  # the last two scale the log codes down
+        hist = (rng.integers(0, top, n) * (rng.random(n) < rng.random())).astype(np.int64)
+        hist[int(rng.integers(n))] += 1
+        counts, nbytes, bits = _fit_in_numpy(hist)
+        fit = order0._fit(hist)
+        np.testing.assert_array_equal(fit.counts, counts)
+        assert fit.table_bytes == nbytes and fit.symbol_bits == pytest.approx(bits, rel=1e-12)
+
+
+@pytest.mark.parametrize("hist", [[5], [0, 0, 0], [3, -1, 2]])
+def test_fit_rejects_what_makes_no_table(hist):
+    with pytest.raises(ValueError):
+        order0.fit(np.array(hist, np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int32, np.int64, np.uint64])
+def test_histogram_counts_any_integer_type(dtype):
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    n = min(300, int(info.max) - int(info.min) + 1)
+    for lo in (int(info.min), min(int(info.max), (1 << 63) - 1) - n + 1):  # lo is an int64
+        idx = rng.integers(0, n, 5000)
+        idx[:2] = [0, n - 1]
+        v = (np.array(idx, dtype=object) + lo).astype(dtype)
+        np.testing.assert_array_equal(order0.histogram(v, n, lo), np.bincount(idx, minlength=n))
+        with pytest.raises(ValueError):
+            order0.histogram(v, n - 1, lo)  # the largest value is outside
+        if lo > int(info.min):
+            with pytest.raises(ValueError):
+                order0.histogram(v, n, lo + 1)  # the smallest value is outside

@@ -158,7 +158,7 @@ def test_head_search_stops_once_the_estimate_grows():
     real = select_floats.estimate_head_bits
 
     def counting(*args):
-        calls.append(args[3])
+        calls.append(args[3])  # k
         return real(*args)
 
     select_floats.estimate_head_bits = counting
@@ -169,8 +169,11 @@ def test_head_search_stops_once_the_estimate_grows():
         k_fast = select_floats.choose_head(u, e_bits, m_bits, "fast")
     finally:
         select_floats.estimate_head_bits = real
-    assert n_best == floats.MAX_HEAD_MANTISSA + 1
-    assert len(calls) < n_best and k_fast == k_best
+    assert 1 <= n_best <= floats.MAX_HEAD_MANTISSA + 1  # "best" skips the k that cannot win
+    assert 3 <= len(calls) < floats.MAX_HEAD_MANTISSA + 1 and k_fast == k_best
+    widest = select_floats.head_histogram(u, e_bits, m_bits, 8)
+    every = [real(widest.reshape(-1, 1 << (8 - k)).sum(axis=1), e_bits, m_bits, k) for k in range(9)]
+    assert k_best == int(np.argmin(every))
 
 
 def test_cli_effort(tmp_path, capsys):

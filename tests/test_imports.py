@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "ecnn._core": set(),  # the compiled core: C loops behind a thin binding, no ecnn imports
     # The stages, in the order data flows. No torch up to and including ecnn.parallel.
     "ecnn.quantize": BASE,
-    "ecnn.context": {"ecnn.errors"},
+    "ecnn.context": {"ecnn.errors", "ecnn._core"},  # fits and merges tables with compiled loops
     "ecnn.coder": {"ecnn.errors", "ecnn.context", "ecnn._core"},  # coders code; who runs them on which thread is not theirs
     "ecnn.select": BASE | {"ecnn.context", "ecnn.coder"},  # choosing the model and coder of a stream
     "ecnn.rate": BASE | {"ecnn.quantize", "ecnn.context", "ecnn.coder", "ecnn.select"},  # the rate estimator

@@ -97,6 +97,66 @@ def test_packed_spec_examples():
     assert packed.pack_groups(np.array([5, 1, 2, 0], np.uint64), np.array([3, 2]), 2) == bytes.fromhex("0d02")
 
 
+def _split_in_numpy(u, e_bits, m_bits, k, rows):
+    """spec/CODING.md section 4.9, written plainly on Python integers."""
+    width, r = 1 + e_bits + m_bits, m_bits - k
+    vals = [int(x) for x in u]
+    cols = len(vals) // rows
+    tails = [x & ((1 << r) - 1) for x in vals]
+    shifts = []
+    for i in range(rows):
+        any_ = 0
+        for t in tails[i * cols : (i + 1) * cols]:
+            any_ |= t
+        shifts.append(r if any_ == 0 else (any_ & -any_).bit_length() - 1)
+    signs = [x >> (width - 1) for x in vals]
+    heads = [(x >> r) & ((1 << (e_bits + k)) - 1) for x in vals]
+    return signs, heads, shifts, [t >> shifts[j // cols] for j, t in enumerate(tails)]
+
+
+@pytest.mark.parametrize("dtype", sorted(floats.LAYOUT))
+def test_split_cuts_every_bit_pattern_as_the_spec_says(dtype):
+    e_bits, m_bits = floats.layout(dtype)
+    rows, cols = 6, 7
+    arr = _patterns(dtype, rows * cols, 5).reshape(rows, cols)
+    u = floats.bit_patterns(arr).copy()
+    u[2] &= u.dtype.type(~((1 << (m_bits // 2)) - 1) & ((1 << (8 * u.itemsize)) - 1))  # a row of shared zero bits
+    u[4] &= u.dtype.type(~((1 << m_bits) - 1) & ((1 << (8 * u.itemsize)) - 1))  # a row with no tail bits
+    for k in range(0, min(m_bits, floats.MAX_HEAD_MANTISSA) + 1):
+        got = floats.split(u, e_bits, m_bits, k, rows)
+        assert [g.dtype for g in got] == [np.uint8, np.uint32, np.int64, u.dtype]
+        want = _split_in_numpy(u, e_bits, m_bits, k, rows)
+        for g, w in zip(got, want):
+            assert g.tolist() == w
+
+
+def test_head_histograms_fold_into_narrower_heads():
+    from ecnn.select import floats as select_floats
+
+    u = floats.bit_patterns(_patterns("float32", 5000, 3))
+    widest = select_floats.head_histogram(u, 8, 23, 8)
+    for k in range(9):
+        folded = widest.reshape(-1, 1 << (8 - k)).sum(axis=1)
+        np.testing.assert_array_equal(folded, select_floats.head_histogram(u, 8, 23, k))
+
+
+def test_split_and_pack_check_their_arrays():
+    from ecnn._core import _bits
+
+    u = np.arange(12, dtype=np.uint32)
+    out = (np.empty(12, np.uint8), np.empty(12, np.uint32), np.empty(12, np.uint32), np.empty(3, np.int64))
+    with pytest.raises(ValueError):
+        _bits.split(u, 8, 22, 2, *out)  # 1 + 8 + 22 bits is not a 32-bit type
+    with pytest.raises(ValueError):
+        _bits.split(u, 8, 23, 2, out[0], out[1], out[2], np.empty(5, np.int64))  # 12 elements in 5 rows
+    with pytest.raises(TypeError):
+        _bits.split(u.astype(np.int32), 8, 23, 2, *out)
+    with pytest.raises(ValueError):
+        _bits.pack(u, 65)
+    with pytest.raises(TypeError):
+        _bits.pack(u.astype(np.float32), 3)
+
+
 # --- fields: bit exactness ----------------------------------------------------
 
 
@@ -196,6 +256,22 @@ def test_lossless_picks_fields_and_beats_planes(dtype):
     mine = rec.length + len(msgpack.packb(rec.repr)) + len(msgpack.packb(rec.streams))
     assert mine < planes
     assert _decode(data)["w"].tobytes() == a.tobytes()
+
+
+def test_planes_give_up_only_where_their_estimate_cannot_win():
+    from ecnn import codec
+    from ecnn.repr import base
+    from ecnn.repr import planes as planes_repr
+
+    rng = np.random.default_rng(8)
+    a = (rng.standard_normal((96, 256)) * rng.uniform(0.01, 0.1, size=(96, 1))).astype(np.float32)
+    dt, cfg = dtypes.get("float32"), EncodeConfig(lossless=True)
+    full = planes_repr.encode(a, dt, cfg)
+    cost = codec.cost(full)
+    # within the estimator's margin the planes are built, byte for byte as without a bound
+    assert planes_repr.encode(a, dt, cfg, bound=int(cost * (1 - base.ESTIMATE_MARGIN / 4))) == full
+    assert planes_repr.encode(a, dt, cfg, bound=10 * cost) == full
+    assert planes_repr.encode(a, dt, cfg, bound=int(cost * 0.99)) is None
 
 
 @settings(max_examples=25, deadline=None)
@@ -442,3 +518,28 @@ def test_fields_chunks_on_worker_threads(monkeypatch, splits):
         damaged = p2[:start] + varint.encode(sizes[:-1] + [sizes[-1] + 2]) + p2[end:] + bytes(8)
         with pytest.raises(CorruptPayload, match="left over"):
             fields.decode("t", rep, parts[:2] + [(dict(d2, length=len(damaged)), damaged)] + parts[3:], a.shape, dt)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+def test_head_choice_is_the_cheapest_estimate(dtype):
+    from ecnn.select import floats as select_floats
+
+    e_bits, m_bits = floats.layout(dtype)
+    top = min(m_bits, floats.MAX_HEAD_MANTISSA)
+    rng = np.random.default_rng(len(dtype))
+    for spread in (0.01, 1.0, 30.0):
+        x = rng.standard_normal((64, 96)) * np.exp(rng.standard_normal((64, 1)) * spread)
+        u = floats.bit_patterns(_patterns(dtype, 10, 1) if spread > 10 else x.astype(dtypes.get(dtype).storage if dtype != "bfloat16" else np.float32))
+        if dtype == "bfloat16" and spread <= 10:
+            u = (u >> 16).astype(np.uint16)
+        widest = select_floats.head_histogram(u, e_bits, m_bits, top)
+        every = [select_floats.estimate_head_bits(widest.reshape(-1, 1 << (top - k)).sum(axis=1), e_bits, m_bits, k) for k in range(top + 1)]
+        assert select_floats.choose_head(u, e_bits, m_bits) == int(np.argmin(every))
+
+
+@pytest.mark.parametrize("count, width", [(1, 1), (7, 3), (8, 13), (1001, 19), (5, 64)])
+def test_packed_cost_is_the_cost_of_the_packed_stream(count, width):
+    from ecnn.select import floats as select_floats
+
+    values = np.random.default_rng(count).integers(0, 1 << min(width, 62), count).astype(np.uint64)
+    assert select_floats.packed_cost(count, width) == select_floats.desc_cost(*select_floats.packed_stream(values, width))

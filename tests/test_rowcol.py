@@ -16,6 +16,8 @@ import ecnn.numpy as en
 from ecnn import select
 from ecnn.coder import streams
 from ecnn.select import classes
+from ecnn._core import _hist
+from ecnn.context import order0
 from ecnn.context import rowcol as ctx
 from ecnn.errors import CorruptPayload, InvalidField
 from ref_range_decoder import RangeDecoder, cdf_from_freqs
@@ -91,7 +93,7 @@ def test_merge_contexts_groups_adjacent_contexts():
 
 
 def _table_cost_in_floats(hist):
-    """The encoder's merge cost, computed plainly in float64."""
+    """The encoder's merge cost (ecnn.context.rowcol.merge_contexts), computed plainly in float64."""
     h = hist.astype(np.float64)
     n = h.sum(axis=-1)
     ent = n * np.log2(np.maximum(n, 1.0)) - (h * np.log2(np.maximum(h, 1.0))).sum(axis=-1)
@@ -100,22 +102,41 @@ def _table_cost_in_floats(hist):
     return ent * 1.01 + table + 8.0
 
 
-@pytest.mark.parametrize("top", [3, 300, 1 << 19, 1 << 24])  # small counts from the table, large ones computed
-def test_table_cost_is_the_float_formula_exactly(top):
+def _merge_in_floats(hist):
+    """The dynamic programme of merge_contexts over the plain float64 costs: the table of each context."""
+    k = hist.shape[0]
+    cum = np.concatenate([np.zeros((1, hist.shape[1]), np.int64), np.cumsum(hist, axis=0)])
+    best, back = np.zeros(k + 1), np.zeros(k + 1, np.int64)
+    for b in range(1, k + 1):
+        c = best[:b] + _table_cost_in_floats(cum[b] - cum[:b])
+        back[b] = int(np.argmin(c))  # the first of equal ones
+        best[b] = c[back[b]]
+    starts, b = [], k
+    while b > 0:
+        starts.append(back[b])
+        b = back[b]
+    return np.searchsorted(np.array(sorted(starts)), np.arange(k), side="right") - 1
+
+
+@pytest.mark.parametrize("top", [3, 300, 1 << 17, 1 << 24])  # small counts from the table, large ones computed
+def test_merges_follow_the_float_formula(top):
     rng = np.random.default_rng(top)
-    hist = rng.integers(0, top, (200, 37)) * (rng.random((200, 37)) < 0.6)
-    hist[0] = 0
-    hist[1, :] = 0
-    hist[1, :3] = [127, 128, 1]  # a total below 1024: counts of 128 and more take 2 bytes
-    np.testing.assert_array_equal(ctx._table_cost_bits(hist), _table_cost_in_floats(hist))
+    for k, nsym in ((1, 5), (7, 37), (40, 37), (127, 9)):
+        hist = rng.integers(0, top, (k, nsym)) * (rng.random((k, nsym)) < rng.random((k, 1)))
+        hist[min(1, k - 1)] = 0  # an empty context
+        if k > 3:
+            hist[2, :] = 0
+            hist[2, :3] = [127, 128, 1]  # a total below 1024: counts of 128 and more take 2 bytes
+        for weight in (1, 3):
+            np.testing.assert_array_equal(ctx.merge_contexts(hist, weight), _merge_in_floats(hist * weight))
 
 
-def test_least_count_is_the_first_count_that_scales_to_two_bytes():
-    big = np.random.default_rng(1).integers(20000, 1 << 40, 20000)
-    totals = np.concatenate([np.arange(1, 20000), big]).astype(np.float64)
-    scale = np.minimum(1.0, 1024.0 / totals)
-    c = ctx._least_count(scale)
-    assert np.all(c * scale >= 127.5) and np.all((c - 1) * scale < 127.5)
+def test_merge_rejects_negative_counts_and_bad_shapes():
+    with pytest.raises(ValueError):
+        ctx.merge_contexts(np.array([[1, -1], [2, 2]]))
+    with pytest.raises(ValueError):
+        ctx.merge_contexts(np.ones((2, 2), np.int64), 0)
+    assert ctx.merge_contexts(np.zeros((0, 3), np.int64)).size == 0
 
 
 def test_bad_table_map_is_corrupt_payload():
@@ -282,7 +303,8 @@ def test_reference_decoder_agrees(signed):
 
 @pytest.mark.parametrize("shape", [(300, 200), (64, 48), (20, 600), (1000, 7)])
 @pytest.mark.parametrize("signed", [True, False])
-def test_plans_from_the_grid_equal_plans_from_the_array(shape, signed):
+def test_plans_count_the_contexts_of_every_element(shape, signed):
+    """The compiled histogram and sums give the plan that plain numpy counts give; strided samples too."""
     rng = np.random.default_rng(sum(shape))
     r, c = shape
     scale = np.exp(rng.standard_normal(r) * 0.7)[:, None] * np.exp(rng.standard_normal(c) * 0.7)[None, :] * 3
@@ -290,22 +312,78 @@ def test_plans_from_the_grid_equal_plans_from_the_array(shape, signed):
     mag = np.abs(vals).astype(np.int32)
     values = vals if signed else None
     n = int(mag.max()) + 1
-    g = ctx.grid(mag, n, values)
-    assert g is not None and g.counts.sum() == mag.size
-    used = 0
-    for nrc, ncc in classes.ROWCOL_CLASSES + ((2, 64), (3, 5)):
-        nrc, ncc = min(nrc, r), min(ncc, c)
-        used += 64 % nrc == 0 and 64 % ncc == 0
-        for weight in (1, 3):
-            a = ctx.plan(mag, n, values, nrc, ncc, weight)
-            b = ctx.plan(mag, n, values, nrc, ncc, weight, g)
-            assert a.bits == b.bits
-            for x, y in ((a.table_of, b.table_of), (a.rclass, b.rclass), (a.cclass, b.cclass)):
-                np.testing.assert_array_equal(x, y)
-            assert [f.counts.tolist() for f in a.fits] == [f.counts.tolist() for f in b.fits]
-            assert (a.sign_fit is None) == (b.sign_fit is None)
-    assert used >= 2  # the grid path was taken
+    for stride in (1, 3):
+        m, v = mag[::stride], None if values is None else values[::stride]
+        sc = ctx.scales_of(m, v)
+        np.testing.assert_array_equal(sc.rows, m.sum(axis=1, dtype=np.int64) / m.shape[1] + 0.5)
+        np.testing.assert_array_equal(sc.cols, m.sum(axis=0, dtype=np.int64) / m.shape[0] + 0.5)
+        for nrc, ncc in classes.ROWCOL_CLASSES + ((2, 64), (3, 5)):
+            nrc, ncc = min(nrc, m.shape[0]), min(ncc, c)
+            a = ctx.plan(m, n, v, nrc, ncc, stride)
+            assert ctx.plan(m, n, v, nrc, ncc, stride, sc).bits == a.bits
+            cx = a.rclass[:, None] + a.cclass[None, :]
+            hist = np.bincount((cx * n + m).ravel(), minlength=(nrc + ncc - 1) * n).reshape(-1, n) * stride
+            np.testing.assert_array_equal(a.table_of, ctx.merge_contexts(hist))
+            tables = [hist[a.table_of == t].sum(axis=0) for t in range(len(a.fits))]
+            assert [f.counts.tolist() for f in a.fits] == [order0.fit(h).counts.tolist() for h in tables]
+            assert (a.sign_fit is None) == (not signed)
 
 
-def test_no_grid_for_large_alphabets():
-    assert ctx.grid(np.zeros((4, 4), np.int32), 4096, None) is None
+def test_context_hist_checks_its_inputs():
+    sym = np.arange(12, dtype=np.int32).reshape(3, 4) % 5
+    h = np.zeros(3 * 5, np.int64)
+    _hist.context_hist(sym, np.array([0, 1, 0]), np.array([0, 0, 1, 1]), 5, h)
+    assert h.sum() == 12
+    with pytest.raises(ValueError):  # a symbol outside 0..nsym-1
+        _hist.context_hist(sym, np.array([0, 1, 0]), np.array([0, 0, 1, 1]), 4, np.zeros(12, np.int64))
+    with pytest.raises(ValueError):  # a context outside the histogram
+        _hist.context_hist(sym, np.array([0, 2, 0]), np.array([0, 0, 1, 1]), 5, h)
+    with pytest.raises(ValueError):  # a negative class
+        _hist.context_hist(sym, np.array([0, -1, 0]), np.array([0, 0, 1, 1]), 5, h)
+    with pytest.raises(TypeError):  # columns not contiguous
+        _hist.context_hist(sym[:, ::2], np.array([0, 1, 0]), np.array([0, 0]), 5, h)
+    with pytest.raises(TypeError):
+        _hist.context_hist(sym.astype(np.int64), np.array([0, 1, 0]), np.array([0, 0, 1, 1]), 5, h)
+
+
+@pytest.mark.parametrize("nsym", [2, 9])
+def test_cell_entropy_bounds_every_plan_from_below(nsym):
+    rng = np.random.default_rng(nsym)
+    scale = np.exp(rng.standard_normal(150) * 0.5)[:, None] * np.exp(rng.standard_normal(90) * 0.5)[None, :]
+    sym = np.minimum(rng.exponential(scale * nsym / 4), nsym - 1).astype(np.int32)
+    least = ctx.cell_entropy_bits(sym, nsym)
+    assert least > 0
+    for nrc, ncc in classes.ROWCOL_CLASSES + ((1, 1), (2, 4)):
+        p = ctx.plan(sym, nsym, None, nrc, ncc)
+        assert sum(f.symbol_bits for f in p.fits) >= least
+    assert order0.fit(np.bincount(sym.ravel(), minlength=nsym)).symbol_bits >= least
+
+
+def test_classes_divide_down_from_the_finest_and_entropy_is_the_plain_sum():
+    rng = np.random.default_rng(9)
+    for scale in (np.exp(rng.standard_normal(500) * 2), np.full(40, 3.0), rng.integers(1, 5, 300) + 0.5):
+        sc = ctx.Scales(scale, scale[:7], 0, 0)
+        for n in (1, 2, 3, 4, 5, 8, 16, 32, 64):
+            np.testing.assert_array_equal(sc.classes(0, n), ctx.classes(scale, n))
+            np.testing.assert_array_equal(sc.classes(1, n), ctx.classes(scale[:7], n))
+    hist = rng.integers(0, 1 << 18, (9, 33)) * (rng.random((9, 33)) < 0.5)
+    hist[3] = 0
+    h = hist.astype(np.float64)
+    n = h.sum(axis=1)
+    plain = (n * np.log2(np.maximum(n, 1.0))).sum() - (h * np.log2(np.maximum(h, 1.0))).sum()
+    assert ctx.entropy_bits(hist) == pytest.approx(plain, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_context_counts_read_bytes_words_and_int32_alike(dtype):
+    rng = np.random.default_rng(2)
+    sym = rng.integers(0, 200, (50, 70)).astype(dtype)
+    rc, cc = rng.integers(0, 4, 50), rng.integers(0, 3, 70)
+    got = np.zeros(6 * 200, np.int64)
+    _hist.context_hist(sym[::2], np.ascontiguousarray(rc[::2]), cc, 200, got)
+    want = np.bincount(((rc[::2, None] + cc[None, :]) * 200 + sym[::2].astype(np.int64)).ravel(), minlength=6 * 200)
+    np.testing.assert_array_equal(got, want)
+    rs, cs = np.empty(25, np.int64), np.empty(70, np.int64)
+    _hist.axis_sums(sym[::2], rs, cs)
+    np.testing.assert_array_equal(rs, sym[::2].sum(axis=1, dtype=np.int64))
+    np.testing.assert_array_equal(cs, sym[::2].sum(axis=0, dtype=np.int64))

@@ -98,4 +98,56 @@ def test_plan_blocks_follows_the_effort():
     assert (plans["balanced"][0].nrc, plans["balanced"][0].ncc) in {(1, 1), (8, 8)}
     # Every row is the sample here, so the search keeps the cheapest of all its class counts.
     assert plans["best"][1] <= plans["balanced"][1] <= plans["fast"][1]
-    assert classes.ranked_plan(sym, 31, None, [(8, 8)], grid=False).bits == classes.fixed_plan(sym, 31, None, [(8, 8)]).bits
+    assert classes.ranked_plan(sym, 31, None, [(8, 8)]).bits == classes.fixed_plan(sym, 31, None, [(8, 8)]).bits
+
+
+def test_ranking_plans_only_what_can_win_and_keeps_the_same_plans(monkeypatch):
+    """Plans are skipped only where their least cost exceeds the plans kept: the result is that of planning all."""
+    from ecnn.context import rowcol as rowcol_ctx
+
+    rng = np.random.default_rng(4)
+    scale = np.exp(rng.uniform(-3, 0, (200, 1))) * np.exp(rng.uniform(-2, 0, (1, 120)))
+    sym = np.minimum(np.abs(rng.laplace(0, 20, (200, 120)) * scale), 30).astype(np.int32)
+    counts = [rowcol_ctx.context_counts(sym, 31, None, a, b) for a, b in classes.ROWCOL_CLASSES]
+    every = sorted(((rowcol_ctx.plan_counts(c).bits, i) for i, c in enumerate(counts)))
+    assert all(counts[i].least_bits <= b for b, i in every)
+    planned = []
+    real = rowcol_ctx.plan_counts
+    monkeypatch.setattr(rowcol_ctx, "plan_counts", lambda c: planned.append(c) or real(c))
+    for keep in (1, 3):
+        planned.clear()
+        got = classes._best_plans(counts, keep)
+        assert [p.bits for p in got] == [b for b, _ in every[:keep]]
+        assert [(p.nrc, p.ncc) for p in got] == [(counts[i].nrc, counts[i].ncc) for _, i in every[:keep]]
+    assert len(planned) < len(counts)  # some were never planned
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64])
+def test_signed_values_plan_their_magnitudes_in_any_integer_type(dtype):
+    import ecnn.numpy as en
+
+    rng = np.random.default_rng(6)
+    q = np.clip(np.rint(rng.laplace(0, 12, (64, 80)) * np.exp(rng.uniform(-2, 2, (64, 1)))), -120, 120).astype(dtype)
+    kind, bits, how, _ = select.choose(q.ravel(), q.itemsize, True, 1 << 20, rows=64)
+    assert kind == "rowcol"
+    sym, vals, plan_, offset, n = how
+    np.testing.assert_array_equal(sym, np.abs(q.astype(np.int64)))
+    np.testing.assert_array_equal(vals, q)
+    back = en.decode(en.encode({"q": q}, lossless=True))["q"]
+    np.testing.assert_array_equal(back, q)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_the_most_negative_value_keeps_signs_in_the_symbols(dtype):
+    """-128 (int8) has magnitude 128, which the symbol range -128..127 cannot hold: rowcol then
+    codes the values themselves, and the file decodes."""
+    import ecnn.numpy as en
+
+    rng = np.random.default_rng(6)
+    q = np.clip(np.rint(rng.laplace(0, 12, (64, 80)) * np.exp(rng.uniform(-2, 2, (64, 1)))), -120, 120).astype(dtype)
+    q[3, 5] = np.iinfo(dtype).min
+    kind, bits, how, _ = select.choose(q.ravel(), q.itemsize, True, 1 << 20, rows=64)
+    if kind == "rowcol":
+        assert how[1] is None  # no signs apart
+    back = en.decode(en.encode({"q": q}, lossless=True))["q"]
+    np.testing.assert_array_equal(back, q)

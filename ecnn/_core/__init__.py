@@ -42,6 +42,13 @@ Two more modules serve the ``fields`` representation:
 * :mod:`ecnn._core._bits`, ``or_bits(out, buf, bit, width, shift)``: the
   packed tails and signs ORed into the output in one pass.
 
+:mod:`ecnn._core._hist` serves the encoder's model search (spec/CODING.md,
+sections 11.4 and 11.5), into caller-provided int64 arrays:
+``axis_sums(sym, row_sums, col_sums)`` and ``context_hist(sym, rclass, cclass,
+nsym, hist)`` count a 2-D int32 array (rows may be a strided sample) in one
+pass; ``merge(hist, weight, table_of)`` merges adjacent contexts into tables;
+``fit(hist, counts, codes)`` chooses a stored order-0 table.
+
 Every module is built by pip from ``setup.py`` when ecnn is installed.
 """
 
@@ -50,6 +57,7 @@ try:
     import ecnn._core._rce  # noqa: F401
     import ecnn._core._rans  # noqa: F401
     import ecnn._core._bits  # noqa: F401
+    import ecnn._core._hist  # noqa: F401
 except ImportError as e:  # pragma: no cover - a source tree whose core was never built
     raise ImportError(
         "ecnn's compiled core (ecnn/_core/_rc, _rce) is not built: install ecnn with pip (`pip install -e .` in a "

@@ -1,13 +1,19 @@
-/* ecnn._core._bits: the CPython binding of bits.c, the bit fields of `fields` merged into the output.
+/* ecnn._core._bits: the CPython binding of bits.c, the bit fields of `fields` split, packed and merged.
  *
  * or_bits(out, buf, bit, width, shift): out[j] |= (the width bits at bit + j * width of buf) << shift,
  * for every element of out (a C-contiguous, writable uint8/16/32/64 array); bits past the end of buf
- * read as 0. Runs without the GIL. Wrong buffer types raise TypeError, a width or shift that the
- * output cannot take ValueError. */
+ * read as 0.
+ * split(u, e_bits, m_bits, k, signs, heads, tails, shifts): the encoder's cut of bit patterns into the
+ * signs (uint8), heads (uint32), tails (u's type) and row shifts (int64) of spec/CODING.md section 4.9.
+ * pack(values, width) -> bytes: the low width bits of each value, least significant bit first (section 5.7).
+ *
+ * The loops run without the GIL. Wrong buffer types raise TypeError, a width or layout that the
+ * arrays cannot take ValueError. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <stdint.h>
+#include <string.h>
 
 #include "bits.h"
 
@@ -59,14 +65,117 @@ static PyObject *or_bits(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* A C-contiguous, aligned, native integer array (signed or not, if `any_sign`) of one of the widths 1, 2, 4, 8. */
+static int get_ints(PyObject *obj, Py_buffer *v, int writable, int any_sign, const char *what)
+{
+    if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = v->format ? v->format : "B";
+#if PY_BIG_ENDIAN
+    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
+        f++;
+#else
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+#endif
+    int ok = f[0] != '\0' && f[1] == '\0' &&
+             (strchr("BHILQN", f[0]) || (any_sign && strchr("bhilqn", f[0]))) &&
+             (v->itemsize == 1 || v->itemsize == 2 || v->itemsize == 4 || v->itemsize == 8) &&
+             ((uintptr_t)v->buf % (uintptr_t)v->itemsize) == 0;
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s must be an aligned, native %s array", what,
+                     any_sign ? "integer" : "uint8/16/32/64");
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *split(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *u_o, *s_o, *h_o, *t_o, *sh_o;
+    unsigned e_bits, m_bits, k;
+    if (!PyArg_ParseTuple(args, "OIIIOOOO:split", &u_o, &e_bits, &m_bits, &k, &s_o, &h_o, &t_o, &sh_o))
+        return NULL;
+    Py_buffer b[5];
+    PyObject *objs[5] = {u_o, s_o, h_o, t_o, sh_o};
+    const char *names[5] = {"u", "signs", "heads", "tails", "shifts"};
+    int got = 0;
+    for (; got < 5; got++)
+        if (get_ints(objs[got], &b[got], got > 0, got == 4, names[got]) < 0)
+            break;
+    int st = -2;
+    if (got == 5) {
+        size_t n = (size_t)(b[0].len / b[0].itemsize), rows = (size_t)(b[4].len / b[4].itemsize);
+        if (b[1].itemsize == 1 && b[2].itemsize == 4 && b[3].itemsize == b[0].itemsize && b[4].itemsize == 8 &&
+            (size_t)b[1].len == n && (size_t)b[2].len == 4 * n && b[3].len == b[0].len && rows > 0 && n % rows == 0) {
+            int kind = (int)b[0].itemsize;
+            Py_BEGIN_ALLOW_THREADS
+            st = ecnn_bits_split(b[0].buf, kind, rows, n / rows, e_bits, m_bits, k, (uint8_t *)b[1].buf,
+                                 (uint32_t *)b[2].buf, b[3].buf, (int64_t *)b[4].buf);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&b[i]);
+    if (got < 5)
+        return NULL;
+    if (st == -2) {
+        PyErr_SetString(PyExc_ValueError, "split: arrays of the wrong sizes or types");
+        return NULL;
+    }
+    if (st) {
+        PyErr_Format(PyExc_ValueError, "split: layout %u + %u bits (head %u) does not fit the array", e_bits, m_bits, k);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *pack(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *v_o;
+    unsigned width;
+    if (!PyArg_ParseTuple(args, "OI:pack", &v_o, &width))
+        return NULL;
+    if (width < 1 || width > 64) {
+        PyErr_Format(PyExc_ValueError, "pack: width %u is not in 1..64", width);
+        return NULL;
+    }
+    Py_buffer v;
+    if (get_ints(v_o, &v, 0, 1, "values") < 0)
+        return NULL;
+    size_t count = (size_t)(v.len / v.itemsize);
+    if (count > (size_t)PY_SSIZE_T_MAX / 8) {
+        PyBuffer_Release(&v);
+        return PyErr_NoMemory();
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)ecnn_bits_pack_size(count, width));
+    if (!out) {
+        PyBuffer_Release(&v);
+        return NULL;
+    }
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    int kind = (int)v.itemsize;
+    Py_BEGIN_ALLOW_THREADS
+    ecnn_bits_pack(dst, v.buf, kind, count, width);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&v);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"or_bits", or_bits, METH_VARARGS,
      "or_bits(out, buf, bit, width, shift)\n\nout[j] |= (the width bits at bit + j * width of buf) << shift."},
+    {"split", split, METH_VARARGS,
+     "split(u, e_bits, m_bits, k, signs, heads, tails, shifts)\n\nThe signs, heads, tails and row shifts of bit patterns."},
+    {"pack", pack, METH_VARARGS, "pack(values, width) -> bytes\n\nThe low width bits of each value, LSB first."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_bits", "Bit fields merged into integer arrays, in C.", -1, module_methods,
+    PyModuleDef_HEAD_INIT, "_bits", "Bit fields split, packed and merged into integer arrays, in C.", -1, module_methods,
     NULL, NULL, NULL, NULL,
 };
 

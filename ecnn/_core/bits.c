@@ -90,3 +90,125 @@ int ecnn_bits_or(void *out, int kind, size_t count, const unsigned char *buf, si
     }
     return 0;
 }
+
+/* The value of element j of an unsigned array of the given kind. */
+static inline uint64_t load_kind(const void *p, int kind, size_t j)
+{
+    switch (kind) {
+    case ECNN_BITS_U8: return ((const uint8_t *)p)[j];
+    case ECNN_BITS_U16: return ((const uint16_t *)p)[j];
+    case ECNN_BITS_U32: return ((const uint32_t *)p)[j];
+    default: return ((const uint64_t *)p)[j];
+    }
+}
+
+#define SPLIT_LOOP(T)                                                                          \
+    do {                                                                                       \
+        const T *src = (const T *)u + i * cols;                                                \
+        T *dst = (T *)tails + i * cols;                                                        \
+        T any = 0;                                                                             \
+        for (size_t j = 0; j < cols; j++)                                                      \
+            any |= src[j];                                                                     \
+        any &= (T)tmask;                                                                       \
+        unsigned t = 0;                                                                        \
+        if (!any)                                                                              \
+            t = r;                                                                             \
+        else                                                                                   \
+            while (!((any >> t) & 1))                                                          \
+                t++;                                                                           \
+        shifts[i] = (int64_t)t;                                                                \
+        for (size_t j = 0; j < cols; j++) {                                                    \
+            T v = src[j];                                                                      \
+            signs[i * cols + j] = (uint8_t)(v >> (width - 1));                                 \
+            heads[i * cols + j] = (uint32_t)((v >> r) & hmask);                                \
+            dst[j] = r ? (T)((v & (T)tmask) >> t) : 0;                                         \
+        }                                                                                      \
+    } while (0)
+
+int ecnn_bits_split(const void *u, int kind, size_t rows, size_t cols, unsigned e_bits, unsigned m_bits, unsigned k,
+                    uint8_t *signs, uint32_t *heads, void *tails, int64_t *shifts)
+{
+    unsigned width = 1 + e_bits + m_bits;
+    if (width != 8u * (unsigned)kind || k > m_bits || e_bits + k > 32)
+        return -1;
+    unsigned r = m_bits - k;
+    uint64_t hmask = ((uint64_t)1 << (e_bits + k)) - 1, tmask = r ? ((uint64_t)1 << r) - 1 : 0;
+    for (size_t i = 0; i < rows; i++) {
+        switch (kind) {
+        case ECNN_BITS_U8: SPLIT_LOOP(uint8_t); break;
+        case ECNN_BITS_U16: SPLIT_LOOP(uint16_t); break;
+        case ECNN_BITS_U32: SPLIT_LOOP(uint32_t); break;
+        case ECNN_BITS_U64: SPLIT_LOOP(uint64_t); break;
+        default: return -1;
+        }
+    }
+    return 0;
+}
+
+size_t ecnn_bits_pack_size(size_t count, unsigned width)
+{
+    /* count * width / 8 rounded up, without overflowing for any count below SIZE_MAX / 8 */
+    return count / 8 * width + (count % 8 * width + 7) / 8;
+}
+
+/* Fields of at most 32 bits: 32 bits written at a time. */
+#define PACK32_LOOP(T)                                                       \
+    do {                                                                     \
+        const T *src = (const T *)values;                                    \
+        for (size_t j = 0; j < count; j++) {                                 \
+            acc |= ((uint64_t)src[j] & m) << n;                              \
+            n += width;                                                      \
+            if (n >= 32) {                                                   \
+                for (int b = 0; b < 4; b++)                                  \
+                    out[pos + b] = (unsigned char)(acc >> (8 * b));          \
+                pos += 4;                                                    \
+                acc >>= 32;                                                  \
+                n -= 32;                                                     \
+            }                                                                \
+        }                                                                    \
+    } while (0)
+
+int ecnn_bits_pack(unsigned char *out, const void *values, int kind, size_t count, unsigned width)
+{
+    if (width < 1 || width > 64)
+        return -1;
+    uint64_t m = width == 64 ? ~(uint64_t)0 : ((uint64_t)1 << width) - 1;
+    if (width <= 32) { /* acc holds fewer than 32 bits before each field, so never more than 63 */
+        uint64_t acc = 0;
+        unsigned n = 0;
+        size_t pos = 0;
+        switch (kind) {
+        case ECNN_BITS_U8: PACK32_LOOP(uint8_t); break;
+        case ECNN_BITS_U16: PACK32_LOOP(uint16_t); break;
+        case ECNN_BITS_U32: PACK32_LOOP(uint32_t); break;
+        default: PACK32_LOOP(uint64_t); break;
+        }
+        for (; n >= 8; n -= 8, acc >>= 8)
+            out[pos++] = (unsigned char)acc;
+        if (n)
+            out[pos++] = (unsigned char)acc; /* the pad bits are 0 */
+        return 0;
+    }
+    uint64_t acc = 0; /* bits not yet written, least significant first */
+    unsigned n = 0;   /* how many */
+    size_t pos = 0;
+    for (size_t j = 0; j < count; j++) {
+        uint64_t v = load_kind(values, kind, j) & m;
+        unsigned w = width;
+        while (w) { /* at most 32 bits at a time, so that acc never holds more than 63 */
+            unsigned take = w > 32 ? 32 : w;
+            acc |= (v & (((uint64_t)1 << take) - 1)) << n;
+            v >>= take;
+            n += take;
+            w -= take;
+            while (n >= 8) {
+                out[pos++] = (unsigned char)acc;
+                acc >>= 8;
+                n -= 8;
+            }
+        }
+    }
+    if (n)
+        out[pos++] = (unsigned char)acc; /* the pad bits are 0 */
+    return 0;
+}

@@ -17,4 +17,20 @@ enum ecnn_bits_kind { ECNN_BITS_U8 = 1, ECNN_BITS_U16 = 2, ECNN_BITS_U32 = 4, EC
 int ecnn_bits_or(void *out, int kind, size_t count, const unsigned char *buf, size_t len, uint64_t bit,
                  unsigned width, unsigned shift);
 
+/* The fields of spec/CODING.md section 4.9 of a rows x cols array of bit patterns u (unsigned integers of
+ * 1 + e_bits + m_bits bits, the kind's width): signs[j] = u >> (width - 1), heads[j] = (u >> r) mod 2^(e_bits + k),
+ * and tails[j] = (u mod 2^r) >> shifts[i] (same kind as u) with r = m_bits - k, where shifts[i] is the number of
+ * trailing zero bits that every tail of row i shares (r if all are 0). Returns 0, or -1 for a layout that
+ * does not fit the kind (or heads wider than 32 bits). */
+int ecnn_bits_split(const void *u, int kind, size_t rows, size_t cols, unsigned e_bits, unsigned m_bits, unsigned k,
+                    uint8_t *signs, uint32_t *heads, void *tails, int64_t *shifts);
+
+/* Bytes of `count` fields of `width` bits, packed (ceil(count * width / 8)). */
+size_t ecnn_bits_pack_size(size_t count, unsigned width);
+
+/* The `packed` layout of section 5.7: the low `width` bits (1..64) of each of the count unsigned values of
+ * the given kind, least significant bit first, into ecnn_bits_pack_size(count, width) bytes of out; the
+ * last byte's pad bits are 0. Returns 0, or -1 for a width out of range. */
+int ecnn_bits_pack(unsigned char *out, const void *values, int kind, size_t count, unsigned width);
+
 #endif

@@ -105,7 +105,7 @@ class Rects:
     @classmethod
     def of(cls, sym: np.ndarray, nrc: int, rclass: np.ndarray, cclass: np.ndarray, table_of: np.ndarray) -> "Rects":
         order, runs = column_runs(cclass, table_of, nrc)
-        s = np.ascontiguousarray(sym[:, order] if order.size > 1 else sym, dtype=np.int32)
+        s = np.ascontiguousarray(np.take(sym, order, axis=1) if order.size > 1 else sym, dtype=np.int32)
         return cls(s, np.asarray(rclass), runs)
 
     def encode(self, enc, cdfs: list, a: int, b: int) -> None:

@@ -9,14 +9,16 @@ first and padded with zero bits to a whole byte:
     bit b of a group's bits is bit (b mod 8) of byte (b div 8) of the group;
     symbol j of a group of width w occupies bits j*w .. j*w + w - 1.
 
-Packing and unpacking work on whole arrays: eight symbols of width ``w`` make
-``w`` bytes, built from 64-bit words with shifts.
+Packing runs in the compiled core (:func:`ecnn._core._bits.pack`); unpacking
+works on whole arrays: eight symbols of width ``w`` make ``w`` bytes, read
+as 64-bit words with shifts.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ecnn._core import _bits
 from ecnn.errors import CorruptPayload, InvalidField
 
 KEYS = {"coder", "length", "width"}
@@ -34,41 +36,22 @@ def _mask(width: int) -> np.uint64:
 
 
 def pack(values: np.ndarray, width: int) -> bytes:
-    """Pack unsigned values of at most ``width`` bits, least significant bit first.
+    """Pack unsigned values of at most ``width`` bits, least significant bit first (in C).
 
     Args:
-        values: non-negative integers, each below ``2**width`` (not checked).
+        values: non-negative integers of any integer type, each below ``2**width``
+            (not checked: only the low ``width`` bits are stored).
         width: bits per value, 0..64.
 
     Returns:
         ``ceil(len(values) * width / 8)`` bytes; the pad bits of the last byte are 0.
     """
     v = np.ascontiguousarray(values).ravel()
-    n = v.size
-    if width == 0 or n == 0:
+    if width == 0 or v.size == 0:
         return b""
-    if width == 1:  # bit b is bit b mod 8 of byte b div 8: numpy's little-endian bit order
-        return np.packbits(v.astype(bool, copy=False), bitorder="little").tobytes()
-    if width in (8, 16, 32, 64):
-        return v.astype(f"<u{width // 8}", copy=False).tobytes()
-    groups = -(-n // 8)
-    if n % 8 == 0 and v.dtype == _U64:
-        cols = v.reshape(groups, 8)
-    else:
-        pad = np.zeros(groups * 8, dtype=_U64)
-        pad[:n] = v.astype(_U64, copy=False)
-        cols = pad.reshape(groups, 8)
-    nwords = -(-width // 8) + 1  # eight symbols take `width` bytes; one spare word for the spill
-    words = np.zeros((groups, nwords), dtype=_U64)
-    for i in range(8):
-        off = width * i
-        j, s = off >> 6, off & 63
-        col = cols[:, i]
-        words[:, j] |= col << _U64(s)
-        if s and s + width > 64:
-            words[:, j + 1] |= col >> _U64(64 - s)
-    data = words.astype("<u8", copy=False).view(np.uint8).reshape(groups, 8 * nwords)[:, :width]
-    return data.tobytes()[: group_bytes(n, width)]
+    if v.dtype.kind not in "iu" or v.dtype.byteorder == ">":
+        v = v.astype(_U64)
+    return _bits.pack(v, width)
 
 
 def unpack(buf, count: int, width: int) -> np.ndarray:

@@ -120,7 +120,10 @@ def encode(
         lanes = min(LANES, max(1, min(rows, crows) * cols // LANE_SYMBOLS))
     rects = blocks.Rects.of(sym, p.nrc, p.rclass, p.cclass, p.table_of)
     counts = [np.asarray(f.counts, np.int64) for f in p.fits]
-    hists = _table_hists(rects, len(counts), nsym)
+    if p.counts is not None and p.counts.shape == (p.nrc + p.ncc - 1, nsym) and int(p.counts.sum()) == sym.size:
+        hists = list(np.add.reduceat(p.counts, np.flatnonzero(np.diff(p.table_of, prepend=-1)), axis=0))
+    else:
+        hists = _table_hists(rects, len(counts), nsym)
     for h, c in zip(hists, counts):
         if np.any((h > 0) & (c == 0)):
             raise ValueError("a symbol occurs that its stored table gives count 0")

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn._core import _bits
+
 # (exponent bits E, mantissa bits M) of each float type; 1 + E + M = 8 * width.
 LAYOUT: dict[str, tuple[int, int]] = {
     "float64": (11, 52),
@@ -49,42 +51,35 @@ def row_count(shape) -> int:
 
 
 def bit_patterns(arr: np.ndarray) -> np.ndarray:
-    """The elements' bit patterns as a flat uint64 array."""
+    """The elements' bit patterns as a flat array of unsigned integers of the type's width (a view where it can be)."""
     a = np.ascontiguousarray(arr).ravel()
-    return a.view(f"<u{a.dtype.itemsize}").astype(_U64)
-
-
-def trailing_zeros(x: np.ndarray, cap: int) -> np.ndarray:
-    """Trailing zero bits of each uint64 value, at most ``cap`` (0 counts ``cap``)."""
-    x = np.asarray(x, dtype=_U64)
-    low = x & (~x + _U64(1))  # lowest set bit (0 for 0)
-    tz = np.where(low == 0, cap, np.log2(np.maximum(low, _U64(1)).astype(np.float64)).astype(np.int64))
-    return np.minimum(tz, cap)
+    return a.view(f"<u{a.dtype.itemsize}")
 
 
 def split(u: np.ndarray, e_bits: int, m_bits: int, k: int, rows: int):
-    """Cut bit patterns into fields.
+    """Cut bit patterns into fields (one pass, in C).
 
     Args:
-        u: flat uint64 bit patterns, ``rows * C`` of them in row-major order.
+        u: flat bit patterns (:func:`bit_patterns`, unsigned integers of the type's
+            width), ``rows * C`` of them in row-major order.
         e_bits, m_bits: the type's layout.
-        k: mantissa bits in the head, 0..m_bits.
+        k: mantissa bits in the head, 0..min(m_bits, 32 - e_bits).
         rows: number of rows (see :func:`row_count`); ``u.size`` must be a multiple of it.
 
     Returns:
-        ``(signs, heads, shifts, tails)``: signs, heads and shifted tails as uint64
-        arrays of ``u.size`` values, and the int64 shift of each row.
+        ``(signs, heads, shifts, tails)``: the signs (uint8), heads (uint32) and
+        shifted tails (``u``'s type) of every element, and the int64 shift of each row.
     """
+    u = np.ascontiguousarray(u)
     width = 1 + e_bits + m_bits
-    r = m_bits - k
-    signs = u >> _U64(width - 1)
-    heads = (u >> _U64(r)) & _U64((1 << (e_bits + k)) - 1)
-    tails = u & _U64((1 << r) - 1)
-    if r == 0 or u.size == 0:
-        return signs, heads, np.zeros(rows, np.int64), tails
-    per_row = np.bitwise_or.reduce(tails.reshape(rows, -1), axis=1)
-    shifts = trailing_zeros(per_row, r)
-    tails = (tails.reshape(rows, -1) >> shifts.astype(_U64)[:, None]).ravel()
+    if u.dtype != np.dtype(f"<u{width // 8}"):
+        u = u.astype(f"<u{width // 8}")  # bit patterns held in a wider type
+    signs, heads = np.empty(u.size, np.uint8), np.empty(u.size, np.uint32)
+    tails, shifts = np.empty_like(u), np.empty(rows, np.int64)
+    if u.size:
+        _bits.split(u, e_bits, m_bits, k, signs, heads, tails, shifts)
+    else:
+        shifts[:] = 0
     return signs, heads, shifts, tails
 
 

@@ -16,12 +16,12 @@ from typing import Callable
 
 import numpy as np
 
-from ecnn.context import tables, varint
+from ecnn._core import _hist
+from ecnn.context import tables
 
 # Coded-stream overhead of the range coder beyond the ideal code length:
 # flushing writes at most two extra 32-bit words (spec/RANGE_CODER.md).
 FLUSH_BITS = 64
-_RESOLUTIONS = (4, 6, 8, 10, 12, 14, 16, 18, 20)
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,18 @@ class Order0Fit:
         return 8.0 * self.table_bytes + self.symbol_bits
 
 
-def histogram(indices: np.ndarray, nsym: int) -> np.ndarray:
-    """Count each symbol index ``0..nsym-1``."""
-    return np.bincount(indices.ravel(), minlength=nsym).astype(np.int64)
+def histogram(indices: np.ndarray, nsym: int, lo: int = 0) -> np.ndarray:
+    """Count each symbol index ``0..nsym-1`` (of an integer array; with ``lo``, an int64, each value ``lo..lo+nsym-1``).
+
+    Raises:
+        ValueError: a value outside that range.
+    """
+    hist = np.zeros(nsym, np.int64)
+    v = np.ascontiguousarray(indices)
+    if v.dtype.kind not in "iu" or v.dtype.byteorder == ">":
+        v = v.astype(np.int64)
+    _hist.counts(v, int(lo), hist)
+    return hist
 
 
 def symbol_bits(hist: np.ndarray, counts: np.ndarray) -> float:
@@ -104,46 +113,9 @@ def fit(hist: np.ndarray) -> Order0Fit:
 
 
 def _fit(hist: np.ndarray) -> Order0Fit:
-    cands: list[tuple[np.ndarray, int, tuple | None]] = []
-    seen: set[bytes] = set()
-
-    def add(counts: np.ndarray, table_bytes: int, log) -> None:
-        """A candidate: its counts, stored bytes, and ``(codes, m)`` if stored as log codes (mode 1)."""
-        key = counts.tobytes()
-        if key not in seen:
-            seen.add(key)
-            cands.append((counts, table_bytes, log))
-
-    # The plain resolutions up to the first that holds the whole total (larger ones
-    # give the same counts), all at once: each scales the histogram to a total of
-    # about 2**r, and a symbol that occurs keeps a count of at least 1, so none
-    # falls back to the leaky minimum probability of 2**-24.
-    total = int(hist.sum())
-    rs = []
-    for r in _RESOLUTIONS:
-        rs.append(r)
-        if total <= (1 << r):
-            break
-    plain = np.empty((len(rs), hist.size), np.int64)
-    plain[:] = hist
-    scaled = [i for i, r in enumerate(rs) if total > (1 << r)]
-    if scaled:
-        factors = np.array([(1 << rs[i]) / total for i in scaled], np.float64)
-        c = np.rint(hist.astype(np.float64)[None, :] * factors[:, None]).astype(np.int64)
-        plain[scaled] = np.where(hist > 0, np.maximum(c, 1), 0)
-    plain_bytes = 1 + varint.varint_sizes(plain).sum(axis=1)
-    for counts, nbytes in zip(plain, plain_bytes):
-        add(counts, int(nbytes), None)
-    for m in (1, 2, 3):
-        codes = tables.log_codes(hist, m)
-        add(tables.code_to_count(codes, m), tables.log_table_bytes(codes), (codes, m))
-    used = hist > 0
-    f = tables.expand_rows(np.stack([c for c, _, _ in cands]))[:, used]
-    sym_bits = tables.probabilities_bits(f) @ hist[used].astype(np.float64)
-    totals = 8.0 * np.array([tb for _, tb, _ in cands], np.float64) + sym_bits
-    k = int(np.argmin(totals))  # the first of equal totals
-    counts, tb, log = cands[k]
-    counts = counts.copy()
-    make_blob = partial(tables.serialize, counts) if log is None else partial(tables.serialize_log, *log)
-    return Order0Fit(counts=counts, table_bytes=tb, symbol_bits=float(sym_bits[k]), make_blob=make_blob)
-
+    """The fit of :func:`fit`, without the cache (in C, spec/CODING.md section 11.5)."""
+    hist = np.ascontiguousarray(hist, dtype=np.int64)
+    counts, codes = np.empty(hist.size, np.int64), np.empty(hist.size, np.int64)
+    m, table_bytes, symbol_bits = _hist.fit(hist, counts, codes)
+    make_blob = partial(tables.serialize, counts) if m == 0 else partial(tables.serialize_log, codes, m)
+    return Order0Fit(counts=counts, table_bytes=table_bytes, symbol_bits=symbol_bits, make_blob=make_blob)

@@ -18,10 +18,11 @@ counts is :mod:`ecnn.select.classes`. Nothing here imports torch or later stages
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ecnn._core import _hist
 from ecnn.context import order0, rate, varint
 
 MAX_CLASSES = 64  # per axis
@@ -40,6 +41,8 @@ class RowColPlan:
         sign_fit: the sign table (negative, positive), or None.
         rows_fit, cols_fit: order-0 fits of the class side streams (None if one class).
         bits: estimated size of the whole stream in bits.
+        counts: ``(nrc + ncc - 1, nsym)`` counts of the symbols of each context in
+            the array the plan was made on, if that was every row (else None).
     """
 
     rclass: np.ndarray
@@ -52,10 +55,16 @@ class RowColPlan:
     rows_fit: order0.Order0Fit | None
     cols_fit: order0.Order0Fit | None
     bits: float
+    counts: np.ndarray | None = None
 
 
 def classes(scale: np.ndarray, n: int) -> np.ndarray:
-    """Classes ``0..n-1`` spread evenly over the range of ``log2(scale)``."""
+    """Classes ``0..n-1`` spread evenly over the range of ``log2(scale)``.
+
+    For ``n`` dividing 64, ``classes(x, n) == classes(x, 64) // (64 // n)``: the
+    position in the range times ``n`` differs from it times 64 by a power of two,
+    which is exact in floating point.
+    """
     if n == 1:
         return np.zeros(scale.shape, np.int64)
     ls = np.log2(scale)
@@ -65,208 +74,191 @@ def classes(scale: np.ndarray, n: int) -> np.ndarray:
     return np.clip(((ls - lo) / (hi - lo) * n).astype(np.int64), 0, n - 1)
 
 
-_XLOGX_SIZE = 1 << 20  # counts below this take n log2 n from a table
-_xlogx_table = np.zeros(0)  # grown to the next power of two above the largest count seen
+def merge_contexts(hist: np.ndarray, weight: int = 1) -> np.ndarray:
+    """Group adjacent contexts into tables minimising the estimated cost (dynamic programme, in C).
 
-
-def _xlogx(hist: np.ndarray) -> np.ndarray:
-    """``h * log2(max(h, 1))`` of integer counts ``h``, as float64: from a table when every count is small."""
-    global _xlogx_table
-    top = int(hist.max()) if hist.size else 0
-    if top >= _XLOGX_SIZE:
-        h = hist.astype(np.float64)
-        return h * np.log2(np.maximum(h, 1.0))
-    table = _xlogx_table
-    if table.size <= top:
-        h = np.arange(1 << top.bit_length(), dtype=np.float64)
-        table = _xlogx_table = h * np.log2(np.maximum(h, 1.0))  # the same operations as above, value by value
-    return table[hist]
-
-
-def _table_cost_bits(hist: np.ndarray) -> np.ndarray:
-    """Approximate cost in bits of coding with one order-0 table per row of ``hist`` (integer counts).
-
-    Used to decide merges; the final plan is costed exactly with ``order0.fit``.
-    """
-    # Sums of integers below 2^53 are exact, in int64 as in float64.
-    n = hist.sum(axis=-1).astype(np.float64)
-    # n log2 n - sum h log2 h, with 0 log2 0 = 0 (log2 1 = 0 as well)
-    ent = n * np.log2(np.maximum(n, 1.0)) - _xlogx(hist).sum(axis=-1)
-    # A count scaled to a total of about 1024 takes 2 bytes from rint(.) >= 128 on, else 1
-    # (rint(x) >= 128 exactly when x >= 127.5; none reaches the 3 bytes of 16384).
-    scale = np.minimum(1.0, 1024.0 / np.maximum(n, 1.0))
-    table = 8.0 * (hist.shape[-1] + np.count_nonzero(hist >= _least_count(scale)[..., None], axis=-1))
-    # The real fit spends a little over the entropy (coarse counts); 1% is typical.
-    # Every table costs at least a byte of map, so an empty context joins a neighbour.
-    return ent * 1.01 + table + 8.0
-
-
-def _least_count(scale: np.ndarray) -> np.ndarray:
-    """The least integer ``c`` with ``c * scale >= 127.5`` in float64, for each scale in ``(0, 1]``.
-
-    ``c * scale`` rounds monotonically in ``c``, so a count passes exactly when it is at least this.
-    """
-    c = np.ceil(127.5 / scale).astype(np.int64)
-    for _ in range(2):  # the quotient's rounding puts the first guess at most a step off
-        c = np.where((c - 1) * scale >= 127.5, c - 1, c)
-        c = np.where(c * scale < 127.5, c + 1, c)
-    return c
-
-
-_SEGMENT_BINS = 1 << 22  # counts of the context ranges costed per call of _table_cost_bits
-
-
-def merge_contexts(hist: np.ndarray) -> np.ndarray:
-    """Group adjacent contexts into tables minimising the estimated cost (dynamic programme).
+    The cost of one table for the counts ``h`` of its contexts (times ``weight``)
+    is an estimate: ``1.01 * (n log2 n - sum h log2 h) + 8 * (nsym + b) + 8``
+    bits with ``n = sum h``, where ``b`` counts the ``h`` that scaled to a total
+    of about 1024 take two varint bytes (``h * min(1, 1024 / n) >= 127.5``).
+    The final plan is costed exactly with ``order0.fit``.
 
     Args:
         hist: ``(K, nsym)`` symbol counts per context.
+        weight: the counts stand for ``weight`` times as many.
 
     Returns:
         ``table_of``: the table index of every context, non-decreasing from 0.
-        Every table has at least one symbol when ``hist`` has any.
+        Every table has at least one symbol when ``hist`` has any (an empty
+        table would cost its bytes for nothing, so an empty context joins a neighbour).
     """
-    k = hist.shape[0]
-    cum = np.concatenate([np.zeros((1, hist.shape[1]), np.int64), np.cumsum(hist, axis=0)])
-    # seg[a, b] = cost of one table for contexts a..b-1, every a < b at once
-    seg = np.full((k + 1, k + 1), np.inf)
-    a_idx, b_idx = np.triu_indices(k + 1, 1)
-    step = max(1, _SEGMENT_BINS // hist.shape[1])  # ranges per call: temporaries of about 2^22 counts
-    for s0 in range(0, a_idx.size, step):
-        a, b = a_idx[s0 : s0 + step], b_idx[s0 : s0 + step]
-        seg[a, b] = _table_cost_bits(cum[b] - cum[a])
-    best = np.full(k + 1, np.inf)
-    best[0] = 0.0
-    back = np.zeros(k + 1, np.int64)
-    for b in range(1, k + 1):
-        c = best[:b] + seg[:b, b]
-        a = int(np.argmin(c))
-        best[b], back[b] = c[a], a
-    bounds = []
-    b = k
-    while b > 0:
-        bounds.append(back[b])
-        b = back[b]
-    starts = sorted(bounds)
-    table_of = np.zeros(k, np.int64)
-    for t, s in enumerate(starts):
-        table_of[s:] = t
+    hist = np.ascontiguousarray(hist, dtype=np.int64)
+    table_of = np.empty(hist.shape[0], np.int64)
+    _hist.merge(hist, int(weight), table_of)
     return table_of
 
 
-def _side_fit(cls: np.ndarray, n: int) -> order0.Order0Fit | None:
+def _side_fit(cls: np.ndarray, n: int, weight: int) -> order0.Order0Fit | None:
     if n == 1:
         return None
-    return order0.fit(np.bincount(cls, minlength=n))
-
-
-GRID_MAX_BINS = 1 << 22  # a grid holds 64 x 64 x nsym counts at most this many
+    return order0.fit(np.bincount(cls, minlength=n) * weight)
 
 
 @dataclass(frozen=True)
-class Grid:
-    """Symbol counts by 64 row classes and 64 column classes, computed once per array.
-
-    ``classes(x, n)`` for ``n`` dividing 64 is ``classes(x, 64) // (64 // n)``
-    exactly (scaling by a power of two is exact in floating point), so
-    :func:`plan` derives the histogram of any such class counts from these
-    counts without another pass over the array.
+class Scales:
+    """What every plan of one array starts from: the mean magnitude of its rows and columns, and its signs.
 
     Attributes:
-        fr, fc: the 64-class row and column classes.
-        counts: ``(64, 64, nsym)`` symbol counts.
-        neg, nnz: negative and non-zero values (when signs are apart).
+        rows, cols: ``mean |v| + 0.5`` of each row / column, in float64 (the
+            integer sums are exact, so these equal the float64 means).
+        neg, nnz: negative and non-zero values (when signs are apart, else 0).
     """
 
-    fr: np.ndarray
-    fc: np.ndarray
-    counts: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
     neg: int
     nnz: int
+    _fine: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def classes(self, axis: int, n: int) -> np.ndarray:
+        """:func:`classes` of the rows (``axis`` 0) or columns (1) at ``n`` classes: for ``n`` dividing
+        :data:`MAX_CLASSES`, the finest classes divided down (exactly the same, see :func:`classes`)."""
+        scale = self.rows if axis == 0 else self.cols
+        if MAX_CLASSES % n:
+            return classes(scale, n)
+        if axis not in self._fine:
+            self._fine[axis] = classes(scale, MAX_CLASSES)
+        return self._fine[axis] // (MAX_CLASSES // n)
 
 
-def _mean_scales(mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # Integer sums are exact, so these equal the float64 means of the magnitudes.
-    rows, cols = mag.shape
-    return mag.sum(axis=1, dtype=np.int64) / cols + 0.5, mag.sum(axis=0, dtype=np.int64) / rows + 0.5
+def _native(sym: np.ndarray) -> np.ndarray:
+    """Symbol indices as the compiled counts read them: uint8, uint16 or int32 as they are, others as int32."""
+    return sym if sym.dtype in (np.uint8, np.uint16, np.int32) else sym.astype(np.int32)
 
 
-def grid(sym: np.ndarray, nsym: int, values: np.ndarray | None) -> Grid | None:
-    """The :class:`Grid` of a ``(rows, cols)`` array for :func:`plan`, or None if it would be too large."""
-    fine = MAX_CLASSES
-    if fine * fine * nsym > GRID_MAX_BINS:
-        return None
-    mag = np.abs(values) if values is not None else sym
-    rmean, cmean = _mean_scales(mag)
-    fr, fc = classes(rmean, fine), classes(cmean, fine)
+def scales_of(sym: np.ndarray, values: np.ndarray | None) -> Scales:
+    """The :class:`Scales` of a ``(rows, cols)`` array of indices for :func:`plan` (see there)."""
     rows, cols = sym.shape
-    counts = np.zeros(fine * fine * nsym, np.int64)
-    ckey = (fc * nsym).astype(np.int32)
-    step = max(1, (1 << 20) // max(cols, 1))
-    for a in range(0, rows, step):  # by blocks of rows, so the keys stay small
-        key = (fr[a : a + step, None] * (fine * nsym)).astype(np.int32) + ckey[None, :] + sym[a : a + step].astype(np.int32)
-        counts += np.bincount(key.ravel(), minlength=counts.size)
+    rs, cs = np.empty(rows, np.int64), np.empty(cols, np.int64)
+    _hist.axis_sums(_native(sym), rs, cs)
     neg = nnz = 0
     if values is not None:
         nnz = int(np.count_nonzero(values))
         neg = int(np.count_nonzero(values < 0))
-    return Grid(fr, fc, counts.reshape(fine, fine, nsym), neg, nnz)
+    return Scales(rs / cols + 0.5, cs / rows + 0.5, neg, nnz)
+
+
+def cell_entropy_bits(sym: np.ndarray, nsym: int) -> float:
+    """The empirical entropy in bits of a ``(rows, cols)`` array of indices given the pair of its
+    row and column classes at :data:`MAX_CLASSES` classes each.
+
+    Every context of a plan whose class counts divide 64 is a function of that pair
+    (see :func:`classes`), and a table codes its symbols in no fewer bits than their
+    empirical entropy, so no such plan, nor one table for all, codes the symbols in
+    fewer bits than this.
+    """
+    sc = scales_of(sym, None)
+    fine = MAX_CLASSES
+    hist = np.zeros((fine * fine, nsym), np.int64)
+    _hist.context_hist(_native(sym), sc.classes(0, fine) * fine, sc.classes(1, fine), nsym, hist)
+    return entropy_bits(hist)
+
+
+def entropy_bits(hist: np.ndarray) -> float:
+    """The empirical entropy in bits of the counts in each row of ``hist``, summed over the rows (in C)."""
+    return _hist.entropy(np.ascontiguousarray(hist, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class ContextCounts:
+    """What a plan is made from: the symbols counted by context for one pair of class counts.
+
+    Attributes:
+        rclass, cclass, nrc, ncc: the classes, as in :class:`RowColPlan`.
+        hist: ``(nrc + ncc - 1, nsym)`` counts of the (sampled) array.
+        weight: each count stands for this many.
+        sign_fit, rows_fit, cols_fit: as in :class:`RowColPlan`.
+        least_bits: no plan of these counts costs fewer bits (:func:`plan_counts`):
+            the symbols' entropy given their contexts, the sign table, the class
+            streams and a byte of map per context.
+    """
+
+    rclass: np.ndarray
+    cclass: np.ndarray
+    nrc: int
+    ncc: int
+    hist: np.ndarray
+    weight: int
+    sign_fit: order0.Order0Fit | None
+    rows_fit: order0.Order0Fit | None
+    cols_fit: order0.Order0Fit | None
+    least_bits: float
+
+
+# least_bits gives way by this share (and a bit) to the rounding of the sums that it is compared with.
+_LEAST_SLACK = 1e-9
+
+
+def context_counts(
+    sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1, scales: Scales | None = None
+) -> ContextCounts:
+    """The :class:`ContextCounts` of a plan (arguments as for :func:`plan`): one pass over ``sym``."""
+    nctx = nrc + ncc - 1
+    sc = scales if scales is not None else scales_of(sym, values)
+    rclass, cclass = sc.classes(0, nrc), sc.classes(1, ncc)
+    hist = np.zeros((nctx, nsym), np.int64)
+    _hist.context_hist(_native(sym), rclass, cclass, nsym, hist)
+    sign_fit = None
+    least = weight * entropy_bits(hist)
+    if values is not None:
+        sign_fit = order0.fit(np.array([sc.neg, sc.nnz - sc.neg], np.int64) * weight)  # caller ensures nnz > 0
+        least += sign_fit.total_bits
+    rows_fit, cols_fit = _side_fit(rclass, nrc, weight), _side_fit(cclass, ncc, 1)
+    for side in (rows_fit, cols_fit):
+        if side is not None:
+            least += rate.side_bits(side)
+    least = (least + 8.0 * nctx) * (1.0 - _LEAST_SLACK) - 1.0
+    return ContextCounts(rclass, cclass, nrc, ncc, hist, weight, sign_fit, rows_fit, cols_fit, least)
+
+
+def plan_counts(c: ContextCounts) -> RowColPlan:
+    """The plan of some :class:`ContextCounts`: contexts merged into tables, each table fitted, all costed."""
+    table_of = merge_contexts(c.hist, c.weight)
+    starts = np.flatnonzero(np.diff(table_of, prepend=-1))
+    fits = []
+    bits = 0.0
+    for h in np.add.reduceat(c.hist, starts, axis=0) * c.weight:
+        f = order0.fit(h)  # every table holds symbols (see merge_contexts)
+        fits.append(f)
+        bits += f.total_bits
+    if c.sign_fit is not None:
+        bits += c.sign_fit.total_bits
+    for side in (c.rows_fit, c.cols_fit):
+        if side is not None:
+            bits += rate.side_bits(side)
+    bits += 8.0 * int(varint.varint_sizes(table_of).sum())
+    full = c.hist if c.weight == 1 else None
+    return RowColPlan(c.rclass, c.cclass, c.nrc, c.ncc, table_of, fits, c.sign_fit, c.rows_fit, c.cols_fit, bits, full)
 
 
 def plan(
-    sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1, grid: Grid | None = None
+    sym: np.ndarray, nsym: int, values: np.ndarray | None, nrc: int, ncc: int, weight: int = 1, scales: Scales | None = None
 ) -> RowColPlan:
     """Cost a rowcol stream for a 2-D array of symbol indices.
 
     Args:
         sym: ``(rows, cols)`` indices ``0..nsym-1`` coded by the context tables
-            (magnitudes when the sign is coded apart).
+            (magnitudes ``|values|`` when the sign is coded apart).
         nsym: alphabet size of ``sym``.
         values: the signed values when signs are coded apart, else None.
         nrc, ncc: number of row and column classes.
         weight: the rows stand for ``weight`` times as many (a sample of every
             ``weight``-th row): counts are scaled so that merges and the cost
             weigh tables against symbols as they would on all rows.
-        grid: :func:`grid` of the same arrays; used when both class counts
-            divide 64 (the result is the same, without a pass over the array).
+        scales: :func:`scales_of` the same arrays, when the caller plans them
+            several times (the result is the same).
     """
-    nctx = nrc + ncc - 1
-    fine = MAX_CLASSES
-    if grid is not None and fine % nrc == 0 and fine % ncc == 0:
-        rclass, cclass = grid.fr // (fine // nrc), grid.fc // (fine // ncc)
-        g = grid.counts.reshape(nrc, fine // nrc, ncc, fine // ncc, nsym).sum(axis=(1, 3))
-        hist = np.zeros((nctx, nsym), np.int64)
-        for r in range(nrc):
-            hist[r : r + ncc] += g[r]
-        hist *= weight
-        neg, nnz = grid.neg, grid.nnz
-    else:
-        mag = np.abs(values) if values is not None else sym
-        rmean, cmean = _mean_scales(mag)
-        rclass, cclass = classes(rmean, nrc), classes(cmean, ncc)
-        ctx = rclass[:, None] + cclass[None, :]
-        hist = np.bincount((ctx * nsym + sym).ravel(), minlength=nctx * nsym).reshape(nctx, nsym) * weight
-        if values is not None:
-            nnz = int(np.count_nonzero(values))
-            neg = int(np.count_nonzero(values < 0))
-    table_of = merge_contexts(hist)
-    ntab = int(table_of.max()) + 1
-    fits = []
-    bits = 0.0
-    for t in range(ntab):
-        f = order0.fit(hist[table_of == t].sum(axis=0))  # every table holds symbols (see merge_contexts)
-        fits.append(f)
-        bits += f.total_bits
-    sign_fit = None
-    if values is not None:
-        sign_fit = order0.fit(np.array([neg, nnz - neg], np.int64) * weight)  # caller ensures nnz > 0
-        bits += sign_fit.total_bits
-    rows_fit, cols_fit = _side_fit(np.repeat(rclass, weight), nrc), _side_fit(cclass, ncc)
-    for side in (rows_fit, cols_fit):
-        if side is not None:
-            bits += rate.side_bits(side)
-    bits += 8.0 * int(varint.varint_sizes(table_of).sum())
-    return RowColPlan(rclass, cclass, nrc, ncc, table_of, fits, sign_fit, rows_fit, cols_fit, bits)
+    return plan_counts(context_counts(sym, nsym, values, nrc, ncc, weight, scales))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ecnn.container.reader import TensorRecord
+from ecnn.context import order0, rate
 from ecnn.dtypes import DType
 from ecnn.errors import CorruptPayload, InvalidField
 
@@ -53,7 +54,10 @@ class Representation:
             array from its CRC-checked payload.
         encode: ``encode(arr, dt, cfg, step)`` gives a :data:`Candidate`, or
             None where the representation does not apply or cannot win
-            (``step`` is used by the quantized representations only).
+            (``step`` is used by the quantized representations only). The
+            exact ones also take ``bound=``, the cost in bytes of a candidate
+            already built, and may return None where their estimate shows
+            that they cannot beat it.
         symbols: for quantized representations, ``symbols(rec, payload, dt,
             symbol_dtype)`` gives the :class:`Symbols` without reconstructing
             values; None for exact ones.
@@ -114,6 +118,28 @@ def bools(values: np.ndarray, rec: TensorRecord) -> np.ndarray:
     if values.size and int(values.max()) > 1:
         raise CorruptPayload(f"tensor {rec.name!r}: bool bytes other than 0 and 1")
     return values.astype(np.bool_).reshape(rec.shape)
+
+
+# A stream's estimate (ecnn.select.choose) is its ideal code length plus an allowance
+# per chunk for the chunk index and the range coder's final words: the coded size
+# differs from it by a few millionths of the symbols' bits and at most that allowance.
+ESTIMATE_MARGIN = 1e-3
+
+
+def cannot_win(estimate_bits: float, bound: int | None, streams: list[tuple[int, int]]) -> bool:
+    """Whether a candidate whose streams' estimates sum to ``estimate_bits`` cannot beat
+    another of ``bound`` bytes (None: no other), however its estimates err.
+
+    Args:
+        estimate_bits: the sum of :func:`ecnn.select.choose`'s estimates of its streams
+            (descriptors included where they were costed).
+        bound: the cost in bytes of the other candidate, or None.
+        streams: ``(symbols, chunk)`` of each stream, for the allowance of its chunks.
+    """
+    if bound is None:
+        return False
+    slack = sum(n // chunk + 2 for n, chunk in streams) * (rate.CHUNK_INDEX_BITS + order0.FLUSH_BITS)
+    return estimate_bits - slack > 8.0 * bound * (1.0 + ESTIMATE_MARGIN)
 
 
 def rows_of(arr: np.ndarray) -> int | None:

@@ -7,6 +7,7 @@ import numpy as np
 from ecnn import chunkrun, select
 from ecnn.coder import streams
 from ecnn.config import Effort
+from ecnn.context import order0
 from ecnn.dtypes import contiguous
 from ecnn.errors import CorruptPayload, InvalidField
 from ecnn.repr import base
@@ -21,8 +22,9 @@ def _order_keys(bits: np.ndarray, width: int) -> np.ndarray:
     return np.where(bits & sign, ~bits, bits | sign)
 
 
-def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
-    """Levels and signed level indices, or None when there are too many levels or the format is 1.0."""
+def encode(arr: np.ndarray, dt, cfg, step=None, bound=None) -> base.Candidate | None:
+    """Levels and signed level indices, or None when there are too many levels or the format is 1.0
+    (or when the streams' estimates show that they cannot beat ``bound`` bytes)."""
     if cfg.format_minor < 1 or dt.name not in DTYPES or arr.size < 2:
         return None
     chunk, effort = cfg.chunk, cfg.effort
@@ -32,7 +34,10 @@ def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
     sample = bits[:: max(1, bits.size // (4 * probe))]
     if np.unique(sample).size > probe:
         return None
-    levels, inverse = np.unique(bits, return_inverse=True)  # sorted by bit pattern
+    if dt.itemsize <= 2:  # every bit pattern counted: no sort
+        levels = np.flatnonzero(order0.histogram(bits, 1 << (8 * dt.itemsize))).astype(utype)
+    else:
+        levels, inverse = np.unique(bits, return_inverse=True)  # sorted by bit pattern
     k = int(levels.size)
     if k > min(MAX_LEVELS, bits.size // 2):
         return None
@@ -42,10 +47,20 @@ def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
     rank = np.empty(k, np.int64)
     rank[order] = np.arange(k)
     zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
-    q = rank[inverse.reshape(-1)] - zero
-    d0, p0 = select.encode_best(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
-    d1, p1 = select.encode_best(q, 4, True, chunk, rows=base.rows_of(arr), contexts=True, effort=effort)
-    return {"kind": "codebook", "levels": k, "zero": zero}, [d0, d1], p0 + p1
+    if dt.itemsize <= 2:
+        index = np.zeros(1 << (8 * dt.itemsize), np.int64)
+        index[levels] = np.arange(k) - zero  # levels are in order of value now
+        q = index[bits]
+    else:
+        q = rank[inverse.reshape(-1)] - zero
+    rep = {"kind": "codebook", "levels": k, "zero": zero}
+    c0 = select.choose(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
+    c1 = select.choose(q, 4, True, chunk, base.rows_of(arr), contexts=True, effort=effort)
+    if base.cannot_win(c0.bits + c1.bits, bound, [(k, chunk), (q.size, chunk)]):
+        return None
+    d0, p0 = select.encode_choice(levels, c0, dt.itemsize, False, chunk)
+    d1, p1 = select.encode_choice(q, c1, 4, True, chunk)
+    return rep, [d0, d1], p0 + p1
 
 
 def _stream(rec, dt, i: int) -> tuple[int, int, int]:

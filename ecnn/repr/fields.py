@@ -263,7 +263,7 @@ def decode(name: str, rep: dict, parts: list, shape, dt: DType) -> np.ndarray:
 # --- registry entry ------------------------------------------------------------
 
 
-def _candidate(arr: np.ndarray, dt: DType, cfg, step=None) -> base.Candidate | None:
+def _candidate(arr: np.ndarray, dt: DType, cfg, step=None, bound=None) -> base.Candidate | None:
     """The ``fields`` candidate where the type and the config (format 1.1) allow it."""
     if not applies(dt) or cfg.format_minor < 1:
         return None

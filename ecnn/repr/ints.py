@@ -10,7 +10,7 @@ from ecnn.errors import InvalidField
 from ecnn.repr import base
 
 
-def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate | None:
+def encode(arr: np.ndarray, dt, cfg, step=None, bound=None) -> base.Candidate | None:
     if dt.is_float:
         return None
     values = arr.ravel().astype(np.uint8) if dt.kind == "b" else arr.ravel()

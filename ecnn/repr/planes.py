@@ -10,15 +10,20 @@ from ecnn.dtypes import contiguous
 from ecnn.repr import base
 
 
-def encode(arr: np.ndarray, dt, cfg, step=None) -> base.Candidate:
+def encode(arr: np.ndarray, dt, cfg, step=None, bound: int | None = None) -> base.Candidate | None:
+    """Byte plane ``k`` of every element as stream ``k``, each coded as :func:`ecnn.select.choose` chooses.
+
+    With ``bound`` (the cost in bytes of another candidate), None when the planes'
+    estimated payload shows that they cannot beat it (:func:`ecnn.repr.base.cannot_win`).
+    """
     b = contiguous(arr).reshape(-1).view(np.uint8).reshape(-1, dt.itemsize)
-    descs, parts = [], []
     rows = base.rows_of(arr)
-    for k in range(dt.itemsize):
-        d, p = select.encode_best(b[:, k], 1, False, cfg.chunk, rows=rows, effort=cfg.effort)
-        descs.append(d)
-        parts.append(p)
-    return {"kind": "planes"}, descs, b"".join(parts)
+    planes = [np.ascontiguousarray(b[:, k]) for k in range(dt.itemsize)]
+    choices = [select.choose(p, 1, False, cfg.chunk, rows, effort=cfg.effort) for p in planes]
+    if base.cannot_win(sum(c.bits for c in choices), bound, [(p.size, cfg.chunk) for p in planes]):
+        return None
+    coded = [select.encode_choice(p, c, 1, False, cfg.chunk) for p, c in zip(planes, choices)]
+    return {"kind": "planes"}, [d for d, _ in coded], b"".join(p for _, p in coded)
 
 
 def validate(rec, dt) -> None:

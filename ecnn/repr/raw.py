@@ -9,7 +9,7 @@ from ecnn.errors import InvalidField
 from ecnn.repr import base
 
 
-def encode(arr: np.ndarray, dt=None, cfg=None, step=None) -> base.Candidate:
+def encode(arr: np.ndarray, dt=None, cfg=None, step=None, bound=None) -> base.Candidate:
     data = contiguous(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     return {"kind": "raw"}, [], data
 

@@ -46,21 +46,21 @@ def tables_can_pay(nsym: int, count: int) -> bool:
 
 
 def ranked_plan(
-    sym: np.ndarray, nsym: int, values: np.ndarray | None, classes, grid: bool = True, unique: bool = False
+    sym: np.ndarray, nsym: int, values: np.ndarray | None, classes, unique: bool = False
 ) -> rowcol_ctx.RowColPlan | None:
     """The cheapest plan of ``classes`` for a ``(rows, cols)`` array of indices, ranked on a sample first.
 
     Ranks the class counts (capped at the sample's rows and the columns) on every
     ``stride``-th row, ``stride`` chosen so that about :data:`SEARCH_SYMBOLS` symbols
-    remain, then plans the best :data:`FULL_PLANS` (one if the sample is every row)
-    on every row and keeps the cheapest (the first of equal ones).
+    remain, then plans the best :data:`FULL_PLANS` on every row and keeps the
+    cheapest (the first of equal ones). If the sample is every row, its best
+    plan is the answer.
 
     Args:
         sym: indices ``0..nsym-1`` (magnitudes when ``values`` is given).
         nsym: alphabet size of ``sym``.
         values: the signed values when signs are coded apart, else None.
         classes: the class counts to try, in order (ties keep the earlier).
-        grid: plan from :func:`ecnn.context.rowcol.grid` counts (same plans, faster).
         unique: try each capped class count once, in increasing order.
 
     Returns:
@@ -72,19 +72,39 @@ def ranked_plan(
     s_vals = values[::stride] if values is not None else None
     if s_vals is not None and not s_vals.any():
         return None
-    s_grid = rowcol_ctx.grid(s_sym, nsym, s_vals) if grid else None
+    s_scales = rowcol_ctx.scales_of(s_sym, s_vals)
     cands = [(min(a, s_sym.shape[0]), min(b, cols)) for a, b in classes]
     if unique:
         cands = sorted(set(cands))
-    costs = [(rowcol_ctx.plan(s_sym, nsym, s_vals, a, b, stride, s_grid).bits, a, b) for a, b in cands]
-    ranked = sorted(costs, key=lambda r: r[0])  # stable: ties keep the order of the class counts
-    full_grid = s_grid if stride == 1 else rowcol_ctx.grid(sym, nsym, values) if grid else None
+    keep = 1 if stride == 1 else FULL_PLANS
+    ranked = _best_plans([rowcol_ctx.context_counts(s_sym, nsym, s_vals, a, b, stride, s_scales) for a, b in cands], keep)
+    if stride == 1:
+        return ranked[0]  # the sample is every row: its plans are the plans
+    full = rowcol_ctx.scales_of(sym, values)
     best = None
-    for _, a, b in ranked[: 1 if stride == 1 else FULL_PLANS]:
-        p = rowcol_ctx.plan(sym, nsym, values, a, b, grid=full_grid)
+    for p in ranked:
+        p = rowcol_ctx.plan(sym, nsym, values, p.nrc, p.ncc, scales=full)
         if best is None or p.bits < best.bits:  # the first of equal ones
             best = p
     return best
+
+
+def _best_plans(counts: list, keep: int) -> list:
+    """The ``keep`` cheapest plans of these context counts, cheapest first (ties in the order given).
+
+    Planned in order of their least cost: once that exceeds the cost of the
+    ``keep``-th cheapest plan so far, no later one can be among the cheapest,
+    and none is planned (the result is the same as planning them all).
+    """
+    by_least = sorted(range(len(counts)), key=lambda i: counts[i].least_bits)
+    done: list = []  # (bits, index, plan), cheapest first
+    for i in by_least:
+        if len(done) >= keep and counts[i].least_bits > done[keep - 1][0]:
+            break
+        p = rowcol_ctx.plan_counts(counts[i])
+        done.append((p.bits, i, p))
+        done.sort(key=lambda d: (d[0], d[1]))
+    return [p for _, _, p in done[:keep]]
 
 
 def fixed_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes):
@@ -93,9 +113,10 @@ def fixed_plan(sym: np.ndarray, nsym: int, values: np.ndarray | None, classes):
     The first of equal ones is kept.
     """
     rows, cols = sym.shape
+    sc = rowcol_ctx.scales_of(sym, values)
     best = None
     for a, b in classes:
-        p = rowcol_ctx.plan(sym, nsym, values, min(a, rows), min(b, cols))
+        p = rowcol_ctx.plan(sym, nsym, values, min(a, rows), min(b, cols), scales=sc)
         if best is None or p.bits < best.bits:
             best = p
     return best
@@ -113,7 +134,7 @@ def plan_blocks(
     e = Effort.of(effort)
     rows, cols = sym.shape
     if e.head_classes is None:
-        best = ranked_plan(sym, nsym, None, HEAD_CLASSES, grid=False, unique=True)
+        best = ranked_plan(sym, nsym, None, HEAD_CLASSES, unique=True)
     else:
         best = fixed_plan(sym, nsym, None, e.head_classes)
     k = categorical.num_chunks(rows, categorical.chunk_rows_for(rows, cols, chunk))

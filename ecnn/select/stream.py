@@ -67,7 +67,18 @@ def encode_best(
     v = np.asarray(values).ravel()
     if v.size == 0:
         return raw.encode_raw(v, width, signed)
-    kind, _, how, _ = choose(v, width, signed, chunk, rows, contexts, effort)
+    return encode_choice(v, choose(v, width, signed, chunk, rows, contexts, effort), width, signed, chunk, contexts)
+
+
+def encode_choice(
+    values: np.ndarray, choice: Choice, width: int, signed: bool, chunk: int = DEFAULT_CHUNK, contexts: int = 1
+) -> tuple[dict, bytes]:
+    """Code non-empty values as :func:`choose` chose (with the same ``width``, ``signed`` and ``chunk``).
+
+    ``contexts`` is the format minor version allowed: a ``ctx`` rowcol plan is written as model 5 from 2
+    on, as model 4 below."""
+    v = np.asarray(values).ravel()
+    kind, how = choice.kind, choice.how
     lo, hi = int(v.min()), int(v.max())
     if kind == "const":
         return raw.encode_const(lo)
@@ -120,7 +131,12 @@ def choose(
     best = cand("raw", 8.0 * v.size * w, None, "raw", width=w, signed=sg)
     nsym = hi - lo + 1
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
-        indices = (v - v.dtype.type(lo)).astype(np.int32) if v.dtype.kind == "u" else (v.astype(np.int64) - lo).astype(np.int32)
+        if v.dtype.kind == "u" and v.dtype.itemsize <= 2:  # bytes and 16-bit words stay as they are
+            indices = v - v.dtype.type(lo) if lo else v
+        elif v.dtype.kind == "u":
+            indices = (v - v.dtype.type(lo)).astype(np.int32)
+        else:
+            indices = (v.astype(np.int64, copy=False) - lo).astype(np.int32)
         fit, bits = rate.order0_bits(order0.histogram(indices, nsym), v.size, chunk)
         if contexts:
             c = cand("ctx0", bits + 8.0 * ctx.order0_header_bytes(lo, nsym, chunk), (indices, fit), "ctx")
@@ -129,7 +145,7 @@ def choose(
         best = min(best, c, key=lambda ch: ch.bits)
         rowcol_ok = rows and e.rowcol and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE
         if rowcol_ok and classes.tables_can_pay(nsym, v.size):
-            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk, e)
+            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk, e, (1 << (8 * width - 1)) - 1 if signed else 0)
             if rc is not None and contexts:
                 best = min(best, _ctx_rowcol(rc, rows, chunk, cand, e), key=lambda ch: ch.bits)
             elif rc is not None:
@@ -155,21 +171,22 @@ def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
     return width, signed
 
 
-def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, e: Effort):
+def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, e: Effort, most: int):
     """The cheapest rowcol plan for these values, as ``(bits, encoding inputs)``, or None.
 
     Symmetric values are planned as magnitudes with signs apart (that halves every
-    table); the class counts are searched, or fixed by ``e.rowcol_classes``.
+    table) where every magnitude is at most ``most``, the largest that the stream's
+    symbol range holds on both sides (a decoder rejects others: spec/CODING.md 5.5);
+    the class counts are searched, or fixed by ``e.rowcol_classes``.
     """
     cols = v.size // rows
     shape = (rows, cols)
     sym, vals, offset, n = indices.reshape(shape), None, lo, nsym
-    if lo < 0 < int(v.max()):
-        signed_vals = v.astype(np.int64).reshape(shape)
-        m = np.abs(signed_vals)
-        mmax = int(m.max())
-        if mmax >= 1 and mmax + 1 <= tables.MAX_NSYM:
-            sym, vals, offset, n = m.astype(np.int32), signed_vals, 0, mmax + 1
+    hi = lo + nsym - 1
+    if lo < 0 < hi and max(-lo, hi) + 1 <= tables.MAX_NSYM and max(-lo, hi) <= most:
+        # The signed values as they are (read only); magnitudes below 2^20 need 32 bits at most.
+        signed_vals = (v if v.dtype.kind == "i" and v.dtype.itemsize >= 4 else v.astype(np.int32)).reshape(shape)
+        sym, vals, offset, n = np.abs(signed_vals).astype(np.int32, copy=False), signed_vals, 0, max(-lo, hi) + 1
     ok = classes.affordable_classes(n)
     if e.rowcol_classes is None:
         plan_ = classes.ranked_plan(sym, n, vals, ok)
