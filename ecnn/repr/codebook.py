@@ -44,12 +44,12 @@ def encode(arr: np.ndarray, dt, cfg, step=None, bound=None) -> base.Candidate | 
     keys = _order_keys(levels, dt.itemsize)
     order = np.argsort(keys, kind="stable")
     levels, keys = levels[order], keys[order]
-    rank = np.empty(k, np.int64)
-    rank[order] = np.arange(k)
+    rank = np.empty(k, np.int32)  # k <= 2^16
+    rank[order] = np.arange(k, dtype=np.int32)
     zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
     if dt.itemsize <= 2:
-        index = np.zeros(1 << (8 * dt.itemsize), np.int64)
-        index[levels] = np.arange(k) - zero  # levels are in order of value now
+        index = np.zeros(1 << (8 * dt.itemsize), np.int32)
+        index[levels] = np.arange(k, dtype=np.int32) - zero  # levels are in order of value now
         q = index[bits]
     else:
         q = rank[inverse.reshape(-1)] - zero

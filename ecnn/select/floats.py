@@ -69,7 +69,10 @@ def choose_head(u: np.ndarray, e_bits: int, m_bits: int, effort: str = "best") -
     sample = u[:: max(1, u.size // (1 << 21))]
     top = min(m_bits, floats.MAX_HEAD_MANTISSA)
     widest = head_histogram(sample, e_bits, m_bits, top)
-    hists = [widest.reshape(-1, 1 << (top - k)).sum(axis=1) for k in range(top + 1)]
+    hists = [widest]
+    for _ in range(top):  # one mantissa bit fewer: pairs of neighbours added
+        hists.append(hists[-1][0::2] + hists[-1][1::2])
+    hists.reverse()  # hists[k]: heads with k mantissa bits
     if Effort.of(effort).head_early_stop:
         costs: list[float] = []
         for k in range(0, top + 1):

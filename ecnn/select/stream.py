@@ -135,6 +135,8 @@ def choose(
             indices = v - v.dtype.type(lo) if lo else v
         elif v.dtype.kind == "u":
             indices = (v - v.dtype.type(lo)).astype(np.int32)
+        elif v.dtype == np.int32:  # lo and every index fit int32
+            indices = v - lo
         else:
             indices = (v.astype(np.int64, copy=False) - lo).astype(np.int32)
         fit, bits = rate.order0_bits(order0.histogram(indices, nsym), v.size, chunk)
