@@ -226,9 +226,26 @@ def _parse(mv, count: int, lo: int, hi: int) -> Blocks:
     nchunks = categorical.num_chunks(rows, crows)
     if nchunks > MAX_CHUNKS:
         raise CorruptPayload(f"blocks stream has more than {MAX_CHUNKS} chunks")
+    rclass, cclass, table_of, counts, pos = read_layout(mv, pos, rows, cols, nrc, ncc, nsym, "blocks")
+    models = [categorical.table(tables.expand(c)) for c in counts]
+    words = categorical.read_chunks(mv, pos, nchunks)
+    return assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of, models, words)
+
+
+def read_layout(mv, pos: int, rows: int, cols: int, nrc: int, ncc: int, nsym: int, what: str) -> tuple:
+    """The row classes, column classes, table map and stored table counts of the blocks layout (section 5.8;
+    also ``rans`` and ``ctx`` model 5), from ``pos``. Classes are below 64, so uint8.
+
+    Returns:
+        ``(rclass, cclass, table_of, counts, next position)``.
+
+    Raises:
+        CorruptPayload: a table map that does not start at 0 and grow by 0 or 1 (``what`` names the stream).
+        ValueError: a bad class stream, varint or table.
+    """
     rclass = np.zeros(rows, np.uint8)
     cclass = np.zeros(cols, np.uint8)
-    if nrc > 1:  # classes below 64: bytes
+    if nrc > 1:
         rclass, pos = categorical.read_side(mv, pos, nrc, rows)
         rclass = rclass.astype(np.uint8)
     if ncc > 1:
@@ -238,13 +255,12 @@ def _parse(mv, count: int, lo: int, hi: int) -> Blocks:
     table_of = np.array(table_of, np.int64)
     steps = np.diff(table_of)
     if table_of[0] != 0 or np.any(steps < 0) or np.any(steps > 1):
-        raise CorruptPayload("blocks table map must start at 0 and grow by 0 or 1")
-    models = []
+        raise CorruptPayload(f"{what} table map must start at 0 and grow by 0 or 1")
+    counts = []
     for _ in range(int(table_of[-1]) + 1):
         c, pos = tables.read(mv, pos, nsym)
-        models.append(categorical.table(tables.expand(c)))
-    words = categorical.read_chunks(mv, pos, nchunks)
-    return assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of, models, words)
+        counts.append(c)
+    return rclass, cclass, table_of, counts, pos
 
 
 def assemble(rows, cols, offset, nsym, crows, nrc, ncc, rclass, cclass, table_of, models, words) -> Blocks:

@@ -116,25 +116,14 @@ def encode(
         ValueError: a symbol that its table gives count 0, or an alphabet over :data:`MAX_NSYM`.
     """
     rows, cols = sym.shape
-    if lanes is None:
-        lanes = min(LANES, max(1, min(rows, crows) * cols // LANE_SYMBOLS))
+    lanes = _lanes_for(rows, cols, crows) if lanes is None else lanes
     rects = blocks.Rects.of(sym, p.nrc, p.rclass, p.cclass, p.table_of)
     counts = [np.asarray(f.counts, np.int64) for f in p.fits]
     if p.counts is not None and p.counts.shape == (p.nrc + p.ncc - 1, nsym) and int(p.counts.sum()) == sym.size:
         hists = list(np.add.reduceat(p.counts, np.flatnonzero(np.diff(p.table_of, prepend=-1)), axis=0))
     else:
         hists = _table_hists(rects, len(counts), nsym)
-    for h, c in zip(hists, counts):
-        if np.any((h > 0) & (c == 0)):
-            raise ValueError("a symbol occurs that its stored table gives count 0")
-    costs = {}
-    for prec in range(MIN_PRECISION, MAX_PRECISION + 1):
-        if max(np.count_nonzero(c) for c in counts) <= 1 << prec:
-            costs[prec] = cost_bits(hists, counts, prec)
-    if not costs:
-        raise ValueError(f"a table uses more than {MAX_NSYM} symbols")
-    best = min(costs.values())
-    prec = min(q for q, b in costs.items() if b <= best * (1 + PRECISION_SLACK) + 64)
+    prec = _precision(hists, counts)
     cum = cumulative(freqs_rows(np.stack(counts), prec))
     parts = [varint.encode([zigzag(int(offset)), int(nsym), int(rows), int(p.nrc), int(p.ncc), int(crows), int(lanes), prec])]
     if p.nrc > 1:
@@ -153,6 +142,30 @@ def encode(
     parts += chunks
     data = b"".join(parts)
     return {"coder": "rans", "length": len(data)}, data
+
+
+def _lanes_for(rows: int, cols: int, crows: int) -> int:
+    """Lanes per chunk: :data:`LANES`, fewer for chunks of fewer than ``LANES * LANE_SYMBOLS`` symbols."""
+    return min(LANES, max(1, min(rows, crows) * cols // LANE_SYMBOLS))
+
+
+def _precision(hists: list[np.ndarray], counts: list[np.ndarray]) -> int:
+    """The lowest precision whose coded size of the histograms is within :data:`PRECISION_SLACK` of the best.
+
+    Raises:
+        ValueError: a symbol occurs that its stored table gives count 0, or a table uses more than ``2**15`` symbols.
+    """
+    for h, c in zip(hists, counts):
+        if np.any((h > 0) & (c == 0)):
+            raise ValueError("a symbol occurs that its stored table gives count 0")
+    costs = {}
+    for prec in range(MIN_PRECISION, MAX_PRECISION + 1):
+        if max(np.count_nonzero(c) for c in counts) <= 1 << prec:
+            costs[prec] = cost_bits(hists, counts, prec)
+    if not costs:
+        raise ValueError(f"a table uses more than 2^{MAX_PRECISION} symbols")
+    best = min(costs.values())
+    return min(q for q, b in costs.items() if b <= best * (1 + PRECISION_SLACK) + 64)
 
 
 def _chunk_order(rects: blocks.Rects, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,40 +281,41 @@ def _parse(mv, count: int, lo: int, hi: int) -> Lanes:
     nchunks = categorical.num_chunks(rows, crows)
     if nchunks * lanes > MAX_CHUNKS:
         raise CorruptPayload(f"rans stream has more than {MAX_CHUNKS} lanes")
-    rclass = np.zeros(rows, np.uint8)
-    cclass = np.zeros(cols, np.uint8)
-    if nrc > 1:
-        rclass, pos = categorical.read_side(mv, pos, nrc, rows)
-        rclass = rclass.astype(np.uint8)
-    if ncc > 1:
-        cclass, pos = categorical.read_side(mv, pos, ncc, cols)
-        cclass = cclass.astype(np.uint8)
-    table_of, pos = varint.decode(mv, nrc + ncc - 1, pos)
-    table_of = np.array(table_of, np.int64)
-    steps = np.diff(table_of)
-    if table_of[0] != 0 or np.any(steps < 0) or np.any(steps > 1):
-        raise CorruptPayload("rans table map must start at 0 and grow by 0 or 1")
-    counts = []
-    for _ in range(int(table_of[-1]) + 1):
-        c, pos = tables.read(mv, pos, nsym)
-        counts.append(c)
+    rclass, cclass, table_of, counts, pos = blocks.read_layout(mv, pos, rows, cols, nrc, ncc, nsym, "rans")
     f = freqs_rows(np.stack(counts), prec)
+    sizes, spans = _read_lane_index(mv, pos, nchunks, lanes, "rans")
+    flat, run_start, order = _schedule(cclass, table_of, nrc, ncc)
+    return Lanes(
+        rows, cols, offset, nsym, crows, nchunks, rclass, flat, run_start, order, _rans.tables(f, prec), sizes, spans, mv
+    )
+
+
+def _read_lane_index(mv, pos: int, nchunks: int, lanes: int, what: str) -> tuple[np.ndarray, list]:
+    """The lane index at ``pos`` (section 5.9): words per lane as a ``(nchunks, lanes)`` uint64 array, and each
+    chunk's ``(start, end)`` byte range; the lanes must end the stream.
+
+    Raises:
+        CorruptPayload: a lane size of 2^62 or more, or lanes that do not end exactly at the end of ``mv``.
+        ValueError: a bad varint.
+    """
     sizes, pos = varint.decode(mv, nchunks * lanes, pos)
     sizes = np.array(sizes, np.uint64).reshape(nchunks, lanes)
     if np.any(sizes >= 1 << 62):
-        raise CorruptPayload("rans lane size out of range")
+        raise CorruptPayload(f"{what} lane size out of range")
     ends = pos + np.cumsum((4 * lanes + 2 * sizes.sum(axis=1, dtype=np.uint64)).astype(np.int64))
     if int(ends[-1]) != len(mv):
-        raise CorruptPayload("rans stream length does not match its lane index")
+        raise CorruptPayload(f"{what} stream length does not match its lane index")
     starts = np.concatenate([[pos], ends[:-1]])
+    return sizes, [(int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def _schedule(cclass: np.ndarray, table_of: np.ndarray, nrc: int, ncc: int) -> tuple:
+    """The compiled decoder's view of the blocks order: the runs as int32 ``(t, c0, c1)`` triples, where each
+    row class's runs start (int64, ``nrc + 1``), and the column order (int64; None for one column class)."""
     order, runs = blocks.column_runs(cclass, table_of, nrc)
-    flat = np.array([r for g in runs for r in g], np.int32).reshape(-1, 3)
+    flat = np.ascontiguousarray(np.array([r for g in runs for r in g], np.int32).reshape(-1, 3))
     run_start = np.concatenate([[0], np.cumsum([len(g) for g in runs])]).astype(np.int64)
-    return Lanes(
-        rows, cols, offset, nsym, crows, nchunks, np.ascontiguousarray(rclass, np.uint8), np.ascontiguousarray(flat),
-        run_start, np.ascontiguousarray(order, np.int64) if ncc > 1 else None, _rans.tables(f, prec),
-        sizes, [(int(s), int(e)) for s, e in zip(starts, ends)], mv,
-    )
+    return flat, run_start, np.ascontiguousarray(order, np.int64) if ncc > 1 else None
 
 
 def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int, runner=SERIAL) -> np.ndarray:
@@ -330,18 +344,6 @@ def decode(desc: dict, buf, count: int, out_dtype, lo: int, hi: int, runner=SERI
 MODEL_ROWCOL_LANES = 5  # the ctx model number
 
 
-def _precision(hists: list[np.ndarray], counts: list[np.ndarray]) -> int:
-    """The lowest precision whose coded size of the histograms is within :data:`PRECISION_SLACK` of the best."""
-    costs = {}
-    for prec in range(MIN_PRECISION, MAX_PRECISION + 1):
-        if max(np.count_nonzero(c) for c in counts) <= 1 << prec:
-            costs[prec] = cost_bits(hists, counts, prec)
-    if not costs:
-        raise ValueError(f"a table uses more than 2^{MAX_PRECISION} symbols")
-    best = min(costs.values())
-    return min(q for q, b in costs.items() if b <= best * (1 + PRECISION_SLACK) + 64)
-
-
 def encode_rowcol(
     sym: np.ndarray,
     values: np.ndarray | None,
@@ -364,15 +366,10 @@ def encode_rowcol(
     rows, cols = sym.shape
     if nsym > MAX_NSYM:
         raise ValueError(f"model 5 codes at most {MAX_NSYM} symbols")
-    if lanes is None:
-        lanes = min(LANES, max(1, min(rows, crows) * cols // LANE_SYMBOLS))
+    lanes = _lanes_for(rows, cols, crows) if lanes is None else lanes
     rects = blocks.Rects.of(sym, plan.nrc, plan.rclass, plan.cclass, plan.table_of)
     counts = [np.asarray(f.counts, np.int64) for f in plan.fits]
-    hists = _table_hists(rects, len(counts), nsym)
-    for h, c in zip(hists, counts):
-        if np.any((h > 0) & (c == 0)):
-            raise ValueError("a symbol occurs that its stored table gives count 0")
-    prec = _precision(hists, counts)
+    prec = _precision(_table_hists(rects, len(counts), nsym), counts)
     nsc = 0 if values is None else signs.k
     width = max(nsym, 16)
     rows_f = [np.pad(freqs(c, prec), (0, width - nsym)) for c in counts]
@@ -455,21 +452,7 @@ def decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
     sclass = np.zeros(cols, np.int64)
     if nsc > 1:
         sclass, pos = categorical.read_side(mv, pos, nsc, cols)
-    rclass = np.zeros(rows, np.int64)
-    cclass = np.zeros(cols, np.int64)
-    if nrc > 1:
-        rclass, pos = categorical.read_side(mv, pos, nrc, rows)
-    if ncc > 1:
-        cclass, pos = categorical.read_side(mv, pos, ncc, cols)
-    table_of, pos = varint.decode(mv, nrc + ncc - 1, pos)
-    table_of = np.array(table_of, np.int64)
-    steps = np.diff(table_of)
-    if table_of[0] != 0 or np.any(steps < 0) or np.any(steps > 1):
-        raise CorruptPayload("ctx model 5: table map must start at 0 and grow by 0 or 1")
-    counts = []
-    for _ in range(int(table_of[-1]) + 1):
-        c, pos = tables.read(mv, pos, nsym)
-        counts.append(c)
+    rclass, cclass, table_of, counts, pos = blocks.read_layout(mv, pos, rows, cols, nrc, ncc, nsym, "ctx model 5:")
     mags = _rans.tables(freqs_rows(np.stack(counts), prec), prec)
     quads = singles = scols = sstart = None
     if nsc:
@@ -481,26 +464,15 @@ def decode_rowcol(mv, pos: int, count: int, out_dtype: np.dtype, lo: int, hi: in
         singles = _rans.tables(freqs_rows(np.stack(sc), prec), prec)
         scols = np.argsort(sclass, kind="stable").astype(np.int64)
         sstart = np.concatenate([[0], np.cumsum(np.bincount(sclass, minlength=nsc))]).astype(np.int64)
-    sizes, pos = varint.decode(mv, nchunks * lanes, pos)
-    sizes = np.array(sizes, np.uint64).reshape(nchunks, lanes)
-    if np.any(sizes >= 1 << 62):
-        raise CorruptPayload("ctx model 5: lane size out of range")
-    ends = pos + np.cumsum((4 * lanes + 2 * sizes.sum(axis=1, dtype=np.uint64)).astype(np.int64))
-    if int(ends[-1]) != len(mv):
-        raise CorruptPayload("ctx model 5: stream length does not match its lane index")
-    starts = np.concatenate([[pos], ends[:-1]])
-    order, runs = blocks.column_runs(cclass, table_of, nrc)
-    flat = np.ascontiguousarray(np.array([r for g in runs for r in g], np.int32).reshape(-1, 3))
-    run_start = np.concatenate([[0], np.cumsum([len(g) for g in runs])]).astype(np.int64)
-    order = np.ascontiguousarray(order, np.int64) if ncc > 1 else None
-    rclass8 = np.ascontiguousarray(rclass, np.uint8)
+    sizes, spans = _read_lane_index(mv, pos, nchunks, lanes, "ctx model 5:")
+    flat, run_start, order = _schedule(cclass, table_of, nrc, ncc)
     out = runner.empty(rows * cols, out_dtype, nchunks)
 
     def one(i: int) -> None:
         a, b = i * crows, min(rows, (i + 1) * crows)
         try:
             _rans.decode_rowcol(
-                mags, quads, singles, mv[int(starts[i]) : int(ends[i])], sizes[i], rclass8[a:b], flat, run_start,
+                mags, quads, singles, mv[spans[i][0] : spans[i][1]], sizes[i], rclass[a:b], flat, run_start,
                 order, scols, sstart, offset, out[a * cols : b * cols].reshape(b - a, cols),
             )
         except ValueError as err:
