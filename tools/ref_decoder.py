@@ -1223,6 +1223,24 @@ class _Lane:
             raise _corrupt("CODING.md §5.9", "a lane has words left over or does not end at state 2^16")
 
 
+def _rans_chunks(buf: bytes, pos: int, k: int, lanes: int, sec: str):
+    """C§5.9: the lane index at pos (K * L word counts, the lanes ending the stream), then, chunk by
+    chunk, the chunk's L lanes."""
+    sizes, pos = _read_varints(buf, pos, k * lanes)
+    if any(w >= 1 << 62 for w in sizes):
+        raise _corrupt(sec, "lane size out of range")
+    if pos + sum(4 + 2 * w for w in sizes) != len(buf):
+        raise _corrupt(sec, "the stream's length does not match its lane index")
+    for j in range(k):
+        chunk_lanes = []
+        for w in sizes[j * lanes : (j + 1) * lanes]:
+            state = int.from_bytes(buf[pos : pos + 4], "little")
+            words = [int.from_bytes(buf[pos + 4 + 2 * i : pos + 6 + 2 * i], "little") for i in range(w)]
+            chunk_lanes.append(_Lane(state, words))
+            pos += 4 + 2 * w
+        yield chunk_lanes
+
+
 def decode_rans(f: dict, buf: bytes, n: int) -> list[int]:
     """C§5.9: the parameters, class streams, table map and tables of C§5.8 plus lanes and
     precision; the lane index; each chunk in blocks order, symbol k by lane k mod L."""
@@ -1252,19 +1270,8 @@ def decode_rans(f: dict, buf: bytes, n: int) -> list[int]:
     for _ in range(table_map[-1] + 1):
         counts, pos = read_table(buf, pos, nsym)
         freqs.append(rans_freqs(counts, p))
-    sizes, pos = _read_varints(buf, pos, k * lanes)
-    if any(w >= 1 << 62 for w in sizes):
-        raise _corrupt(sec, "lane size out of range")
-    if pos + sum(4 + 2 * w for w in sizes) != len(buf):
-        raise _corrupt(sec, "the stream's length does not match its lane index")
     out = [0] * n
-    for j in range(k):
-        chunk_lanes = []
-        for w in sizes[j * lanes : (j + 1) * lanes]:
-            state = int.from_bytes(buf[pos : pos + 4], "little")
-            words = [int.from_bytes(buf[pos + 4 + 2 * i : pos + 6 + 2 * i], "little") for i in range(w)]
-            chunk_lanes.append(_Lane(state, words))
-            pos += 4 + 2 * w
+    for j, chunk_lanes in enumerate(_rans_chunks(buf, pos, k, lanes, sec)):
         first, last = j * chunk_rows, min(rows, (j + 1) * chunk_rows)
         for idx, (i, c, t) in enumerate(blocks_order(first, last, cols, row_class, col_class, table_map, nrc)):
             out[i * cols + c] = chunk_lanes[idx % lanes].symbol(freqs[t], p) + offset
@@ -1364,19 +1371,8 @@ def _decode_ctx_model5(f: dict, buf: bytes, pos: int, n: int) -> list[int]:
         (c0, c1), pos = read_table(buf, pos, 2)
         quads.append(rans_freqs(quad_counts(c0, c1), p))
         singles.append(rans_freqs([c0, c1], p))
-    sizes, pos = _read_varints(buf, pos, k * lanes)
-    if any(w >= 1 << 62 for w in sizes):
-        raise _corrupt(sec, "lane size out of range")
-    if pos + sum(4 + 2 * w for w in sizes) != len(buf):
-        raise _corrupt(sec, "the stream's length does not match its lane index")
     out = [0] * n
-    for j in range(k):
-        chunk_lanes = []
-        for w in sizes[j * lanes : (j + 1) * lanes]:
-            state = int.from_bytes(buf[pos : pos + 4], "little")
-            words = [int.from_bytes(buf[pos + 4 + 2 * i : pos + 6 + 2 * i], "little") for i in range(w)]
-            chunk_lanes.append(_Lane(state, words))
-            pos += 4 + 2 * w
+    for j, chunk_lanes in enumerate(_rans_chunks(buf, pos, k, lanes, sec)):
         count = 0
 
         def symbol(g):
