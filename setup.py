@@ -11,13 +11,13 @@ setup(
         Extension(
             "ecnn._core._rc",
             sources=["ecnn/_core/_rcmodule.c", "ecnn/_core/rc.c"],
-            depends=["ecnn/_core/rc.h"],
+            depends=["ecnn/_core/rc.h", "ecnn/_core/pyints.h"],
             extra_compile_args=["-std=c11", "-O2"],
         ),
         Extension(
             "ecnn._core._rce",
             sources=["ecnn/_core/_rcemodule.c", "ecnn/_core/rce.c"],
-            depends=["ecnn/_core/rce.h", "ecnn/_core/rc.h"],
+            depends=["ecnn/_core/rce.h", "ecnn/_core/rc.h", "ecnn/_core/pyints.h"],
             extra_compile_args=["-std=c11", "-O2"],
         ),
         Extension(
