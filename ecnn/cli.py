@@ -30,8 +30,12 @@ examples:
 """
 
 
-def _progress_bar(enabled: bool, desc: str):
-    """A progress callback drawing a bar on stderr when it is a terminal."""
+def _progress_bar(enabled: bool, desc: str, unit: str = "tensor"):
+    """A progress callback drawing a bar on stderr when it is a terminal.
+
+    With ``unit="B"`` the callback's positions are bytes, and the bar shows
+    bytes done, MB/s and the time left.
+    """
     if not enabled or not sys.stderr.isatty():
         return None, lambda: None
     from tqdm import tqdm
@@ -41,7 +45,8 @@ def _progress_bar(enabled: bool, desc: str):
     def update(name: str, i: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="tensor", leave=False, file=sys.stderr)
+            scaled = {"unit_scale": True, "unit_divisor": 1000} if unit == "B" else {}
+            bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, **scaled)
         bar.n = i
         bar.set_postfix_str(name[-40:], refresh=True)
 
