@@ -304,8 +304,14 @@ def load_file(
 
 
 def _identity(t: torch.Tensor):
-    """What makes two state-dict entries the same tensor (tied weights)."""
-    if t.numel() == 0 or t.device.type == "meta":
+    """What makes two state-dict entries the same tensor (tied weights).
+
+    A meta tensor has no storage to compare: tied ones are the same object
+    (``state_dict(keep_vars=True)`` gives the parameters themselves).
+    """
+    if t.device.type == "meta":
+        return ("meta", id(t))
+    if t.numel() == 0:
         return None
     return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
@@ -326,8 +332,41 @@ def alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return out
 
 
-def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: int | None = None, limits: Limits = Limits()):
-    """Fill an existing module's parameters and buffers from a ``.ecnn`` file, in place.
+def _slot(module: torch.nn.Module, name: str) -> tuple[dict, str]:
+    """The ``_parameters`` or ``_buffers`` dict holding a state-dict entry, and its key there."""
+    prefix, _, attr = name.rpartition(".")
+    try:
+        owner = module.get_submodule(prefix) if prefix else module
+    except AttributeError:
+        owner = None
+    for table in (getattr(owner, "_parameters", {}), getattr(owner, "_buffers", {})):
+        if table.get(attr) is not None:
+            return table, attr
+    raise RuntimeError(f"cannot assign {name!r}: it is neither a parameter nor a buffer of the module")
+
+
+def _assign(module: torch.nn.Module, names: list[str], t: torch.Tensor) -> None:
+    """Put ``t`` under every name of a tied group: one new Parameter (or buffer tensor) for all."""
+    new = None
+    for name in names:
+        table, attr = _slot(module, name)
+        old = table[attr]
+        if new is None:
+            new = torch.nn.Parameter(t, requires_grad=old.requires_grad) if isinstance(old, torch.nn.Parameter) else t
+        table[attr] = new
+
+
+def load_into(
+    module: torch.nn.Module,
+    path,
+    strict: bool = True,
+    *,
+    assign: bool | None = None,
+    device="cpu",
+    workers: int | None = None,
+    limits: Limits = Limits(),
+):
+    """Fill a module's parameters and buffers from a ``.ecnn`` file.
 
     Names are those of ``module.state_dict()`` (for a packed ONNX model, its
     initializer names, which ``torch.onnx.export(dynamo=True)`` keeps for
@@ -335,15 +374,35 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
     non-persistent ones are not expected. Tied weights (one tensor under
     several names) are filled once from whichever of their names the file
     has, so a file written by :func:`save_model` (which stores them once)
-    loads. Tensors are decoded one at a time onto each parameter's device and
-    converted to its dtype; on the CPU a quantized float32 tensor is
-    dequantized straight into the parameter. Every name and shape is checked
-    before anything is written.
+    loads. Every name and shape is checked before anything is written.
+
+    Tensors are decoded one at a time and converted to the dtype of the
+    module's tensor. By default a tensor is filled in place (on the CPU a
+    quantized float32 tensor is dequantized straight into it), except a
+    tensor on the ``meta`` device, which has no memory to fill: the decoded
+    tensor, put on ``device``, replaces it, as ``load_state_dict(assign=True)``
+    does (a parameter becomes a new ``nn.Parameter`` with the old one's
+    ``requires_grad``; tied names all get the same one, so they stay tied).
+    So a model built on the meta device loads with the host holding the
+    model plus about one tensor, never two copies of it.
+
+    With ``strict=False`` the names missing from the file are listed in the
+    returned ``missing_keys`` and keep their tensors: on a meta module those
+    stay on the meta device (with no values) until you materialize them.
+    Non-persistent buffers are never in a file: on a meta module they stay on
+    the meta device whatever ``strict`` is, so compute them after loading.
 
     Args:
         module: the module to fill.
         path: the ``.ecnn`` file (or its bytes).
         strict: fail on missing or unexpected names, as ``load_state_dict`` does.
+        assign: True: every decoded tensor replaces the module's tensor (on
+            that tensor's device) instead of being copied into it; False: copy
+            into every tensor (meta tensors are then an error); None: replace
+            exactly the meta tensors.
+        device: where the tensors replacing meta tensors go (``"cpu"``,
+            ``"cuda"``, a ``torch.device``); on CUDA only the integer symbols
+            cross the bus.
         workers: threads for range decoding (None: ``ECNN_WORKERS`` or the CPU count,
             at most 8; 1: decode on the calling thread only).
         limits: caps on what the file may make the reader allocate (:class:`ecnn.Limits`).
@@ -352,23 +411,32 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
         ``(missing_keys, unexpected_keys)``, as ``load_state_dict`` returns.
 
     Raises:
-        RuntimeError: size mismatches, and with ``strict`` missing or unexpected names.
+        RuntimeError: size mismatches, meta tensors with ``assign=False``, and
+            with ``strict`` missing or unexpected names.
         FormatError: a subclass naming the check the file failed.
+
+    Example:
+        >>> with torch.device("meta"):                       # doctest: +SKIP
+        ...     model = Net()                                 # no memory for the weights yet
+        >>> ecnn.torch.load_into(model, "model.ecnn")         # decoded tensors replace the meta ones
     """
     from torch.nn.modules.module import _IncompatibleKeys
 
     state = module.state_dict(keep_vars=True)
+    device = torch.device(device)
     with _file.EcnnFile(path, limits) as f:
         f.check_padding()
         weights = f.weight_names()
         in_file = set(weights)
         known = set(state)
         sources: dict[str, torch.Tensor] = {}
+        tied: dict[str, list[str]] = {}
         missing: list[str] = []
         for group in alias_groups(state):
             present = [n for n in group if n in in_file]
             if present:
                 sources[present[0]] = state[group[0]]
+                tied[present[0]] = group
             else:
                 missing.extend(group)
         unexpected = [n for n in weights if n not in known]
@@ -380,6 +448,9 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
                     f"size mismatch for {name}: copying a param with shape {torch.Size(shape)} from the file, "
                     f"the shape in the module is {target.shape}"
                 )
+        on_meta = [n for n in sources if sources[n].device.type == "meta"]
+        if on_meta and assign is False:
+            errors.append("cannot copy into meta tensors (pass assign=None or True): " + ", ".join(map(repr, on_meta)))
         if strict:
             if unexpected:
                 errors.insert(0, "Unexpected key(s) in the file: " + ", ".join(repr(n) for n in unexpected))
@@ -391,18 +462,29 @@ def load_into(module: torch.nn.Module, path, strict: bool = True, *, workers: in
                 + "\n\t".join(errors)
             )
         names = [n for n in weights if n in sources]
-        devices = {sources[n].device for n in names}
-        device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
+        replace = {n: bool(assign) or sources[n].device.type == "meta" for n in names}
+        dest = {n: device if sources[n].device.type == "meta" else sources[n].device for n in names}
+        devices = set(dest.values())
+        common = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
         with torch.no_grad():
-            if device.type == "cpu":
+            if common.type == "cpu":
                 for h in parallel.iter_host(f, names, workers):
                     target = sources[h.name]
-                    t = materialize(h, "cpu", out=target.data)
-                    if t.data_ptr() != target.data_ptr():
-                        target.copy_(t)
+                    if not replace[h.name]:
+                        out = target.data
+                    else:
+                        out = torch.empty(target.shape, dtype=target.dtype)
+                    t = materialize(h, "cpu", out=out if out.device.type == "cpu" else None)
+                    if t.data_ptr() != out.data_ptr():
+                        out.copy_(t)  # the host arrays are not the module's to keep
+                    if replace[h.name]:
+                        _assign(module, tied[h.name], out.to(dest[h.name]))
             else:
-                for name, t in iter_tensors(f, names, device, None, workers):
-                    sources[name].copy_(t)
+                for name, t in iter_tensors(f, names, common, None, workers):
+                    if replace[name]:
+                        _assign(module, tied[name], t.to(sources[name].dtype))
+                    else:
+                        sources[name].copy_(t)
     return _IncompatibleKeys(missing, unexpected)
 
 

@@ -298,6 +298,81 @@ def test_untied_model_loads_file_saved_from_tied_one_only_partly(tmp_path):
     assert res.missing_keys == ["head.weight"]
 
 
+def _on_meta(**kw):
+    with torch.device("meta"):
+        return Net(**kw)
+
+
+@pytest.mark.parametrize("save", ["tied-once", "lossless-both-names"])
+def test_load_into_meta_module_equals_load_into_a_built_one(tmp_path, save):
+    m = _trained()
+    p = tmp_path / "net.ecnn"
+    if save == "tied-once":
+        et.save_model(m, p, bits=8)
+    else:
+        ecnn.save_file(m.state_dict(), p, lossless=True)
+    built, meta = Net(), _on_meta()
+    assert meta.conv.weight.is_meta
+    assert et.load_into(built, p) == ([], [])
+    assert et.load_into(meta, p) == ([], [])
+    got = meta.state_dict()
+    for k, v in built.state_dict().items():
+        if k == "cache":  # non-persistent: not in the file, stays on meta
+            assert got[k].is_meta
+            continue
+        assert got[k].device.type == "cpu" and _same_bits(got[k], v), k
+    assert meta.head.weight is meta.emb.weight  # tied weights stay tied
+    assert isinstance(meta.conv.weight, torch.nn.Parameter) and meta.conv.weight.requires_grad
+    assert not isinstance(meta.scale, torch.nn.Parameter)
+    meta.cache = torch.zeros(4)
+    ids = torch.randint(0, 50, (2, 5))
+    assert torch.equal(meta.eval()(ids), built.eval()(ids))
+
+
+def test_load_into_meta_keeps_the_meta_dtype_and_requires_grad(tmp_path):
+    p = tmp_path / "net.ecnn"
+    et.save_model(_trained(), p, bits=8)  # float32
+    with torch.device("meta"):
+        meta = Net().to(torch.bfloat16)
+    meta.conv.weight.requires_grad_(False)
+    et.load_into(meta, p)
+    ref = ecnn.load_file(p)
+    assert meta.conv.weight.dtype == torch.bfloat16 and torch.equal(meta.conv.weight, ref["conv.weight"].bfloat16())
+    assert meta.bn.num_batches_tracked.dtype == torch.int64 and int(meta.bn.num_batches_tracked) == 7
+    assert not meta.conv.weight.requires_grad and meta.conv.bias.requires_grad
+    assert meta.head.weight is meta.emb.weight
+
+
+def test_load_into_meta_missing_names_fail_under_strict_and_stay_meta_otherwise(tmp_path):
+    p = tmp_path / "net.ecnn"
+    sd = _trained().state_dict()
+    sd.pop("conv.bias")
+    ecnn.save_file(sd, p, lossless=True)
+    meta = _on_meta()
+    with pytest.raises(RuntimeError, match=r"Missing key.*conv\.bias"):
+        et.load_into(meta, p)
+    assert meta.conv.weight.is_meta  # nothing written
+    res = et.load_into(meta, p, strict=False)
+    assert res.missing_keys == ["conv.bias"]
+    assert meta.conv.bias.is_meta and not meta.conv.weight.is_meta
+
+
+def test_load_into_assign_flag(tmp_path):
+    p = tmp_path / "net.ecnn"
+    et.save_model(_trained(), p, bits=8)
+    with pytest.raises(RuntimeError, match="cannot copy into meta"):
+        et.load_into(_on_meta(), p, assign=False)
+    fresh = Net()
+    old = fresh.conv.weight
+    et.load_into(fresh, p, assign=True)
+    assert fresh.conv.weight is not old and fresh.head.weight is fresh.emb.weight
+    assert _same_bits(fresh.conv.weight, ecnn.load_file(p)["conv.weight"])
+    kept = Net()
+    old = kept.conv.weight
+    et.load_into(kept, p)  # default on a built module: in place
+    assert kept.conv.weight is old
+
+
 # --- CUDA -------------------------------------------------------------------
 
 
@@ -325,3 +400,22 @@ def test_cuda_load_into(tmp_path):
     ref = ecnn.load_file(p)
     assert _same_bits(fresh.conv.weight, ref["conv.weight"])
     assert fresh.head.weight is fresh.emb.weight
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_load_into_meta_module(tmp_path, dtype):
+    p = tmp_path / "net.ecnn"
+    et.save_model(_trained(), p, bits=8)
+    with torch.device("meta"):
+        meta = Net().to(dtype)
+    et.load_into(meta, p, device="cuda")
+    ref = ecnn.load_file(p)
+    assert meta.conv.weight.device.type == "cuda" and meta.conv.weight.dtype == dtype
+    assert _same_bits(meta.conv.weight, ref["conv.weight"].to(dtype))
+    assert meta.head.weight is meta.emb.weight
+    built = Net().cuda().to(dtype)
+    et.load_into(built, p)
+    for k, v in built.state_dict().items():
+        if k != "cache":
+            assert _same_bits(meta.state_dict()[k], v), k
