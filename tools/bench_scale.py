@@ -15,9 +15,12 @@ a child process started from a clean interpreter:
 For each it measures the wall time, the peak PSS of the whole process tree
 (the child and every descendant, forked encode workers included: the sum of
 ``Pss:`` in ``/proc/PID/smaps_rollup``, sampled every 0.1 s), the largest
-single process's peak RSS (``ru_maxrss`` from ``os.wait4``, which no sample
-can miss) and the CPU use (user + system seconds of the tree over wall time
-and cores).
+single process's peak RSS (its ``VmHWM``, the high-water mark the kernel
+keeps, read at the same times: only a peak in a process's last 0.1 s can be
+missed) and the CPU use (user + system seconds of the tree, from
+``os.wait4``, over wall time and cores). ``ru_maxrss`` would not do: the
+high-water mark it reports survives ``exec`` and starts at the launching
+process's own RSS.
 
 The issue's time target is that each command runs within 1.3x of the bytes
 over the codec's own throughput on the same machine, i.e. that streaming adds
@@ -138,6 +141,18 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def hwm_bytes(pid: int) -> int:
+    """A process's peak RSS so far (``VmHWM``; 0 once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def pss_bytes(pid: int) -> int:
     """A process's proportional set size (0 once it has gone)."""
     try:
@@ -154,7 +169,7 @@ def pss_bytes(pid: int) -> int:
 class Measured:
     wall_s: float
     peak_pss: int  # bytes, of the whole tree, sampled
-    max_rss: int  # bytes, of the largest single process (ru_maxrss)
+    max_rss: int  # bytes, the largest VmHWM of a single process, sampled
     cpu_s: float  # user + system seconds of the child and the descendants it waited for
     rc: int
     stdout: str
@@ -162,13 +177,13 @@ class Measured:
 
 
 def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> Measured:
-    """Run ``cmd``, sampling the peak PSS of its process tree every :data:`SAMPLE_S` seconds."""
+    """Run ``cmd``, sampling the PSS and peak RSS of its process tree every :data:`SAMPLE_S` seconds."""
     log.info("$ %s", " ".join(cmd))
     out_path, err_path = cwd / ".bench_scale.out", cwd / ".bench_scale.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
-        peak = 0
+        peak = hwm = 0
         while True:
             # wait4 rather than Popen.wait: its rusage covers the child and the descendants it reaped
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
@@ -176,12 +191,14 @@ def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> Measured:
                 wall = time.perf_counter() - t0
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 break
-            peak = max(peak, sum(pss_bytes(p) for p in tree(proc.pid)))
+            pids = tree(proc.pid)
+            peak = max(peak, sum(pss_bytes(p) for p in pids))
+            hwm = max([hwm, *(hwm_bytes(p) for p in pids)])
             time.sleep(SAMPLE_S)
     stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
     out_path.unlink()
     err_path.unlink()
-    m = Measured(wall, peak, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime, proc.returncode, stdout, stderr)
+    m = Measured(wall, peak, hwm, ru.ru_utime + ru.ru_stime, proc.returncode, stdout, stderr)
     if m.rc:
         log.error("exit status %d: %s", m.rc, stderr.strip()[-2000:])
     else:
@@ -483,7 +500,7 @@ def main(argv=None) -> int:
             f"`--bits 8`: {human(sizes.get('bits8', 0))}, `--lossless`: {human(sizes.get('lossless', 0))}"
             f"{', pack ' + ' '.join(pack_opts) if pack_opts else ''}; whole run {elapsed:.0f} s\n"
             "- peak PSS: of the whole process tree (forked workers included), sampled every 0.1 s; "
-            "max RSS: `ru_maxrss` of the largest single process. MB/s: checkpoint bytes over wall time. "
+            "max RSS: the largest single process's peak RSS (`VmHWM`, read at the same times). MB/s: checkpoint bytes over wall time. "
             "CPU use: user + system seconds of the tree over wall time and cores.\n"
             f"- wall target: within {TIME_RATIO}x of the step's fixed cost"
             f" (its wall time on a {human(tiny_bytes)} checkpoint: "

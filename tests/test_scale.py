@@ -1,0 +1,122 @@
+"""Checkpoints larger than memory: ``ecnn pack`` and ``ecnn unpack`` never hold the whole model.
+
+A ~200 MiB sharded bf16 checkpoint is packed and unpacked to a folder, each in
+a child process (``python -m ecnn``), whose peak memory is compared with the
+same command on a tiny checkpoint of the same layout (the interpreter, torch
+and the command's setup). Holding the whole model, or the whole encoded file, would
+add at least the checkpoint's size, or half of it at 8 bits; a streaming
+command adds its window of a few tensors. With one worker (``ECNN_WORKERS=1``)
+the command is one process, so the comparison is not blurred by what each
+forked encode worker holds for its own tensor (the benchmark,
+``tools/bench_scale.py``, measures the default pool). The peaks are those of
+``tools/bench_scale.py``, read every 0.1 s: the largest single process's peak
+RSS (``VmHWM``) and the PSS of the whole process tree. Not ``ru_maxrss``: it starts at the launching process's RSS, here
+pytest's with torch loaded.
+
+Deselect with ``-m "not scale"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import bench_scale
+
+pytestmark = pytest.mark.scale
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+HIDDEN, INTER, VOCAB, LAYERS = 1024, 2816, 8000, 7  # about 200 MiB of bf16: 4 MiB to 5.5 MiB per matrix
+SHARD = 64 * MiB
+
+
+def _llama_shapes(hidden: int, inter: int, vocab: int, layers: int) -> dict[str, tuple[int, ...]]:
+    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({p + f"self_attn.{x}_proj.weight": (hidden, hidden) for x in "qkvo"})
+        shapes.update({p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden)})
+        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
+        shapes[p + "input_layernorm.weight"] = (hidden,)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def write_checkpoint(folder: Path, shapes: dict[str, tuple[int, ...]], shard_bytes: int = SHARD) -> int:
+    """Sharded bf16 safetensors with ``model.safetensors.index.json``; returns the tensors' bytes."""
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    held = 0
+    for name, shape in shapes.items():
+        t = torch.randn(shape, generator=g).mul_(0.02).bfloat16() if len(shape) > 1 else torch.ones(shape).bfloat16()
+        if shards[-1] and held + 2 * t.numel() > shard_bytes:
+            shards.append({})
+            held = 0
+        shards[-1][name] = t
+        held += 2 * t.numel()
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / file))
+        weight_map.update(dict.fromkeys(shard, file))
+        total += sum(2 * t.numel() for t in shard.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return total
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["ECNN_WORKERS"] = "1"  # one process (see above)
+    return env
+
+
+def _run(cwd: Path, *args: str) -> bench_scale.Measured:
+    m = bench_scale.measure([sys.executable, "-m", "ecnn", *args], cwd, _env())
+    assert m.rc == 0, f"ecnn {' '.join(args)} failed with exit status {m.rc}:\n{m.stderr[-3000:]}"
+    return m
+
+
+def _pack_then_unpack(work: Path, ckpt: Path) -> tuple[bench_scale.Measured, bench_scale.Measured]:
+    packed, out = work / f"{ckpt.name}.ecnn", work / f"{ckpt.name}.out"
+    pack = _run(work, "pack", str(ckpt), "-o", str(packed), "--bits", "8", "--effort", "fast", "-f", "-q")
+    unpack = _run(work, "unpack", str(packed), "-o", f"{out}{os.sep}", "-f", "-q")
+    return pack, unpack
+
+
+def test_pack_and_unpack_stream_a_sharded_checkpoint(tmp_path):
+    tiny = _llama_shapes(hidden=8, inter=16, vocab=32, layers=1)
+    write_checkpoint(tmp_path / "tiny", tiny)
+    base_pack, base_unpack = _pack_then_unpack(tmp_path, tmp_path / "tiny")
+
+    shapes = _llama_shapes(HIDDEN, INTER, VOCAB, LAYERS)
+    nbytes = write_checkpoint(tmp_path / "ckpt", shapes)
+    largest = 2 * max(torch.Size(s).numel() for s in shapes.values())
+    assert nbytes > 150 * MiB and largest <= 6 * MiB
+    pack, unpack = _pack_then_unpack(tmp_path, tmp_path / "ckpt")
+
+    out = tmp_path / "ckpt.out"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(shapes)
+
+    # Half the checkpoint: what holding the whole model (or its whole 8-bit encoding) adds at least.
+    allowed = nbytes // 2
+    for what, m, base in (("pack", pack, base_pack), ("unpack", unpack, base_unpack)):
+        extra_rss, extra_pss = m.max_rss - base.max_rss, m.peak_pss - base.peak_pss
+        detail = (
+            f"ecnn {what} of a {nbytes / MiB:.0f} MiB checkpoint: peak RSS {m.max_rss / MiB:.0f} MiB "
+            f"({extra_rss / MiB:+.0f} MiB over a tiny checkpoint), peak PSS of the process tree "
+            f"{m.peak_pss / MiB:.0f} MiB ({extra_pss / MiB:+.0f} MiB); at most +{allowed / MiB:.0f} MiB allowed"
+        )
+        assert extra_rss <= allowed and extra_pss <= allowed, detail
