@@ -3,15 +3,17 @@
 A ~200 MiB sharded bf16 checkpoint is packed and unpacked to a folder, each in
 a child process (``python -m ecnn``), whose peak memory is compared with the
 same command on a tiny checkpoint of the same layout (the interpreter, torch
-and the command's setup). Holding the whole model, or the whole encoded file, would
-add at least the checkpoint's size, or half of it at 8 bits; a streaming
-command adds its window of a few tensors. With one worker (``ECNN_WORKERS=1``)
-the command is one process, so the comparison is not blurred by what each
-forked encode worker holds for its own tensor (the benchmark,
-``tools/bench_scale.py``, measures the default pool). The peaks are those of
-``tools/bench_scale.py``, read every 0.1 s: the largest single process's peak
-RSS (``VmHWM``) and the PSS of the whole process tree. Not ``ru_maxrss``: it starts at the launching process's RSS, here
-pytest's with torch loaded.
+and the command's setup). Holding the whole model, or the whole encoded file,
+would add at least the checkpoint's size, or half of it at 8 bits; a
+streaming command adds its window of a few tensors.
+
+With one worker (``ECNN_WORKERS=1``) the command is one process, so the
+comparison is not blurred by what each forked encode worker holds for its own
+tensor (``tools/bench_scale.py`` measures the default pool). The peaks are
+those of ``tools/bench_scale.py``, read every 0.1 s: the largest single
+process's peak RSS (``VmHWM``) and the PSS of the whole process tree. Not
+``ru_maxrss``: it starts at the launching process's RSS, here pytest's with
+torch loaded.
 
 Deselect with ``-m "not scale"``.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.scale
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
-HIDDEN, INTER, VOCAB, LAYERS = 1024, 2816, 8000, 7  # about 200 MiB of bf16: 4 MiB to 5.5 MiB per matrix
+HIDDEN, INTER, VOCAB, LAYERS = 1024, 2816, 8000, 7  # about 200 MiB of bf16: 2 to 5.5 MiB a layer matrix, 16 MiB embeddings
 SHARD = 64 * MiB
 
 
@@ -88,35 +91,44 @@ def _run(cwd: Path, *args: str) -> bench_scale.Measured:
     return m
 
 
-def _pack_then_unpack(work: Path, ckpt: Path) -> tuple[bench_scale.Measured, bench_scale.Measured]:
-    packed, out = work / f"{ckpt.name}.ecnn", work / f"{ckpt.name}.out"
-    pack = _run(work, "pack", str(ckpt), "-o", str(packed), "--bits", "8", "--effort", "fast", "-f", "-q")
-    unpack = _run(work, "unpack", str(packed), "-o", f"{out}{os.sep}", "-f", "-q")
-    return pack, unpack
+def _check(what: str, m: bench_scale.Measured, base: bench_scale.Measured, nbytes: int) -> None:
+    allowed = nbytes // 2  # what holding the whole model (or its whole 8-bit encoding) adds at least
+    extra_rss, extra_pss = m.max_rss - base.max_rss, m.peak_pss - base.peak_pss
+    detail = (
+        f"ecnn {what} of a {nbytes / MiB:.0f} MiB checkpoint: peak RSS {m.max_rss / MiB:.0f} MiB "
+        f"({extra_rss / MiB:+.0f} MiB over a tiny checkpoint), peak PSS {m.peak_pss / MiB:.0f} MiB "
+        f"({extra_pss / MiB:+.0f} MiB); at most +{allowed / MiB:.0f} MiB allowed"
+    )
+    assert extra_rss <= allowed and extra_pss <= allowed, detail
 
 
-def test_pack_and_unpack_stream_a_sharded_checkpoint(tmp_path):
-    tiny = _llama_shapes(hidden=8, inter=16, vocab=32, layers=1)
-    write_checkpoint(tmp_path / "tiny", tiny)
-    base_pack, base_unpack = _pack_then_unpack(tmp_path, tmp_path / "tiny")
-
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """The tiny and the 200 MiB checkpoints, packed at 8 bits: folders, files and measurements."""
+    work = tmp_path_factory.mktemp("scale")
     shapes = _llama_shapes(HIDDEN, INTER, VOCAB, LAYERS)
-    nbytes = write_checkpoint(tmp_path / "ckpt", shapes)
-    largest = 2 * max(torch.Size(s).numel() for s in shapes.values())
-    assert nbytes > 150 * MiB and largest <= 6 * MiB
-    pack, unpack = _pack_then_unpack(tmp_path, tmp_path / "ckpt")
+    runs = {}
+    for name, s in (("tiny", _llama_shapes(hidden=8, inter=16, vocab=32, layers=1)), ("ckpt", shapes)):
+        nbytes = write_checkpoint(work / name, s)
+        out = str(work / f"{name}.ecnn")
+        m = _run(work, "pack", str(work / name), "-o", out, "--bits", "8", "--effort", "fast", "-f", "-q")
+        runs[name] = (work / f"{name}.ecnn", nbytes, m)
+    shutil.rmtree(work / "ckpt")
+    return work, shapes, runs
 
-    out = tmp_path / "ckpt.out"
-    index = json.loads((out / "model.safetensors.index.json").read_text())
+
+def test_pack_does_not_hold_the_whole_checkpoint(packed):
+    _, shapes, runs = packed
+    (_, _, base), (_, nbytes, m) = runs["tiny"], runs["ckpt"]
+    assert nbytes > 150 * MiB and 2 * max(torch.Size(s).numel() for s in shapes.values()) <= 16 * MiB
+    _check("pack", m, base, nbytes)
+
+
+def test_unpack_to_a_folder_does_not_hold_the_whole_model(packed):
+    work, shapes, runs = packed
+    measured = {}
+    for name, (path, _, _) in runs.items():
+        measured[name] = _run(work, "unpack", str(path), "-o", f"{work / name}.out{os.sep}", "-f", "-q")
+    index = json.loads((work / "ckpt.out" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"]) == set(shapes)
-
-    # Half the checkpoint: what holding the whole model (or its whole 8-bit encoding) adds at least.
-    allowed = nbytes // 2
-    for what, m, base in (("pack", pack, base_pack), ("unpack", unpack, base_unpack)):
-        extra_rss, extra_pss = m.max_rss - base.max_rss, m.peak_pss - base.peak_pss
-        detail = (
-            f"ecnn {what} of a {nbytes / MiB:.0f} MiB checkpoint: peak RSS {m.max_rss / MiB:.0f} MiB "
-            f"({extra_rss / MiB:+.0f} MiB over a tiny checkpoint), peak PSS of the process tree "
-            f"{m.peak_pss / MiB:.0f} MiB ({extra_pss / MiB:+.0f} MiB); at most +{allowed / MiB:.0f} MiB allowed"
-        )
-        assert extra_rss <= allowed and extra_pss <= allowed, detail
+    _check("unpack", measured["ckpt"], measured["tiny"], runs["ckpt"][1])
