@@ -36,7 +36,8 @@ pytestmark = pytest.mark.scale
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
-HIDDEN, INTER, VOCAB, LAYERS = 1024, 2816, 8000, 7  # about 200 MiB of bf16: 2 to 5.5 MiB a layer matrix, 16 MiB embeddings
+# About 200 MiB of bf16: 2 to 5.5 MiB a layer matrix, 16 MiB for the embeddings.
+HIDDEN, INTER, VOCAB, LAYERS = 1024, 2816, 8000, 7
 SHARD = 64 * MiB
 
 
@@ -132,3 +133,13 @@ def test_unpack_to_a_folder_does_not_hold_the_whole_model(packed):
     index = json.loads((work / "ckpt.out" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"]) == set(shapes)
     _check("unpack", measured["ckpt"], measured["tiny"], runs["ckpt"][1])
+
+
+def test_bench_scale_load_child_builds_a_meta_model_from_the_file(tmp_path, capsys):
+    """The benchmark's load_into step: a module tree matching the file's names, built on meta, then loaded."""
+    write_checkpoint(tmp_path / "tiny", _llama_shapes(hidden=8, inter=16, vocab=32, layers=2))
+    _run(tmp_path, "pack", str(tmp_path / "tiny"), "-o", str(tmp_path / "t.ecnn"), "--bits", "8", "-q")
+    assert bench_scale.load_child(str(tmp_path / "t.ecnn"), "cpu") == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["on_meta"] == 0
+    assert got["model_bytes"] == sum(2 * torch.Size(s).numel() for s in _llama_shapes(8, 16, 32, 2).values())
