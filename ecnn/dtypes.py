@@ -71,6 +71,27 @@ _FROM_NUMPY = {
 }
 
 
+# safetensors' dtype codes for the types both formats hold.
+SAFETENSORS: dict[str, str] = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+TO_SAFETENSORS: dict[str, str] = {v: k for k, v in SAFETENSORS.items()}
+
+
 def get(name: str) -> DType:
     """Look up a dtype by its name in the file."""
     try:
