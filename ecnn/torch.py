@@ -345,11 +345,10 @@ def _slot(module: torch.nn.Module, name: str) -> tuple[dict, str]:
     raise RuntimeError(f"cannot assign {name!r}: it is neither a parameter nor a buffer of the module")
 
 
-def _assign(module: torch.nn.Module, names: list[str], t: torch.Tensor) -> None:
-    """Put ``t`` under every name of a tied group: one new Parameter (or buffer tensor) for all."""
+def _assign(slots: list[tuple[dict, str]], t: torch.Tensor) -> None:
+    """Put ``t`` in every slot of a tied group: one new Parameter (or buffer tensor) for all."""
     new = None
-    for name in names:
-        table, attr = _slot(module, name)
+    for table, attr in slots:
         old = table[attr]
         if new is None:
             new = torch.nn.Parameter(t, requires_grad=old.requires_grad) if isinstance(old, torch.nn.Parameter) else t
@@ -451,6 +450,15 @@ def load_into(
         on_meta = [n for n in sources if sources[n].device.type == "meta"]
         if on_meta and assign is False:
             errors.append("cannot copy into meta tensors (pass assign=None or True): " + ", ".join(map(repr, on_meta)))
+        names = [n for n in weights if n in sources]
+        replace = {n: bool(assign) or sources[n].device.type == "meta" for n in names}
+        slots: dict[str, list[tuple[dict, str]]] = {}
+        for n in names:
+            if replace[n]:
+                try:
+                    slots[n] = [_slot(module, m) for m in tied[n]]
+                except RuntimeError as e:
+                    errors.append(str(e))
         if strict:
             if unexpected:
                 errors.insert(0, "Unexpected key(s) in the file: " + ", ".join(repr(n) for n in unexpected))
@@ -461,8 +469,6 @@ def load_into(
                 f"Error(s) in loading {type(module).__name__} from {path if _path_or_none(path) else 'bytes'}:\n\t"
                 + "\n\t".join(errors)
             )
-        names = [n for n in weights if n in sources]
-        replace = {n: bool(assign) or sources[n].device.type == "meta" for n in names}
         dest = {n: device if sources[n].device.type == "meta" else sources[n].device for n in names}
         devices = set(dest.values())
         common = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
@@ -478,11 +484,11 @@ def load_into(
                     if t.data_ptr() != out.data_ptr():
                         out.copy_(t)  # the host arrays are not the module's to keep
                     if replace[h.name]:
-                        _assign(module, tied[h.name], out.to(dest[h.name]))
+                        _assign(slots[h.name], out.to(dest[h.name]))
             else:
                 for name, t in iter_tensors(f, names, common, None, workers):
                     if replace[name]:
-                        _assign(module, tied[name], t.to(sources[name].dtype))
+                        _assign(slots[name], t.to(sources[name].dtype))
                     else:
                         sources[name].copy_(t)
     return _IncompatibleKeys(missing, unexpected)

@@ -373,6 +373,29 @@ def test_load_into_assign_flag(tmp_path):
     assert kept.conv.weight is old
 
 
+class _WithComputed(torch.nn.Module):
+    """A module whose state dict holds an entry that is neither a parameter nor a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "computed"] = torch.empty(4, device="meta")
+
+
+def test_load_into_meta_entry_with_no_slot_fails_before_writing(tmp_path):
+    p = tmp_path / "m.ecnn"
+    sd = {"lin.weight": torch.ones(2, 3), "lin.bias": torch.ones(2), "computed": torch.ones(4)}
+    ecnn.save_file(sd, p, lossless=True)
+    with torch.device("meta"):
+        m = _WithComputed()
+    with pytest.raises(RuntimeError, match="cannot assign 'computed'"):
+        et.load_into(m, p)
+    assert m.lin.weight.is_meta
+
+
 # --- CUDA -------------------------------------------------------------------
 
 
