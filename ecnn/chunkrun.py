@@ -427,6 +427,86 @@ def imap_packed(n: int, fn: Callable[[int], object], costs=None) -> Iterator[tup
         yield from _imap_threads(n, fn, costs, nworkers)
 
 
+def imap_ordered(n: int, fn: Callable[[int], object], costs, window: int) -> Iterator[tuple[int, object]]:
+    """``(i, fn(i))`` for every ``i`` in ``0 .. n - 1``, in index order, with bounded work in flight.
+
+    As :func:`imap_packed`, but a job starts only while the costs of the jobs
+    started and not yet handed back, its own included, stay within ``window``
+    (or when it would be the only one): a stream of tensors read and encoded
+    this way holds a bounded part of the model however large the model is.
+    Jobs start in index order, except that once every job left fits in the
+    window they start largest first. Results are handed back in index order,
+    each as soon as the ones before it are.
+    """
+    costs = [max(0, int(c)) for c in costs]
+    nworkers = 1 if _inside() else min(workers(), n)
+    if nworkers <= 1:
+        for i in range(n):
+            yield i, fn(i)
+    elif JOBS_IN_PROCESSES and _may_fork():
+        yield from _imap_processes(n, fn, costs, nworkers, _Window(costs, window))
+    else:
+        # Threads: windows one after another, each run as imap_packed runs its jobs.
+        start = 0
+        while start < n:
+            end, used = start + 1, costs[start]
+            while end < n and used + costs[end] <= window:
+                used += costs[end]
+                end += 1
+            done: dict[int, object] = {}
+            for j, value in _imap_threads(end - start, lambda j, s=start: fn(s + j), costs[start:end], nworkers):
+                done[start + j] = value
+            for i in range(start, end):
+                yield i, done.pop(i)
+            start = end
+
+
+class _Window:
+    """Which jobs may start: index order within a budget of cost in flight (see :func:`imap_ordered`)."""
+
+    def __init__(self, costs: list[int], window: int) -> None:
+        self.costs = costs
+        self.window = window
+        self.admitted = 0  # jobs 0 .. admitted - 1 have started
+        self.returned = 0  # results handed back, in index order
+        self.in_flight = 0  # cost of the started jobs not handed back
+        self.rest = sum(costs)  # cost of the jobs not started
+        self.done: dict[int, object] = {}
+
+    def admit(self, room: int) -> list[int]:
+        """Jobs to start now, at most ``room`` of them."""
+        out: list[int] = []
+        n = len(self.costs)
+        if self.in_flight + self.rest <= self.window:  # everything left fits: largest first
+            out = sorted(range(self.admitted, n), key=lambda j: -self.costs[j])[:room]
+            if len(out) == n - self.admitted:
+                self.admitted = n
+                self.in_flight += self.rest
+                self.rest = 0
+                return out
+            out = []
+        while self.admitted < n and len(out) < room:
+            c = self.costs[self.admitted]
+            if self.in_flight and self.in_flight + c > self.window:
+                break
+            out.append(self.admitted)
+            self.admitted += 1
+            self.in_flight += c
+            self.rest -= c
+        return out
+
+    def finished(self, i: int, value: object) -> list[tuple[int, object]]:
+        """Record job ``i``'s result; the results now ready to hand back, in order."""
+        self.done[i] = value
+        out = []
+        while self.returned in self.done:
+            j = self.returned
+            out.append((j, self.done.pop(j)))
+            self.in_flight -= self.costs[j]
+            self.returned += 1
+        return out
+
+
 def _imap_threads(n: int, fn: Callable[[int], object], costs, nthreads: int) -> Iterator[tuple[int, object]]:
     jobs = _Jobs(n, fn, costs, nthreads)
     _submit(jobs.work, nthreads)
@@ -449,21 +529,26 @@ def _imap_threads(n: int, fn: Callable[[int], object], costs, nthreads: int) -> 
 _PIPE_CAPACITY = 4096  # bytes any pipe holds (one page, even when the system limits pipe buffers): 1024 job indices
 
 
-def _imap_processes(n: int, fn: Callable[[int], object], costs, nproc: int) -> Iterator[tuple[int, object]]:
+def _imap_processes(n: int, fn: Callable[[int], object], costs, nproc: int, window: "_Window | None" = None) -> Iterator[tuple[int, object]]:
     import msgpack
     import selectors
 
     costs = [1] * n if costs is None else list(costs)
-    queue = memoryview(np.array(sorted(range(n), key=lambda j: -costs[j]), dtype="<u4").tobytes())
-    # The queue: job indices, 4 bytes each. What fits the pipe goes in before any worker
-    # starts; the rest is fed below as the workers drain it, in writes of at most one
-    # page (atomic, so every index arrives whole: reads of 4 bytes take one each).
+    # The queue: job indices, 4 bytes each, fed to the workers through a pipe in writes
+    # of at most one page (atomic, so every index arrives whole: reads of 4 bytes take
+    # one each). Without a window, what fits the pipe goes in before any worker starts
+    # and the rest as the workers drain it. With one, the jobs the window admits go in
+    # as results are handed back, at most a pipe's worth waiting at a time.
     qr, qw = os.pipe()
+    if window is None:
+        queue = memoryview(np.array(sorted(range(n), key=lambda j: -costs[j]), dtype="<u4").tobytes())
+    else:
+        queue = memoryview(np.array(window.admit(_PIPE_CAPACITY // 4), dtype="<u4").tobytes())
     _write_all(qw, queue[:_PIPE_CAPACITY])
     queue = queue[_PIPE_CAPACITY:]
     if queue:
         os.set_blocking(qw, False)
-    else:
+    elif window is None or window.admitted == n:
         os.close(qw)
         qw = -1
     children = {}
@@ -493,7 +578,7 @@ def _imap_processes(n: int, fn: Callable[[int], object], costs, nproc: int) -> I
             sel.register(r, selectors.EVENT_READ)
         os.close(qr)
         qr = -1
-        if qw >= 0:
+        if queue:
             sel.register(qw, selectors.EVENT_WRITE)
         failure = None
         while children and failure is None:
@@ -528,10 +613,21 @@ def _imap_processes(n: int, fn: Callable[[int], object], costs, nproc: int) -> I
                         break
                     i, ok, value = msgpack.unpackb(bytes(buf[8 : 8 + size]), raw=False, strict_map_key=False)
                     del buf[: 8 + size]
-                    if ok:
+                    if not ok:
+                        if failure is None:
+                            failure = _error(*value)
+                    elif window is None:
                         yield i, value
-                    elif failure is None:
-                        failure = _error(*value)
+                    else:
+                        for item in window.finished(i, value):
+                            yield item
+                        if qw >= 0:
+                            more = window.admit(_PIPE_CAPACITY // 4 - (window.admitted - window.returned))
+                            if more:
+                                _write_all(qw, np.array(more, dtype="<u4").tobytes())  # never more than the pipe holds
+                            if window.admitted == n:
+                                os.close(qw)
+                                qw = -1
         if failure is not None:
             raise failure
     finally:

@@ -152,7 +152,7 @@ def cmd_pack(a) -> int:
     if not src.is_dir() and eio.kind_of(src) == "onnx":
         from ecnn import onnx as eonnx
 
-        update, close = _progress_bar(not a.quiet, "packing")
+        update, close = _progress_bar(not a.quiet, "packing", unit="B")
         try:
             size, count, in_bytes = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
         finally:
@@ -163,18 +163,17 @@ def cmd_pack(a) -> int:
                 f"({in_bytes / max(size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s: {out}"
             )
         return 0
-    tensors = eio.load_weights(src)
-    arrays = et.to_arrays(tensors)
-    in_bytes = sum(arr.nbytes for arr, _ in arrays.values())
-    update, close = _progress_bar(not a.quiet, "packing")
+    srcs = eio.open_weights(src)  # read one tensor at a time while encoding: memory stays bounded
+    in_bytes = sum(s.nbytes for s in srcs)
+    update, close = _progress_bar(not a.quiet, "packing", unit="B")
     try:
-        size = efile.save(arrays, out, cfg, _metadata(a.metadata), update)
+        size = efile.save_stream(srcs, out, cfg, _metadata(a.metadata), update)
     finally:
         close()
     dt = time.perf_counter() - t0
     if not a.quiet:
         print(
-            f"packed {len(arrays)} tensors, {_human(in_bytes)} -> {_human(size)} "
+            f"packed {len(srcs)} tensors, {_human(in_bytes)} -> {_human(size)} "
             f"({in_bytes / max(size, 1):.2f}x) in {dt:.1f} s: {out}"
         )
     return 0

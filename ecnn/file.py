@@ -17,7 +17,7 @@ from ecnn import chunkrun, codec, dtypes, parallel
 from ecnn.config import EncodeConfig
 from ecnn.container import format as fmt
 from ecnn.container.reader import Container, TensorRecord
-from ecnn.container.writer import DEFAULT_ALIGN, atomic_write, serialize
+from ecnn.container.writer import DEFAULT_ALIGN, Spool, atomic_write, head, serialize
 from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFile
 
 # A file packed from an ONNX model holds its graph as this uint8 tensor (spec/FORMAT.md, ONNX appendix).
@@ -90,36 +90,94 @@ def _check_metadata(metadata) -> dict[str, str]:
     return md
 
 
+@dataclass(frozen=True)
+class Source:
+    """A tensor to encode, read only when :attr:`read` is called (see :func:`ecnn.io.open_weights`).
+
+    ``read()`` returns the storage array (``dtype.storage``, ``shape``). It may
+    run in a forked worker process, so it should open whatever it reads itself.
+    """
+
+    name: str
+    dtype: dtypes.DType
+    shape: tuple[int, ...]
+    read: Callable[[], np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def sources(arrays: Mapping[str, tuple[np.ndarray, dtypes.DType]]) -> list[Source]:
+    """Arrays already in memory, as sources."""
+    return [Source(name, dt, tuple(arr.shape), lambda arr=arr: arr) for name, (arr, dt) in arrays.items()]
+
+
+# Input bytes in flight when encoding a stream of tensors: read, being encoded, or
+# encoded and waiting for the tensors before them to be written. At least the largest
+# tensor times the workers plus one, so that every worker has a tensor to work on.
+STREAM_WINDOW = 1 << 29
+
+
+def _window(srcs: list[Source], window: int | None) -> int:
+    if window is not None:
+        return window
+    return max(STREAM_WINDOW, (chunkrun.workers() + 1) * max((s.nbytes for s in srcs), default=0))
+
+
+def encode_stream(
+    srcs: list[Source], config: EncodeConfig, progress: Progress | None = None, window: int | None = None
+) -> Iterable[tuple[dict, bytes]]:
+    """Encode tensors one at a time; yields ``(record, payload)`` in their order.
+
+    With several workers (:func:`ecnn.chunkrun.workers`) tensors are read and
+    encoded side by side (in forked processes on Linux, on threads elsewhere:
+    see ``ecnn.chunkrun.JOBS_IN_PROCESSES``), with at most ``window`` bytes of
+    input in flight (default: :data:`STREAM_WINDOW`, or more for large
+    tensors: see :func:`_window`); the bytes are the same either way.
+    ``progress`` is called as ``progress(name, bytes_done, bytes_total)``
+    with the input bytes of the tensors handed back so far.
+    """
+    names = [_check_name(s.name) for s in srcs]
+    if len(set(names)) != len(names):
+        raise InvalidTensorName("tensor names must be unique")
+    total = sum(s.nbytes for s in srcs)
+
+    def one(i: int):
+        s = srcs[i]
+        arr = s.read()
+        if tuple(arr.shape) != tuple(s.shape) or arr.dtype != s.dtype.storage:
+            raise InvalidOption(f"tensor {s.name!r}: read {arr.dtype}{list(arr.shape)}, expected {s.dtype.name}{list(s.shape)}")
+        return codec.encode_tensor(s.name, arr, s.dtype, config)
+
+    if progress:
+        progress("", 0, total)
+    done = 0
+    for i, (rec, payload) in chunkrun.imap_ordered(len(srcs), one, [s.nbytes for s in srcs], _window(srcs, window)):
+        done += srcs[i].nbytes
+        if progress:
+            progress(srcs[i].name, done, total)
+        yield rec, payload
+
+
 def encode_parts(
     arrays: Mapping[str, tuple[np.ndarray, dtypes.DType]],
     config: EncodeConfig,
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> Iterable[bytes]:
-    """Encode arrays; returns the file as a sequence of byte strings."""
+    """Encode arrays; returns the file as a sequence of byte strings.
+
+    ``progress(name, bytes_done, bytes_total)`` as in :func:`encode_stream`.
+    """
     md = _check_metadata(metadata)
-    items = list(arrays.items())
-    for name, _ in items:
-        _check_name(name)
-    total = len(items)
-    records: list = [None] * total
-    payloads: list = [None] * total
-
-    def one(i: int):
-        name, (arr, dt) = items[i]
-        return codec.encode_tensor(name, arr, dt, config)
-
-    # Tensors are independent: with several workers (ecnn.chunkrun.workers()) they are
-    # encoded side by side (in forked processes on Linux, on threads elsewhere: see
-    # ecnn.chunkrun.JOBS_IN_PROCESSES), the largest first; the bytes are the same either way.
-    if progress:
-        progress("", 0, total)
-    done = 0
-    for i, (rec, payload) in chunkrun.imap_packed(total, one, [a.size for _, (a, _) in items]):
-        records[i], payloads[i] = rec, payload
-        done += 1
-        if progress:
-            progress(items[i][0], done, total)  # done: tensors finished so far
+    records, payloads = [], []
+    for rec, payload in encode_stream(sources(arrays), config, progress, window=1 << 62):  # all in memory anyway
+        records.append(rec)
+        payloads.append(payload)
     return encode_records(records, payloads, md, config.align)
 
 
@@ -129,7 +187,41 @@ def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | Non
 
 def save(arrays, path, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> int:
     """Encode and write atomically; returns the file size."""
-    return atomic_write(path, encode_parts(arrays, config, metadata, progress))
+    return save_stream(sources(arrays), path, config, metadata, progress)
+
+
+def save_stream(
+    srcs: list[Source],
+    path,
+    config: EncodeConfig,
+    metadata: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    window: int | None = None,
+) -> int:
+    """Encode tensors read one at a time and write the file atomically; returns its size.
+
+    Memory stays within the window of :func:`encode_stream` whatever the
+    model's size: each payload goes to a hidden temporary file in the output's
+    folder as soon as the ones before it have (:class:`ecnn.container.writer.Spool`),
+    and the file is assembled from the header and that data once every tensor
+    is encoded. Only the records are kept. The bytes are those
+    :func:`encode` gives for the same tensors.
+
+    Raises:
+        InvalidTensorName, InvalidOption, UnsupportedDtype, and what the
+        sources raise when read (e.g. UnreadableInput).
+    """
+    md = _check_metadata(metadata)
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    records: list[dict] = []
+    minor = 0
+    with Spool(folder, config.align) as spool:
+        for rec, payload in encode_stream(srcs, config, progress, window):
+            rec = dict(rec)
+            minor = max(minor, codec.minor_version([rec], [payload]))
+            spool.add(rec, payload)
+            records.append(rec)
+        return atomic_write(path, [head(records, md, config.align, minor=minor), spool.chunk()])
 
 
 def encode_records(records: list[dict], payloads: list, metadata: Mapping[str, str] | None = None, align: int = DEFAULT_ALIGN) -> list[bytes]:

@@ -422,8 +422,11 @@ def test_encoding_on_workers_reports_every_tensor(monkeypatch, jobs_in_processes
     seen = []
     with chunkrun.using(3):
         _file.encode({k: (v, dtypes.from_numpy(v.dtype)) for k, v in arrays.items()}, EncodeConfig(bits=6), progress=lambda *a: seen.append(a))
-    assert seen[0] == ("", 0, 5) and sorted(s[1] for s in seen[1:]) == [1, 2, 3, 4, 5]
-    assert {s[0] for s in seen[1:]} == set(arrays)
+    # Bytes of input done, in file order, up to the total.
+    sizes = [a.nbytes for a in arrays.values()]
+    assert seen[0] == ("", 0, sum(sizes))
+    assert [s[1] for s in seen[1:]] == list(np.cumsum(sizes))
+    assert [s[0] for s in seen[1:]] == list(arrays)
 
 
 @needs_fork

@@ -56,7 +56,7 @@ ALLOWED: dict[str, set[str]] = {
     "ecnn.torch": CORE | {"torch"},
     "ecnn.onnx": CORE | {"onnx", "onnxruntime"},
     "ecnn.transformers": CORE | {"ecnn.torch", "torch", "transformers"},
-    "ecnn.io": CORE | {"torch", "safetensors"},  # reading .safetensors and .pt inputs
+    "ecnn.io": CORE | {"ecnn.torch", "torch", "safetensors"},  # reading .safetensors and .pt inputs (tensors through the torch adapter)
     "ecnn.numpy": CORE,
     "ecnn.api": CORE | {"ecnn.torch", "ecnn.numpy"},
     "ecnn": CORE | {"ecnn.numpy", "ecnn.api", "ecnn.budget"},  # __init__; ecnn.compress loads ecnn.budget when used

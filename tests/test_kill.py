@@ -87,6 +87,21 @@ def _child(argv: list[str], kill_after: int | None, at_replace: str | None) -> N
             return Killing(real_fdopen(fd, *a, **kw))
 
         os.fdopen = fdopen
+        real_copy = getattr(os, "copy_file_range", None)
+
+        def copy_file_range(src, dst, count, offset_src=None, offset_dst=None):
+            # The payloads reach the output from the writer's spool file through this call.
+            room = kill_after - written[0]
+            if room < count:
+                if room > 0:
+                    real_copy(src, dst, room, offset_src, offset_dst)
+                die()
+            k = real_copy(src, dst, count, offset_src, offset_dst)
+            written[0] += k
+            return k
+
+        if real_copy is not None:
+            os.copy_file_range = copy_file_range
     if at_replace is not None:
         real_replace = os.replace
 

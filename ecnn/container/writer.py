@@ -28,6 +28,20 @@ def layout(records: list[dict], payloads: list, align: int = DEFAULT_ALIGN) -> N
         pos += len(data)
 
 
+def head(records: list[dict], metadata: dict[str, str], align: int = DEFAULT_ALIGN, *, minor: int) -> bytes:
+    """Preamble, header and the padding up to the data section, for records already laid out.
+
+    The payloads follow, each at its record's ``offset`` from the end of these
+    bytes (spec/FORMAT.md section 8).
+    """
+    header = hdr.encode({"align": align, "metadata": dict(metadata), "tensors": records})
+    versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(header))
+    preamble = fmt.PREAMBLE.pack(fmt.SIGNATURE, fmt.FORMAT_MAJOR, minor, len(header), fmt.crc32(versions_and_length, header))
+    end = fmt.PREAMBLE_SIZE + len(header)
+    pad = fmt.align_up(end, align) - end if records else 0  # an empty file ends at its header
+    return preamble + header + bytes(pad)
+
+
 def serialize(
     records: list[dict], payloads: list, metadata: dict[str, str], align: int = DEFAULT_ALIGN, *, minor: int
 ) -> Iterator[bytes]:
@@ -37,19 +51,85 @@ def serialize(
     records use (spec/FORMAT.md section 11), which the codec knows.
     """
     layout(records, payloads, align)
-    header = hdr.encode({"align": align, "metadata": dict(metadata), "tensors": records})
-    versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(header))
-    preamble = fmt.PREAMBLE.pack(fmt.SIGNATURE, fmt.FORMAT_MAJOR, minor, len(header), fmt.crc32(versions_and_length, header))
-    yield preamble
-    yield header
-    pos = fmt.PREAMBLE_SIZE + len(header)
-    data_start = fmt.align_up(pos, align)
+    yield head(records, metadata, align, minor=minor)
+    pos = 0
     for rec, data in zip(records, payloads):
-        gap = data_start + rec["offset"] - pos
+        gap = rec["offset"] - pos
         if gap:
             yield bytes(gap)
         yield data
-        pos = data_start + rec["offset"] + len(data)
+        pos = rec["offset"] + len(data)
+
+
+class Spool:
+    """Payloads written one after another to a hidden temporary file, laid out as the data section.
+
+    For writers that produce payloads one at a time and cannot hold them all:
+    each :meth:`add` pads to the alignment, writes the payload and fills in the
+    record's ``offset``, ``length`` and ``crc32`` (as :func:`layout` does).
+    :func:`atomic_write` then copies the data section into the output after
+    the header (:meth:`chunk`), inside the kernel where it can. The file is
+    deleted on :meth:`close`.
+    """
+
+    def __init__(self, folder: str | os.PathLike, align: int = DEFAULT_ALIGN) -> None:
+        self.align = align
+        self.size = 0
+        self._file = tempfile.TemporaryFile(prefix=".ecnn-", suffix=".tmp", dir=os.fspath(folder))
+
+    def add(self, rec: dict, data) -> None:
+        start = fmt.align_up(self.size, self.align)
+        if start > self.size:
+            self._file.write(bytes(start - self.size))
+        self._file.write(data)
+        rec["offset"] = start
+        rec["length"] = len(data)
+        rec["crc32"] = fmt.crc32(data)
+        self.size = start + len(data)
+
+    def chunk(self) -> "FileSpan":
+        """The data section, as a chunk for :func:`atomic_write`."""
+        self._file.flush()
+        return FileSpan(self._file.fileno(), 0, self.size)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FileSpan:
+    """``length`` bytes of an open file from ``offset``: a chunk :func:`atomic_write` copies without reading it into memory."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd, self.offset, self.length = fd, offset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def copy_to(self, out) -> None:
+        out.flush()
+        dst = out.fileno()
+        pos, left = self.offset, self.length
+        while left:
+            try:
+                k = os.copy_file_range(self.fd, dst, left, pos)
+            except (AttributeError, OSError):
+                k = 0  # not on this system or between these file systems: copy through a buffer
+            if not k:
+                block = os.pread(self.fd, min(left, 1 << 23), pos)
+                if not block:
+                    raise OSError(f"spool file ended {left} bytes early")
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(dst, view) :]
+                k = len(block)
+            pos += k
+            left -= k
 
 
 def atomic_write(path: str | os.PathLike, chunks: Iterable) -> int:
@@ -69,7 +149,10 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable) -> int:
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             for c in chunks:
-                f.write(c)
+                if isinstance(c, FileSpan):
+                    c.copy_to(f)
+                else:
+                    f.write(c)
                 n += len(c)
             f.flush()
             os.fsync(f.fileno())
