@@ -428,7 +428,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=parse_size, default=3 * GiB, help="checkpoint size (default 3GiB)")
     ap.add_argument(
         "--calib-size", type=parse_size, default=GiB,
-        help="checkpoint the single-run throughput is measured on (default 1GiB; at most a quarter of --size)",
+        help="checkpoint the single-run throughput is measured on (default 1GiB; at most half of --size)",
     )
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ecnn-bench-scale"), help="where files go")
     ap.add_argument("--effort", choices=("fast", "balanced", "best"), help="ecnn pack --effort (default: pack's own)")
@@ -448,7 +448,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not args.generator.is_file():
         ap.error(f"{args.generator} does not exist (it generates the checkpoint)")
-    calib_size = min(args.calib_size, args.size // 4)
+    calib_size = min(args.calib_size, args.size // 2)
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
