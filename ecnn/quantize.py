@@ -55,8 +55,7 @@ def step_for_bits(values: np.ndarray, dtype: DType, bits: int) -> float:
     """The float32 step that maps the tensor's largest magnitude to ``2**(bits-1) - 1``."""
     if not MIN_BITS <= bits <= MAX_BITS:
         raise InvalidOption(f"bits must be in [{MIN_BITS}, {MAX_BITS}], got {bits}")
-    x = to_float(values, dtype)
-    absmax = float(np.max(np.abs(x))) if x.size else 0.0
+    absmax = float(np.max(_abs_max_rows(values.reshape(1, -1) if values.ndim < 2 else values, dtype))) if values.size else 0.0
     if absmax == 0.0:
         return 1.0
     step = np.float32(absmax / ((1 << (bits - 1)) - 1))
@@ -140,8 +139,7 @@ def row_codes(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
     Code 0 is the tensor's own step; larger codes are finer. A row of zeros
     gets code 0.
     """
-    x = to_float(values, dtype).reshape(values.shape[0], -1)
-    row_max = np.abs(x).max(axis=1).astype(np.float64)
+    row_max = _abs_max_rows(values, dtype).astype(np.float64)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0)  # quantize_rows rejects non-finite rows
     top = float(row_max.max()) if row_max.size else 0.0
     all_codes = np.arange(MAX_ROW_CODE + 1)
@@ -156,6 +154,27 @@ def row_codes(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
 
 
 _QUANTIZE_BLOCK = 1 << 16  # elements quantized at a time: binary64 temporaries that stay in cache
+
+
+def _abs_max_rows(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """The largest magnitude of each row (first dimension; NaN where a row has one), as float32/float64.
+
+    Works through blocks of elements, so that no float copy of the whole tensor is made.
+    """
+    v = values.reshape(values.shape[0], -1)
+    rows, cols = v.shape
+    if cols == 0:
+        return np.zeros(rows, np.float64 if dtype.name == "float64" else np.float32)
+    out = np.empty(rows, np.float64 if dtype.name == "float64" else np.float32)
+    if rows == 1:  # one long row: blocks of its columns
+        parts = [np.max(np.abs(to_float(v[0, a : a + _QUANTIZE_BLOCK], dtype))) for a in range(0, cols, _QUANTIZE_BLOCK)]
+        out[0] = np.max(np.array(parts))
+        return out
+    step_rows = max(1, _QUANTIZE_BLOCK // cols)
+    for a in range(0, rows, step_rows):
+        b = min(rows, a + step_rows)
+        out[a:b] = np.abs(to_float(v[a:b], dtype)).max(axis=1)
+    return out
 
 
 def quantize_rows(values: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:

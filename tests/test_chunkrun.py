@@ -579,3 +579,58 @@ def test_a_damaged_tensor_fails_where_it_would_one_at_a_time(monkeypatch):
             results[n] = (names, str(e.value))
         assert results[3] == results[1]
         assert results[1][0] == list(tensors)[: list(tensors).index(damaged)]
+
+
+# --- imap_ordered: bounded work in flight, results in order -------------------------
+
+
+@pytest.mark.parametrize("jobs_in_processes", [False, chunkrun.JOBS_IN_PROCESSES], ids=["threads", "default"])
+@pytest.mark.parametrize("n", WORKERS)
+def test_imap_ordered_hands_back_every_result_in_order(monkeypatch, jobs_in_processes, n):
+    monkeypatch.setattr(chunkrun, "JOBS_IN_PROCESSES", jobs_in_processes)
+    rng = np.random.default_rng(n)
+    costs = [int(c) for c in rng.integers(0, 50, 300)] + [500, 3, 3]  # one job larger than the window
+    with chunkrun.using(n):
+        for window in (60, 10**9):
+            got = list(chunkrun.imap_ordered(len(costs), lambda i: [i, i * i], costs, window))
+            assert [i for i, _ in got] == list(range(len(costs)))
+            assert all(v == [i, i * i] for i, v in got)
+
+
+@pytest.mark.parametrize("jobs_in_processes", [False, chunkrun.JOBS_IN_PROCESSES], ids=["threads", "default"])
+def test_imap_ordered_raises_a_jobs_error(monkeypatch, jobs_in_processes):
+    monkeypatch.setattr(chunkrun, "JOBS_IN_PROCESSES", jobs_in_processes)
+
+    def fn(i):
+        if i == 7:
+            raise InvalidOption("job 7")
+        return i
+
+    with chunkrun.using(2), pytest.raises(InvalidOption, match="job 7"):
+        list(chunkrun.imap_ordered(20, fn, [1] * 20, 4))
+
+
+def test_the_window_keeps_the_cost_in_flight_within_its_budget():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        costs = [int(c) for c in rng.integers(0, 40, int(rng.integers(1, 60)))]
+        window = int(rng.integers(1, 120))
+        w = chunkrun._Window(costs, window)
+        started, running, handed = [], [], []
+        while len(handed) < len(costs):
+            room = int(rng.integers(1, 5))
+            new = w.admit(room)
+            assert len(new) <= room and not set(new) & set(started)
+            started += new
+            running += new
+            flying = [costs[j] for j in started if j not in handed]
+            # Within the window, unless one job alone (beside jobs of no cost) exceeds it.
+            assert sum(flying) <= window or sum(flying) == max(flying), (trial, costs, window)
+            if not running:
+                assert new or len(handed) == len(costs)
+                continue
+            j = running.pop(int(rng.integers(0, len(running))))  # some job finishes
+            out = w.finished(j, j)
+            assert [i for i, _ in out] == list(range(len(handed), len(handed) + len(out)))
+            handed += [i for i, _ in out]
+        assert sorted(started) == list(range(len(costs)))

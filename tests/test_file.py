@@ -37,3 +37,59 @@ def test_encode_records_checks_names_and_metadata(names, md, err):
         pays.append(pay)
     with pytest.raises(err):
         file.encode_records(recs, pays, md)
+
+
+# --- save_stream: one tensor at a time, spooled ------------------------------------
+
+
+def _many():
+    rng = np.random.default_rng(3)
+    out = {f"t{i}": (rng.laplace(0, 0.05, (int(rng.integers(1, 40)), 64)).astype(np.float32), dtypes.get("float32")) for i in range(12)}
+    out["empty"] = (np.zeros((0, 4), np.float32), dtypes.get("float32"))
+    out["ints"] = (np.arange(100, dtype=np.int16), dtypes.get("int16"))
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 4096, None])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_save_stream_writes_what_encode_writes(tmp_path, window, workers):
+    from ecnn import chunkrun
+
+    arrays = _many()
+    for cfg in (EncodeConfig(bits=6, align=64), EncodeConfig(lossless=True)):
+        want = file.encode(arrays, cfg, {"k": "v"})
+        reads = []
+
+        def reader(arr, name):
+            def read():
+                reads.append(name)
+                return arr
+
+            return read
+
+        srcs = [file.Source(n, dt, arr.shape, reader(arr, n)) for n, (arr, dt) in arrays.items()]
+        with chunkrun.using(workers):
+            size = file.save_stream(srcs, tmp_path / "s.ecnn", cfg, {"k": "v"}, window=window)
+        assert size == len(want) and (tmp_path / "s.ecnn").read_bytes() == want
+        if workers == 1:
+            assert reads == list(arrays)  # each tensor read once, in order
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ecnn"]  # the spool is gone
+
+
+def test_save_stream_of_nothing_and_the_progress_it_reports(tmp_path):
+    assert file.save_stream([], tmp_path / "e.ecnn", EncodeConfig()) == len(file.encode({}, EncodeConfig()))
+    seen = []
+    arrays = _many()
+    file.save_stream(file.sources(arrays), tmp_path / "p.ecnn", EncodeConfig(bits=8), progress=lambda *a: seen.append(a))
+    sizes = np.cumsum([a.nbytes for a, _ in arrays.values()])
+    assert seen == [("", 0, int(sizes[-1]))] + [(n, int(s), int(sizes[-1])) for n, s in zip(arrays, sizes)]
+
+
+def test_a_source_that_reads_something_else_is_an_error_and_leaves_no_file(tmp_path):
+    srcs = [file.Source("w", dtypes.get("float32"), (4, 4), lambda: np.zeros((4, 5), np.float32))]
+    with pytest.raises(InvalidOption, match="expected float32"):
+        file.save_stream(srcs, tmp_path / "x.ecnn", EncodeConfig())
+    srcs = [file.Source("w", dtypes.get("float32"), (2,), lambda: np.zeros(2, np.float32))] * 2
+    with pytest.raises(InvalidTensorName):
+        file.save_stream(srcs, tmp_path / "x.ecnn", EncodeConfig())
+    assert list(tmp_path.iterdir()) == []

@@ -98,14 +98,15 @@ def encode(sym: np.ndarray, p: rowcol_ctx.RowColPlan, offset: int, nsym: int, cr
 class Rects:
     """The encoder's view of a matrix in block order: columns in column order, and the runs of each row class."""
 
-    sym: np.ndarray  # (rows, cols) int32 indices, columns in column order
+    sym: np.ndarray  # (rows, cols) indices (uint8, uint16 or int32), columns in column order
     rclass: np.ndarray
     runs: list
 
     @classmethod
     def of(cls, sym: np.ndarray, nrc: int, rclass: np.ndarray, cclass: np.ndarray, table_of: np.ndarray) -> "Rects":
         order, runs = column_runs(cclass, table_of, nrc)
-        s = np.ascontiguousarray(np.take(sym, order, axis=1) if order.size > 1 else sym, dtype=np.int32)
+        keep = sym.dtype if sym.dtype in (np.uint8, np.uint16, np.int32) else np.int32  # narrow indices stay narrow
+        s = np.ascontiguousarray(np.take(sym, order, axis=1) if order.size > 1 else sym, dtype=keep)
         return cls(s, np.asarray(rclass), runs)
 
     def encode(self, enc, cdfs: list, a: int, b: int) -> None:

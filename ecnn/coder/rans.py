@@ -185,10 +185,12 @@ def _chunk_order(rects: blocks.Rects, a: int, b: int) -> tuple[np.ndarray, np.nd
 def _table_hists(rects: blocks.Rects, ntab: int, nsym: int) -> list[np.ndarray]:
     """The histogram of the symbols each table codes."""
     h = np.zeros((ntab, nsym), np.int64)
+    cols = rects.sym.shape[1]
+    step = max(1, (1 << 20) // max(cols, 1))  # rows at a time: bounded temporaries
     for g in range(len(rects.runs)):
         sel = np.flatnonzero(rects.rclass == g)
-        if sel.size:
-            block = rects.sym[sel]
+        for k in range(0, sel.size, step):
+            block = rects.sym[sel[k : k + step]]
             for t, c0, c1 in rects.runs[g]:
                 h[t] += np.bincount(block[:, c0:c1].ravel(), minlength=nsym)
     return list(h)

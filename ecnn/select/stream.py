@@ -83,11 +83,9 @@ def encode_choice(
     if kind == "const":
         return raw.encode_const(lo)
     if kind == "cat0":
-        indices, fit = how
-        return cat0.encode(indices, lo, hi - lo + 1, fit, chunk)
+        return cat0.encode(_indices(v, lo), lo, hi - lo + 1, how, chunk)
     if kind == "ctx0":
-        indices, fit = how
-        return ctx.encode_order0(indices, lo, hi - lo + 1, fit, chunk)
+        return ctx.encode_order0(_indices(v, lo), lo, hi - lo + 1, how, chunk)
     if kind == "lanes":
         m, plan_ = how
         return ctx.encode_lanes(m, plan_, chunk)
@@ -131,23 +129,17 @@ def choose(
     best = cand("raw", 8.0 * v.size * w, None, "raw", width=w, signed=sg)
     nsym = hi - lo + 1
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
-        if v.dtype.kind == "u" and v.dtype.itemsize <= 2:  # bytes and 16-bit words stay as they are
-            indices = v - v.dtype.type(lo) if lo else v
-        elif v.dtype.kind == "u":
-            indices = (v - v.dtype.type(lo)).astype(np.int32)
-        elif v.dtype == np.int32:  # lo and every index fit int32
-            indices = v - lo
-        else:
-            indices = (v.astype(np.int64, copy=False) - lo).astype(np.int32)
-        fit, bits = rate.order0_bits(order0.histogram(indices, nsym), v.size, chunk)
+        # The indices are made again for the stream that codes them: a tensor-sized
+        # array fewer held while the row/column models are costed.
+        fit, bits = rate.order0_bits(order0.histogram(_indices(v, lo), nsym), v.size, chunk)
         if contexts:
-            c = cand("ctx0", bits + 8.0 * ctx.order0_header_bytes(lo, nsym, chunk), (indices, fit), "ctx")
+            c = cand("ctx0", bits + 8.0 * ctx.order0_header_bytes(lo, nsym, chunk), fit, "ctx")
         else:
-            c = cand("cat0", bits, (indices, fit), "cat0")
+            c = cand("cat0", bits, fit, "cat0")
         best = min(best, c, key=lambda ch: ch.bits)
         rowcol_ok = rows and e.rowcol and v.size >= ROWCOL_MIN_COUNT and min(rows, v.size // rows) >= ROWCOL_MIN_SIDE
         if rowcol_ok and classes.tables_can_pay(nsym, v.size):
-            rc = _best_rowcol(v, indices, lo, nsym, rows, chunk, e, (1 << (8 * width - 1)) - 1 if signed else 0)
+            rc = _best_rowcol(v, lo, nsym, rows, chunk, e, (1 << (8 * width - 1)) - 1 if signed else 0)
             if rc is not None and contexts:
                 best = min(best, _ctx_rowcol(rc, rows, chunk, cand, e), key=lambda ch: ch.bits)
             elif rc is not None:
@@ -173,7 +165,27 @@ def raw_width(lo: int, hi: int, width: int, signed: bool) -> tuple[int, bool]:
     return width, signed
 
 
-def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, e: Effort, most: int):
+def _indices(v: np.ndarray, lo: int) -> np.ndarray:
+    """``v - lo`` as order-0 and rowcol indices: 8- and 16-bit words as they are, else int32."""
+    if v.dtype.kind == "u" and v.dtype.itemsize <= 2:  # bytes and 16-bit words stay as they are
+        return v - v.dtype.type(lo) if lo else v
+    if v.dtype.kind == "u":
+        return (v - v.dtype.type(lo)).astype(np.int32)
+    if v.dtype == np.int32:  # lo and every index fit int32
+        return v - lo
+    return (v.astype(np.int64, copy=False) - lo).astype(np.int32)
+
+
+def _magnitudes(vals: np.ndarray, n: int) -> np.ndarray:
+    """``|vals|`` (all below ``n``) in the narrowest of uint8, uint16 and int32, without a full-size temporary."""
+    out = np.empty(vals.shape, np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else np.int32)
+    flat_in, flat_out = vals.reshape(-1), out.reshape(-1)
+    for a in range(0, flat_in.size, 1 << 20):
+        np.abs(flat_in[a : a + (1 << 20)], out=flat_out[a : a + (1 << 20)], casting="unsafe")
+    return out
+
+
+def _best_rowcol(v: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, e: Effort, most: int):
     """The cheapest rowcol plan for these values, as ``(bits, encoding inputs)``, or None.
 
     Symmetric values are planned as magnitudes with signs apart (that halves every
@@ -183,12 +195,14 @@ def _best_rowcol(v: np.ndarray, indices: np.ndarray, lo: int, nsym: int, rows: i
     """
     cols = v.size // rows
     shape = (rows, cols)
-    sym, vals, offset, n = indices.reshape(shape), None, lo, nsym
     hi = lo + nsym - 1
     if lo < 0 < hi and max(-lo, hi) + 1 <= tables.MAX_NSYM and max(-lo, hi) <= most:
         # The signed values as they are (read only); magnitudes below 2^20 need 32 bits at most.
         signed_vals = (v if v.dtype.kind == "i" and v.dtype.itemsize >= 4 else v.astype(np.int32)).reshape(shape)
-        sym, vals, offset, n = np.abs(signed_vals).astype(np.int32, copy=False), signed_vals, 0, max(-lo, hi) + 1
+        n = max(-lo, hi) + 1
+        sym, vals, offset = _magnitudes(signed_vals, n), signed_vals, 0
+    else:
+        sym, vals, offset, n = _indices(v, lo).reshape(shape), None, lo, nsym
     ok = classes.affordable_classes(n)
     if e.rowcol_classes is None:
         plan_ = classes.ranked_plan(sym, n, vals, ok)
