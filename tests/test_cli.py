@@ -225,3 +225,28 @@ def test_shard_size_units(text, size):
 def test_bad_shard_sizes_are_refused(text, capsys, caplog, files):
     status, _, err = _run(["unpack", str(files["good"]), "-o", str(files["tmp"] / "o/"), "--shard-size", text], capsys, caplog)
     assert status == 2 and "--shard-size" in err
+
+
+def test_info_reads_no_payload(model, tmp_path, capsys):
+    """A damaged payload is listed by info (which reads the header only) and caught by verify."""
+    src, _ = model
+    out = tmp_path / "m.ecnn"
+    assert main(["pack", str(src), "-o", str(out), "-q"]) == 0
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 0xFF  # inside the last payload: the file ends where it ends
+    out.write_bytes(bytes(data))
+    assert main(["info", str(out)]) == 0
+    assert main(["verify", str(out)]) == 1
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_unpack_and_verify_bars_count_bytes(model, tmp_path, capsys, monkeypatch):
+    src, _ = model
+    out = tmp_path / "m.ecnn"
+    assert main(["pack", str(src), "-o", str(out), "-q"]) == 0
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    for argv in (["verify", str(out)], ["unpack", str(out), "-o", f"{tmp_path}/d/"]):
+        capsys.readouterr()
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert "B/s" in err, err  # bytes per second: the bar counts bytes
