@@ -22,11 +22,31 @@ examples:
   ecnn info model.ecnn                                   sizes per tensor
   ecnn verify model.ecnn                                 check every checksum, decode all
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
+  ecnn unpack model.ecnn -o ckpt/ --shard-size 2GB       sharded folder, one tensor in memory at a time
   ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, initializers packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
   ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
   ecnn pack model.pt --max-drop 0.5 --eval my_eval.py:accuracy    smallest file losing <= 0.5
   ecnn report model.ecnn -o report.html                  HTML page with plots
+"""
+
+
+UNPACK_HELP = """\
+Decode a .ecnn file. Where -o goes:
+  an existing folder, a path ending in '/', or a path without a suffix
+      a sharded safetensors checkpoint folder in Hugging Face's layout:
+      model-00001-of-0000N.safetensors shards of at most --shard-size bytes
+      and model.safetensors.index.json
+  FILE.safetensors   one safetensors file
+  FILE.pt, .pth, .bin   a torch.save state dict
+  FILE.onnx          the ONNX model a .ecnn was packed from
+
+Safetensors output, file or folder, is decoded and written one tensor at a
+time: a checkpoint larger than memory unpacks in about the memory of its
+largest tensor. A .pt file holds every tensor in memory at once (torch.save
+takes the whole dict). Outputs appear complete or not at all. With --force a
+folder is replaced only if it holds nothing but .safetensors files and the
+index.
 """
 
 
@@ -87,6 +107,26 @@ def _size(text: str) -> int:
     if not num.isdigit() or unit not in _UNITS:
         raise argparse.ArgumentTypeError(f"expected a byte count such as 4096, 512MiB or 8GiB, got {text!r}")
     return int(num) * _UNITS[unit]
+
+
+_DECIMAL_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def _shard_size(text: str) -> int:
+    """A shard size: what :func:`_size` reads, and Hugging Face's decimal units (``5GB`` = 5,000,000,000 bytes)."""
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num) :]
+    scale = _DECIMAL_UNITS.get(unit, _UNITS.get(unit))
+    try:
+        value = float(num) if scale is not None and num and num[0].isdigit() else -1.0
+    except ValueError:
+        value = -1.0
+    if not (value * (scale or 0) >= 1 and value < float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 5GB (5,000,000,000 bytes), 4GiB or 500MB, got {text!r}"
+        )
+    return int(value * scale)
 
 
 def _limits(a):
@@ -243,10 +283,29 @@ def cmd_report(a) -> int:
     return 0
 
 
+def _unpack_kind(text: str | None, out: Path) -> str:
+    """What ``unpack -o`` writes: ``folder`` (an existing folder, a path ending in ``/``, or one without a suffix),
+    else ``safetensors``, ``torch`` or ``onnx`` by the suffix."""
+    from ecnn import io as eio
+    from ecnn.errors import InvalidOption, UnreadableInput
+
+    if out.is_dir() or (text is not None and text.endswith(("/", os.sep))) or not out.suffix:
+        return "folder"
+    try:
+        kind = eio.kind_of(out)
+    except UnreadableInput:
+        kind = None
+    if kind not in ("safetensors", "torch", "onnx"):
+        raise InvalidOption(
+            f"{out}: unpack writes .safetensors, .pt, .pth, .bin, .onnx or a folder (a path ending in /)"
+        )
+    return kind
+
+
 def cmd_unpack(a) -> int:
     from ecnn import file as efile
     from ecnn import io as eio
-    from ecnn import torch as et
+    from ecnn.errors import InvalidOption
 
     src = Path(a.input)
     out = Path(a.output) if a.output else src.with_suffix(".safetensors")
@@ -257,12 +316,15 @@ def cmd_unpack(a) -> int:
                 out = src.with_suffix(".onnx")
     if eio.same_file(src, out) or src.resolve() == out.resolve():
         raise SameFile(f"refusing to overwrite the input {src} with the output")
-    if eio.kind_of(out) not in ("safetensors", "torch", "onnx"):
-        from ecnn.errors import InvalidOption
-
-        raise InvalidOption(f"{out}: unpack writes .safetensors, .pt, .pth, .bin or .onnx")
-    _confirm_overwrite(out, a.force)
-    if eio.kind_of(out) == "onnx":
+    kind = _unpack_kind(a.output, out)
+    if a.shard_size is not None and kind != "folder":
+        raise InvalidOption("--shard-size is for folder output (-o DIR/)")
+    if kind == "folder":
+        if eio.check_output_folder(out):  # refuses folders holding anything ecnn does not write
+            _confirm_overwrite(out, a.force)
+    else:
+        _confirm_overwrite(out, a.force)
+    if kind == "onnx":
         from ecnn import onnx as eonnx
 
         model = eonnx.load_model(src, limits=limits)
@@ -270,18 +332,47 @@ def cmd_unpack(a) -> int:
         if not a.quiet:
             print(f"unpacked ONNX model with {len(model.graph.initializer)} initializers to {out} ({_human(size)})")
         return 0
-    update, close = _progress_bar(not a.quiet, "unpacking")
+    if kind == "torch":  # torch.save takes the whole dict: every tensor is in memory at once
+        from ecnn import torch as et
+
+        update, close = _progress_bar(not a.quiet, "unpacking")
+        try:
+            with efile.EcnnFile(src, limits) as f:
+                arrays = f.arrays(update, names=f.weight_names())  # a packed ONNX graph is not a weight
+                metadata = f.metadata()
+        finally:
+            close()
+        tensors = {n: et.from_array(arr, dt) for n, (arr, dt) in arrays.items()}
+        size = eio.save_weights(tensors, out, metadata)
+        if not a.quiet:
+            print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)})")
+        return 0
+    # safetensors, one file or a folder of shards: one tensor decoded and written at a time.
+    shard_size = eio.DEFAULT_SHARD_SIZE if a.shard_size is None else a.shard_size
+    update, close = _progress_bar(not a.quiet, "unpacking", unit="B")
     try:
         with efile.EcnnFile(src, limits) as f:
-            arrays = f.arrays(update, names=f.weight_names())  # a packed ONNX graph is not a weight
-            metadata = f.metadata()
+            names = f.weight_names()  # a packed ONNX graph is not a weight
+            specs = [eio.TensorSpec(n, f.record(n).dtype, f.record(n).shape) for n in names]
+            decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+            if kind == "folder":
+                size = eio.write_sharded(out, specs, decoded, f.metadata(), shard_size, overwrite=True)
+            else:
+                size = eio.write_safetensors(out, specs, decoded, f.metadata())
     finally:
         close()
-    tensors = {n: et.from_array(arr, dt) for n, (arr, dt) in arrays.items()}
-    size = eio.save_weights(tensors, out, metadata)
     if not a.quiet:
-        print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)})")
+        count = len(eio.plan_shards(specs, shard_size))
+        shards = f" in {count} shard{'s' if count > 1 else ''}" if kind == "folder" else ""
+        print(f"unpacked {len(specs)} tensors to {out}{shards} ({_human(size)})")
     return 0
+
+
+def _only_arrays(items):
+    """The arrays of ``(name, array, dtype)`` items, holding none once the next is asked for."""
+    for _, arr, _ in items:
+        yield arr
+        del arr
 
 
 def cmd_info(a) -> int:
@@ -348,10 +439,10 @@ def format_table(infos) -> str:
 def cmd_verify(a) -> int:
     from ecnn import file as efile
 
-    update, close = _progress_bar(not a.quiet, "verifying")
+    update, close = _progress_bar(not a.quiet, "verifying", unit="B")
     try:
         with efile.EcnnFile(a.input, _limits(a)) as f:
-            f.verify(update)
+            f.verify(update, count_bytes=True)
             n, size = len(f), f.size
     finally:
         close()
@@ -437,9 +528,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sp.set_defaults(func=cmd_report)
 
-    sp = sub.add_parser("unpack", help="decode .ecnn back to .safetensors, .pt or .onnx")
+    sp = sub.add_parser(
+        "unpack",
+        help="decode .ecnn back to .safetensors (a file or a sharded folder), .pt or .onnx",
+        description=UNPACK_HELP,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sp.add_argument("input", help=".ecnn file")
-    sp.add_argument("-o", "--output", help="output .safetensors, .pt or .onnx (default: input name with .safetensors)")
+    sp.add_argument(
+        "-o",
+        "--output",
+        help="output folder (DIR/), .safetensors, .pt or .onnx (default: input name with .safetensors, "
+        "or .onnx for a packed ONNX model)",
+    )
+    sp.add_argument(
+        "--shard-size",
+        type=_shard_size,
+        metavar="SIZE",
+        help="with folder output, the most tensor bytes in a shard: 5GB (the default, 5,000,000,000 bytes), "
+        "4GiB, 500MB; a larger tensor gets a shard of its own",
+    )
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     _add_limits(sp)

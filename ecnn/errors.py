@@ -126,6 +126,10 @@ class OutputExists(InputError, FileExistsError):
     """The output file exists and overwriting it was not allowed."""
 
 
+class ForeignOutput(OutputExists):
+    """The output path holds something ecnn did not write (another kind of file, a foreign folder); it is never replaced."""
+
+
 class SameFile(InputError):
     """The output path is the input file itself."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFi
 ONNX_GRAPH_TENSOR = "onnx::model"
 ONNX_METADATA_KEY = "ecnn.onnx"
 ONNX_METADATA_VERSION = "1"
+
+# Drops a range of pages from a process's mapping (EcnnFile.release); None where the platform lacks it.
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None) if hasattr(mmap.mmap, "madvise") else None
 
 Progress = Callable[[str, int, int], None]  # (tensor name, position: tensors done when encoding, index when decoding, total)
 
@@ -290,6 +293,7 @@ class EcnnFile:
         except BaseException:
             self.close()
             raise
+        self._drop(0, self._c.header_end)  # the header is parsed into objects; its pages are not needed again
 
     # dict-like listing
     def keys(self) -> list[str]:
@@ -350,18 +354,87 @@ class EcnnFile:
         return codec.decode_host(rec, self._c.payload(rec))
 
     def _arrays(self, names: list[str], progress: Progress | None = None, workers: int | None = None):
-        out = {}
+        return {name: (arr, dt) for name, arr, dt in self._iter(names, progress, workers, False)}
+
+    def _iter(self, names: list[str], progress: Progress | None, workers: int | None, count_bytes: bool):
+        total = sum(self._c.record(n).nbytes for n in names) if count_bytes else len(names)
+        done = 0
         for i, h in enumerate(parallel.iter_host(self, names, workers)):
             if progress:
-                progress(h.name, i, len(names))
-            out[h.name] = (codec.host_values(h), h.dtype)
+                progress(h.name, done if count_bytes else i, total)
+            name, dtype = h.name, h.dtype
+            values = codec.host_values(h)
+            del h
+            yield name, values, dtype
+            del values
+            self.release(name)
+            done += self._c.record(name).nbytes
         if progress:
-            progress("", len(names), len(names))
-        return out
+            progress("", total, total)
+
+    def iter_arrays(
+        self,
+        names: list[str] | None = None,
+        progress: Progress | None = None,
+        workers: int | None = None,
+        count_bytes: bool = False,
+    ) -> Iterator[tuple[str, np.ndarray, dtypes.DType]]:
+        """Decode tensors one after another, after checking the padding between payloads.
+
+        Memory stays within what :func:`ecnn.parallel.iter_host` holds (the
+        largest tensor and one run of smaller ones), whatever the file's size:
+        each tensor's payload pages leave this process's mapping of the file
+        (:meth:`release`) once the caller has taken the next one.
+
+        Args:
+            names: which tensors, in order (default: every one).
+            progress: called as ``progress(name, position, total)`` as each tensor
+                comes out, and ``progress("", total, total)`` at the end.
+            workers: decoding threads, as for :meth:`arrays`.
+            count_bytes: positions and total count decoded bytes (for a bar showing
+                MB/s); otherwise tensors.
+
+        Yields:
+            ``(name, storage array, dtype)``.
+        """
+        self.check_padding()
+        yield from self._iter(self.keys() if names is None else list(names), progress, workers, count_bytes)
+
+    def release(self, name: str) -> None:
+        """Drop a tensor's payload pages from this process's mapping of the file.
+
+        A payload read once (checksum, decoding) stays resident in the mapping
+        and counts in the process's memory until the file is closed; streaming
+        readers call this after each tensor, so that reading a file larger than
+        memory takes constant memory. The pages remain in the operating system's
+        page cache, and the data stays readable: the mapping is read-only and
+        shared, so a page dropped here comes back from the file on the next read
+        (an array that views the payload, or another thread still decoding it,
+        sees the same bytes). Nothing happens for a file read from bytes, or
+        where ``madvise`` is missing.
+        """
+        rec = self._c.record(name)
+        self._drop(rec.offset, rec.length)
+
+    def _drop(self, start: int, length: int) -> None:
+        if self._mmap is None or _DONTNEED is None or length <= 0:
+            return
+        first = start - start % mmap.PAGESIZE  # madvise takes a page-aligned start; the kernel rounds the end up
+        try:
+            self._mmap.madvise(_DONTNEED, first, start + length - first)
+        except (OSError, ValueError):
+            pass  # only a hint
 
     def check_padding(self) -> None:
-        """Check that every padding byte of the file is zero (NonZeroPadding if not)."""
-        self._c.check_padding()
+        """Check that every padding byte of the file is zero (NonZeroPadding if not).
+
+        The pages read for it leave the process's mapping afterwards (:meth:`release`).
+        """
+        try:
+            self._c.check_padding()
+        finally:
+            for a, b in self._c.padding():
+                self._drop(a, b - a)
 
     def arrays(self, progress: Progress | None = None, names: list[str] | None = None, workers: int | None = None):
         """Decode tensors (default: every one) after checking the padding between payloads.
@@ -375,16 +448,21 @@ class EcnnFile:
         Returns:
             ``{name: (storage array, dtype)}``.
         """
-        self._c.check_padding()
+        self.check_padding()
         return self._arrays(self.keys() if names is None else list(names), progress, workers)
 
-    def verify(self, progress: Progress | None = None) -> None:
-        """Check every checksum and padding byte and decode every tensor.
+    def verify(self, progress: Progress | None = None, count_bytes: bool = False) -> None:
+        """Check every checksum and padding byte and decode every tensor, one at a time.
+
+        Args:
+            progress: as for :meth:`iter_arrays`.
+            count_bytes: progress positions count decoded bytes instead of tensors.
 
         Raises:
             FormatError: the first problem found.
         """
-        self.arrays(progress)
+        for _ in self.iter_arrays(progress=progress, count_bytes=count_bytes):
+            pass
 
     def close(self) -> None:
         if getattr(self, "_c", None) is not None:

@@ -4,7 +4,10 @@ Inputs: ``.safetensors`` (one file, or a sharded checkpoint through its
 ``model.safetensors.index.json``), and ``.pt`` / ``.pth`` / ``.bin`` state
 dicts, which are loaded only with ``torch.load(weights_only=True)``: nothing is
 ever unpickled beyond tensors and plain containers.
-Outputs: ``.safetensors`` and ``.pt``.
+Outputs: ``.pt``, and ``.safetensors`` files or sharded checkpoint folders
+written by a streaming writer (:func:`write_safetensors`,
+:func:`write_sharded`) that takes one numpy array at a time, so that nothing
+holds more than one tensor; it needs no torch.
 """
 
 from __future__ import annotations
@@ -14,15 +17,29 @@ import json
 import logging
 import os
 import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from ecnn import dtypes
-from ecnn.file import Source
 from ecnn.container.writer import atomic_write
-from ecnn.errors import InvalidOption, UnreadableInput, UnsafeInput, UnsupportedDtype
+from ecnn.errors import (
+    ForeignOutput,
+    InvalidOption,
+    InvalidTensorName,
+    OutputExists,
+    UnreadableInput,
+    UnsafeInput,
+    UnsupportedDtype,
+)
+from ecnn.file import Source
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +264,8 @@ def _load_index(index: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_torch(p: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=mmap)
@@ -275,6 +294,8 @@ def _load_torch(p: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
 
 
 def _flatten(obj, prefix: str, out: dict) -> None:
+    import torch
+
     if isinstance(obj, torch.Tensor):
         out[prefix] = obj
     elif isinstance(obj, dict):
@@ -295,6 +316,8 @@ def save_weights(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str
 
         data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata or None)
     elif name.endswith(TORCH_SUFFIXES):
+        import torch
+
         buf = _io.BytesIO()
         torch.save(dict(tensors), buf)
         data = buf.getvalue()
@@ -308,3 +331,359 @@ def same_file(a, b) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+# --- writing safetensors, one tensor at a time -------------------------------
+
+DEFAULT_SHARD_SIZE = 5_000_000_000  # Hugging Face's default max_shard_size, "5GB"
+MAX_HEADER_BYTES = 100_000_000  # the safetensors reader refuses longer JSON headers
+_TEMP_PREFIX, _TEMP_SUFFIX = ".ecnn-", ".tmp"  # as ecnn.container.writer.atomic_write names its files
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What the writers must know of a tensor before its data.
+
+    Attributes:
+        name: the tensor's name in the file.
+        dtype: an ecnn dtype name (:mod:`ecnn.dtypes`), e.g. ``"bfloat16"``.
+        shape: its dimensions.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = dtypes.get(self.dtype).itemsize
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def safetensors_dtype(name: str) -> str:
+    """The safetensors dtype string (``"BF16"``) of an ecnn dtype name (``"bfloat16"``).
+
+    Raises:
+        UnsupportedDtype: a name safetensors has no type for.
+    """
+    try:
+        return dtypes.TO_SAFETENSORS[name]
+    except (KeyError, TypeError):
+        raise UnsupportedDtype(f"dtype {name!r} has no safetensors equivalent") from None
+
+
+def _check_specs(specs: Iterable[TensorSpec]) -> list[TensorSpec]:
+    out: list[TensorSpec] = []
+    seen: set[str] = set()
+    for s in specs:
+        name = s.name
+        if not isinstance(name, str) or not name:
+            raise InvalidTensorName(f"tensor names must be non-empty strings, got {name!r}")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidTensorName(f"tensor name {name[:40]!r} is not valid UTF-8 text") from None
+        if name == "__metadata__":
+            raise InvalidTensorName("a safetensors file cannot hold a tensor named '__metadata__'")
+        if name in seen:
+            raise InvalidTensorName(f"tensor name {name!r} appears twice")
+        seen.add(name)
+        safetensors_dtype(s.dtype)
+        shape = tuple(s.shape)
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise InvalidOption(f"tensor {name!r}: shape {shape} is not a tuple of non-negative integers")
+        out.append(TensorSpec(name, s.dtype, tuple(int(d) for d in shape)))
+    return out
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    md = dict(metadata or {})
+    for k, v in md.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidOption("safetensors metadata must map strings to strings")
+        try:
+            k.encode("utf-8"), v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidOption(f"metadata entry {k[:40]!r} is not valid UTF-8 text") from None
+    return md
+
+
+def safetensors_header(specs: Sequence[TensorSpec], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The first bytes of a safetensors file holding ``specs`` back to back, in order.
+
+    That is the header's length (8 bytes, little-endian), then the JSON header,
+    padded with spaces so that the data starts at a multiple of 8.
+
+    Raises:
+        InvalidTensorName: an empty, repeated or reserved name.
+        UnsupportedDtype: a dtype safetensors has no type for.
+        InvalidOption: a bad shape, metadata that is not strings to strings, or a
+            header longer than safetensors reads (100 MB).
+    """
+    specs = _check_specs(specs)
+    md = _check_metadata(metadata)
+    header: dict = {"__metadata__": md} if md else {}
+    pos = 0
+    for s in specs:
+        end = pos + s.nbytes
+        header[s.name] = {"dtype": safetensors_dtype(s.dtype), "shape": list(s.shape), "data_offsets": [pos, end]}
+        pos = end
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    if len(text) > MAX_HEADER_BYTES:
+        raise InvalidOption(
+            f"the safetensors header would take {len(text)} bytes, over the {MAX_HEADER_BYTES} readers accept"
+        )
+    return len(text).to_bytes(8, "little") + text
+
+
+def _array_bytes(spec: TensorSpec, arr) -> np.ndarray:
+    """An array's bytes as a flat uint8 view (a copy only where it is not C-contiguous little-endian)."""
+    storage = dtypes.get(spec.dtype).storage
+    arr = np.asarray(arr)
+    if arr.dtype != storage:
+        if arr.dtype.kind != storage.kind or arr.dtype.itemsize != storage.itemsize:
+            raise UnsupportedDtype(
+                f"tensor {spec.name!r}: a {spec.dtype} tensor travels as {storage} storage, got {arr.dtype}"
+            )
+        arr = arr.astype(storage)  # another byte order
+    if arr.shape != spec.shape:
+        raise InvalidOption(f"tensor {spec.name!r}: the array has shape {arr.shape}, the header says {spec.shape}")
+    return dtypes.contiguous(arr).reshape(-1).view(np.uint8)
+
+
+def _data(specs: Sequence[TensorSpec], arrays: Iterator, before: int) -> Iterator[memoryview]:
+    """The arrays' bytes for ``specs``, taking one array at a time from ``arrays``.
+
+    Each chunk is released once written, before the next array is asked for: the
+    writer's loop variable still names it then, and would keep the array alive
+    beside the next one.
+    """
+    for i, s in enumerate(specs):
+        try:
+            arr = next(arrays)
+        except StopIteration:
+            raise InvalidOption(f"the arrays ended after {before + i} tensors; the header lists more") from None
+        chunk = memoryview(_array_bytes(s, arr))
+        del arr
+        yield chunk
+        try:
+            chunk.release()
+        except BufferError:
+            pass  # still exported by whoever wrote it; it goes when they let go
+
+
+def _expect_end(arrays: Iterator, count: int) -> None:
+    for _ in arrays:
+        raise InvalidOption(f"more arrays than the {count} tensors listed")
+
+
+def write_safetensors(
+    path, specs: Sequence[TensorSpec], arrays: Iterable, metadata: Mapping[str, str] | None = None
+) -> int:
+    """Write a ``.safetensors`` file one tensor at a time, atomically.
+
+    The header is made from ``specs`` before any data; then ``arrays`` is read
+    one array at a time, each written and dropped before the next is asked for,
+    so a generator that decodes or makes tensors on demand keeps at most one in
+    memory. The file appears at ``path`` complete or not at all (temporary file
+    in the same folder, fsync, rename).
+
+    Args:
+        path: the output file.
+        specs: name, ecnn dtype name and shape of every tensor, in file order.
+        arrays: one numpy storage array per spec, in the same order
+            (:mod:`ecnn.dtypes`: bfloat16 and float8 as their bit patterns).
+        metadata: string-to-string map stored as ``__metadata__``.
+
+    Returns:
+        The number of bytes written.
+
+    Raises:
+        InvalidTensorName, UnsupportedDtype, InvalidOption: as
+            :func:`safetensors_header` raises them; also an array whose dtype or
+            shape is not its spec's, or too few or too many arrays.
+
+    Example:
+        >>> specs = [TensorSpec("w", "float32", (2, 3))]           # doctest: +SKIP
+        >>> write_safetensors("w.safetensors", specs, [np.zeros((2, 3), np.float32)])
+        80
+    """
+    specs = _check_specs(specs)
+    head = safetensors_header(specs, metadata)
+    it = iter(arrays)
+
+    def chunks():
+        yield head
+        yield from _data(specs, it, 0)
+        _expect_end(it, len(specs))
+
+    return atomic_write(path, chunks())
+
+
+def plan_shards(specs: Sequence[TensorSpec], shard_size: int = DEFAULT_SHARD_SIZE) -> list[list[TensorSpec]]:
+    """Split tensors, in order, into shards of at most ``shard_size`` bytes of data each.
+
+    A tensor larger than ``shard_size`` gets a shard of its own. There is always
+    at least one shard (empty when there are no tensors).
+
+    Raises:
+        InvalidOption: ``shard_size`` below 1.
+    """
+    if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+        raise InvalidOption(f"the shard size must be a positive number of bytes, got {shard_size!r}")
+    shards: list[list[TensorSpec]] = []
+    cur: list[TensorSpec] = []
+    cur_bytes = 0
+    for s in specs:
+        n = s.nbytes
+        if cur and cur_bytes + n > shard_size:
+            shards.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(s)
+        cur_bytes += n
+    if cur or not shards:
+        shards.append(cur)
+    return shards
+
+
+def shard_name(i: int, count: int) -> str:
+    """Hugging Face's name of shard ``i`` (from 1) of ``count``: ``model-00001-of-00003.safetensors``."""
+    return f"model-{i:05d}-of-{count:05d}.safetensors"
+
+
+def check_output_folder(folder) -> bool:
+    """Whether :func:`write_sharded` would replace files at ``folder``.
+
+    False when there is nothing there or an empty folder; True when it is a
+    folder of ``.safetensors`` files and a ``model.safetensors.index.json``
+    (what ecnn writes there), which overwriting replaces as a whole.
+
+    Raises:
+        ForeignOutput: ``folder`` is a file or a link, or holds anything else
+            (other files, subfolders): ecnn never replaces those.
+    """
+    p = Path(folder)
+    if not os.path.lexists(p):
+        return False
+    if p.is_symlink() or not p.is_dir():
+        raise ForeignOutput(
+            f"{p} exists and is not a folder; a checkpoint folder is written only where there is none or one ecnn wrote"
+        )
+    entries = sorted(os.scandir(p), key=lambda e: e.name)
+    foreign = [e.name for e in entries if not _ours(e)]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ForeignOutput(
+            f"{p} holds {foreign[0]!r}{more}, not a .safetensors shard or {SAFETENSORS_INDEX}: "
+            "refusing to replace a folder that ecnn did not write"
+        )
+    return bool(entries)
+
+
+def _ours(entry: os.DirEntry) -> bool:
+    """A file ecnn writes into a checkpoint folder: a shard or the index."""
+    return entry.is_file(follow_symlinks=False) and (entry.name.endswith(".safetensors") or entry.name == SAFETENSORS_INDEX)
+
+
+def write_sharded(
+    folder,
+    specs: Sequence[TensorSpec],
+    arrays: Iterable,
+    metadata: Mapping[str, str] | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    overwrite: bool = False,
+) -> int:
+    """Write a sharded safetensors checkpoint folder, one tensor at a time, atomically.
+
+    The folder holds Hugging Face's layout: shards ``model-00001-of-0000N.safetensors``
+    of at most ``shard_size`` bytes of tensor data each (:func:`plan_shards`;
+    every shard carries ``metadata``) and ``model.safetensors.index.json``
+    (``{"metadata": {"total_size": ...}, "weight_map": {name: shard}}``). It is
+    built in a hidden temporary folder beside ``folder`` (``.ecnn-*.tmp``) and
+    renamed into place when complete. An existing folder is first renamed aside,
+    then deleted once the new one is in place: an interruption leaves the old
+    folder, none, or the complete new one at ``folder``, never a partial one;
+    what it leaves beside it are hidden ``.ecnn-*.tmp`` folders.
+
+    Args:
+        folder: the output folder. Its parent must exist.
+        specs: name, ecnn dtype name and shape of every tensor, in order.
+        arrays: one numpy storage array per spec, in the same order; each is
+            written before the next is asked for.
+        metadata: string-to-string map stored in every shard's ``__metadata__``.
+        shard_size: the most bytes of tensor data in a shard.
+        overwrite: replace a folder that holds shards and an index already.
+
+    Returns:
+        The number of bytes written, shards and index together.
+
+    Raises:
+        OutputExists: ``folder`` holds files and ``overwrite`` is False.
+        ForeignOutput: ``folder`` holds anything but safetensors shards and the
+            index (:func:`check_output_folder`), whatever ``overwrite`` says.
+        InvalidTensorName, UnsupportedDtype, InvalidOption: as
+            :func:`write_safetensors` raises them.
+    """
+    specs = _check_specs(specs)
+    md = _check_metadata(metadata)
+    shards = plan_shards(specs, shard_size)
+    heads = [safetensors_header(group, md) for group in shards]
+    target = Path(os.path.abspath(folder))
+    if check_output_folder(target) and not overwrite:
+        raise OutputExists(f"{target} exists and holds a checkpoint; pass overwrite=True (--force) to replace it")
+    tmp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=target.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; give it the mode mkdir would
+        it = iter(arrays)
+        written = 0
+        weight_map: dict[str, str] = {}
+        before = 0
+        for k, (group, head) in enumerate(zip(shards, heads), 1):
+            name = shard_name(k, len(shards))
+
+            def chunks(group=group, head=head):
+                yield head
+                yield from _data(group, it, before)
+
+            written += atomic_write(tmp / name, chunks())
+            weight_map.update((s.name, name) for s in group)
+            before += len(group)
+        _expect_end(it, len(specs))
+        index = {"metadata": {"total_size": sum(s.nbytes for s in specs)}, "weight_map": weight_map}
+        text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+        written += atomic_write(tmp / SAFETENSORS_INDEX, [text])
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %d tensors in %d shards to %s", len(specs), len(shards), target)
+    return written
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename the complete folder ``tmp`` to ``target``, moving an existing ``target`` aside first."""
+    if os.path.lexists(target):
+        aside = tmp.with_name(tmp.name[: -len(_TEMP_SUFFIX)] + "-old" + _TEMP_SUFFIX)
+        os.replace(target, aside)  # hidden; from here to the next rename there is no folder at target
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename is done

@@ -98,6 +98,8 @@ _ERRORS = [
     (["verify", "{bad}"], "signature"),
     (["pack", "{model}", "-o", "{tmp}/y.ecnn", "--step", "-1"], "step"),
     (["unpack", "{good}", "-o", "{tmp}/x.npz"], ".safetensors"),
+    (["unpack", "{good}", "-o", "{tmp}/", "--force"], "refusing to replace"),  # the folder holds the input
+    (["unpack", "{good}", "-o", "{tmp}/x.safetensors", "--shard-size", "1MB"], "folder"),
 ]
 
 
@@ -155,3 +157,96 @@ def test_info_into_a_closed_pipe_stops_quietly(tmp_path):
     proc.stdout.close()  # far more than a pipe's buffer is still to come
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b""
+
+
+def _folder(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint folder, read through its index."""
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    out = {}
+    for name, shard in index["weight_map"].items():
+        out[name] = load_file(path / shard)[name]
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in out.values())
+    return out
+
+
+def test_unpack_to_a_folder(model, tmp_path, capsys):
+    """-o DIR/, an existing folder or a path without a suffix: a sharded folder equal to a direct decode."""
+    import ecnn
+
+    src, _ = model
+    packed = tmp_path / "m.ecnn"
+    assert main(["pack", str(src), "-o", str(packed), "--bits", "8", "-q"]) == 0
+    direct = ecnn.load_file(packed)
+    (tmp_path / "empty").mkdir()
+    for target, shown in [(f"{tmp_path}/a/", "a"), (str(tmp_path / "empty"), "empty"), (str(tmp_path / "plain"), "plain")]:
+        assert main(["unpack", str(packed), "-o", target, "--shard-size", "4KiB"]) == 0
+        assert f"unpacked 3 tensors to {tmp_path / shown} in 2 shards" in capsys.readouterr().out
+        back = _folder(tmp_path / shown)
+        assert set(back) == set(direct) and all(torch.equal(back[k], v) for k, v in direct.items())
+        shards = sorted(p.name for p in (tmp_path / shown).glob("*.safetensors"))
+        assert shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ecnn-")]
+    # The default shard size (5GB) puts everything in one shard; replacing needs --force.
+    assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+    # A folder holding anything else is never replaced.
+    (tmp_path / "a" / "notes.txt").write_text("keep me")
+    assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 1
+    assert "notes.txt" in capsys.readouterr().err and (tmp_path / "a" / "notes.txt").read_text() == "keep me"
+
+
+def test_unpack_to_safetensors_streams_with_metadata(model, tmp_path):
+    from safetensors import safe_open
+
+    src, sd = model
+    packed = tmp_path / "m.ecnn"
+    assert main(["pack", str(src), "-o", str(packed), "--lossless", "--metadata", "who=me", "-q"]) == 0
+    assert main(["unpack", str(packed), "-o", str(tmp_path / "b.safetensors"), "-q"]) == 0
+    back = load_file(tmp_path / "b.safetensors")
+    assert all(torch.equal(back[k], v) for k, v in sd.items())
+    with safe_open(tmp_path / "b.safetensors", "pt") as f:
+        assert f.metadata() == {"who": "me"}
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [("5GB", 5 * 10**9), ("4GiB", 4 << 30), ("500MB", 500 * 10**6), ("100kB", 100_000), ("2k", 2048), ("1.5GB", 1_500_000_000),
+     ("123", 123), ("8 M", 8 << 20), ("1TB", 10**12)],
+)  # fmt: skip
+def test_shard_size_units(text, size):
+    from ecnn.cli import _shard_size
+
+    assert _shard_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "GB", "-1GB", "5XB", "nanGB", "infGB", "0.1"])
+def test_bad_shard_sizes_are_refused(text, capsys, caplog, files):
+    status, _, err = _run(["unpack", str(files["good"]), "-o", str(files["tmp"] / "o/"), "--shard-size", text], capsys, caplog)
+    assert status == 2 and "--shard-size" in err
+
+
+def test_info_reads_no_payload(model, tmp_path, capsys):
+    """A damaged payload is listed by info (which reads the header only) and caught by verify."""
+    src, _ = model
+    out = tmp_path / "m.ecnn"
+    assert main(["pack", str(src), "-o", str(out), "-q"]) == 0
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 0xFF  # inside the last payload: the file ends where it ends
+    out.write_bytes(bytes(data))
+    assert main(["info", str(out)]) == 0
+    assert main(["verify", str(out)]) == 1
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_unpack_and_verify_bars_count_bytes(model, tmp_path, capsys, monkeypatch):
+    src, _ = model
+    out = tmp_path / "m.ecnn"
+    assert main(["pack", str(src), "-o", str(out), "-q"]) == 0
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    for argv in (["verify", str(out)], ["unpack", str(out), "-o", f"{tmp_path}/d/"]):
+        capsys.readouterr()
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert "B/s" in err, err  # bytes per second: the bar counts bytes

@@ -8,6 +8,11 @@ by the test after a random delay. Whatever the moment, the output path must
 hold the complete previous file (byte-identical) or, where there was none,
 nothing or the complete new file; and whatever is left behind must be a hidden
 temporary file that no one would take for a finished output.
+
+``ecnn unpack -o DIR/`` writes a folder of shards: killed at any moment, the
+folder's name holds the complete previous folder, none (only between moving
+the old one aside and renaming the new one in), or the complete new one; what
+is left beside it are hidden temporary folders.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import time
 
@@ -103,13 +109,18 @@ def _child(argv: list[str], kill_after: int | None, at_replace: str | None) -> N
         if real_copy is not None:
             os.copy_file_range = copy_file_range
     if at_replace is not None:
+        # "before" or "after" the first os.replace, or (when, n): around the n-th.
+        when, nth = at_replace if isinstance(at_replace, tuple) else (at_replace, 1)
         real_replace = os.replace
+        calls = [0]
 
         def replace(a, b):
-            if at_replace == "before":
+            calls[0] += 1
+            if calls[0] == nth and when == "before":
                 die()
             real_replace(a, b)
-            die()
+            if calls[0] == nth:
+                die()
 
         os.replace = replace
     main(argv)
@@ -140,7 +151,10 @@ def _check_folder(folder, outputs: set[str]) -> int:
         if name in outputs:
             continue
         assert TEMP.match(name), f"{name} left in {folder}"
-        os.unlink(folder / name)
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+        else:
+            os.unlink(folder / name)
         left += 1
     return left
 
@@ -207,3 +221,55 @@ def test_pack_killed_at_random_times_over_an_existing_file(model, tmp_path):
         _run(argv, kill_in=rng.uniform(0, took * 1.2))
         assert out.read_bytes() in (old, new)
         _check_folder(tmp_path, {out.name})
+
+
+def _tree(folder) -> dict[str, bytes] | None:
+    """The files of a folder and their bytes; None where there is no folder."""
+    if not folder.exists():
+        return None
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_unpack_to_a_folder_killed_leaves_the_old_folder_or_none(model, tmp_path):
+    rng = random.Random(2)
+    src = tmp_path / "src.ecnn"
+    assert main(["pack", str(model), "-o", str(src), "-q"]) == 0
+    out = tmp_path / "ckpt"
+    argv = ["unpack", str(src), "-o", f"{out}/", "--shard-size", "10kB", "-q", "--force"]
+    t = time.perf_counter()
+    assert os.waitstatus_to_exitcode(_run(argv)) == 0
+    took = time.perf_counter() - t
+    new = _tree(out)
+    assert len(new) == 3  # two shards and the index
+    total = sum(len(b) for b in new.values())
+    old = {"model-00001-of-00002.safetensors": b"an older shard", "model.safetensors.index.json": b"{}"}
+    kills = 0
+    for previous in (None, old):
+        # os.replace: one per shard and the index inside the temporary folder, then the old folder
+        # aside (where there is one) and the new one in.
+        renames = len(new) + (2 if previous else 1)
+        cases = [{"kill_after": n} for n in sorted({0, 8, total - 1, *(rng.randrange(total) for _ in range(4))})]
+        cases += [{"at_replace": (when, k)} for k in range(1, renames + 1) for when in ("before", "after")]
+        cases += [{"kill_in": rng.uniform(0, took * 1.2)} for _ in range(3)]
+        for case in cases:
+            shutil.rmtree(out, ignore_errors=True)
+            if previous:
+                out.mkdir()
+                for name, data in previous.items():
+                    (out / name).write_bytes(data)
+            status = _run(argv, **case)
+            killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            kills += killed
+            assert killed or os.waitstatus_to_exitcode(status) == 0, (case, status)
+            got = _tree(out)
+            when, k = case.get("at_replace", (None, 0))
+            if not killed or (when == "after" and k == renames):
+                assert got == new, case
+            elif "kill_in" in case:
+                assert got in (previous, None, new), case
+            elif previous and (when, k) in (("after", renames - 1), ("before", renames)):
+                assert got is None, case  # the old folder is aside, the new one not yet in
+            else:
+                assert got == previous, (case, None if got is None else sorted(got))
+            _check_folder(tmp_path, {out.name, src.name, model.name, "warm.ecnn", "warm.safetensors"})
+    assert kills >= 20

@@ -169,8 +169,8 @@ class Container:
             raise PayloadChecksumMismatch(f"payload of tensor {rec.name!r} is damaged (CRC-32 mismatch)")
         return data
 
-    def check_padding(self) -> None:
-        """Check that every padding byte (after the header, between payloads) is zero."""
+    def padding(self) -> list[tuple[int, int]]:
+        """The padding of the file as ``(start, end)`` byte ranges: after the header, between payloads."""
         gaps = []
         pos = self.header_end
         for rec in self.records:
@@ -178,7 +178,11 @@ class Container:
             pos = rec.offset + rec.length
         if not self.records:
             gaps.append((self.header_end, self.header_end))
-        for a, b in gaps:
+        return gaps
+
+    def check_padding(self) -> None:
+        """Check that every padding byte (after the header, between payloads) is zero."""
+        for a, b in self.padding():
             if any(self.buf[a:b]):
                 raise NonZeroPadding(f"non-zero padding in bytes {a}..{b}")
 

@@ -74,14 +74,18 @@ def encode(
         k = select_floats.choose_head(u, e_bits, m_bits, effort)
     r = m_bits - k
     signs, heads, shifts, tails = floats.split(u, e_bits, m_bits, k, rows)
+    # The streams are independent: the signs and tails are coded (and let go) before the heads,
+    # whose search holds the most memory.
     s = select_floats.sign_stream(signs, rows if arr.ndim >= 2 else None, chunk, effort)
+    del signs
     t = select.encode_best(shifts, 1, False, chunk, effort=effort)
-    h = select_floats.head_stream(heads, e_bits + k, rows, min(chunk, HEAD_CHUNK), chunk, effort, lanes)
     if r == 0:
         tl = streams.encode_const(0)
     else:
         data = packed.pack_groups(tails, floats.tail_widths(shifts, r), cols)
         tl = {"coder": "packed", "length": len(data), "width": r}, data
+    del tails
+    h = select_floats.head_stream(heads, e_bits + k, rows, min(chunk, HEAD_CHUNK), chunk, effort, lanes)
     parts = (s, t, h, tl)
     return {"kind": KIND, "head": int(k)}, [d for d, _ in parts], b"".join(p for _, p in parts)
 

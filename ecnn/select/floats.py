@@ -116,8 +116,10 @@ def head_stream(
     packed_bytes = packed_cost(heads.size, hb)
     nsym = hi - lo + 1
     if nsym <= blocks.MAX_NSYM:
-        h32 = heads.view(np.int32) if heads.dtype == np.uint32 else heads.astype(np.int32)  # heads < 2^31
-        sym = (h32 - lo).reshape(rows, -1)
+        # Indices in the narrowest type that holds them (the plan search and coders take uint8 and uint16 as they are).
+        sym = np.empty(heads.shape, np.uint8 if nsym <= 1 << 8 else np.uint16 if nsym <= 1 << 16 else np.int32)
+        np.subtract(heads, heads.dtype.type(lo), out=sym, casting="unsafe")  # every head >= lo: no wrap
+        sym = sym.reshape(rows, -1)
         p, bits = plan_blocks(sym, nsym, chunk, effort)
         if bits < 8.0 * packed_bytes:
             crows = categorical.chunk_rows_for(rows, sym.shape[1], block_chunk)
