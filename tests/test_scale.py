@@ -15,6 +15,10 @@ process's peak RSS (``VmHWM``) and the PSS of the whole process tree. Not
 ``ru_maxrss``: it starts at the launching process's RSS, here pytest's with
 torch loaded.
 
+The checkpoint is written here, not by ``tools/make_checkpoint.py``, whose
+layout at this size has 32 MiB embeddings: encoding one of them takes about as
+much memory as the margin, which would leave the test no room.
+
 Deselect with ``-m "not scale"``.
 """
 
