@@ -3,7 +3,9 @@
 ``load_file`` returns a state dict on any device, ``load_into`` fills an
 existing module in place and ``save_model`` writes one (tied weights stored
 once). Tensors are decoded one at a time, so the host holds about one tensor
-beyond what it returns.
+beyond what it returns; each tensor's payload pages leave the process's
+mapping of the file once it is taken (:meth:`ecnn.file.EcnnFile.release`),
+so the file's size adds nothing to that.
 
 On a CUDA device, the range decoding runs on the CPU and only the integer
 symbols of a quantized tensor (int8 for 8 bits or fewer) cross the bus: they
@@ -262,7 +264,11 @@ def iter_tensors(
             t = materialize(h, device)
             if dtype is not None and t.is_floating_point():
                 t = t.to(dtype)
-        yield h.name, t
+        name = h.name
+        del h
+        yield name, t
+        del t
+        f.release(name)  # the payload's pages leave the mapping (a tensor viewing them reads them again)
 
 
 def _path_or_none(path):
@@ -485,6 +491,7 @@ def load_into(
                         out.copy_(t)  # the host arrays are not the module's to keep
                     if replace[h.name]:
                         _assign(slots[h.name], out.to(dest[h.name]))
+                    f.release(h.name)  # its payload's pages leave the mapping: the file adds nothing to the model
             else:
                 for name, t in iter_tensors(f, names, common, None, workers):
                     if replace[name]:

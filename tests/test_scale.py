@@ -1,4 +1,5 @@
-"""Checkpoints larger than memory: ``ecnn pack`` and ``ecnn unpack`` never hold the whole model.
+"""Checkpoints larger than memory: ``ecnn pack`` and ``ecnn unpack`` never hold the whole model,
+and ``load_into`` a meta-device model holds it once.
 
 A ~200 MiB sharded bf16 checkpoint is packed and unpacked to a folder, each in
 a child process (``python -m ecnn``), whose peak memory is compared with the
@@ -148,3 +149,24 @@ def test_bench_scale_load_child_builds_a_meta_model_from_the_file(tmp_path, caps
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["on_meta"] == 0
     assert got["model_bytes"] == sum(2 * torch.Size(s).numel() for s in _llama_shapes(8, 16, 32, 2).values())
+
+
+def test_load_into_a_meta_model_holds_the_model_once(packed):
+    """The benchmark's load step: the module's tensors, and little beside them (not the file's pages)."""
+    work, _, runs = packed
+    measured = {}
+    for name, (path, _, _) in runs.items():
+        cmd = [sys.executable, str(ROOT / "tools" / "bench_scale.py"), "--load-child", str(path)]
+        measured[name] = m = bench_scale.measure(cmd, work, _env())
+        assert m.rc == 0, m.stderr[-3000:]
+    model = json.loads(measured["ckpt"].stdout.strip().splitlines()[-1])["model_bytes"]
+    m, base = measured["ckpt"], measured["tiny"]
+    # Keeping the file's pages mapped (about half the model at 8 bits) would add its size;
+    # decoding one tensor of at most 3 MiB adds a few times that.
+    allowed = model + 2 * runs["ckpt"][0].stat().st_size // 3
+    extra_rss, extra_pss = m.max_rss - base.max_rss, m.peak_pss - base.peak_pss
+    detail = (
+        f"load_into of a {model / MiB:.0f} MiB model: {extra_rss / MiB:+.0f} MiB peak RSS and "
+        f"{extra_pss / MiB:+.0f} MiB peak PSS over a tiny model; at most +{allowed / MiB:.0f} MiB allowed"
+    )
+    assert extra_rss <= allowed and extra_pss <= allowed, detail
