@@ -311,7 +311,6 @@ def run_steps(ckpt: Path, work: Path, pack_opts: list[str], model_bytes: int) ->
     shutil.rmtree(ckpt)
     if not a.exists():
         return steps, sizes
-    out.mkdir(exist_ok=True)
     steps["unpack"] = Step("unpack", measure(ecnn_cmd("unpack", str(a), "-o", f"{out}{os.sep}", "-f", "-q"), work, env))
     sizes["unpacked"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     shutil.rmtree(out, ignore_errors=True)
