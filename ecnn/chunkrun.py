@@ -564,17 +564,17 @@ def _imap_processes(n: int, fn: Callable[[int], object], costs, nproc: int, wind
                     if qw >= 0:
                         os.close(qw)
                     _set_child()
-                    _drain(qr, lambda i: _write_all(w, _frame(msgpack.packb([i, True, fn(i)], use_bin_type=True, default=_plain))))
+                    _drain(qr, lambda i: _send(w, msgpack.packb([i, True, fn(i)], use_bin_type=True, default=_plain)))
                 except BaseException as e:  # noqa: BLE001 - reported to the parent as data
                     code = 1
                     try:
-                        _write_all(w, _frame(msgpack.packb([-1, False, [type(e).__name__, str(e)]], use_bin_type=True)))
+                        _send(w, msgpack.packb([-1, False, [type(e).__name__, str(e)]], use_bin_type=True))
                     except BaseException:  # noqa: BLE001
                         pass
                 finally:
                     os._exit(code)
             os.close(w)
-            children[r] = (pid, bytearray())
+            children[r] = (pid, _Frames())
             sel.register(r, selectors.EVENT_READ)
         os.close(qr)
         qr = -1
@@ -594,25 +594,21 @@ def _imap_processes(n: int, fn: Callable[[int], object], costs, nproc: int, wind
                         qw = -1
                     continue
                 r = key.fd
-                b = os.read(r, 1 << 20)
-                pid, buf = children[r]
-                if not b:
+                pid, frames = children[r]
+                message = frames.read(r)
+                if message is None:  # the worker closed its end
                     sel.unregister(r)
                     os.close(r)
                     del children[r]
                     _, status = os.waitpid(pid, 0)
-                    if buf and failure is None:
+                    if frames.partial() and failure is None:
                         failure = RuntimeError("a worker process sent an incomplete result")
                     if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 1)) and failure is None:
                         failure = RuntimeError(f"a worker process ended without reporting (status {status})")
                     continue
-                buf += b
-                while len(buf) >= 8:
-                    size = int.from_bytes(buf[:8], "little")
-                    if len(buf) < 8 + size:
-                        break
-                    i, ok, value = msgpack.unpackb(bytes(buf[8 : 8 + size]), raw=False, strict_map_key=False)
-                    del buf[: 8 + size]
+                if message:
+                    i, ok, value = msgpack.unpackb(message, raw=False, strict_map_key=False)
+                    del message
                     if not ok:
                         if failure is None:
                             failure = _error(*value)
@@ -672,8 +668,46 @@ def _plain(o):
     raise TypeError(f"cannot send a {type(o).__name__} between processes")
 
 
-def _frame(data: bytes) -> bytes:
-    return len(data).to_bytes(8, "little") + data
+def _send(fd: int, data: bytes) -> None:
+    """One message: its length (8 bytes, little-endian), then the bytes as they are (not copied)."""
+    _write_all(fd, len(data).to_bytes(8, "little"))
+    _write_all(fd, data)
+
+
+class _Frames:
+    """The messages :func:`_send` writes, read from a pipe into one buffer of their size each."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.body: bytearray | None = None
+        self.got = 0
+
+    def partial(self) -> bool:
+        return bool(self.head) or self.body is not None
+
+    def read(self, fd: int):
+        """Read what the pipe has: a whole message, ``b""`` for none yet, or None at the end of the pipe."""
+        if self.body is None:
+            b = os.read(fd, 8 - len(self.head))
+            if not b:
+                return None
+            self.head += b
+            if len(self.head) < 8:
+                return b""
+            self.body, self.got = bytearray(int.from_bytes(self.head, "little")), 0
+            self.head = b""
+            if self.body:
+                return b""  # the body on the next wake-up: a read now could wait for the writer
+        if self.got < len(self.body):
+            with memoryview(self.body) as view:
+                k = os.readv(fd, [view[self.got :]])
+            if not k:
+                return None
+            self.got += k
+        if self.got < len(self.body):
+            return b""
+        message, self.body = self.body, None
+        return message
 
 
 def _write_all(fd: int, data: bytes) -> None:

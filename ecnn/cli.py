@@ -173,7 +173,6 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
 def cmd_pack(a) -> int:
     from ecnn import file as efile
     from ecnn import io as eio
-    from ecnn import torch as et
     from ecnn.config import make_config
 
     src = Path(a.input)

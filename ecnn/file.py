@@ -120,15 +120,16 @@ def sources(arrays: Mapping[str, tuple[np.ndarray, dtypes.DType]]) -> list[Sourc
 
 
 # Input bytes in flight when encoding a stream of tensors: read, being encoded, or
-# encoded and waiting for the tensors before them to be written. At least the largest
-# tensor times the workers plus one, so that every worker has a tensor to work on.
+# encoded and waiting for the tensors before them to be written. At least twice the
+# largest tensor, so that while one worker encodes the largest the others have
+# tensors to work on; the payloads that wait behind it stay within about that much.
 STREAM_WINDOW = 1 << 29
 
 
 def _window(srcs: list[Source], window: int | None) -> int:
     if window is not None:
         return window
-    return max(STREAM_WINDOW, (chunkrun.workers() + 1) * max((s.nbytes for s in srcs), default=0))
+    return max(STREAM_WINDOW, 2 * max((s.nbytes for s in srcs), default=0))
 
 
 def encode_stream(
@@ -139,8 +140,8 @@ def encode_stream(
     With several workers (:func:`ecnn.chunkrun.workers`) tensors are read and
     encoded side by side (in forked processes on Linux, on threads elsewhere:
     see ``ecnn.chunkrun.JOBS_IN_PROCESSES``), with at most ``window`` bytes of
-    input in flight (default: :data:`STREAM_WINDOW`, or more for large
-    tensors: see :func:`_window`); the bytes are the same either way.
+    input in flight (default: :data:`STREAM_WINDOW`, or twice the largest
+    tensor if more); the bytes are the same either way.
     ``progress`` is called as ``progress(name, bytes_done, bytes_total)``
     with the input bytes of the tensors handed back so far.
     """

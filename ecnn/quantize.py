@@ -72,21 +72,19 @@ def check_step(step: float) -> float:
     return float(s)
 
 
-def quantize(values: np.ndarray, dtype: DType, step: float) -> np.ndarray:
+def quantize(values: np.ndarray, dtype: DType, step: float, narrow: bool = False) -> np.ndarray:
     """Integer symbols (int32) of a float tensor; ``step`` must be a float32 value.
+
+    With ``narrow``, the symbols come in the narrowest of int8, int16 and int32
+    that holds them (the same values), which takes a fraction of the memory.
 
     Raises:
         InvalidOption: if the tensor has non-finite values or the step is so
             small that a symbol would not fit in int32.
     """
-    x = to_float(values, dtype).astype(np.float64, copy=False)
-    if x.size and not np.isfinite(x).all():
-        raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
-    q = np.rint(x / np.float64(np.float32(step)))
-    qmax_ = qmax(dtype)
-    if q.size and np.max(np.abs(q)) > qmax_:
-        raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax_})")
-    return q.astype(np.int32)
+    v = values.reshape(1, -1)
+    s = np.array([np.float64(np.float32(step))])
+    return _quantize_blocks(v, dtype, step, s, narrow).reshape(values.shape)
 
 
 def dequantize(q: np.ndarray, dtype: DType, step: float) -> np.ndarray:
@@ -177,30 +175,53 @@ def _abs_max_rows(values: np.ndarray, dtype: DType) -> np.ndarray:
     return out
 
 
-def quantize_rows(values: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:
-    """Integer symbols with a step per row (first dimension); see :func:`quantize`.
+def quantize_rows(values: np.ndarray, dtype: DType, step: float, codes: np.ndarray, narrow: bool = False) -> np.ndarray:
+    """Integer symbols with a step per row (first dimension); see :func:`quantize` (and its ``narrow``).
 
     Works through blocks of rows (the same operations, element by element, as on the whole).
     """
     v = values.reshape(values.shape[0], -1)
-    rows, cols = v.shape
-    if v.size and not all(np.isfinite(to_float(v[a : a + 4096], dtype)).all() for a in range(0, rows, 4096)):
-        raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
     s = row_steps(step, codes, dtype).astype(np.float64)
     if not (s > 0).all():
         raise InvalidOption("a row step underflows to zero")
+    return _quantize_blocks(v, dtype, step, s, narrow).reshape(values.shape)
+
+
+_NARROW = (np.int8, np.int16, np.int32)
+
+
+def _quantize_blocks(v: np.ndarray, dtype: DType, step: float, s: np.ndarray, narrow: bool) -> np.ndarray:
+    """``rint(x / s_i)`` for the rows of ``v`` (float64 arithmetic, one block of elements at a time).
+
+    With ``narrow`` the output starts as int8 and is widened (what is done copied)
+    only when a block holds a symbol it cannot; else it is int32.
+    """
+    rows, cols = v.shape
+    if v.size and not all(np.isfinite(to_float(v[a : a + 4096], dtype)).all() for a in range(0, rows, 4096)):
+        raise InvalidOption("tensor has NaN or infinite values and cannot be quantized")
     qmax_ = qmax(dtype)
-    out = np.empty((rows, cols), np.int32)
-    step_rows = max(1, _QUANTIZE_BLOCK // max(cols, 1))
-    for a in range(0, rows, step_rows):
-        b = min(rows, a + step_rows)
-        x = to_float(v[a:b], dtype).astype(np.float64)
+    kind = 0 if narrow else len(_NARROW) - 1
+    out = np.empty((rows, cols), _NARROW[kind])
+    if rows == 1:  # one long row: blocks of its columns
+        spans = [(0, 1, c, min(cols, c + _QUANTIZE_BLOCK)) for c in range(0, cols, _QUANTIZE_BLOCK)]
+    else:
+        step_rows = max(1, _QUANTIZE_BLOCK // max(cols, 1))
+        spans = [(a, min(rows, a + step_rows), 0, cols) for a in range(0, rows, step_rows)]
+    for a, b, c0, c1 in spans:
+        x = to_float(v[a:b, c0:c1], dtype).astype(np.float64)
         np.divide(x, s[a:b, None], out=x)
         np.rint(x, out=x)
-        if x.size and np.max(np.abs(x)) > qmax_:
+        top = float(np.max(np.abs(x))) if x.size else 0.0
+        if top > qmax_:
             raise InvalidOption(f"step {step} is too small for this tensor (|symbol| > {qmax_})")
-        out[a:b] = x
-    return out.reshape(values.shape)
+        while top > np.iinfo(_NARROW[kind]).max:
+            kind += 1
+            wider = np.empty((rows, cols), _NARROW[kind])
+            wider[:a] = out[:a]
+            wider[a, :c0] = out[a, :c0]
+            out = wider
+        out[a:b, c0:c1] = x
+    return out
 
 
 def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:

@@ -48,9 +48,11 @@ def encode(arr: np.ndarray, dt, cfg, step=None, bound=None) -> base.Candidate | 
     rank[order] = np.arange(k, dtype=np.int32)
     zero = min(int(np.searchsorted(keys, _order_keys(np.zeros(1, utype), dt.itemsize)[0])), k - 1)
     if dt.itemsize <= 2:
-        index = np.zeros(1 << (8 * dt.itemsize), np.int32)
+        index = np.zeros(1 << (8 * dt.itemsize), np.int16 if k <= 1 << 15 else np.int32)  # q as narrow as it can be
         index[levels] = np.arange(k, dtype=np.int32) - zero  # levels are in order of value now
-        q = index[bits]
+        q = np.empty(bits.size, index.dtype)
+        for a in range(0, bits.size, 1 << 20):  # a block at a time: the lookup's intp indices stay small
+            q[a : a + (1 << 20)] = index[bits[a : a + (1 << 20)]]
     else:
         q = rank[inverse.reshape(-1)] - zero
     rep = {"kind": "codebook", "levels": k, "zero": zero}

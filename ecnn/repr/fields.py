@@ -85,6 +85,8 @@ def encode(
         data = packed.pack_groups(tails, floats.tail_widths(shifts, r), cols)
         tl = {"coder": "packed", "length": len(data), "width": r}, data
     del tails
+    if e_bits + k <= 16:
+        heads = heads.astype(np.uint16)  # half the memory for the heads' search; the same values
     h = select_floats.head_stream(heads, e_bits + k, rows, min(chunk, HEAD_CHUNK), chunk, effort, lanes)
     parts = (s, t, h, tl)
     return {"kind": KIND, "head": int(k)}, [d for d, _ in parts], b"".join(p for _, p in parts)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecnn.dtypes import contiguous
 from ecnn.errors import InvalidField
 from ecnn.repr import base
 
 
 def encode(arr: np.ndarray, dt=None, cfg=None, step=None, bound=None) -> base.Candidate:
-    data = contiguous(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-    return {"kind": "raw"}, [], data
+    flat = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False).reshape(-1))
+    return {"kind": "raw"}, [], memoryview(flat.view(np.uint8))  # the array's own bytes, not a copy
 
 
 def validate(rec, dt) -> None:

@@ -18,7 +18,7 @@ from ecnn.repr import base
 
 
 def _encode_uniform(arr: np.ndarray, dt, cfg, step: float) -> base.Candidate:
-    q = quantize.quantize(arr, dt, step)
+    q = quantize.quantize(arr, dt, step, narrow=True)
     d, p = select.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=cfg.format_minor, effort=cfg.effort)
     return {"kind": "uniform", "step": quantize.step_bits(step)}, [d], p
 
@@ -26,7 +26,7 @@ def _encode_uniform(arr: np.ndarray, dt, cfg, step: float) -> base.Candidate:
 def _encode_rows(arr: np.ndarray, dt, cfg, step: float) -> base.Candidate:
     contexts = cfg.format_minor  # 1: ctx models of 1.1; 2: model 5 of 1.2 too
     codes = quantize.row_codes(arr, dt, step)
-    q = quantize.quantize_rows(arr, dt, step, codes)
+    q = quantize.quantize_rows(arr, dt, step, codes, narrow=True)
     d0, p0 = select.encode_best(codes, 1, False, cfg.chunk, contexts=contexts, effort=cfg.effort)
     d1, p1 = select.encode_best(q.ravel(), 4, True, cfg.chunk, rows=base.rows_of(arr), contexts=contexts, effort=cfg.effort)
     return {"kind": "uniform_rows", "step": quantize.step_bits(step)}, [d0, d1], p0 + p1

@@ -131,7 +131,7 @@ def choose(
     if nsym <= tables.MAX_NSYM and lo >= -(1 << 63) and hi < (1 << 63):
         # The indices are made again for the stream that codes them: a tensor-sized
         # array fewer held while the row/column models are costed.
-        fit, bits = rate.order0_bits(order0.histogram(_indices(v, lo), nsym), v.size, chunk)
+        fit, bits = rate.order0_bits(_histogram(v, lo, nsym), v.size, chunk)
         if contexts:
             c = cand("ctx0", bits + 8.0 * ctx.order0_header_bytes(lo, nsym, chunk), fit, "ctx")
         else:
@@ -173,7 +173,17 @@ def _indices(v: np.ndarray, lo: int) -> np.ndarray:
         return (v - v.dtype.type(lo)).astype(np.int32)
     if v.dtype == np.int32:  # lo and every index fit int32
         return v - lo
+    if v.dtype.kind == "i" and v.dtype.itemsize < 4:  # 8- and 16-bit symbols: indices as narrow as their count
+        hi = int(v.max())
+        out = np.empty(v.shape, np.uint8 if hi - lo < 1 << 8 else np.uint16)
+        np.subtract(v, np.int32(lo), out=out, casting="unsafe")  # computed in int32, a buffer at a time
+        return out
     return (v.astype(np.int64, copy=False) - lo).astype(np.int32)
+
+
+def _histogram(v: np.ndarray, lo: int, nsym: int) -> np.ndarray:
+    """The order-0 histogram of ``v - lo``, counted from ``v`` itself (no tensor-sized indices)."""
+    return order0.histogram(v, nsym, lo)
 
 
 def _magnitudes(vals: np.ndarray, n: int) -> np.ndarray:
@@ -198,7 +208,7 @@ def _best_rowcol(v: np.ndarray, lo: int, nsym: int, rows: int, chunk: int, e: Ef
     hi = lo + nsym - 1
     if lo < 0 < hi and max(-lo, hi) + 1 <= tables.MAX_NSYM and max(-lo, hi) <= most:
         # The signed values as they are (read only); magnitudes below 2^20 need 32 bits at most.
-        signed_vals = (v if v.dtype.kind == "i" and v.dtype.itemsize >= 4 else v.astype(np.int32)).reshape(shape)
+        signed_vals = (v if v.dtype.kind == "i" else v.astype(np.int32)).reshape(shape)
         n = max(-lo, hi) + 1
         sym, vals, offset = _magnitudes(signed_vals, n), signed_vals, 0
     else:
