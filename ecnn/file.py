@@ -28,7 +28,9 @@ ONNX_METADATA_VERSION = "1"
 # Drops a range of pages from a process's mapping (EcnnFile.release); None where the platform lacks it.
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None) if hasattr(mmap.mmap, "madvise") else None
 
-Progress = Callable[[str, int, int], None]  # (tensor name, position: tensors done when encoding, index when decoding, total)
+# (tensor name, position, total): input bytes done when encoding; when decoding, the
+# tensor's index (or decoded bytes done, with count_bytes).
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
