@@ -237,3 +237,30 @@ def test_header_type_rules():
     same = b"\x82\x01" + msgpack.packb("a") + b"\x01" + msgpack.packb("b")
     with pytest.raises(DuplicateKey):
         en.decode(rebuild(bytes([top[0] + 1]) + top[1:] + msgpack.packb("_m") + same, area))
+
+
+def test_a_spool_is_copied_after_the_header_and_cut_short_behind_the_copy(tmp_path, monkeypatch):
+    import os as _os
+
+    from ecnn.container import writer
+
+    monkeypatch.setattr(writer.FileSpan, "BLOCK", 1000)
+    data = bytes(range(256)) * 37  # 9472 bytes: ten blocks, the first one short
+    spool = writer.Spool(tmp_path, align=8)
+    rec: dict = {}
+    spool.add(rec, data)
+    assert (rec["offset"], rec["length"]) == (0, len(data))
+    fd = spool._file.fileno()
+    sizes = []
+    real = writer.FileSpan._copy
+
+    def copy(self, dst, src_pos, dst_pos, left):
+        sizes.append(_os.fstat(fd).st_size)  # the spool's size before each block: it only shrinks
+        real(self, dst, src_pos, dst_pos, left)
+
+    monkeypatch.setattr(writer.FileSpan, "_copy", copy)
+    n = writer.atomic_write(tmp_path / "out.bin", [b"HEAD", spool.chunk(), b"TAIL"])
+    assert (tmp_path / "out.bin").read_bytes() == b"HEAD" + data + b"TAIL" and n == len(data) + 8
+    assert sizes == [len(data) - 1000 * k for k in range(len(sizes))] and len(sizes) == 10
+    assert _os.fstat(fd).st_size == 0
+    spool.close()

@@ -68,8 +68,9 @@ class Spool:
     each :meth:`add` pads to the alignment, writes the payload and fills in the
     record's ``offset``, ``length`` and ``crc32`` (as :func:`layout` does).
     :func:`atomic_write` then copies the data section into the output after
-    the header (:meth:`chunk`), inside the kernel where it can. The file is
-    deleted on :meth:`close`.
+    the header (:meth:`chunk`), inside the kernel where it can, cutting the
+    spool short behind the copy, so the disk never holds the data twice. The
+    file is deleted on :meth:`close` (it has no name where the system allows).
     """
 
     def __init__(self, folder: str | os.PathLike, align: int = DEFAULT_ALIGN) -> None:
@@ -88,9 +89,9 @@ class Spool:
         self.size = start + len(data)
 
     def chunk(self) -> "FileSpan":
-        """The data section, as a chunk for :func:`atomic_write`."""
+        """The data section, as a chunk for :func:`atomic_write` (used up as it is copied: once only)."""
         self._file.flush()
-        return FileSpan(self._file.fileno(), 0, self.size)
+        return FileSpan(self._file.fileno(), 0, self.size, consume=True)
 
     def close(self) -> None:
         self._file.close()
@@ -103,10 +104,17 @@ class Spool:
 
 
 class FileSpan:
-    """``length`` bytes of an open file from ``offset``: a chunk :func:`atomic_write` copies without reading it into memory."""
+    """``length`` bytes of an open file from ``offset``: a chunk :func:`atomic_write` copies without reading it into memory.
 
-    def __init__(self, fd: int, offset: int, length: int) -> None:
-        self.fd, self.offset, self.length = fd, offset, length
+    With ``consume``, the source file is cut short behind the copy as it goes
+    (the copy runs from the end backwards), so that copying a spool into the
+    output never needs disk space for both.
+    """
+
+    BLOCK = 1 << 26  # bytes copied at a time, and the most disk both files hold at once beyond the output
+
+    def __init__(self, fd: int, offset: int, length: int, consume: bool = False) -> None:
+        self.fd, self.offset, self.length, self.consume = fd, offset, length, consume
 
     def __len__(self) -> int:
         return self.length
@@ -114,21 +122,34 @@ class FileSpan:
     def copy_to(self, out) -> None:
         out.flush()
         dst = out.fileno()
-        pos, left = self.offset, self.length
+        base = os.lseek(dst, 0, os.SEEK_CUR)
+        end = self.length
+        while end > 0:
+            start = max(0, end - self.BLOCK)
+            self._copy(dst, self.offset + start, base + start, end - start)
+            if self.consume:
+                os.ftruncate(self.fd, self.offset + start)  # the source's blocks behind the copy are let go
+            end = start
+        os.lseek(dst, base + self.length, os.SEEK_SET)
+
+    def _copy(self, dst: int, src_pos: int, dst_pos: int, left: int) -> None:
         while left:
             try:
-                k = os.copy_file_range(self.fd, dst, left, pos)
+                k = os.copy_file_range(self.fd, dst, left, src_pos, dst_pos)
             except (AttributeError, OSError):
                 k = 0  # not on this system or between these file systems: copy through a buffer
             if not k:
-                block = os.pread(self.fd, min(left, 1 << 23), pos)
+                block = os.pread(self.fd, min(left, 1 << 23), src_pos)
                 if not block:
                     raise OSError(f"spool file ended {left} bytes early")
                 view = memoryview(block)
+                at = dst_pos
                 while view:
-                    view = view[os.write(dst, view) :]
+                    w = os.pwrite(dst, view, at)
+                    view, at = view[w:], at + w
                 k = len(block)
-            pos += k
+            src_pos += k
+            dst_pos += k
             left -= k
 
 
