@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ecnn import dtypes
-from ecnn.container.writer import atomic_write
+from ecnn.container.writer import atomic_write, fsync_dir
 from ecnn.errors import (
     ForeignOutput,
     InvalidOption,
@@ -74,23 +74,33 @@ def load_weights(path) -> dict[str, torch.Tensor]:
         UnsafeInput: a torch file that needs more than ``weights_only`` loading,
             or a shard index naming files outside its folder.
     """
+    kind, p = _resolve(path)
+    if kind == "index":
+        return _load_index(p)
+    if kind == "safetensors":
+        return _load_safetensors(p)
+    return _load_torch(p)
+
+
+def _resolve(path) -> tuple[str, Path]:
+    """``("index" | "safetensors" | "torch", the file)`` that a weights path names (a folder: its index or only shard).
+
+    Raises:
+        UnreadableInput: no such path, or nothing this reader reads.
+    """
     p = Path(path)
     if not p.exists():
         raise UnreadableInput(f"{path}: no such file or folder")
     kind = kind_of(p)
     if kind == "dir":
         if (p / SAFETENSORS_INDEX).exists():
-            return _load_index(p / SAFETENSORS_INDEX)
+            return "index", p / SAFETENSORS_INDEX
         files = sorted(p.glob("*.safetensors"))
         if len(files) == 1:
-            return _load_safetensors(files[0])
+            return "safetensors", files[0]
         raise UnreadableInput(f"{path}: expected {SAFETENSORS_INDEX} or exactly one .safetensors file in the folder")
-    if kind == "index":
-        return _load_index(p)
-    if kind == "safetensors":
-        return _load_safetensors(p)
-    if kind == "torch":
-        return _load_torch(p)
+    if kind in ("index", "safetensors", "torch"):
+        return kind, p
     raise UnreadableInput(f"{path}: {kind} files are not weight files this command reads")
 
 
@@ -114,30 +124,18 @@ def open_weights(path) -> list[Source]:
         UnsafeInput: as :func:`load_weights`.
         UnsupportedDtype: a tensor type ecnn does not store.
     """
-    p = Path(path)
-    if not p.exists():
-        raise UnreadableInput(f"{path}: no such file or folder")
-    kind = kind_of(p)
-    if kind == "dir":
-        if (p / SAFETENSORS_INDEX).exists():
-            return _index_entries(p / SAFETENSORS_INDEX)
-        files = sorted(p.glob("*.safetensors"))
-        if len(files) == 1:
-            return safetensors_entries(files[0])
-        raise UnreadableInput(f"{path}: expected {SAFETENSORS_INDEX} or exactly one .safetensors file in the folder")
+    kind, p = _resolve(path)
     if kind == "index":
         return _index_entries(p)
     if kind == "safetensors":
         return safetensors_entries(p)
-    if kind == "torch":
-        from ecnn import torch as et
+    from ecnn import torch as et
 
-        out = []
-        for name, t in _load_torch(p, mmap=True).items():
-            dt = et.to_array(t.reshape(-1)[:0])[1]
-            out.append(Source(name, dt, tuple(t.shape), lambda t=t: np.array(et.to_array(t)[0], copy=True)))
-        return out
-    raise UnreadableInput(f"{path}: {kind} files are not weight files this command reads")
+    out = []
+    for name, t in _load_torch(p, mmap=True).items():
+        dt = et.to_array(t.reshape(-1)[:0])[1]
+        out.append(Source(name, dt, tuple(t.shape), lambda t=t: np.array(et.to_array(t)[0], copy=True)))
+    return out
 
 
 def _index_entries(index: Path) -> list[Source]:
@@ -671,19 +669,10 @@ def _swap_in(tmp: Path, target: Path) -> None:
         aside = tmp.with_name(tmp.name[: -len(_TEMP_SUFFIX)] + "-old" + _TEMP_SUFFIX)
         os.replace(target, aside)  # hidden; from here to the next rename there is no folder at target
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename is done

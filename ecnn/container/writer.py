@@ -184,6 +184,12 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable) -> int:
         except FileNotFoundError:
             pass
         raise
+    fsync_dir(folder)
+    return n
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (where the file system can fsync a folder)."""
     try:
         dfd = os.open(folder, os.O_RDONLY)
         try:
@@ -192,4 +198,3 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable) -> int:
             os.close(dfd)
     except OSError:
         pass  # some filesystems cannot fsync a directory; the rename is done
-    return n
