@@ -77,7 +77,18 @@ def _progress_bar(enabled: bool, desc: str, unit: str = "tensor"):
     return update, close
 
 
+def _check_parent(path: Path) -> None:
+    """The folder an output goes in must exist (InvalidOption, before any work is done)."""
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        from ecnn.errors import InvalidOption
+
+        raise InvalidOption(f"{folder}: no such folder to write the output in")
+
+
 def _confirm_overwrite(path: Path, force: bool) -> None:
+    """Check that the output's folder exists, and ask before replacing an existing output (unless ``force``)."""
+    _check_parent(path)
     if not path.exists() or force:
         return
     if sys.stdin.isatty() and sys.stderr.isatty():
@@ -319,6 +330,7 @@ def cmd_unpack(a) -> int:
     if a.shard_size is not None and kind != "folder":
         raise InvalidOption("--shard-size is for folder output (-o DIR/)")
     if kind == "folder":
+        _check_parent(out)
         if eio.check_output_folder(out):  # refuses folders holding anything ecnn does not write
             _confirm_overwrite(out, a.force)
     else:

@@ -250,3 +250,25 @@ def test_unpack_and_verify_bars_count_bytes(model, tmp_path, capsys, monkeypatch
         assert main(argv) == 0
         err = capsys.readouterr().err
         assert "B/s" in err, err  # bytes per second: the bar counts bytes
+
+
+@pytest.mark.parametrize("command", ["pack", "unpack-file", "unpack-folder"])
+def test_an_output_in_a_missing_folder_is_a_clear_error(tmp_path, capsys, command):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ecnn.cli import main as cli_main
+
+    save_file({"w": np.ones((4, 4), np.float32)}, str(tmp_path / "m.safetensors"))
+    assert cli_main(["pack", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "m.ecnn"), "-q"]) == 0
+    missing = tmp_path / "no" / "such"
+    argv = {
+        "pack": ["pack", str(tmp_path / "m.safetensors"), "-o", str(missing / "x.ecnn")],
+        "unpack-file": ["unpack", str(tmp_path / "m.ecnn"), "-o", str(missing / "x.safetensors")],
+        "unpack-folder": ["unpack", str(tmp_path / "m.ecnn"), "-o", str(missing / "out") + "/"],
+    }[command]
+    capsys.readouterr()
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no such folder to write the output in" in err and ".tmp" not in err
+    assert not (tmp_path / "no").exists()

@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = plan(a.size, DTYPES[a.dtype])
     total = sum(s.nbytes for s in specs)
     t0 = time.perf_counter()
+    Path(a.out).absolute().parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max(1, a.workers)) as pool:
 
         def arrays():
