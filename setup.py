@@ -23,13 +23,13 @@ setup(
         Extension(
             "ecnn._core._rans",
             sources=["ecnn/_core/_ransmodule.c", "ecnn/_core/rans.c"],
-            depends=["ecnn/_core/rans.h"],
+            depends=["ecnn/_core/rans.h", "ecnn/_core/pyints.h"],
             extra_compile_args=["-std=c11", "-O2"],
         ),
         Extension(
             "ecnn._core._hist",
             sources=["ecnn/_core/_histmodule.c", "ecnn/_core/hist.c"],
-            depends=["ecnn/_core/hist.h"],
+            depends=["ecnn/_core/hist.h", "ecnn/_core/pyints.h"],
             # -O3 vectorizes the integer sums (exact in any order); floating-point sums
             # are never reordered without -ffast-math, so the estimates stay the same.
             extra_compile_args=["-std=c11", "-O3"],
@@ -37,7 +37,7 @@ setup(
         Extension(
             "ecnn._core._bits",
             sources=["ecnn/_core/_bitsmodule.c", "ecnn/_core/bits.c"],
-            depends=["ecnn/_core/bits.h"],
+            depends=["ecnn/_core/bits.h", "ecnn/_core/pyints.h"],
             extra_compile_args=["-std=c11", "-O2"],
         ),
     ]

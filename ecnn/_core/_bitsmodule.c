@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "bits.h"
+#include "pyints.h"
 
 static PyObject *or_bits(PyObject *self, PyObject *args)
 {
@@ -28,18 +29,8 @@ static PyObject *or_bits(PyObject *self, PyObject *args)
     Py_buffer out, buf;
     if (PyObject_GetBuffer(out_o, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
         return NULL;
-    const char *f = out.format ? out.format : "B";
-#if PY_BIG_ENDIAN
-    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
-        f++;
-#else
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-#endif
-    int ok = (f[0] == 'B' || f[0] == 'H' || f[0] == 'I' || f[0] == 'L' || f[0] == 'Q') && f[1] == '\0' &&
-             (out.itemsize == 1 || out.itemsize == 2 || out.itemsize == 4 || out.itemsize == 8) &&
-             ((uintptr_t)out.buf % (uintptr_t)out.itemsize) == 0;
-    if (!ok) {
+    int sgn;
+    if (!native_int(&out, &sgn) || sgn || strchr(out.format ? out.format : "", 'N')) { /* size_t is not one of them */
         PyBuffer_Release(&out);
         PyErr_SetString(PyExc_TypeError, "or_bits: out must be an aligned, native uint8/16/32/64 array");
         return NULL;
@@ -70,19 +61,8 @@ static int get_ints(PyObject *obj, Py_buffer *v, int writable, int any_sign, con
 {
     if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
-    const char *f = v->format ? v->format : "B";
-#if PY_BIG_ENDIAN
-    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
-        f++;
-#else
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-#endif
-    int ok = f[0] != '\0' && f[1] == '\0' &&
-             (strchr("BHILQN", f[0]) || (any_sign && strchr("bhilqn", f[0]))) &&
-             (v->itemsize == 1 || v->itemsize == 2 || v->itemsize == 4 || v->itemsize == 8) &&
-             ((uintptr_t)v->buf % (uintptr_t)v->itemsize) == 0;
-    if (!ok) {
+    int sgn;
+    if (!native_int(v, &sgn) || (sgn && !any_sign)) {
         PyErr_Format(PyExc_TypeError, "%s must be an aligned, native %s array", what,
                      any_sign ? "integer" : "uint8/16/32/64");
         PyBuffer_Release(v);

@@ -13,32 +13,17 @@
 #include <Python.h>
 
 #include <stdint.h>
-#include <string.h>
 
 #include "hist.h"
-
-/* The format of v names a native integer of `size` bytes (signed). */
-static int is_int(const Py_buffer *v, Py_ssize_t size)
-{
-    const char *f = v->format ? v->format : "B";
-#if PY_BIG_ENDIAN
-    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
-        f++;
-#else
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-#endif
-    if (f[0] == '\0' || f[1] != '\0' || v->itemsize != size)
-        return 0;
-    return f[0] == 'b' || f[0] == 'h' || f[0] == 'i' || f[0] == 'l' || f[0] == 'q' || f[0] == 'n';
-}
+#include "pyints.h"
 
 /* A C-contiguous, aligned int64 buffer of at least one dimension; its element count in *n. */
 static int get_i64(PyObject *obj, Py_buffer *v, int writable, size_t *n, const char *what)
 {
     if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
-    if (!is_int(v, 8) || ((uintptr_t)v->buf) % 8) {
+    int sgn;
+    if (!native_int(v, &sgn) || !sgn || v->itemsize != 8) {
         PyErr_Format(PyExc_TypeError, "%s must be an aligned, native int64 array", what);
         PyBuffer_Release(v);
         return -1;
@@ -60,18 +45,10 @@ static int get_mat(PyObject *obj, mat *a)
     if (PyObject_GetBuffer(obj, &a->view, PyBUF_STRIDES | PyBUF_FORMAT) < 0)
         return -1;
     Py_buffer *v = &a->view;
-    const char *f = v->format ? v->format : "B";
-#if PY_BIG_ENDIAN
-    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
-        f++;
-#else
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-#endif
     Py_ssize_t w = v->itemsize;
-    int uns = f[0] != '\0' && f[1] == '\0' && strchr("BHILQN", f[0]) != NULL;
-    a->kind = uns && w == 1 ? ECNN_HIST_U8 : uns && w == 2 ? ECNN_HIST_U16 : is_int(v, 4) ? ECNN_HIST_I32 : 0;
-    if (v->ndim != 2 || !a->kind || ((uintptr_t)v->buf) % (uintptr_t)w) {
+    int sgn = 0, ok = native_int(v, &sgn);
+    a->kind = !ok ? 0 : !sgn && w == 1 ? ECNN_HIST_U8 : !sgn && w == 2 ? ECNN_HIST_U16 : sgn && w == 4 ? ECNN_HIST_I32 : 0;
+    if (v->ndim != 2 || !a->kind) {
         PyErr_SetString(PyExc_TypeError, "sym must be an aligned, native 2-D uint8, uint16 or int32 array");
         goto fail;
     }
@@ -115,18 +92,9 @@ static PyObject *counts(PyObject *self, PyObject *args)
     size_t nh;
     if (PyObject_GetBuffer(v_o, &v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
         return NULL;
-    const char *f = v.format ? v.format : "B";
-#if PY_BIG_ENDIAN
-    if (*f == '>' || *f == '!' || *f == '=' || *f == '@')
-        f++;
-#else
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-#endif
-    int sgn = f[0] != '\0' && f[1] == '\0' && strchr("bhilqn", f[0]) != NULL;
-    int uns = f[0] != '\0' && f[1] == '\0' && strchr("BHILQN", f[0]) != NULL;
+    int sgn;
     Py_ssize_t w = v.itemsize;
-    if (!(sgn || uns) || !(w == 1 || w == 2 || w == 4 || w == 8) || ((uintptr_t)v.buf) % (uintptr_t)w) {
+    if (!native_int(&v, &sgn)) {
         PyBuffer_Release(&v);
         PyErr_SetString(PyExc_TypeError, "values must be an aligned, native integer array");
         return NULL;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "rans.h"
+#include "pyints.h"
 
 #define CAPSULE "ecnn._core._rans.tables"
 
@@ -19,34 +20,15 @@ static int get_buf(PyObject *obj, Py_buffer *v, int writable, int *kind, const c
 {
     if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
-    const char *f = v->format ? v->format : "B";
-    int order = 0;
-    if (*f == '@' || *f == '=')
-        f++;
-    else if (*f == '<')
-        order = 1, f++;
-    else if (*f == '>' || *f == '!')
-        order = 2, f++;
-    int sgn;
-    if (f[0] == '\0' || f[1] != '\0')
+    int sgn, big;
+    if (int_layout(v, 0, &sgn, &big) < 0)
         goto bad;
-    switch (f[0]) {
-    case 'b': case 'h': case 'i': case 'l': case 'q': case 'n': sgn = 1; break;
-    case 'B': case 'H': case 'I': case 'L': case 'Q': case 'N': sgn = 0; break;
-    default: goto bad;
-    }
     switch (v->itemsize) {
     case 1: *kind = sgn ? ECNN_RANS_I8 : ECNN_RANS_U8; break;
     case 2: *kind = sgn ? ECNN_RANS_I16 : ECNN_RANS_U16; break;
     case 4: *kind = sgn ? ECNN_RANS_I32 : ECNN_RANS_U32; break;
-    case 8: *kind = sgn ? ECNN_RANS_I64 : ECNN_RANS_U64; break;
-    default: goto bad;
+    default: *kind = sgn ? ECNN_RANS_I64 : ECNN_RANS_U64; break;
     }
-#if PY_BIG_ENDIAN
-    int big = order != 1;
-#else
-    int big = order == 2;
-#endif
     if (v->itemsize > 1 && big != PY_BIG_ENDIAN) {
         PyErr_Format(PyExc_TypeError, "%s must be in native byte order", what);
         goto fail;
