@@ -64,7 +64,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import command_line, machine, record_results  # noqa: E402
+from benchlib import command_line, machine, proc_kib, record_results  # noqa: E402
 
 log = logging.getLogger("bench_scale")
 
@@ -143,26 +143,19 @@ def tree(pid: int) -> list[int]:
 
 def hwm_bytes(pid: int) -> int:
     """A process's peak RSS so far (``VmHWM``; 0 once it has gone)."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+    return _proc_bytes(pid, "status", "VmHWM")
 
 
 def pss_bytes(pid: int) -> int:
     """A process's proportional set size (0 once it has gone)."""
+    return _proc_bytes(pid, "smaps_rollup", "Pss")
+
+
+def _proc_bytes(pid: int, file: str, key: str) -> int:
     try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+        return proc_kib(key, pid, file) * 1024
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 @dataclass

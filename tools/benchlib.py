@@ -23,7 +23,17 @@ log = logging.getLogger(__name__)
 
 def status_kib(key: str) -> int:
     """A ``/proc/self/status`` entry in KiB (``VmRSS``, ``VmHWM``, ...)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+    return proc_kib(key)
+
+
+def proc_kib(key: str, pid: int | str = "self", file: str = "status") -> int:
+    """An entry of ``/proc/<pid>/<file>`` in KiB (``VmHWM`` in ``status``, ``Pss`` in ``smaps_rollup``, ...).
+
+    Raises:
+        KeyError: the file has no such entry.
+        OSError: no such process (or file).
+    """
+    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
