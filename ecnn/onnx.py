@@ -191,7 +191,7 @@ def _fill(t: TensorProto, arr: np.ndarray) -> None:
     for f in _DATA_FIELDS:
         t.ClearField(f)
     del t.external_data[:]
-    t.data_location = TensorProto.DEFAULT
+    t.ClearField("data_location")
     t.raw_data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
@@ -257,7 +257,7 @@ def _inline_external(t: TensorProto, base: Path | None) -> None:
         fh.seek(offset)
         data = fh.read(int(info["length"])) if "length" in info else fh.read()
     del t.external_data[:]
-    t.data_location = TensorProto.DEFAULT
+    t.ClearField("data_location")
     t.raw_data = data
 
 
@@ -577,12 +577,13 @@ def weight_count(model: onnx.ModelProto) -> tuple[int, int]:
 def write_model(model: onnx.ModelProto, path) -> int:
     """Write a model to ``path`` (atomically); large models get their weights in ``<name>.data``."""
     path = Path(path)
-    total = sum(len(t.raw_data) for t in _initializers(model))
+    total = sum(len(p.tensor.raw_data) for p in _places(model) if p.tensor is not None)
     if total < EXTERNAL_DATA_THRESHOLD:
         return atomic_write(path, [model.SerializeToString()])
     location = path.name + ".data"
     onnx.save_model(
-        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=1024,
+        convert_attribute=True,  # Constant values too: every large tensor leaves the protobuf
     )
     return path.stat().st_size + (path.parent / location).stat().st_size
 
