@@ -157,22 +157,26 @@ def _places(model: onnx.ModelProto) -> Iterator[_Place]:
                     yield _Place(g, False, attr.sparse_tensor.indices, node, attr, "indices")
 
 
-def _stub_name(t: TensorProto) -> str | None:
-    """The file tensor a stub names (its ``tensor`` entry, else its own name), or None if ``t`` is no stub."""
-    if t.data_location != TensorProto.EXTERNAL or any(t.HasField(f) for f in ("raw_data",)):
+def _stub_name(p: _Place) -> str | None:
+    """The file tensor a stub names (spec/FORMAT.md, C.3), or None for a place that is no stub.
+
+    Raises:
+        InvalidField: the place's external data says ``location`` = ``ecnn`` but it is no well-formed stub.
+    """
+    t = p.tensor
+    if not any(e.key == "location" and e.value == STUB_LOCATION for e in t.external_data):
         return None
-    info = {}
-    for e in t.external_data:
-        if e.key in info or e.key not in ("location", "tensor"):
-            return None
-        info[e.key] = e.value
-    if info.get("location") != STUB_LOCATION:
-        return None
+    keys = [e.key for e in t.external_data]
+    info = {e.key: e.value for e in t.external_data}
+    if (
+        t.data_location != TensorProto.EXTERNAL
+        or len(keys) != len(set(keys))
+        or not set(keys) <= {"location", "tensor"}
+        or any(t.HasField(f) if f == "raw_data" else len(getattr(t, f)) for f in _DATA_FIELDS)
+        or (p.main and "tensor" in info)
+    ):
+        raise InvalidField(f"{p.label!r}: a malformed stub (spec/FORMAT.md, Appendix C.3)")
     return info.get("tensor", t.name)
-
-
-def _is_stub(t: TensorProto) -> bool:
-    return _stub_name(t) is not None
 
 
 def _stub(t: TensorProto, name: str | None = None) -> None:
@@ -530,12 +534,8 @@ def _stubs(model: onnx.ModelProto, f: _file.EcnnFile) -> list[tuple[_Place, str]
     for p in _places(model):
         if p.tensor is None:
             continue
-        name = _stub_name(p.tensor)
+        name = _stub_name(p)
         if name is None:
-            if p.tensor.data_location == TensorProto.EXTERNAL and any(
-                e.key == "location" and e.value == STUB_LOCATION for e in p.tensor.external_data
-            ):
-                raise InvalidField(f"{p.label!r}: a malformed stub (external data entries other than location, tensor)")
             continue
         _check(p, name, f)
         out.append((p, name))

@@ -245,7 +245,8 @@ def test_external_data_unpack_of_subgraphs_and_constants_passes_the_checker(tmp_
         assert np.array_equal(sess.run(None, feed)[0], ref.run(None, feed)[0])
 
 
-def test_stubs_naming_missing_tensors_are_refused(tmp_path):
+def _tampered(tmp_path, change) -> "Path":
+    """The If model packed, with ``change(graph)`` applied to its stored graph."""
     m, _ = G.if_branches()
     packed = tmp_path / "if.ecnn"
     eo.save_model(m, packed, bits=8)
@@ -254,15 +255,43 @@ def test_stubs_naming_missing_tensors_are_refused(tmp_path):
         md = f.metadata()
     graph = onnx.ModelProto()
     graph.ParseFromString(arrays["onnx::model"][0].tobytes())
-    renamed = [e for p in eo._places(graph) for e in p.tensor.external_data if e.key == "tensor"]
-    assert [e.value for e in renamed] == ["w~2", "w~3"]  # the branches' "w", apart from the main graph's
-    renamed[0].value = "nowhere"
+    change(graph)
     arrays["onnx::model"] = (np.frombuffer(graph.SerializeToString(), np.uint8), arrays["onnx::model"][1])
-    ecnn.file.save(arrays, tmp_path / "bad.ecnn", ecnn.config.make_config(lossless=True), md)
-    with pytest.raises(InvalidField, match="nowhere"):
-        eo.load_model(tmp_path / "bad.ecnn")
-    with pytest.raises(InvalidField):
-        eo.inference_session(tmp_path / "bad.ecnn", providers=CPU)
+    out = tmp_path / "bad.ecnn"
+    ecnn.file.save(arrays, out, ecnn.config.make_config(lossless=True), md)
+    return out
+
+
+def _entries(graph, key):
+    return [e for p in eo._places(graph) for e in p.tensor.external_data if e.key == key]
+
+
+def test_malformed_stubs_are_refused(tmp_path):
+    def rename(graph):
+        renamed = _entries(graph, "tensor")
+        assert [e.value for e in renamed] == ["w~2", "w~3"]  # the branches' "w", apart from the main graph's
+        renamed[0].value = "nowhere"
+
+    def main_graph_tensor_entry(graph):
+        e = graph.graph.initializer[0].external_data.add()
+        e.key, e.value = "tensor", "w~2"
+
+    def unknown_key(graph):
+        e = _entries(graph, "tensor")[1]
+        e.key = "offset"
+
+    def data_left(graph):
+        graph.graph.initializer[0].float_data.append(1.0)
+
+    def graph_tensor(graph):
+        _entries(graph, "tensor")[0].value = "onnx::model"
+
+    for change in (rename, main_graph_tensor_entry, unknown_key, data_left, graph_tensor):
+        bad = _tampered(tmp_path, change)
+        with pytest.raises(InvalidField):
+            eo.load_model(bad)
+        with pytest.raises(InvalidField):
+            eo.inference_session(bad, providers=CPU)
 
 
 def test_constants_with_external_data_pack_again(tmp_path, monkeypatch):
