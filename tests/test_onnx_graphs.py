@@ -306,3 +306,17 @@ def test_constants_with_external_data_pack_again(tmp_path, monkeypatch):
     first, again = _float_tensors(eo.load_model(packed)), _float_tensors(eo.load_model(tmp_path / "again.ecnn"))
     assert [n for n, _ in first] == [n for n, _ in again]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, again))
+
+
+def test_onnx_fixtures_rebuild_as_recorded():
+    import make_onnx_fixtures as mf  # tools/ is on the path (conftest)
+
+    assert sorted(p.stem for p in (mf.OUT / "valid").glob("*.ecnn")) == sorted(mf.VALID)
+    assert sorted(p.stem for p in (mf.OUT / "invalid").glob("*.ecnn")) == sorted(mf.INVALID)
+    assert mf.check() == []
+    back = eo.load_model(mf.OUT / "valid" / "constants_if_v2.ecnn")
+    onnx.checker.check_model(back, full_check=True)
+    feed = {"x": np.ones((2, 8), np.float32), "c": np.array(True)}
+    want = ort.InferenceSession(back.SerializeToString(), providers=CPU).run(None, feed)
+    got = eo.inference_session(mf.OUT / "valid" / "constants_if_v2.ecnn", providers=CPU).run(None, feed)
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
