@@ -23,8 +23,9 @@ examples:
   ecnn verify model.ecnn                                 check every checksum, decode all
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
   ecnn unpack model.ecnn -o ckpt/ --shard-size 2GB       sharded folder, one tensor in memory at a time
-  ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, initializers packed
+  ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, weights packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
+  ecnn pack model.onnx --bits 4 --check inputs.npz       ONNX: also run both models, print the deviation
   ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
   ecnn pack model.pt --max-drop 0.5 --eval my_eval.py:accuracy    smallest file losing <= 0.5
   ecnn report model.ecnn -o report.html                  HTML page with plots
@@ -525,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pack",
         help="compress a weights file into .ecnn",
         description="Compress .safetensors, sharded safetensors (folder or index.json), .pt/.pth/.bin "
-        "state dicts or .onnx models (graph kept, initializers packed) into a .ecnn file. Float tensors with 2+ dimensions are quantized "
+        "state dicts or .onnx models (graph kept; weights packed: initializers of every graph and subgraph and "
+        "Constant node values) into a .ecnn file. Float tensors with 2+ dimensions are quantized "
         "(8 bits unless told otherwise); biases, norms and integer tensors are kept exact.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

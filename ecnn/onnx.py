@@ -1,12 +1,18 @@
 """ONNX models in ``.ecnn`` files: pack, unpack, and run with ONNX Runtime from memory.
 
 A packed ONNX model is an ordinary ``.ecnn`` file (spec/FORMAT.md, "Appendix:
-ONNX models"): the initializers are tensors under their ONNX names, quantized
-by the library's policy (float initializers with two or more dimensions;
-integer initializers, such as the int8 weights of a QDQ model, always exact),
-and the graph itself -- the ``ModelProto`` with every stored initializer
-replaced by an external-data stub -- is the uint8 tensor ``onnx::model``,
-coded losslessly. The metadata key ``ecnn.onnx`` is ``"1"``.
+ONNX models"). Its weights are found wherever exporters put them: the
+initializers of the main graph and of every subgraph (If branches, Loop and
+Scan bodies, at any depth) and the values of ``Constant`` nodes (``value``,
+``value_floats``, ``sparse_value``). Each is a tensor of the file, quantized
+by the library's policy (float tensors with two or more dimensions; integer
+tensors, such as the int8 weights of a QDQ model, always exact); shapes,
+axes, indices and other tiny tensors stay in the graph. The graph itself --
+the ``ModelProto`` with every stored tensor replaced by an external-data stub
+-- is the uint8 tensor ``onnx::model``, coded losslessly. The metadata key
+``ecnn.onnx`` is ``"1"``, or ``"2"`` when a stub sits in a Constant node or
+names a tensor apart from its own name (initializers of different graphs may
+share a name).
 
 Example:
     >>> import ecnn.onnx                                          # doctest: +SKIP
@@ -355,8 +361,9 @@ def split(model: onnx.ModelProto, base_dir=None) -> Split:
         for node in filter(_is_constant, g.node):
             for a in node.attribute:
                 if a.name in _SCALAR_ATTRS:
-                    n = len(a.ints) + len(a.strings) if a.name.endswith("s") else 1
-                    out.in_graph.append((node.output[0] if node.output else node.name, 8 * n))
+                    size = 4 * (a.name == "value_float") + 8 * (len(a.ints) + (a.name == "value_int"))
+                    size += len(a.s) + sum(len(s) for s in a.strings)
+                    out.in_graph.append((node.output[0] if node.output else node.name, size))
     for p in list(_places(model)):
         if p.tensor is None:  # value_floats: a list of floats, stored as a 1-D float32 tensor
             n = len(p.attr.floats)
@@ -655,8 +662,8 @@ def _lift(model: onnx.ModelProto, stubs: list[tuple[_Place, str]]) -> tuple[dict
         if p.main:
             feed.setdefault(name, []).append((t.name, t.data_type))
             continue
-        if p.part or (p.node is None and t.name in {o.name for o in p.graph.output}):
-            fill.setdefault(name, []).append(p)  # no dense form, or a graph output: filled in place
+        if p.part or (p.node is None and t.name in {v.name for v in (*p.graph.output, *p.graph.input)}):
+            fill.setdefault(name, []).append(p)  # no dense form, or a subgraph's output or input: filled in place
             continue
         fresh = _unique(f"ecnn::{name}", used)
         used.add(fresh)

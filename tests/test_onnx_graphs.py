@@ -127,7 +127,7 @@ def test_cli_prints_true_counts_and_unpack_restores_them(tmp_path, capsys):
     out = _lines(capsys.readouterr().out)
     assert out["quantized"] == "2 tensors, 192.00 KiB"  # W1 (64 KiB) and W2 (128 KiB)
     assert out["stored exactly"] == "3 tensors, 4.52 KiB"  # b: 256 floats, S: 300 values and 300 int64 indices
-    assert out["left in the graph"].startswith("3 tensors, 56 B")  # scale, shape (3 int64), tiny (2x3)
+    assert out["left in the graph"].startswith("3 tensors, 52 B")  # scale (4 B), shape (3 int64), tiny (2x3 float)
     assert main(["unpack", str(tmp_path / "c.ecnn"), "-o", str(tmp_path / "back.onnx")]) == 0
     assert "0 initializers and 7 Constant nodes" in capsys.readouterr().out
     onnx.checker.check_model(str(tmp_path / "back.onnx"), full_check=True)
@@ -320,3 +320,21 @@ def test_onnx_fixtures_rebuild_as_recorded():
     want = ort.InferenceSession(back.SerializeToString(), providers=CPU).run(None, feed)
     got = eo.inference_session(mf.OUT / "valid" / "constants_if_v2.ecnn", providers=CPU).run(None, feed)
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_a_branch_that_outputs_its_initializer_runs_from_memory(tmp_path):
+    rng = np.random.default_rng(9)
+    w_then, w_else = G._w(rng, (16, 16)), G._w(rng, (16, 16))
+
+    def branch(name, w):  # the initializer is the branch's output: it cannot be renamed away
+        return helper.make_graph([], name, [], [G._vi("w", [16, 16])], [numpy_helper.from_array(w, "w")])
+
+    g = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch("t", w_then), else_branch=branch("e", w_else))],
+        "out", [G._vi("c", [], TensorProto.BOOL)], [G._vi("y", [16, 16])],
+    )  # fmt: skip
+    m = G._model(g)
+    eo.save_model(m, tmp_path / "o.ecnn", lossless=True)
+    sess = eo.inference_session(tmp_path / "o.ecnn", providers=CPU)
+    assert np.array_equal(sess.run(None, {"c": np.array(True)})[0], w_then)
+    assert np.array_equal(sess.run(None, {"c": np.array(False)})[0], w_else)
