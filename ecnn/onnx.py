@@ -698,7 +698,10 @@ def inference_session(path, providers=None, sess_options=None, *, workers: int |
     through an ``Identity`` (ONNX Runtime takes external initializers for the
     main graph only); sparse Constants are filled in the graph. No protobuf
     copy of the dense weights is made and nothing is written to disk, so
-    models over 2 GiB take the same path. The session keeps the arrays alive.
+    models over 2 GiB take the same path, and the peak memory stays close to
+    that of a session built from the ``.onnx`` file, well under that of
+    serializing the model :func:`load_model` rebuilds (``tools/bench_onnx.py``,
+    bench/RESULTS.md). The session keeps the arrays alive.
 
     Args:
         path: the ``.ecnn`` file (or its bytes).
