@@ -233,9 +233,10 @@ def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
     """``pack model.onnx``: what was quantized, kept exact and left in the graph; ``--check`` runs both models."""
     from ecnn import onnx as eonnx
 
-    feeds = None
-    if a.check is not None:  # inputs first: a bad .npz fails before any work
+    feeds = reference = None
+    if a.check is not None:  # inputs and the original's run first: a bad .npz fails before any work
         feeds = eonnx.check_inputs(src, None if a.check == "synthetic" else a.check)
+        reference = eonnx.run_model(src, feeds)
     update, close = _progress_bar(not a.quiet, "packing", unit="B")
     try:
         r = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
@@ -258,7 +259,7 @@ def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
             "coded losslessly)"
         )
     if feeds is not None:
-        devs = eonnx.compare(src, out, feeds)
+        devs = eonnx.compare(src, out, feeds, reference=reference)
         if not a.quiet:
             kind = (
                 "synthetic inputs made from the graph's declared shapes and dtypes (dynamic dims = 1; not real data)"

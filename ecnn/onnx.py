@@ -850,7 +850,28 @@ def check_inputs(model, npz=None, *, seed: int = 0) -> dict[str, np.ndarray]:
     return given
 
 
-def compare(model, packed, feeds: Mapping[str, np.ndarray], providers=None) -> list[Deviation]:
+def run_model(model, feeds: Mapping[str, np.ndarray], providers=None) -> dict[str, np.ndarray]:
+    """Run an ONNX model in ONNX Runtime: ``{output name: array}``, in the graph's output order.
+
+    Args:
+        model: a ``.onnx`` path (its external data beside it) or ``ModelProto``.
+        feeds: ``{input name: array}``.
+        providers: ONNX Runtime execution providers (default: CPU).
+
+    Raises:
+        InvalidOption: ONNX Runtime cannot load the model or run it on these inputs.
+    """
+    import onnxruntime as ort
+
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    try:
+        sess = ort.InferenceSession(src, providers=providers or ["CPUExecutionProvider"])
+        return dict(zip((o.name for o in sess.get_outputs()), sess.run(None, dict(feeds))))
+    except Exception as e:  # ONNX Runtime raises its own exception types
+        raise InvalidOption(f"ONNX Runtime cannot run the original model on these inputs ({e})") from None
+
+
+def compare(model, packed, feeds: Mapping[str, np.ndarray], providers=None, reference=None) -> list[Deviation]:
     """Run the original model and the packed one in ONNX Runtime on ``feeds`` and measure the outputs' deviation.
 
     Args:
@@ -858,27 +879,24 @@ def compare(model, packed, feeds: Mapping[str, np.ndarray], providers=None) -> l
         packed: the ``.ecnn`` file (run with :func:`inference_session`).
         feeds: ``{input name: array}``, e.g. from :func:`check_inputs`.
         providers: ONNX Runtime execution providers (default: CPU).
+        reference: the original's outputs from :func:`run_model`, if already computed.
 
     Returns:
-        One :class:`Deviation` per float output of the model (other outputs are compared for equality
-        and reported with ``max_abs`` 0 or 1).
-    """
-    import onnxruntime as ort
+        One :class:`Deviation` per output of the model, in order (outputs other than floats
+        are compared for equality: ``max_abs`` 0 or 1).
 
+    Raises:
+        InvalidOption: ONNX Runtime cannot run the original model on ``feeds``.
+    """
     providers = providers or ["CPUExecutionProvider"]
-    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    try:
-        ref_sess = ort.InferenceSession(src, providers=providers)
-        ref = ref_sess.run(None, dict(feeds))
-    except Exception as e:  # ONNX Runtime raises its own exception types
-        raise InvalidOption(f"the original model does not run on these inputs ({e})") from None
+    reference = reference if reference is not None else run_model(model, feeds, providers)
     sess = inference_session(packed, providers=providers)
     got = sess.run(None, dict(feeds))
     out = []
-    for o, a, b in zip(ref_sess.get_outputs(), ref, got):
+    for (name, a), b in zip(reference.items(), got):
         a, b = np.asarray(a), np.asarray(b)
         if a.dtype.kind != "f":
-            out.append(Deviation(o.name, a.shape, float(not np.array_equal(a, b)), 0.0, None))
+            out.append(Deviation(name, a.shape, float(not np.array_equal(a, b)), 0.0, None))
             continue
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         dev = float(np.max(np.abs(a64 - b64))) if a.size else 0.0
@@ -887,5 +905,5 @@ def compare(model, packed, feeds: Mapping[str, np.ndarray], providers=None) -> l
         if a.ndim >= 1 and a.shape[-1] >= 2 and a.size:
             ia, ib = a.reshape(-1, a.shape[-1]).argmax(-1), b.reshape(-1, a.shape[-1]).argmax(-1)
             top1 = (int((ia == ib).sum()), int(ia.size))
-        out.append(Deviation(o.name, a.shape, dev, rng_, top1))
+        out.append(Deviation(name, a.shape, dev, rng_, top1))
     return out

@@ -338,3 +338,27 @@ def test_a_branch_that_outputs_its_initializer_runs_from_memory(tmp_path):
     sess = eo.inference_session(tmp_path / "o.ecnn", providers=CPU)
     assert np.array_equal(sess.run(None, {"c": np.array(True)})[0], w_then)
     assert np.array_equal(sess.run(None, {"c": np.array(False)})[0], w_else)
+
+
+def test_check_inputs_the_original_cannot_run_on_fail_before_packing(tmp_path, capsys):
+    w = np.arange(400, dtype=np.float32).reshape(100, 4)
+    g = helper.make_graph(
+        [helper.make_node("Gather", ["w", "i"], ["y"])], "gather",
+        [G._vi("i", ["N"], TensorProto.INT64)], [G._vi("y", ["N", 4])], [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    onnx.save(G._model(g), str(tmp_path / "g.onnx"))
+    np.savez(tmp_path / "bad.npz", i=np.array([1000], np.int64))  # right dtype and rank, index out of range
+    with pytest.raises(InvalidOption, match="cannot run the original"):
+        eo.run_model(tmp_path / "g.onnx", eo.check_inputs(tmp_path / "g.onnx", tmp_path / "bad.npz"))
+    assert main(["pack", str(tmp_path / "g.onnx"), "--check", str(tmp_path / "bad.npz")]) == 1
+    assert "cannot run the original" in capsys.readouterr().err and not (tmp_path / "g.ecnn").exists()
+    np.savez(tmp_path / "ok.npz", i=np.array([3, 99], np.int64))
+    devs = eo.compare(tmp_path / "g.onnx", _packed(tmp_path), eo.check_inputs(tmp_path / "g.onnx", tmp_path / "ok.npz"))
+    assert [(d.name, d.shape, d.top1[1]) for d in devs] == [("y", (2, 4), 2)]  # rows 3 and 99, 4 classes each
+    assert 0 < devs[0].max_abs <= 0.5 * 399 / 127 * (1 + 1e-6)  # half the largest row's step
+    assert devs[0].relative == pytest.approx(devs[0].max_abs / (399 - 12))
+
+
+def _packed(folder):
+    eo.save_model(folder / "g.onnx", folder / "g.ecnn", bits=8)
+    return folder / "g.ecnn"
