@@ -65,7 +65,7 @@ def test_replacing_keeps_one_section_and_moves_the_old_one_to_history(tmp_path):
     assert hist.index("old bench_load") < hist.index("- new\n")
     assert _names(res).count("bench_load") == 1
     head = res.read_text().split("\n## ", 1)[0]
-    assert "- bench_load: a run (Wed 3)\n" in head and "Tue 2" not in head
+    assert "- [bench_load: a run (Wed 3)](#bench_load-a-run-wed-3)\n" in head and "Tue 2" not in head
 
     # a sub-run's history shares its tool's file
     record_results("fuzz_ecnn --corruption", _section("fuzz_ecnn --corruption", "Tue 2"), res)
