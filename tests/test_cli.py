@@ -405,3 +405,28 @@ def test_an_output_in_a_missing_folder_is_a_clear_error(tmp_path, capsys, comman
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no such folder to write the output in" in err and ".tmp" not in err
     assert not (tmp_path / "no").exists()
+
+
+def test_json_figures_of_an_onnx_model(tmp_path, capsys, caplog):
+    """An ONNX model's graph is not a weight: pack --json counts the initializers only; unpack --json names the .onnx."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.linspace(-1, 1, 32 * 16, dtype=np.float32).reshape(32, 16), "w")
+    b = numpy_helper.from_array(np.zeros(16, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])],
+        [w, b],
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph), str(src))
+    packed = _json(["pack", str(src), "-o", str(tmp_path / "m.ecnn")], capsys, caplog)
+    assert (packed["tensors"], packed["quantized"], packed["exact"]) == (2, 1, 1)
+    assert packed["input_bytes"] == (32 * 16 + 16) * 4
+    back = _json(["unpack", str(tmp_path / "m.ecnn"), "-o", str(tmp_path / "back.onnx")], capsys, caplog)
+    assert back["outputs"] == [str(tmp_path / "back.onnx")] and back["tensors"] == 2
+    assert back["bytes"] == (tmp_path / "back.onnx").stat().st_size
