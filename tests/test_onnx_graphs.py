@@ -14,6 +14,7 @@ from ecnn.errors import InvalidField, InvalidOption, UnreadableInput
 import onnx_graphs as G
 
 CPU = ["CPUExecutionProvider"]
+D = G.D
 # Float weights each model holds (quantized at --bits 8), and what stays exact or in the graph.
 EXPECTED = {  # name: (quantized, stored exactly, left in the graph)
     "constants": (2, 3, 3),  # W1, W2 | b (value_floats), S values and indices | scale, shape, tiny
@@ -362,3 +363,23 @@ def test_check_inputs_the_original_cannot_run_on_fail_before_packing(tmp_path, c
 def _packed(folder):
     eo.save_model(folder / "g.onnx", folder / "g.ecnn", bits=8)
     return folder / "g.ecnn"
+
+
+def test_pack_json_gives_the_onnx_counts_and_the_check(tmp_path, capsys):
+    import json
+
+    m, _ = G.constants()
+    src = tmp_path / "c.onnx"
+    onnx.save(m, str(src))
+    argv = ["pack", str(src), "-o", str(tmp_path / "c.ecnn"), "--bits", "8", "--check", "synthetic", "--json"]
+    assert main(argv) == 0
+    fig = json.loads(capsys.readouterr().out)  # one object and nothing else on stdout
+    assert (fig["tensors"], fig["quantized"], fig["exact"], fig["in_graph"]) == (5, 2, 3, 3)
+    assert fig["quantized_bytes"] == 192 * 1024 and fig["input_bytes"] == fig["quantized_bytes"] + fig["exact_bytes"]
+    assert fig["output_bytes"] == (tmp_path / "c.ecnn").stat().st_size < fig["model_bytes"]
+    assert fig["check"]["inputs"] == "synthetic"
+    assert [(o["name"], o["shape"]) for o in fig["check"]["outputs"]] == [("y", [1, 2, D]), ("t", [])]
+    assert 0 < fig["check"]["outputs"][0]["max_abs"] < 0.1 * fig["check"]["outputs"][0]["range"]
+    assert main(["unpack", str(tmp_path / "c.ecnn"), "-o", str(tmp_path / "back.onnx"), "--json"]) == 0
+    back = json.loads(capsys.readouterr().out)
+    assert (back["tensors"], back["constants"]) == (0, 7)
