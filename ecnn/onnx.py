@@ -4,7 +4,7 @@ A packed ONNX model is an ordinary ``.ecnn`` file (spec/FORMAT.md, "Appendix:
 ONNX models"). Its weights are found wherever exporters put them: the
 initializers of the main graph and of every subgraph (If branches, Loop and
 Scan bodies, at any depth) and the values of ``Constant`` nodes (``value``,
-``value_floats``, ``sparse_value``). Each is a tensor of the file, quantized
+``value_floats``, ``sparse_value``), in graphs and in model-local functions. Each is a tensor of the file, quantized
 by the library's policy (float tensors with two or more dimensions; integer
 tensors, such as the int8 weights of a QDQ model, always exact); shapes,
 axes, indices and other tiny tensors stay in the graph. The graph itself --
@@ -114,6 +114,21 @@ def _initializers(model: onnx.ModelProto) -> Iterator[TensorProto]:
         yield from g.initializer
 
 
+def _scopes(model: onnx.ModelProto) -> Iterator[tuple[onnx.GraphProto | onnx.FunctionProto, bool]]:
+    """``(graph or function body, inside a function)``: the main graph and its subgraphs depth-first, then
+    every model-local function (``model.functions``) and the subgraphs in its nodes (spec/FORMAT.md, C.2)."""
+    for g in _graphs(model.graph):
+        yield g, False
+    for fn in model.functions:
+        yield fn, True
+        for node in fn.node:
+            for attr in node.attribute:
+                subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
+                for sub in subs:
+                    for g in _graphs(sub):
+                        yield g, True
+
+
 def _is_constant(node: onnx.NodeProto) -> bool:
     return node.op_type == "Constant" and node.domain in ("", "ai.onnx")
 
@@ -128,12 +143,13 @@ class _Place:
     until the list is turned into a stub.
     """
 
-    graph: onnx.GraphProto
+    graph: onnx.GraphProto | onnx.FunctionProto
     main: bool  # an initializer of the main graph
     tensor: TensorProto | None
     node: onnx.NodeProto | None = None
     attr: onnx.AttributeProto | None = None
     part: str = ""
+    in_function: bool = False  # in a model-local function, which sees no outer scope
 
     @property
     def label(self) -> str:
@@ -145,22 +161,23 @@ class _Place:
 
 
 def _places(model: onnx.ModelProto) -> Iterator[_Place]:
-    """Every initializer and Constant tensor of a model, main graph first, then subgraphs depth-first."""
-    for g in _graphs(model.graph):
+    """Every initializer and Constant tensor of a model in model order (spec/FORMAT.md, C.2)."""
+    for g, fn in _scopes(model):
         main = g is model.graph
-        for t in g.initializer:
-            yield _Place(g, main, t)
+        for t in g.initializer if isinstance(g, onnx.GraphProto) else ():
+            yield _Place(g, main, t, in_function=fn)
         for node in g.node:
             if not _is_constant(node):
                 continue
             for attr in node.attribute:
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    yield _Place(g, False, attr.t, node, attr)
+                    yield _Place(g, False, attr.t, node, attr, in_function=fn)
                 elif attr.name == "value_floats" and attr.type in (onnx.AttributeProto.FLOATS, onnx.AttributeProto.TENSOR):
-                    yield _Place(g, False, attr.t if attr.type == onnx.AttributeProto.TENSOR else None, node, attr)
+                    t = attr.t if attr.type == onnx.AttributeProto.TENSOR else None
+                    yield _Place(g, False, t, node, attr, in_function=fn)
                 elif attr.name == "sparse_value" and attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-                    yield _Place(g, False, attr.sparse_tensor.values, node, attr, "values")
-                    yield _Place(g, False, attr.sparse_tensor.indices, node, attr, "indices")
+                    yield _Place(g, False, attr.sparse_tensor.values, node, attr, "values", fn)
+                    yield _Place(g, False, attr.sparse_tensor.indices, node, attr, "indices", fn)
 
 
 def _stub_name(p: _Place) -> str | None:
@@ -357,7 +374,7 @@ def split(model: onnx.ModelProto, base_dir=None) -> Split:
     """
     base = Path(base_dir) if base_dir is not None else None
     out = Split()
-    for g in _graphs(model.graph):  # Constant scalars and integer lists: always in the graph
+    for g, _ in _scopes(model):  # Constant scalars and integer lists: always in the graph
         for node in filter(_is_constant, g.node):
             for a in node.attribute:
                 if a.name in _SCALAR_ATTRS:
@@ -573,10 +590,10 @@ def load_model(path, *, limits: Limits = Limits()) -> onnx.ModelProto:
 
 
 def weight_count(model: onnx.ModelProto) -> tuple[int, int]:
-    """``(initializers, Constant nodes)`` of a model across all its graphs."""
+    """``(initializers, Constant nodes)`` of a model across all its graphs and functions."""
     inits = consts = 0
-    for g in _graphs(model.graph):
-        inits += len(g.initializer)
+    for g, _ in _scopes(model):
+        inits += len(g.initializer) if isinstance(g, onnx.GraphProto) else 0
         consts += sum(1 for n in g.node if _is_constant(n))
     return inits, consts
 
@@ -651,7 +668,8 @@ def _lift(model: onnx.ModelProto, stubs: list[tuple[_Place, str]]) -> tuple[dict
 
     Returns:
         ``({file tensor: [(runtime name, ONNX type)]}, {file tensor: [places filled in the graph]})``,
-        the latter for sparse Constants, which have no dense initializer form.
+        the latter for sparse Constants, which have no dense initializer form, and for tensors in
+        model-local functions, which cannot read the main graph.
     """
     used = _names(model)
     feed: dict[str, list[tuple[str, int]]] = {}
@@ -662,8 +680,9 @@ def _lift(model: onnx.ModelProto, stubs: list[tuple[_Place, str]]) -> tuple[dict
         if p.main:
             feed.setdefault(name, []).append((t.name, t.data_type))
             continue
-        if p.part or (p.node is None and t.name in {v.name for v in (*p.graph.output, *p.graph.input)}):
-            fill.setdefault(name, []).append(p)  # no dense form, or a subgraph's output or input: filled in place
+        if p.part or p.in_function or (p.node is None and t.name in {v.name for v in (*p.graph.output, *p.graph.input)}):
+            # no dense form; in a function, which sees no main graph; or a subgraph's output or input
+            fill.setdefault(name, []).append(p)
             continue
         fresh = _unique(f"ecnn::{name}", used)
         used.add(fresh)
@@ -696,7 +715,8 @@ def inference_session(path, providers=None, sess_options=None, *, workers: int |
     decoded. Weights of subgraphs (If, Loop, Scan) and of Constant nodes are
     first made main-graph initializers that their subgraph or node reads
     through an ``Identity`` (ONNX Runtime takes external initializers for the
-    main graph only); sparse Constants are filled in the graph. No protobuf
+    main graph only); sparse Constants and weights inside model-local
+    functions (which see no outer scope) are filled in the graph. No protobuf
     copy of the dense weights is made and nothing is written to disk, so
     models over 2 GiB take the same path, and the peak memory stays close to
     that of a session built from the ``.onnx`` file, well under that of

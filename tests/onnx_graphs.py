@@ -150,4 +150,26 @@ def nested():
     return _model(g), feeds
 
 
-ALL = {"constants": constants, "if": if_branches, "loop": loop_body, "scan": scan_body, "nested": nested}
+def function():
+    """A model-local function (model.functions) holding its weight and bias as Constants, called twice."""
+    rng = np.random.default_rng(6)
+    fn = helper.make_function(
+        "local", "Dense", ["X"], ["Y"],
+        [
+            helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(_w(rng, (D, D)), "")),
+            helper.make_node("Constant", [], ["B"], value_floats=_w(rng, D).tolist()),
+            helper.make_node("MatMul", ["X", "W"], ["H"]),
+            helper.make_node("Add", ["H", "B"], ["Y"]),
+        ],
+        OPSET,
+    )  # fmt: skip
+    g = helper.make_graph(
+        [helper.make_node("Dense", ["x"], ["h"], domain="local"), helper.make_node("Dense", ["h"], ["y"], domain="local")],
+        "function", [_vi("x", ["N", D])], [_vi("y", ["N", D])],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[*OPSET, helper.make_opsetid("local", 1)], ir_version=9, functions=[fn])
+    onnx.checker.check_model(m, full_check=True)
+    return m, [{"x": rng.standard_normal((3, D)).astype(np.float32)}]
+
+
+ALL = {"constants": constants, "if": if_branches, "loop": loop_body, "scan": scan_body, "nested": nested, "function": function}

@@ -22,6 +22,7 @@ EXPECTED = {  # name: (quantized, stored exactly, left in the graph)
     "loop": (1, 0, 0),
     "scan": (1, 1, 0),  # ws | bs (1-D Constant)
     "nested": (5, 0, 0),  # two inner w, two inner Constants, outer else w
+    "function": (1, 1, 0),  # W | B (value_floats), both in a model-local function
 }
 
 
@@ -77,6 +78,7 @@ def test_every_float_weight_is_found_and_quantized(graph):
         assert f.info("onnx::model").nbytes < 2048
         # "2": Constant stubs or stubs named apart from their initializer (the If branches' two "w")
         assert f.metadata()["ecnn.onnx"] == ("1" if name == "loop" else "2")
+        assert len(f.keys()) == 1 + sum(EXPECTED[name][:2])
 
 
 def test_unpack_round_trips_and_passes_the_checker(graph):
