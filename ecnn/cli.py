@@ -23,8 +23,9 @@ examples:
   ecnn verify model.ecnn                                 check every checksum, decode all
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
   ecnn unpack model.ecnn -o ckpt/ --shard-size 2GB       sharded folder, one tensor in memory at a time
-  ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, initializers packed
+  ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, weights packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
+  ecnn pack model.onnx --bits 4 --check inputs.npz       ONNX: also run both models, print the deviation
   ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
   ecnn pack model.pt --max-drop 0.5 --eval my_eval.py:accuracy    smallest file losing <= 0.5
   ecnn report model.ecnn -o report.html                  HTML page with plots
@@ -205,6 +206,11 @@ def cmd_pack(a) -> int:
         out = src.with_name(src.name + ".ecnn")
     if eio.same_file(src, out) or (src.resolve() == out.resolve()):
         raise SameFile(f"refusing to overwrite the input {src} with the output")
+    onnx_in = not src.is_dir() and eio.kind_of(src) == "onnx"
+    if a.check is not None and (not onnx_in or a.target_size is not None or a.max_drop is not None):
+        from ecnn.errors import InvalidOption
+
+        raise InvalidOption("--check runs .onnx models packed with --bits, --step or --lossless")
     if a.target_size is not None or a.max_drop is not None:
         return _pack_budget(a, src, out)
     cfg = make_config(
@@ -212,22 +218,8 @@ def cmd_pack(a) -> int:
     )
     _confirm_overwrite(out, a.force)
     t0 = time.perf_counter()
-    if not src.is_dir() and eio.kind_of(src) == "onnx":
-        from ecnn import onnx as eonnx
-
-        update, close = _progress_bar(not a.quiet, "packing", unit="B")
-        try:
-            size, count, in_bytes = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
-        finally:
-            close()
-        if a.json:
-            _emit_json(_pack_figures(out, in_bytes, size, time.perf_counter() - t0))
-        elif not a.quiet:
-            print(
-                f"packed ONNX graph and {count} initializers, {_human(in_bytes)} -> {_human(size)} "
-                f"({_ratio(in_bytes, size)}) in {time.perf_counter() - t0:.1f} s: {out}"
-            )
-        return 0
+    if onnx_in:
+        return _pack_onnx(a, src, out, cfg, t0)
     srcs = eio.open_weights(src)  # read one tensor at a time while encoding: memory stays bounded
     in_bytes = sum(s.nbytes for s in srcs)
     update, close = _progress_bar(not a.quiet, "packing", unit="B")
@@ -264,6 +256,70 @@ def _pack_figures(out: Path, in_bytes: int, size: int, seconds: float) -> dict:
         "exact": len(infos) - quantized,
         "seconds": round(seconds, 3),
     }
+
+
+def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
+    """``pack model.onnx``: what was quantized, kept exact and left in the graph; ``--check`` runs both models."""
+    from ecnn import onnx as eonnx
+
+    feeds = reference = None
+    if a.check is not None:  # inputs and the original's run first: a bad .npz fails before any work
+        feeds = eonnx.check_inputs(src, None if a.check == "synthetic" else a.check)
+        reference = eonnx.run_model(src, feeds)
+    update, close = _progress_bar(not a.quiet, "packing", unit="B")
+    try:
+        r = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
+    finally:
+        close()
+    if cfg.quantizes and r.quantized[0] == 0:
+        print(
+            f"warning: {'--bits' if a.bits is not None else '--step'} quantized nothing: the model has no float "
+            "weight with 2+ dimensions outside the graph (every tensor was stored exactly or left in the graph)",
+            file=sys.stderr,
+        )
+    devs = eonnx.compare(src, out, feeds, reference=reference) if feeds is not None else None
+    if a.json:
+        figures = _pack_figures(out, r.quantized[1] + r.exact[1], r.size, time.perf_counter() - t0)
+        figures.update(
+            model_bytes=r.model_bytes, graph_bytes=r.graph_bytes, quantized_bytes=r.quantized[1],
+            exact_bytes=r.exact[1], in_graph=r.in_graph[0], in_graph_bytes=r.in_graph[1],
+        )  # fmt: skip
+        if devs is not None:
+            figures["check"] = {
+                "inputs": "synthetic" if a.check == "synthetic" else a.check,
+                "outputs": [
+                    {"name": d.name, "shape": list(d.shape), "max_abs": d.max_abs, "range": d.range,
+                     "relative": d.relative, "top1": list(d.top1) if d.top1 else None}
+                    for d in devs
+                ],
+            }  # fmt: skip
+        _emit_json(figures)
+        return 0
+    if not a.quiet:
+        q, e, g = r.quantized, r.exact, r.in_graph
+        print(
+            f"packed ONNX model, {_human(r.model_bytes)} -> {_human(r.size)} ({_ratio(r.model_bytes, r.size)}) "
+            f"in {time.perf_counter() - t0:.1f} s: {out}\n"
+            f"  quantized:         {q[0]} tensors, {_human(q[1])}\n"
+            f"  stored exactly:    {e[0]} tensors, {_human(e[1])}\n"
+            f"  left in the graph: {g[0]} tensors, {_human(g[1])} (inside the {_human(r.graph_bytes)} graph, "
+            "coded losslessly)"
+        )
+    if devs is not None:
+        if not a.quiet:
+            kind = (
+                "synthetic inputs made from the graph's declared shapes and dtypes (dynamic dims = 1; not real data)"
+                if a.check == "synthetic"
+                else f"inputs from {a.check}"
+            )
+            print(f"check, original vs packed in ONNX Runtime, on {kind}:")
+            for d in devs:
+                top1 = f"; top-1 agreement {d.top1[0]}/{d.top1[1]}" if d.top1 else ""
+                print(
+                    f"  {d.name} {list(d.shape)}: max |deviation| {d.max_abs:.4g} "
+                    f"({100 * d.relative:.3g}% of its range {d.range:.4g}){top1}"
+                )
+    return 0
 
 
 def _pack_budget(a, src: Path, out: Path) -> int:
@@ -364,7 +420,7 @@ def cmd_unpack(a) -> int:
     limits = _limits(a)
     if not a.output:
         with efile.EcnnFile(src, limits) as f:
-            if f.metadata().get(efile.ONNX_METADATA_KEY) == efile.ONNX_METADATA_VERSION:  # a packed ONNX model unpacks to .onnx
+            if f.metadata().get(efile.ONNX_METADATA_KEY) in efile.ONNX_METADATA_VERSIONS:  # a packed ONNX model unpacks to .onnx
                 out = src.with_suffix(".onnx")
     if eio.same_file(src, out) or src.resolve() == out.resolve():
         raise SameFile(f"refusing to overwrite the input {src} with the output")
@@ -382,12 +438,13 @@ def cmd_unpack(a) -> int:
 
         model = eonnx.load_model(src, limits=limits)
         size = eonnx.write_model(model, out)
+        inits, consts = eonnx.weight_count(model)
         if a.json:
             data = out.with_name(out.name + ".data")  # large models keep their weights beside the graph
             paths = [out, data] if data.exists() else [out]
-            _emit_json(_unpack_figures(paths, len(model.graph.initializer), size))
+            _emit_json({**_unpack_figures(paths, inits, size), "constants": consts})
         elif not a.quiet:
-            print(f"unpacked ONNX model with {len(model.graph.initializer)} initializers to {out} ({_human(size)})")
+            print(f"unpacked ONNX model with {inits} initializers and {consts} Constant nodes (all graphs) to {out} ({_human(size)})")
         return 0
     if kind == "torch":  # torch.save takes the whole dict: every tensor is in memory at once
         from ecnn import torch as et
@@ -539,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pack",
         help="compress a weights file into .ecnn",
         description="Compress .safetensors, sharded safetensors (folder or index.json), .pt/.pth/.bin "
-        "state dicts or .onnx models (graph kept, initializers packed) into a .ecnn file. Float tensors with 2+ dimensions are quantized "
+        "state dicts or .onnx models (graph kept; weights packed: initializers of every graph and subgraph and "
+        "Constant node values) into a .ecnn file. Float tensors with 2+ dimensions are quantized "
         "(8 bits unless told otherwise); biases, norms and integer tensors are kept exact.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -578,6 +636,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric is at most X below the original's")
     b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
     b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: plain weight error)")
+    sp.add_argument(
+        "--check",
+        metavar="INPUTS",
+        help="for .onnx models: run the original and the packed model in ONNX Runtime and print each output's "
+        "largest deviation (absolute and relative to the output's range) and, for classifier-like outputs, top-1 "
+        "agreement. INPUTS is an .npz with one array per graph input, named as the graph's inputs, or 'synthetic': "
+        "random inputs made from the graph's declared shapes and dtypes (dynamic dimensions = 1), which show that "
+        "the packed model computes what the original does, not how well it works on real data",
+    )
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sp.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout instead of the summary line")

@@ -24,6 +24,8 @@ from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFi
 ONNX_GRAPH_TENSOR = "onnx::model"
 ONNX_METADATA_KEY = "ecnn.onnx"
 ONNX_METADATA_VERSION = "1"
+# Every value of ``ecnn.onnx`` that marks a packed ONNX model ("2": Constant and renamed stubs).
+ONNX_METADATA_VERSIONS = ("1", "2")
 
 # Drops a range of pages from a process's mapping (EcnnFile.release); None where the platform lacks it.
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None) if hasattr(mmap.mmap, "madvise") else None
@@ -305,13 +307,13 @@ class EcnnFile:
     def weight_names(self) -> list[str]:
         """The tensors a state-dict loader returns: every tensor but a packed ONNX graph.
 
-        A file packed from an ONNX model (metadata ``ecnn.onnx`` = ``"1"``) holds
+        A file packed from an ONNX model (metadata ``ecnn.onnx`` = ``"1"`` or ``"2"``) holds
         the graph itself as the uint8 tensor ``onnx::model`` (spec/FORMAT.md,
         appendix on ONNX models); it is not a weight, so ``ecnn.load_file``,
         ``ecnn.torch.load_file`` and ``ecnn.numpy.load_file`` leave it out.
         :meth:`keys` lists it.
         """
-        if self.metadata().get(ONNX_METADATA_KEY) == ONNX_METADATA_VERSION:
+        if self.metadata().get(ONNX_METADATA_KEY) in ONNX_METADATA_VERSIONS:
             return [n for n in self.keys() if n != ONNX_GRAPH_TENSOR]
         return self.keys()
 
