@@ -18,11 +18,13 @@ examples:
   ecnn pack model.safetensors -o model.ecnn --bits 8     quantize weights to 8 bits
   ecnn pack pytorch_model.bin -o model.ecnn --lossless   keep every bit
   ecnn pack ckpt/ -o model.ecnn --step 0.002             sharded checkpoint folder
+  ecnn pack bert/ -o bert.ecnn --bits 8                  Hugging Face folder: config and tokenizer stored too
   ecnn pack model.safetensors --lossless --effort balanced        several times faster to pack
   ecnn info model.ecnn                                   sizes per tensor
   ecnn verify model.ecnn                                 check every checksum, decode all
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
   ecnn unpack model.ecnn -o ckpt/ --shard-size 2GB       sharded folder, one tensor in memory at a time
+  ecnn unpack bert.ecnn -o bert2                         the folder again: transformers loads it
   ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, initializers packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
   ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
@@ -34,9 +36,14 @@ examples:
 UNPACK_HELP = """\
 Decode a .ecnn file. Where -o goes:
   an existing folder, a path ending in '/', or a path without a suffix
-      a sharded safetensors checkpoint folder in Hugging Face's layout:
-      model-00001-of-0000N.safetensors shards of at most --shard-size bytes
-      and model.safetensors.index.json
+  (or any path but FILE.safetensors/.pt/.pth/.bin/.onnx, for a .ecnn that
+  holds stored files, such as one packed from a Hugging Face model folder)
+      a safetensors checkpoint folder in Hugging Face's layout: one
+      model.safetensors when the tensors fit in --shard-size bytes, else
+      model-00001-of-0000N.safetensors shards and model.safetensors.index.json;
+      with the .ecnn's stored files (config.json, tokenizer files, ...)
+      written beside them. Without -o, such a .ecnn unpacks to a folder
+      named like it without .ecnn
   FILE.safetensors   one safetensors file
   FILE.pt, .pth, .bin   a torch.save state dict
   FILE.onnx          the ONNX model a .ecnn was packed from
@@ -45,8 +52,8 @@ Safetensors output, file or folder, is decoded and written one tensor at a
 time: a checkpoint larger than memory unpacks in about the memory of its
 largest tensor. A .pt file holds every tensor in memory at once (torch.save
 takes the whole dict). Outputs appear complete or not at all. With --force a
-folder is replaced only if it holds nothing but .safetensors files and the
-index.
+folder is replaced only if it holds nothing but .safetensors files, the
+index, and files and folders named like the .ecnn's stored files.
 """
 
 
@@ -215,9 +222,11 @@ def cmd_pack(a) -> int:
         return 0
     srcs = eio.open_weights(src)  # read one tensor at a time while encoding: memory stays bounded
     in_bytes = sum(s.nbytes for s in srcs)
+    folder = eio.model_folder_files(src) if src.is_dir() and not a.no_files else None
+    stored = folder.stored if folder else {}
     update, close = _progress_bar(not a.quiet, "packing", unit="B")
     try:
-        size = efile.save_stream(srcs, out, cfg, _metadata(a.metadata), update)
+        size = efile.save_stream(srcs, out, cfg, _metadata(a.metadata), update, files=stored)
     finally:
         close()
     dt = time.perf_counter() - t0
@@ -226,7 +235,22 @@ def cmd_pack(a) -> int:
             f"packed {len(srcs)} tensors, {_human(in_bytes)} -> {_human(size)} "
             f"({in_bytes / max(size, 1):.2f}x) in {dt:.1f} s: {out}"
         )
+        if folder is not None:
+            print(_stored_summary(folder))
     return 0
+
+
+def _stored_summary(folder) -> str:
+    """One line on the files ``pack FOLDER/`` stored, and one per kind of file left out."""
+    names = ", ".join(folder.stored)
+    lines = [f"stored {len(folder.stored)} files ({_human(folder.nbytes)}){': ' + names if names else ''}"]
+    reasons: dict[str, list[str]] = {}
+    for name, why in folder.skipped:
+        reasons.setdefault(why, []).append(name)
+    for why, names_ in reasons.items():
+        shown = ", ".join(names_[:5]) + (f" and {len(names_) - 5} more" if len(names_) > 5 else "")
+        lines.append(f"  not stored ({why}): {shown}")
+    return "\n".join(lines)
 
 
 def _pack_budget(a, src: Path, out: Path) -> int:
@@ -293,9 +317,10 @@ def cmd_report(a) -> int:
     return 0
 
 
-def _unpack_kind(text: str | None, out: Path) -> str:
+def _unpack_kind(text: str | None, out: Path, has_files: bool = False) -> str:
     """What ``unpack -o`` writes: ``folder`` (an existing folder, a path ending in ``/``, or one without a suffix),
-    else ``safetensors``, ``torch`` or ``onnx`` by the suffix."""
+    else ``safetensors``, ``torch`` or ``onnx`` by the suffix; for a file with stored files, a folder unless
+    the suffix names one of those."""
     from ecnn import io as eio
     from ecnn.errors import InvalidOption, UnreadableInput
 
@@ -305,6 +330,8 @@ def _unpack_kind(text: str | None, out: Path) -> str:
         kind = eio.kind_of(out)
     except UnreadableInput:
         kind = None
+    if has_files and kind not in ("safetensors", "torch", "onnx"):
+        return "folder"  # e.g. -o bert.restored: the model folder the stored files come from
     if kind not in ("safetensors", "torch", "onnx"):
         raise InvalidOption(
             f"{out}: unpack writes .safetensors, .pt, .pth, .bin, .onnx or a folder (a path ending in /)"
@@ -320,18 +347,20 @@ def cmd_unpack(a) -> int:
     src = Path(a.input)
     out = Path(a.output) if a.output else src.with_suffix(".safetensors")
     limits = _limits(a)
-    if not a.output:
-        with efile.EcnnFile(src, limits) as f:
-            if f.metadata().get(efile.ONNX_METADATA_KEY) == efile.ONNX_METADATA_VERSION:  # a packed ONNX model unpacks to .onnx
-                out = src.with_suffix(".onnx")
+    with efile.EcnnFile(src, limits) as f:  # the header only: what the file holds decides the output's kind
+        stored_names = f.file_names()
+        if not a.output and f.metadata().get(efile.ONNX_METADATA_KEY) == efile.ONNX_METADATA_VERSION:
+            out = src.with_suffix(".onnx")  # a packed ONNX model unpacks to .onnx
+        elif not a.output and stored_names:
+            out = src.with_suffix("")  # a packed model folder unpacks to a folder
     if eio.same_file(src, out) or src.resolve() == out.resolve():
         raise SameFile(f"refusing to overwrite the input {src} with the output")
-    kind = _unpack_kind(a.output, out)
+    kind = _unpack_kind(a.output, out, bool(stored_names))
     if a.shard_size is not None and kind != "folder":
         raise InvalidOption("--shard-size is for folder output (-o DIR/)")
     if kind == "folder":
         _check_parent(out)
-        if eio.check_output_folder(out):  # refuses folders holding anything ecnn does not write
+        if eio.check_output_folder(out, stored_names):  # refuses folders holding anything ecnn does not write
             _confirm_overwrite(out, a.force)
     else:
         _confirm_overwrite(out, a.force)
@@ -356,7 +385,7 @@ def cmd_unpack(a) -> int:
         tensors = {n: et.from_array(arr, dt) for n, (arr, dt) in arrays.items()}
         size = eio.save_weights(tensors, out, metadata)
         if not a.quiet:
-            print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)})")
+            print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)}){_files_left(stored_names)}")
         return 0
     # safetensors, one file or a folder of shards: one tensor decoded and written at a time.
     shard_size = eio.DEFAULT_SHARD_SIZE if a.shard_size is None else a.shard_size
@@ -365,18 +394,31 @@ def cmd_unpack(a) -> int:
         with efile.EcnnFile(src, limits) as f:
             names = f.weight_names()  # a packed ONNX graph is not a weight
             specs = [eio.TensorSpec(n, f.record(n).dtype, f.record(n).shape) for n in names]
-            decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+            metadata = {"format": "pt", **f.metadata()}  # as Hugging Face writes it; transformers checks it
             if kind == "folder":
-                size = eio.write_sharded(out, specs, decoded, f.metadata(), shard_size, overwrite=True)
+                stored = f.files()  # each checked against its CRC-32 before any tensor is decoded
+                decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+                size = eio.write_sharded(out, specs, decoded, metadata, shard_size, overwrite=True, files=stored, single=True)
             else:
-                size = eio.write_safetensors(out, specs, decoded, f.metadata())
+                decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+                size = eio.write_safetensors(out, specs, decoded, metadata)
     finally:
         close()
     if not a.quiet:
         count = len(eio.plan_shards(specs, shard_size))
         shards = f" in {count} shard{'s' if count > 1 else ''}" if kind == "folder" else ""
-        print(f"unpacked {len(specs)} tensors to {out}{shards} ({_human(size)})")
+        if kind == "folder" and stored_names:
+            shards += f" with {len(stored_names)} stored files"
+        left = _files_left(stored_names) if kind != "folder" else ""
+        print(f"unpacked {len(specs)} tensors to {out}{shards} ({_human(size)}){left}")
     return 0
+
+
+def _files_left(names: list[str]) -> str:
+    """A note that a single-file output leaves the stored files out."""
+    if not names:
+        return ""
+    return f"; its {len(names)} stored files are written only with folder output (-o DIR/)"
 
 
 def _only_arrays(items):
@@ -394,6 +436,7 @@ def cmd_info(a) -> int:
         meta = f.metadata()
         size = f.size
         version = f.version
+        stored = f.file_sizes()
     if a.json:
         rows = [
             {
@@ -408,7 +451,8 @@ def cmd_info(a) -> int:
             }
             for i in infos
         ]
-        print(json.dumps({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows}, indent=1))
+        files = [{"name": n, "bytes": b} for n, b in stored.items()]
+        print(json.dumps({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows, "files": files}, indent=1))
         return 0
     print(format_table(infos))
     raw = sum(i.nbytes for i in infos)
@@ -420,6 +464,11 @@ def cmd_info(a) -> int:
     )
     if meta:
         print("metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
+    if stored:
+        print(f"stored files: {len(stored)}, {_human(sum(stored.values()))}")
+        width = max(len(n) for n in stored)
+        for n, b in stored.items():
+            print(f"  {n.ljust(width)}  {b:>12,} bytes")
     return 0
 
 
@@ -453,12 +502,13 @@ def cmd_verify(a) -> int:
     update, close = _progress_bar(not a.quiet, "verifying", unit="B")
     try:
         with efile.EcnnFile(a.input, _limits(a)) as f:
-            f.verify(update, count_bytes=True)
-            n, size = len(f), f.size
+            f.verify(update, count_bytes=True)  # the stored files' checksums too
+            n, size, files = len(f), f.size, len(f.file_names())
     finally:
         close()
     if not a.quiet:
-        print(f"ok: {a.input}: {n} tensors, {size:,} bytes, every checksum matches and every tensor decodes")
+        stored = f" and {files} stored files" if files else ""
+        print(f"ok: {a.input}: {n} tensors{stored}, {size:,} bytes, every checksum matches and every tensor decodes")
     return 0
 
 
@@ -497,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bits, one step per tensor instead of one per row (smaller, but outliers coarsen every row)",
     )
     sp.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="store a metadata entry (repeatable)")
+    sp.add_argument(
+        "--no-files",
+        action="store_true",
+        help="for a folder input, store only the weights, not the folder's small files (config.json, tokenizer "
+        "files, vocabularies, subfolders' configs; stored by default, so that one .ecnn is the whole model)",
+    )
     sp.add_argument(
         "--effort",
         choices=EFFORTS,

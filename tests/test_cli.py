@@ -186,11 +186,12 @@ def test_unpack_to_a_folder(model, tmp_path, capsys):
         shards = sorted(p.name for p in (tmp_path / shown).glob("*.safetensors"))
         assert shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ecnn-")]
-    # The default shard size (5GB) puts everything in one shard; replacing needs --force.
+    # The default shard size (5GB) puts everything in one model.safetensors, as Hugging Face writes it
+    # (no index); replacing needs --force, and the old shards and index go with the old folder.
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q"]) == 1
     assert "--force" in capsys.readouterr().err
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model.safetensors"]
     # A folder holding anything else is never replaced.
     (tmp_path / "a" / "notes.txt").write_text("keep me")
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 1
@@ -207,7 +208,7 @@ def test_unpack_to_safetensors_streams_with_metadata(model, tmp_path):
     back = load_file(tmp_path / "b.safetensors")
     assert all(torch.equal(back[k], v) for k, v in sd.items())
     with safe_open(tmp_path / "b.safetensors", "pt") as f:
-        assert f.metadata() == {"who": "me"}
+        assert f.metadata() == {"format": "pt", "who": "me"}  # "format": "pt" as Hugging Face writes it
 
 
 @pytest.mark.parametrize(
