@@ -133,6 +133,14 @@ class FileNotStored(InputError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class NoStoredConfig(FileNotStored):
+    """The ``.ecnn`` file stores no ``config.json``: it was packed from weights, not from a model folder."""
+
+
+class MissingDependency(InputError, ImportError):
+    """An optional package that this function needs is not installed (e.g. ``transformers``)."""
+
+
 class UnsafeInput(InputError):
     """An input file would need code execution (pickle) or escapes its folder."""
 

@@ -758,7 +758,7 @@ def write_sharded(
     """
     specs = _check_specs(specs)
     md = _check_metadata(metadata)
-    extra = _check_folder_files(files)
+    extra = check_folder_files(files)
     shards = plan_shards(specs, shard_size)
     heads = [safetensors_header(group, md) for group in shards]
     target = Path(os.path.abspath(folder))
@@ -790,7 +790,7 @@ def write_sharded(
             text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
             written += atomic_write(tmp / SAFETENSORS_INDEX, [text])
         for name, data in extra.items():
-            written += _write_inside(tmp, name, data)
+            written += write_into_folder(tmp, name, data)
         _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -799,7 +799,7 @@ def write_sharded(
     return written
 
 
-def _check_folder_files(files: Mapping[str, bytes] | None) -> dict[str, bytes]:
+def check_folder_files(files: Mapping[str, bytes] | None) -> dict[str, bytes]:
     """Files to write beside the weights: safe names (spec/FORMAT.md 6.6) that are not the weights' own."""
     out: dict[str, bytes] = {}
     taken = fmt.FileNames()
@@ -814,7 +814,7 @@ def _check_folder_files(files: Mapping[str, bytes] | None) -> dict[str, bytes]:
     return out
 
 
-def _write_inside(folder: Path, name: str, data: bytes) -> int:
+def write_into_folder(folder: Path, name: str, data: bytes) -> int:
     """Write ``data`` to ``folder/name`` in a folder this process made (no links in it), creating subfolders."""
     path = folder.joinpath(*name.split("/"))
     if os.path.commonpath([os.path.realpath(path.parent), os.path.realpath(folder)]) != os.path.realpath(folder):
