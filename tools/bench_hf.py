@@ -287,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if a.record:
         record_results(bench_name(a.bits), section, a.results)
-        log.info("recorded in %s", a.results)
     return 0
 
 
