@@ -155,6 +155,8 @@ def _limits(a):
     return Limits(
         max_tensor_bytes=d.max_tensor_bytes if a.max_tensor_bytes is None else a.max_tensor_bytes,
         max_total_bytes=d.max_total_bytes if a.max_total_bytes is None else a.max_total_bytes,
+        max_file_bytes=d.max_file_bytes if a.max_file_bytes is None else a.max_file_bytes,
+        max_files_bytes=d.max_files_bytes if a.max_files_bytes is None else a.max_files_bytes,
     )
 
 
@@ -170,6 +172,18 @@ def _add_limits(sp) -> None:
         type=_size,
         metavar="SIZE",
         help="refuse files whose tensors decode to more than SIZE in all (default 1TiB)",
+    )
+    sp.add_argument(
+        "--max-file-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files holding a stored file (config, tokenizer, ...) larger than SIZE (default 256MiB)",
+    )
+    sp.add_argument(
+        "--max-files-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files whose stored files take more than SIZE in all (default 1GiB)",
     )
 
 
@@ -268,6 +282,12 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         raise InvalidOption("--max-drop needs --eval module:function")
     if not src.is_dir() and eio.kind_of(src) == "onnx":
         raise InvalidOption("--target-size and --max-drop take weight files, not .onnx models")
+    if src.is_dir() and not a.no_files and not a.quiet:
+        print(
+            "note: --target-size and --max-drop store only the weights; pack without them to store the "
+            "folder's config and tokenizer files too",
+            file=sys.stderr,
+        )
     target = budget.parse_size(a.target_size) if a.target_size is not None else None
     evaluate = budget.load_callable(a.eval) if a.eval else None
     calibration = budget.load_callable(a.calib) if a.calib else None

@@ -562,3 +562,17 @@ def test_random_stored_file_records_agree_with_the_reference_decoder():
         assert got == want, (names, recs)
         outcomes.add(got)
     assert len(outcomes) >= 6, outcomes
+
+
+@pytest.mark.parametrize("command", [["verify", "-q"], ["info"], ["unpack", "-q", "-o", "{tmp}/out/"]])
+def test_cli_stored_file_caps(command, tmp_path, capsys):
+    blobs = [b"a" * 3000, b"b" * 3000]
+    path = tmp_path / "files.ecnn"
+    path.write_bytes(_with_files(_laid_out(["a.json", "b.json"], blobs), blobs))
+    argv = [a.format(tmp=tmp_path) for a in command] + [str(path)]
+    assert main(argv + ["--max-file-bytes", "2999"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "a.json" in err and "2999" in err
+    assert main(argv + ["--max-files-bytes", "5KiB"]) == 1
+    assert "in all" in capsys.readouterr().err
+    assert main(argv + ["--max-file-bytes", "3000", "--max-files-bytes", "6000"]) == 0
