@@ -233,6 +233,18 @@ def test_tied_weights_stay_tied(tmp_path):
     assert torch.equal(base.embeddings.word_embeddings.weight, emb)
 
 
+def test_weights_missing_from_the_file_are_initialized_not_left_on_meta(packed, caplog):
+    _, out, original = packed  # a BertModel's weights: no masked-LM head
+    with caplog.at_level("WARNING", logger="ecnn.transformers"):
+        model = etf.from_pretrained(out, model_class=transformers.BertForMaskedLM)
+    assert "newly initialized" in caplog.text and "cls.predictions" in caplog.text
+    assert all(not t.is_meta for t in [*model.parameters(), *model.buffers()])
+    head = model.cls.predictions.transform
+    assert head.dense.weight.abs().sum() > 0 and torch.equal(head.LayerNorm.weight, torch.ones(32))
+    assert torch.equal(model.bert.encoder.layer[1].output.dense.bias, original.encoder.layer[1].output.dense.bias)
+    assert model.cls.predictions.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, "float16"])
 def test_torch_dtype_is_honoured(packed, dtype):
     _, out, original = packed
