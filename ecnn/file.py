@@ -118,6 +118,34 @@ def check_files(files: Mapping[str, bytes] | None) -> list[tuple[str, bytes]]:
     return out
 
 
+def write_file_into(folder, name: str, data: bytes) -> int:
+    """Write a stored file to ``folder/name``, creating its subfolders; returns its size.
+
+    ``name`` must be valid by spec/FORMAT.md 6.6 (:func:`check_files`), so the
+    path stays inside ``folder``; the file is created new (``"xb"``), never
+    written through an existing file or link. For folders this process has
+    just made (nothing else writes there).
+
+    Raises:
+        InvalidFileName: ``name`` is not a valid stored file name.
+        FileExistsError: something is already at that path.
+    """
+    why = fmt.file_name_problem(name)
+    if why is not None:
+        raise InvalidFileName(f"cannot write a file named {str(name)[:80]!r}: {why}")
+    root = os.path.realpath(os.fspath(folder))
+    path = os.path.join(root, *name.split("/"))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.commonpath([os.path.realpath(parent), root]) != root:  # a link among the subfolders
+        raise InvalidFileName(f"{name!r} would be written outside {folder}")
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data)
+
+
 @dataclass(frozen=True)
 class Source:
     """A tensor to encode, read only when :attr:`read` is called (see :func:`ecnn.io.open_weights`).

@@ -31,6 +31,7 @@ from ecnn.container import format as fmt
 from ecnn.container.writer import atomic_write, fsync_dir
 from ecnn.errors import (
     ForeignOutput,
+    InvalidFileName,
     InvalidOption,
     InvalidTensorName,
     OutputExists,
@@ -38,7 +39,7 @@ from ecnn.errors import (
     UnsafeInput,
     UnsupportedDtype,
 )
-from ecnn.file import Source
+from ecnn.file import Source, write_file_into
 
 if TYPE_CHECKING:
     import torch
@@ -790,7 +791,7 @@ def write_sharded(
             text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
             written += atomic_write(tmp / SAFETENSORS_INDEX, [text])
         for name, data in extra.items():
-            written += write_into_folder(tmp, name, data)
+            written += write_file_into(tmp, name, data)
         _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -800,31 +801,22 @@ def write_sharded(
 
 
 def check_folder_files(files: Mapping[str, bytes] | None) -> dict[str, bytes]:
-    """Files to write beside the weights: safe names (spec/FORMAT.md 6.6) that are not the weights' own."""
-    out: dict[str, bytes] = {}
-    taken = fmt.FileNames()
-    for name, data in (files or {}).items():
-        why = fmt.file_name_problem(name) or taken.add(name)
-        low = name.lower() if isinstance(name, str) else ""
-        if why is None and (low.endswith(".safetensors") or low == SAFETENSORS_INDEX):
-            why = "the folder's weights are written under that name"
-        if why is not None:
-            raise UnsafeInput(f"refusing to write a file named {str(name)[:80]!r} into the folder: {why}")
-        out[name] = bytes(data)
+    """Files to write beside the weights: safe names (spec/FORMAT.md 6.6) that are not the weights' own.
+
+    Raises:
+        UnsafeInput: a name the format refuses, or one of the weights files or the index.
+    """
+    from ecnn.file import check_files
+
+    try:
+        out = dict(check_files(files))
+    except InvalidFileName as e:
+        raise UnsafeInput(f"refusing to write into the folder: {e}") from None
+    for name in out:
+        low = name.lower()
+        if low.endswith(".safetensors") or low == SAFETENSORS_INDEX:
+            raise UnsafeInput(f"refusing to write a file named {name!r} into the folder: the folder's weights are written under that name")
     return out
-
-
-def write_into_folder(folder: Path, name: str, data: bytes) -> int:
-    """Write ``data`` to ``folder/name`` in a folder this process made (no links in it), creating subfolders."""
-    path = folder.joinpath(*name.split("/"))
-    if os.path.commonpath([os.path.realpath(path.parent), os.path.realpath(folder)]) != os.path.realpath(folder):
-        raise UnsafeInput(f"{name!r} would be written outside {folder}")  # cannot happen for a checked name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "xb") as f:  # never through an existing file or link
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return len(data)
 
 
 def _swap_in(tmp: Path, target: Path) -> None:

@@ -24,15 +24,11 @@ import json
 import logging
 import os
 import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from ecnn import file as _file
 from ecnn.container.format import Limits
 from ecnn.errors import InvalidOption, MissingDependency, NoStoredConfig
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +52,9 @@ def stored_files(path, limits: Limits = Limits()) -> dict[str, bytes]:
 @contextlib.contextmanager
 def _folder(files: dict[str, bytes]) -> Iterator[str]:
     """The stored files written to a temporary folder, removed on exit (transformers reads folders)."""
-    from ecnn import io as eio
-
     with tempfile.TemporaryDirectory(prefix="ecnn-hf-") as tmp:
-        for name, data in eio.check_folder_files(files).items():
-            eio.write_into_folder(Path(tmp), name, data)
+        for name, data in _file.check_files(files):
+            _file.write_file_into(tmp, name, data)
         yield tmp
 
 
@@ -112,6 +106,10 @@ def tokenizer(path, *, limits: Limits = Limits(), **kwargs):
 @contextlib.contextmanager
 def _parameters_on_meta():
     """Build modules with their parameters on the meta device and their buffers real.
+
+    ``torch.nn.Module.register_parameter`` is patched while the block runs (as
+    accelerate's ``init_empty_weights`` does), so modules built on other
+    threads meanwhile get meta parameters too.
 
     Unlike ``with torch.device("meta")``, buffers computed at construction
     (``position_ids``, rotary ``inv_freq``, which are not persistent and so

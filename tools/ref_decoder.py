@@ -1791,10 +1791,12 @@ if __name__ == "__main__":
     for path in sys.argv[1:]:
         with open(path, "rb") as fh:
             try:
-                meta, result = decode(fh.read())
+                meta, result, stored = decode_all(fh.read())
             except SpecError as exc:
                 print(f"{path}: REJECTED {exc}")
                 continue
-        print(f"{path}: {len(result)} tensors, metadata {meta}")
+        print(f"{path}: {len(result)} tensors, {len(stored)} stored files, metadata {meta}")
         for name, (dtype, shape, raw) in result.items():
             print(f"  {name}: {dtype} {shape} {len(raw)} bytes")
+        for name, blob in stored.items():
+            print(f"  file {name}: {len(blob)} bytes")
