@@ -106,6 +106,19 @@ def _confirm_overwrite(path: Path, force: bool) -> None:
     raise OutputExists(f"{path} exists; pass --force to overwrite it")
 
 
+def _ratio(original: int, coded: int) -> str:
+    """``original / coded`` as ``4.44x``; never ``0.00x``: below 0.01 it reads ``<0.01x``, and ``-`` without bytes."""
+    if original <= 0 or coded <= 0:
+        return "-"
+    r = original / coded
+    return f"{r:.2f}x" if r >= 0.01 else "<0.01x"
+
+
+def _emit_json(obj: dict) -> None:
+    """The one JSON object that ``--json`` prints on stdout."""
+    print(json.dumps(obj, indent=1))
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -228,10 +241,12 @@ def cmd_pack(a) -> int:
             size, count, in_bytes = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
         finally:
             close()
-        if not a.quiet:
+        if a.json:
+            _emit_json(_pack_figures(out, in_bytes, size, time.perf_counter() - t0))
+        elif not a.quiet:
             print(
                 f"packed ONNX graph and {count} initializers, {_human(in_bytes)} -> {_human(size)} "
-                f"({in_bytes / max(size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s: {out}"
+                f"({_ratio(in_bytes, size)}) in {time.perf_counter() - t0:.1f} s: {out}"
             )
         return 0
     srcs = eio.open_weights(src)  # read one tensor at a time while encoding: memory stays bounded
@@ -244,10 +259,16 @@ def cmd_pack(a) -> int:
     finally:
         close()
     dt = time.perf_counter() - t0
-    if not a.quiet:
+    if a.json:
+        figures = _pack_figures(out, in_bytes, size, dt)
+        if folder is not None:
+            figures["stored_files"] = len(folder.stored)
+            figures["stored_bytes"] = folder.nbytes
+        _emit_json(figures)
+    elif not a.quiet:
         print(
             f"packed {len(srcs)} tensors, {_human(in_bytes)} -> {_human(size)} "
-            f"({in_bytes / max(size, 1):.2f}x) in {dt:.1f} s: {out}"
+            f"({_ratio(in_bytes, size)}) in {dt:.1f} s: {out}"
         )
         if folder is not None:
             print(_stored_summary(folder))
@@ -265,6 +286,26 @@ def _stored_summary(folder) -> str:
         shown = ", ".join(names_[:5]) + (f" and {len(names_) - 5} more" if len(names_) > 5 else "")
         lines.append(f"  not stored ({why}): {shown}")
     return "\n".join(lines)
+
+
+def _pack_figures(out: Path, in_bytes: int, size: int, seconds: float) -> dict:
+    """What ``pack --json`` prints: sizes, ratio, tensors quantized and kept exact (read back from the header), time."""
+    from ecnn import file as efile
+
+    with efile.EcnnFile(out) as f:
+        weights = set(f.weight_names())  # a packed ONNX graph is not a weight
+        infos = [i for i in f.infos() if i.name in weights]
+    quantized = sum(i.step is not None for i in infos)
+    return {
+        "output": str(out),
+        "input_bytes": in_bytes,
+        "output_bytes": size,
+        "ratio": in_bytes / size if size else None,
+        "tensors": len(infos),
+        "quantized": quantized,
+        "exact": len(infos) - quantized,
+        "seconds": round(seconds, 3),
+    }
 
 
 def _pack_budget(a, src: Path, out: Path) -> int:
@@ -300,11 +341,16 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         tensors, out, target_bytes=target, max_metric_drop=a.max_drop, evaluate=evaluate,
         calibration=calibration, config=cfg, metadata=_metadata(a.metadata), progress=_stage_logger(a.quiet),
     )  # fmt: skip
-    if not a.quiet:
+    if a.json:
+        figures = _pack_figures(out, in_bytes, res.size, time.perf_counter() - t0)
+        if res.metric is not None:
+            figures.update(base_metric=res.base_metric, metric=res.metric)
+        _emit_json(figures)
+    elif not a.quiet:
         extra = f"; metric {res.base_metric:.6g} -> {res.metric:.6g}" if res.metric is not None else ""
         print(
             f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
-            f"({in_bytes / max(res.size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
+            f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
         )
     return 0
 
@@ -389,7 +435,11 @@ def cmd_unpack(a) -> int:
 
         model = eonnx.load_model(src, limits=limits)
         size = eonnx.write_model(model, out)
-        if not a.quiet:
+        if a.json:
+            data = out.with_name(out.name + ".data")  # large models keep their weights beside the graph
+            paths = [out, data] if data.exists() else [out]
+            _emit_json(_unpack_figures(paths, len(model.graph.initializer), size))
+        elif not a.quiet:
             print(f"unpacked ONNX model with {len(model.graph.initializer)} initializers to {out} ({_human(size)})")
         return 0
     if kind == "torch":  # torch.save takes the whole dict: every tensor is in memory at once
@@ -404,7 +454,9 @@ def cmd_unpack(a) -> int:
             close()
         tensors = {n: et.from_array(arr, dt) for n, (arr, dt) in arrays.items()}
         size = eio.save_weights(tensors, out, metadata)
-        if not a.quiet:
+        if a.json:
+            _emit_json(_unpack_figures([out], len(tensors), size))
+        elif not a.quiet:
             print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)}){_files_left(stored_names)}")
         return 0
     # safetensors, one file or a folder of shards: one tensor decoded and written at a time.
@@ -424,7 +476,10 @@ def cmd_unpack(a) -> int:
                 size = eio.write_safetensors(out, specs, decoded, metadata)
     finally:
         close()
-    if not a.quiet:
+    if a.json:
+        paths = sorted(p for p in out.rglob("*") if p.is_file()) if kind == "folder" else [out]  # stored files too
+        _emit_json(_unpack_figures(paths, len(specs), size))
+    elif not a.quiet:
         count = len(eio.plan_shards(specs, shard_size))
         shards = f" in {count} shard{'s' if count > 1 else ''}" if kind == "folder" else ""
         if kind == "folder" and stored_names:
@@ -439,6 +494,11 @@ def _files_left(names: list[str]) -> str:
     if not names:
         return ""
     return f"; its {len(names)} stored files are written only with folder output (-o DIR/)"
+
+
+def _unpack_figures(paths: list[Path], tensors: int, size: int) -> dict:
+    """What ``unpack --json`` prints: the files written, the tensors and the bytes they hold."""
+    return {"outputs": [str(p) for p in paths], "tensors": tensors, "bytes": size}
 
 
 def _only_arrays(items):
@@ -472,7 +532,9 @@ def cmd_info(a) -> int:
             for i in infos
         ]
         files = [{"name": n, "bytes": b} for n, b in stored.items()]
-        print(json.dumps({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows, "files": files}, indent=1))
+        _emit_json({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows, "files": files})
+        return 0
+    if a.quiet:
         return 0
     print(format_table(infos))
     raw = sum(i.nbytes for i in infos)
@@ -480,7 +542,7 @@ def cmd_info(a) -> int:
     bpp = 8 * size / params if params else 0.0
     print(
         f"\n{len(infos)} tensors, {params:,} values, {_human(raw)} decoded; file {_human(size)} "
-        f"(format {version[0]}.{version[1]}): {raw / max(size, 1):.2f}x, {bpp:.3f} bits per value"
+        f"(format {version[0]}.{version[1]}): {_ratio(raw, size)}, {bpp:.3f} bits per value"
     )
     if meta:
         print("metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
@@ -503,7 +565,7 @@ def format_table(infos) -> str:
         else:
             quant = f"exact ({i.representation})"
         coders = "+".join(sorted(set(i.coders))) if i.coders else "raw"
-        ratio = f"{i.nbytes / i.coded_bytes:.2f}x" if i.coded_bytes else "-"
+        ratio = _ratio(i.nbytes, i.coded_bytes)
         rows.append(
             (i.name, "x".join(map(str, i.shape)) or "scalar", i.dtype, quant, coders, f"{i.coded_bytes:,}", f"{i.bits_per_value:.3f}", ratio)
         )
@@ -526,7 +588,9 @@ def cmd_verify(a) -> int:
             n, size, files = len(f), f.size, len(f.file_names())
     finally:
         close()
-    if not a.quiet:
+    if a.json:
+        _emit_json({"ok": True, "file": str(a.input), "tensors": n, "stored_files": files, "bytes": size})
+    elif not a.quiet:
         stored = f" and {files} stored files" if files else ""
         print(f"ok: {a.input}: {n} tensors{stored}, {size:,} bytes, every checksum matches and every tensor decodes")
     return 0
@@ -596,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: plain weight error)")
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout instead of the summary line")
     sp.set_defaults(func=cmd_pack)
 
     sp = sub.add_parser(
@@ -638,24 +703,96 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout instead of the summary line")
     _add_limits(sp)
     sp.set_defaults(func=cmd_unpack)
 
     sp = sub.add_parser("info", help="list tensors with their sizes and coding")
     sp.add_argument("input", help=".ecnn file")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing; the exit status says whether the header is valid")
     _add_limits(sp)
     sp.set_defaults(func=cmd_info)
 
     sp = sub.add_parser("verify", help="check every checksum and decode every tensor")
     sp.add_argument("input", help=".ecnn file")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout instead of the summary line")
     _add_limits(sp)
     sp.set_defaults(func=cmd_verify)
     return p
 
 
+class _ReaderLeft(Exception):
+    """The reader of stdout went away (``ecnn info m.ecnn | head -1``)."""
+
+
+class _Guarded:
+    """``sys.stdout`` or ``sys.stderr`` for the length of one command, for a reader that may leave early.
+
+    A write to stdout whose reader has gone raises :class:`_ReaderLeft`, which ends the
+    command quietly with status 0: the output is not wanted any more. On stderr (progress
+    and stage lines) the writes stop and the work goes on: losing the progress is no
+    reason to abandon a pack. Either way the file descriptor is pointed at /dev/null,
+    so that the interpreter's last flush at exit does not fail once more.
+    """
+
+    def __init__(self, stream, stop: bool):
+        self._stream, self._stop, self._gone = stream, stop, False
+
+    def _left(self) -> None:
+        self._gone = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # not a real file (captured output)
+            pass
+        if self._stop:
+            raise _ReaderLeft
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (0: done, 1: an error, printed on stderr as one line).
+
+    A reader of stdout that leaves early (``ecnn info m.ecnn | head -1``, ``ecnn --help | head -1``)
+    ends the command quietly with status 0, as does a closed stderr for the progress output.
+    """
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Guarded(out, stop=True), _Guarded(err, stop=False)
+    try:
+        try:
+            status = _main(argv)
+        except SystemExit:  # argparse's --help, --version and usage errors
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # output still buffered for a pipe meets a reader that left here
+        return status
+    except _ReaderLeft:
+        return 0
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -664,12 +801,6 @@ def main(argv: list[str] | None = None) -> int:
     except EcnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        # The reader of our output went away (``ecnn info m.ecnn | head -1``): stop quietly,
-        # with the status of a process ended by SIGPIPE, as other command-line tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
-        return 128 + 13
     except OSError as e:
         print(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@ A tiny random BERT (hidden size 32, 2 layers, a 100-word vocab.txt written here)
 is saved with ``save_pretrained``, packed with ``ecnn pack FOLDER/ --bits 8``,
 and read back both ways: ``ecnn.transformers.from_pretrained`` and
 ``ecnn unpack -o FOLDER2`` loaded with ``AutoModel.from_pretrained``. The
-examples of docs/huggingface.md run at the end.
+examples of docs/huggingface.md run in tests/test_readme.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -339,27 +338,3 @@ def test_stored_files_through_the_python_api(tmp_path):
     save_stream(src, tmp_path / "c.ecnn", EncodeConfig(), files={"model.safetensors": b"not weights"})
     assert main(["unpack", str(tmp_path / "c.ecnn"), "-o", str(tmp_path / "c"), "-q"]) == 1
     assert not (tmp_path / "c").exists()
-
-
-# --- docs/huggingface.md ----------------------------------------------------------
-
-DOC = (ROOT / "docs" / "huggingface.md").read_text()
-BLOCKS = re.findall(r"```(python|bash)\n(.*?)```", DOC, re.S)
-
-
-def test_the_page_has_examples():
-    assert [k for k, _ in BLOCKS].count("python") >= 2 and [k for k, _ in BLOCKS].count("bash") >= 1
-
-
-def test_the_page_s_examples_run_in_order(tmp_path, monkeypatch):
-    """Python blocks share one namespace; each ``ecnn ...`` line of a bash block runs through the CLI."""
-    monkeypatch.chdir(tmp_path)
-    scope: dict = {}
-    for i, (kind, code) in enumerate(BLOCKS):
-        if kind == "python":
-            exec(compile(code, f"docs/huggingface.md example {i + 1}", "exec"), scope)
-            continue
-        for line in code.splitlines():
-            line = line.split(" #", 1)[0].strip()
-            if line.startswith("ecnn "):
-                assert main(shlex.split(line)[1:]) == 0, line
