@@ -270,7 +270,8 @@ def cmd_pack(a) -> int:
 def _stored_summary(folder) -> str:
     """One line on the files ``pack FOLDER/`` stored, and one per kind of file left out."""
     names = ", ".join(folder.stored)
-    lines = [f"stored {len(folder.stored)} files ({_human(folder.nbytes)}){': ' + names if names else ''}"]
+    n = len(folder.stored)
+    lines = [f"stored {n} file{'' if n == 1 else 's'} ({_human(folder.nbytes)}){': ' + names if names else ''}"]
     reasons: dict[str, list[str]] = {}
     for name, why in folder.skipped:
         reasons.setdefault(why, []).append(name)
