@@ -298,11 +298,11 @@ class _Bytes:
         return table[c]
 
 
-def decode(data: bytes, check_record, check_file) -> dict:
+def decode(data: bytes) -> dict:
     """Parse a compact header (``data[0]`` is :data:`MARK`) into the structure of ``header.decode``.
 
-    ``check_record`` and ``check_file`` are the field-table checks of one tensor
-    and one file record; each runs as soon as its record is read.
+    Only the rules of spec/FORMAT.md 6.7 are checked here, in byte order; the
+    caller then checks the fields (section 10, step 9) as for a MessagePack header.
 
     Raises:
         MalformedHeader, DuplicateKey, InvalidField, UnknownField, LimitExceeded,
@@ -362,7 +362,6 @@ def decode(data: bytes, check_record, check_file) -> dict:
             "repr": rep,
             "streams": streams,
         }
-        check_record(rec)
         end = offset + length
         tensors.append(rec)
     out = {"align": align, "metadata": metadata, "tensors": tensors}
@@ -379,7 +378,6 @@ def decode(data: bytes, check_record, check_file) -> dict:
             crc = _U32.unpack(r.take(4))[0]
             offset = fmt.align_up(end, align)
             frec = {"name": name, "offset": offset, "length": length, "crc32": crc}
-            check_file(frec)
             end = offset + length
             files.append(frec)
         out["files"] = files

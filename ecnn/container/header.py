@@ -467,11 +467,9 @@ def decode(data: bytes) -> dict:
     """
     data = bytes(data)
     if data[:1] == bytes([compact.MARK]):  # the compact form of version 1.4 (spec/FORMAT.md 6.7)
-        return compact.decode(
-            data,
-            lambda rec: check_map(rec, RECORD_FIELDS, "tensor record"),
-            lambda rec: check_map(rec, FILE_FIELDS, "file record"),
-        )
+        top = compact.decode(data)
+        check_map(top, TOP_FIELDS, "header", OPTIONAL_TOP_FIELDS)  # the records too, in order
+        return top
     p = _Parser(data)
     try:
         top = p.root()
