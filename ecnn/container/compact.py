@@ -233,9 +233,17 @@ class _Bytes:
         return out
 
     def byte(self) -> int:
-        return self.take(1)[0]
+        pos = self.pos
+        if pos >= len(self.data):
+            raise _malformed(f"it ends inside a field (byte {pos} of {len(self.data)})")
+        self.pos = pos + 1
+        return self.data[pos]
 
     def uvarint(self, limit_bits: int = 64) -> int:
+        pos = self.pos
+        if pos < len(self.data) and self.data[pos] < 0x80:  # the common case: one byte
+            self.pos = pos + 1
+            return self.data[pos]
         v = shift = 0
         for i in range(MAX_VARINT_BYTES):
             b = self.byte()
@@ -262,9 +270,9 @@ class _Bytes:
             raise _malformed(f"{what}: {n} cannot fit in the {self.left()} bytes left")
         return n
 
-    def string(self, max_bytes: int, what: str, prefix: bytes = b"") -> str:
+    def string(self, max_bytes: int | None, what: str, prefix: bytes = b"") -> str:
         n = self.uvarint()
-        if len(prefix) + n > max_bytes:
+        if max_bytes is not None and len(prefix) + n > max_bytes:
             raise InvalidField(f"{what} is longer than {max_bytes} bytes")
         raw = prefix + self.take(n)
         try:
@@ -322,8 +330,8 @@ def decode(data: bytes) -> dict:
         if n == 0:
             raise InvalidField("compact header: a metadata block of no entries")
         for _ in range(n):
-            k = r.string(fmt.MAX_HEADER_LENGTH, "a metadata key")
-            v = r.string(fmt.MAX_HEADER_LENGTH, "a metadata value")
+            k = r.string(None, "a metadata key")  # too long: it runs past the header's end
+            v = r.string(None, "a metadata value")
             if k in metadata:
                 raise DuplicateKey(f"metadata key {k[:80]!r} appears twice")
             metadata[k] = v
