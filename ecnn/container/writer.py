@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 
 from ecnn.container import format as fmt
 from ecnn.container import header as hdr
+from ecnn.errors import InvalidField
 
 DEFAULT_ALIGN = 8
 
@@ -64,7 +65,10 @@ def head(
         minor = max(minor, fmt.FILES_MINOR)
     header = hdr.encode(top)
     if compact:
-        small = hdr.encode(top, "compact")
+        try:
+            small = hdr.encode(top, "compact")
+        except InvalidField:  # fields the compact form has no place for (ancillary ones): MessagePack holds them
+            small = header
         if len(small) < len(header):
             header, minor = small, max(minor, fmt.COMPACT_MINOR)
     versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(header))
