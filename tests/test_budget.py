@@ -473,7 +473,9 @@ def _wide_mlp(seed=0):
     return torch.nn.Sequential(torch.nn.Linear(48, 64), torch.nn.Tanh(), torch.nn.Linear(64, 8))
 
 
-@pytest.mark.parametrize("target", [3500, 5000])
+# The payload budgets of files of 3500 and 5000 bytes with the MessagePack header: the compact header of
+# format 1.4 takes 461 bytes less for this model, which would otherwise go to the payloads.
+@pytest.mark.parametrize("target", [3500 - 461, 5000 - 461])
 def test_compensation_lowers_the_real_output_error_at_a_size(target):
     model = _wide_mlp()
     calib, fresh = _correlated_inputs(2048), _correlated_inputs(2048, seed=5)
