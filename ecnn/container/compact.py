@@ -120,8 +120,9 @@ def _field(v, how: str) -> bytes:
     return _U32.pack(v)
 
 
-def _fields(obj: dict, table, what: str) -> bytes:
-    extra = [k for k in obj if k not in dict(table) and k not in ("kind", "coder", "length")]
+def _fields(obj: dict, table, what: str, written: tuple[str, ...]) -> bytes:
+    """The fields of ``table``; ``written`` are the keys stored elsewhere (``kind``; ``coder`` and ``length``)."""
+    extra = [k for k in obj if k not in dict(table) and k not in written]
     if extra:
         raise InvalidField(f"the compact header has no place for the field {extra[0]!r} of a {what}")
     out = bytearray()
@@ -175,7 +176,7 @@ def encode(header: dict) -> bytes:
         if kind not in KIND_FIELDS:
             raise InvalidField(f"representation {kind!r} has no compact code")
         out.append(KIND_CODES.index(kind))
-        out += _fields(rec["repr"], KIND_FIELDS[kind], "repr map")
+        out += _fields(rec["repr"], KIND_FIELDS[kind], "repr map", ("kind",))
         streams = rec["streams"]
         out += _uvarint(len(streams))
         if not streams:
@@ -187,7 +188,7 @@ def encode(header: dict) -> bytes:
             if coder not in CODER_FIELDS:
                 raise InvalidField(f"stream coder {coder!r} has no compact code")
             out.append(CODER_CODES.index(coder))
-            out += _uvarint(s["length"]) + _fields(s, CODER_FIELDS[coder], "stream descriptor")
+            out += _uvarint(s["length"]) + _fields(s, CODER_FIELDS[coder], "stream descriptor", ("coder", "length"))
         end = _check_offset(rec, end, align)
     if files:
         out += _uvarint(len(files))
