@@ -266,3 +266,12 @@ def test_the_codes_follow_the_tables_they_name():
     # Codes are append-only: the ones of version 1.4 never move (the order of FORMAT.md 7 and CODING.md 3).
     assert json.dumps(compact.KIND_CODES) == '["raw", "planes", "int", "uniform", "uniform_rows", "codebook", "fields"]'
     assert json.dumps(compact.CODER_CODES) == '["const", "raw", "cat0", "rowcol", "ctx", "packed", "blocks", "rans"]'
+
+
+def test_bench_header_rewrites_a_trained_file_and_keeps_its_payloads():
+    """tools/bench_header.py: the figures of docs/format.md (it checks the payloads and the decoded tensors itself)."""
+    import bench_header
+
+    r = bench_header.rewrite((ROOT / "bench" / "train" / "lenet5-mnist-ect-warmup-lam0.5.ecnn").read_bytes())
+    assert r["tensors"] == 8 and r["size"] == (8042, 6946, 6912)
+    assert r["framing"][0] / 8 > 170 and r["framing"][1] / 8 < 40

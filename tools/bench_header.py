@@ -9,7 +9,13 @@ preamble, header and padding. Every rewritten file is decoded and compared
 with the original, tensor by tensor, bit for bit.
 
     python tools/bench_header.py                 # bench/**/*.ecnn
-    python tools/bench_header.py --minilm        # also all-MiniLM-L6-v2 packed at 8 bits (a minute or two)
+    python tools/bench_header.py --minilm        # also all-MiniLM-L6-v2 packed at 8 bits
+    python tools/bench_header.py --reencode      # also encode each file's decoded tensors again with its steps
+
+``--reencode`` shows how the files were made: the decoded tensors encoded
+again with each tensor's step (``EncodeConfig(steps=...)``, the rest exact, the
+coders of the file's own minor version) give the committed payloads back, where
+today's encoder still makes the same choices (the last column).
 
 Prints a markdown table; timings are not measured (sizes are exact).
 """
@@ -65,6 +71,26 @@ def rewrite(data: bytes) -> dict:
     }
 
 
+def reencode(data: bytes) -> str:
+    """How many payloads today's encoder gives back from the decoded tensors and their steps."""
+    import struct
+
+    from ecnn.config import EncodeConfig
+
+    c = Container(data)
+    steps, exact = {}, []
+    for r in c.records:
+        if r.repr["kind"] in ("uniform", "uniform_rows"):
+            steps[r.name] = struct.unpack("<f", struct.pack("<I", r.repr["step"]))[0]
+        else:
+            exact.append(r.name)
+    rows = any(r.repr["kind"] == "uniform_rows" for r in c.records)
+    cfg = EncodeConfig(steps=steps, exact=tuple(exact), format_minor=min(c.minor, 2), per_row=rows, min_ndim=0)
+    n = Container(en.encode(en.decode(data), config=cfg))
+    same = sum(bytes(c.payload(a)) == bytes(n.payload(b)) for a, b in zip(c.records, n.records))
+    return f"{same}/{len(c.records)}"
+
+
 def minilm(work: Path) -> tuple[str, bytes]:
     from ecnn.cli import main
 
@@ -79,13 +105,18 @@ def minilm(work: Path) -> tuple[str, bytes]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minilm", action="store_true", help="also pack all-MiniLM-L6-v2 at 8 bits and rewrite its header")
+    ap.add_argument("--reencode", action="store_true", help="also encode the decoded tensors again with their steps")
     a = ap.parse_args()
     rows = [(str(p.relative_to(ROOT)), p.read_bytes()) for p in sorted((ROOT / "bench").rglob("*.ecnn")) if ".peers" not in p.parts]
     if a.minilm:
         with tempfile.TemporaryDirectory() as t:
             rows.append(minilm(Path(t)))
-    print("| File | Tensors | File bytes: MessagePack -> compact (align 1) | Framing bytes per tensor: MessagePack -> compact (align 1) | Header bytes per tensor | Name bytes per tensor | Saved |")
-    print("|---|---:|---|---|---|---:|---:|")
+    extra = (" Payloads again from the tensors |", "---:|") if a.reencode else ("", "")
+    print(
+        "| File | Tensors | File bytes: MessagePack -> compact (align 1) | Framing bytes per tensor: MessagePack -> compact (align 1) "
+        f"| Header bytes per tensor | Name bytes per tensor | Saved |{extra[0]}"
+    )
+    print(f"|---|---:|---|---|---|---:|---:|{extra[1]}")
     tot = [0, 0, 0]
     for name, data in rows:
         r = rewrite(data)
@@ -95,6 +126,7 @@ def main() -> int:
         print(
             f"| {name} | {r['tensors']} | {s[0]:,} -> {s[1]:,} ({s[2]:,}) | {f[0] / n:.1f} -> {f[1] / n:.1f} ({f[2] / n:.1f}) "
             f"| {h[0] / n:.1f} -> {h[1] / n:.1f} | {r['names'] / n:.1f} | {100 * (s[0] - s[1]) / s[0]:.1f}% ({100 * (s[0] - s[2]) / s[0]:.1f}%) |"
+            + (f" {reencode(data) if name.startswith('bench') else '-'} |" if a.reencode else "")
         )
     print(f"\nAll files: {tot[0]:,} -> {tot[1]:,} bytes ({tot[2]:,} with align 1).")
     return 0
