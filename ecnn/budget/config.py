@@ -155,8 +155,14 @@ class CompressResult:
         tensors: per allocated tensor: ``{"name", "numel", "step", "strength", "rows",
             "compensated", "bytes", "estimate", "sensitivity"}`` (``rows``: a step
             per row, ``step`` being the tensor's; ``compensated``: rounded by
-            :func:`quantize_compensated`); ``bytes`` is the coded payload,
-            ``estimate`` the search's rate for it.
+            :func:`quantize_compensated`); ``bits``: plain ``pack --bits`` grid
+            (None otherwise); ``exact``: stored bit-exact); ``bytes`` is the coded
+            payload, ``estimate`` the search's rate for it.
+        plain_bits: N when the file is exactly plain ``pack --bits N`` (the
+            allocation found nothing better within the target), else None.
+        calibrated: whether calibration data weighted the errors (else a proxy did:
+            each tensor's relative squared error, tensors plain ``pack`` keeps
+            exact kept exact).
     """
 
     data: bytes
@@ -167,6 +173,8 @@ class CompressResult:
     distortion: float
     sweep: tuple[SweepPoint, ...]
     tensors: tuple[dict, ...]
+    plain_bits: int | None = None
+    calibrated: bool = False
 
     @property
     def drop(self) -> float | None:
