@@ -252,12 +252,15 @@ def _pack_budget(a, src: Path, out: Path) -> int:
     tensors = eio.load_weights(src)
     in_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
     cfg = budget.BudgetConfig(exact=tuple(a.exact))
+    if calibration is None and not a.quiet:
+        print(budget.NO_CALIBRATION, file=sys.stderr)
     res = budget.compress(
         tensors, out, target_bytes=target, max_metric_drop=a.max_drop, evaluate=evaluate,
         calibration=calibration, config=cfg, metadata=_metadata(a.metadata), progress=_stage_logger(a.quiet),
     )  # fmt: skip
     if not a.quiet:
         extra = f"; metric {res.base_metric:.6g} -> {res.metric:.6g}" if res.metric is not None else ""
+        extra += f"; the plain --bits {res.plain_bits} file (no better allocation found)" if res.plain_bits else ""
         print(
             f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
             f"({in_bytes / max(res.size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s{extra}: {out}"

@@ -295,6 +295,62 @@ class MiniLMTask:
         return lambda model: self._embed(model, self.cal)
 
 
+class VggBnTask:
+    """tools/train.py's SmallVGG with a BatchNorm after every convolution, trained here on
+    Fashion-MNIST (Debian's dataset-fashion-mnist) for one epoch (Adam, lr 1e-3, batch
+    128, seed 0), cached in ~/.cache/ecnn-train. Metric: accuracy (%) on the 10,000
+    test images; calibration: the first 1,000 training images."""
+
+    name = "VGG-BN on Fashion-MNIST (tools/train.py SmallVGG + BatchNorm)"
+    metric_name = "test accuracy %"
+
+    def __init__(self):
+        import torch
+
+        sys.path.insert(0, str(ROOT / "tools"))
+        import train as tool
+
+        data = tool.load_fashion()
+        self.x, self.y = data.test_x, data.test_y.numpy()
+        self.calib = data.train_x[:1000]
+        self.cls = vgg_bn
+        path = tool.CACHE / "vggbn-fashion-e1-s0.pt"
+        self.model = self.cls()
+        if path.exists():
+            self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        else:
+            log.info("training the VGG-BN baseline for one epoch")
+            torch.manual_seed(0)
+            self.model.train()
+            opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+            gen = torch.Generator().manual_seed(0)
+            order = torch.randperm(len(data.train_x), generator=gen)
+            for i in range(0, len(order), 128):
+                idx = order[i : i + 128]
+                loss = torch.nn.functional.cross_entropy(self.model(data.train_x[idx]), data.train_y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.model.state_dict(), path)
+        self.model.eval()
+
+    state = MnistTask.state
+    evaluate = MnistTask.evaluate
+    evaluate_state = MnistTask.evaluate_state
+    calibration = MnistTask.calibration
+
+
+def vgg_bn():
+    """SmallVGG (tools/train.py) with BatchNorm2d after every convolution."""
+    import torch.nn as nn
+
+    def block(i, o):
+        return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
+
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
 # --- the run ----------------------------------------------------------------------
 
 

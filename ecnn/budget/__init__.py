@@ -70,9 +70,10 @@ The package, one job per module (each imports, at run time, only those above it)
 - ``allocate``: :func:`plan`, :class:`Plan` and :func:`compress`.
 """
 
-from ecnn.budget.allocate import Plan, compress, plan
-from ecnn.budget.candidates import ANCHOR_BITS, COMPENSATE_CACHE, GRID_LEVELS, GRID_MULTIPLES, SMALL, grid_step
+from ecnn.budget.allocate import RUNNING_STATISTICS, Plan, compress, plan, running_statistics, weight_proxy
+from ecnn.budget.candidates import PLAIN_BITS, ANCHOR_BITS, COMPENSATE_CACHE, GRID_LEVELS, GRID_MULTIPLES, SMALL, grid_step
 from ecnn.budget.config import (
+    NO_CALIBRATION,
     COMPENSATE_MAX_IN,
     COMPENSATE_MIN_ROWS,
     SENSITIVITIES,
@@ -90,6 +91,11 @@ from ecnn.budget.summary import METADATA_KEY, SUMMARY_CHARS, SUMMARY_MIN, SUMMAR
 
 __all__ = [
     "compress",
+    "NO_CALIBRATION",
+    "PLAIN_BITS",
+    "RUNNING_STATISTICS",
+    "running_statistics",
+    "weight_proxy",
     "plan",
     "Plan",
     "BudgetConfig",

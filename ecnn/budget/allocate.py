@@ -264,7 +264,7 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
                 log.info("%s: compensation from %d rows of moments, shrinkage %.3f", t.name, grams[t.name][2], t.comp.shrink)
     for i, t in enumerate(tensors):
         report("candidates", i, len(tensors))
-        measure(t, cfg)
+        measure(t, cfg, plain_only=not calibrated)
     report("candidates", len(tensors), len(tensors))
     log.info("%d tensors, %d candidates in all", len(tensors), sum(len(t.cands) for t in tensors))
     return Plan(model_or_state_dict, state, is_module, arrays, tensors, mode, cfg, calibrated)
@@ -291,9 +291,6 @@ def running_statistics(obj, arrays: Mapping) -> set[str]:
     return names
 
 
-WEIGHT_PROXY = "relative"
-
-
 def weight_proxy(arr: np.ndarray, dt) -> float:
     """The sensitivity of every element of a tensor without calibration data: one over the
     tensor's squared norm, so that a tensor's distortion is its relative squared error
@@ -302,10 +299,6 @@ def weight_proxy(arr: np.ndarray, dt) -> float:
     of the layers' relative errors."""
     x = quantize.to_float(arr, dt).astype(np.float64)
     sq = float(np.sum(x * x))
-    if WEIGHT_PROXY == "mean":
-        sq /= max(x.size, 1)
-    elif WEIGHT_PROXY == "ones":
-        return 1.0
     return 1.0 / sq if sq > 0 else 1.0
 
 

@@ -171,7 +171,7 @@ def grid_step(arr: np.ndarray, dt: dtypes.DType) -> float | None:
     return None
 
 
-def measure(t: Tensor, cfg: BudgetConfig) -> None:
+def measure(t: Tensor, cfg: BudgetConfig, plain_only: bool = False) -> None:
     """Rates and weighted distortions of every candidate (step, strength) of a tensor.
 
     The search's rate is a cheap proxy for the codec's estimate: the order-0
@@ -183,6 +183,12 @@ def measure(t: Tensor, cfg: BudgetConfig) -> None:
     more on rate-distortion optimized symbols) and interpolated in log-step.
     Tensors of up to :data:`SMALL` elements get the codec's estimate at every
     candidate. The real size of a chosen allocation is always checked by coding.
+
+    Every tensor that plain ``pack`` quantizes gets the plain grids of ``pack
+    --bits N`` (:data:`PLAIN_BITS` up to ``cfg.max_bits``); with ``plain_only``
+    (no calibration data) every candidate rounds to nearest and the ladder of
+    steps has two a octave (the plain grids, and a grid the tensor already lies
+    on, stay).
     """
     x = quantize.to_float(t.arr, t.dt)
     absmax = float(np.max(np.abs(x))) if x.size else 0.0
@@ -190,7 +196,9 @@ def measure(t: Tensor, cfg: BudgetConfig) -> None:
     grid = grid_step(t.arr, t.dt)
     if grid is not None:  # e.g. trained weights: their own step (no error) and coarser multiples of it
         multiples = np.float32(grid) * np.array(GRID_MULTIPLES, np.float32)
-        steps = np.unique(np.concatenate([steps[steps > grid], multiples[multiples <= 2 * absmax]]))[::-1]
+        steps = np.unique(np.concatenate([steps[steps > grid] if not plain_only else [], multiples[multiples <= 2 * absmax]]))[::-1]
+    elif plain_only:  # a coarser ladder beside the plain grids: the proxy cannot tell finer choices apart
+        steps = steps[:: max(1, cfg.steps_per_octave // 2)]
     sample, scale = _rows_sample(t.arr, cfg.rate_sample)
     idx = _sample_rows(t.arr, cfg.rate_sample)
     xs = quantize.to_float(sample, t.dt).astype(np.float64)
@@ -205,7 +213,7 @@ def measure(t: Tensor, cfg: BudgetConfig) -> None:
     codes_bytes = 0.0 if t.codes is None else rate.estimate_bytes(t.codes) + 4.0
     comp = t.comp
     gain_s = None if comp is None else (comp.gain if idx is None else comp.gain[idx])
-    schemes = [Cand(0.0, strength) for strength in cfg.strengths]
+    schemes = [Cand(0.0, strength) for strength in (cfg.strengths if not plain_only else (0.0,))]
     schemes += [Cand(0.0, rows=True)] if t.codes is not None else []
     schemes += [Cand(0.0, compensated=True)] if comp is not None else []
     todo = [(float(s), sc) for s in steps for sc in schemes]

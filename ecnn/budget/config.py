@@ -17,6 +17,13 @@ import numpy as np
 
 from ecnn.errors import InvalidOption
 
+NO_CALIBRATION = (
+    "no calibration data (--calib): each tensor's error is weighted by a proxy (its relative squared error), "
+    "and the tensors plain pack keeps exact (1-D tensors: biases, norms, BatchNorm statistics; integer buffers) "
+    "stay exact; every tensor may still take the plain --bits N grid, and the plain file is kept when nothing "
+    "better fits. To weight errors by their effect on the model's output, give --calib module:function, a "
+    "function taking the weights {name: tensor} and returning the model's output on a batch of typical inputs."
+)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 SENSITIVITIES = ("auto", "output", "fisher", "weights")
 COMPENSATE_MIN_ROWS = 2  # input rows (e.g. tokens) per input feature that compensation needs
