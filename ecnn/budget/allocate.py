@@ -169,9 +169,13 @@ class Plan:
         )
 
 
+PLAIN_SLACK = 1.15  # plain files predicted up to this much over the target are still coded to see if they fit
+
+
 def _plain_fit(search: Search, target: int, k: int) -> tuple[int, dict] | None:
     """The largest plain ``pack --bits N`` allocation whose file (without summary) fits in
-    ``target`` bytes, ``(N, choice)``, or None.
+    ``target`` bytes, ``(N, choice)``, or None; None too when even the plain allocation
+    predicted to fit has more predicted distortion than allocation ``k`` (nothing coded).
 
     Sizes are predicted from the estimated rates, corrected by the real size of
     allocation ``k``; then coded, from the predicted ``N``, up or down.
@@ -183,8 +187,11 @@ def _plain_fit(search: Search, target: int, k: int) -> tuple[int, dict] | None:
     est = {b: f * float(sum(search.by_name[n].rates[c] for n, c in ch.items())) for b, ch in plains.items()}
     fits = [b for b in plains if est[b] <= target]
     b = max(fits) if fits else min(plains)
+    up = max([c for c in plains if est[c] <= target * PLAIN_SLACK] or [b])
+    if search.distortion(plains[up]) > search.cum_dist[k]:
+        return None  # not even the largest plain grid that might fit would be better
     if search.size(plains[b], None) <= target:
-        while b + 1 in plains and search.size(plains[b + 1], None) <= target:
+        while b + 1 in plains and est[b + 1] <= target * PLAIN_SLACK and search.size(plains[b + 1], None) <= target:
             b += 1
         return b, plains[b]
     while b - 1 in plains:

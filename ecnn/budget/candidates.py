@@ -291,8 +291,9 @@ def measure(t: Tensor, cfg: BudgetConfig, plain_only: bool = False) -> None:
 
 
 def _scheme(c: Cand) -> tuple:
-    """A candidate's rounding, without its step (the proxy's correction is per rounding)."""
-    return (c.strength, c.rows, c.compensated, c.bits > 0)
+    """A candidate's rounding, without its step (the proxy's correction is per rounding:
+    one for every rounding to nearest, whether by row or by tensor)."""
+    return (c.strength, c.compensated)
 
 
 def symbols(t: Tensor, c: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ecnn import codec, dtypes, file, quantize
+from ecnn import chunkrun, codec, dtypes, file, quantize
 from ecnn.budget.candidates import Tensor, symbols
 from ecnn.budget.summary import METADATA_KEY, SUMMARY_CHARS
 from ecnn.config import EncodeConfig
@@ -150,9 +150,20 @@ class Search:
                 self._records[key] = codec.encode_tensor(name, self.grid(name, c), dt, cfg)
         return self._records[key]
 
+    def _ensure(self, keys: list) -> None:
+        """Code the records of ``keys`` (``(name, candidate)``) not yet cached, side by side
+        on :func:`ecnn.chunkrun.workers` workers, as plain ``pack`` does."""
+        todo = [key for key in dict.fromkeys(keys) if key not in self._records]
+        if len(todo) < 2:
+            return
+        costs = [self.arrays[n][0].size for n, _ in todo]
+        for i, (rec, pay) in chunkrun.imap_packed(len(todo), lambda i: self.record(*todo[i]), costs):
+            self._records[todo[i]] = (rec, bytes(pay))
+
     def _parts(self, k: int | dict, metadata: Mapping[str, str]) -> list[bytes]:
         """The file of allocation ``k`` (or of a choice) with ``metadata``, as byte strings, from the cached records."""
         choice = self.choice(k) if isinstance(k, (int, np.integer)) else k
+        self._ensure([(name, choice.get(name)) for name in self.arrays])
         recs, pays = [], []
         for name in self.arrays:
             rec, pay = self.record(name, choice.get(name))
