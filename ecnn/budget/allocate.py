@@ -20,7 +20,7 @@ import numpy as np
 
 from ecnn import codec, quantize
 from ecnn.budget import summary as budget_summary
-from ecnn.budget.candidates import PLAIN_BITS, Tensor, measure
+from ecnn.budget.candidates import PLAIN_BITS, Tensor, measure_all
 from ecnn.budget.config import BudgetConfig, CompressResult, Progress, SweepPoint, check_drop, check_target
 from ecnn.budget.model import Weights, state_of
 from ecnn.budget.rounding import compensation
@@ -269,10 +269,8 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
                 log.info("%s: not compensated (%d rows of moments for %d columns)", t.name, grams[t.name][2], t.arr.shape[1])
             else:
                 log.info("%s: compensation from %d rows of moments, shrinkage %.3f", t.name, grams[t.name][2], t.comp.shrink)
-    for i, t in enumerate(tensors):
-        report("candidates", i, len(tensors))
-        measure(t, cfg, plain_only=not calibrated)
-    report("candidates", len(tensors), len(tensors))
+    report("candidates", 0, len(tensors))
+    measure_all(tensors, cfg, not calibrated, report)
     log.info("%d tensors, %d candidates in all", len(tensors), sum(len(t.cands) for t in tensors))
     return Plan(model_or_state_dict, state, is_module, arrays, tensors, mode, cfg, calibrated)
 
@@ -304,8 +302,8 @@ def weight_proxy(arr: np.ndarray, dt) -> float:
     ``||w - Q(w)||**2 / ||w||**2`` (for a layer ``y = W x`` with inputs of no preferred
     direction, the relative error of its output), and the allocation minimizes the sum
     of the layers' relative errors."""
-    x = quantize.to_float(arr, dt).astype(np.float64)
-    sq = float(np.sum(x * x))
+    x = quantize.to_float(arr, dt).ravel()
+    sq = float(np.dot(x, x)) if x.dtype == np.float32 else float(np.sum(x.astype(np.float64) ** 2))
     return 1.0 / sq if sq > 0 else 1.0
 
 

@@ -290,6 +290,37 @@ def measure(t: Tensor, cfg: BudgetConfig, plain_only: bool = False) -> None:
     t.hull = _lower_hull(t.rates, t.dists)
 
 
+def measure_all(tensors: list[Tensor], cfg: BudgetConfig, plain_only: bool = False, report=None) -> None:
+    """:func:`measure` every tensor, side by side on :func:`ecnn.chunkrun.workers` workers
+    (the largest first); each worker hands back what it measured."""
+    from ecnn import chunkrun
+
+    def one(i: int) -> dict:
+        t = tensors[i]
+        measure(t, cfg, plain_only)
+        return {
+            "cands": [list(c) for c in t.cands],
+            "rates": np.asarray(t.rates, np.float64).tobytes(),
+            "dists": np.asarray(t.dists, np.float64).tobytes(),
+            "codes": None if t.codes is None else np.asarray(t.codes, np.int64).tobytes(),
+            "plain": [[b, np.asarray(c, np.int64).tobytes()] for b, c in t.plain.items()],
+        }
+
+    done = 0
+    for i, m in chunkrun.imap_packed(len(tensors), one, [t.arr.size for t in tensors]):
+        t = tensors[i]
+        t.cands = [Cand(*c) for c in m["cands"]]
+        t.steps = np.array([c.step for c in t.cands], np.float32)
+        t.rates = np.frombuffer(m["rates"], np.float64).copy()
+        t.dists = np.frombuffer(m["dists"], np.float64).copy()
+        t.codes = None if m["codes"] is None else np.frombuffer(m["codes"], np.int64).copy()
+        t.plain = {int(b): np.frombuffer(c, np.int64).copy() for b, c in m["plain"]}
+        t.hull = _lower_hull(t.rates, t.dists)
+        done += 1
+        if report:
+            report("candidates", done, len(tensors))
+
+
 def _scheme(c: Cand) -> tuple:
     """A candidate's rounding, without its step (the proxy's correction is per rounding:
     one for every rounding to nearest, whether by row or by tensor)."""
