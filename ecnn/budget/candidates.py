@@ -31,6 +31,7 @@ ANCHOR_BITS = (0.5, 2.0, 5.0)  # bits a value at which larger tensors calibrate 
 COMPENSATE_CACHE = 3  # compensated symbol arrays kept per tensor (the search revisits a few candidates)
 GRID_MULTIPLES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)  # candidate steps of a tensor already on a grid
 GRID_LEVELS = 8  # grid_step: the smallest level of a grid tensor may be up to this many steps
+PLAIN_ONLY_SAMPLE = 1 << 15  # without calibration, the row sample's size (of ``BudgetConfig.rate_sample`` at most)
 PLAIN_BITS = tuple(range(2, 13))  # plain per-row grids (``pack --bits N``) among every tensor's candidates
 
 
@@ -186,8 +187,9 @@ def measure(t: Tensor, cfg: BudgetConfig, plain_only: bool = False) -> None:
 
     Every tensor that plain ``pack`` quantizes gets the plain grids of ``pack
     --bits N`` (:data:`PLAIN_BITS` up to ``cfg.max_bits``); with ``plain_only``
-    (no calibration data) every candidate rounds to nearest and the ladder of
-    steps has two a octave (the plain grids, and a grid the tensor already lies
+    (no calibration data) every candidate rounds to nearest, the row sample holds
+    at most :data:`PLAIN_ONLY_SAMPLE` elements, and the ladder of steps has two
+    an octave (the plain grids, and a grid the tensor already lies
     on, stay).
     """
     x = quantize.to_float(t.arr, t.dt)
@@ -199,11 +201,12 @@ def measure(t: Tensor, cfg: BudgetConfig, plain_only: bool = False) -> None:
         steps = np.unique(np.concatenate([steps[steps > grid] if not plain_only else [], multiples[multiples <= 2 * absmax]]))[::-1]
     elif plain_only:  # a coarser ladder beside the plain grids: the proxy cannot tell finer choices apart
         steps = steps[:: max(1, cfg.steps_per_octave // 2)]
-    sample, scale = _rows_sample(t.arr, cfg.rate_sample)
-    idx = _sample_rows(t.arr, cfg.rate_sample)
+    limit = cfg.rate_sample if not plain_only else min(cfg.rate_sample, PLAIN_ONLY_SAMPLE)
+    sample, scale = _rows_sample(t.arr, limit)
+    idx = _sample_rows(t.arr, limit)
     xs = quantize.to_float(sample, t.dt).astype(np.float64)
     if isinstance(t.h, np.ndarray):
-        hs, _ = _rows_sample(t.h.reshape(t.arr.shape), cfg.rate_sample)
+        hs, _ = _rows_sample(t.h.reshape(t.arr.shape), limit)
         hs = np.asarray(hs, np.float64)
     else:
         hs = np.full(sample.shape, float(t.h))
