@@ -510,8 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b = sp.add_argument_group(
         "compress to a budget",
-        "ecnn.compress chooses a step for every float tensor (biases and norms included) by rate-distortion "
-        "optimization. FUNC is module:function (an importable module or a .py file). The --eval function "
+        "ecnn.compress chooses a step for each float tensor by rate-distortion optimization; the plain --bits N "
+        "grid is always a candidate, and the plain file is kept when nothing better fits. Without --calib the errors "
+        "are weighted by a proxy (each tensor's relative error) and what plain pack keeps exact (1-D tensors, "
+        "BatchNorm statistics, integer buffers) stays exact; with --calib, biases and norms are allocated too "
+        "(running statistics never). FUNC is module:function (an importable module or a .py file). The --eval function "
         "receives the candidate weights as a dict {name: torch.Tensor} and returns a float, higher is better "
         "(e.g. accuracy in percent); the --calib function receives the same dict and returns an output tensor of the "
         "model on a calibration batch computed from those tensors (e.g. with torch.func.functional_call), "
@@ -520,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target-size", metavar="SIZE", help="the file must fit in SIZE (2MB = 2,000,000 bytes, 2MiB, 800kB, 123456)")
     b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric is at most X below the original's")
     b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
-    b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: plain weight error)")
+    b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: each tensor's relative weight error)")
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sp.set_defaults(func=cmd_pack)

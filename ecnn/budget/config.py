@@ -39,12 +39,14 @@ class BudgetConfig:
         steps_per_octave: candidate steps per factor of two.
         max_bits: the finest candidate step is ``absmax / 2**max_bits``.
         min_ndim: float tensors with fewer dimensions are stored exactly; with
-            1 (the default) biases and norms are allocated too.
+            1 (the default) and calibration data, biases and norms are allocated
+            too (without calibration data, only what plain ``pack`` quantizes is).
         exact: glob patterns of tensor names to keep bit-exact.
         sensitivity: ``"output"`` (Gauss-Newton diagonal of the mean squared
             output error on the calibration batch), ``"fisher"`` (Fisher
             diagonal, the output's last dimension being logits), ``"weights"``
-            (plain squared weight error), or ``"auto"`` (``"output"`` with
+            (each tensor's relative squared weight error,
+            :func:`ecnn.budget.weight_proxy`), or ``"auto"`` (``"output"`` with
             calibration data, else ``"weights"``).
         probes: random output probes (backward passes) for the sensitivity.
         floor: a tensor's mean sensitivity is raised to at least ``floor``
