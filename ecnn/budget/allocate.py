@@ -233,7 +233,8 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
     cfg = config
     report = progress or (lambda stage, done, total: None)
     state, is_module = state_of(model_or_state_dict)
-    arrays = {n: (a.copy(), dt) for n, (a, dt) in et.to_arrays(state).items()}
+    # private copies where evaluation puts candidate weights into the module's own tensors
+    arrays = {n: (a.copy() if is_module else a, dt) for n, (a, dt) in et.to_arrays(state).items()}
     calibrated = calibration is not None
     plain_cfg = EncodeConfig(bits=8, exact=cfg.exact)  # which tensors plain `pack` quantizes
     plain = {n for n, (a, dt) in arrays.items() if codec.wants_quantization(n, a, dt, plain_cfg)}

@@ -60,7 +60,7 @@ class Tensor:
     """One allocated tensor: its array, sensitivity and (after :func:`measure`) its candidates."""
 
     name: str
-    arr: np.ndarray  # storage array (a private copy)
+    arr: np.ndarray  # storage array (a private copy for a module; never written)
     dt: dtypes.DType
     h: np.ndarray | float  # per-element or scalar sensitivity
     comp: Compensation | None = None  # error compensation of a linear layer's weight
