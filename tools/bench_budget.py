@@ -609,7 +609,8 @@ def main_equal(a) -> int:
         "`Plan.compress(target_bytes=<that size>)`, without calibration (the state dict, as `ecnn pack --target-size` "
         "without `--calib`) and with the benchmark's calibration batch. \"(plain N)\" marks a budget file that is the plain "
         "file itself (the allocation found nothing better by its objective). Time / plain: the budget's plan plus "
-        "compress over plain encode, in this process (whole-process figures are in the report that comes with the run).\n\n"
+        "compress over plain encode, in this process; the plan, made once per model, is counted in every point, and "
+        "for the small models plain encode takes a fraction of a second, so those ratios are noisy.\n\n"
         + "\n".join(sections)
     )
     if a.record:
