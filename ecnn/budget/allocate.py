@@ -73,10 +73,9 @@ class Plan:
         sweep: list[SweepPoint] = []
         hi = search.last
         if target is not None:
-            smallest = search.size(0)
-            if smallest > target:
-                raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({smallest} bytes)")
             hi = search.fit(target)
+            if hi < 0:
+                raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({search.size(0)} bytes)")
             log.info("largest allocation within %d bytes: %d of %d moves, %d bytes", target, hi, search.last, search.size(hi))
 
         def summary(base=None, metric=None) -> dict:

@@ -32,6 +32,7 @@ COMPENSATE_CACHE = 3  # compensated symbol arrays kept per tensor (the search re
 GRID_MULTIPLES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32)  # candidate steps of a tensor already on a grid
 GRID_LEVELS = 8  # grid_step: the smallest level of a grid tensor may be up to this many steps
 PLAIN_ONLY_SAMPLE = 1 << 15  # without calibration, the row sample's size (of ``BudgetConfig.rate_sample`` at most)
+PLAIN_ONLY_LEVELS = 10  # without calibration, the finest step of the ladder is absmax / 2**PLAIN_ONLY_LEVELS
 PLAIN_BITS = tuple(range(2, 13))  # plain per-row grids (``pack --bits N``) among every tensor's candidates
 
 
@@ -201,6 +202,7 @@ def measure(t: Tensor, cfg: BudgetConfig, plain_only: bool = False) -> None:
         steps = np.unique(np.concatenate([steps[steps > grid] if not plain_only else [], multiples[multiples <= 2 * absmax]]))[::-1]
     elif plain_only:  # a coarser ladder beside the plain grids: the proxy cannot tell finer choices apart
         steps = steps[:: max(1, cfg.steps_per_octave // 2)]
+        steps = steps[steps >= absmax / 2.0**PLAIN_ONLY_LEVELS]  # finer: the plain grids up to max_bits
     limit = cfg.rate_sample if not plain_only else min(cfg.rate_sample, PLAIN_ONLY_SAMPLE)
     sample, scale = _rows_sample(t.arr, limit)
     idx = _sample_rows(t.arr, limit)

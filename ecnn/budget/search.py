@@ -25,6 +25,7 @@ from ecnn.budget.summary import METADATA_KEY, SUMMARY_CHARS
 from ecnn.config import EncodeConfig
 
 FIT_PROBES = 24  # at most this many allocations are coded to fit one size target
+HEADER_BYTES = 160  # fit's first guess of a record's bytes in the header (name, shape, streams)
 FIT_RTOL = 1e-3  # a size search stops when fitting and failing allocations are this close in estimated rate
 
 
@@ -209,6 +210,15 @@ class Search:
         estimated rate is within ``FIT_RTOL`` of the target of the smallest
         known not to fit.
         """
+        if lo == 0 and self.last > 0:
+            # A first probe from the estimates alone, so that the smallest allocation,
+            # seldom the answer, is coded only when that probe does not fit.
+            self._ensure([(n, None) for n in self.arrays if n not in self.by_name])
+            fixed = sum(len(self._records[(n, None)][1]) for n in self.arrays if n not in self.by_name)
+            room = target - fixed - HEADER_BYTES * len(self.arrays) - len(self.summary)
+            k = int(np.searchsorted(np.asarray(self.cum_rate), room, side="right")) - 1
+            if k > 0 and self.size(k) <= target:
+                lo = k
         if self.size(lo) > target:
             return lo - 1
         self._payload_ratios(lo)
