@@ -39,9 +39,11 @@ import ecnn.onnx
 import ecnn.torch
 import ecnn.train
 
-BATCH = 128
-LR = 1e-3
-QUICK_STEPS = 200  # --quick: training steps per stage
+BATCH = 512
+LR = 2e-3
+FLOAT_EPOCHS = 3  # plain training before the rate term is added
+RATE_EPOCHS = 12  # then with the rate term (the baseline: as long, without it)
+QUICK_STEPS = (100, 200)  # --quick: steps of each stage, a smoke test
 # The rate term: lam weighs bits per parameter against the task loss (see bench/RESULTS.md, bench_train).
 RATE = ecnn.train.TrainConfig(method="ect", lam=0.3, assign_weight=0.1)
 
@@ -120,7 +122,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
         )
 
 
-def run(out: Path, epochs: float = 3, quick: bool = False, say=print) -> dict:
+def run(out: Path, epochs: float = RATE_EPOCHS, quick: bool = False, say=print) -> dict:
     """Train, pack, load back and score; returns the figures of :func:`table`."""
     clock = [time.perf_counter()]
     seconds = {}
@@ -130,20 +132,21 @@ def run(out: Path, epochs: float = 3, quick: bool = False, say=print) -> dict:
         seconds[name] = clock[-1] - clock[-2]
 
     xtr, ytr, xte, yte = load_mnist()
-    steps = QUICK_STEPS if quick else round(epochs * (len(xtr) // BATCH))
+    per_epoch = len(xtr) // BATCH
+    first, then = QUICK_STEPS if quick else (FLOAT_EPOCHS * per_epoch, round(epochs * per_epoch))
     lap("load MNIST")
 
-    say(f"training LeNet-300-100 on MNIST: {steps} steps of {BATCH} images, then the same again two ways")
+    say(f"training LeNet-300-100 on MNIST ({first / per_epoch:.2g} + {then / per_epoch:.2g} epochs, batches of {BATCH})")
     torch.manual_seed(0)
     model = LeNet300()
-    fit(model, xtr, ytr, steps, seed=1)
+    fit(model, xtr, ytr, first, seed=1)
     baseline = copy.deepcopy(model)
-    fit(baseline, xtr, ytr, steps, seed=2)  # the float baseline: no rate term
+    fit(baseline, xtr, ytr, then, seed=2)  # the float baseline: as long, without the rate term
     save_file(baseline.state_dict(), out / "baseline.safetensors")
     lap("float training")
 
     ecnn.train.prepare_(model, RATE)
-    fit(model, xtr, ytr, steps, seed=2, rate=True)
+    fit(model, xtr, ytr, then, seed=2, rate=True)
     grid = ecnn.train.convert_(model)  # the weights, now on their learned grids: {name: step}
     lap("training with the rate term")
 
@@ -166,7 +169,7 @@ def run(out: Path, epochs: float = 3, quick: bool = False, say=print) -> dict:
     ecnn.torch.load_into(plain, out / "baseline-8bit.ecnn")
     return {
         "params": sum(p.numel() for p in model.parameters()),
-        "steps": steps,
+        "epochs": (first / per_epoch, then / per_epoch),
         "test_images": len(xte),
         "float_acc": accuracy(logits(baseline, xte), yte),
         "plain_bytes": plain_size,
@@ -203,10 +206,12 @@ def table(r: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=float, default=3, help="epochs of each of the three training stages (default: 3)")
-    ap.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per stage: a smoke test, lower accuracy")
+    ap.add_argument("--epochs", type=float, default=RATE_EPOCHS, help=f"epochs with the rate term (default: {RATE_EPOCHS})")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS[0]} + {QUICK_STEPS[1]} steps: a smoke test")
     ap.add_argument("--out", default="demo-out", help="folder for the files (default: demo-out)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; the model is small)")
     a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result = run(out, a.epochs, a.quick)
