@@ -44,7 +44,7 @@ def test_prints_the_table(quick):
     _, text = quick
     for row in ("float32 baseline", "baseline-8bit.ecnn", "lenet300.ecnn", "lenet300.onnx.ecnn"):
         assert row in text
-    assert "PyTorch and ONNX Runtime agree on" in text
+    assert "PyTorch and ONNX Runtime give the same class for" in text
     assert "load + test in ONNX Runtime" in text
 
 

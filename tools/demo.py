@@ -136,7 +136,7 @@ def run(out: Path, epochs: float = RATE_EPOCHS, quick: bool = False, say=print) 
     first, then = QUICK_STEPS if quick else (FLOAT_EPOCHS * per_epoch, round(epochs * per_epoch))
     lap("load MNIST")
 
-    say(f"training LeNet-300-100 on MNIST ({first / per_epoch:.2g} + {then / per_epoch:.2g} epochs, batches of {BATCH})")
+    say(f"training LeNet-300-100 on MNIST: {first} steps, then {then} with the rate term and {then} without (the baseline)")
     torch.manual_seed(0)
     model = LeNet300()
     fit(model, xtr, ytr, first, seed=1)
@@ -188,20 +188,24 @@ def run(out: Path, epochs: float = RATE_EPOCHS, quick: bool = False, say=print) 
 def table(r: dict) -> str:
     f32 = 4 * r["params"]
     rows = [
-        ("float32 baseline", f32, r["float_acc"], "PyTorch"),
-        ("baseline-8bit.ecnn (ecnn pack --bits 8)", r["plain_bytes"], r["plain_acc"], "PyTorch"),
-        ("lenet300.ecnn (rate-trained)", r["ecnn_bytes"], r["torch_acc"], "PyTorch"),
-        ("lenet300.onnx.ecnn (+ ONNX graph)", r["onnx_bytes"], r["ort_acc"], "ONNX Runtime"),
+        ("float32 baseline (4 bytes a parameter)", f32, r["float_acc"], "PyTorch"),
+        ("baseline at 8 bits: baseline-8bit.ecnn", r["plain_bytes"], r["plain_acc"], "PyTorch"),
+        ("rate-trained: lenet300.ecnn", r["ecnn_bytes"], r["torch_acc"], "PyTorch"),
+        ("  with its ONNX graph: lenet300.onnx.ecnn", r["onnx_bytes"], r["ort_acc"], "ONNX Runtime"),
     ]
-    lines = [
-        f"{'':<41}{'bytes':>10}{'float32/bytes':>15}{'accuracy':>10}  in",
-        *(f"{name:<41}{size:>10,}{f32 / size:>14.1f}x{acc:>9.2f}%  {where}" for name, size, acc, where in rows),
-        "",
-        f"{r['params']:,} parameters; accuracy on the {r['test_images']:,} MNIST test images. "
-        f"PyTorch and ONNX Runtime agree on {r['same_class']:,} of them (largest logit difference {r['max_diff']:.1e}).",
-        f"{r['total_seconds']:.0f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds"].items()),
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"LeNet-300-100 ({r['params']:,} parameters), trained {r['epochs'][0]:.3g} + {r['epochs'][1]:.3g} epochs; "
+            f"accuracy on the {r['test_images']:,} official MNIST test images",
+            "",
+            f"{'':<42}{'bytes':>10}{'vs float32':>12}{'accuracy':>10}  run in",
+            *(f"{name:<42}{size:>10,}{f32 / size:>11.1f}x{acc:>9.2f}%  {where}" for name, size, acc, where in rows),
+            "",
+            f"PyTorch and ONNX Runtime give the same class for {r['same_class']:,} of {r['test_images']:,} images "
+            f"(largest logit difference {r['max_diff']:.1e}).",
+            f"{r['total_seconds']:.0f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in r["seconds"].items()),
+        ]
+    )
 
 
 def main(argv=None) -> int:
