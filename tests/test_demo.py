@@ -45,7 +45,7 @@ def test_prints_the_table(quick):
     for row in ("float32 baseline", "baseline-8bit.ecnn", "lenet300.ecnn", "lenet300.onnx.ecnn"):
         assert row in text
     assert "PyTorch and ONNX Runtime give the same class for" in text
-    assert "load + test in ONNX Runtime" in text
+    assert "load into ONNX Runtime (ecnn.onnx.inference_session) and test:" in text
 
 
 def test_files_decode_and_both_runtimes_agree(quick):
