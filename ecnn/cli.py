@@ -18,13 +18,16 @@ examples:
   ecnn pack model.safetensors -o model.ecnn --bits 8     quantize weights to 8 bits
   ecnn pack pytorch_model.bin -o model.ecnn --lossless   keep every bit
   ecnn pack ckpt/ -o model.ecnn --step 0.002             sharded checkpoint folder
+  ecnn pack bert/ -o bert.ecnn --bits 8                  Hugging Face folder: config and tokenizer stored too
   ecnn pack model.safetensors --lossless --effort balanced        several times faster to pack
   ecnn info model.ecnn                                   sizes per tensor
   ecnn verify model.ecnn                                 check every checksum, decode all
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
   ecnn unpack model.ecnn -o ckpt/ --shard-size 2GB       sharded folder, one tensor in memory at a time
-  ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, initializers packed
+  ecnn unpack bert.ecnn -o bert2                         the folder again: transformers loads it
+  ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, weights packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
+  ecnn pack model.onnx --bits 4 --check inputs.npz       ONNX: also run both models, print the deviation
   ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
   ecnn pack model.pt --max-drop 0.5 --eval my_eval.py:accuracy    smallest file losing <= 0.5
   ecnn report model.ecnn -o report.html                  HTML page with plots
@@ -34,9 +37,14 @@ examples:
 UNPACK_HELP = """\
 Decode a .ecnn file. Where -o goes:
   an existing folder, a path ending in '/', or a path without a suffix
-      a sharded safetensors checkpoint folder in Hugging Face's layout:
-      model-00001-of-0000N.safetensors shards of at most --shard-size bytes
-      and model.safetensors.index.json
+  (or any path but FILE.safetensors/.pt/.pth/.bin/.onnx, for a .ecnn that
+  holds stored files, such as one packed from a Hugging Face model folder)
+      a safetensors checkpoint folder in Hugging Face's layout: one
+      model.safetensors when the tensors fit in --shard-size bytes, else
+      model-00001-of-0000N.safetensors shards and model.safetensors.index.json;
+      with the .ecnn's stored files (config.json, tokenizer files, ...)
+      written beside them. Without -o, such a .ecnn unpacks to a folder
+      named like it without .ecnn
   FILE.safetensors   one safetensors file
   FILE.pt, .pth, .bin   a torch.save state dict
   FILE.onnx          the ONNX model a .ecnn was packed from
@@ -45,8 +53,8 @@ Safetensors output, file or folder, is decoded and written one tensor at a
 time: a checkpoint larger than memory unpacks in about the memory of its
 largest tensor. A .pt file holds every tensor in memory at once (torch.save
 takes the whole dict). Outputs appear complete or not at all. With --force a
-folder is replaced only if it holds nothing but .safetensors files and the
-index.
+folder is replaced only if it holds nothing but .safetensors files, the
+index, and files and folders named like the .ecnn's stored files.
 """
 
 
@@ -99,6 +107,19 @@ def _confirm_overwrite(path: Path, force: bool) -> None:
     raise OutputExists(f"{path} exists; pass --force to overwrite it")
 
 
+def _ratio(original: int, coded: int) -> str:
+    """``original / coded`` as ``4.44x``; never ``0.00x``: below 0.01 it reads ``<0.01x``, and ``-`` without bytes."""
+    if original <= 0 or coded <= 0:
+        return "-"
+    r = original / coded
+    return f"{r:.2f}x" if r >= 0.01 else "<0.01x"
+
+
+def _emit_json(obj: dict) -> None:
+    """The one JSON object that ``--json`` prints on stdout."""
+    print(json.dumps(obj, indent=1))
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -148,6 +169,8 @@ def _limits(a):
     return Limits(
         max_tensor_bytes=d.max_tensor_bytes if a.max_tensor_bytes is None else a.max_tensor_bytes,
         max_total_bytes=d.max_total_bytes if a.max_total_bytes is None else a.max_total_bytes,
+        max_file_bytes=d.max_file_bytes if a.max_file_bytes is None else a.max_file_bytes,
+        max_files_bytes=d.max_files_bytes if a.max_files_bytes is None else a.max_files_bytes,
     )
 
 
@@ -163,6 +186,18 @@ def _add_limits(sp) -> None:
         type=_size,
         metavar="SIZE",
         help="refuse files whose tensors decode to more than SIZE in all (default 1TiB)",
+    )
+    sp.add_argument(
+        "--max-file-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files holding a stored file (config, tokenizer, ...) larger than SIZE (default 256MiB)",
+    )
+    sp.add_argument(
+        "--max-files-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files whose stored files take more than SIZE in all (default 1GiB)",
     )
 
 
@@ -192,6 +227,11 @@ def cmd_pack(a) -> int:
         out = src.with_name(src.name + ".ecnn")
     if eio.same_file(src, out) or (src.resolve() == out.resolve()):
         raise SameFile(f"refusing to overwrite the input {src} with the output")
+    onnx_in = not src.is_dir() and eio.kind_of(src) == "onnx"
+    if a.check is not None and (not onnx_in or a.target_size is not None or a.max_drop is not None):
+        from ecnn.errors import InvalidOption
+
+        raise InvalidOption("--check runs .onnx models packed with --bits, --step or --lossless")
     if a.target_size is not None or a.max_drop is not None:
         return _pack_budget(a, src, out)
     cfg = make_config(
@@ -199,33 +239,129 @@ def cmd_pack(a) -> int:
     )
     _confirm_overwrite(out, a.force)
     t0 = time.perf_counter()
-    if not src.is_dir() and eio.kind_of(src) == "onnx":
-        from ecnn import onnx as eonnx
-
-        update, close = _progress_bar(not a.quiet, "packing", unit="B")
-        try:
-            size, count, in_bytes = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
-        finally:
-            close()
-        if not a.quiet:
-            print(
-                f"packed ONNX graph and {count} initializers, {_human(in_bytes)} -> {_human(size)} "
-                f"({in_bytes / max(size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s: {out}"
-            )
-        return 0
+    if onnx_in:
+        return _pack_onnx(a, src, out, cfg, t0)
     srcs = eio.open_weights(src)  # read one tensor at a time while encoding: memory stays bounded
     in_bytes = sum(s.nbytes for s in srcs)
+    folder = eio.model_folder_files(src) if src.is_dir() and not a.no_files else None
+    stored = folder.stored if folder else {}
     update, close = _progress_bar(not a.quiet, "packing", unit="B")
     try:
-        size = efile.save_stream(srcs, out, cfg, _metadata(a.metadata), update)
+        size = efile.save_stream(srcs, out, cfg, _metadata(a.metadata), update, files=stored)
     finally:
         close()
     dt = time.perf_counter() - t0
-    if not a.quiet:
+    if a.json:
+        figures = _pack_figures(out, in_bytes, size, dt)
+        if folder is not None:
+            figures["stored_files"] = len(folder.stored)
+            figures["stored_bytes"] = folder.nbytes
+        _emit_json(figures)
+    elif not a.quiet:
         print(
             f"packed {len(srcs)} tensors, {_human(in_bytes)} -> {_human(size)} "
-            f"({in_bytes / max(size, 1):.2f}x) in {dt:.1f} s: {out}"
+            f"({_ratio(in_bytes, size)}) in {dt:.1f} s: {out}"
         )
+        if folder is not None:
+            print(_stored_summary(folder))
+    return 0
+
+
+def _stored_summary(folder) -> str:
+    """One line on the files ``pack FOLDER/`` stored, and one per kind of file left out."""
+    names = ", ".join(folder.stored)
+    n = len(folder.stored)
+    lines = [f"stored {n} file{'' if n == 1 else 's'} ({_human(folder.nbytes)}){': ' + names if names else ''}"]
+    reasons: dict[str, list[str]] = {}
+    for name, why in folder.skipped:
+        reasons.setdefault(why, []).append(name)
+    for why, names_ in reasons.items():
+        shown = ", ".join(names_[:5]) + (f" and {len(names_) - 5} more" if len(names_) > 5 else "")
+        lines.append(f"  not stored ({why}): {shown}")
+    return "\n".join(lines)
+
+
+def _pack_figures(out: Path, in_bytes: int, size: int, seconds: float) -> dict:
+    """What ``pack --json`` prints: sizes, ratio, tensors quantized and kept exact (read back from the header), time."""
+    from ecnn import file as efile
+
+    with efile.EcnnFile(out) as f:
+        weights = set(f.weight_names())  # a packed ONNX graph is not a weight
+        infos = [i for i in f.infos() if i.name in weights]
+    quantized = sum(i.step is not None for i in infos)
+    return {
+        "output": str(out),
+        "input_bytes": in_bytes,
+        "output_bytes": size,
+        "ratio": in_bytes / size if size else None,
+        "tensors": len(infos),
+        "quantized": quantized,
+        "exact": len(infos) - quantized,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
+    """``pack model.onnx``: what was quantized, kept exact and left in the graph; ``--check`` runs both models."""
+    from ecnn import onnx as eonnx
+
+    feeds = reference = None
+    if a.check is not None:  # inputs and the original's run first: a bad .npz fails before any work
+        feeds = eonnx.check_inputs(src, None if a.check == "synthetic" else a.check)
+        reference = eonnx.run_model(src, feeds)
+    update, close = _progress_bar(not a.quiet, "packing", unit="B")
+    try:
+        r = eonnx.pack(src, out, cfg, _metadata(a.metadata), update)
+    finally:
+        close()
+    if cfg.quantizes and r.quantized[0] == 0:
+        print(
+            f"warning: {'--bits' if a.bits is not None else '--step'} quantized nothing: the model has no float "
+            "weight with 2+ dimensions outside the graph (every tensor was stored exactly or left in the graph)",
+            file=sys.stderr,
+        )
+    devs = eonnx.compare(src, out, feeds, reference=reference) if feeds is not None else None
+    if a.json:
+        figures = _pack_figures(out, r.quantized[1] + r.exact[1], r.size, time.perf_counter() - t0)
+        figures.update(
+            model_bytes=r.model_bytes, graph_bytes=r.graph_bytes, quantized_bytes=r.quantized[1],
+            exact_bytes=r.exact[1], in_graph=r.in_graph[0], in_graph_bytes=r.in_graph[1],
+        )  # fmt: skip
+        if devs is not None:
+            figures["check"] = {
+                "inputs": "synthetic" if a.check == "synthetic" else a.check,
+                "outputs": [
+                    {"name": d.name, "shape": list(d.shape), "max_abs": d.max_abs, "range": d.range,
+                     "relative": d.relative, "top1": list(d.top1) if d.top1 else None}
+                    for d in devs
+                ],
+            }  # fmt: skip
+        _emit_json(figures)
+        return 0
+    if not a.quiet:
+        q, e, g = r.quantized, r.exact, r.in_graph
+        print(
+            f"packed ONNX model, {_human(r.model_bytes)} -> {_human(r.size)} ({_ratio(r.model_bytes, r.size)}) "
+            f"in {time.perf_counter() - t0:.1f} s: {out}\n"
+            f"  quantized:         {q[0]} tensors, {_human(q[1])}\n"
+            f"  stored exactly:    {e[0]} tensors, {_human(e[1])}\n"
+            f"  left in the graph: {g[0]} tensors, {_human(g[1])} (inside the {_human(r.graph_bytes)} graph, "
+            "coded losslessly)"
+        )
+    if devs is not None:
+        if not a.quiet:
+            kind = (
+                "synthetic inputs made from the graph's declared shapes and dtypes (dynamic dims = 1; not real data)"
+                if a.check == "synthetic"
+                else f"inputs from {a.check}"
+            )
+            print(f"check, original vs packed in ONNX Runtime, on {kind}:")
+            for d in devs:
+                top1 = f"; top-1 agreement {d.top1[0]}/{d.top1[1]}" if d.top1 else ""
+                print(
+                    f"  {d.name} {list(d.shape)}: max |deviation| {d.max_abs:.4g} "
+                    f"({100 * d.relative:.3g}% of its range {d.range:.4g}){top1}"
+                )
     return 0
 
 
@@ -244,6 +380,12 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         raise InvalidOption("--max-drop needs --eval module:function")
     if not src.is_dir() and eio.kind_of(src) == "onnx":
         raise InvalidOption("--target-size and --max-drop take weight files, not .onnx models")
+    if src.is_dir() and not a.no_files and not a.quiet:
+        print(
+            "note: --target-size and --max-drop store only the weights; pack without them to store the "
+            "folder's config and tokenizer files too",
+            file=sys.stderr,
+        )
     target = budget.parse_size(a.target_size) if a.target_size is not None else None
     evaluate = budget.load_callable(a.eval) if a.eval else None
     calibration = budget.load_callable(a.calib) if a.calib else None
@@ -258,12 +400,17 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         tensors, out, target_bytes=target, max_metric_drop=a.max_drop, evaluate=evaluate,
         calibration=calibration, config=cfg, metadata=_metadata(a.metadata), progress=_stage_logger(a.quiet),
     )  # fmt: skip
-    if not a.quiet:
+    if a.json:
+        figures = _pack_figures(out, in_bytes, res.size, time.perf_counter() - t0)
+        if res.metric is not None:
+            figures.update(base_metric=res.base_metric, metric=res.metric)
+        _emit_json(figures)
+    elif not a.quiet:
         extra = f"; metric {res.base_metric:.6g} -> {res.metric:.6g}" if res.metric is not None else ""
         extra += f"; the plain --bits {res.plain_bits} file (no better allocation found)" if res.plain_bits else ""
         print(
             f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
-            f"({in_bytes / max(res.size, 1):.2f}x) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
+            f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
         )
     return 0
 
@@ -296,9 +443,10 @@ def cmd_report(a) -> int:
     return 0
 
 
-def _unpack_kind(text: str | None, out: Path) -> str:
+def _unpack_kind(text: str | None, out: Path, has_files: bool = False) -> str:
     """What ``unpack -o`` writes: ``folder`` (an existing folder, a path ending in ``/``, or one without a suffix),
-    else ``safetensors``, ``torch`` or ``onnx`` by the suffix."""
+    else ``safetensors``, ``torch`` or ``onnx`` by the suffix; for a file with stored files, a folder unless
+    the suffix names one of those."""
     from ecnn import io as eio
     from ecnn.errors import InvalidOption, UnreadableInput
 
@@ -308,6 +456,8 @@ def _unpack_kind(text: str | None, out: Path) -> str:
         kind = eio.kind_of(out)
     except UnreadableInput:
         kind = None
+    if has_files and kind not in ("safetensors", "torch", "onnx"):
+        return "folder"  # e.g. -o bert.restored: the model folder the stored files come from
     if kind not in ("safetensors", "torch", "onnx"):
         raise InvalidOption(
             f"{out}: unpack writes .safetensors, .pt, .pth, .bin, .onnx or a folder (a path ending in /)"
@@ -323,18 +473,20 @@ def cmd_unpack(a) -> int:
     src = Path(a.input)
     out = Path(a.output) if a.output else src.with_suffix(".safetensors")
     limits = _limits(a)
-    if not a.output:
-        with efile.EcnnFile(src, limits) as f:
-            if f.metadata().get(efile.ONNX_METADATA_KEY) == efile.ONNX_METADATA_VERSION:  # a packed ONNX model unpacks to .onnx
-                out = src.with_suffix(".onnx")
+    with efile.EcnnFile(src, limits) as f:  # the header only: what the file holds decides the output's kind
+        stored_names = f.file_names()
+        if not a.output and f.metadata().get(efile.ONNX_METADATA_KEY) in efile.ONNX_METADATA_VERSIONS:
+            out = src.with_suffix(".onnx")  # a packed ONNX model unpacks to .onnx
+        elif not a.output and stored_names:
+            out = src.with_suffix("")  # a packed model folder unpacks to a folder
     if eio.same_file(src, out) or src.resolve() == out.resolve():
         raise SameFile(f"refusing to overwrite the input {src} with the output")
-    kind = _unpack_kind(a.output, out)
+    kind = _unpack_kind(a.output, out, bool(stored_names))
     if a.shard_size is not None and kind != "folder":
         raise InvalidOption("--shard-size is for folder output (-o DIR/)")
     if kind == "folder":
         _check_parent(out)
-        if eio.check_output_folder(out):  # refuses folders holding anything ecnn does not write
+        if eio.check_output_folder(out, stored_names):  # refuses folders holding anything ecnn does not write
             _confirm_overwrite(out, a.force)
     else:
         _confirm_overwrite(out, a.force)
@@ -343,8 +495,13 @@ def cmd_unpack(a) -> int:
 
         model = eonnx.load_model(src, limits=limits)
         size = eonnx.write_model(model, out)
-        if not a.quiet:
-            print(f"unpacked ONNX model with {len(model.graph.initializer)} initializers to {out} ({_human(size)})")
+        inits, consts = eonnx.weight_count(model)
+        if a.json:
+            data = out.with_name(out.name + ".data")  # large models keep their weights beside the graph
+            paths = [out, data] if data.exists() else [out]
+            _emit_json({**_unpack_figures(paths, inits, size), "constants": consts})
+        elif not a.quiet:
+            print(f"unpacked ONNX model with {inits} initializers and {consts} Constant nodes (all graphs) to {out} ({_human(size)})")
         return 0
     if kind == "torch":  # torch.save takes the whole dict: every tensor is in memory at once
         from ecnn import torch as et
@@ -358,8 +515,10 @@ def cmd_unpack(a) -> int:
             close()
         tensors = {n: et.from_array(arr, dt) for n, (arr, dt) in arrays.items()}
         size = eio.save_weights(tensors, out, metadata)
-        if not a.quiet:
-            print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)})")
+        if a.json:
+            _emit_json(_unpack_figures([out], len(tensors), size))
+        elif not a.quiet:
+            print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)}){_files_left(stored_names)}")
         return 0
     # safetensors, one file or a folder of shards: one tensor decoded and written at a time.
     shard_size = eio.DEFAULT_SHARD_SIZE if a.shard_size is None else a.shard_size
@@ -368,18 +527,39 @@ def cmd_unpack(a) -> int:
         with efile.EcnnFile(src, limits) as f:
             names = f.weight_names()  # a packed ONNX graph is not a weight
             specs = [eio.TensorSpec(n, f.record(n).dtype, f.record(n).shape) for n in names]
-            decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+            metadata = {"format": "pt", **f.metadata()}  # as Hugging Face writes it; transformers checks it
             if kind == "folder":
-                size = eio.write_sharded(out, specs, decoded, f.metadata(), shard_size, overwrite=True)
+                stored = f.files()  # each checked against its CRC-32 before any tensor is decoded
+                decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+                size = eio.write_sharded(out, specs, decoded, metadata, shard_size, overwrite=True, files=stored, single=True)
             else:
-                size = eio.write_safetensors(out, specs, decoded, f.metadata())
+                decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+                size = eio.write_safetensors(out, specs, decoded, metadata)
     finally:
         close()
-    if not a.quiet:
+    if a.json:
+        paths = sorted(p for p in out.rglob("*") if p.is_file()) if kind == "folder" else [out]  # stored files too
+        _emit_json(_unpack_figures(paths, len(specs), size))
+    elif not a.quiet:
         count = len(eio.plan_shards(specs, shard_size))
         shards = f" in {count} shard{'s' if count > 1 else ''}" if kind == "folder" else ""
-        print(f"unpacked {len(specs)} tensors to {out}{shards} ({_human(size)})")
+        if kind == "folder" and stored_names:
+            shards += f" with {len(stored_names)} stored files"
+        left = _files_left(stored_names) if kind != "folder" else ""
+        print(f"unpacked {len(specs)} tensors to {out}{shards} ({_human(size)}){left}")
     return 0
+
+
+def _files_left(names: list[str]) -> str:
+    """A note that a single-file output leaves the stored files out."""
+    if not names:
+        return ""
+    return f"; its {len(names)} stored files are written only with folder output (-o DIR/)"
+
+
+def _unpack_figures(paths: list[Path], tensors: int, size: int) -> dict:
+    """What ``unpack --json`` prints: the files written, the tensors and the bytes they hold."""
+    return {"outputs": [str(p) for p in paths], "tensors": tensors, "bytes": size}
 
 
 def _only_arrays(items):
@@ -397,6 +577,7 @@ def cmd_info(a) -> int:
         meta = f.metadata()
         size = f.size
         version = f.version
+        stored = f.file_sizes()
     if a.json:
         rows = [
             {
@@ -411,7 +592,10 @@ def cmd_info(a) -> int:
             }
             for i in infos
         ]
-        print(json.dumps({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows}, indent=1))
+        files = [{"name": n, "bytes": b} for n, b in stored.items()]
+        _emit_json({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows, "files": files})
+        return 0
+    if a.quiet:
         return 0
     print(format_table(infos))
     raw = sum(i.nbytes for i in infos)
@@ -419,10 +603,15 @@ def cmd_info(a) -> int:
     bpp = 8 * size / params if params else 0.0
     print(
         f"\n{len(infos)} tensors, {params:,} values, {_human(raw)} decoded; file {_human(size)} "
-        f"(format {version[0]}.{version[1]}): {raw / max(size, 1):.2f}x, {bpp:.3f} bits per value"
+        f"(format {version[0]}.{version[1]}): {_ratio(raw, size)}, {bpp:.3f} bits per value"
     )
     if meta:
         print("metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
+    if stored:
+        print(f"stored files: {len(stored)}, {_human(sum(stored.values()))}")
+        width = max(len(n) for n in stored)
+        for n, b in stored.items():
+            print(f"  {n.ljust(width)}  {b:>12,} bytes")
     return 0
 
 
@@ -437,7 +626,7 @@ def format_table(infos) -> str:
         else:
             quant = f"exact ({i.representation})"
         coders = "+".join(sorted(set(i.coders))) if i.coders else "raw"
-        ratio = f"{i.nbytes / i.coded_bytes:.2f}x" if i.coded_bytes else "-"
+        ratio = _ratio(i.nbytes, i.coded_bytes)
         rows.append(
             (i.name, "x".join(map(str, i.shape)) or "scalar", i.dtype, quant, coders, f"{i.coded_bytes:,}", f"{i.bits_per_value:.3f}", ratio)
         )
@@ -456,12 +645,15 @@ def cmd_verify(a) -> int:
     update, close = _progress_bar(not a.quiet, "verifying", unit="B")
     try:
         with efile.EcnnFile(a.input, _limits(a)) as f:
-            f.verify(update, count_bytes=True)
-            n, size = len(f), f.size
+            f.verify(update, count_bytes=True)  # the stored files' checksums too
+            n, size, files = len(f), f.size, len(f.file_names())
     finally:
         close()
-    if not a.quiet:
-        print(f"ok: {a.input}: {n} tensors, {size:,} bytes, every checksum matches and every tensor decodes")
+    if a.json:
+        _emit_json({"ok": True, "file": str(a.input), "tensors": n, "stored_files": files, "bytes": size})
+    elif not a.quiet:
+        stored = f" and {files} stored files" if files else ""
+        print(f"ok: {a.input}: {n} tensors{stored}, {size:,} bytes, every checksum matches and every tensor decodes")
     return 0
 
 
@@ -482,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pack",
         help="compress a weights file into .ecnn",
         description="Compress .safetensors, sharded safetensors (folder or index.json), .pt/.pth/.bin "
-        "state dicts or .onnx models (graph kept, initializers packed) into a .ecnn file. Float tensors with 2+ dimensions are quantized "
+        "state dicts or .onnx models (graph kept; weights packed: initializers of every graph and subgraph and "
+        "Constant node values) into a .ecnn file. Float tensors with 2+ dimensions are quantized "
         "(8 bits unless told otherwise); biases, norms and integer tensors are kept exact.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -500,6 +693,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bits, one step per tensor instead of one per row (smaller, but outliers coarsen every row)",
     )
     sp.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="store a metadata entry (repeatable)")
+    sp.add_argument(
+        "--no-files",
+        action="store_true",
+        help="for a folder input, store only the weights, not the folder's small files (config.json, tokenizer "
+        "files, vocabularies, subfolders' configs; stored by default, so that one .ecnn is the whole model)",
+    )
     sp.add_argument(
         "--effort",
         choices=EFFORTS,
@@ -524,8 +723,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric is at most X below the original's")
     b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
     b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: each tensor's relative weight error)")
+    sp.add_argument(
+        "--check",
+        metavar="INPUTS",
+        help="for .onnx models: run the original and the packed model in ONNX Runtime and print each output's "
+        "largest deviation (absolute and relative to the output's range) and, for classifier-like outputs, top-1 "
+        "agreement. INPUTS is an .npz with one array per graph input, named as the graph's inputs, or 'synthetic': "
+        "random inputs made from the graph's declared shapes and dtypes (dynamic dimensions = 1), which show that "
+        "the packed model computes what the original does, not how well it works on real data",
+    )
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout instead of the summary line")
     sp.set_defaults(func=cmd_pack)
 
     sp = sub.add_parser(
@@ -568,24 +777,96 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout instead of the summary line")
     _add_limits(sp)
     sp.set_defaults(func=cmd_unpack)
 
     sp = sub.add_parser("info", help="list tensors with their sizes and coding")
     sp.add_argument("input", help=".ecnn file")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print nothing; the exit status says whether the header is valid")
     _add_limits(sp)
     sp.set_defaults(func=cmd_info)
 
     sp = sub.add_parser("verify", help="check every checksum and decode every tensor")
     sp.add_argument("input", help=".ecnn file")
     sp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sp.add_argument("--json", action="store_true", help="print one JSON object with the figures on stdout instead of the summary line")
     _add_limits(sp)
     sp.set_defaults(func=cmd_verify)
     return p
 
 
+class _ReaderLeft(Exception):
+    """The reader of stdout went away (``ecnn info m.ecnn | head -1``)."""
+
+
+class _Guarded:
+    """``sys.stdout`` or ``sys.stderr`` for the length of one command, for a reader that may leave early.
+
+    A write to stdout whose reader has gone raises :class:`_ReaderLeft`, which ends the
+    command quietly with status 0: the output is not wanted any more. On stderr (progress
+    and stage lines) the writes stop and the work goes on: losing the progress is no
+    reason to abandon a pack. Either way the file descriptor is pointed at /dev/null,
+    so that the interpreter's last flush at exit does not fail once more.
+    """
+
+    def __init__(self, stream, stop: bool):
+        self._stream, self._stop, self._gone = stream, stop, False
+
+    def _left(self) -> None:
+        self._gone = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # not a real file (captured output)
+            pass
+        if self._stop:
+            raise _ReaderLeft
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (0: done, 1: an error, printed on stderr as one line).
+
+    A reader of stdout that leaves early (``ecnn info m.ecnn | head -1``, ``ecnn --help | head -1``)
+    ends the command quietly with status 0, as does a closed stderr for the progress output.
+    """
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Guarded(out, stop=True), _Guarded(err, stop=False)
+    try:
+        try:
+            status = _main(argv)
+        except SystemExit:  # argparse's --help, --version and usage errors
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # output still buffered for a pipe meets a reader that left here
+        return status
+    except _ReaderLeft:
+        return 0
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -594,12 +875,6 @@ def main(argv: list[str] | None = None) -> int:
     except EcnnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        # The reader of our output went away (``ecnn info m.ecnn | head -1``): stop quietly,
-        # with the status of a process ended by SIGPIPE, as other command-line tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
-        return 128 + 13
     except OSError as e:
         print(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_creates_the_file_with_its_preamble_and_contents(tmp_path):
     text = res.read_text()
     assert text.startswith("# Benchmark results\n")
     assert "bench/history/" in text.split("\n## ", 1)[0]
-    assert "- bench_load: a run (Mon 1)\n" in text.split("\n## ", 1)[0]
+    assert "- [bench_load: a run (Mon 1)](#bench_load-a-run-mon-1)\n" in text.split("\n## ", 1)[0]
     assert _names(res) == ["bench_load"]
     assert not (tmp_path / "bench" / "history").exists()
 
@@ -64,7 +65,7 @@ def test_replacing_keeps_one_section_and_moves_the_old_one_to_history(tmp_path):
     assert hist.index("old bench_load") < hist.index("- new\n")
     assert _names(res).count("bench_load") == 1
     head = res.read_text().split("\n## ", 1)[0]
-    assert "- bench_load: a run (Wed 3)\n" in head and "Tue 2" not in head
+    assert "- [bench_load: a run (Wed 3)](#bench_load-a-run-wed-3)\n" in head and "Tue 2" not in head
 
     # a sub-run's history shares its tool's file
     record_results("fuzz_ecnn --corruption", _section("fuzz_ecnn --corruption", "Tue 2"), res)
@@ -82,7 +83,8 @@ def test_a_new_benchmark_goes_in_name_order_and_the_contents_follow(tmp_path):
     assert [benchlib.section_name(s) for s in after] == ["bench_codec --ecnn", "bench_pack", "fuzz_ecnn"]
     assert after[1:] == before
     contents = [ln[2:] for ln in text.split("\n## ", 1)[0].splitlines() if ln.startswith("- ")]
-    assert contents == [s.splitlines()[0][3:] for s in after]
+    assert contents == [f"[{s.splitlines()[0][3:]}]({benchlib.anchor(s.splitlines()[0][3:])})" for s in after]
+    assert set(benchlib.anchor(s.splitlines()[0][3:]) for s in after) <= set(benchlib.anchors(text))
     assert not (tmp_path / "history").exists()
 
 
@@ -123,6 +125,23 @@ def test_refuses_a_section_that_is_not_the_benchmarks(tmp_path, name, section):
     assert not res.exists()
 
 
+@pytest.mark.parametrize(
+    ("heading", "fragment"),
+    [
+        ("bench_codec: ecnn vs DeepCABAC (Mon Dec  7 14:20:09 UTC 2026)", "#bench_codec-ecnn-vs-deepcabac-mon-dec--7-142009-utc-2026"),
+        ("bench_budget --models mnist: ecnn's allocation", "#bench_budget---models-mnist-ecnns-allocation"),
+        ("`lenet5.ecnn` (uniform tensors, 1.1)", "#lenet5ecnn-uniform-tensors-11"),
+    ],
+)
+def test_anchors_are_githubs(heading, fragment):
+    assert benchlib.anchor(heading) == fragment
+
+
+def test_repeated_headings_are_numbered_and_code_is_not_a_heading():
+    text = "# A\n## B\n```sh\n# not a heading\n```\n### B\n## B\n"
+    assert benchlib.anchors(text) == ["#a", "#b", "#b-1", "#b-2"]
+
+
 def test_the_repository_dashboard_has_one_section_per_benchmark_and_its_contents():
     text = benchlib.RESULTS.read_text()
     _, sections = benchlib._split(text)
@@ -147,3 +166,11 @@ def test_the_files_keep_their_permissions(tmp_path):
     record_results("bench_pack", _section("bench_pack", "Tue 2"), res)
     assert res.stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "history" / "bench_pack.md").stat().st_mode & 0o777 == 0o644
+
+
+def test_every_dashboard_section_says_its_command_date_and_machine():
+    _, sections = benchlib._split(benchlib.RESULTS.read_text())
+    for s in sections:
+        head, body = s.split("\n", 1)
+        assert re.search(r"\((\w{3} \w{3} +\d+ [\d:]+ UTC \d{4}|\d{4}-\d\d-\d\d)\)$", head), head  # the date
+        assert "command" in body and "machine" in body, head

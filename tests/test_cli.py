@@ -145,7 +145,7 @@ def test_help_has_examples(capsys, caplog):
 
 
 def test_info_into_a_closed_pipe_stops_quietly(tmp_path):
-    """``ecnn info m.ecnn | head -1``: no error line, the status of a process ended by SIGPIPE."""
+    """``ecnn info m.ecnn | head -1``: the reader leaves with most of the table unwritten; no error line, status 0."""
     import numpy as np
 
     import ecnn.numpy as en
@@ -156,7 +156,142 @@ def test_info_into_a_closed_pipe_stops_quietly(tmp_path):
     assert proc.stdout.readline().startswith(b"tensor")
     proc.stdout.close()  # far more than a pipe's buffer is still to come
     err = proc.stderr.read()
-    assert proc.wait(timeout=120) == 141 and err == b""
+    assert proc.wait(timeout=120) == 0 and err == b""
+    # The same through the shell, as people type it.
+    r = subprocess.run(
+        f"'{sys.executable}' -m ecnn info '{p}' | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="bash", cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("tensor") and r.stderr == "", r.stderr
+
+
+def _closed_stdout(argv: list[str]) -> tuple[int, bytes]:
+    """``ecnn ARGV`` in a child whose stdout is a pipe closed before the child writes: status, stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "ecnn", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the child is still importing: every write it makes meets a reader that left
+    err = proc.stderr.read()
+    return proc.wait(timeout=300), err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["pack", "--help"],
+        ["info", "{good}"],
+        ["info", "{good}", "--json"],
+        ["verify", "{good}"],
+        ["verify", "{good}", "--json"],
+        ["pack", "{model}", "-o", "{tmp}/piped.ecnn", "--json"],
+        ["unpack", "{good}", "-o", "{tmp}/piped.safetensors"],
+    ],
+)
+def test_every_command_into_a_closed_pipe_ends_quietly(argv, files):
+    """Output nobody reads any more: the command ends with status 0 and says nothing on stderr."""
+    status, err = _closed_stdout([a.format(**files) for a in argv])
+    assert status == 0 and err == b"", err
+    if "-o" in argv:  # the work is done before the summary is printed
+        out = files["tmp"] / Path(argv[3]).name
+        assert out.stat().st_size > 0
+        if argv[0] == "pack":
+            assert main(["verify", str(out), "-q"]) == 0
+
+
+def test_an_error_into_a_closed_pipe_is_still_status_1(files):
+    status, err = _closed_stdout(["verify", str(files["bad"])])
+    assert status == 1 and err.decode().startswith("error: ") and b"signature" in err
+
+
+def test_progress_into_a_closed_pipe_does_not_stop_the_work(files):
+    """``ecnn pack --target-size ... 2>&1 | head -1``: the stage lines lose their reader; the pack goes on."""
+    out = files["tmp"] / "budget.ecnn"
+    cmd = [sys.executable, "-m", "ecnn", "pack", str(files["model"]), "-o", str(out), "--target-size", "4000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0 and first.endswith(b"...\n"), first  # a stage line came first
+    assert main(["verify", str(out), "-q"]) == 0 and out.stat().st_size <= 4000
+    # stderr alone closed, stdout read: the summary line still comes, and the file is the same.
+    again = files["tmp"] / "budget2.ecnn"
+    cmd[cmd.index(str(out))] = str(again)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stderr.close()
+    summary = proc.stdout.read()
+    assert proc.wait(timeout=300) == 0 and summary.startswith(b"packed 3 tensors"), summary
+    assert again.read_bytes() == out.read_bytes()
+
+
+def _json(argv: list[str], capsys, caplog) -> dict:
+    """``ecnn ARGV --json``: status 0, and stdout is one JSON object and nothing else."""
+    status, out, err = _run([*argv, "--json"], capsys, caplog)
+    assert status == 0, err
+    return json.loads(out)  # fails on anything printed beside the object
+
+
+def test_json_figures(model, files, tmp_path, capsys, caplog):
+    src, sd = model
+    out = tmp_path / "j.ecnn"
+    packed = _json(["pack", str(src), "-o", str(out), "--bits", "6"], capsys, caplog)
+    in_bytes = sum(t.numel() * t.element_size() for t in sd.values())
+    assert packed["output"] == str(out) and packed["output_bytes"] == out.stat().st_size
+    assert packed["input_bytes"] == in_bytes and packed["ratio"] == pytest.approx(in_bytes / out.stat().st_size)
+    assert (packed["tensors"], packed["quantized"], packed["exact"]) == (3, 1, 2)  # the weight; the bias and idx exact
+    assert 0 <= packed["seconds"] < 600
+    lossless = _json(["pack", str(src), "-o", str(tmp_path / "l.ecnn"), "--lossless", "-q"], capsys, caplog)
+    assert (lossless["quantized"], lossless["exact"]) == (0, 3)  # --json wins over -q
+
+    checked = _json(["verify", str(out)], capsys, caplog)
+    assert checked == {"ok": True, "file": str(out), "tensors": 3, "stored_files": 0, "bytes": out.stat().st_size}
+
+    info = _json(["info", str(out)], capsys, caplog)
+    assert info["file_bytes"] == out.stat().st_size and sorted(t["name"] for t in info["tensors"]) == sorted(sd)
+
+    one = _json(["unpack", str(out), "-o", str(tmp_path / "u.safetensors")], capsys, caplog)
+    assert one["outputs"] == [str(tmp_path / "u.safetensors")] and one["tensors"] == 3
+    assert one["bytes"] == (tmp_path / "u.safetensors").stat().st_size
+    pt = _json(["unpack", str(out), "-o", str(tmp_path / "u.pt")], capsys, caplog)
+    assert pt["outputs"] == [str(tmp_path / "u.pt")] and pt["tensors"] == 3
+    folder = _json(["unpack", str(out), "-o", f"{tmp_path}/shards/", "--shard-size", "1kB"], capsys, caplog)
+    names = sorted(p.name for p in (tmp_path / "shards").iterdir())
+    assert [Path(p).name for p in folder["outputs"]] == names and "model.safetensors.index.json" in names
+    assert folder["tensors"] == 3
+    single = _json(["unpack", str(out), "-o", f"{tmp_path}/one/"], capsys, caplog)  # fits one shard: as Hugging Face writes it
+    assert [Path(p).name for p in single["outputs"]] == ["model.safetensors"]
+
+
+@pytest.mark.parametrize("argv", [["verify", "{bad}"], ["info", "{bad}"], ["pack", "{model}", "-o", "{good}"], ["unpack", "{bad}"]])
+def test_json_errors_go_to_stderr(argv, files, capsys, caplog):
+    status, out, err = _run([a.format(**files) for a in argv] + ["--json"], capsys, caplog)
+    assert out == ""
+    _check_one_error_line(status, err, "")
+
+
+def test_quiet_prints_nothing(files, tmp_path, capsys, caplog):
+    for argv in (
+        ["info", str(files["good"]), "-q"],
+        ["verify", str(files["good"]), "-q"],
+        ["pack", str(files["model"]), "-o", str(tmp_path / "q.ecnn"), "-q"],
+        ["unpack", str(files["good"]), "-o", str(tmp_path / "q.safetensors"), "-q"],
+    ):
+        assert _run(argv, capsys, caplog) == (0, "", "")
+    assert _run(["info", str(files["bad"]), "-q"], capsys, caplog)[0] == 1
+
+
+def test_ratios_never_read_zero(tmp_path, capsys):
+    """A file much larger than its tensors (here: its metadata) has a ratio below 0.01; it never prints as 0.00x."""
+    from safetensors.numpy import save_file as save_np
+
+    import numpy as np
+
+    from ecnn.cli import _ratio
+
+    assert [_ratio(*x) for x in ((100, 1), (1, 100), (1, 1000), (0, 5), (5, 0))] == ["100.00x", "0.01x", "<0.01x", "-", "-"]
+    save_np({"one": np.ones(1, np.float32), "none": np.ones(0, np.float32)}, str(tmp_path / "tiny.safetensors"))
+    out = tmp_path / "tiny.ecnn"
+    assert main(["pack", str(tmp_path / "tiny.safetensors"), "-o", str(out), "--metadata", "note=" + "x" * 2000]) == 0
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "0.00x" not in text and "<0.01x" in text, text
 
 
 def _folder(path: Path) -> dict[str, torch.Tensor]:
@@ -186,11 +321,12 @@ def test_unpack_to_a_folder(model, tmp_path, capsys):
         shards = sorted(p.name for p in (tmp_path / shown).glob("*.safetensors"))
         assert shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ecnn-")]
-    # The default shard size (5GB) puts everything in one shard; replacing needs --force.
+    # The default shard size (5GB) puts everything in one model.safetensors, as Hugging Face writes it
+    # (no index); replacing needs --force, and the old shards and index go with the old folder.
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q"]) == 1
     assert "--force" in capsys.readouterr().err
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model.safetensors"]
     # A folder holding anything else is never replaced.
     (tmp_path / "a" / "notes.txt").write_text("keep me")
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 1
@@ -207,7 +343,7 @@ def test_unpack_to_safetensors_streams_with_metadata(model, tmp_path):
     back = load_file(tmp_path / "b.safetensors")
     assert all(torch.equal(back[k], v) for k, v in sd.items())
     with safe_open(tmp_path / "b.safetensors", "pt") as f:
-        assert f.metadata() == {"who": "me"}
+        assert f.metadata() == {"format": "pt", "who": "me"}  # "format": "pt" as Hugging Face writes it
 
 
 @pytest.mark.parametrize(
@@ -272,3 +408,28 @@ def test_an_output_in_a_missing_folder_is_a_clear_error(tmp_path, capsys, comman
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no such folder to write the output in" in err and ".tmp" not in err
     assert not (tmp_path / "no").exists()
+
+
+def test_json_figures_of_an_onnx_model(tmp_path, capsys, caplog):
+    """An ONNX model's graph is not a weight: pack --json counts the initializers only; unpack --json names the .onnx."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.linspace(-1, 1, 32 * 16, dtype=np.float32).reshape(32, 16), "w")
+    b = numpy_helper.from_array(np.zeros(16, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])],
+        [w, b],
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph), str(src))
+    packed = _json(["pack", str(src), "-o", str(tmp_path / "m.ecnn")], capsys, caplog)
+    assert (packed["tensors"], packed["quantized"], packed["exact"]) == (2, 1, 1)
+    assert packed["input_bytes"] == (32 * 16 + 16) * 4
+    back = _json(["unpack", str(tmp_path / "m.ecnn"), "-o", str(tmp_path / "back.onnx")], capsys, caplog)
+    assert back["outputs"] == [str(tmp_path / "back.onnx")] and back["tensors"] == 2
+    assert back["bytes"] == (tmp_path / "back.onnx").stat().st_size

@@ -9,6 +9,7 @@ import contextlib
 import datetime as _dt
 import logging
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -116,8 +117,34 @@ def history_path(name: str, path: Path = RESULTS) -> Path:
     return path.parent / "history" / f"{name.split()[0]}.md"
 
 
+def anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading (its text without ``#``): ``#bench_pack-all-minilm-l6-v2-...``.
+
+    Lower case, every character but letters, digits, ``_``, ``-`` and spaces dropped,
+    each space a ``-``. A heading that repeats an earlier one gets ``-1``, ``-2``...;
+    :func:`anchors` counts those.
+    """
+    return "#" + re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> list[str]:
+    """The fragments of every heading of a Markdown text, in order, repeats numbered as GitHub does."""
+    seen: dict[str, int] = {}
+    out = []
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        m = None if in_code else re.match(r"#{1,6} (.*)", line)
+        if m:
+            a = anchor(m.group(1))
+            out.append(a if a not in seen else f"{a}-{seen[a]}")
+            seen[a] = seen.get(a, 0) + 1
+    return out
+
+
 def _preamble(sections: list[str]) -> str:
-    contents = "".join(f"- {_heading(s)}\n" for s in sections) or "- (none yet)\n"
+    contents = "".join(f"- [{_heading(s)}]({anchor(_heading(s))})\n" for s in sections) or "- (none yet)\n"
     return (
         f"{RESULTS_HEADING}\n"
         "Today's figures: one section per benchmark (a tool, or one sub-run of it such as "
