@@ -123,10 +123,12 @@ class EncodeConfig:
         chunk: symbols per independently decodable chunk. Shapes the bitstream.
         align: payload alignment in bytes (power of two). Shapes the bitstream.
         format_minor: the highest Format_Minor whose features the encoder may
-            use: 2 (the default) allows the ``rans`` heads of format 1.2, 1 the
-            ``ctx`` stream coder and ``fields`` of format 1.1 (files that 1.1
-            decoders read), 0 writes files that every 1.0 decoder reads. Shapes
-            the bitstream.
+            use: 4 (the default) allows the compact header of format 1.4
+            (written where it is smaller than the MessagePack one), 3 and 2
+            keep the MessagePack header and allow the ``rans`` heads of format
+            1.2, 1 the ``ctx`` stream coder and ``fields`` of format 1.1 (files
+            that 1.1 decoders read), 0 writes files that every 1.0 decoder
+            reads. Stored files need 1.3 whatever this says. Shapes the bitstream.
         effort: how hard the encoder searches for small models, one of
             :data:`EFFORTS`. ``"best"`` (the default) tries every context model
             and class count; ``"balanced"`` plans one grid of 8 x 8 row and
@@ -149,7 +151,7 @@ class EncodeConfig:
     per_row: bool = True
     chunk: int = 1 << 20
     align: int = 8
-    format_minor: int = 2
+    format_minor: int = 4
     effort: str = "best"
     version: int = field(default=1, repr=False)
 
@@ -165,8 +167,8 @@ class EncodeConfig:
             raise InvalidOption(f"chunk must be in [4096, 2**30], got {self.chunk}")
         if self.align < 1 or self.align > 4096 or self.align & (self.align - 1):
             raise InvalidOption(f"align must be a power of two in [1, 4096], got {self.align}")
-        if type(self.format_minor) is not int or not 0 <= self.format_minor <= 2:
-            raise InvalidOption(f"format_minor must be 0, 1 or 2, got {self.format_minor!r}")
+        if type(self.format_minor) is not int or not 0 <= self.format_minor <= 4:
+            raise InvalidOption(f"format_minor must be 0, 1, 2, 3 or 4, got {self.format_minor!r}")
         if not isinstance(self.effort, str):
             raise InvalidOption(f"effort must be one of {', '.join(EFFORTS)}, not {self.effort!r}")
         Effort.of(self.effort)  # a known name

@@ -240,7 +240,7 @@ def encode_parts(
     for rec, payload in encode_stream(sources(arrays), config, progress, window=1 << 62):  # all in memory anyway
         records.append(rec)
         payloads.append(payload)
-    return encode_records(records, payloads, md, config.align, files=dict(stored))
+    return encode_records(records, payloads, md, config.align, files=dict(stored), compact=_compact(config))
 
 
 def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | None = None, files=None) -> bytes:
@@ -295,7 +295,14 @@ def save_stream(
             frec = {"name": name}
             spool.add(frec, data)
             frecs.append(frec)
-        return atomic_write(path, [head(records, md, config.align, minor=minor, files=frecs), spool.chunk()])
+        return atomic_write(
+            path, [head(records, md, config.align, minor=minor, files=frecs, compact=_compact(config)), spool.chunk()]
+        )
+
+
+def _compact(config: EncodeConfig) -> bool:
+    """Whether the file may have the compact header of format 1.4 (spec/FORMAT.md 6.7)."""
+    return config.format_minor >= fmt.COMPACT_MINOR
 
 
 def encode_records(
@@ -304,6 +311,7 @@ def encode_records(
     metadata: Mapping[str, str] | None = None,
     align: int = DEFAULT_ALIGN,
     files: Mapping[str, bytes] | None = None,
+    compact: bool = True,
 ) -> list[bytes]:
     """The file made of tensors already encoded, as a sequence of byte strings.
 
@@ -320,6 +328,9 @@ def encode_records(
         metadata: string-to-string map stored in the file.
         align: payload alignment in bytes (``EncodeConfig.align``).
         files: stored files, as for :func:`save_stream`.
+        compact: write the compact header of format 1.4 where it is smaller
+            (``EncodeConfig.format_minor`` 4, the default); False keeps the
+            MessagePack header that decoders of format 1.3 and older read.
 
     Raises:
         InvalidTensorName: a bad or repeated tensor name.
@@ -333,7 +344,7 @@ def encode_records(
         raise InvalidTensorName("tensor names must be unique")
     records = [dict(r) for r in records]
     minor = codec.minor_version(records, payloads)
-    return list(serialize(records, list(payloads), md, align, minor=minor, files=stored))
+    return list(serialize(records, list(payloads), md, align, minor=minor, files=stored, compact=compact))
 
 
 # --- decoding ---------------------------------------------------------------

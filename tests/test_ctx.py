@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import ecnn
 import ecnn.numpy as en
-from ecnn import rate, select
+from ecnn import codec, rate, select
 from ecnn.coder import categorical, ctx, streams
 from ecnn.container.reader import Container
 from ecnn.context import sparse, tables
@@ -207,14 +207,15 @@ def test_files_with_ctx_streams_are_format_1_1_and_format_minor_0_avoids_them():
     cfg = ecnn.EncodeConfig(steps={"w": 0.01})
     data = en.encode({"w": w}, config=cfg)
     c = Container(data)
-    assert c.records[0].streams[0]["coder"] == "ctx" and data[10] == 1
+    assert c.records[0].streams[0]["coder"] == "ctx" and data[10] == 4  # the compact header (1.4) of the default options
+    assert codec.minor_version(c.header["tensors"]) == 1  # ctx, a feature of 1.1
     np.testing.assert_array_equal(en.decode(data)["w"], w)
     old = en.encode({"w": w}, config=ecnn.EncodeConfig(steps={"w": 0.01}, format_minor=0))
     assert Container(old).records[0].streams[0]["coder"] != "ctx" and old[10] == 0
     np.testing.assert_array_equal(en.decode(old)["w"], w)
     assert len(data) < len(old)
     with pytest.raises(ecnn.errors.InvalidOption):
-        ecnn.EncodeConfig(format_minor=3)
+        ecnn.EncodeConfig(format_minor=5)
 
 
 def test_rate_estimate_is_within_one_percent_on_sparse_symbols():

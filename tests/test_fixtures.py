@@ -10,10 +10,13 @@ from pathlib import Path
 import msgpack
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import ref_decoder  # noqa: E402
+
 import ecnn.numpy as en
 from ecnn import errors
 from ecnn.file import EcnnFile
-from make_fixtures import sha256_of
+from make_fixtures import COMPACT_OF, sha256_of
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
 VALID = json.loads((FIX / "valid" / "expected.json").read_text())
@@ -27,6 +30,9 @@ def record_order(data: bytes) -> list[str]:
     stores its objects sorted by key, so it cannot give the order itself.)
     """
     (hlen,) = struct.unpack_from("<I", data, 12)
+    if data[20] == 0xC1:  # a compact header (1.4): the reference decoder's parser, written from FORMAT.md 6.7
+        top = dict(ref_decoder.parse_header(data[20 : 20 + hlen]))
+        return [dict(t)["name"] for t in top["tensors"]]
     return [t["name"] for t in msgpack.unpackb(data[20 : 20 + hlen])["tensors"]]
 
 
@@ -54,7 +60,9 @@ def test_valid_fixture_decodes_to_expected_tensors(name):
         stored = f.files()
         assert f.file_names() == list(stored)
         assert {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in stored.items()} == want.get("files", {})
-        if not stored:
+        compact = data[20] == 0xC1
+        assert (f.version[1] == 4) == compact, "a file has Format_Minor 4 exactly when its header is compact"
+        if not stored and not compact:
             assert f.version[1] <= 2, "only a file with stored files has Format_Minor 3"
     assert list(en.decode(data)) == order
 
@@ -90,3 +98,17 @@ def test_cli_prints_one_line_for_every_invalid_fixture():
         text = eval(text)  # repr of a str printed above
         assert rc == "1", f
         assert text.startswith("error: ") and text.count("\n") == 1 and "Traceback" not in text, (f, text)
+
+
+@pytest.mark.parametrize("name", COMPACT_OF)
+def test_compact_vector_is_its_older_vector_with_a_compact_header(name):
+    """FORMAT.md 6.7.5: the compact header stands for the MessagePack one; the payloads are the same bytes."""
+    old = (FIX / "valid" / f"{name}.ecnn").read_bytes()
+    new = (FIX / "valid" / f"compact_{name}.ecnn").read_bytes()
+    assert VALID[f"compact_{name}"] == VALID[name]
+    with EcnnFile(old) as a, EcnnFile(new) as b:
+        ca, cb = a._c, b._c
+        assert ca.header == cb.header and ca.align == cb.align
+        assert bytes(ca.buf[ca.data_start :]) == bytes(cb.buf[cb.data_start :])
+    assert len(new) < len(old) or name == "no_tensors"
+    assert ref_decoder.decode_all(new) == ref_decoder.decode_all(old)

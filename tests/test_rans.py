@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ecnn
-from ecnn import errors
+from ecnn import codec, errors
 from ecnn._core import _rans
 from ecnn.coder import blocks, categorical, rans
 from ecnn.config import EncodeConfig
@@ -159,7 +159,8 @@ def test_files_use_rans_heads_by_default_and_format_minor_1_keeps_blocks():
     new = ecnn.encode({"w": w}, lossless=True)
     old = ecnn.encode({"w": w}, config=EncodeConfig(lossless=True, format_minor=1))
     cn, co = Container(new), Container(old)
-    assert cn.minor == 2 and cn.records[0].streams[2]["coder"] == "rans"
+    assert cn.minor == 4 and cn.records[0].streams[2]["coder"] == "rans"  # 1.4: the default options' compact header
+    assert codec.minor_version(cn.header["tensors"]) == 2
     assert co.minor == 1 and co.records[0].streams[2]["coder"] == "blocks"
     assert ecnn.decode(new)["w"].numpy().tobytes() == w.tobytes() == ecnn.decode(old)["w"].numpy().tobytes()
     assert len(new) <= len(old) * 1.01 + 64
@@ -249,6 +250,7 @@ def test_format_minor_1_writes_model_4_and_files_say_their_minor():
     pn = new[cn.records[0].offset :]
     po = old[co.records[0].offset :]
     s0 = cn.records[0].streams[0]["length"]
-    assert cn.records[0].streams[1]["coder"] == "ctx" and pn[s0] == 5 and cn.minor == 2
+    assert cn.records[0].streams[1]["coder"] == "ctx" and pn[s0] == 5 and cn.minor == 4  # a compact header (1.4)
+    assert codec.minor_version(cn.header["tensors"], [bytes(cn.payload(r)) for r in cn.records]) == 2  # model 5
     assert po[co.records[0].streams[0]["length"]] == 4 and co.minor == 1
     assert np.array_equal(ecnn.decode(new)["w"].numpy(), ecnn.decode(old)["w"].numpy())

@@ -17,9 +17,12 @@ import msgpack
 import numpy as np
 import pytest
 
+import ecnn
 import ecnn.numpy as en
 from ecnn import codec, errors
+from ecnn.container import compact as compact_header
 from ecnn.container import format as fmt
+from ecnn.container.reader import Container
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"
@@ -126,9 +129,12 @@ def test_minor_version_rule_is_the_one_the_writer_follows():
     assert sorted(int(v) for v in names(minor["Value"])) == list(range(fmt.FORMAT_MINOR + 1))
     assert not re.search(r"MUST\s+write\s+`?0`?", doc), "left from 1.0: an encoder writes the lowest minor version"
     assert re.search(r"MUST write the lowest (Format_Minor|minor\s+version)", section(doc, "11. Versions"))
-    # The writer follows it: a file of 1.0 features gets minor 0 even with the default options (which allow 1.1).
-    raw_only = en.encode({"b": np.array([1, 2, 3], np.int8)})
+    # The writer follows it: a file of 1.0 features with the MessagePack header gets minor 0 even with
+    # options that allow 1.1; with the default options its header is compact, a feature of 1.4.
+    raw_only = en.encode({"b": np.array([1, 2, 3], np.int8)}, config=ecnn.EncodeConfig(format_minor=3))
     assert struct.unpack_from("<H", raw_only, 10) == (0,)
+    compact = en.encode({"b": np.array([1, 2, 3], np.int8)})
+    assert struct.unpack_from("<H", compact, 10) == (4,) and compact[20] == 0xC1
     assert struct.unpack_from("<H", appendix_file("B")[0], 10) == (1,)  # a ctx stream
     assert struct.unpack_from("<H", appendix_file("A")[0], 10) == (0,)
 
@@ -297,3 +303,75 @@ def test_worked_example_d_is_what_the_encoder_writes_and_decodes_by_the_spec_alo
     assert rows >= 18
     metadata, tensors, files = ref_decoder.decode_all(data)
     assert tensors == {"b": ("int8", [3], bytes([1, 2, 3]))} and files == {"config.json": b'{"a": 1}\n'}
+
+
+# --- the compact header (FORMAT.md 6.7) ----------------------------------------------
+
+
+def test_compact_codes_are_the_code_s_and_the_spec_s_tables():
+    rows = table_with(section(text("FORMAT.md"), "6.7.3 Codes"), "Code")
+    for col, table in (("`dtype` (section 7)", compact_header.DTYPE_CODES), ("`repr` `kind` (CODING.md 4)", compact_header.KIND_CODES),
+                       ("stream `coder` (CODING.md 5)", compact_header.CODER_CODES)):
+        listed = [names(r[col])[0] for r in rows if names(r[col])]
+        assert listed == list(table), col
+        assert [int(r["Code"]) for r in rows][: len(listed)] == list(range(len(listed)))
+    # Every dtype of section 7, kind and coder of CODING.md 3 has a code, and the reference decoder uses the same.
+    reprs, coders = code_vocabulary()
+    assert set(compact_header.KIND_CODES) == set(reprs) and set(compact_header.CODER_CODES) == set(coders)
+    assert list(ref_decoder.COMPACT_DTYPES) == list(compact_header.DTYPE_CODES)
+    assert list(ref_decoder.COMPACT_KINDS) == list(compact_header.KIND_CODES)
+    assert list(ref_decoder.COMPACT_CODERS) == list(compact_header.CODER_CODES)
+
+
+def test_compact_fields_are_the_spec_s_and_cover_every_field():
+    rows = table_with(section(text("FORMAT.md"), "6.7.4 Records"), "Kind or coder")
+    spec: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        fields = re.findall(r"`([a-z_]+)` \(([uswb])\)", r["Fields"])
+        for who in names(r["Kind or coder"]):
+            spec.setdefault(who, fields)  # `raw` is both a kind and a coder; neither has repr-side fields to confuse
+    reprs, coders = code_vocabulary()
+    for kind, (_, keys) in reprs.items():
+        table = compact_header.KIND_FIELDS[kind]
+        assert {k for k, _ in table} | {"kind"} == keys, kind
+        assert list(table) == list(ref_decoder.COMPACT_KINDS[kind])
+        if kind != "raw":
+            assert list(table) == spec[kind], kind
+    for coder, (_, keys) in coders.items():
+        table = compact_header.CODER_FIELDS[coder]
+        assert {k for k, _ in table} | {"coder", "length"} == keys, coder
+        assert list(table) == list(ref_decoder.COMPACT_CODERS[coder])
+        if coder != "raw":
+            assert list(table) == spec[coder], coder
+    assert spec["raw"] == [] and compact_header.CODER_FIELDS["raw"] == (("width", "u"), ("signed", "b"))
+
+
+def test_worked_example_e_is_what_the_encoder_writes_and_decodes_by_the_spec_alone():
+    data, body = appendix_file("E")
+    (code,) = [code for info, code in code_blocks(body) if info == "python"]
+    scope: dict = {}
+    exec(code, scope)  # the call the appendix says produced the file
+    assert scope["data"] == data
+    assert hashlib.sha256(data).hexdigest() in body and f"{len(data)}-byte file" in body
+    assert struct.unpack_from("<H", data, 10) == (4,) and data[20] == 0xC1
+    rows = 0
+    for t in tables(body):
+        for r in t:
+            if "Offset" in r and "Bytes" in r:
+                m = re.match(r"(\d+) \(0x|0x([0-9a-f]+)", r["Offset"])
+                start = int(m.group(1)) if m.group(1) else int(m.group(2), 16)
+                want = bytes.fromhex(names(r["Bytes"])[0])
+                assert data[start : start + len(want)] == want, r
+                rows += 1
+    assert rows >= 20
+    values = [511, 510, 510, 510, 510, 510, 511, 510]
+    assert ref_decoder.decode_file(data) == {
+        "fc.weight": ("float32", [2, 4], struct.pack("<8f", *values)),
+        "fc.bias": ("int8", [3], bytes([1, 2, 3])),
+    }
+    # The same payloads as Appendix B, and the header stands for B's with the new names (6.7.5).
+    b, _ = appendix_file("B")
+    cb, ce = Container(b), Container(data)
+    assert [bytes(cb.payload(r)) for r in cb.records] == [bytes(ce.payload(r)) for r in ce.records]
+    for rb, re_ in zip(cb.header["tensors"], ce.header["tensors"]):
+        assert {**rb, "name": re_["name"]} == re_

@@ -98,7 +98,7 @@ def test_pack_stores_the_folder_s_small_files_and_says_so(packed, tmp_path, caps
     folder, out, _ = packed
     with EcnnFile(out) as f:
         names = f.file_names()
-        assert f.version == (1, 3)
+        assert f.version == (1, 4)  # stored files (1.3) in a compact header (1.4)
         stored = f.files()
     want = sorted(["config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "1_Pooling/config.json"])
     assert set(want) <= set(names)
@@ -111,17 +111,17 @@ def test_pack_stores_the_folder_s_small_files_and_says_so(packed, tmp_path, caps
     text = capsys.readouterr().out
     assert re.search(rf"stored {len(names)} files \([\d.]+ KiB\)", text), text
     assert "modeling_evil.py" in text and "code or a pickle" in text and "model.safetensors" in text
-    # --no-files: the weights only, a file older decoders read.
+    # --no-files: the weights only (in a compact header, format 1.4: the CLI has no option for older headers).
     assert main(["pack", str(folder), "-o", str(tmp_path / "c.ecnn"), "--bits", "8", "--no-files", "-q"]) == 0
     with EcnnFile(tmp_path / "c.ecnn") as f:
-        assert f.file_names() == [] and f.version[1] <= 2
+        assert f.file_names() == [] and f.version[1] == 4
 
 
 def test_info_lists_and_verify_checks_stored_files(packed, tmp_path, capsys):
     _, out, _ = packed
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "stored files: " in text and "1_Pooling/config.json" in text and "(format 1.3)" in text
+    assert "stored files: " in text and "1_Pooling/config.json" in text and "(format 1.4)" in text
     assert main(["info", "--json", str(out)]) == 0
     files = json.loads(capsys.readouterr().out)["files"]
     assert {"name": "config.json", "bytes": len(etf.stored_files(out)["config.json"])} in files

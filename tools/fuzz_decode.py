@@ -8,7 +8,8 @@ decodes the result with ``ecnn.numpy.decode``. Anything other than an
 * ``payload``: bytes changed in the data section, then every payload CRC and
   the header CRC recomputed, so the damage reaches the stream decoders;
 * ``header``: bytes changed in the header, then the header CRC recomputed, so
-  the damage reaches the strict MessagePack parser and the field checks;
+  the damage reaches the strict MessagePack parser, or the compact header's
+  parser (format 1.4: the vectors named ``compact_*``), and the field checks;
 * ``raw``: bytes changed anywhere and nothing fixed (the checksums must catch it).
 
 Usage:
@@ -37,6 +38,7 @@ import msgpack  # noqa: E402
 
 import ecnn.numpy as en  # noqa: E402
 from ecnn import errors  # noqa: E402
+from ecnn.container import compact  # noqa: E402
 from ecnn.container import format as fmt  # noqa: E402
 from ecnn.container.reader import Container  # noqa: E402
 
@@ -50,7 +52,7 @@ def _rebuild_with_crcs(data: bytes) -> bytes:
     h = c.header
     for r, rec in zip(h["tensors"], c.records):
         r["crc32"] = fmt.crc32(bytes(c.buf[rec.offset : rec.offset + rec.length]))
-    hb = msgpack.packb(h)
+    hb = compact.encode(h) if data[fmt.PREAMBLE_SIZE] == compact.MARK else msgpack.packb(h)  # the seed's header form
     head = struct.pack("<HHI", fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR, len(hb))
     out = fmt.SIGNATURE + head + struct.pack("<I", fmt.crc32(head, hb)) + hb
     out += bytes(fmt.align_up(len(out), h["align"]) - len(out))

@@ -17,7 +17,12 @@ generators:
   time) so that the damage reaches the record and stream checks;
 * ``generate``: a header built from scratch from the field tables
   (``ecnn.container.header.RECORD_FIELDS``, ``ecnn.repr.REPRS``, the stream
-  coders of ``ecnn.coder.streams``) with hostile values and random payloads.
+  coders of ``ecnn.coder.streams``) with hostile values and random payloads;
+* ``compact``: the seed's header written in the compact form of format 1.4
+  (spec/FORMAT.md 6.7), its fields sometimes changed first, then its bytes
+  damaged where the form is fragile: code bytes set to the last and first
+  reserved codes, varints made too long, not shortest or past 2^64, counts
+  set to their caps and past them, fields cut or repeated; header CRC fixed.
 
 Targets (``--targets``):
 
@@ -93,7 +98,7 @@ from ecnn.coder import streams
 from ecnn.container import format as fmt
 
 TARGETS = ("decode", "open", "cli")
-GENERATORS = (("raw", 15), ("header", 10), ("payload", 20), ("tree", 35), ("generate", 20))
+GENERATORS = (("raw", 15), ("header", 10), ("payload", 20), ("tree", 30), ("generate", 15), ("compact", 15))
 CAP_TENSOR = 64 << 20
 CAP_TOTAL = 256 << 20
 LIMITS = fmt.Limits(max_tensor_bytes=CAP_TENSOR, max_total_bytes=CAP_TOTAL)
@@ -175,7 +180,11 @@ def hostile_shape(rng: random.Random) -> list:
 
 def build(header_obj, payloads: list[bytes], align: int = 8, minor: int = 0, fix_crc: bool = True) -> bytes:
     """Serialize a header object and its payloads (placed one after another, aligned)."""
-    hb = msgpack.packb(header_obj, use_bin_type=True)
+    return build_bytes(msgpack.packb(header_obj, use_bin_type=True), payloads, align, minor, fix_crc)
+
+
+def build_bytes(hb: bytes, payloads: list[bytes], align: int = 8, minor: int = 0, fix_crc: bool = True) -> bytes:
+    """A file of header bytes as they are (either form) and payloads placed one after another, aligned."""
     head = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(hb))
     crc = fmt.crc32(head, hb) if fix_crc else 0
     out = bytearray(fmt.SIGNATURE + head + struct.pack("<I", crc) + hb)
@@ -458,7 +467,61 @@ def gen_generate(seed: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
         return build({"align": 8, "metadata": {}, "tensors": []}, [])
 
 
-GEN = {"raw": gen_raw, "header": gen_header, "payload": gen_payload, "tree": gen_tree, "generate": gen_generate}
+_COMPACT_BYTES = (0x00, 0x01, 0x06, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x0F, 0x20, 0x21, 0x40, 0x41, 0x7F, 0x80, 0xC1, 0xFF)
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def gen_compact(seed: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
+    """The seed's header in the compact form (spec/FORMAT.md 6.7), then damaged field-aware."""
+    from ecnn.container import compact
+
+    parts = split(seed)
+    if parts is None or not isinstance(parts[0], dict):
+        return gen_raw(seed, rng, seeds)
+    h, payloads, align, _ = parts
+    try:
+        hb = compact.encode(h)
+    except Exception:  # noqa: BLE001 - a header the compact form cannot hold (ancillary keys): the encoder is not under test
+        return gen_raw(seed, rng, seeds)
+    if rng.random() < 0.4:  # change fields first, then write them compact where the form can hold them
+        t = json.loads(json.dumps(h))
+        keep: set = set()
+        mutate_tree(t, rng, keep)
+        moved = relayout(t, list(payloads), rng, {k for k in keep if k[1] != "offset"})
+        try:
+            hb, payloads = compact.encode(t), moved
+        except Exception:  # noqa: BLE001 - as above
+            pass
+    d = bytearray(hb)
+    for _ in range(rng.choice((0, 1, 1, 2, 3))):
+        i = rng.randrange(1, len(d) + 1) if len(d) > 1 else 1
+        op = rng.random()
+        if op < 0.3 and i < len(d):
+            d[i] = rng.choice(_COMPACT_BYTES)
+        elif op < 0.45:  # a varint too long, not in its shortest form, or of 2^64 and more
+            k = rng.randint(1, 11)
+            d[i:i] = b"\x80" * k + bytes([rng.choice((0, 1, 2, 3, 0x7F))])
+        elif op < 0.6 and i < len(d):  # a count at or past its cap, in place of a byte
+            d[i : i + 1] = _uvarint(rng.choice((32, 33, 64, 65, 65536, 65537, 1 << 20, (1 << 20) + 1, (1 << 48) + 1, (1 << 64) - 1)))
+        elif op < 0.75:
+            del d[i : i + rng.randint(1, 4)]
+        elif op < 0.85:
+            del d[i:]
+        else:
+            j = rng.randrange(1, len(d) + 1) if len(d) > 1 else 1
+            d[i:i] = d[j : j + rng.randint(1, 24)]
+    return build_bytes(bytes(d), payloads, h.get("align", align), fmt.COMPACT_MINOR, fix_crc=rng.random() < 0.97)
+
+
+GEN = {"raw": gen_raw, "header": gen_header, "payload": gen_payload, "tree": gen_tree, "generate": gen_generate, "compact": gen_compact}
 
 
 def load_seeds() -> list[bytes]:
@@ -789,7 +852,13 @@ def _bomb_headers(nbytes: int) -> list[tuple[str, bytes]]:
         n = nbytes // len(one)
         return top + b"\xdd" + n.to_bytes(4, "big") + one * n
 
+    # The compact form (1.4): records of 12 bytes (name "a", int8, no dimensions, raw, length 0), as many
+    # as the 2^20-record cap allows; they parse to the end and fail only as duplicate names.
+    one = b"\x00\x01a\x09\x00" + bytes(4) + b"\x00\x00\x00"
+    n = min(nbytes // len(one), 1 << 20)
+    compact_records = b"\xc1\x00\x03" + _uvarint(n) + one * n
     return [
+        ("compact records of 12 bytes", compact_records),
         ("empty arrays", top + arrays(b"\x90", nbytes)),
         ("empty maps", top + arrays(b"\x80", nbytes)),
         ("nils", top + arrays(b"\xc0", nbytes)),
@@ -806,7 +875,7 @@ def header_bombs() -> list[tuple]:
     for mib in (1, 4, 16):
         for what, hb in _bomb_headers(mib << 20):
             data = build_raw_header(hb)
-            if what.startswith("records"):
+            if what.startswith(("records", "compact")):
                 data += bytes(-len(data) % 8)  # the data section of records with empty payloads
             code = (
                 "import sys, time, resource, tracemalloc; sys.path.insert(0, %r)\n"

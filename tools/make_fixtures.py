@@ -145,6 +145,130 @@ def valid() -> dict[str, tuple[bytes, dict]]:
         files=STORED_FILES,
     )
     out["stored_files_only"] = efile.encode({}, EncodeConfig(align=16), files={"README.md": b"# a file of stored files only\n", "a/b/c.txt": b"", "x.json": b"{}"})
+    # The compact header (1.4): FORMAT.md Appendix E, and a file with metadata, stored files, align 1 and names
+    # that share a prefix ending inside a UTF-8 sequence ("a\xc3" of "a\u00e9" and "a\u00e8").
+    out["compact_small"] = en.encode(
+        {"fc.weight": np.array([[511, 510, 510, 510], [510, 510, 511, 510]], np.float32), "fc.bias": np.array([1, 2, 3], np.int8)},
+        config=EncodeConfig(bits=10, per_row=False),
+    )
+    r = _rng(12)
+    out["compact_metadata_files"] = efile.encode(
+        {
+            "layer.0.weight": ((r.standard_normal((16, 8)) * 0.1).astype(np.float32), dt_.get("float32")),
+            "layer.0.bias": ((r.standard_normal(16) * 0.01).astype(np.float32), dt_.get("float32")),
+            "a\u00e9": (np.arange(5, dtype=np.int16), dt_.get("int16")),
+            "a\u00e8": (np.array([True, False, True]), dt_.get("bool")),
+        },
+        EncodeConfig(bits=6, align=1),
+        {"ecnn.fixture": "compact_metadata_files", "note": "caf\u00e9"},
+        files={"config.json": b'{"a": 1}\n', "sub/config.json": b"{}", "sub/vocab.txt": b"x\n"},
+    )
+    # Every representation and stream coder in a compact header: older vectors with their headers made compact,
+    # payloads unchanged (so each decodes to the tensors of the vector it comes from).
+    for name in COMPACT_OF:
+        path = OUT / "valid" / f"{name}.ecnn"
+        if path.exists():
+            out[f"compact_{name}"] = compact_of(path.read_bytes())
+    return out
+
+
+# Older vectors whose headers together use every kind, coder and field of FORMAT.md 6.7.4.
+COMPACT_OF = (
+    "const_scalar_empty", "ints_and_bools", "lossless_planes", "uniform_rows", "rowcol_signs", "codebook",
+    "fields_forced", "fields_blocks_forced", "fields_rans_forced", "ctx_forced", "packed_streams", "stored_files", "no_tensors",
+)
+
+
+def compact_of(data: bytes) -> bytes:
+    """The same file with its header in the compact form of FORMAT.md 6.7 (Format_Minor 4), payloads unchanged."""
+    from ecnn.container import compact
+
+    c = Container(data)
+    return build_raw(compact.encode(c.header), bytes(c.buf[c.data_start :]), align=c.align, minor=4, empty=not c.records and not c.files)
+
+
+def build_raw(hb: bytes, area: bytes, *, align: int = 8, minor: int = 4, empty: bool = False, crc=None) -> bytes:
+    """A file from header bytes as they are (any form), padding to ``align`` unless the file holds no payloads."""
+    head = struct.pack("<HHI", 1, minor, len(hb))
+    data = fmt.SIGNATURE + head + struct.pack("<I", fmt.crc32(head, hb) if crc is None else crc) + hb
+    if not empty:
+        data += bytes(fmt.align_up(len(data), align) - len(data))
+    return data + area
+
+
+def _uv(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def invalid_compact(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Compact headers (1.4) broken one way each, written byte by byte from FORMAT.md 6.7 (CRC-32s recomputed).
+
+    ``base`` is valid/compact_small: FORMAT.md Appendix E.
+    """
+    c = Container(base)
+    area = bytes(c.buf[c.data_start :])
+    w, b = c.records
+    ok = {
+        "mark": b"\xc1", "flags": b"\x00", "align": b"\x03", "meta": b"", "count": b"\x02",
+        "r0": b"\x00\x09fc.weight" + b"\x01" + b"\x02\x02\x04" + struct.pack("<I", w.crc32) + b"\x03" + struct.pack("<I", 0x3F800000) + b"\x01\x04\x0f",
+        "r1": b"\x03\x04bias" + b"\x09" + b"\x01\x03" + struct.pack("<I", b.crc32) + b"\x00" + b"\x00\x03",
+        "tail": b"",
+    }
+    assert b"".join(ok.values()) == bytes(c.buf[20 : c.header_end]), "compact_small is no longer Appendix E"
+    out = {}
+
+    def add(name, err, why, data=None, **parts):
+        hb = b"".join({**ok, **parts}.values())
+        out[f"compact_{name}"] = (build_raw(hb, area) if data is None else data, err, why)
+
+    r1_int_raw = b"\x03\x04bias\x09\x01\x03" + struct.pack("<I", b.crc32) + b"\x02\x01\x01\x03\x01\x01"  # kind int, one raw stream
+    add("truncated", "MalformedHeader", "the header ends inside record 1's length", r1=ok["r1"][:-1])
+    add("trailing_byte", "MalformedHeader", "a byte after the last field", tail=b"\x00")
+    add("varint_not_shortest", "MalformedHeader", "Tensor_Count 2 written as 82 00", count=b"\x82\x00")
+    add("varint_overflow", "MalformedHeader", "a dimension of 2^64 (ten varint bytes)", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x01" + b"\x80" * 9 + b"\x02", 1))
+    add("varint_too_long", "MalformedHeader", "a varint of eleven bytes", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x01" + b"\x80" * 10 + b"\x01", 1))
+    add("tensor_count_cap", "MalformedHeader", "Tensor_Count 2^20 + 1", count=_uv((1 << 20) + 1))
+    add("tensor_count_past_end", "MalformedHeader", "Tensor_Count 1000: more records than the bytes left can hold", count=_uv(1000))
+    add("reserved_flag", "UnknownField", "Flags bit 2 set", flags=b"\x04")
+    add("align_log2", "InvalidField", "Align_Log2 13 (align 8192)", align=b"\x0d")
+    add("dtype_code", "UnsupportedCoding", "dtype code 15", r1=ok["r1"].replace(b"bias\x09", b"bias\x0f", 1))
+    add("kind_code", "UnsupportedCoding", "representation code 7", r0=ok["r0"].replace(b"\x03\x00\x00\x80\x3f", b"\x07\x00\x00\x80\x3f", 1))
+    add("coder_code", "UnsupportedCoding", "stream coder code 8", r0=ok["r0"][:-2] + b"\x08\x0f")
+    add("ndim_cap", "LimitExceeded", "33 dimensions", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x21" + b"\x01" * 33, 1))
+    add("streams_cap", "LimitExceeded", "65 streams", r0=ok["r0"][:-3] + b"\x41" + b"\x00\x00\x00" * 65)
+    add("name_prefix", "InvalidField", "record 1 shares 10 bytes of a 9-byte name", r1=b"\x0a" + ok["r1"][1:])
+    add("name_too_long", "InvalidField", "a name of 1025 bytes", r1=b"\x03" + _uv(1022) + b"x" * 1022 + ok["r1"][6:])
+    add("name_utf8", "MalformedHeader", "record 1's name 'fc.' + ff: not UTF-8", r1=b"\x03\x01\xff" + ok["r1"][6:])
+    add("name_empty", "InvalidField", "a name of no bytes", r0=b"\x00\x00" + ok["r0"][11:])
+    add("bool_byte", "InvalidField", "a raw stream's signed byte is 2", r1=r1_int_raw[:-1] + b"\x02")
+    add("duplicate_metadata_key", "DuplicateKey", "metadata key 'k' twice", flags=b"\x01", meta=b"\x02\x01k\x01a\x01k\x01b")
+    add("empty_metadata", "InvalidField", "a metadata block of no entries", flags=b"\x01", meta=b"\x00")
+    add("metadata_cap", "MalformedHeader", "65,537 metadata entries", flags=b"\x01", meta=_uv(65537))
+    add("duplicate_names", "DuplicateTensorName", "two records named fc.weight", r1=b"\x09\x00" + ok["r1"][6:])
+    add("dim_range", "InvalidField", "a dimension of 2^48 + 1", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x01" + _uv((1 << 48) + 1), 1))
+    add("step_zero", "InvalidField", "a uniform step of +0.0", r0=ok["r0"].replace(struct.pack("<I", 0x3F800000), bytes(4), 1))
+    hb = b"".join({**ok, "r1": ok["r1"][:-1] + b"\x02"}.values())
+    add("raw_length", "InvalidField", "a raw record of length 2 for 3 int8 elements", data=build_raw(hb, area[:-1]))
+    add("past_end", "TruncatedFile", "record 1's length of 1000 runs past the end", r1=ok["r1"][:-1] + _uv(1000))
+    add("payload_checksum", "PayloadChecksumMismatch", "record 0's crc32 off by one bit",
+        r0=ok["r0"].replace(struct.pack("<I", w.crc32), struct.pack("<I", w.crc32 ^ 1), 1))
+    add("trailing_data", "TrailingData", "a byte after the last payload", data=base + b"\x00")
+    blob = b'{"a": 1}\n'
+    files = lambda *recs: b"".join([_uv(len(recs))] + list(recs))  # noqa: E731
+    frec = lambda p, name, data=blob: _uv(p) + _uv(len(name)) + name + _uv(len(data)) + struct.pack("<I", fmt.crc32(data))  # noqa: E731
+    farea = area + bytes(fmt.align_up(len(area), 8) - len(area)) + blob
+    add("file_dotdot", "BadFileName", "a stored file named '../config.json'", data=build_raw(b"".join({**ok, "flags": b"\x02", "tail": files(frec(0, b"../config.json"))}.values()), farea))
+    add("files_cap", "LimitExceeded", "File_Count 65,537", flags=b"\x02", tail=_uv(65537))
+    add("empty_files", "InvalidField", "a files block of no files", flags=b"\x02", tail=b"\x00")
+    add("file_name_prefix", "InvalidField", "a file name sharing 1 byte with no previous name", data=build_raw(b"".join({**ok, "flags": b"\x02", "tail": files(frec(1, b"config.json"))}.values()), farea))
+    two = files(frec(0, b"config.json"), frec(0, b"CONFIG.json", b""))
+    add("file_duplicate_case", "DuplicateFileName", "two stored files named alike but for letter case",
+        data=build_raw(b"".join({**ok, "flags": b"\x02", "tail": two}.values()), farea))
     return out
 
 
@@ -923,6 +1047,7 @@ def main() -> int:
     inv.update(invalid_ctx_rowcol(base("ctx_rowcol")))
     inv.update(invalid_ctx_model5(base("ctx_rowcol_rans_lanes")))
     inv.update(invalid_files(base("stored_files")))
+    inv.update(invalid_compact(base("compact_small")))
     vdir, idir = OUT / "valid", OUT / "invalid"
     vexp_path, iexp_path = vdir / "expected.json", idir / "expected.json"
     vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}

@@ -268,13 +268,190 @@ def _walk_depth_and_floats(node, depth: int = 0) -> None:
 
 
 def parse_header(buf: bytes):
-    """F§10 steps 7 and 8: strict parse, then the tree walk."""
+    """F§10 steps 7 and 8: strict parse, then the tree walk (a compact header, F§6.7, has no tree walk)."""
+    if buf[:1] == bytes([COMPACT_MARK]):
+        return _CompactParser(buf).parse()
     parser = _MsgpackParser(buf)
     tree = parser.parse()
     if parser.pos != len(buf):
         raise _malformed("bytes after the header object")
     _walk_depth_and_floats(tree)
     return tree
+
+
+# ---------------------------------------------------------------------------
+# The compact header (F§6.7, version 1.4)
+# ---------------------------------------------------------------------------
+
+COMPACT_MARK = 0xC1  # F§6.7: a MessagePack type byte no MessagePack object starts with
+# F§6.7.3: byte codes, in the order of the tables of F§7 and C§3.
+COMPACT_DTYPES = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
+                  "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool")
+COMPACT_KINDS = {  # kind -> its fields after `kind`: u = uvarint, w = u32 (F§6.7.4)
+    "raw": (), "planes": (), "int": (), "uniform": (("step", "w"),), "uniform_rows": (("step", "w"),),
+    "codebook": (("levels", "u"), ("zero", "u")), "fields": (("head", "u"),),
+}
+COMPACT_CODERS = {  # coder -> its fields after `coder` and `length`: s = svarint, b = bool
+    "const": (("value", "s"),),
+    "raw": (("width", "u"), ("signed", "b")),
+    "cat0": (("offset", "s"), ("nsym", "u"), ("chunk", "u"), ("precision", "u")),
+    "rowcol": (("offset", "s"), ("nsym", "u"), ("rows", "u"), ("cols", "u"), ("nrc", "u"),
+               ("ncc", "u"), ("signs", "b"), ("chunk_rows", "u"), ("precision", "u")),
+    "ctx": (), "packed": (("width", "u"),), "blocks": (), "rans": (),
+}
+
+
+class _CompactParser:
+    """F§6.7: every read checked against the end of the header; errors in byte order."""
+
+    SEC = "FORMAT.md §6.7"
+
+    def __init__(self, buf: bytes):
+        self.buf = buf
+        self.pos = 1  # byte 0 is the mark
+
+    def fail(self, error: str, msg: str) -> SpecError:
+        return SpecError(error, self.SEC, msg)
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.buf):
+            raise self.fail("MalformedHeader", "the header ends inside a field")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def varint(self, bits: int = 64) -> int:
+        """F§6.7.1: LEB128, at most 10 bytes, shortest form, below 2^bits."""
+        value = 0
+        for i in range(10):
+            byte = self.take(1)[0]
+            value += (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                if i > 0 and byte == 0:
+                    raise self.fail("MalformedHeader", "a varint not in its shortest form")
+                if value >= 1 << bits:
+                    raise self.fail("MalformedHeader", f"a varint of 2^{bits} or more")
+                return value
+        raise self.fail("MalformedHeader", "a varint longer than 10 bytes")
+
+    def svarint(self) -> int:
+        z = self.varint(65)
+        return z // 2 if z % 2 == 0 else -(z + 1) // 2
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), "little")
+
+    def count(self, cap: int, cap_error: str, least: int, what: str) -> int:
+        n = self.varint()
+        if n > cap:
+            raise self.fail(cap_error, f"{n} {what} (cap {cap})")
+        if n * least > len(self.buf) - self.pos:
+            raise self.fail("MalformedHeader", f"{n} {what} cannot fit in the bytes left")
+        return n
+
+    def text(self, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise self.fail("MalformedHeader", "a string is not valid UTF-8") from None
+
+    def string(self) -> str:
+        return self.text(self.take(self.varint()))
+
+    def name(self, previous: bytes) -> bytes:
+        shared = self.varint()
+        if shared > len(previous):
+            raise self.fail("InvalidField", f"a name shares {shared} bytes of a {len(previous)}-byte name")
+        n = self.varint()
+        if shared + n > MAX_NAME_BYTES:
+            raise self.fail("InvalidField", "a name longer than 1024 bytes")
+        raw = previous[:shared] + self.take(n)
+        self.text(raw)
+        return raw
+
+    def code(self, table, what: str) -> str:
+        c = self.take(1)[0]
+        if c >= len(table):
+            raise self.fail("UnsupportedCoding", f"reserved {what} code {c}")
+        return list(table)[c]
+
+    def typed(self, how: str):
+        if how == "u":
+            return self.varint()
+        if how == "s":
+            return self.svarint()
+        if how == "w":
+            return self.u32()
+        b = self.take(1)[0]  # "b"
+        if b not in (0, 1):
+            raise self.fail("InvalidField", f"a boolean byte {b}")
+        return b == 1
+
+    def parse(self) -> MsgMap:
+        """The header as the map F§6.3 checks, offsets filled in by the rule of F§8."""
+        flags = self.varint()
+        if flags > 3:
+            raise self.fail("UnknownField", f"reserved flag bits in {flags:#x}")
+        log2 = self.take(1)[0]
+        if log2 > 12:
+            raise self.fail("InvalidField", f"Align_Log2 {log2}")
+        align = 1 << log2
+        metadata = MsgMap()
+        if flags & 1:
+            n = self.count(MAX_MAP, "MalformedHeader", 2, "metadata entries")
+            if n == 0:
+                raise self.fail("InvalidField", "an empty metadata block")
+            seen = set()
+            for _ in range(n):
+                key, value = self.string(), self.string()
+                if key in seen:
+                    raise self.fail("DuplicateKey", f"metadata key {key!r} twice")
+                seen.add(key)
+                metadata.append((key, value))
+        records = []
+        previous = b""
+        end = 0
+        for _ in range(self.count(MAX_ARRAY, "MalformedHeader", 11, "tensor records")):
+            previous = self.name(previous)
+            dtype = self.code(COMPACT_DTYPES, "dtype")
+            shape = [self.varint() for _ in range(self.count(MAX_NDIM, "LimitExceeded", 1, "dimensions"))]
+            crc = self.u32()
+            kind = self.code(COMPACT_KINDS, "representation")
+            repr_map = MsgMap([("kind", kind)] + [(k, self.typed(h)) for k, h in COMPACT_KINDS[kind]])
+            nstreams = self.count(MAX_STREAMS, "LimitExceeded", 2, "streams")
+            length = self.varint() if nstreams == 0 else 0
+            streams = []
+            for _ in range(nstreams):
+                coder = self.code(COMPACT_CODERS, "stream coder")
+                desc = MsgMap([("coder", coder), ("length", self.varint())])
+                desc += [(k, self.typed(h)) for k, h in COMPACT_CODERS[coder]]
+                length += desc[1][1]
+                streams.append(desc)
+            offset = _align_up(end, align)
+            end = offset + length
+            records.append(MsgMap([
+                ("name", previous.decode("utf-8")), ("dtype", dtype), ("shape", shape), ("offset", offset),
+                ("length", length), ("crc32", crc), ("repr", repr_map), ("streams", streams),
+            ]))
+        top = MsgMap([("align", align), ("metadata", metadata), ("tensors", records)])
+        if flags & 2:
+            n = self.count(MAX_FILES, "LimitExceeded", 7, "stored files")
+            if n == 0:
+                raise self.fail("InvalidField", "an empty files block")
+            files = []
+            previous = b""
+            for _ in range(n):
+                previous = self.name(previous)
+                length = self.varint()
+                crc = self.u32()
+                offset = _align_up(end, align)
+                end = offset + length
+                files.append(MsgMap([("name", previous.decode("utf-8")), ("offset", offset),
+                                     ("length", length), ("crc32", crc)]))
+            top.append(("files", files))
+        if self.pos != len(self.buf):
+            raise self.fail("MalformedHeader", "bytes after the last field")
+        return top
 
 
 # ---------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 # 0x1A stops a DOS "type" (the same tricks as PNG's signature).
 SIGNATURE = b"\x8eECNN\r\n\x1a"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 3  # the highest minor version this code writes and knows
+FORMAT_MINOR = 4  # the highest minor version this code writes and knows
 FILES_MINOR = 3  # the first minor version with stored files (spec/FORMAT.md 6.6)
+COMPACT_MINOR = 4  # the first minor version with the compact header (spec/FORMAT.md 6.7)
 PREAMBLE = struct.Struct("<8sHHII")  # signature, major, minor, header length, header CRC-32
 PREAMBLE_SIZE = PREAMBLE.size  # 20
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import msgpack
 
 from ecnn import dtypes
+from ecnn.container import compact
 from ecnn.container import format as fmt
 from ecnn.container.mpack import ARRAY, DROPPED_MAP, MAP, DroppedArray, DroppedMap, Failed, Reader, malformed
 from ecnn.errors import (
@@ -457,12 +458,19 @@ def decode(data: bytes) -> dict:
     """Parse header bytes strictly and check them against the field tables.
 
     Memory grows with the parts of the header the tables use, not with the
-    header's size alone (see the notes above ``MAX_DEPTH``).
+    header's size alone (see the notes above ``MAX_DEPTH``). A header whose
+    first byte is ``0xC1`` is the compact form (:mod:`ecnn.container.compact`);
+    it gives the same structure, offsets filled in.
 
     Raises:
         MalformedHeader, DuplicateKey, InvalidField, UnknownField, LimitExceeded, UnsupportedCoding.
     """
-    p = _Parser(bytes(data))
+    data = bytes(data)
+    if data[:1] == bytes([compact.MARK]):  # the compact form of version 1.4 (spec/FORMAT.md 6.7)
+        top = compact.decode(data)
+        check_map(top, TOP_FIELDS, "header", OPTIONAL_TOP_FIELDS)  # the records too, in order
+        return top
+    p = _Parser(data)
     try:
         top = p.root()
     except RecursionError:  # only a caller's own deep stack leaves too little room for 256 levels
@@ -502,9 +510,18 @@ def _ordered(obj: dict, fields: dict[str, Field]) -> dict:
     return out
 
 
-def encode(header: dict) -> bytes:
-    """Serialize a header: fields in table order, checked as a reader would check them."""
+def encode(header: dict, form: str = "msgpack") -> bytes:
+    """Serialize a header, checked as a reader would check it.
+
+    ``form`` is ``"msgpack"`` (fields in table order, spec/FORMAT.md 6.1 to 6.6)
+    or ``"compact"`` (version 1.4, spec/FORMAT.md 6.7).
+    """
     check_map(header, TOP_FIELDS, "header", OPTIONAL_TOP_FIELDS)
+    if form == "compact":
+        data = compact.encode(header)
+        if len(data) > fmt.MAX_HEADER_LENGTH:
+            raise LimitExceeded("header would exceed the format's 64 MiB cap")
+        return data
     top = _ordered(header, TOP_FIELDS)
     top["tensors"] = [_ordered(r, RECORD_FIELDS) for r in header["tensors"]]
     if "files" in header:

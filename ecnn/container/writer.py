@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 
 from ecnn.container import format as fmt
 from ecnn.container import header as hdr
+from ecnn.errors import InvalidField
 
 DEFAULT_ALIGN = 8
 
@@ -42,19 +43,34 @@ def layout_files(files: list[dict], blobs: list, start: int, align: int = DEFAUL
 
 
 def head(
-    records: list[dict], metadata: dict[str, str], align: int = DEFAULT_ALIGN, *, minor: int, files: list[dict] | None = None
+    records: list[dict],
+    metadata: dict[str, str],
+    align: int = DEFAULT_ALIGN,
+    *,
+    minor: int,
+    files: list[dict] | None = None,
+    compact: bool = False,
 ) -> bytes:
     """Preamble, header and the padding up to the data section, for records already laid out.
 
     The payloads follow, each at its record's ``offset`` from the end of these
     bytes (spec/FORMAT.md section 8). ``files`` are stored file records (spec/FORMAT.md
     section 6.6), laid out after the tensors; none leaves the field out.
+    ``compact`` writes the compact header of version 1.4 (spec/FORMAT.md 6.7)
+    where it is the smaller of the two forms, and Format_Minor 4 with it.
     """
     top = {"align": align, "metadata": dict(metadata), "tensors": records}
     if files:
         top["files"] = files
         minor = max(minor, fmt.FILES_MINOR)
     header = hdr.encode(top)
+    if compact:
+        try:
+            small = hdr.encode(top, "compact")
+        except InvalidField:  # fields the compact form has no place for (ancillary ones): MessagePack holds them
+            small = header
+        if len(small) < len(header):
+            header, minor = small, max(minor, fmt.COMPACT_MINOR)
     versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(header))
     preamble = fmt.PREAMBLE.pack(fmt.SIGNATURE, fmt.FORMAT_MAJOR, minor, len(header), fmt.crc32(versions_and_length, header))
     end = fmt.PREAMBLE_SIZE + len(header)
@@ -70,19 +86,20 @@ def serialize(
     *,
     minor: int,
     files: list[tuple[str, bytes]] | None = None,
+    compact: bool = False,
 ) -> Iterator[bytes]:
     """Yield the bytes of a whole file, piece by piece (payloads are not copied).
 
     ``minor`` is the Format_Minor written: the lowest that covers the features the
     records use (spec/FORMAT.md section 11), which the codec knows; stored
-    ``files`` (name, bytes), if any, raise it to 3.
+    ``files`` (name, bytes), if any, raise it to 3; ``compact`` as for :func:`head`.
     """
     layout(records, payloads, align)
     end = records[-1]["offset"] + records[-1]["length"] if records else 0
     frecs = [{"name": n} for n, _ in files or ()]
     blobs = [b for _, b in files or ()]
     layout_files(frecs, blobs, end, align)
-    yield head(records, metadata, align, minor=minor, files=frecs)
+    yield head(records, metadata, align, minor=minor, files=frecs, compact=compact)
     pos = 0
     for rec, data in zip([*records, *frecs], [*payloads, *blobs]):
         gap = rec["offset"] - pos
