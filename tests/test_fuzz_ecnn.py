@@ -61,3 +61,11 @@ def test_corruption_reports_damage_that_decodes(monkeypatch):
     [row] = fz.corruption([("small", data)], workers=1)
     assert row["flips_found"] == row["flips"] - 8 and row["cuts_found"] == row["cuts"]
     assert len(row["bad"]) == 8 and all("byte 0:" in b and "silent" in b for b in row["bad"])
+
+
+def test_found_crashes_stay_fixed(seeds, tmp_path):
+    """Inputs that once crashed a reader (``fuzz_ecnn --seed S --replay TARGET:I``) are rejected with a typed error."""
+    for seed, target, i in [(3, "decode", 2281)]:  # a fields tensor whose head stream's coder was a map
+        _, data = fz.make_input(seeds, seed, target, i)
+        with pytest.raises(fz.Rejected):
+            fz.RUN[target](data, random.Random(i), tmp_path)

@@ -135,7 +135,7 @@ def validate(name: str, rep: dict, descs: list, shape, dt: DType) -> None:
     if len(descs) != NSTREAMS:
         raise InvalidField(f"tensor {name!r}: fields needs {NSTREAMS} streams, has {len(descs)}")
     for j, (d, (count, lo, hi)) in enumerate(zip(descs, stream_ranges(shape, dt, k))):
-        if j == 2 and isinstance(d, dict) and d.get("coder") in HEAD_CODERS:
+        if j == 2 and isinstance(d, dict) and isinstance(d.get("coder"), str) and d["coder"] in HEAD_CODERS:
             _validate_blocks(d, count)
         else:
             streams.validate(d, count, lo, hi)
