@@ -1,0 +1,274 @@
+"""Budgets for models run by a black box: sensitivities measured on the outputs, no gradients.
+
+The torch path (:func:`ecnn.budget.compress`) weighs each weight's error by
+a Gauss-Newton diagonal that autograd computes. A model run by an engine
+without gradients (an ONNX model in ONNX Runtime, :mod:`ecnn.onnx`) gets
+each tensor's sensitivity by measuring instead: the tensor alone is rounded
+to a probe grid (:data:`PROBE_BITS`), the model runs on the calibration
+inputs, and the output error it causes, relative to the outputs' energy,
+divided by the tensor's squared rounding error is the tensor's sensitivity
+``h`` (one number per tensor). That is the linearized model the allocation
+assumes (``D = h * ||w - Q(w)||**2``), measured where the budget's steps
+lie, so a tensor whose rounding the model amplifies (a recurrent weight, a
+fixed basis, a lookup table) is weighted by what it does to the outputs.
+One run per tensor and probe, plus one for the reference.
+
+The candidates, the Lagrangian path and the size search are the torch path's
+(:mod:`ecnn.budget.candidates`, :mod:`ecnn.budget.search`); :func:`compress`
+walks them to a size or to a metric budget, the metric being computed from
+the outputs (:func:`top1_agreement`, :func:`cosine`). Numpy only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ecnn import quantize
+from ecnn.budget import summary as budget_summary
+from ecnn.budget.candidates import Tensor, measure
+from ecnn.budget.config import BudgetConfig, CompressResult, Progress, SweepPoint, check_drop, check_target
+from ecnn.budget.search import Search, bisect_metric
+from ecnn.budget.summary import METADATA_KEY
+from ecnn.config import EncodeConfig
+from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached
+
+log = logging.getLogger(__name__)
+
+PROBE_BITS = (4,)  # each tensor's sensitivity is measured rounded to this many bits (per tensor); the largest counts
+SENSITIVITY = "measured"  # the summary's name for this sensitivity
+METRICS = ("top1", "cosine")
+
+# calibration({name: storage array}) -> the model's outputs, the named tensors replaced, the others original
+Calibration = Callable[[Mapping[str, np.ndarray]], Sequence[np.ndarray]]
+
+
+def _float_outputs(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [np.asarray(o, np.float64) for o in outputs if np.asarray(o).dtype.kind == "f" and np.asarray(o).size]
+
+
+def output_error(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+    """The outputs' squared error relative to the reference's energy, summed over the float outputs.
+
+    Each output counts as ``mean((y - y_ref)**2) / mean(y_ref**2)``, so outputs
+    of any scale weigh alike; non-finite outputs count as infinitely wrong.
+    """
+    total = 0.0
+    for a, b in zip(_float_outputs(reference), _float_outputs(outputs)):
+        if a.shape != b.shape or not np.isfinite(b).all():
+            return float("inf")
+        energy = float(np.mean(a * a))
+        total += float(np.mean((a - b) ** 2)) / (energy if energy > 0 else 1.0)
+    return total
+
+
+def _rows(o: np.ndarray) -> np.ndarray:
+    return o.reshape(-1, o.shape[-1]) if o.ndim >= 1 else o.reshape(1, 1)
+
+
+def top1_agreement(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+    """Percent of rows of the first float output (argmax over its last axis) that agree with the reference."""
+    a, b = _float_outputs(reference)[0], _float_outputs(outputs)[0]
+    ia, ib = _rows(a).argmax(-1), _rows(b).argmax(-1)
+    return 100.0 * float(np.mean(ia == ib))
+
+
+def cosine(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+    """100 times the mean cosine similarity of the rows (last axis) of the first float output and the reference's."""
+    a, b = _rows(_float_outputs(reference)[0]), _rows(_float_outputs(outputs)[0])
+    if not np.isfinite(b).all():
+        return -100.0
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both = (na > 0) & (nb > 0)
+    cos = np.where(both, np.einsum("ij,ij->i", a, b) / np.where(both, na * nb, 1.0), (na == nb).astype(np.float64))
+    return 100.0 * float(np.mean(cos))
+
+
+def default_metric(reference: Sequence[np.ndarray]) -> str:
+    """``"top1"`` when the first float output is classifier-like (last dimension at least 2), else ``"cosine"``."""
+    outs = _float_outputs(reference)
+    if not outs:
+        raise InvalidOption("the model has no float output to measure")
+    return "top1" if outs[0].ndim >= 1 and outs[0].shape[-1] >= 2 else "cosine"
+
+
+def output_sensitivities(
+    arrays: Mapping[str, tuple[np.ndarray, object]],
+    names: Sequence[str],
+    calibration: Calibration,
+    *,
+    probe_bits: Sequence[int] = PROBE_BITS,
+    floor: float = 1e-2,
+    reference: Sequence[np.ndarray] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """Each named tensor's sensitivity, measured on the outputs (see the module docstring).
+
+    Args:
+        arrays: ``{name: (storage array, dtype)}`` of the model's tensors.
+        names: the tensors to measure.
+        calibration: ``calibration({name: storage array}) -> outputs``, the model run on
+            calibration inputs with the given tensors in place of the originals.
+        probe_bits: the tensor is rounded per tensor to each of these bit widths; the
+            largest ratio counts.
+        floor: a sensitivity is raised to at least ``floor`` times the median (a tensor the
+            calibration inputs do not reach is barely sensitive, not free).
+        reference: the original outputs, if already computed.
+        progress: ``progress(stage, done, total)``.
+
+    Returns:
+        ``{name: h}``, ``h`` the relative output error per unit of squared weight error.
+    """
+    report = progress or (lambda stage, done, total: None)
+    ref = list(reference) if reference is not None else list(calibration({}))
+    if not _float_outputs(ref):
+        raise InvalidOption("the model has no float output to measure")
+    h: dict[str, float] = {}
+    for i, n in enumerate(names):
+        report("sensitivity", i, len(names))
+        a, dt = arrays[n]
+        x = quantize.to_float(a, dt).astype(np.float64)
+        best = 0.0
+        for bits in probe_bits:
+            step = quantize.step_for_bits(a, dt, bits)
+            if not step > 0:
+                continue
+            q = quantize.dequantize(quantize.quantize(a, dt, step), dt, step).reshape(a.shape)
+            err = float(np.sum((quantize.to_float(q, dt).astype(np.float64) - x) ** 2))
+            if err <= 0:
+                continue
+            d = output_error(ref, calibration({n: q}))
+            best = max(best, d / err if np.isfinite(d) else float("inf"))
+        h[n] = best
+        log.info("%s: measured sensitivity %.4g", n, best)
+    report("sensitivity", len(names), len(names))
+    finite = np.array([v for v in h.values() if np.isfinite(v) and v > 0])
+    low = floor * float(np.median(finite)) if finite.size else 1.0
+    top = float(finite.max()) * 1e6 if finite.size else 1.0
+    for n, v in h.items():
+        h[n] = top if not np.isfinite(v) else max(v, low)  # non-finite outputs: as sensitive as can be, kept fine
+    return h
+
+
+def compress(
+    arrays: Mapping[str, tuple[np.ndarray, object]],
+    names: Sequence[str],
+    calibration: Calibration,
+    path=None,
+    *,
+    target_bytes: int | None = None,
+    max_metric_drop: float | None = None,
+    metric: str | None = None,
+    config: BudgetConfig = BudgetConfig(min_ndim=2),
+    metadata: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> CompressResult:
+    """Steps per tensor for a size or metric budget, sensitivities measured on the outputs.
+
+    Args:
+        arrays: every tensor of the file, ``{name: (storage array, dtype)}`` (those not in
+            ``names`` are stored exactly, e.g. an ONNX graph).
+        names: the tensors to allocate (floats).
+        calibration: ``calibration({name: storage array}) -> outputs``, see
+            :func:`output_sensitivities`; also computes the metric.
+        path: write the file here (atomically) as well as returning its bytes.
+        target_bytes: the file must be at most this many bytes.
+        max_metric_drop: the smallest file (within ``target_bytes``, if given) whose
+            metric stays at most this many points below 100, the original's.
+        metric: ``"top1"`` (percent of rows of the first float output whose argmax
+            agrees with the original's) or ``"cosine"`` (100 times the mean cosine
+            similarity of its rows); None: :func:`default_metric`.
+        config: candidate options (:class:`BudgetConfig`; ``floor``, ``steps_per_octave``,
+            ``max_bits``, ``strengths``, ``rate_sample``, ``rtol`` are used).
+        metadata: string-to-string map stored in the file.
+        progress: ``progress(stage, done, total)``.
+
+    Returns:
+        A :class:`ecnn.budget.CompressResult`; ``metric`` and ``base_metric`` (100) are the
+        chosen metric on the calibration inputs.
+
+    Raises:
+        InvalidOption: no budget, bad options, or nothing to allocate.
+        BudgetTooSmall: ``target_bytes`` is below the smallest file the allocation can make.
+        MetricNotReached: even the largest allocation considered drops the metric by more
+            than ``max_metric_drop``.
+    """
+    target = check_target(target_bytes)
+    if metric is not None and metric not in METRICS:
+        raise InvalidOption(f"metric must be one of {METRICS}, got {metric!r}")
+    drop = check_drop(max_metric_drop, calibration)
+    if target is None and drop is None:
+        raise InvalidOption("give target_bytes, max_metric_drop, or both")
+    if not names:
+        raise InvalidOption("no float tensor to quantize")
+    report = progress or (lambda stage, done, total: None)
+    ref = list(calibration({}))
+    metric = metric or default_metric(ref)
+    score = top1_agreement if metric == "top1" else cosine
+    h = output_sensitivities(arrays, names, calibration, floor=config.floor, reference=ref, progress=progress)
+    tensors = [Tensor(n, arrays[n][0], arrays[n][1], h[n]) for n in names]
+    for i, t in enumerate(tensors):
+        report("candidates", i, len(tensors))
+        measure(t, config)
+    report("candidates", len(tensors), len(tensors))
+
+    search = Search(dict(arrays), tensors, EncodeConfig(lossless=True), metadata)
+    room = budget_summary.summary_room(target if target is not None else search.size(search.last))
+    search.summary = "x" * room
+    sweep: list[SweepPoint] = []
+    k = search.last
+    if target is not None:
+        smallest = search.size(0)
+        if smallest > target:
+            raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({smallest} bytes)")
+        k = search.fit(target)
+        log.info("largest allocation within %d bytes: %d of %d moves, %d bytes", target, k, search.last, search.size(k))
+
+    def run(kk: int) -> float:
+        outs = calibration({n: a for n, (a, _) in search.dequantized(kk).items()})
+        m = score(ref, outs)
+        sweep.append(SweepPoint(search.size(kk), search.cum_dist[kk], m))
+        log.info("allocation %d: %d bytes, %s %.6g", kk, search.size(kk), metric, m)
+        return m
+
+    base = 100.0
+    report("evaluate", 0, 1)
+    value = run(k)
+    if drop is not None:
+        if base - value > drop:
+            raise MetricNotReached(
+                f"the largest allocation ({search.size(k)} bytes) drops {metric} by {base - value:.6g} points "
+                f"(to {value:.6g}), more than {drop}"
+            )
+        k, value = bisect_metric(search, run, k, value, base - drop, config.rtol, report)
+    md = dict(metadata or {})
+    md[METADATA_KEY] = budget_summary.summary_json(budget_summary.build(search, sweep, target, drop, SENSITIVITY, base, value), room)
+    data = search.encode(k, md)
+    if path is not None:
+        from ecnn.container.writer import atomic_write
+
+        atomic_write(path, [data])
+    choice = search.choice(k)
+    per = tuple(
+        {
+            "name": t.name,
+            "numel": int(t.arr.size),
+            "step": float(t.steps[choice[t.name]]),
+            "bytes": len(search.record(t.name, choice[t.name])[1]),
+            "sensitivity": float(t.h),
+        }
+        for t in tensors
+    )
+    report("done", 1, 1)
+    return CompressResult(
+        data=data,
+        size=len(data),
+        steps=search.steps(k),
+        metric=value,
+        base_metric=base,
+        distortion=float(search.cum_dist[k]),
+        sweep=tuple(sorted(sweep, key=lambda p: p.size)),
+        tensors=per,
+    )
