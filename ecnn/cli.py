@@ -333,10 +333,12 @@ def _pack_budget(a, src: Path, out: Path) -> int:
             "--target-size and --max-drop choose the steps and search at full effort; "
             "drop --bits, --step, --lossless, --per-tensor and --effort"
         )
+    if not src.is_dir() and eio.kind_of(src) == "onnx":
+        return _pack_onnx_budget(a, src, out)
+    if a.calib_inputs is not None or a.drop_metric is not None:
+        raise InvalidOption("--calib-inputs and --drop-metric are for .onnx models; weight files take --calib and --eval")
     if a.max_drop is not None and not a.eval:
         raise InvalidOption("--max-drop needs --eval module:function")
-    if not src.is_dir() and eio.kind_of(src) == "onnx":
-        raise InvalidOption("--target-size and --max-drop take weight files, not .onnx models")
     target = budget.parse_size(a.target_size) if a.target_size is not None else None
     evaluate = budget.load_callable(a.eval) if a.eval else None
     calibration = budget.load_callable(a.calib) if a.calib else None
@@ -359,6 +361,64 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         print(
             f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
             f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
+        )
+    return 0
+
+
+CALIB_SYNTHETIC_DYNAMIC = 16  # dynamic dims of synthetic calibration inputs (1 if the model cannot run so)
+
+
+def _pack_onnx_budget(a, src: Path, out: Path) -> int:
+    """``pack model.onnx --target-size`` / ``--max-drop``: steps chosen per weight on the model's outputs
+    in ONNX Runtime (:func:`ecnn.onnx.compress_model`)."""
+    from ecnn import budget
+    from ecnn import onnx as eonnx
+    from ecnn.budget import measured
+    from ecnn.errors import InvalidOption
+
+    if a.eval or a.calib:
+        raise InvalidOption(
+            "for .onnx models the budget measures the model's outputs in ONNX Runtime: give --calib-inputs "
+            "inputs.npz (and --drop-metric for --max-drop) instead of --eval and --calib"
+        )
+    target = budget.parse_size(a.target_size) if a.target_size is not None else None
+    if a.calib_inputs is None:
+        feeds = None
+        for dynamic in (CALIB_SYNTHETIC_DYNAMIC, 1):  # a batch of rows where the graph lets the size vary
+            feeds = eonnx.check_inputs(src, None, dynamic=dynamic)
+            try:
+                eonnx.run_model(src, feeds)
+                break
+            except InvalidOption:
+                if dynamic == 1:
+                    raise
+        dims = "dynamic dims = 1" if dynamic == 1 else f"dynamic dims = {dynamic}"
+        print(
+            f"warning: no --calib-inputs: the budget is measured on synthetic inputs made from the graph's declared "
+            f"shapes and dtypes ({dims}; standard normal floats, integers 0 or 1), not real data; the steps it "
+            "chooses can be far from what real inputs need. Give --calib-inputs inputs.npz with typical inputs",
+            file=sys.stderr,
+        )
+    else:
+        feeds = eonnx.check_inputs(src, a.calib_inputs)
+    _confirm_overwrite(out, a.force)
+    t0 = time.perf_counter()
+    res = eonnx.compress_model(
+        src, out, feeds, target_bytes=target, max_drop=a.max_drop, metric=a.drop_metric,
+        config=budget.BudgetConfig(min_ndim=2, exact=tuple(a.exact)), metadata=_metadata(a.metadata),
+        progress=_stage_logger(a.quiet),
+    )  # fmt: skip
+    in_bytes = src.stat().st_size
+    name = measured.metric_of(res.data)
+    if a.json:
+        figures = _pack_figures(out, in_bytes, res.size, time.perf_counter() - t0)
+        figures.update(base_metric=res.base_metric, metric=res.metric, metric_name=name, calib_inputs=a.calib_inputs or "synthetic")
+        _emit_json(figures)
+    elif not a.quiet:
+        print(
+            f"packed ONNX model, {len(res.steps)} weights with chosen steps, {_human(in_bytes)} -> {_human(res.size)} "
+            f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s; {name} on the calibration inputs "
+            f"{res.base_metric:.4g} -> {res.metric:.4g}: {out}"
         )
     return 0
 
@@ -636,6 +696,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric is at most X below the original's")
     b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
     b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: plain weight error)")
+    b.add_argument(
+        "--calib-inputs",
+        metavar="NPZ",
+        help="for .onnx models: calibration inputs, an .npz with one array per graph input, named as the graph's "
+        "inputs (a few hundred typical samples). Each weight's sensitivity is the output error ONNX Runtime "
+        "computes on them with that weight rounded; --max-drop is measured on them too. Without it, synthetic "
+        "inputs are made from the graph's declared shapes (a warning says so)",
+    )
+    b.add_argument(
+        "--drop-metric",
+        choices=("top1", "cosine"),
+        help="for .onnx models, what --max-drop X limits, in points out of 100, on the calibration inputs: top1 "
+        "(percent of rows of the first float output whose argmax over the last axis agrees with the original "
+        "model's; X=1: at most 1%% of predictions change) or cosine (100 times the mean cosine similarity of its "
+        "rows to the original's; X=0.5: mean cosine at least 0.995). Default: top1 when that output's last "
+        "dimension is at least 2, else cosine. The original scores 100",
+    )
     sp.add_argument(
         "--check",
         metavar="INPUTS",

@@ -152,6 +152,19 @@ def output_sensitivities(
     return h
 
 
+def metric_of(data: bytes) -> str | None:
+    """The metric a file made by :func:`compress` was measured with (from its summary), or None."""
+    import json
+
+    from ecnn import file as _file
+
+    with _file.EcnnFile(data) as f:
+        try:
+            return json.loads(f.metadata().get(METADATA_KEY, "{}")).get("metric_name")
+        except ValueError:
+            return None
+
+
 def compress(
     arrays: Mapping[str, tuple[np.ndarray, object]],
     names: Sequence[str],
@@ -244,7 +257,9 @@ def compress(
             )
         k, value = bisect_metric(search, run, k, value, base - drop, config.rtol, report)
     md = dict(metadata or {})
-    md[METADATA_KEY] = budget_summary.summary_json(budget_summary.build(search, sweep, target, drop, SENSITIVITY, base, value), room)
+    summ = budget_summary.build(search, sweep, target, drop, SENSITIVITY, base, value)
+    summ["metric_name"] = metric
+    md[METADATA_KEY] = budget_summary.summary_json(summ, room)
     data = search.encode(k, md)
     if path is not None:
         from ecnn.container.writer import atomic_write
