@@ -18,11 +18,13 @@ examples:
   ecnn pack model.safetensors -o model.ecnn --bits 8     quantize weights to 8 bits
   ecnn pack pytorch_model.bin -o model.ecnn --lossless   keep every bit
   ecnn pack ckpt/ -o model.ecnn --step 0.002             sharded checkpoint folder
+  ecnn pack bert/ -o bert.ecnn --bits 8                  Hugging Face folder: config and tokenizer stored too
   ecnn pack model.safetensors --lossless --effort balanced        several times faster to pack
   ecnn info model.ecnn                                   sizes per tensor
   ecnn verify model.ecnn                                 check every checksum, decode all
   ecnn unpack model.ecnn -o model.safetensors            back to safetensors (or .pt)
   ecnn unpack model.ecnn -o ckpt/ --shard-size 2GB       sharded folder, one tensor in memory at a time
+  ecnn unpack bert.ecnn -o bert2                         the folder again: transformers loads it
   ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, weights packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
   ecnn pack model.onnx --bits 4 --check inputs.npz       ONNX: also run both models, print the deviation
@@ -35,9 +37,14 @@ examples:
 UNPACK_HELP = """\
 Decode a .ecnn file. Where -o goes:
   an existing folder, a path ending in '/', or a path without a suffix
-      a sharded safetensors checkpoint folder in Hugging Face's layout:
-      model-00001-of-0000N.safetensors shards of at most --shard-size bytes
-      and model.safetensors.index.json
+  (or any path but FILE.safetensors/.pt/.pth/.bin/.onnx, for a .ecnn that
+  holds stored files, such as one packed from a Hugging Face model folder)
+      a safetensors checkpoint folder in Hugging Face's layout: one
+      model.safetensors when the tensors fit in --shard-size bytes, else
+      model-00001-of-0000N.safetensors shards and model.safetensors.index.json;
+      with the .ecnn's stored files (config.json, tokenizer files, ...)
+      written beside them. Without -o, such a .ecnn unpacks to a folder
+      named like it without .ecnn
   FILE.safetensors   one safetensors file
   FILE.pt, .pth, .bin   a torch.save state dict
   FILE.onnx          the ONNX model a .ecnn was packed from
@@ -46,8 +53,8 @@ Safetensors output, file or folder, is decoded and written one tensor at a
 time: a checkpoint larger than memory unpacks in about the memory of its
 largest tensor. A .pt file holds every tensor in memory at once (torch.save
 takes the whole dict). Outputs appear complete or not at all. With --force a
-folder is replaced only if it holds nothing but .safetensors files and the
-index.
+folder is replaced only if it holds nothing but .safetensors files, the
+index, and files and folders named like the .ecnn's stored files.
 """
 
 
@@ -162,6 +169,8 @@ def _limits(a):
     return Limits(
         max_tensor_bytes=d.max_tensor_bytes if a.max_tensor_bytes is None else a.max_tensor_bytes,
         max_total_bytes=d.max_total_bytes if a.max_total_bytes is None else a.max_total_bytes,
+        max_file_bytes=d.max_file_bytes if a.max_file_bytes is None else a.max_file_bytes,
+        max_files_bytes=d.max_files_bytes if a.max_files_bytes is None else a.max_files_bytes,
     )
 
 
@@ -177,6 +186,18 @@ def _add_limits(sp) -> None:
         type=_size,
         metavar="SIZE",
         help="refuse files whose tensors decode to more than SIZE in all (default 1TiB)",
+    )
+    sp.add_argument(
+        "--max-file-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files holding a stored file (config, tokenizer, ...) larger than SIZE (default 256MiB)",
+    )
+    sp.add_argument(
+        "--max-files-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="refuse files whose stored files take more than SIZE in all (default 1GiB)",
     )
 
 
@@ -222,20 +243,42 @@ def cmd_pack(a) -> int:
         return _pack_onnx(a, src, out, cfg, t0)
     srcs = eio.open_weights(src)  # read one tensor at a time while encoding: memory stays bounded
     in_bytes = sum(s.nbytes for s in srcs)
+    folder = eio.model_folder_files(src) if src.is_dir() and not a.no_files else None
+    stored = folder.stored if folder else {}
     update, close = _progress_bar(not a.quiet, "packing", unit="B")
     try:
-        size = efile.save_stream(srcs, out, cfg, _metadata(a.metadata), update)
+        size = efile.save_stream(srcs, out, cfg, _metadata(a.metadata), update, files=stored)
     finally:
         close()
     dt = time.perf_counter() - t0
     if a.json:
-        _emit_json(_pack_figures(out, in_bytes, size, dt))
+        figures = _pack_figures(out, in_bytes, size, dt)
+        if folder is not None:
+            figures["stored_files"] = len(folder.stored)
+            figures["stored_bytes"] = folder.nbytes
+        _emit_json(figures)
     elif not a.quiet:
         print(
             f"packed {len(srcs)} tensors, {_human(in_bytes)} -> {_human(size)} "
             f"({_ratio(in_bytes, size)}) in {dt:.1f} s: {out}"
         )
+        if folder is not None:
+            print(_stored_summary(folder))
     return 0
+
+
+def _stored_summary(folder) -> str:
+    """One line on the files ``pack FOLDER/`` stored, and one per kind of file left out."""
+    names = ", ".join(folder.stored)
+    n = len(folder.stored)
+    lines = [f"stored {n} file{'' if n == 1 else 's'} ({_human(folder.nbytes)}){': ' + names if names else ''}"]
+    reasons: dict[str, list[str]] = {}
+    for name, why in folder.skipped:
+        reasons.setdefault(why, []).append(name)
+    for why, names_ in reasons.items():
+        shown = ", ".join(names_[:5]) + (f" and {len(names_) - 5} more" if len(names_) > 5 else "")
+        lines.append(f"  not stored ({why}): {shown}")
+    return "\n".join(lines)
 
 
 def _pack_figures(out: Path, in_bytes: int, size: int, seconds: float) -> dict:
@@ -339,6 +382,12 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         raise InvalidOption("--calib-inputs and --drop-metric are for .onnx models; weight files take --calib and --eval")
     if a.max_drop is not None and not a.eval:
         raise InvalidOption("--max-drop needs --eval module:function")
+    if src.is_dir() and not a.no_files and not a.quiet:
+        print(
+            "note: --target-size and --max-drop store only the weights; pack without them to store the "
+            "folder's config and tokenizer files too",
+            file=sys.stderr,
+        )
     target = budget.parse_size(a.target_size) if a.target_size is not None else None
     evaluate = budget.load_callable(a.eval) if a.eval else None
     calibration = budget.load_callable(a.calib) if a.calib else None
@@ -451,9 +500,10 @@ def cmd_report(a) -> int:
     return 0
 
 
-def _unpack_kind(text: str | None, out: Path) -> str:
+def _unpack_kind(text: str | None, out: Path, has_files: bool = False) -> str:
     """What ``unpack -o`` writes: ``folder`` (an existing folder, a path ending in ``/``, or one without a suffix),
-    else ``safetensors``, ``torch`` or ``onnx`` by the suffix."""
+    else ``safetensors``, ``torch`` or ``onnx`` by the suffix; for a file with stored files, a folder unless
+    the suffix names one of those."""
     from ecnn import io as eio
     from ecnn.errors import InvalidOption, UnreadableInput
 
@@ -463,6 +513,8 @@ def _unpack_kind(text: str | None, out: Path) -> str:
         kind = eio.kind_of(out)
     except UnreadableInput:
         kind = None
+    if has_files and kind not in ("safetensors", "torch", "onnx"):
+        return "folder"  # e.g. -o bert.restored: the model folder the stored files come from
     if kind not in ("safetensors", "torch", "onnx"):
         raise InvalidOption(
             f"{out}: unpack writes .safetensors, .pt, .pth, .bin, .onnx or a folder (a path ending in /)"
@@ -478,18 +530,20 @@ def cmd_unpack(a) -> int:
     src = Path(a.input)
     out = Path(a.output) if a.output else src.with_suffix(".safetensors")
     limits = _limits(a)
-    if not a.output:
-        with efile.EcnnFile(src, limits) as f:
-            if f.metadata().get(efile.ONNX_METADATA_KEY) in efile.ONNX_METADATA_VERSIONS:  # a packed ONNX model unpacks to .onnx
-                out = src.with_suffix(".onnx")
+    with efile.EcnnFile(src, limits) as f:  # the header only: what the file holds decides the output's kind
+        stored_names = f.file_names()
+        if not a.output and f.metadata().get(efile.ONNX_METADATA_KEY) in efile.ONNX_METADATA_VERSIONS:
+            out = src.with_suffix(".onnx")  # a packed ONNX model unpacks to .onnx
+        elif not a.output and stored_names:
+            out = src.with_suffix("")  # a packed model folder unpacks to a folder
     if eio.same_file(src, out) or src.resolve() == out.resolve():
         raise SameFile(f"refusing to overwrite the input {src} with the output")
-    kind = _unpack_kind(a.output, out)
+    kind = _unpack_kind(a.output, out, bool(stored_names))
     if a.shard_size is not None and kind != "folder":
         raise InvalidOption("--shard-size is for folder output (-o DIR/)")
     if kind == "folder":
         _check_parent(out)
-        if eio.check_output_folder(out):  # refuses folders holding anything ecnn does not write
+        if eio.check_output_folder(out, stored_names):  # refuses folders holding anything ecnn does not write
             _confirm_overwrite(out, a.force)
     else:
         _confirm_overwrite(out, a.force)
@@ -521,7 +575,7 @@ def cmd_unpack(a) -> int:
         if a.json:
             _emit_json(_unpack_figures([out], len(tensors), size))
         elif not a.quiet:
-            print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)})")
+            print(f"unpacked {len(tensors)} tensors to {out} ({_human(size)}){_files_left(stored_names)}")
         return 0
     # safetensors, one file or a folder of shards: one tensor decoded and written at a time.
     shard_size = eio.DEFAULT_SHARD_SIZE if a.shard_size is None else a.shard_size
@@ -530,21 +584,34 @@ def cmd_unpack(a) -> int:
         with efile.EcnnFile(src, limits) as f:
             names = f.weight_names()  # a packed ONNX graph is not a weight
             specs = [eio.TensorSpec(n, f.record(n).dtype, f.record(n).shape) for n in names]
-            decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+            metadata = {"format": "pt", **f.metadata()}  # as Hugging Face writes it; transformers checks it
             if kind == "folder":
-                size = eio.write_sharded(out, specs, decoded, f.metadata(), shard_size, overwrite=True)
+                stored = f.files()  # each checked against its CRC-32 before any tensor is decoded
+                decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+                size = eio.write_sharded(out, specs, decoded, metadata, shard_size, overwrite=True, files=stored, single=True)
             else:
-                size = eio.write_safetensors(out, specs, decoded, f.metadata())
+                decoded = _only_arrays(f.iter_arrays(names, update, count_bytes=True))
+                size = eio.write_safetensors(out, specs, decoded, metadata)
     finally:
         close()
     if a.json:
-        paths = sorted(p for p in out.iterdir() if p.is_file()) if kind == "folder" else [out]
+        paths = sorted(p for p in out.rglob("*") if p.is_file()) if kind == "folder" else [out]  # stored files too
         _emit_json(_unpack_figures(paths, len(specs), size))
     elif not a.quiet:
         count = len(eio.plan_shards(specs, shard_size))
         shards = f" in {count} shard{'s' if count > 1 else ''}" if kind == "folder" else ""
-        print(f"unpacked {len(specs)} tensors to {out}{shards} ({_human(size)})")
+        if kind == "folder" and stored_names:
+            shards += f" with {len(stored_names)} stored files"
+        left = _files_left(stored_names) if kind != "folder" else ""
+        print(f"unpacked {len(specs)} tensors to {out}{shards} ({_human(size)}){left}")
     return 0
+
+
+def _files_left(names: list[str]) -> str:
+    """A note that a single-file output leaves the stored files out."""
+    if not names:
+        return ""
+    return f"; its {len(names)} stored files are written only with folder output (-o DIR/)"
 
 
 def _unpack_figures(paths: list[Path], tensors: int, size: int) -> dict:
@@ -567,6 +634,7 @@ def cmd_info(a) -> int:
         meta = f.metadata()
         size = f.size
         version = f.version
+        stored = f.file_sizes()
     if a.json:
         rows = [
             {
@@ -581,7 +649,8 @@ def cmd_info(a) -> int:
             }
             for i in infos
         ]
-        _emit_json({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows})
+        files = [{"name": n, "bytes": b} for n, b in stored.items()]
+        _emit_json({"version": list(version), "file_bytes": size, "metadata": meta, "tensors": rows, "files": files})
         return 0
     if a.quiet:
         return 0
@@ -595,6 +664,11 @@ def cmd_info(a) -> int:
     )
     if meta:
         print("metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
+    if stored:
+        print(f"stored files: {len(stored)}, {_human(sum(stored.values()))}")
+        width = max(len(n) for n in stored)
+        for n, b in stored.items():
+            print(f"  {n.ljust(width)}  {b:>12,} bytes")
     return 0
 
 
@@ -628,14 +702,15 @@ def cmd_verify(a) -> int:
     update, close = _progress_bar(not a.quiet, "verifying", unit="B")
     try:
         with efile.EcnnFile(a.input, _limits(a)) as f:
-            f.verify(update, count_bytes=True)
-            n, size = len(f), f.size
+            f.verify(update, count_bytes=True)  # the stored files' checksums too
+            n, size, files = len(f), f.size, len(f.file_names())
     finally:
         close()
     if a.json:
-        _emit_json({"ok": True, "file": str(a.input), "tensors": n, "bytes": size})
+        _emit_json({"ok": True, "file": str(a.input), "tensors": n, "stored_files": files, "bytes": size})
     elif not a.quiet:
-        print(f"ok: {a.input}: {n} tensors, {size:,} bytes, every checksum matches and every tensor decodes")
+        stored = f" and {files} stored files" if files else ""
+        print(f"ok: {a.input}: {n} tensors{stored}, {size:,} bytes, every checksum matches and every tensor decodes")
     return 0
 
 
@@ -675,6 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bits, one step per tensor instead of one per row (smaller, but outliers coarsen every row)",
     )
     sp.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="store a metadata entry (repeatable)")
+    sp.add_argument(
+        "--no-files",
+        action="store_true",
+        help="for a folder input, store only the weights, not the folder's small files (config.json, tokenizer "
+        "files, vocabularies, subfolders' configs; stored by default, so that one .ecnn is the whole model)",
+    )
     sp.add_argument(
         "--effort",
         choices=EFFORTS,

@@ -67,6 +67,14 @@ class DuplicateTensorName(FormatError):
     """Two tensor records share a name."""
 
 
+class BadFileName(FormatError):
+    """A stored file's name is not a safe relative path (spec/FORMAT.md 6.6)."""
+
+
+class DuplicateFileName(FormatError):
+    """Two stored files have the same name (ignoring case), or one's name is a folder of the other's."""
+
+
 class LimitExceeded(FormatError):
     """A declared count or size exceeds a documented cap."""
 
@@ -112,6 +120,25 @@ class UnsupportedDtype(InputError, TypeError):
 
 class InvalidTensorName(InputError, ValueError):
     """A tensor name is empty, too long, or repeated."""
+
+
+class InvalidFileName(InputError, ValueError):
+    """A file to store has a name the format does not allow, or one repeated (spec/FORMAT.md 6.6)."""
+
+
+class FileNotStored(InputError, KeyError):
+    """No stored file of that name is in the ``.ecnn`` file."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it plain.
+        return str(self.args[0]) if self.args else ""
+
+
+class NoStoredConfig(FileNotStored):
+    """The ``.ecnn`` file stores no ``config.json``: it was packed from weights, not from a model folder."""
+
+
+class MissingDependency(InputError, ImportError):
+    """An optional package that this function needs is not installed (e.g. ``transformers``)."""
 
 
 class UnsafeInput(InputError):

@@ -18,7 +18,7 @@ from ecnn.config import EncodeConfig
 from ecnn.container import format as fmt
 from ecnn.container.reader import Container, TensorRecord
 from ecnn.container.writer import DEFAULT_ALIGN, Spool, atomic_write, head, serialize
-from ecnn.errors import EcnnError, InvalidOption, InvalidTensorName, TruncatedFile
+from ecnn.errors import EcnnError, InvalidFileName, InvalidOption, InvalidTensorName, TruncatedFile
 
 # A file packed from an ONNX model holds its graph as this uint8 tensor (spec/FORMAT.md, ONNX appendix).
 ONNX_GRAPH_TENSOR = "onnx::model"
@@ -95,6 +95,57 @@ def _check_metadata(metadata) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidOption("metadata must map strings to strings")
     return md
+
+
+def check_files(files: Mapping[str, bytes] | None) -> list[tuple[str, bytes]]:
+    """Files to store (spec/FORMAT.md 6.6), checked: ``(name, bytes)`` in the caller's order.
+
+    Raises:
+        InvalidFileName: a name the format refuses (not a safe relative path) or
+            one that clashes with an earlier one (letter case ignored, or a
+            file named like another's folder); InvalidOption: contents that are
+            not bytes.
+    """
+    out: list[tuple[str, bytes]] = []
+    taken = fmt.FileNames()
+    for name, data in (files or {}).items():
+        why = fmt.file_name_problem(name)
+        if why is None:
+            why = taken.add(name)
+        if why is not None:
+            raise InvalidFileName(f"cannot store a file named {str(name)[:80]!r}: {why}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidOption(f"stored file {name!r}: contents must be bytes, got {type(data).__name__}")
+        out.append((name, bytes(data)))
+    return out
+
+
+def write_file_into(folder, name: str, data: bytes) -> int:
+    """Write a stored file to ``folder/name``, creating its subfolders; returns its size.
+
+    ``name`` must be valid by spec/FORMAT.md 6.6 (:func:`check_files`), so the
+    path stays inside ``folder``; the file is created new (``"xb"``), never
+    written through an existing file or link. For folders this process has
+    just made (nothing else writes there).
+
+    Raises:
+        InvalidFileName: ``name`` is not a valid stored file name.
+        FileExistsError: something is already at that path.
+    """
+    why = fmt.file_name_problem(name)
+    if why is not None:
+        raise InvalidFileName(f"cannot write a file named {str(name)[:80]!r}: {why}")
+    root = os.path.realpath(os.fspath(folder))
+    path = os.path.join(root, *name.split("/"))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.commonpath([os.path.realpath(parent), root]) != root:  # a link among the subfolders
+        raise InvalidFileName(f"{name!r} would be written outside {folder}")
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data)
 
 
 @dataclass(frozen=True)
@@ -176,26 +227,29 @@ def encode_parts(
     config: EncodeConfig,
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> Iterable[bytes]:
     """Encode arrays; returns the file as a sequence of byte strings.
 
-    ``progress(name, bytes_done, bytes_total)`` as in :func:`encode_stream`.
+    ``progress(name, bytes_done, bytes_total)`` as in :func:`encode_stream`;
+    ``files`` as in :func:`save_stream`.
     """
     md = _check_metadata(metadata)
+    stored = check_files(files)
     records, payloads = [], []
     for rec, payload in encode_stream(sources(arrays), config, progress, window=1 << 62):  # all in memory anyway
         records.append(rec)
         payloads.append(payload)
-    return encode_records(records, payloads, md, config.align)
+    return encode_records(records, payloads, md, config.align, files=dict(stored))
 
 
-def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> bytes:
-    return b"".join(encode_parts(arrays, config, metadata, progress))
+def encode(arrays, config: EncodeConfig, metadata=None, progress: Progress | None = None, files=None) -> bytes:
+    return b"".join(encode_parts(arrays, config, metadata, progress, files))
 
 
-def save(arrays, path, config: EncodeConfig, metadata=None, progress: Progress | None = None) -> int:
+def save(arrays, path, config: EncodeConfig, metadata=None, progress: Progress | None = None, files=None) -> int:
     """Encode and write atomically; returns the file size."""
-    return save_stream(sources(arrays), path, config, metadata, progress)
+    return save_stream(sources(arrays), path, config, metadata, progress, files=files)
 
 
 def save_stream(
@@ -205,8 +259,14 @@ def save_stream(
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     window: int | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> int:
     """Encode tensors read one at a time and write the file atomically; returns its size.
+
+    ``files`` maps names (relative POSIX paths such as ``config.json`` or
+    ``1_Pooling/config.json``) to bytes stored beside the tensors, each with
+    its CRC-32 (spec/FORMAT.md 6.6): a model folder's configuration and
+    tokenizer files. Storing any makes the file's Format_Minor 3.
 
     Memory stays within the window of :func:`encode_stream` whatever the
     model's size: each payload goes to a hidden temporary file in the output's
@@ -216,10 +276,11 @@ def save_stream(
     :func:`encode` gives for the same tensors.
 
     Raises:
-        InvalidTensorName, InvalidOption, UnsupportedDtype, and what the
-        sources raise when read (e.g. UnreadableInput).
+        InvalidTensorName, InvalidOption, UnsupportedDtype, InvalidFileName,
+        and what the sources raise when read (e.g. UnreadableInput).
     """
     md = _check_metadata(metadata)
+    stored = check_files(files)
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     records: list[dict] = []
     minor = 0
@@ -229,10 +290,21 @@ def save_stream(
             minor = max(minor, codec.minor_version([rec], [payload]))
             spool.add(rec, payload)
             records.append(rec)
-        return atomic_write(path, [head(records, md, config.align, minor=minor), spool.chunk()])
+        frecs = []
+        for name, data in stored:  # after the tensors' payloads (spec/FORMAT.md 8)
+            frec = {"name": name}
+            spool.add(frec, data)
+            frecs.append(frec)
+        return atomic_write(path, [head(records, md, config.align, minor=minor, files=frecs), spool.chunk()])
 
 
-def encode_records(records: list[dict], payloads: list, metadata: Mapping[str, str] | None = None, align: int = DEFAULT_ALIGN) -> list[bytes]:
+def encode_records(
+    records: list[dict],
+    payloads: list,
+    metadata: Mapping[str, str] | None = None,
+    align: int = DEFAULT_ALIGN,
+    files: Mapping[str, bytes] | None = None,
+) -> list[bytes]:
     """The file made of tensors already encoded, as a sequence of byte strings.
 
     For callers that encode tensors one by one (:func:`ecnn.codec.encode_tensor`,
@@ -247,17 +319,21 @@ def encode_records(records: list[dict], payloads: list, metadata: Mapping[str, s
         payloads: their payloads.
         metadata: string-to-string map stored in the file.
         align: payload alignment in bytes (``EncodeConfig.align``).
+        files: stored files, as for :func:`save_stream`.
 
     Raises:
         InvalidTensorName: a bad or repeated tensor name.
         InvalidOption: metadata that is not strings to strings.
+        InvalidFileName: a stored file name the format refuses.
     """
     md = _check_metadata(metadata)
+    stored = check_files(files)
     names = [_check_name(r["name"]) for r in records]
     if len(set(names)) != len(names):
         raise InvalidTensorName("tensor names must be unique")
     records = [dict(r) for r in records]
-    return list(serialize(records, list(payloads), md, align, minor=codec.minor_version(records, payloads)))
+    minor = codec.minor_version(records, payloads)
+    return list(serialize(records, list(payloads), md, align, minor=minor, files=stored))
 
 
 # --- decoding ---------------------------------------------------------------
@@ -333,6 +409,31 @@ class EcnnFile:
     @property
     def size(self) -> int:
         return len(self._c.buf)
+
+    # stored files (spec/FORMAT.md 6.6)
+    def file_names(self) -> list[str]:
+        """The names of the stored files, in file order (none for files before format 1.3)."""
+        return [r.name for r in self._c.files]
+
+    def file_sizes(self) -> dict[str, int]:
+        """``{name: size in bytes}`` of the stored files, in file order."""
+        return {r.name: r.length for r in self._c.files}
+
+    def read_file(self, name: str) -> bytes:
+        """A stored file's bytes, checked against its CRC-32.
+
+        Raises:
+            FileNotStored: no stored file of that name.
+            PayloadChecksumMismatch: its bytes are damaged.
+        """
+        rec = self._c.file_record(name)
+        data = bytes(self._c.file_payload(rec))
+        self._drop(rec.offset, rec.length)
+        return data
+
+    def files(self) -> dict[str, bytes]:
+        """Every stored file, ``{name: bytes}`` in file order, each checked against its CRC-32."""
+        return {name: self.read_file(name) for name in self.file_names()}
 
     def info(self, name: str) -> TensorInfo:
         return _info(self._c.record(name))
@@ -457,7 +558,8 @@ class EcnnFile:
         return self._arrays(self.keys() if names is None else list(names), progress, workers)
 
     def verify(self, progress: Progress | None = None, count_bytes: bool = False) -> None:
-        """Check every checksum and padding byte and decode every tensor, one at a time.
+        """Check every checksum and padding byte and decode every tensor, one at a time; then check
+        every stored file's checksum (spec/FORMAT.md 10, "Verification").
 
         Args:
             progress: as for :meth:`iter_arrays`.
@@ -468,6 +570,9 @@ class EcnnFile:
         """
         for _ in self.iter_arrays(progress=progress, count_bytes=count_bytes):
             pass
+        for rec in self._c.files:
+            self._c.file_payload(rec)
+            self._drop(rec.offset, rec.length)
 
     def close(self) -> None:
         if getattr(self, "_c", None) is not None:

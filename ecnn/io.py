@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,11 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ecnn import dtypes
+from ecnn.container import format as fmt
 from ecnn.container.writer import atomic_write, fsync_dir
 from ecnn.errors import (
     ForeignOutput,
+    InvalidFileName,
     InvalidOption,
     InvalidTensorName,
     OutputExists,
@@ -36,7 +39,7 @@ from ecnn.errors import (
     UnsafeInput,
     UnsupportedDtype,
 )
-from ecnn.file import Source
+from ecnn.file import Source, write_file_into
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_SINGLE = "model.safetensors"  # Hugging Face's name for a checkpoint in one file
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
 
@@ -102,6 +106,110 @@ def _resolve(path) -> tuple[str, Path]:
     if kind in ("index", "safetensors", "torch"):
         return kind, p
     raise UnreadableInput(f"{path}: {kind} files are not weight files this command reads")
+
+
+# --- a model folder's other files ----------------------------------------------
+
+# What ``ecnn pack FOLDER/`` stores beside the weights (spec/FORMAT.md 6.6): the folder's small regular
+# files, except weights (packed as tensors, or another format's copy of them), shard indexes, pickles,
+# and code, which Hugging Face's trust_remote_code would execute.
+WEIGHT_SUFFIXES = (
+    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".hdf5", ".msgpack", ".onnx", ".onnx_data", ".gguf",
+    ".ggml", ".npz", ".npy", ".pb", ".tflite", ".ot", ".ecnn", ".index.json", ".mlmodel", ".keras",
+)  # fmt: skip
+UNSAFE_SUFFIXES = (
+    ".py", ".pyc", ".pyo", ".pyd", ".so", ".dll", ".dylib", ".exe", ".sh", ".bat", ".cmd", ".ps1", ".js",
+    ".pkl", ".pickle", ".joblib", ".ipynb",
+)  # fmt: skip
+MAX_STORED_FILE_BYTES = 64 << 20  # larger files are not stored by default (a big tokenizer.json is ~35 MB)
+MAX_STORED_BYTES = 256 << 20  # all stored files together
+
+
+@dataclass(frozen=True)
+class FolderFiles:
+    """A model folder's files to store in a ``.ecnn`` beside its weights.
+
+    Attributes:
+        stored: ``{name: bytes}``, names relative POSIX paths in sorted order.
+        skipped: ``(name, why)`` of the files left out, for the user.
+    """
+
+    stored: dict[str, bytes]
+    skipped: list[tuple[str, str]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self.stored.values())
+
+
+def model_folder_files(
+    folder, max_file_bytes: int = MAX_STORED_FILE_BYTES, max_total_bytes: int = MAX_STORED_BYTES
+) -> FolderFiles:
+    """The files of a model folder worth storing in its ``.ecnn``: configuration, tokenizer, vocabularies.
+
+    Takes every regular file under ``folder`` (subfolders too, e.g. sentence-transformers'
+    ``1_Pooling/config.json``; a symbolic link to a file counts as the file, as in a Hugging
+    Face cache snapshot; links to folders are not followed) except:
+
+    * hidden files and folders (a name starting with ``.``: ``.git``, ``.gitattributes``, ``.cache``);
+    * weights and shard indexes (:data:`WEIGHT_SUFFIXES`): the weights become the ``.ecnn``'s tensors;
+    * code and pickles (:data:`UNSAFE_SUFFIXES`): a stored file is data, never run;
+    * files over ``max_file_bytes``, or past ``max_total_bytes`` in all;
+    * names the format cannot store (spec/FORMAT.md 6.6: e.g. spaces or non-ASCII letters).
+
+    Raises:
+        UnreadableInput: ``folder`` is not a folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise UnreadableInput(f"{folder}: not a folder")
+    stored: dict[str, bytes] = {}
+    skipped: list[tuple[str, str]] = []
+    taken = fmt.FileNames()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            rel = (here / d).relative_to(root).as_posix()
+            if d.startswith("."):
+                continue  # hidden: .git, .cache, ...
+            if (here / d).is_symlink():
+                skipped.append((rel + "/", "a link to a folder"))
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        for f in sorted(filenames):
+            rel = (here / f).relative_to(root).as_posix()
+            low = f.lower()
+            if f.startswith("."):
+                continue
+            why = None
+            if low.endswith(WEIGHT_SUFFIXES):
+                why = "weights or a shard index"
+            elif low.endswith(UNSAFE_SUFFIXES):
+                why = "code or a pickle: never stored"
+            else:
+                try:
+                    st = os.stat(here / f)  # follows a link: a cache snapshot links to its blobs
+                except OSError as e:
+                    st, why = None, f"unreadable ({e.strerror})"
+                if st is not None:
+                    if not stat.S_ISREG(st.st_mode):
+                        why = "not a regular file"
+                    elif st.st_size > max_file_bytes:
+                        why = f"larger than {max_file_bytes} bytes"
+                    elif total + st.st_size > max_total_bytes:
+                        why = f"the stored files would pass {max_total_bytes} bytes"
+            if why is None:
+                why = fmt.file_name_problem(rel) or taken.add(rel)
+            if why is not None:
+                skipped.append((rel, why))
+                continue
+            data = (here / f).read_bytes()
+            stored[rel] = data
+            total += len(data)
+    return FolderFiles(dict(sorted(stored.items())), skipped)
 
 
 # --- reading one tensor at a time ---------------------------------------------
@@ -552,12 +660,14 @@ def shard_name(i: int, count: int) -> str:
     return f"model-{i:05d}-of-{count:05d}.safetensors"
 
 
-def check_output_folder(folder) -> bool:
+def check_output_folder(folder, files: Iterable[str] = ()) -> bool:
     """Whether :func:`write_sharded` would replace files at ``folder``.
 
     False when there is nothing there or an empty folder; True when it is a
     folder of ``.safetensors`` files and a ``model.safetensors.index.json``
-    (what ecnn writes there), which overwriting replaces as a whole.
+    (what ecnn writes there), and of the files and folders that the stored
+    ``files`` (names, spec/FORMAT.md 6.6) begin with, which overwriting
+    replaces as a whole.
 
     Raises:
         ForeignOutput: ``folder`` is a file or a link, or holds anything else
@@ -571,7 +681,17 @@ def check_output_folder(folder) -> bool:
             f"{p} exists and is not a folder; a checkpoint folder is written only where there is none or one ecnn wrote"
         )
     entries = sorted(os.scandir(p), key=lambda e: e.name)
-    foreign = [e.name for e in entries if not _ours(e)]
+    top_files = {n for n in files if "/" not in n}
+    top_folders = {n.split("/", 1)[0] for n in files if "/" in n}
+
+    def ours(e: os.DirEntry) -> bool:
+        if _ours(e):
+            return True
+        if e.is_symlink():
+            return False
+        return (e.name in top_files and e.is_file()) or (e.name in top_folders and e.is_dir())
+
+    foreign = [e.name for e in entries if not ours(e)]
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise ForeignOutput(
@@ -593,8 +713,16 @@ def write_sharded(
     metadata: Mapping[str, str] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     overwrite: bool = False,
+    files: Mapping[str, bytes] | None = None,
+    single: bool = False,
 ) -> int:
     """Write a sharded safetensors checkpoint folder, one tensor at a time, atomically.
+
+    With ``single``, a checkpoint that fits one shard is written as Hugging
+    Face writes it: one ``model.safetensors`` and no index. ``files`` (names
+    checked by spec/FORMAT.md 6.6, e.g. ``config.json``, ``1_Pooling/config.json``)
+    are written into the folder beside the weights: the folder a ``.ecnn``
+    with stored files was packed from.
 
     The folder holds Hugging Face's layout: shards ``model-00001-of-0000N.safetensors``
     of at most ``shard_size`` bytes of tensor data each (:func:`plan_shards`;
@@ -614,6 +742,8 @@ def write_sharded(
         metadata: string-to-string map stored in every shard's ``__metadata__``.
         shard_size: the most bytes of tensor data in a shard.
         overwrite: replace a folder that holds shards and an index already.
+        files: other files to write into the folder, ``{name: bytes}``.
+        single: one ``model.safetensors`` without an index when one shard holds every tensor.
 
     Returns:
         The number of bytes written, shards and index together.
@@ -624,13 +754,16 @@ def write_sharded(
             index (:func:`check_output_folder`), whatever ``overwrite`` says.
         InvalidTensorName, UnsupportedDtype, InvalidOption: as
             :func:`write_safetensors` raises them.
+        UnsafeInput: a file name that is not a safe relative path, or that
+            names a weights file or the index the folder gets.
     """
     specs = _check_specs(specs)
     md = _check_metadata(metadata)
+    extra = check_folder_files(files)
     shards = plan_shards(specs, shard_size)
     heads = [safetensors_header(group, md) for group in shards]
     target = Path(os.path.abspath(folder))
-    if check_output_folder(target) and not overwrite:
+    if check_output_folder(target, extra) and not overwrite:
         raise OutputExists(f"{target} exists and holds a checkpoint; pass overwrite=True (--force) to replace it")
     tmp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=target.parent))
     try:
@@ -641,8 +774,9 @@ def write_sharded(
         written = 0
         weight_map: dict[str, str] = {}
         before = 0
+        one = single and len(shards) == 1
         for k, (group, head) in enumerate(zip(shards, heads), 1):
-            name = shard_name(k, len(shards))
+            name = SAFETENSORS_SINGLE if one else shard_name(k, len(shards))
 
             def chunks(group=group, head=head):
                 yield head
@@ -652,15 +786,37 @@ def write_sharded(
             weight_map.update((s.name, name) for s in group)
             before += len(group)
         _expect_end(it, len(specs))
-        index = {"metadata": {"total_size": sum(s.nbytes for s in specs)}, "weight_map": weight_map}
-        text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-        written += atomic_write(tmp / SAFETENSORS_INDEX, [text])
+        if not one:
+            index = {"metadata": {"total_size": sum(s.nbytes for s in specs)}, "weight_map": weight_map}
+            text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+            written += atomic_write(tmp / SAFETENSORS_INDEX, [text])
+        for name, data in extra.items():
+            written += write_file_into(tmp, name, data)
         _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("wrote %d tensors in %d shards to %s", len(specs), len(shards), target)
     return written
+
+
+def check_folder_files(files: Mapping[str, bytes] | None) -> dict[str, bytes]:
+    """Files to write beside the weights: safe names (spec/FORMAT.md 6.6) that are not the weights' own.
+
+    Raises:
+        UnsafeInput: a name the format refuses, or one of the weights files or the index.
+    """
+    from ecnn.file import check_files
+
+    try:
+        out = dict(check_files(files))
+    except InvalidFileName as e:
+        raise UnsafeInput(f"refusing to write into the folder: {e}") from None
+    for name in out:
+        low = name.lower()
+        if low.endswith(".safetensors") or low == SAFETENSORS_INDEX:
+            raise UnsafeInput(f"refusing to write a file named {name!r} into the folder: the folder's weights are written under that name")
+    return out
 
 
 def _swap_in(tmp: Path, target: Path) -> None:

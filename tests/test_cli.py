@@ -241,7 +241,7 @@ def test_json_figures(model, files, tmp_path, capsys, caplog):
     assert (lossless["quantized"], lossless["exact"]) == (0, 3)  # --json wins over -q
 
     checked = _json(["verify", str(out)], capsys, caplog)
-    assert checked == {"ok": True, "file": str(out), "tensors": 3, "bytes": out.stat().st_size}
+    assert checked == {"ok": True, "file": str(out), "tensors": 3, "stored_files": 0, "bytes": out.stat().st_size}
 
     info = _json(["info", str(out)], capsys, caplog)
     assert info["file_bytes"] == out.stat().st_size and sorted(t["name"] for t in info["tensors"]) == sorted(sd)
@@ -251,10 +251,12 @@ def test_json_figures(model, files, tmp_path, capsys, caplog):
     assert one["bytes"] == (tmp_path / "u.safetensors").stat().st_size
     pt = _json(["unpack", str(out), "-o", str(tmp_path / "u.pt")], capsys, caplog)
     assert pt["outputs"] == [str(tmp_path / "u.pt")] and pt["tensors"] == 3
-    folder = _json(["unpack", str(out), "-o", f"{tmp_path}/shards/"], capsys, caplog)
+    folder = _json(["unpack", str(out), "-o", f"{tmp_path}/shards/", "--shard-size", "1kB"], capsys, caplog)
     names = sorted(p.name for p in (tmp_path / "shards").iterdir())
     assert [Path(p).name for p in folder["outputs"]] == names and "model.safetensors.index.json" in names
     assert folder["tensors"] == 3
+    single = _json(["unpack", str(out), "-o", f"{tmp_path}/one/"], capsys, caplog)  # fits one shard: as Hugging Face writes it
+    assert [Path(p).name for p in single["outputs"]] == ["model.safetensors"]
 
 
 @pytest.mark.parametrize("argv", [["verify", "{bad}"], ["info", "{bad}"], ["pack", "{model}", "-o", "{good}"], ["unpack", "{bad}"]])
@@ -319,11 +321,12 @@ def test_unpack_to_a_folder(model, tmp_path, capsys):
         shards = sorted(p.name for p in (tmp_path / shown).glob("*.safetensors"))
         assert shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ecnn-")]
-    # The default shard size (5GB) puts everything in one shard; replacing needs --force.
+    # The default shard size (5GB) puts everything in one model.safetensors, as Hugging Face writes it
+    # (no index); replacing needs --force, and the old shards and index go with the old folder.
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q"]) == 1
     assert "--force" in capsys.readouterr().err
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model.safetensors"]
     # A folder holding anything else is never replaced.
     (tmp_path / "a" / "notes.txt").write_text("keep me")
     assert main(["unpack", str(packed), "-o", f"{tmp_path}/a/", "-q", "--force"]) == 1
@@ -340,7 +343,7 @@ def test_unpack_to_safetensors_streams_with_metadata(model, tmp_path):
     back = load_file(tmp_path / "b.safetensors")
     assert all(torch.equal(back[k], v) for k, v in sd.items())
     with safe_open(tmp_path / "b.safetensors", "pt") as f:
-        assert f.metadata() == {"who": "me"}
+        assert f.metadata() == {"format": "pt", "who": "me"}  # "format": "pt" as Hugging Face writes it
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """Conformance vectors in fixtures/v1: never skipped, never deleted."""
 
+import hashlib
 import json
 import struct
 import subprocess
@@ -49,6 +50,12 @@ def test_valid_fixture_decodes_to_expected_tensors(name):
             arr, dt = f.get_array(tname)
             assert dt.name == t["dtype"] and list(arr.shape) == t["shape"]
             assert sha256_of(arr) == t["sha256"], tname
+        # Stored files (1.3): none in the older vectors, each one's bytes exactly in the newer ones.
+        stored = f.files()
+        assert f.file_names() == list(stored)
+        assert {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in stored.items()} == want.get("files", {})
+        if not stored:
+            assert f.version[1] <= 2, "only a file with stored files has Format_Minor 3"
     assert list(en.decode(data)) == order
 
 
@@ -58,6 +65,8 @@ def test_invalid_fixture_raises_its_error(name):
     data = (FIX / "invalid" / f"{name}.ecnn").read_bytes()
     with pytest.raises(errors.FormatError) as info:
         en.decode(data)
+        with EcnnFile(data) as f:  # the verification path also checks the stored files (FORMAT.md 10)
+            f.verify()
     assert type(info.value) is err, f"{name}: got {type(info.value).__name__}: {info.value}"
 
 

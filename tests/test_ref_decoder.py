@@ -51,8 +51,10 @@ def test_valid_fixture_decodes(path):
             n *= dim
         assert len(raw) == n * ref_decoder.DTYPES[dtype][0], name
         assert hashlib.sha256(raw).hexdigest() == want["sha256"], name
-    metadata, _ = ref_decoder.decode(data)
+    metadata, _, stored = ref_decoder.decode_all(data)
     assert metadata == expected["metadata"]
+    got = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in stored.items()}
+    assert got == expected.get("files", {})
 
 
 @pytest.mark.parametrize("path", INVALID_FILES, ids=lambda p: p.stem)

@@ -160,6 +160,7 @@ def test_every_committed_fixture_through_every_reader(tmp_path, capsys):
             for name in f.keys():  # noqa: SIM118 - EcnnFile is not a dict
                 f.get_tensor(name)
             f.check_padding()
+            f.files()  # stored files (1.3), each checked against its CRC-32
         assert main(["verify", "-q", str(p)]) == 1
         text = capsys.readouterr().err
         assert text.startswith("error: ") and text.count("\n") == 1, (p.name, text)
@@ -402,3 +403,176 @@ def test_an_empty_tensor_with_huge_dimensions_fails_typed(kind):
         ecnn.decode(_file([rec]))
     rec["shape"] = [1 << 24, 1 << 24, 0]
     assert ecnn.decode(_file([rec]))["z"].shape == (1 << 24, 1 << 24, 0)
+
+
+# --- stored files (format 1.3) -----------------------------------------------------
+
+
+def _with_files(files: list[dict], blobs: list[bytes], align: int = 8, tail: bytes = b"") -> bytes:
+    """A file of one raw tensor and the given file records, laid out as given (no checks)."""
+    rec = dict(_REC, shape=[2], offset=0, length=2, crc32=fmt.crc32(b"\x01\x02"))
+    rec["streams"] = []
+    hb = msgpack.packb({"align": align, "metadata": {}, "tensors": [rec], "files": files})
+    head = struct.pack("<HHI", fmt.FORMAT_MAJOR, 3, len(hb))
+    out = bytearray(fmt.SIGNATURE + head + struct.pack("<I", fmt.crc32(head, hb)) + hb)
+    out += bytes(fmt.align_up(len(out), align) - len(out))
+    start = len(out)
+    out += b"\x01\x02"
+    for f, b in zip(files if isinstance(files, list) else [], blobs):
+        at = start + f["offset"] if type(f.get("offset")) is int and 0 <= f["offset"] < 1 << 20 else len(out)
+        out += bytes(max(0, at - len(out)))
+        out[at : at + len(b)] = b
+    return bytes(out) + tail
+
+
+def _laid_out(names: list, blobs: list[bytes], align: int = 8) -> list[dict]:
+    pos, out = 2, []
+    for n, b in zip(names, blobs):
+        pos = fmt.align_up(pos, align)
+        out.append({"name": n, "offset": pos, "length": len(b), "crc32": fmt.crc32(b)})
+        pos += len(b)
+    return out
+
+
+def _outcome_ecnn(data: bytes) -> str:
+    try:
+        with EcnnFile(data) as f:
+            f.verify()
+            f.files()
+        return "ok"
+    except errors.FormatError as e:
+        return type(e).__name__
+
+
+def _outcome_ref(data: bytes) -> str:
+    import ref_decoder as ref
+
+    try:
+        ref.decode_all(data)
+        return "ok"
+    except ref.SpecError as e:
+        return e.error
+
+
+@pytest.mark.parametrize(
+    "name, error",
+    [
+        ("../escape.json", "BadFileName"),
+        ("/abs/config.json", "BadFileName"),
+        ("a\\b.json", "BadFileName"),
+        ("C:config.json", "BadFileName"),
+        ("nul\x00.json", "BadFileName"),
+        ("line\nbreak.txt", "BadFileName"),
+        ("a//b", "BadFileName"),
+        ("a/", "BadFileName"),
+        (".", "BadFileName"),
+        ("a/./b", "BadFileName"),
+        ("trailing.", "BadFileName"),
+        ("CON", "BadFileName"),
+        ("lpt1.txt", "BadFileName"),
+        ("caf\u00e9.txt", "BadFileName"),
+        ("a b.txt", "BadFileName"),
+        ("/".join(["d"] * 33), "BadFileName"),
+        ("x" * 256, "BadFileName"),
+        ("", "InvalidField"),
+        ("y" * 1025, "InvalidField"),
+        (b"config.json", "MalformedHeader"),  # a MessagePack bin object
+        ("ok/.hidden-but-allowed", "ok"),
+        ("1_Pooling/config.json", "ok"),
+    ],
+)
+def test_a_hostile_stored_file_name_is_refused_by_both_decoders(name, error):
+    blobs = [b'{"a": 1}']
+    data = _with_files(_laid_out([name], blobs), blobs)
+    assert _outcome_ecnn(data) == error
+    assert _outcome_ref(data) == error
+    if error != "ok":  # nor may a writer store it
+        with pytest.raises(errors.InvalidFileName):
+            ecnn.file.check_files({name: b"x"})
+
+
+@pytest.mark.parametrize(
+    "names, error",
+    [
+        (["config.json", "Config.JSON"], "DuplicateFileName"),
+        (["a/b.txt", "a"], "DuplicateFileName"),
+        (["A", "a/b.txt"], "DuplicateFileName"),
+        (["a/b.txt", "a/c.txt", "b"], "ok"),
+        (["ab", "a/b"], "ok"),
+    ],
+)
+def test_clashing_stored_file_names(names, error):
+    blobs = [b"x"] * len(names)
+    data = _with_files(_laid_out(names, blobs), blobs)
+    assert _outcome_ecnn(data) == error and _outcome_ref(data) == error
+
+
+def test_stored_file_lengths_offsets_and_checksums_are_checked():
+    blobs = [b"{}", b"hello"]
+    good = _laid_out(["a.json", "b.txt"], blobs)
+    cases = {
+        "ok": _with_files(good, blobs),
+        "TruncatedFile": _with_files([good[0], dict(good[1], length=1000)], blobs),
+        "LimitExceeded": _with_files([good[0], dict(good[1], length=1 << 40)], blobs),  # over max_file_bytes first
+        "BadLayout": _with_files([good[0], dict(good[1], offset=good[1]["offset"] + 8)], blobs),
+        "PayloadChecksumMismatch": _with_files([good[0], dict(good[1], crc32=good[1]["crc32"] ^ 0x80)], blobs),
+        "TrailingData": _with_files(good, blobs, tail=b"\0"),
+        "InvalidField": _with_files([good[0], dict(good[1], length=-1)], blobs),
+        "UnknownField": _with_files([good[0], dict(good[1], executable=True)], blobs),
+    }
+    for want, data in cases.items():
+        assert _outcome_ecnn(data) == want and _outcome_ref(data) == want, want
+    nonzero = bytearray(cases["ok"])
+    nonzero[-len(blobs[1]) - 1] = 0xFF  # the padding before the second stored file
+    assert _outcome_ecnn(bytes(nonzero)) == _outcome_ref(bytes(nonzero)) == "NonZeroPadding"
+
+
+def test_stored_file_reader_limits(tmp_path):
+    blobs = [b"a" * 100, b"b" * 100]
+    data = _with_files(_laid_out(["a", "b"], blobs), blobs)
+    with pytest.raises(errors.LimitExceeded):
+        EcnnFile(data, fmt.Limits(max_file_bytes=99))
+    with pytest.raises(errors.LimitExceeded):
+        EcnnFile(data, fmt.Limits(max_files_bytes=199))
+    with EcnnFile(data, fmt.Limits(max_file_bytes=100, max_files_bytes=200)) as f:
+        assert f.files() == {"a": blobs[0], "b": blobs[1]}
+        with pytest.raises(errors.FileNotStored):
+            f.read_file("c")
+
+
+def test_random_stored_file_records_agree_with_the_reference_decoder():
+    import random
+
+    r = random.Random(5)
+    pieces = ["config.json", "a", "A", "..", ".", "", "b/c", "\\", "x\x01", "CON", "d.", "+_-", "1_Pooling", "/"]
+    outcomes = set()
+    for _ in range(600):
+        n = r.randrange(0, 4)
+        names = ["/".join(r.choice(pieces) for _ in range(r.randrange(1, 3))) for _ in range(n)]
+        blobs = [bytes(r.randrange(256) for _ in range(r.randrange(0, 12))) for _ in range(n)]
+        recs = _laid_out(names, blobs)
+        for rec in recs:
+            if r.random() < 0.15:
+                rec[r.choice(["offset", "length", "crc32"])] = r.choice([0, 1, 7, 2**32, 2**64 - 1, -1, "x", None])
+            if r.random() < 0.05:
+                rec[r.choice(["_anc", "zz"])] = 1
+        files = recs if r.random() < 0.95 else r.choice([{}, "files", 3, None])
+        data = _with_files(files, blobs, tail=b"\0" if r.random() < 0.05 else b"")
+        got, want = _outcome_ecnn(data), _outcome_ref(data)
+        assert got == want, (names, recs)
+        outcomes.add(got)
+    assert len(outcomes) >= 6, outcomes
+
+
+@pytest.mark.parametrize("command", [["verify", "-q"], ["info"], ["unpack", "-q", "-o", "{tmp}/out/"]])
+def test_cli_stored_file_caps(command, tmp_path, capsys):
+    blobs = [b"a" * 3000, b"b" * 3000]
+    path = tmp_path / "files.ecnn"
+    path.write_bytes(_with_files(_laid_out(["a.json", "b.json"], blobs), blobs))
+    argv = [a.format(tmp=tmp_path) for a in command] + [str(path)]
+    assert main(argv + ["--max-file-bytes", "2999"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "a.json" in err and "2999" in err
+    assert main(argv + ["--max-files-bytes", "5KiB"]) == 1
+    assert "in all" in capsys.readouterr().err
+    assert main(argv + ["--max-file-bytes", "3000", "--max-files-bytes", "6000"]) == 0

@@ -275,3 +275,25 @@ def test_worked_example_b_decodes_by_the_spec_alone():
     assert tensors["w"] == ("float32", [2, 4], struct.pack("<8f", *values))
     assert tensors["b"] == ("int8", [3], bytes([1, 2, 3]))
     assert struct.unpack_from("<H", data, 10) == (1,)
+
+
+def test_worked_example_d_is_what_the_encoder_writes_and_decodes_by_the_spec_alone():
+    data, body = appendix_file("D")
+    (code,) = [code for info, code in code_blocks(body) if info == "python"]
+    scope: dict = {}
+    exec(code, scope)  # the call the appendix says produced the file
+    assert scope["data"] == data
+    assert hashlib.sha256(data).hexdigest() in body and f"{len(data)}-byte file" in body
+    assert struct.unpack_from("<H", data, 10) == (3,)  # stored files: version 1.3
+    rows = 0
+    for t in tables(body):
+        for r in t:
+            if "Offset" in r and "Bytes" in r:
+                m = re.match(r"(\d+) \(0x|0x([0-9a-f]+)", r["Offset"])
+                start = int(m.group(1)) if m.group(1) else int(m.group(2), 16)
+                want = bytes.fromhex(names(r["Bytes"])[0])
+                assert data[start : start + len(want)] == want, r
+                rows += 1
+    assert rows >= 18
+    metadata, tensors, files = ref_decoder.decode_all(data)
+    assert tensors == {"b": ("int8", [3], bytes([1, 2, 3]))} and files == {"config.json": b'{"a": 1}\n'}

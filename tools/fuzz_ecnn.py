@@ -548,6 +548,16 @@ def run_open(data: bytes, rng: random.Random, work: Path) -> None:
             except errors.TensorNotFound:
                 pass
             f.check_padding()
+            for n in f.file_names():  # stored files (format 1.3): each checked against its CRC-32 when read
+                try:
+                    f.read_file(n)
+                except errors.EcnnError as e:
+                    first = first or e
+            try:
+                f.read_file("no/such/file")
+                raise AssertionError("a missing stored file was returned")
+            except errors.FileNotStored:
+                pass
             if first is not None:
                 raise first
     except errors.EcnnError as e:
@@ -559,6 +569,7 @@ CLI_COMMANDS = (
     ["info", "--json", "{in}"],
     ["verify", "-q", "{in}"],
     ["unpack", "{in}", "-o", "{out}", "-f", "-q"],
+    ["unpack", "{in}", "-o", "{outdir}", "-f", "-q"],  # a folder: the stored files too
 )
 
 
@@ -567,7 +578,7 @@ def run_cli(data: bytes, rng: random.Random, work: Path) -> None:
 
     src = work / "in.ecnn"
     src.write_bytes(data)
-    argv = [a.format(**{"in": str(src), "out": str(work / "out.safetensors")}) for a in rng.choice(CLI_COMMANDS)]
+    argv = [a.format(**{"in": str(src), "out": str(work / "out.safetensors"), "outdir": str(work / "outdir") + "/"}) for a in rng.choice(CLI_COMMANDS)]
     argv += ["--max-tensor-bytes", str(CAP_TENSOR), "--max-total-bytes", str(CAP_TOTAL)]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

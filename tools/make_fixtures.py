@@ -137,6 +137,57 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     out["ctx_rowcol_rans_lanes"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=1 << 15, format_minor=2))
     out["cat0_noncanonical"] = cat0_noncanonical_file()
     out["packed_streams"] = packed_streams_file()
+    # Stored files (1.3): a model folder's small files after the tensors, and a file of stored files only.
+    out["stored_files"] = efile.encode(
+        {"emb": (np.arange(24, dtype=np.float32).reshape(4, 6) / 8, dt_.get("float32")), "n": (np.arange(3, dtype=np.int8), dt_.get("int8"))},
+        EncodeConfig(bits=8),
+        {"ecnn.fixture": "stored_files"},
+        files=STORED_FILES,
+    )
+    out["stored_files_only"] = efile.encode({}, EncodeConfig(align=16), files={"README.md": b"# a file of stored files only\n", "a/b/c.txt": b"", "x.json": b"{}"})
+    return out
+
+
+STORED_FILES = {
+    "config.json": b'{"architectures": ["BertModel"], "hidden_size": 6, "model_type": "bert"}\n',
+    "tokenizer_config.json": b'{"do_lower_case": true}\n',
+    "vocab.txt": b"[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nworld\n",
+    "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}\n',
+}
+
+
+def invalid_files(base: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """Stored files (1.3) broken one way each: names, layout, checksums, fields."""
+    h, area = split(base)
+    out = {}
+
+    def files(**changes):
+        t = json.loads(json.dumps(h))
+        for i, kw in changes.items():
+            t["files"][int(i[1:])].update(kw)
+        return t
+
+    def add(name, header, err, why, data=None):
+        out[name] = (build(header, area if data is None else data, minor=3), err, why)
+
+    add("file_name_dotdot", files(f3={"name": "../config.json"}), "BadFileName", "a stored file named '../config.json'")
+    add("file_name_absolute", files(f0={"name": "/etc/config.json"}), "BadFileName", "a stored file named by an absolute path")
+    add("file_name_backslash", files(f0={"name": "1_Pooling\\config.json"}), "BadFileName", "a backslash in a stored file's name")
+    add("file_name_nul", files(f0={"name": "config.json\u0000.txt"}), "BadFileName", "a NUL character in a stored file's name")
+    add("file_name_empty_part", files(f3={"name": "1_Pooling//config.json"}), "BadFileName", "an empty part in a stored file's name")
+    add("file_name_device", files(f2={"name": "aux.txt"}), "BadFileName", "a Windows device name as a stored file's name")
+    add("file_name_not_string", files(f0={"name": 7}), "InvalidField", "a stored file's name that is an integer")
+    add("file_duplicate_case", files(f1={"name": "CONFIG.json"}), "DuplicateFileName", "two stored files named alike but for letter case")
+    add("file_folder_clash", files(f3={"name": "config.json/x"}), "DuplicateFileName", "a stored file inside a folder named like another stored file")
+    f3 = h["files"][3]
+    add("file_past_end", files(f3={"length": f3["length"] + 64}), "TruncatedFile", "the last stored file runs past the end of the file")
+    add("file_offset_gap", files(f3={"offset": f3["offset"] + 8}), "BadLayout", "a hole before a stored file")
+    add("file_checksum", files(f3={"crc32": f3["crc32"] ^ 1}), "PayloadChecksumMismatch", "a stored file's CRC-32 does not match")
+    add("file_unknown_field", files(f0={"mode": 493}), "UnknownField", "an unknown critical field in a file record")
+    t = json.loads(json.dumps(h))
+    t["files"] = {"config.json": 1}
+    add("files_not_array", t, "InvalidField", "files is a map, not an array")
+    add("file_trailing_data", files(), "TrailingData", "bytes after the last stored file", data=area + bytes(8))
     return out
 
 
@@ -828,14 +879,22 @@ def describe(data: bytes) -> dict:
         for name in f.keys():
             arr, dt = f.get_array(name)
             tensors[name] = {"dtype": dt.name, "shape": list(arr.shape), "sha256": sha256_of(arr)}
-        return {"metadata": f.metadata(), "tensors": tensors}
+        out = {"metadata": f.metadata(), "tensors": tensors}
+        stored = f.files()
+        if stored:  # 1.3: the stored files' sizes and SHA-256 (fixtures/README.md)
+            out["files"] = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in stored.items()}
+        return out
 
 
 def _check_invalid(data: bytes, err: str) -> str | None:
     from ecnn import errors
 
+    from ecnn.file import EcnnFile
+
     try:
         en.decode(data)
+        with EcnnFile(data) as f:  # the verification path: stored files' checksums too (FORMAT.md 10)
+            f.verify()
     except errors.FormatError as e:
         return None if type(e).__name__ == err else f"raises {type(e).__name__}, expected {err}"
     return f"decodes, expected {err}"
@@ -863,6 +922,7 @@ def main() -> int:
     inv.update(invalid_ctx(base("ctx_forced")))
     inv.update(invalid_ctx_rowcol(base("ctx_rowcol")))
     inv.update(invalid_ctx_model5(base("ctx_rowcol_rans_lanes")))
+    inv.update(invalid_files(base("stored_files")))
     vdir, idir = OUT / "valid", OUT / "invalid"
     vexp_path, iexp_path = vdir / "expected.json", idir / "expected.json"
     vexp = json.loads(vexp_path.read_text()) if vexp_path.exists() else {}

@@ -11,6 +11,8 @@ Public API
     Decode and verify a whole file (F§10 phases 1-3, padding, phase 4).
 ``decode(data) -> (metadata, tensors)``
     The same, also returning the metadata map (F§6.3).
+``decode_all(data) -> (metadata, tensors, files)``
+    The same, also returning the stored files ``{name: bytes}`` (F§6.6).
 
 Every rejection raises ``SpecError`` (a ``ValueError``) whose ``error``
 attribute is the error name the spec gives (F§10.1) and whose message names
@@ -29,7 +31,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ref_range_decoder import RangeDecoder, RangeDecoderError, cdf_from_freqs  # noqa: E402
 
-__all__ = ["SpecError", "decode", "decode_file"]
+__all__ = ["SpecError", "decode", "decode_all", "decode_file"]
 
 
 class SpecError(ValueError):
@@ -57,9 +59,16 @@ MAX_NDIM = 32  # F§6.5
 MAX_DIM = 1 << 48  # F§6.5
 MAX_STREAMS = 64  # F§6.5
 MAX_ALIGN = 4096  # F§6.3
+MAX_FILES = 65536  # F§6.6
+MAX_FILE_PARTS = 32  # F§6.6
+MAX_FILE_PART_BYTES = 255  # F§6.6
+FILE_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-+")  # F§6.6
+WINDOWS_DEVICES = {"con", "prn", "aux", "nul"} | {f"com{d}" for d in range(10)} | {f"lpt{d}" for d in range(10)}
 # Reader limits, at their defaults (F§9.2).
 MAX_TENSOR_BYTES = 1 << 36
 MAX_TOTAL_BYTES = 1 << 40
+MAX_FILE_BYTES = 1 << 28  # F§9.2, max_file_bytes
+MAX_FILES_BYTES = 1 << 30  # F§9.2, max_files_bytes
 
 MAX_NSYM = 1 << 20  # C§5.4
 MAX_CHUNKS = 1 << 20  # C§5.4
@@ -311,12 +320,12 @@ def _find_key(pairs: MsgMap, name: str):
     return False, None
 
 
-def check_top_level(tree) -> tuple[int, dict, list]:
-    """F§6.3: align, metadata, tensors (in this order)."""
+def check_top_level(tree) -> tuple[int, dict, list, list]:
+    """F§6.3: align, metadata, tensors (in this order), then files (F§6.6) if present."""
     sec = "FORMAT.md §6.3"
     if not isinstance(tree, MsgMap):
         raise _invalid(sec, "the header is not a map")
-    fields = check_keys(tree, ("align", "metadata", "tensors"), sec)
+    fields = check_keys(tree, ("align", "metadata", "tensors", "files"), sec)
     align = _require_int(fields, "align", 1, MAX_ALIGN, sec)
     if align & (align - 1):
         raise _invalid(sec, f"align {align} is not a power of two")
@@ -330,7 +339,47 @@ def check_top_level(tree) -> tuple[int, dict, list]:
     if not isinstance(tensors, list) or isinstance(tensors, MsgMap):
         raise _invalid(sec, "tensors is not an array")
     records = [check_record(r) for r in tensors]
-    return align, dict(metadata), records
+    files = []
+    if "files" in fields:  # optional (F§6.3)
+        sec6 = "FORMAT.md §6.6"
+        array = fields["files"]
+        if not isinstance(array, list) or isinstance(array, MsgMap):
+            raise _invalid(sec6, "files is not an array")
+        if len(array) > MAX_FILES:
+            raise SpecError("LimitExceeded", sec6, f"{len(array)} stored files (cap 65536)")
+        files = [check_file_record(r) for r in array]
+    return align, dict(metadata), records, files
+
+
+FILE_FIELDS = ("name", "offset", "length", "crc32")
+
+
+def check_file_record(rec) -> dict:
+    """F§6.6, fields in the order of the table; the name rules last."""
+    sec = "FORMAT.md §6.6"
+    if not isinstance(rec, MsgMap):
+        raise _invalid(sec, "file record is not a map")
+    fields = check_keys(rec, FILE_FIELDS, sec)
+    name = _require(fields, "name", sec)
+    if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        raise _invalid(sec, "name must be a string of 1..1024 UTF-8 bytes")
+    for ch in name:
+        if ch != "/" and ch not in FILE_NAME_CHARS:
+            raise SpecError("BadFileName", sec, f"character {ch!r} in {name!r}")
+    parts = name.split("/")
+    if len(parts) > MAX_FILE_PARTS:
+        raise SpecError("BadFileName", sec, f"{len(parts)} parts in {name!r}")
+    for part in parts:
+        if part == "" or part.endswith(".") or len(part) > MAX_FILE_PART_BYTES:
+            raise SpecError("BadFileName", sec, f"part {part!r} of {name!r}")
+        if part.split(".")[0].lower() in WINDOWS_DEVICES:
+            raise SpecError("BadFileName", sec, f"device name {part!r} in {name!r}")
+    return {
+        "name": name,
+        "offset": _require_int(fields, "offset", 0, (1 << 64) - 1, sec),
+        "length": _require_int(fields, "length", 0, (1 << 64) - 1, sec),
+        "crc32": _require_int(fields, "crc32", 0, (1 << 32) - 1, sec),
+    }
 
 
 RECORD_FIELDS = ("name", "dtype", "shape", "offset", "length", "crc32", "repr", "streams")
@@ -424,8 +473,8 @@ def check_preamble(data: bytes) -> int:
     return hlen
 
 
-def check_layout(data: bytes, hlen: int, align: int, records: list) -> int:
-    """F§8 and F§10 steps 10-15.  Returns D, the start of the data section."""
+def check_layout(data: bytes, hlen: int, align: int, records: list, files: list = ()) -> int:
+    """F§8 and F§10 steps 10-15 (with the stored files of F§6.6).  Returns D, the start of the data section."""
     sec = "FORMAT.md §8, §10"
     data_start = _align_up(PREAMBLE_SIZE + hlen, align)
     names = set()
@@ -447,14 +496,33 @@ def check_layout(data: bytes, hlen: int, align: int, records: list) -> int:
         expected += rec["length"]
         if data_start + expected > len(data):
             raise SpecError("TruncatedFile", sec, f"payload of {rec['name']!r} runs past the end")
-    end = data_start + expected if records else PREAMBLE_SIZE + hlen
+    lowered = []  # F§6.6: names compared with A-Z folded to a-z
+    file_total = 0
+    for f in files:
+        low = f["name"].lower()
+        for other in lowered:
+            if low == other or low.startswith(other + "/") or other.startswith(low + "/"):
+                raise SpecError("DuplicateFileName", "FORMAT.md §6.6", f"{f['name']!r} clashes with {other!r}")
+        lowered.append(low)
+        if f["length"] > MAX_FILE_BYTES:
+            raise SpecError("LimitExceeded", "FORMAT.md §9.2", f"stored file of {f['length']} bytes")
+        file_total += f["length"]
+        if file_total > MAX_FILES_BYTES:
+            raise SpecError("LimitExceeded", "FORMAT.md §9.2", f"{file_total} bytes of stored files")
+        expected = _align_up(expected, align)
+        if f["offset"] != expected:
+            raise SpecError("BadLayout", sec, f"file {f['name']!r} at {f['offset']}, expected {expected}")
+        expected += f["length"]
+        if data_start + expected > len(data):
+            raise SpecError("TruncatedFile", sec, f"stored file {f['name']!r} runs past the end")
+    end = data_start + expected if records or files else PREAMBLE_SIZE + hlen
     if len(data) > end:
         raise SpecError("TrailingData", sec, f"{len(data) - end} bytes after the end")
     return data_start
 
 
 def check_padding(data: bytes, hlen: int, data_start: int, records: list) -> None:
-    """F§8 "Padding": header-to-D and between payloads must be zero."""
+    """F§8 "Padding": header-to-D and between payloads (tensors', then stored files') must be zero."""
     if not records:
         return
     gaps = [(PREAMBLE_SIZE + hlen, data_start)]
@@ -1683,14 +1751,20 @@ def decode_payload(rec: dict, payload: bytes) -> bytes:
 
 def decode(data: bytes) -> tuple[dict, dict]:
     """Decode and verify a whole file.  Returns (metadata, tensors)."""
+    metadata, tensors, _ = decode_all(data)
+    return metadata, tensors
+
+
+def decode_all(data: bytes) -> tuple[dict, dict, dict]:
+    """Decode and verify a whole file.  Returns (metadata, tensors, stored files)."""
     data = bytes(data)
     hlen = check_preamble(data)  # phase 1, steps 1-6
     tree = parse_header(data[PREAMBLE_SIZE : PREAMBLE_SIZE + hlen])  # steps 7-8
-    align, metadata, records = check_top_level(tree)  # step 9
-    data_start = check_layout(data, hlen, align, records)  # phase 2
+    align, metadata, records, files = check_top_level(tree)  # step 9
+    data_start = check_layout(data, hlen, align, records, files)  # phase 2
     for rec in records:  # phase 3
         check_repr(rec)
-    check_padding(data, hlen, data_start, records)  # verification (F§10)
+    check_padding(data, hlen, data_start, records + files)  # verification (F§10)
     tensors = {}
     for rec in records:  # phase 4
         start = data_start + rec["offset"]
@@ -1698,7 +1772,14 @@ def decode(data: bytes) -> tuple[dict, dict]:
         if zlib.crc32(payload) != rec["crc32"]:
             raise SpecError("PayloadChecksumMismatch", "FORMAT.md §10 step 16", rec["name"])
         tensors[rec["name"]] = (rec["dtype"], rec["shape"], decode_payload(rec, payload))
-    return metadata, tensors
+    stored = {}
+    for f in files:  # verification: the stored files' CRC-32, after the tensors (F§10)
+        start = data_start + f["offset"]
+        blob = data[start : start + f["length"]]
+        if zlib.crc32(blob) != f["crc32"]:
+            raise SpecError("PayloadChecksumMismatch", "FORMAT.md §6.6", f"stored file {f['name']!r}")
+        stored[f["name"]] = blob
+    return metadata, tensors, stored
 
 
 def decode_file(data: bytes) -> dict[str, tuple[str, list[int], bytes]]:
@@ -1710,10 +1791,12 @@ if __name__ == "__main__":
     for path in sys.argv[1:]:
         with open(path, "rb") as fh:
             try:
-                meta, result = decode(fh.read())
+                meta, result, stored = decode_all(fh.read())
             except SpecError as exc:
                 print(f"{path}: REJECTED {exc}")
                 continue
-        print(f"{path}: {len(result)} tensors, metadata {meta}")
+        print(f"{path}: {len(result)} tensors, {len(stored)} stored files, metadata {meta}")
         for name, (dtype, shape, raw) in result.items():
             print(f"  {name}: {dtype} {shape} {len(raw)} bytes")
+        for name, blob in stored.items():
+            print(f"  file {name}: {len(blob)} bytes")

@@ -23,6 +23,7 @@ from ecnn import dtypes
 from ecnn.container import format as fmt
 from ecnn.container.mpack import ARRAY, DROPPED_MAP, MAP, DroppedArray, DroppedMap, Failed, Reader, malformed
 from ecnn.errors import (
+    BadFileName,
     FormatError,
     InvalidField,
     LimitExceeded,
@@ -110,6 +111,23 @@ def _check_streams(v) -> None:
         raise LimitExceeded(f"more than {fmt.MAX_STREAMS} streams in one tensor")
 
 
+def _check_file_name(v) -> None:
+    if type(v) is not str or not 1 <= len(v.encode("utf-8")) <= fmt.MAX_NAME_BYTES:
+        raise InvalidField(f"stored file name must be a string of 1..{fmt.MAX_NAME_BYTES} UTF-8 bytes")
+    why = fmt.file_name_problem(v)
+    if why is not None:
+        raise BadFileName(f"stored file name {v[:80]!r} is refused: {why}")
+
+
+def _check_files(v) -> None:
+    if not isinstance(v, list):
+        raise InvalidField("files must be an array")
+    if len(v) > fmt.MAX_FILES:
+        raise LimitExceeded(f"more than {fmt.MAX_FILES} stored files")
+    for rec in v:
+        check_map(rec, FILE_FIELDS, "file record")
+
+
 @dataclass(frozen=True)
 class Field:
     check: Callable[[Any], None]
@@ -120,6 +138,18 @@ TOP_FIELDS: dict[str, Field] = {
     "align": Field(_check_align, "payload alignment in bytes"),
     "metadata": Field(_check_metadata, "user metadata, string to string"),
     "tensors": Field(_check_tensors, "tensor records, in payload order"),
+}
+
+# Fields of the top-level map that may be left out (version 1.3): checked, in this order, after TOP_FIELDS.
+OPTIONAL_TOP_FIELDS: dict[str, Field] = {
+    "files": Field(_check_files, "stored file records, in payload order after the tensors' (1.3)"),
+}
+
+FILE_FIELDS: dict[str, Field] = {
+    "name": Field(_check_file_name, "relative POSIX path, unique in the file"),
+    "offset": Field(_check_u64, "payload offset from the start of the data section"),
+    "length": Field(_check_u64, "payload length in bytes"),
+    "crc32": Field(_check_u32, "CRC-32 of the payload"),
 }
 
 RECORD_FIELDS: dict[str, Field] = {
@@ -134,19 +164,26 @@ RECORD_FIELDS: dict[str, Field] = {
 }
 
 
-def check_map(obj, fields: dict[str, Field], what: str) -> None:
-    """Check a map against a field table: every field present and valid, no unknown ones."""
+def check_map(obj, fields: dict[str, Field], what: str, optional: dict[str, Field] | None = None) -> None:
+    """Check a map against a field table: every field present and valid, no unknown ones.
+
+    ``optional`` fields are checked, after the others, where they are present.
+    """
+    optional = optional or {}
     if not isinstance(obj, dict):
         raise InvalidField(f"{what} must be a map")
     for key in obj:
         if type(key) is not str:
             raise InvalidField(f"{what} keys must be strings")
-        if key not in fields and not key.startswith("_"):
+        if key not in fields and key not in optional and not key.startswith("_"):
             raise UnknownField(f"unknown field {key!r} in {what}")
     for key, field in fields.items():
         if key not in obj:
             raise InvalidField(f"{what} lacks required field {key!r}")
         field.check(obj[key])
+    for key, field in optional.items():
+        if key in obj:
+            field.check(obj[key])
 
 
 # --- MessagePack -------------------------------------------------------------
@@ -259,6 +296,39 @@ class _Parser(Reader):
             records.append(r)
         return records
 
+    def files(self, depth: int):
+        n = self.container(depth, ARRAY)
+        if n is None:
+            return self.value(depth)
+        if n > fmt.MAX_FILES:
+            self.skip(n, depth)
+            return Failed(LimitExceeded(f"more than {fmt.MAX_FILES} stored files"))
+        out = []
+        for i in range(n):
+            r = self.file_record(depth + 1)
+            if isinstance(r, Failed):  # the records after it cannot be reached by the checks
+                self.skip(n - i - 1, depth)
+                return r
+            out.append(r)
+        return out
+
+    def file_record(self, depth: int):
+        n = self.container(depth, MAP)
+        if n is None:
+            self.value(depth, False)
+            return Failed(InvalidField("file record must be a map"))
+        rec = self.fields(n, depth, _FILE_BUILD, "file record")
+        if isinstance(rec, Failed):
+            return rec
+        try:
+            for key, field in FILE_FIELDS.items():
+                if key not in rec:
+                    raise InvalidField(f"file record lacks required field {key!r}")
+                field.check(rec[key])
+        except FormatError as e:
+            return Failed(e)
+        return {k: rec[k] for k in FILE_FIELDS}
+
     def record(self, depth: int):
         n = self.container(depth, MAP)
         if n is None:
@@ -368,7 +438,9 @@ _TOP_BUILD = {
     "align": lambda p, d: p.value(d),
     "metadata": _Parser.metadata,
     "tensors": _Parser.tensors,
+    "files": _Parser.files,
 }
+_FILE_BUILD = {k: (lambda p, d: p.value(d)) for k in FILE_FIELDS}
 _RECORD_BUILD = {
     "name": lambda p, d: p.value(d),
     "dtype": _Parser.dtype,
@@ -413,7 +485,15 @@ def decode(data: bytes) -> dict:
             field.check(v)
         elif not isinstance(v, list):  # the records were checked as they were parsed
             raise InvalidField("tensors must be an array")
-    return {k: top[k] for k in TOP_FIELDS}
+    out = {k: top[k] for k in TOP_FIELDS}
+    if "files" in top:
+        v = top["files"]
+        if isinstance(v, Failed):
+            raise v.error
+        if not isinstance(v, list):  # the records were checked as they were parsed
+            raise InvalidField("files must be an array")
+        out["files"] = v
+    return out
 
 
 def _ordered(obj: dict, fields: dict[str, Field]) -> dict:
@@ -424,9 +504,11 @@ def _ordered(obj: dict, fields: dict[str, Field]) -> dict:
 
 def encode(header: dict) -> bytes:
     """Serialize a header: fields in table order, checked as a reader would check them."""
-    check_map(header, TOP_FIELDS, "header")
+    check_map(header, TOP_FIELDS, "header", OPTIONAL_TOP_FIELDS)
     top = _ordered(header, TOP_FIELDS)
     top["tensors"] = [_ordered(r, RECORD_FIELDS) for r in header["tensors"]]
+    if "files" in header:
+        top["files"] = [_ordered(r, FILE_FIELDS) for r in header["files"]]
     data = msgpack.packb(top, use_bin_type=True)
     if len(data) > fmt.MAX_HEADER_LENGTH:
         raise LimitExceeded("header would exceed the format's 64 MiB cap")

@@ -17,7 +17,9 @@ from ecnn.container import header as hdr
 from ecnn.errors import (
     BadLayout,
     BadSignature,
+    DuplicateFileName,
     DuplicateTensorName,
+    FileNotStored,
     HeaderChecksumMismatch,
     HeaderTooLarge,
     LimitExceeded,
@@ -51,6 +53,17 @@ class TensorRecord:
     @property
     def nbytes(self) -> int:
         return self.numel * dtypes.get(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One stored file's entry in the header (spec/FORMAT.md, "Stored files")."""
+
+    index: int
+    name: str
+    offset: int  # absolute offset in the file
+    length: int
+    crc32: int
 
 
 def read_preamble(buf) -> tuple[int, int, int, int]:
@@ -144,7 +157,31 @@ class Container:
                 raise TruncatedFile(f"payload of tensor {rec.name!r} runs past the end of the file")
             self.records.append(rec)
             self._by_name[rec.name] = rec
-        self.data_end = self.data_start + expected if self.records else hend
+        self.files: list[FileRecord] = []
+        self._files_by_name: dict[str, FileRecord] = {}
+        taken = fmt.FileNames()
+        file_total = 0
+        for i, r in enumerate(h.get("files", ())):
+            frec = FileRecord(index=i, name=r["name"], offset=self.data_start + r["offset"], length=r["length"], crc32=r["crc32"])
+            clash = taken.add(frec.name)
+            if clash is not None:
+                raise DuplicateFileName(f"stored file name {frec.name!r} is refused: {clash}")
+            if frec.length > limits.max_file_bytes:
+                raise LimitExceeded(
+                    f"stored file {frec.name!r} is {frec.length} bytes, over the cap of {limits.max_file_bytes}"
+                )
+            file_total += frec.length
+            if file_total > limits.max_files_bytes:
+                raise LimitExceeded(f"stored files take more than {limits.max_files_bytes} bytes in all")
+            expected = fmt.align_up(expected, self.align)
+            if r["offset"] != expected:
+                raise BadLayout(f"stored file {frec.name!r} at offset {r['offset']}, expected {expected}")
+            expected += frec.length
+            if self.data_start + expected > size:
+                raise TruncatedFile(f"stored file {frec.name!r} runs past the end of the file")
+            self.files.append(frec)
+            self._files_by_name[frec.name] = frec
+        self.data_end = self.data_start + expected if self.records or self.files else hend
         if self.data_end < size:
             raise TrailingData(f"{size - self.data_end} bytes follow the last payload")
 
@@ -169,14 +206,27 @@ class Container:
             raise PayloadChecksumMismatch(f"payload of tensor {rec.name!r} is damaged (CRC-32 mismatch)")
         return data
 
+    def file_record(self, name: str) -> FileRecord:
+        try:
+            return self._files_by_name[name]
+        except KeyError:
+            raise FileNotStored(f"no stored file named {name!r} in the file") from None
+
+    def file_payload(self, rec: FileRecord, check: bool = True) -> memoryview:
+        """A stored file's bytes (zero-copy), checked against its CRC-32."""
+        data = self.buf[rec.offset : rec.offset + rec.length]
+        if check and fmt.crc32(data) != rec.crc32:
+            raise PayloadChecksumMismatch(f"stored file {rec.name!r} is damaged (CRC-32 mismatch)")
+        return data
+
     def padding(self) -> list[tuple[int, int]]:
         """The padding of the file as ``(start, end)`` byte ranges: after the header, between payloads."""
         gaps = []
         pos = self.header_end
-        for rec in self.records:
+        for rec in [*self.records, *self.files]:
             gaps.append((pos, rec.offset))
             pos = rec.offset + rec.length
-        if not self.records:
+        if not self.records and not self.files:
             gaps.append((self.header_end, self.header_end))
         return gaps
 

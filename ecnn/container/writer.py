@@ -28,32 +28,63 @@ def layout(records: list[dict], payloads: list, align: int = DEFAULT_ALIGN) -> N
         pos += len(data)
 
 
-def head(records: list[dict], metadata: dict[str, str], align: int = DEFAULT_ALIGN, *, minor: int) -> bytes:
+def layout_files(files: list[dict], blobs: list, start: int, align: int = DEFAULT_ALIGN) -> int:
+    """Fill in the file records' ``offset``, ``length`` and ``crc32``, their payloads after the
+    tensors' (whose data ends at ``start``, relative to the data section); returns the new end."""
+    pos = start
+    for rec, data in zip(files, blobs, strict=True):
+        pos = fmt.align_up(pos, align)
+        rec["offset"] = pos
+        rec["length"] = len(data)
+        rec["crc32"] = fmt.crc32(data)
+        pos += len(data)
+    return pos
+
+
+def head(
+    records: list[dict], metadata: dict[str, str], align: int = DEFAULT_ALIGN, *, minor: int, files: list[dict] | None = None
+) -> bytes:
     """Preamble, header and the padding up to the data section, for records already laid out.
 
     The payloads follow, each at its record's ``offset`` from the end of these
-    bytes (spec/FORMAT.md section 8).
+    bytes (spec/FORMAT.md section 8). ``files`` are stored file records (spec/FORMAT.md
+    section 6.6), laid out after the tensors; none leaves the field out.
     """
-    header = hdr.encode({"align": align, "metadata": dict(metadata), "tensors": records})
+    top = {"align": align, "metadata": dict(metadata), "tensors": records}
+    if files:
+        top["files"] = files
+        minor = max(minor, fmt.FILES_MINOR)
+    header = hdr.encode(top)
     versions_and_length = struct.pack("<HHI", fmt.FORMAT_MAJOR, minor, len(header))
     preamble = fmt.PREAMBLE.pack(fmt.SIGNATURE, fmt.FORMAT_MAJOR, minor, len(header), fmt.crc32(versions_and_length, header))
     end = fmt.PREAMBLE_SIZE + len(header)
-    pad = fmt.align_up(end, align) - end if records else 0  # an empty file ends at its header
+    pad = fmt.align_up(end, align) - end if records or files else 0  # an empty file ends at its header
     return preamble + header + bytes(pad)
 
 
 def serialize(
-    records: list[dict], payloads: list, metadata: dict[str, str], align: int = DEFAULT_ALIGN, *, minor: int
+    records: list[dict],
+    payloads: list,
+    metadata: dict[str, str],
+    align: int = DEFAULT_ALIGN,
+    *,
+    minor: int,
+    files: list[tuple[str, bytes]] | None = None,
 ) -> Iterator[bytes]:
     """Yield the bytes of a whole file, piece by piece (payloads are not copied).
 
     ``minor`` is the Format_Minor written: the lowest that covers the features the
-    records use (spec/FORMAT.md section 11), which the codec knows.
+    records use (spec/FORMAT.md section 11), which the codec knows; stored
+    ``files`` (name, bytes), if any, raise it to 3.
     """
     layout(records, payloads, align)
-    yield head(records, metadata, align, minor=minor)
+    end = records[-1]["offset"] + records[-1]["length"] if records else 0
+    frecs = [{"name": n} for n, _ in files or ()]
+    blobs = [b for _, b in files or ()]
+    layout_files(frecs, blobs, end, align)
+    yield head(records, metadata, align, minor=minor, files=frecs)
     pos = 0
-    for rec, data in zip(records, payloads):
+    for rec, data in zip([*records, *frecs], [*payloads, *blobs]):
         gap = rec["offset"] - pos
         if gap:
             yield bytes(gap)
