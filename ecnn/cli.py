@@ -419,7 +419,7 @@ CALIB_SYNTHETIC_DYNAMIC = 16  # dynamic dims of synthetic calibration inputs (1 
 
 def _pack_onnx_budget(a, src: Path, out: Path) -> int:
     """``pack model.onnx --target-size`` / ``--max-drop``: steps chosen per weight on the model's outputs
-    in ONNX Runtime (:func:`ecnn.onnx.compress_model`)."""
+    in ONNX Runtime (:func:`ecnn.budget.measured.compress_onnx`)."""
     from ecnn import budget
     from ecnn import onnx as eonnx
     from ecnn.budget import measured
@@ -452,7 +452,7 @@ def _pack_onnx_budget(a, src: Path, out: Path) -> int:
         feeds = eonnx.check_inputs(src, a.calib_inputs)
     _confirm_overwrite(out, a.force)
     t0 = time.perf_counter()
-    res = eonnx.compress_model(
+    res = measured.compress_onnx(
         src, out, feeds, target_bytes=target, max_drop=a.max_drop, metric=a.drop_metric,
         config=budget.BudgetConfig(min_ndim=2, exact=tuple(a.exact)), metadata=_metadata(a.metadata),
         progress=_stage_logger(a.quiet),

@@ -932,8 +932,8 @@ def compare(model, packed, feeds: Mapping[str, np.ndarray], providers=None, refe
 
 # --- packing to a budget ------------------------------------------------------------
 
-# Element types whose weights a budget allocates: those a session takes as plain numpy inputs.
-_BUDGET_DTYPES = ("float32", "float64", "float16")
+# Element types of the weights a WeightSession feeds as plain numpy inputs (a budget allocates these).
+FEED_DTYPES = ("float32", "float64", "float16")
 
 
 class WeightSession:
@@ -1025,82 +1025,41 @@ def feedable(model: onnx.ModelProto) -> set[str]:
     return out - other
 
 
-def compress_model(
-    source,
-    path,
-    feeds: Mapping[str, np.ndarray],
-    *,
-    target_bytes: int | None = None,
-    max_drop: float | None = None,
-    metric: str | None = None,
-    config=None,
-    metadata: Mapping[str, str] | None = None,
-    progress=None,
-    base_dir=None,
-):
-    """Pack an ONNX model to a size or accuracy budget: a step per weight, chosen on its outputs.
+@dataclass(frozen=True)
+class Packable:
+    """What :func:`pack` would write for a model, before any coding (see :func:`packable`).
 
-    The weights are split out as :func:`pack` does; each float weight with at
-    least ``config.min_ndim`` dimensions (2 by default, as plain ``pack``
-    quantizes) gets a step by rate-distortion optimization
-    (:func:`ecnn.budget.measured.compress`), its sensitivity measured by the
-    output error ONNX Runtime computes on ``feeds`` with that weight rounded;
-    the others are stored exactly. The file is an ordinary packed ONNX model
-    (:func:`inference_session`, :func:`load_model`). No torch is needed.
+    Attributes:
+        model: the model with its stored tensors replaced by stubs.
+        tensors: the file's tensors, ``{name: (storage array, dtype)}``, the graph ``onnx::model`` first.
+        metadata: the ``ecnn.onnx`` entry the file needs.
+        feedable: the tensors a :class:`WeightSession` can feed (see :func:`feedable`).
+    """
+
+    model: onnx.ModelProto
+    tensors: dict
+    metadata: dict
+    feedable: set
+
+
+def packable(source, base_dir=None) -> Packable:
+    """The tensors and metadata of the file :func:`pack` writes, for callers that code them their own way
+    (a budget: :func:`ecnn.budget.measured.compress_onnx`).
 
     Args:
         source: a ``.onnx`` path or an ``onnx.ModelProto`` (not modified).
-        path: the ``.ecnn`` file to write (atomically).
-        feeds: calibration inputs ``{input name: array}`` (e.g. from :func:`check_inputs`).
-        target_bytes: the file must be at most this many bytes.
-        max_drop: the smallest file whose ``metric`` on ``feeds`` is at most this many points
-            below the original's 100.
-        metric: ``"top1"`` (percent of rows of the first float output whose argmax agrees
-            with the original's) or ``"cosine"`` (100 times the mean cosine similarity of its
-            rows); None: top1 for a classifier-like output (last dimension at least 2), else cosine.
-        config: an :class:`ecnn.budget.BudgetConfig` (default ``min_ndim=2``; ``exact``
-            patterns keep tensors exact).
-        metadata: string-to-string map stored in the file.
-        progress: ``progress(stage, done, total)``.
         base_dir: folder of the model's external data (default: the ``.onnx`` file's folder).
 
-    Returns:
-        An :class:`ecnn.budget.CompressResult` (``metric`` on ``feeds``).
-
     Raises:
-        InvalidOption: no budget or bad options; ONNX Runtime cannot run the model on ``feeds``.
-        BudgetTooSmall, MetricNotReached: as :func:`ecnn.compress`.
+        As :func:`split`; UnreadableInput for a file that is no ONNX model.
     """
-    import fnmatch
-
-    from ecnn.budget import BudgetConfig
-    from ecnn.budget import measured
-
-    cfg = config if config is not None else BudgetConfig(min_ndim=2)
-    if not isinstance(cfg, BudgetConfig):
-        raise InvalidOption("config must be a BudgetConfig")
     model, base = _load_onnx(source, base_dir)
     s = split(model, base)
     graph = np.frombuffer(model.SerializeToString(), dtype=np.uint8)
-    ok = feedable(model)
-    names = [
-        n
-        for n, (a, dt) in s.arrays.items()
-        if dt.name in _BUDGET_DTYPES
-        and n in ok
-        and a.ndim >= cfg.min_ndim
-        and a.size > 0
-        and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exact)
-        and np.isfinite(a).all()
-    ]
-    if not names:
-        raise InvalidOption("the model has no float weight to allocate (float32/float64/float16 with "
-                            f"{cfg.min_ndim}+ dimensions, outside the graph)")  # fmt: skip
-    sess = WeightSession(model, s.arrays, names, feeds)
-    md = dict(metadata or {})
-    md[METADATA_KEY] = METADATA_VERSION_SUBGRAPHS if s.moved else METADATA_VERSION
-    everything = {GRAPH_TENSOR: (graph, dtypes.get("uint8")), **s.arrays}
-    return measured.compress(
-        everything, names, sess.run, path, target_bytes=target_bytes, max_metric_drop=max_drop, metric=metric,
-        config=cfg, metadata=md, progress=progress,
-    )  # fmt: skip
+    return Packable(
+        model=model,
+        tensors={GRAPH_TENSOR: (graph, dtypes.get("uint8")), **s.arrays},
+        metadata={METADATA_KEY: METADATA_VERSION_SUBGRAPHS if s.moved else METADATA_VERSION},
+        feedable=feedable(model),
+    )
+

@@ -1,4 +1,4 @@
-"""ecnn/onnx.py and ecnn/budget/measured.py: ONNX models packed to a size or accuracy budget, measured in ONNX Runtime."""
+"""ecnn/budget/measured.py and ecnn/onnx.py (WeightSession, packable): ONNX models packed to a size or accuracy budget, measured in ONNX Runtime."""
 
 import json
 
@@ -9,6 +9,7 @@ import pytest
 import ecnn
 import ecnn.onnx as eo
 from ecnn.budget import measured
+from ecnn.budget.measured import compress_onnx
 from ecnn.cli import main
 from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached, UnreadableInput
 
@@ -32,7 +33,7 @@ def _steps(path) -> dict:
 def test_gru_budget_meets_the_plain_4bit_size_and_runs_from_memory(tmp_path):
     src, feeds = _save(tmp_path, G.gru)
     target = eo.save_model(src, tmp_path / "p4.ecnn", bits=4)
-    res = eo.compress_model(src, tmp_path / "b.ecnn", feeds, target_bytes=target)
+    res = compress_onnx(src, tmp_path / "b.ecnn", feeds, target_bytes=target)
     assert res.size <= target and (tmp_path / "b.ecnn").stat().st_size == res.size
     assert sorted(res.steps) == ["B", "R", "W", "head"]  # every float weight of the GRU and the head
     steps = _steps(tmp_path / "b.ecnn")
@@ -52,7 +53,7 @@ def test_gru_budget_meets_the_plain_4bit_size_and_runs_from_memory(tmp_path):
 def test_a_sensitive_weight_gets_a_finer_step(tmp_path):
     src, feeds = _save(tmp_path, G.sensitive)
     target = eo.save_model(src, tmp_path / "p4.ecnn", bits=4)
-    res = eo.compress_model(src, tmp_path / "b.ecnn", feeds, target_bytes=target)
+    res = compress_onnx(src, tmp_path / "b.ecnn", feeds, target_bytes=target)
     sens = {t["name"]: t["sensitivity"] for t in res.tensors}
     assert sens["loud"] > 1e3 * sens["quiet"]  # 100x vs 1/100 of the same-sized product
     m = onnx.load(str(src))
@@ -69,7 +70,7 @@ def test_a_sensitive_weight_gets_a_finer_step(tmp_path):
 def test_loop_body_weight_is_allocated(tmp_path):
     src, feeds = _save(tmp_path, G.loop_body)
     target = eo.save_model(src, tmp_path / "p8.ecnn", bits=8)
-    res = eo.compress_model(src, tmp_path / "b.ecnn", feeds, target_bytes=target)
+    res = compress_onnx(src, tmp_path / "b.ecnn", feeds, target_bytes=target)
     assert res.size <= target and list(res.steps) == ["wl"]
     out = eo.inference_session(tmp_path / "b.ecnn", providers=CPU).run(None, feeds)[0]
     assert out.shape == (2, G.D) and np.isfinite(out).all()
@@ -77,21 +78,21 @@ def test_loop_body_weight_is_allocated(tmp_path):
 
 def test_max_drop_keeps_the_metric_and_fails_typed_when_it_cannot(tmp_path):
     src, feeds = _save(tmp_path, G.gru)
-    res = eo.compress_model(src, tmp_path / "b.ecnn", feeds, max_drop=2.0)
+    res = compress_onnx(src, tmp_path / "b.ecnn", feeds, max_drop=2.0)
     assert res.metric >= 98.0 and res.base_metric == 100.0
     ref = eo.run_model(src, feeds)["logits"]
     got = eo.inference_session(tmp_path / "b.ecnn", providers=CPU).run(None, feeds)[0]
     assert 100 * np.mean(ref.argmax(1) == got.argmax(1)) >= 98.0
-    loose = eo.compress_model(src, tmp_path / "c.ecnn", feeds, max_drop=30.0)
+    loose = compress_onnx(src, tmp_path / "c.ecnn", feeds, max_drop=30.0)
     assert loose.size < res.size
-    cos = eo.compress_model(src, tmp_path / "d.ecnn", feeds, max_drop=0.5, metric="cosine")
+    cos = compress_onnx(src, tmp_path / "d.ecnn", feeds, max_drop=0.5, metric="cosine")
     assert cos.metric >= 99.5 and measured.metric_of(cos.data) == "cosine"
     with pytest.raises(MetricNotReached):
-        eo.compress_model(src, tmp_path / "e.ecnn", feeds, target_bytes=2000, max_drop=0.0)
+        compress_onnx(src, tmp_path / "e.ecnn", feeds, target_bytes=2000, max_drop=0.0)
     with pytest.raises(BudgetTooSmall):
-        eo.compress_model(src, tmp_path / "e.ecnn", feeds, target_bytes=500)
+        compress_onnx(src, tmp_path / "e.ecnn", feeds, target_bytes=500)
     with pytest.raises(InvalidOption):
-        eo.compress_model(src, tmp_path / "e.ecnn", feeds, max_drop=1.0, metric="accuracy")
+        compress_onnx(src, tmp_path / "e.ecnn", feeds, max_drop=1.0, metric="accuracy")
     assert not (tmp_path / "e.ecnn").exists()
 
 

@@ -25,7 +25,7 @@ For each model and ``--bits 8`` / ``--bits 4`` it packs the ``.onnx`` with
 ``ecnn.onnx.inference_session`` (from memory) and compares its outputs with
 ONNX Runtime on the original file. Then it packs each model to a budget,
 ``--target-size`` equal to the ``--bits 4`` file's size, with
-:func:`ecnn.onnx.compress_model` (what ``ecnn pack model.onnx --target-size
+:func:`ecnn.budget.measured.compress_onnx` (what ``ecnn pack model.onnx --target-size
 SIZE --calib-inputs inputs.npz`` does) on real calibration inputs: 256
 training images (MNIST; the MNIST test images are never seen) or 128 sentences
 of ecnn's own documentation (MiniLM; the 8 test sentences are not among them).
@@ -221,11 +221,12 @@ def _run_batched(sess, feeds, batch=1000):
 
 
 def _budget_pack(path: Path, packed: Path, calib, metric: str, target: int, plain: eo.PackResult) -> eo.PackResult:
-    """``ecnn pack model.onnx --target-size target --calib-inputs`` (through :func:`ecnn.onnx.compress_model`),
+    """``ecnn pack model.onnx --target-size target --calib-inputs`` (through :func:`ecnn.budget.measured.compress_onnx`),
     its figures in :class:`ecnn.onnx.PackResult` form."""
     import ecnn
+    from ecnn.budget.measured import compress_onnx
 
-    res = eo.compress_model(path, packed, calib, target_bytes=target, metric=metric)
+    res = compress_onnx(path, packed, calib, target_bytes=target, metric=metric)
     with ecnn.open(packed) as f:
         infos = [f.info(n) for n in f.weight_names()]
     q = [i for i in infos if i.step is not None]
@@ -411,7 +412,7 @@ def main(argv=None) -> int:
             "- deviation: of the first output (logits; MiniLM: last_hidden_state) against ONNX Runtime on the original "
             "file; MNIST on the 10,000 real test images, MiniLM on 8 sentences (every position, "
             "padding included, so the largest deviation is pessimistic; the cosine column is what the embeddings see)",
-            f"- budget rows: `ecnn pack model.onnx --target-size SIZE --calib-inputs inputs.npz` (ecnn.onnx.compress_model) "
+            f"- budget rows: `ecnn pack model.onnx --target-size SIZE --calib-inputs inputs.npz` (ecnn.budget.measured.compress_onnx) "
             f"with SIZE the `--bits 4` file's size; each 2-D+ float weight's sensitivity measured in ONNX Runtime as the "
             f"output error with that weight alone rounded to 4 bits, on {CALIB_IMAGES} MNIST training images or "
             f"{CALIB_SENTENCES} sentences of docs/*.md (MiniLM; the 8 test sentences are not among them); the pack time "

@@ -287,3 +287,85 @@ def compress(
         sweep=tuple(sorted(sweep, key=lambda p: p.size)),
         tensors=per,
     )
+
+
+def compress_onnx(
+    source,
+    path,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    target_bytes: int | None = None,
+    max_drop: float | None = None,
+    metric: str | None = None,
+    config: BudgetConfig = BudgetConfig(min_ndim=2),
+    metadata: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    base_dir=None,
+) -> CompressResult:
+    """Pack an ONNX model to a size or accuracy budget: a step per weight, chosen on its outputs in ONNX Runtime.
+
+    The weights are split out as ``ecnn pack model.onnx`` does
+    (:func:`ecnn.onnx.packable`); each float weight with at least
+    ``config.min_ndim`` dimensions (2 by default, as plain ``pack``
+    quantizes) gets a step by :func:`compress`, its sensitivity the output
+    error ONNX Runtime computes on ``feeds`` with that weight rounded, in one
+    :class:`ecnn.onnx.WeightSession` (the weights fed as graph inputs); the
+    others are stored exactly. The file is an ordinary packed ONNX model
+    (:func:`ecnn.onnx.inference_session`, :func:`ecnn.onnx.load_model`). No
+    torch is needed.
+
+    Args:
+        source: a ``.onnx`` path or an ``onnx.ModelProto`` (not modified).
+        path: the ``.ecnn`` file to write (atomically).
+        feeds: calibration inputs ``{input name: array}`` (e.g. from :func:`ecnn.onnx.check_inputs`).
+        target_bytes: the file must be at most this many bytes.
+        max_drop: the smallest file whose ``metric`` on ``feeds`` is at most this many points
+            below the original's 100.
+        metric: ``"top1"`` or ``"cosine"`` (see :func:`compress`); None: top1 for a
+            classifier-like first float output (last dimension at least 2), else cosine.
+        config: a :class:`BudgetConfig` (``exact`` patterns keep tensors exact).
+        metadata: string-to-string map stored in the file.
+        progress: ``progress(stage, done, total)``.
+        base_dir: folder of the model's external data (default: the ``.onnx`` file's folder).
+
+    Returns:
+        A :class:`CompressResult` (``metric`` on ``feeds``).
+
+    Raises:
+        InvalidOption: no budget or bad options; nothing to allocate; ONNX Runtime cannot run
+            the model on ``feeds``.
+        BudgetTooSmall, MetricNotReached: as :func:`compress`.
+        UnreadableInput, UnsafeInput: as :func:`ecnn.onnx.pack`.
+
+    Example:
+        >>> from ecnn.budget.measured import compress_onnx            # doctest: +SKIP
+        >>> res = compress_onnx("model.onnx", "model.ecnn", {"x": x}, target_bytes=200_000)
+    """
+    import fnmatch
+
+    from ecnn import onnx as eonnx
+
+    if not isinstance(config, BudgetConfig):
+        raise InvalidOption("config must be a BudgetConfig")
+    p = eonnx.packable(source, base_dir)
+    names = [
+        n
+        for n, (a, dt) in p.tensors.items()
+        if n in p.feedable
+        and dt.name in eonnx.FEED_DTYPES
+        and a.ndim >= config.min_ndim
+        and a.size > 0
+        and not any(fnmatch.fnmatchcase(n, pat) for pat in config.exact)
+        and np.isfinite(a).all()
+    ]
+    if not names:
+        raise InvalidOption(
+            f"the model has no float weight to allocate ({', '.join(eonnx.FEED_DTYPES)} with "
+            f"{config.min_ndim}+ dimensions, outside the graph)"
+        )
+    sess = eonnx.WeightSession(p.model, p.tensors, names, feeds)
+    md = {**dict(metadata or {}), **p.metadata}
+    return compress(
+        p.tensors, names, sess.run, path, target_bytes=target_bytes, max_metric_drop=max_drop, metric=metric,
+        config=config, metadata=md, progress=progress,
+    )  # fmt: skip
