@@ -28,6 +28,7 @@ examples:
   ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, weights packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
   ecnn pack model.onnx --bits 4 --check inputs.npz       ONNX: also run both models, print the deviation
+  ecnn pack model.onnx --target-size 2MB --calib-inputs inputs.npz   ONNX: steps per weight measured in ONNX Runtime
   ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
   ecnn pack model.pt --max-drop 0.5 --eval my_eval.py:accuracy    smallest file losing <= 0.5
   ecnn report model.ecnn -o report.html                  HTML page with plots
@@ -771,10 +772,12 @@ def build_parser() -> argparse.ArgumentParser:
         "receives the candidate weights as a dict {name: torch.Tensor} and returns a float, higher is better "
         "(e.g. accuracy in percent); the --calib function receives the same dict and returns an output tensor of the "
         "model on a calibration batch computed from those tensors (e.g. with torch.func.functional_call), "
-        "which weights each tensor's error by its effect on that output.",
+        "which weights each tensor's error by its effect on that output. For .onnx models no functions are "
+        "needed: each weight's sensitivity is measured in ONNX Runtime on --calib-inputs, and --max-drop "
+        "limits --drop-metric on them.",
     )
     b.add_argument("--target-size", metavar="SIZE", help="the file must fit in SIZE (2MB = 2,000,000 bytes, 2MiB, 800kB, 123456)")
-    b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric is at most X below the original's")
+    b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric (for .onnx models: --drop-metric) is at most X below the original's")
     b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
     b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: plain weight error)")
     b.add_argument(
