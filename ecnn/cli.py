@@ -229,10 +229,10 @@ def cmd_pack(a) -> int:
     if eio.same_file(src, out) or (src.resolve() == out.resolve()):
         raise SameFile(f"refusing to overwrite the input {src} with the output")
     onnx_in = not src.is_dir() and eio.kind_of(src) == "onnx"
-    if a.check is not None and (not onnx_in or a.target_size is not None or a.max_drop is not None):
+    if a.check is not None and not onnx_in:
         from ecnn.errors import InvalidOption
 
-        raise InvalidOption("--check runs .onnx models packed with --bits, --step or --lossless")
+        raise InvalidOption("--check runs .onnx models")
     if a.target_size is not None or a.max_drop is not None:
         return _pack_budget(a, src, out)
     cfg = make_config(
@@ -329,14 +329,7 @@ def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
             exact_bytes=r.exact[1], in_graph=r.in_graph[0], in_graph_bytes=r.in_graph[1],
         )  # fmt: skip
         if devs is not None:
-            figures["check"] = {
-                "inputs": "synthetic" if a.check == "synthetic" else a.check,
-                "outputs": [
-                    {"name": d.name, "shape": list(d.shape), "max_abs": d.max_abs, "range": d.range,
-                     "relative": d.relative, "top1": list(d.top1) if d.top1 else None}
-                    for d in devs
-                ],
-            }  # fmt: skip
+            figures["check"] = _check_figures(a, devs)
         _emit_json(figures)
         return 0
     if not a.quiet:
@@ -349,21 +342,37 @@ def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
             f"  left in the graph: {g[0]} tensors, {_human(g[1])} (inside the {_human(r.graph_bytes)} graph, "
             "coded losslessly)"
         )
-    if devs is not None:
-        if not a.quiet:
-            kind = (
-                "synthetic inputs made from the graph's declared shapes and dtypes (dynamic dims = 1; not real data)"
-                if a.check == "synthetic"
-                else f"inputs from {a.check}"
-            )
-            print(f"check, original vs packed in ONNX Runtime, on {kind}:")
-            for d in devs:
-                top1 = f"; top-1 agreement {d.top1[0]}/{d.top1[1]}" if d.top1 else ""
-                print(
-                    f"  {d.name} {list(d.shape)}: max |deviation| {d.max_abs:.4g} "
-                    f"({100 * d.relative:.3g}% of its range {d.range:.4g}){top1}"
-                )
+    if devs is not None and not a.quiet:
+        _print_check(a, devs)
     return 0
+
+
+def _check_figures(a, devs) -> dict:
+    """``pack --check --json``: each output's deviation."""
+    return {
+        "inputs": "synthetic" if a.check == "synthetic" else a.check,
+        "outputs": [
+            {"name": d.name, "shape": list(d.shape), "max_abs": d.max_abs, "range": d.range,
+             "relative": d.relative, "top1": list(d.top1) if d.top1 else None}
+            for d in devs
+        ],
+    }  # fmt: skip
+
+
+def _print_check(a, devs) -> None:
+    """``pack --check``: each output's deviation, one line each."""
+    kind = (
+        "synthetic inputs made from the graph's declared shapes and dtypes (dynamic dims = 1; not real data)"
+        if a.check == "synthetic"
+        else f"inputs from {a.check}"
+    )
+    print(f"check, original vs packed in ONNX Runtime, on {kind}:")
+    for d in devs:
+        top1 = f"; top-1 agreement {d.top1[0]}/{d.top1[1]}" if d.top1 else ""
+        print(
+            f"  {d.name} {list(d.shape)}: max |deviation| {d.max_abs:.4g} "
+            f"({100 * d.relative:.3g}% of its range {d.range:.4g}){top1}"
+        )
 
 
 def _pack_budget(a, src: Path, out: Path) -> int:
@@ -451,6 +460,10 @@ def _pack_onnx_budget(a, src: Path, out: Path) -> int:
         )
     else:
         feeds = eonnx.check_inputs(src, a.calib_inputs)
+    check = reference = None
+    if a.check is not None:  # held-out inputs, read and run first: a bad .npz fails before any work
+        check = eonnx.check_inputs(src, None if a.check == "synthetic" else a.check)
+        reference = eonnx.run_model(src, check)
     _confirm_overwrite(out, a.force)
     t0 = time.perf_counter()
     res = measured.compress_onnx(
@@ -460,9 +473,12 @@ def _pack_onnx_budget(a, src: Path, out: Path) -> int:
     )  # fmt: skip
     in_bytes = src.stat().st_size
     name = measured.metric_of(res.data)
+    devs = eonnx.compare(src, out, check, reference=reference) if check is not None else None
     if a.json:
         figures = _pack_figures(out, in_bytes, res.size, time.perf_counter() - t0)
         figures.update(base_metric=res.base_metric, metric=res.metric, metric_name=name, calib_inputs=a.calib_inputs or "synthetic")
+        if devs is not None:
+            figures["check"] = _check_figures(a, devs)
         _emit_json(figures)
     elif not a.quiet:
         print(
@@ -470,6 +486,8 @@ def _pack_onnx_budget(a, src: Path, out: Path) -> int:
             f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s; {name} on the calibration inputs "
             f"{res.base_metric:.4g} -> {res.metric:.4g}: {out}"
         )
+        if devs is not None:
+            _print_check(a, devs)
     return 0
 
 

@@ -112,6 +112,15 @@ def test_cli_target_size_with_npz_and_synthetic_inputs(tmp_path, capsys):
     assert "warning: no --calib-inputs" in cap.err and "synthetic inputs" in cap.err
     assert "top1 on the calibration inputs 100 ->" in cap.out
     assert (tmp_path / "b.ecnn").stat().st_size <= target
+    # --check runs both models on other inputs after a budget too
+    held = {"x": feeds["x"][:, :16] * 0.5, "h0": feeds["h0"][:, :16]}
+    np.savez(tmp_path / "held.npz", **held)
+    assert main(args + ["-f", "--calib-inputs", str(tmp_path / "in.npz"), "--check", str(tmp_path / "held.npz"), "--json"]) == 0
+    fig = json.loads(capsys.readouterr().out)
+    (dev,) = fig["check"]["outputs"]
+    got = eo.inference_session(tmp_path / "b.ecnn", providers=CPU).run(None, held)[0]
+    ref = eo.run_model(src, held)["logits"]
+    assert dev["max_abs"] == pytest.approx(float(np.abs(got - ref).max())) and dev["top1"][1] == 16
 
 
 def test_cli_refuses_bad_inputs_and_options_with_typed_errors(tmp_path, capsys):
