@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 PROBE_BITS = (4,)  # each tensor's sensitivity is measured rounded to this many bits (per tensor); the largest counts
 SENSITIVITY = "measured"  # the summary's name for this sensitivity
 METRICS = ("top1", "cosine")
+SUMMARY_SPARE = 96  # characters kept for the figures the summary gains after the size search
 
 # calibration({name: storage array}) -> the model's outputs, the named tensors replaced, the others original
 Calibration = Callable[[Mapping[str, np.ndarray]], Sequence[np.ndarray]]
@@ -152,6 +153,13 @@ def output_sensitivities(
     return h
 
 
+def _summary(search: Search, sweep, target, drop, base, value, metric: str) -> dict:
+    """The summary stored in the file (:mod:`ecnn.budget.summary`), with the metric's name."""
+    summ = budget_summary.build(search, sweep, target, drop, SENSITIVITY, base, value)
+    summ["metric_name"] = metric
+    return summ
+
+
 def metric_of(data: bytes) -> str | None:
     """The metric a file made by :func:`compress` was measured with (from its summary), or None."""
     import json
@@ -238,6 +246,14 @@ def compress(
             raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({smallest} bytes)")
         k = search.fit(target)
         log.info("largest allocation within %d bytes: %d of %d moves, %d bytes", target, k, search.last, search.size(k))
+    limit = room
+    if target is not None and drop is None:
+        # Use the room the reservation leaves: size the file with the summary it will carry
+        # (and room for the metric's figures), then move up the path.
+        text = budget_summary.summary_json(_summary(search, sweep, target, drop, None, None, metric), room - SUMMARY_SPARE)
+        limit = len(text) + SUMMARY_SPARE
+        search.summary = text + " " * SUMMARY_SPARE
+        k = search.fit(target, lo=k)
 
     def run(kk: int) -> float:
         outs = calibration({n: a for n, (a, _) in search.dequantized(kk).items()})
@@ -257,9 +273,7 @@ def compress(
             )
         k, value = bisect_metric(search, run, k, value, base - drop, config.rtol, report)
     md = dict(metadata or {})
-    summ = budget_summary.build(search, sweep, target, drop, SENSITIVITY, base, value)
-    summ["metric_name"] = metric
-    md[METADATA_KEY] = budget_summary.summary_json(summ, room)
+    md[METADATA_KEY] = budget_summary.summary_json(_summary(search, sweep, target, drop, base, value, metric), limit)
     data = search.encode(k, md)
     if path is not None:
         from ecnn.container.writer import atomic_write
