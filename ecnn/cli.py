@@ -430,6 +430,8 @@ CALIB_SYNTHETIC_DYNAMIC = 16  # dynamic dims of synthetic calibration inputs (1 
 def _pack_onnx_budget(a, src: Path, out: Path) -> int:
     """``pack model.onnx --target-size`` / ``--max-drop``: steps chosen per weight on the model's outputs
     in ONNX Runtime (:func:`ecnn.budget.measured.compress_onnx`)."""
+    import dataclasses
+
     from ecnn import budget
     from ecnn import onnx as eonnx
     from ecnn.budget import measured
@@ -468,7 +470,7 @@ def _pack_onnx_budget(a, src: Path, out: Path) -> int:
     t0 = time.perf_counter()
     res = measured.compress_onnx(
         src, out, feeds, target_bytes=target, max_drop=a.max_drop, metric=a.drop_metric,
-        config=budget.BudgetConfig(min_ndim=2, exact=tuple(a.exact)), metadata=_metadata(a.metadata),
+        config=dataclasses.replace(measured.ONNX_CONFIG, exact=tuple(a.exact)), metadata=_metadata(a.metadata),
         progress=_stage_logger(a.quiet),
     )  # fmt: skip
     in_bytes = src.stat().st_size

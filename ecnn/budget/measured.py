@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 PROBE_BITS = (4,)  # each tensor's sensitivity is measured rounded to this many bits (per tensor); the largest counts
 SENSITIVITY = "measured"  # the summary's name for this sensitivity
 METRICS = ("top1", "cosine")
+# The ONNX budget's defaults: weights of 2+ dimensions (what plain pack quantizes), and eight candidate
+# steps an octave: a model's few large tensors move the file size in finer steps along the path.
+ONNX_CONFIG = BudgetConfig(min_ndim=2, steps_per_octave=8)
 SUMMARY_SPARE = 96  # characters kept for the figures the summary gains after the size search
 
 # calibration({name: storage array}) -> the model's outputs, the named tensors replaced, the others original
@@ -311,7 +314,7 @@ def compress_onnx(
     target_bytes: int | None = None,
     max_drop: float | None = None,
     metric: str | None = None,
-    config: BudgetConfig = BudgetConfig(min_ndim=2),
+    config: BudgetConfig = ONNX_CONFIG,
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     base_dir=None,
@@ -337,7 +340,7 @@ def compress_onnx(
             below the original's 100.
         metric: ``"top1"`` or ``"cosine"`` (see :func:`compress`); None: top1 for a
             classifier-like first float output (last dimension at least 2), else cosine.
-        config: a :class:`BudgetConfig` (``exact`` patterns keep tensors exact).
+        config: a :class:`BudgetConfig` (default :data:`ONNX_CONFIG`; ``exact`` patterns keep tensors exact).
         metadata: string-to-string map stored in the file.
         progress: ``progress(stage, done, total)``.
         base_dir: folder of the model's external data (default: the ``.onnx`` file's folder).
