@@ -71,6 +71,7 @@ CPU = ["CPUExecutionProvider"]
 CALIB_IMAGES = 256  # MNIST training images the budget is measured on
 CALIB_SENTENCES = 128  # documentation sentences MiniLM's budget is measured on
 GRU_HIDDEN, GRU_STEPS, GRU_BATCH = 64, 200, 128
+CALIB_USED: dict[str, int] = {}  # what a run found (documentation sentences)
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Entropy coding makes neural network weights small.",
@@ -197,6 +198,7 @@ def minilm_model(out: Path):
     found = [s.strip() for s in re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", docs))]
     found = [s for s in dict.fromkeys(found) if 40 <= len(s) <= 200 and sum(c.isalpha() for c in s) > 0.7 * len(s)]
     found = [s for s in found if s not in SENTENCES][:CALIB_SENTENCES]
+    CALIB_USED["sentences"] = len(found)
     cal = tok(found, padding=True, truncation=True, max_length=64, return_tensors="np")
     enc = tok(SENTENCES, padding=True, return_tensors="pt")
     args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
@@ -415,7 +417,8 @@ def main(argv=None) -> int:
             f"- budget rows: `ecnn pack model.onnx --target-size SIZE --calib-inputs inputs.npz` (ecnn.budget.measured.compress_onnx) "
             f"with SIZE the `--bits 4` file's size; each 2-D+ float weight's sensitivity measured in ONNX Runtime as the "
             f"output error with that weight alone rounded to 4 bits, on {CALIB_IMAGES} MNIST training images or "
-            f"{CALIB_SENTENCES} sentences of docs/*.md (MiniLM; the 8 test sentences are not among them); the pack time "
+            f"{CALIB_USED.get('sentences')} sentences of docs/*.md (MiniLM, at most {CALIB_SENTENCES}, 40 to 200 characters, "
+            "code and markup removed, padded to their longest; the 8 test sentences are not among them); the pack time "
             "includes those measurements. The GRU is trained by this run "
             f"({GRU_STEPS} Adam steps of {GRU_BATCH} training images, seeded)",
             "",
