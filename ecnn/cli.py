@@ -406,6 +406,8 @@ def _pack_budget(a, src: Path, out: Path) -> int:
     tensors = eio.load_weights(src)
     in_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
     cfg = budget.BudgetConfig(exact=tuple(a.exact))
+    if calibration is None and not a.quiet:
+        print(budget.NO_CALIBRATION, file=sys.stderr)
     res = budget.compress(
         tensors, out, target_bytes=target, max_metric_drop=a.max_drop, evaluate=evaluate,
         calibration=calibration, config=cfg, metadata=_metadata(a.metadata), progress=_stage_logger(a.quiet),
@@ -417,6 +419,7 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         _emit_json(figures)
     elif not a.quiet:
         extra = f"; metric {res.base_metric:.6g} -> {res.metric:.6g}" if res.metric is not None else ""
+        extra += f"; the plain --bits {res.plain_bits} file (no better allocation found)" if res.plain_bits else ""
         print(
             f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
             f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
@@ -787,8 +790,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b = sp.add_argument_group(
         "compress to a budget",
-        "ecnn.compress chooses a step for every float tensor (biases and norms included) by rate-distortion "
-        "optimization. FUNC is module:function (an importable module or a .py file). The --eval function "
+        "ecnn.compress chooses a step for each float tensor by rate-distortion optimization; the plain --bits N "
+        "grid is always a candidate, and the plain file is kept when nothing better fits. Without --calib the errors "
+        "are weighted by a proxy (each tensor's relative error) and what plain pack keeps exact (1-D tensors, "
+        "BatchNorm statistics, integer buffers) stays exact; with --calib, biases and norms are allocated too "
+        "(running statistics never). FUNC is module:function (an importable module or a .py file). The --eval function "
         "receives the candidate weights as a dict {name: torch.Tensor} and returns a float, higher is better "
         "(e.g. accuracy in percent); the --calib function receives the same dict and returns an output tensor of the "
         "model on a calibration batch computed from those tensors (e.g. with torch.func.functional_call), "
@@ -799,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target-size", metavar="SIZE", help="the file must fit in SIZE (2MB = 2,000,000 bytes, 2MiB, 800kB, 123456)")
     b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric (for .onnx models: --drop-metric) is at most X below the original's")
     b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
-    b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: plain weight error)")
+    b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: each tensor's relative weight error)")
     b.add_argument(
         "--calib-inputs",
         metavar="NPZ",

@@ -38,11 +38,13 @@ def test_target_is_respected_and_file_decodes(plan):
         assert r.size == len(r.data) <= target
         dec = ecnn.decode(r.data)
         assert set(dec) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+        rows = {t["name"] for t in r.tensors if t["rows"] or t["bits"]}
         with ecnn.open(r.data) as f:
             for name, step in r.steps.items():
                 assert f.info(name).step == pytest.approx(step, rel=1e-7)
-                # every stored value sits on the chosen grid
-                q = dec[name].double() / step
+                # every stored value sits on the chosen grid (a plain grid's rows: on finer steps)
+                s = step if name not in rows else quantize.row_steps(step, quantize.row_codes(plan.arrays[name][0], plan.arrays[name][1], step), plan.arrays[name][1])
+                q = dec[name].double() / torch.as_tensor(np.asarray(s, np.float64)).reshape(-1, *([1] * (dec[name].ndim - 1)))
                 assert torch.allclose(q, q.round(), atol=1e-3)
 
 
@@ -58,8 +60,8 @@ def test_larger_budget_never_gives_more_distortion(plan):
         r = plan.compress(target_bytes=target)
         sizes.append(r.size)
         dists.append(r.distortion)
-    assert sizes == sorted(sizes)
-    assert dists == sorted(dists, reverse=True)
+    assert all(s <= t for s, t in zip(sizes, range(2200, 9000, 600)))
+    assert dists == sorted(dists, reverse=True)  # sizes need not grow: a plain grid may win with a smaller file
     assert dists[0] > dists[-1]
 
 
@@ -365,13 +367,17 @@ def test_rows_option_gives_sensitive_rows_finer_steps():
         cfg = budget.BudgetConfig(steps_per_octave=2, max_bits=10, probes=4, rows=rows, strengths=(0.0,))
         res[rows] = budget.compress(sd, target_bytes=2500, calibration=out, config=cfg)
     r = res[True]
-    assert r.size <= 2500 and r.tensors[0]["rows"]
-    with ecnn.open(r.data) as f:
-        assert f.info("w").representation == "uniform_rows"
-    dec = ecnn.numpy.decode(r.data)["w"]
-    err = np.abs(dec - w.numpy()).max(axis=1)
-    assert err[-8:].mean() < 0.5 * err[:8].mean()  # sensitive rows have finer steps
-    assert r.distortion < res[False].distortion
+    assert r.size <= 2500
+    assert r.distortion <= res[False].distortion
+    t = budget.plan(sd, calibration=out, config=cfg).tensors[0]
+    assert t.codes is not None and t.codes[-8:].mean() > t.codes[:8].mean() + 4  # sensitive rows: finer steps
+    assert any(c.rows for c in t.cands)
+    if r.tensors[0]["rows"]:  # else a plain grid had less distortion still
+        with ecnn.open(r.data) as f:
+            assert f.info("w").representation == "uniform_rows"
+        dec = ecnn.numpy.decode(r.data)["w"]
+        err = np.abs(dec - w.numpy()).max(axis=1)
+        assert err[-8:].mean() < 0.5 * err[:8].mean()
 
 
 def test_grid_step_recognizes_weights_on_a_grid_and_nothing_else():

@@ -209,7 +209,8 @@ def test_progress_into_a_closed_pipe_does_not_stop_the_work(files):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     first = proc.stdout.readline()
     proc.stdout.close()
-    assert proc.wait(timeout=300) == 0 and first.endswith(b"...\n"), first  # a stage line came first
+    # the no-calibration notice or a stage line came first
+    assert proc.wait(timeout=300) == 0 and (first.endswith(b"...\n") or first.startswith(b"no calibration data")), first
     assert main(["verify", str(out), "-q"]) == 0 and out.stat().st_size <= 4000
     # stderr alone closed, stdout read: the summary line still comes, and the file is the same.
     again = files["tmp"] / "budget2.ecnn"

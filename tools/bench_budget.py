@@ -295,6 +295,62 @@ class MiniLMTask:
         return lambda model: self._embed(model, self.cal)
 
 
+class VggBnTask:
+    """tools/train.py's SmallVGG with a BatchNorm after every convolution, trained here on
+    Fashion-MNIST (Debian's dataset-fashion-mnist) for one epoch (Adam, lr 1e-3, batch
+    128, seed 0), cached in ~/.cache/ecnn-train. Metric: accuracy (%) on the 10,000
+    test images; calibration: the first 1,000 training images."""
+
+    name = "VGG-BN on Fashion-MNIST (tools/train.py SmallVGG + BatchNorm)"
+    metric_name = "test accuracy %"
+
+    def __init__(self):
+        import torch
+
+        sys.path.insert(0, str(ROOT / "tools"))
+        import train as tool
+
+        data = tool.load_fashion()
+        self.x, self.y = data.test_x, data.test_y.numpy()
+        self.calib = data.train_x[:1000]
+        self.cls = vgg_bn
+        path = tool.CACHE / "vggbn-fashion-e1-s0.pt"
+        self.model = self.cls()
+        if path.exists():
+            self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        else:
+            log.info("training the VGG-BN baseline for one epoch")
+            torch.manual_seed(0)
+            self.model.train()
+            opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+            gen = torch.Generator().manual_seed(0)
+            order = torch.randperm(len(data.train_x), generator=gen)
+            for i in range(0, len(order), 128):
+                idx = order[i : i + 128]
+                loss = torch.nn.functional.cross_entropy(self.model(data.train_x[idx]), data.train_y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.model.state_dict(), path)
+        self.model.eval()
+
+    state = MnistTask.state
+    evaluate = MnistTask.evaluate
+    evaluate_state = MnistTask.evaluate_state
+    calibration = MnistTask.calibration
+
+
+def vgg_bn():
+    """SmallVGG (tools/train.py) with BatchNorm2d after every convolution."""
+    import torch.nn as nn
+
+    def block(i, o):
+        return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
+
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
 # --- the run ----------------------------------------------------------------------
 
 
@@ -455,6 +511,113 @@ def points_table(res) -> str:
     return "\n".join(lines)
 
 
+EQUAL_BITS = {"mnist": (8, 6, 4, 3), "minilm": (8, 6, 4), "vggbn": (8, 6, 4, 3)}
+TASKS = {"mnist": MnistTask, "minilm": MiniLMTask, "vggbn": VggBnTask}
+
+
+def run_equal(key: str, task, calib: bool) -> list[dict]:
+    """At the size of each plain ``--bits N`` file: the budget without calibration (and
+    with it), its metric and its time against plain pack's (in this process, the same
+    effort; the plan measured once per mode, its time added to each point)."""
+    import ecnn
+    import ecnn.budget as eb
+
+    sd = task.state()
+    rows = []
+    t = time.perf_counter()
+    bare = eb.plan(sd)
+    plan_bare = time.perf_counter() - t
+    plan_cal = None
+    if calib:
+        t = time.perf_counter()
+        cal = eb.plan(task.model, calibration=task.calibration())
+        plan_cal = time.perf_counter() - t
+    for bits in EQUAL_BITS[key]:
+        t = time.perf_counter()
+        data = ecnn.encode(sd, bits=bits)
+        t_plain = time.perf_counter() - t
+        row = {"bits": bits, "size": len(data), "plain": task.evaluate_state(ecnn.decode(data)), "t_plain": t_plain}
+        t = time.perf_counter()
+        r = bare.compress(target_bytes=len(data))
+        row["t_bare"] = plan_bare + time.perf_counter() - t
+        row["bare"] = task.evaluate_state(ecnn.decode(r.data))
+        row["bare_size"], row["bare_plain"] = r.size, r.plain_bits
+        if calib:
+            t = time.perf_counter()
+            r = cal.compress(target_bytes=len(data))
+            row["t_cal"] = plan_cal + time.perf_counter() - t
+            row["cal"] = task.evaluate_state(ecnn.decode(r.data))
+            row["cal_size"], row["cal_plain"] = r.size, r.plain_bits
+        log.info("%s bits %d: %s", key, bits, row)
+        rows.append(row)
+    return rows
+
+
+def equal_table(rows: list[dict], calib: bool) -> str:
+    def verdict(a, b):
+        return "better" if a > b + 1e-9 else ("same" if abs(a - b) <= 1e-9 else "**worse**")
+
+    head = "| plain --bits | file bytes | plain | budget, no calibration | vs plain | time / plain |"
+    sep = "|---:|---:|---:|---:|---|---:|"
+    if calib:
+        head += " budget, calibrated | vs plain | time / plain |"
+        sep += "---:|---|---:|"
+    lines = [head, sep]
+    for r in rows:
+        pl = lambda b: f" (plain {b})" if b else ""  # noqa: E731
+        line = (
+            f"| {r['bits']} | {r['size']:,} | {r['plain'][1]} | {r['bare'][1]} ({r['bare_size']:,} B{pl(r['bare_plain'])}) | "
+            f"{verdict(r['bare'][0], r['plain'][0])} | {r['t_bare'] / r['t_plain']:.1f}x |"
+        )
+        if calib:
+            line += f" {r['cal'][1]} ({r['cal_size']:,} B{pl(r['cal_plain'])}) | {verdict(r['cal'][0], r['plain'][0])} | {r['t_cal'] / r['t_plain']:.1f}x |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main_equal(a) -> int:
+    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from bench_pack import versions
+    from benchlib import command_line, machine, record_results
+
+    torch.manual_seed(0)
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()
+    models = [m.strip() for m in a.models.split(",")]
+    sections = []
+    for key in models:
+        task = TASKS[key]()
+        calib = not a.no_calib
+        rows = run_equal(key, task, calib)
+        sections.append(
+            f"### {task.name}\n\nmetric: {task.metric_name}; float {task.evaluate(task.model):.6g}\n\n{equal_table(rows, calib)}\n"
+        )
+        print(sections[-1], flush=True)
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")
+    bench = "bench_budget --equal-size" + ("" if models == list(EQUAL_BITS) else f" --models {','.join(models)}") + " --no-calib" * a.no_calib
+    section = (
+        f"## {bench}: the budget at the size of plain --bits N files ({now})\n\n"
+        f"- machine: {machine()} (shared with other work; times are indicative, sizes are not affected); load average "
+        f"(1/5/15 min) {' / '.join(f'{v:.2f}' for v in load0)} at the start, "
+        f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end\n"
+        f"- software: {versions()}\n"
+        f"- command (from the repository root, after `bash tools/setup_bench.sh`): `{command_line()}`; whole run {time.perf_counter() - t_start:.0f} s\n"
+        "- For each plain `ecnn.encode(bits=N)` file (per-row steps, effort best): `ecnn.budget.plan` then "
+        "`Plan.compress(target_bytes=<that size>)`, without calibration (the state dict, as `ecnn pack --target-size` "
+        "without `--calib`) and with the benchmark's calibration batch. \"(plain N)\" marks a budget file that is the plain "
+        "file itself (the allocation found nothing better by its objective). Time / plain: the budget's plan plus "
+        "compress over plain encode, in this process; the plan, made once per model, is counted in every point, and "
+        "for the small models plain encode takes a fraction of a second, so those ratios are noisy.\n\n"
+        + "\n".join(sections)
+    )
+    if a.record:
+        record_results(bench, section, a.results)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="mnist,minilm", help="comma-separated: mnist, minilm (default: both)")
@@ -463,11 +626,22 @@ def main(argv=None) -> int:
     ap.add_argument("--no-drop", action="store_true", help="leave out the ecnn budget points bisected to each level")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     ap.add_argument("--nncodec-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--equal-size", action="store_true",
+        help="instead: the budget (without and with calibration) at the size of plain --bits N files, against them; "
+        "models mnist, minilm, vggbn (default: all three)",
+    )  # fmt: skip
+    ap.add_argument("--no-calib", action="store_true", help="with --equal-size: leave out the calibrated budget")
+    ap.add_argument("--record", action="store_true", help="with --equal-size: record the section in bench/RESULTS.md")
     a = ap.parse_args(argv)
     if a.nncodec_child:
         nncodec_child(*a.nncodec_child)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if a.equal_size:
+        if a.models == "mnist,minilm":
+            a.models = ",".join(EQUAL_BITS)
+        return main_equal(a)
     sys.path.insert(0, str(ROOT / "tools"))
     sys.path.insert(0, str(ROOT))
     import torch

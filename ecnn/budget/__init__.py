@@ -8,7 +8,17 @@ model's. The steps go into the file through ``EncodeConfig.steps`` (the
 
 How the steps are chosen (Lagrangian rate-distortion optimization):
 
-1. Every float tensor with at least ``BudgetConfig.min_ndim`` dimensions gets
+0. Which tensors are allocated. Without calibration data, exactly those plain
+   ``pack`` quantizes (:func:`ecnn.codec.wants_quantization` with ``--bits``'s
+   rule): 1-D tensors (biases, norms, BatchNorm statistics) and integer
+   buffers stay exact, and each tensor's error is weighted by a proxy, one over
+   its squared norm (:func:`weight_proxy`: the sum of the tensors' relative
+   errors is minimized). With calibration data, every float tensor with at
+   least ``BudgetConfig.min_ndim`` dimensions except running statistics
+   (:func:`running_statistics`, always exact); the tensors plain ``pack``
+   keeps exact also get an exact candidate.
+1. Every allocated tensor gets the grids of plain ``pack --bits N``
+   (:data:`PLAIN_BITS`, per-row steps, exactly the records ``pack`` writes) and
    candidate steps on a geometric grid, ``absmax / L`` with ``L = 2**(k / steps_per_octave)``
    from ``L = 1/2`` (every symbol is zero) to ``L = 2**max_bits``. A tensor
    that already lies on a uniform grid (weights trained with ``ecnn.train``
@@ -24,7 +34,8 @@ How the steps are chosen (Lagrangian rate-distortion optimization):
    sensitivity: ``sum_j h_j (w_j - Q(w_j))**2``. ``h`` is the diagonal of the
    Gauss-Newton matrix of the output error on a calibration batch (estimated
    with random output probes), the diagonal of the Fisher information when the
-   output is a batch of logits, or 1 without calibration data.
+   output is a batch of logits, or the proxy without calibration data (then
+   every candidate rounds to nearest).
    With a module and calibration data, the weight of each ``nn.Linear`` also
    gets error-compensated candidates (:func:`quantize_compensated`: each
    column's rounding error is pushed onto the columns not yet rounded, as in
@@ -44,6 +55,11 @@ How the steps are chosen (Lagrangian rate-distortion optimization):
    whose real file (tensors coded one by one, header included) fits, found by
    coding a few allocations that the corrected rates predict to fit;
    ``max_metric_drop`` bisects the path with the caller's ``evaluate``.
+4. With ``target_bytes`` alone, the largest plain ``--bits N`` file that fits
+   is compared with the allocation by the same objective (by the metric, given
+   ``evaluate``), and kept when it is no worse (``CompressResult.plain_bits``):
+   so at the size of a plain ``--bits N`` file the result is never worse than
+   that file by the objective.
 
 Everything is deterministic: fixed probe seeds, ties broken by tensor order.
 Importing this module imports neither torch nor matplotlib.
@@ -72,9 +88,10 @@ The package, one job per module (each imports, at run time, only those above it)
   :func:`ecnn.budget.measured.compress_onnx`.
 """
 
-from ecnn.budget.allocate import Plan, compress, plan
-from ecnn.budget.candidates import ANCHOR_BITS, COMPENSATE_CACHE, GRID_LEVELS, GRID_MULTIPLES, SMALL, grid_step
+from ecnn.budget.allocate import RUNNING_STATISTICS, Plan, compress, plan, running_statistics, weight_proxy
+from ecnn.budget.candidates import PLAIN_BITS, ANCHOR_BITS, COMPENSATE_CACHE, GRID_LEVELS, GRID_MULTIPLES, SMALL, grid_step
 from ecnn.budget.config import (
+    NO_CALIBRATION,
     COMPENSATE_MAX_IN,
     COMPENSATE_MIN_ROWS,
     SENSITIVITIES,
@@ -92,6 +109,11 @@ from ecnn.budget.summary import METADATA_KEY, SUMMARY_CHARS, SUMMARY_MIN, SUMMAR
 
 __all__ = [
     "compress",
+    "NO_CALIBRATION",
+    "PLAIN_BITS",
+    "RUNNING_STATISTICS",
+    "running_statistics",
+    "weight_proxy",
     "plan",
     "Plan",
     "BudgetConfig",

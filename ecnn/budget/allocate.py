@@ -11,15 +11,16 @@ file with its summary (:mod:`ecnn.budget.summary`).
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ecnn import quantize
+from ecnn import codec, quantize
 from ecnn.budget import summary as budget_summary
-from ecnn.budget.candidates import Tensor, measure
+from ecnn.budget.candidates import PLAIN_BITS, Tensor, measure_all
 from ecnn.budget.config import BudgetConfig, CompressResult, Progress, SweepPoint, check_drop, check_target
 from ecnn.budget.model import Weights, state_of
 from ecnn.budget.rounding import compensation
@@ -40,9 +41,10 @@ class Plan:
     measures once.
     """
 
-    def __init__(self, obj, state: dict, is_module: bool, arrays: dict, tensors: list[Tensor], mode: str, cfg: BudgetConfig):
+    def __init__(self, obj, state: dict, is_module: bool, arrays: dict, tensors: list[Tensor], mode: str, cfg: BudgetConfig, calibrated: bool):
         self.obj, self.state, self.is_module = obj, state, is_module
         self.arrays, self.tensors, self.mode, self.config = arrays, tensors, mode, cfg
+        self.calibrated = calibrated  # calibration data weighted the errors (else a proxy did)
 
     @property
     def names(self) -> list[str]:
@@ -71,10 +73,9 @@ class Plan:
         sweep: list[SweepPoint] = []
         hi = search.last
         if target is not None:
-            smallest = search.size(0)
-            if smallest > target:
-                raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({smallest} bytes)")
             hi = search.fit(target)
+            if hi < 0:
+                raise BudgetTooSmall(f"target {target} bytes is below the smallest file this allocation can make ({search.size(0)} bytes)")
             log.info("largest allocation within %d bytes: %d of %d moves, %d bytes", target, hi, search.last, search.size(hi))
 
         def summary(base=None, metric=None) -> dict:
@@ -91,17 +92,20 @@ class Plan:
             k = search.fit(target, lo=hi)
 
         base = metric = None
-        if evaluate is not None:
-            weights = Weights(self.obj, self.is_module, self.state)
-            try:
+        plain_bits = None  # the allocation is plain `pack --bits plain_bits`
+        choice = search.choice(k)
+        weights = Weights(self.obj, self.is_module, self.state) if evaluate is not None else None
+        try:
 
-                def run(kk: int) -> float:
-                    m = float(evaluate(weights.apply(search.dequantized(kk))))
-                    weights.restore()
-                    sweep.append(SweepPoint(search.size(kk), search.cum_dist[kk], m))
-                    log.info("allocation %d: %d bytes, metric %.6g", kk, search.size(kk), m)
-                    return m
+            def run(kk) -> float:
+                m = float(evaluate(weights.apply(search.dequantized(kk))))
+                weights.restore()
+                d = search.cum_dist[kk] if isinstance(kk, int) else search.distortion(kk)
+                sweep.append(SweepPoint(search.size(kk), d, m))
+                log.info("allocation %s: %d bytes, metric %.6g", kk if isinstance(kk, int) else "plain", search.size(kk), m)
+                return m
 
+            if evaluate is not None:
                 report("evaluate", 0, 1)
                 base = float(evaluate(self.obj if self.is_module else dict(self.state)))
                 metric = run(k)
@@ -112,42 +116,102 @@ class Plan:
                             f"(from {base:.6g} to {metric:.6g}), more than {drop}"
                         )
                     k, metric = bisect_metric(search, run, k, metric, base - drop, self.config.rtol, report)
-            finally:
+                choice = search.choice(k)
+            if target is not None and drop is None:
+                plain = _plain_fit(search, target, k)
+                if plain is not None:
+                    bits, pch = plain
+                    d_path, d_plain = float(search.cum_dist[k]), search.distortion(pch)
+                    if evaluate is not None:
+                        m_plain = run(pch)
+                        better = m_plain >= metric
+                    else:
+                        better = d_plain <= d_path
+                    log.info("plain --bits %d fits: distortion %.6g (allocation: %.6g)%s", bits, d_plain, d_path,
+                             "; it is kept" if better else "")  # fmt: skip
+                    if better:
+                        plain_bits, choice = bits, pch
+                        if evaluate is not None:
+                            metric = m_plain
+        finally:
+            if weights is not None:
                 weights.restore()
 
-        steps = search.steps(k)
         md = dict(metadata or {})
-        md[METADATA_KEY] = budget_summary.summary_json(summary(base, metric), limit)
-        data = search.encode(k, md)
+        summ = summary(base, metric)
+        if plain_bits is None:
+            md[METADATA_KEY] = budget_summary.summary_json(summ, limit)
+        else:  # the plain file fits; its summary only where room is left
+            summ["plain_bits"] = plain_bits
+            for text in (budget_summary.summary_json(summ, limit), json.dumps({"version": budget_summary.VERSION, "plain_bits": plain_bits})):
+                if search.size(choice, text) <= target:
+                    md[METADATA_KEY] = text
+                    break
+        data = search.encode(choice, md)
         if path is not None:
             from ecnn.container.writer import atomic_write
 
             atomic_write(path, [data])
-        per = _per_tensor(search, self.tensors, k)
+        per = _per_tensor(search, self.tensors, choice)
         report("done", 1, 1)
         return CompressResult(
             data=data,
             size=len(data),
-            steps=steps,
+            steps=search.steps(choice),
             metric=metric,
             base_metric=base,
-            distortion=float(search.cum_dist[k]),
+            distortion=search.distortion(choice),
             sweep=tuple(sorted(sweep, key=lambda p: p.size)),
             tensors=per,
+            plain_bits=plain_bits,
+            calibrated=self.calibrated,
         )
 
 
-def _per_tensor(search: Search, tensors: list[Tensor], k: int) -> tuple[dict, ...]:
-    """What allocation ``k`` chose for each tensor (:attr:`CompressResult.tensors`)."""
-    choice = search.choice(k)
+PLAIN_SLACK = 1.15  # plain files predicted up to this much over the target are still coded to see if they fit
+
+
+def _plain_fit(search: Search, target: int, k: int) -> tuple[int, dict] | None:
+    """The largest plain ``pack --bits N`` allocation whose file (without summary) fits in
+    ``target`` bytes, ``(N, choice)``, or None; None too when even the plain allocation
+    predicted to fit has more predicted distortion than allocation ``k`` (nothing coded).
+
+    Sizes are predicted from the estimated rates, corrected by the real size of
+    allocation ``k``; then coded, from the predicted ``N``, up or down.
+    """
+    plains = {b: ch for b in PLAIN_BITS if (ch := search.plain(b)) is not None}
+    if not plains:
+        return None
+    f = search.size(k, None) / max(float(search.cum_rate[k]), 1.0)
+    est = {b: f * float(sum(search.by_name[n].rates[c] for n, c in ch.items())) for b, ch in plains.items()}
+    fits = [b for b in plains if est[b] <= target]
+    b = max(fits) if fits else min(plains)
+    up = max([c for c in plains if est[c] <= target * PLAIN_SLACK] or [b])
+    if search.distortion(plains[up]) > search.cum_dist[k]:
+        return None  # not even the largest plain grid that might fit would be better
+    if search.size(plains[b], None) <= target:
+        while b + 1 in plains and est[b + 1] <= target * PLAIN_SLACK and search.size(plains[b + 1], None) <= target:
+            b += 1
+        return b, plains[b]
+    while b - 1 in plains:
+        b -= 1
+        if search.size(plains[b], None) <= target:
+            return b, plains[b]
+    return None
+
+
+def _per_tensor(search: Search, tensors: list[Tensor], choice: dict) -> tuple[dict, ...]:
+    """What a choice took for each tensor (:attr:`CompressResult.tensors`)."""
     return tuple(
         {
             "name": t.name,
             "numel": int(t.arr.size),
             "step": float(t.steps[choice[t.name]]),
-            "strength": t.cands[choice[t.name]][1],
-            "rows": t.cands[choice[t.name]][2],
-            "compensated": t.cands[choice[t.name]][3],
+            "strength": t.cands[choice[t.name]].strength,
+            "rows": t.cands[choice[t.name]].rows,
+            "compensated": t.cands[choice[t.name]].compensated,
+            "bits": t.cands[choice[t.name]].bits or None,
+            "exact": t.cands[choice[t.name]].exact,
             "bytes": len(search.record(t.name, choice[t.name])[1]),
             "estimate": round(float(t.rates[choice[t.name]]), 1),
             "sensitivity": float(np.mean(t.h)),
@@ -168,7 +232,12 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
     cfg = config
     report = progress or (lambda stage, done, total: None)
     state, is_module = state_of(model_or_state_dict)
-    arrays = {n: (a.copy(), dt) for n, (a, dt) in et.to_arrays(state).items()}
+    # private copies where evaluation puts candidate weights into the module's own tensors
+    arrays = {n: (a.copy() if is_module else a, dt) for n, (a, dt) in et.to_arrays(state).items()}
+    calibrated = calibration is not None
+    plain_cfg = EncodeConfig(bits=8, exact=cfg.exact)  # which tensors plain `pack` quantizes
+    plain = {n for n, (a, dt) in arrays.items() if codec.wants_quantization(n, a, dt, plain_cfg)}
+    running = running_statistics(model_or_state_dict, arrays)
     names = [
         n
         for n, (a, dt) in arrays.items()
@@ -177,16 +246,22 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
         and a.size > 0
         and np.isfinite(quantize.to_float(a, dt)).all()
         and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exact)
+        and (n in plain if not calibrated else n not in running)
     ]
     if not names:
         raise InvalidOption("no float tensor to quantize")
+    if not calibrated:
+        log.info("no calibration data: errors weighted by a proxy (relative weight error per tensor); "
+                 "%d tensors that plain pack keeps exact stay exact", len(arrays) - len(names))  # fmt: skip
 
     mode = cfg.sensitivity
     if mode == "auto":
-        mode = "output" if calibration is not None else "weights"
+        mode = "output" if calibrated else "weights"
     names, h, grams = _sensitivities_of(model_or_state_dict, names, calibration, BudgetConfig(**{**cfg.__dict__, "sensitivity": mode}), progress)
+    if mode == "weights":
+        h = {n: weight_proxy(arrays[n][0], arrays[n][1]) for n in names}
 
-    tensors = [Tensor(n, arrays[n][0], arrays[n][1], h[n]) for n in names]
+    tensors = [Tensor(n, arrays[n][0], arrays[n][1], h[n], plain_quantized=n in plain) for n in names]
     for t in tensors:
         if t.name in grams and t.dt.name in ("float32", "float64"):
             t.comp = compensation(*grams[t.name], np.asarray(t.h).reshape(t.arr.shape), cfg.damp)
@@ -194,12 +269,42 @@ def plan(model_or_state_dict, *, calibration=None, config: BudgetConfig = Budget
                 log.info("%s: not compensated (%d rows of moments for %d columns)", t.name, grams[t.name][2], t.arr.shape[1])
             else:
                 log.info("%s: compensation from %d rows of moments, shrinkage %.3f", t.name, grams[t.name][2], t.comp.shrink)
-    for i, t in enumerate(tensors):
-        report("candidates", i, len(tensors))
-        measure(t, cfg)
-    report("candidates", len(tensors), len(tensors))
+    report("candidates", 0, len(tensors))
+    measure_all(tensors, cfg, not calibrated, report)
     log.info("%d tensors, %d candidates in all", len(tensors), sum(len(t.cands) for t in tensors))
-    return Plan(model_or_state_dict, state, is_module, arrays, tensors, mode, cfg)
+    return Plan(model_or_state_dict, state, is_module, arrays, tensors, mode, cfg, calibrated)
+
+
+RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm's buffers, by name
+
+
+def running_statistics(obj, arrays: Mapping) -> set[str]:
+    """The tensors that are running statistics rather than weights, kept exact by every
+    allocation: a module's buffers, and tensors named ``*.running_mean``,
+    ``*.running_var`` or ``*.num_batches_tracked``.
+
+    A calibration batch run in eval mode does send gradients into BatchNorm's
+    running statistics, but they are estimates the layer was trained around,
+    a negligible share of the file, and a coarse ``running_var`` scales whole
+    channels; so no calibration justifies coarsening them.
+    """
+    import torch
+
+    names = {n for n in arrays if n.rpartition(".")[2] in RUNNING_STATISTICS}
+    if isinstance(obj, torch.nn.Module):
+        names |= {n for n, _ in obj.named_buffers(remove_duplicate=False)}
+    return names
+
+
+def weight_proxy(arr: np.ndarray, dt) -> float:
+    """The sensitivity of every element of a tensor without calibration data: one over the
+    tensor's squared norm, so that a tensor's distortion is its relative squared error
+    ``||w - Q(w)||**2 / ||w||**2`` (for a layer ``y = W x`` with inputs of no preferred
+    direction, the relative error of its output), and the allocation minimizes the sum
+    of the layers' relative errors."""
+    x = quantize.to_float(arr, dt).ravel()
+    sq = float(np.dot(x, x)) if x.dtype == np.float32 else float(np.sum(x.astype(np.float64) ** 2))
+    return 1.0 / sq if sq > 0 else 1.0
 
 
 def _sensitivities_of(obj, names: list[str], calibration, cfg: BudgetConfig, progress) -> tuple[list[str], dict, dict]:

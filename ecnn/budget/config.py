@@ -17,6 +17,13 @@ import numpy as np
 
 from ecnn.errors import InvalidOption
 
+NO_CALIBRATION = (
+    "no calibration data (--calib): each tensor's error is weighted by a proxy (its relative squared error), "
+    "and the tensors plain pack keeps exact (1-D tensors: biases, norms, BatchNorm statistics; integer buffers) "
+    "stay exact; every tensor may still take the plain --bits N grid, and the plain file is kept when nothing "
+    "better fits. To weight errors by their effect on the model's output, give --calib module:function, a "
+    "function taking the weights {name: tensor} and returning the model's output on a batch of typical inputs."
+)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 SENSITIVITIES = ("auto", "output", "fisher", "weights")
 COMPENSATE_MIN_ROWS = 2  # input rows (e.g. tokens) per input feature that compensation needs
@@ -32,12 +39,14 @@ class BudgetConfig:
         steps_per_octave: candidate steps per factor of two.
         max_bits: the finest candidate step is ``absmax / 2**max_bits``.
         min_ndim: float tensors with fewer dimensions are stored exactly; with
-            1 (the default) biases and norms are allocated too.
+            1 (the default) and calibration data, biases and norms are allocated
+            too (without calibration data, only what plain ``pack`` quantizes is).
         exact: glob patterns of tensor names to keep bit-exact.
         sensitivity: ``"output"`` (Gauss-Newton diagonal of the mean squared
             output error on the calibration batch), ``"fisher"`` (Fisher
             diagonal, the output's last dimension being logits), ``"weights"``
-            (plain squared weight error), or ``"auto"`` (``"output"`` with
+            (each tensor's relative squared weight error,
+            :func:`ecnn.budget.weight_proxy`), or ``"auto"`` (``"output"`` with
             calibration data, else ``"weights"``).
         probes: random output probes (backward passes) for the sensitivity.
         floor: a tensor's mean sensitivity is raised to at least ``floor``
@@ -155,8 +164,14 @@ class CompressResult:
         tensors: per allocated tensor: ``{"name", "numel", "step", "strength", "rows",
             "compensated", "bytes", "estimate", "sensitivity"}`` (``rows``: a step
             per row, ``step`` being the tensor's; ``compensated``: rounded by
-            :func:`quantize_compensated`); ``bytes`` is the coded payload,
-            ``estimate`` the search's rate for it.
+            :func:`quantize_compensated`); ``bits``: plain ``pack --bits`` grid
+            (None otherwise); ``exact``: stored bit-exact); ``bytes`` is the coded
+            payload, ``estimate`` the search's rate for it.
+        plain_bits: N when the file is exactly plain ``pack --bits N`` (the
+            allocation found nothing better within the target), else None.
+        calibrated: whether calibration data weighted the errors (else a proxy did:
+            each tensor's relative squared error, tensors plain ``pack`` keeps
+            exact kept exact).
     """
 
     data: bytes
@@ -167,6 +182,8 @@ class CompressResult:
     distortion: float
     sweep: tuple[SweepPoint, ...]
     tensors: tuple[dict, ...]
+    plain_bits: int | None = None
+    calibrated: bool = False
 
     @property
     def drop(self) -> float | None:

@@ -19,12 +19,13 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ecnn import codec, dtypes, file, quantize
+from ecnn import chunkrun, codec, dtypes, file, quantize
 from ecnn.budget.candidates import Tensor, symbols
 from ecnn.budget.summary import METADATA_KEY, SUMMARY_CHARS
 from ecnn.config import EncodeConfig
 
 FIT_PROBES = 24  # at most this many allocations are coded to fit one size target
+HEADER_BYTES = 160  # fit's first guess of a record's bytes in the header (name, shape, streams)
 FIT_RTOL = 1e-3  # a size search stops when fitting and failing allocations are this close in estimated rate
 
 
@@ -102,16 +103,30 @@ class Search:
             pos[i] = p
         return {t.name: t.hull[pos[i]] for i, t in enumerate(self.tensors)}
 
-    def steps(self, k: int) -> dict[str, float]:
-        """The step of each tensor after ``k`` moves."""
-        return {n: float(self.by_name[n].steps[c]) for n, c in self.choice(k).items()}
+    def steps(self, k: int | dict) -> dict[str, float]:
+        """The step of each tensor after ``k`` moves (or of a choice), tensors kept exact left out."""
+        choice = self.choice(k) if isinstance(k, (int, np.integer)) else k
+        return {n: float(self.by_name[n].steps[c]) for n, c in choice.items() if not self.by_name[n].cands[c].exact}
+
+    def plain(self, bits: int) -> dict[str, int] | None:
+        """The choice that is plain ``pack --bits bits``: every tensor plain pack quantizes on
+        its plain grid, the others exact (None if some tensor lacks that candidate)."""
+        choice = {t.name: t.plain_index(bits) for t in self.tensors}
+        return None if any(c is None for c in choice.values()) else choice
+
+    def distortion(self, choice: dict[str, int]) -> float:
+        """The predicted distortion of a choice (the search's objective)."""
+        return float(sum(self.by_name[n].dists[c] for n, c in choice.items()))
 
     def grid(self, name: str, c: int) -> np.ndarray:
         """Candidate ``c`` of a tensor as the dequantized storage array the file will hold."""
         t = self.by_name[name]
+        if t.cands[c].exact:
+            return t.arr
         s = float(t.steps[c])
-        if t.cands[c][2]:
-            return quantize.dequantize_rows(symbols(t, c), t.dt, s, t.codes).reshape(t.arr.shape)
+        codes = t.row_codes(c)
+        if codes is not None:
+            return quantize.dequantize_rows(symbols(t, c), t.dt, s, codes).reshape(t.arr.shape)
         return quantize.dequantize(symbols(t, c), t.dt, s).reshape(t.arr.shape)
 
     def record(self, name: str, c: int | None) -> tuple[dict, bytes]:
@@ -119,10 +134,16 @@ class Search:
         key = (name, c)
         if key not in self._records:
             arr, dt = self.arrays[name]
-            if c is None:
-                self._records[key] = codec.encode_tensor(name, arr, dt, self.exact_cfg)
-            elif self.by_name[name].cands[c][2]:  # uniform_rows with the candidate's own row codes
-                t = self.by_name[name]
+            t = self.by_name.get(name)
+            cand = None if c is None else t.cands[c]
+            if cand is None or cand.exact:
+                if (name, None) not in self._records:
+                    self._records[(name, None)] = codec.encode_tensor(name, arr, dt, self.exact_cfg)
+                self._records[key] = self._records[(name, None)]
+            elif cand.bits:  # what plain `pack --bits` writes, byte for byte
+                cfg = EncodeConfig(bits=cand.bits, chunk=self.exact_cfg.chunk, align=self.exact_cfg.align)
+                self._records[key] = codec.encode_tensor(name, arr, dt, cfg)
+            elif cand.rows:  # uniform_rows with the candidate's own row codes
                 self._records[key] = codec.encode_quantized(name, dt, arr.shape, symbols(t, c), float(t.steps[c]), t.codes, self.exact_cfg)
             else:
                 step = float(self.by_name[name].steps[c])
@@ -130,9 +151,20 @@ class Search:
                 self._records[key] = codec.encode_tensor(name, self.grid(name, c), dt, cfg)
         return self._records[key]
 
-    def _parts(self, k: int, metadata: Mapping[str, str]) -> list[bytes]:
-        """The file of allocation ``k`` with ``metadata``, as byte strings, from the cached records."""
-        choice = self.choice(k)
+    def _ensure(self, keys: list) -> None:
+        """Code the records of ``keys`` (``(name, candidate)``) not yet cached, side by side
+        on :func:`ecnn.chunkrun.workers` workers, as plain ``pack`` does."""
+        todo = [key for key in dict.fromkeys(keys) if key not in self._records]
+        if len(todo) < 2:
+            return
+        costs = [self.arrays[n][0].size for n, _ in todo]
+        for i, (rec, pay) in chunkrun.imap_packed(len(todo), lambda i: self.record(*todo[i]), costs):
+            self._records[todo[i]] = (rec, bytes(pay))
+
+    def _parts(self, k: int | dict, metadata: Mapping[str, str]) -> list[bytes]:
+        """The file of allocation ``k`` (or of a choice) with ``metadata``, as byte strings, from the cached records."""
+        choice = self.choice(k) if isinstance(k, (int, np.integer)) else k
+        self._ensure([(name, choice.get(name)) for name in self.arrays])
         recs, pays = [], []
         for name in self.arrays:
             rec, pay = self.record(name, choice.get(name))
@@ -140,19 +172,23 @@ class Search:
             pays.append(pay)
         return file.encode_records(recs, pays, metadata, self.exact_cfg.align)
 
-    def size(self, k: int) -> int:
-        """The real file size of allocation ``k`` (tensors coded one by one, cached), with
-        ``self.summary`` (or room for it) as the budget metadata."""
+    def size(self, k: int | dict, summary: str | None = "") -> int:
+        """The real file size of allocation ``k`` (or of a choice; tensors coded one by one,
+        cached), with ``self.summary`` (or room for it; ``summary`` instead when given, None:
+        no summary) as the budget metadata."""
         md = dict(self.metadata)
-        md[METADATA_KEY] = self.summary
+        text = self.summary if summary == "" else summary
+        if text is not None:
+            md[METADATA_KEY] = text
         return sum(len(p) for p in self._parts(k, md))
 
-    def dequantized(self, k: int) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
-        """The allocated tensors of allocation ``k`` as the file will hold them."""
-        return {n: (self.grid(n, c), self.arrays[n][1]) for n, c in self.choice(k).items()}
+    def dequantized(self, k: int | dict) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
+        """The allocated tensors of allocation ``k`` (or of a choice) as the file will hold them."""
+        choice = self.choice(k) if isinstance(k, (int, np.integer)) else k
+        return {n: (self.grid(n, c), self.arrays[n][1]) for n, c in choice.items()}
 
-    def encode(self, k: int, metadata: Mapping[str, str]) -> bytes:
-        """The file of allocation ``k`` with ``metadata``, from the cached records (as
+    def encode(self, k: int | dict, metadata: Mapping[str, str]) -> bytes:
+        """The file of allocation ``k`` (or of a choice) with ``metadata``, from the cached records (as
         ``ecnn.encode`` with the allocation's steps would write it, byte for byte)."""
         return b"".join(self._parts(k, metadata))
 
@@ -174,6 +210,15 @@ class Search:
         estimated rate is within ``FIT_RTOL`` of the target of the smallest
         known not to fit.
         """
+        if lo == 0 and self.last > 0:
+            # A first probe from the estimates alone, so that the smallest allocation,
+            # seldom the answer, is coded only when that probe does not fit.
+            self._ensure([(n, None) for n in self.arrays if n not in self.by_name])
+            fixed = sum(len(self._records[(n, None)][1]) for n in self.arrays if n not in self.by_name)
+            room = target - fixed - HEADER_BYTES * len(self.arrays) - len(self.summary)
+            k = int(np.searchsorted(np.asarray(self.cum_rate), room, side="right")) - 1
+            if k > 0 and self.size(k) <= target:
+                lo = k
         if self.size(lo) > target:
             return lo - 1
         self._payload_ratios(lo)
