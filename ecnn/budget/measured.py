@@ -21,6 +21,7 @@ the outputs (:func:`top1_agreement`, :func:`cosine`). Numpy only.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Callable, Mapping, Sequence
 
@@ -28,7 +29,8 @@ import numpy as np
 
 from ecnn import quantize
 from ecnn.budget import summary as budget_summary
-from ecnn.budget.candidates import Tensor, measure
+from ecnn.budget.allocate import _plain_fit
+from ecnn.budget.candidates import Tensor, measure_all
 from ecnn.budget.config import BudgetConfig, CompressResult, Progress, SweepPoint, check_drop, check_target
 from ecnn.budget.search import Search, bisect_metric
 from ecnn.budget.summary import METADATA_KEY
@@ -232,11 +234,9 @@ def compress(
     metric = metric or default_metric(ref)
     score = top1_agreement if metric == "top1" else cosine
     h = output_sensitivities(arrays, names, calibration, floor=config.floor, reference=ref, progress=progress)
-    tensors = [Tensor(n, arrays[n][0], arrays[n][1], h[n]) for n in names]
-    for i, t in enumerate(tensors):
-        report("candidates", i, len(tensors))
-        measure(t, config)
-    report("candidates", len(tensors), len(tensors))
+    tensors = [Tensor(n, arrays[n][0], arrays[n][1], h[n]) for n in names]  # plain grids (pack --bits N) among the candidates
+    report("candidates", 0, len(tensors))
+    measure_all(tensors, config, False, report)
 
     search = Search(dict(arrays), tensors, EncodeConfig(lossless=True), metadata)
     room = budget_summary.summary_room(target if target is not None else search.size(search.last))
@@ -258,11 +258,15 @@ def compress(
         search.summary = text + " " * SUMMARY_SPARE
         k = search.fit(target, lo=k)
 
-    def run(kk: int) -> float:
+    errors: dict = {}
+
+    def run(kk) -> float:  # an allocation on the path, or a choice
         outs = calibration({n: a for n, (a, _) in search.dequantized(kk).items()})
         m = score(ref, outs)
-        sweep.append(SweepPoint(search.size(kk), search.cum_dist[kk], m))
-        log.info("allocation %d: %d bytes, %s %.6g", kk, search.size(kk), metric, m)
+        path_k = isinstance(kk, (int, np.integer))
+        errors[kk if path_k else "plain"] = output_error(ref, outs)
+        sweep.append(SweepPoint(search.size(kk), search.cum_dist[kk] if path_k else search.distortion(kk), m))
+        log.info("allocation %s: %d bytes, %s %.6g", kk if path_k else "plain", search.size(kk), metric, m)
         return m
 
     base = 100.0
@@ -275,19 +279,38 @@ def compress(
                 f"(to {value:.6g}), more than {drop}"
             )
         k, value = bisect_metric(search, run, k, value, base - drop, config.rtol, report)
+    choice = search.choice(k)
+    plain_bits = None
+    if target is not None and drop is None:
+        plain = _plain_fit(search, target, k)
+        if plain is not None:  # the largest plain --bits N file that fits: kept when its outputs are no worse
+            bits, pch = plain
+            m_plain = run(pch)
+            log.info("plain --bits %d fits: output error %.6g (allocation: %.6g)", bits, errors["plain"], errors[k])
+            if errors["plain"] <= errors[k]:
+                plain_bits, choice, value = bits, pch, m_plain
     md = dict(metadata or {})
-    md[METADATA_KEY] = budget_summary.summary_json(_summary(search, sweep, target, drop, base, value, metric), limit)
-    data = search.encode(k, md)
+    summ = _summary(search, sweep, target, drop, base, value, metric)
+    if plain_bits is None:
+        md[METADATA_KEY] = budget_summary.summary_json(summ, limit)
+    else:  # the plain file fits; its summary only where room is left
+        summ["plain_bits"] = plain_bits
+        for text in (budget_summary.summary_json(summ, limit), json.dumps({"version": budget_summary.VERSION, "plain_bits": plain_bits})):
+            if search.size(choice, text) <= target:
+                md[METADATA_KEY] = text
+                break
+    data = search.encode(choice, md)
     if path is not None:
         from ecnn.container.writer import atomic_write
 
         atomic_write(path, [data])
-    choice = search.choice(k)
     per = tuple(
         {
             "name": t.name,
             "numel": int(t.arr.size),
             "step": float(t.steps[choice[t.name]]),
+            "bits": t.cands[choice[t.name]].bits or None,
+            "exact": t.cands[choice[t.name]].exact,
             "bytes": len(search.record(t.name, choice[t.name])[1]),
             "sensitivity": float(t.h),
         }
@@ -297,12 +320,14 @@ def compress(
     return CompressResult(
         data=data,
         size=len(data),
-        steps=search.steps(k),
+        steps=search.steps(choice),
         metric=value,
         base_metric=base,
-        distortion=float(search.cum_dist[k]),
+        distortion=search.distortion(choice),
         sweep=tuple(sorted(sweep, key=lambda p: p.size)),
         tensors=per,
+        plain_bits=plain_bits,
+        calibrated=True,
     )
 
 
