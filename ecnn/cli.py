@@ -481,7 +481,10 @@ def _pack_onnx_budget(a, src: Path, out: Path) -> int:
     devs = eonnx.compare(src, out, check, reference=reference) if check is not None else None
     if a.json:
         figures = _pack_figures(out, in_bytes, res.size, time.perf_counter() - t0)
-        figures.update(base_metric=res.base_metric, metric=res.metric, metric_name=name, calib_inputs=a.calib_inputs or "synthetic")
+        figures.update(
+            base_metric=res.base_metric, metric=res.metric, metric_name=name, calib_inputs=a.calib_inputs or "synthetic",
+            plain_bits=res.plain_bits,
+        )  # fmt: skip
         if devs is not None:
             figures["check"] = _check_figures(a, devs)
         _emit_json(figures)
@@ -489,7 +492,9 @@ def _pack_onnx_budget(a, src: Path, out: Path) -> int:
         print(
             f"packed ONNX model, {len(res.steps)} weights with chosen steps, {_human(in_bytes)} -> {_human(res.size)} "
             f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s; {name} on the calibration inputs "
-            f"{res.base_metric:.4g} -> {res.metric:.4g}: {out}"
+            f"{res.base_metric:.4g} -> {res.metric:.4g}"
+            + (f"; the plain --bits {res.plain_bits} file (no better allocation found)" if res.plain_bits else "")
+            + f": {out}"
         )
         if devs is not None:
             _print_check(a, devs)

@@ -25,6 +25,11 @@ def _save(tmp_path, build, name="m"):
     return src, feeds[0]
 
 
+def _npz(tmp_path, feeds) -> str:
+    np.savez(tmp_path / "calib.npz", **feeds)
+    return str(tmp_path / "calib.npz")
+
+
 def _steps(path) -> dict:
     with ecnn.open(path) as f:
         return {i.name: i.step for i in f.infos()}
@@ -181,3 +186,18 @@ def test_measured_sensitivity_of_a_linear_model():
     assert measured.output_error([np.ones(3)], [np.full(3, np.nan)]) == float("inf")
     assert measured.cosine([np.eye(3)], [np.eye(3)]) == pytest.approx(100.0)
     assert measured.top1_agreement([np.eye(3)], [np.eye(3)[::-1]]) == pytest.approx(100 / 3)
+
+
+def test_plain_file_is_kept_when_the_allocation_does_not_beat_it(tmp_path, capsys):
+    # one weight (in a Loop body): at the plain --bits 4 size no allocation is better than that very file
+    src, feeds = _save(tmp_path, G.loop_body)
+    target = eo.save_model(src, tmp_path / "p4.ecnn", bits=4)
+    res = compress_onnx(src, tmp_path / "b.ecnn", feeds, target_bytes=target)
+    assert res.plain_bits == 4 and res.size <= target
+    assert (tmp_path / "b.ecnn").read_bytes() == (tmp_path / "p4.ecnn").read_bytes()
+    # with room to spare the allocation wins, and says so
+    target8 = eo.save_model(src, tmp_path / "p8.ecnn", bits=8)
+    res8 = compress_onnx(src, tmp_path / "c.ecnn", feeds, target_bytes=target8 - 200)
+    assert res8.plain_bits is None and res8.size <= target8 - 200
+    assert main(["pack", str(src), "-o", str(tmp_path / "d.ecnn"), "--target-size", str(target), "--calib-inputs", _npz(tmp_path, feeds)]) == 0
+    assert "the plain --bits 4 file (no better allocation found)" in capsys.readouterr().out
