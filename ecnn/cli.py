@@ -28,6 +28,7 @@ examples:
   ecnn pack model.onnx -o model.ecnn --bits 8            ONNX: graph kept, weights packed
   ecnn unpack model.ecnn -o model.onnx                   back to ONNX
   ecnn pack model.onnx --bits 4 --check inputs.npz       ONNX: also run both models, print the deviation
+  ecnn pack model.onnx --target-size 2MB --calib-inputs inputs.npz   ONNX: steps per weight measured in ONNX Runtime
   ecnn pack model.safetensors -o model.ecnn --target-size 2MB     steps per tensor to fit 2 MB
   ecnn pack model.pt --max-drop 0.5 --eval my_eval.py:accuracy    smallest file losing <= 0.5
   ecnn report model.ecnn -o report.html                  HTML page with plots
@@ -228,10 +229,10 @@ def cmd_pack(a) -> int:
     if eio.same_file(src, out) or (src.resolve() == out.resolve()):
         raise SameFile(f"refusing to overwrite the input {src} with the output")
     onnx_in = not src.is_dir() and eio.kind_of(src) == "onnx"
-    if a.check is not None and (not onnx_in or a.target_size is not None or a.max_drop is not None):
+    if a.check is not None and not onnx_in:
         from ecnn.errors import InvalidOption
 
-        raise InvalidOption("--check runs .onnx models packed with --bits, --step or --lossless")
+        raise InvalidOption("--check runs .onnx models")
     if a.target_size is not None or a.max_drop is not None:
         return _pack_budget(a, src, out)
     cfg = make_config(
@@ -328,14 +329,7 @@ def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
             exact_bytes=r.exact[1], in_graph=r.in_graph[0], in_graph_bytes=r.in_graph[1],
         )  # fmt: skip
         if devs is not None:
-            figures["check"] = {
-                "inputs": "synthetic" if a.check == "synthetic" else a.check,
-                "outputs": [
-                    {"name": d.name, "shape": list(d.shape), "max_abs": d.max_abs, "range": d.range,
-                     "relative": d.relative, "top1": list(d.top1) if d.top1 else None}
-                    for d in devs
-                ],
-            }  # fmt: skip
+            figures["check"] = _check_figures(a, devs)
         _emit_json(figures)
         return 0
     if not a.quiet:
@@ -348,21 +342,37 @@ def _pack_onnx(a, src: Path, out: Path, cfg, t0: float) -> int:
             f"  left in the graph: {g[0]} tensors, {_human(g[1])} (inside the {_human(r.graph_bytes)} graph, "
             "coded losslessly)"
         )
-    if devs is not None:
-        if not a.quiet:
-            kind = (
-                "synthetic inputs made from the graph's declared shapes and dtypes (dynamic dims = 1; not real data)"
-                if a.check == "synthetic"
-                else f"inputs from {a.check}"
-            )
-            print(f"check, original vs packed in ONNX Runtime, on {kind}:")
-            for d in devs:
-                top1 = f"; top-1 agreement {d.top1[0]}/{d.top1[1]}" if d.top1 else ""
-                print(
-                    f"  {d.name} {list(d.shape)}: max |deviation| {d.max_abs:.4g} "
-                    f"({100 * d.relative:.3g}% of its range {d.range:.4g}){top1}"
-                )
+    if devs is not None and not a.quiet:
+        _print_check(a, devs)
     return 0
+
+
+def _check_figures(a, devs) -> dict:
+    """``pack --check --json``: each output's deviation."""
+    return {
+        "inputs": "synthetic" if a.check == "synthetic" else a.check,
+        "outputs": [
+            {"name": d.name, "shape": list(d.shape), "max_abs": d.max_abs, "range": d.range,
+             "relative": d.relative, "top1": list(d.top1) if d.top1 else None}
+            for d in devs
+        ],
+    }  # fmt: skip
+
+
+def _print_check(a, devs) -> None:
+    """``pack --check``: each output's deviation, one line each."""
+    kind = (
+        "synthetic inputs made from the graph's declared shapes and dtypes (dynamic dims = 1; not real data)"
+        if a.check == "synthetic"
+        else f"inputs from {a.check}"
+    )
+    print(f"check, original vs packed in ONNX Runtime, on {kind}:")
+    for d in devs:
+        top1 = f"; top-1 agreement {d.top1[0]}/{d.top1[1]}" if d.top1 else ""
+        print(
+            f"  {d.name} {list(d.shape)}: max |deviation| {d.max_abs:.4g} "
+            f"({100 * d.relative:.3g}% of its range {d.range:.4g}){top1}"
+        )
 
 
 def _pack_budget(a, src: Path, out: Path) -> int:
@@ -376,10 +386,12 @@ def _pack_budget(a, src: Path, out: Path) -> int:
             "--target-size and --max-drop choose the steps and search at full effort; "
             "drop --bits, --step, --lossless, --per-tensor and --effort"
         )
+    if not src.is_dir() and eio.kind_of(src) == "onnx":
+        return _pack_onnx_budget(a, src, out)
+    if a.calib_inputs is not None or a.drop_metric is not None:
+        raise InvalidOption("--calib-inputs and --drop-metric are for .onnx models; weight files take --calib and --eval")
     if a.max_drop is not None and not a.eval:
         raise InvalidOption("--max-drop needs --eval module:function")
-    if not src.is_dir() and eio.kind_of(src) == "onnx":
-        raise InvalidOption("--target-size and --max-drop take weight files, not .onnx models")
     if src.is_dir() and not a.no_files and not a.quiet:
         print(
             "note: --target-size and --max-drop store only the weights; pack without them to store the "
@@ -412,6 +424,80 @@ def _pack_budget(a, src: Path, out: Path) -> int:
             f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
             f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
         )
+    return 0
+
+
+CALIB_SYNTHETIC_DYNAMIC = 16  # dynamic dims of synthetic calibration inputs (1 if the model cannot run so)
+
+
+def _pack_onnx_budget(a, src: Path, out: Path) -> int:
+    """``pack model.onnx --target-size`` / ``--max-drop``: steps chosen per weight on the model's outputs
+    in ONNX Runtime (:func:`ecnn.budget.measured.compress_onnx`)."""
+    import dataclasses
+
+    from ecnn import budget
+    from ecnn import onnx as eonnx
+    from ecnn.budget import measured
+    from ecnn.errors import InvalidOption
+
+    if a.eval or a.calib:
+        raise InvalidOption(
+            "for .onnx models the budget measures the model's outputs in ONNX Runtime: give --calib-inputs "
+            "inputs.npz (and --drop-metric for --max-drop) instead of --eval and --calib"
+        )
+    target = budget.parse_size(a.target_size) if a.target_size is not None else None
+    if a.calib_inputs is None:
+        feeds = None
+        for dynamic in (CALIB_SYNTHETIC_DYNAMIC, 1):  # a batch of rows where the graph lets the size vary
+            feeds = eonnx.check_inputs(src, None, dynamic=dynamic)
+            try:
+                eonnx.run_model(src, feeds)
+                break
+            except InvalidOption:
+                if dynamic == 1:
+                    raise
+        dims = "dynamic dims = 1" if dynamic == 1 else f"dynamic dims = {dynamic}"
+        print(
+            f"warning: no --calib-inputs: the budget is measured on synthetic inputs made from the graph's declared "
+            f"shapes and dtypes ({dims}; standard normal floats, integers 0 or 1), not real data; the steps it "
+            "chooses can be far from what real inputs need. Give --calib-inputs inputs.npz with typical inputs",
+            file=sys.stderr,
+        )
+    else:
+        feeds = eonnx.check_inputs(src, a.calib_inputs)
+    check = reference = None
+    if a.check is not None:  # held-out inputs, read and run first: a bad .npz fails before any work
+        check = eonnx.check_inputs(src, None if a.check == "synthetic" else a.check)
+        reference = eonnx.run_model(src, check)
+    _confirm_overwrite(out, a.force)
+    t0 = time.perf_counter()
+    res = measured.compress_onnx(
+        src, out, feeds, target_bytes=target, max_drop=a.max_drop, metric=a.drop_metric,
+        config=dataclasses.replace(measured.ONNX_CONFIG, exact=tuple(a.exact)), metadata=_metadata(a.metadata),
+        progress=_stage_logger(a.quiet),
+    )  # fmt: skip
+    in_bytes = src.stat().st_size
+    name = measured.metric_of(res.data)
+    devs = eonnx.compare(src, out, check, reference=reference) if check is not None else None
+    if a.json:
+        figures = _pack_figures(out, in_bytes, res.size, time.perf_counter() - t0)
+        figures.update(
+            base_metric=res.base_metric, metric=res.metric, metric_name=name, calib_inputs=a.calib_inputs or "synthetic",
+            plain_bits=res.plain_bits,
+        )  # fmt: skip
+        if devs is not None:
+            figures["check"] = _check_figures(a, devs)
+        _emit_json(figures)
+    elif not a.quiet:
+        print(
+            f"packed ONNX model, {len(res.steps)} weights with chosen steps, {_human(in_bytes)} -> {_human(res.size)} "
+            f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s; {name} on the calibration inputs "
+            f"{res.base_metric:.4g} -> {res.metric:.4g}"
+            + (f"; the plain --bits {res.plain_bits} file (no better allocation found)" if res.plain_bits else "")
+            + f": {out}"
+        )
+        if devs is not None:
+            _print_check(a, devs)
     return 0
 
 
@@ -717,12 +803,31 @@ def build_parser() -> argparse.ArgumentParser:
         "receives the candidate weights as a dict {name: torch.Tensor} and returns a float, higher is better "
         "(e.g. accuracy in percent); the --calib function receives the same dict and returns an output tensor of the "
         "model on a calibration batch computed from those tensors (e.g. with torch.func.functional_call), "
-        "which weights each tensor's error by its effect on that output.",
+        "which weights each tensor's error by its effect on that output. For .onnx models no functions are "
+        "needed: each weight's sensitivity is measured in ONNX Runtime on --calib-inputs, and --max-drop "
+        "limits --drop-metric on them.",
     )
     b.add_argument("--target-size", metavar="SIZE", help="the file must fit in SIZE (2MB = 2,000,000 bytes, 2MiB, 800kB, 123456)")
-    b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric is at most X below the original's")
+    b.add_argument("--max-drop", type=float, metavar="X", help="the smallest file whose --eval metric (for .onnx models: --drop-metric) is at most X below the original's")
     b.add_argument("--eval", metavar="FUNC", help="evaluation function for --max-drop (reported with --target-size)")
     b.add_argument("--calib", metavar="FUNC", help="calibration output function for the sensitivities (default: each tensor's relative weight error)")
+    b.add_argument(
+        "--calib-inputs",
+        metavar="NPZ",
+        help="for .onnx models: calibration inputs, an .npz with one array per graph input, named as the graph's "
+        "inputs (a few hundred typical samples). Each weight's sensitivity is the output error ONNX Runtime "
+        "computes on them with that weight rounded; --max-drop is measured on them too. Without it, synthetic "
+        "inputs are made from the graph's declared shapes (a warning says so)",
+    )
+    b.add_argument(
+        "--drop-metric",
+        choices=("top1", "cosine"),
+        help="for .onnx models, what --max-drop X limits, in points out of 100, on the calibration inputs: top1 "
+        "(percent of rows of the first float output whose argmax over the last axis agrees with the original "
+        "model's; X=1: at most 1%% of predictions change) or cosine (100 times the mean cosine similarity of its "
+        "rows to the original's; X=0.5: mean cosine at least 0.995). Default: top1 when that output's last "
+        "dimension is at least 2, else cosine. The original scores 100",
+    )
     sp.add_argument(
         "--check",
         metavar="INPUTS",

@@ -811,11 +811,11 @@ def _input_spec(v: onnx.ValueInfoProto) -> tuple[np.dtype, list[int | None] | No
     return dt, [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
 
 
-def check_inputs(model, npz=None, *, seed: int = 0) -> dict[str, np.ndarray]:
+def check_inputs(model, npz=None, *, seed: int = 0, dynamic: int = 1) -> dict[str, np.ndarray]:
     """Inputs for :func:`compare`: read from an ``.npz`` named as the graph's inputs, or synthetic.
 
     Synthetic inputs follow the declared shapes and dtypes, with every dynamic
-    dimension 1: standard normal floats, integers 0 or 1, random booleans.
+    dimension ``dynamic`` (1 by default): standard normal floats, integers 0 or 1, random booleans.
     They test that the packed model computes what the original does, not how
     well either works on real data.
 
@@ -823,6 +823,7 @@ def check_inputs(model, npz=None, *, seed: int = 0) -> dict[str, np.ndarray]:
         model: the original ``.onnx`` path or ``ModelProto``.
         npz: an ``.npz`` file with one array per graph input, or None for synthetic inputs.
         seed: seed of the synthetic inputs.
+        dynamic: the size of every dynamic dimension of the synthetic inputs.
 
     Returns:
         ``{input name: array}``.
@@ -840,7 +841,7 @@ def check_inputs(model, npz=None, *, seed: int = 0) -> dict[str, np.ndarray]:
         for name, (dt, shape) in specs.items():
             if shape is None:
                 raise InvalidOption(f"input {name!r} declares no shape, so no synthetic input can be made: give an .npz")
-            shape = [1 if d is None or d == 0 else d for d in shape]
+            shape = [dynamic if d is None or d == 0 else d for d in shape]
             if dt.kind == "f":
                 out[name] = rng.standard_normal(shape).astype(dt)
             elif dt.kind in "iu":
@@ -927,3 +928,138 @@ def compare(model, packed, feeds: Mapping[str, np.ndarray], providers=None, refe
             top1 = (int((ia == ib).sum()), int(ia.size))
         out.append(Deviation(name, a.shape, dev, rng_, top1))
     return out
+
+
+# --- packing to a budget ------------------------------------------------------------
+
+# Element types of the weights a WeightSession feeds as plain numpy inputs (a budget allocates these).
+FEED_DTYPES = ("float32", "float64", "float16")
+
+
+class WeightSession:
+    """A model in ONNX Runtime with some of its weights as graph inputs, to run it with candidate weights.
+
+    The stubs of a split model are lifted as :func:`inference_session` lifts
+    them (subgraph initializers and Constant values become main-graph
+    initializers); those of the tensors in ``names`` then become graph inputs,
+    and every other tensor is filled back in with its data. One session serves
+    every candidate: :meth:`run` feeds the replaced tensors with the inputs,
+    so nothing is rebuilt between candidates (ONNX Runtime reads initializers
+    once, when it builds a session).
+
+    Args:
+        model: the model after :func:`split` (stubs in it; not modified).
+        arrays: the arrays :func:`split` took out.
+        names: file tensors to feed as inputs (each must be lifted: not a sparse Constant
+            or a tensor of a model-local function; see :func:`feedable`).
+        feeds: the model's own inputs.
+        providers: ONNX Runtime execution providers (default: CPU).
+
+    Raises:
+        InvalidOption: ONNX Runtime cannot load the model or run it on ``feeds``.
+    """
+
+    def __init__(self, model: onnx.ModelProto, arrays: Mapping, names, feeds: Mapping[str, np.ndarray], providers=None):
+        import onnxruntime as ort
+
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        stubs = [(p, n) for p in _places(m) if p.tensor is not None and (n := _stub_name(p)) is not None]
+        feed, fill = _lift(m, stubs)
+        names = set(names)
+        for name, places in fill.items():
+            for p in places:
+                _fill_place(p, arrays[name][0])
+        self.inputs: dict[str, list[str]] = {}
+        runtime = {rt: (name, t) for name, rts in feed.items() for rt, t in rts}
+        declared = {v.name for v in m.graph.input}
+        kept = []
+        for t in m.graph.initializer:
+            if t.name not in runtime:
+                kept.append(t)
+                continue
+            name, onnx_type = runtime[t.name]
+            if name not in names:
+                _fill(t, arrays[name][0])
+                kept.append(t)
+                continue
+            self.inputs.setdefault(name, []).append(t.name)
+            if t.name not in declared:
+                m.graph.input.append(helper.make_tensor_value_info(t.name, onnx_type, list(t.dims)))
+        del m.graph.initializer[:]
+        m.graph.initializer.extend(kept)
+        missing = names - set(self.inputs)
+        if missing:
+            raise InvalidOption(f"tensors that cannot be fed to the session: {sorted(missing)[:5]}")
+        self.arrays, self.feeds = arrays, dict(feeds)
+        try:
+            self.session = ort.InferenceSession(m.SerializeToString(), providers=providers or ["CPUExecutionProvider"])
+            self.run({})
+        except InvalidOption:
+            raise
+        except Exception as e:  # ONNX Runtime raises its own exception types
+            raise InvalidOption(f"ONNX Runtime cannot run the model on these inputs ({e})") from None
+
+    def run(self, replaced: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The model's outputs with ``replaced`` (``{file tensor: storage array}``) in place of those tensors."""
+        inputs = dict(self.feeds)
+        for name, rts in self.inputs.items():
+            arr = np.ascontiguousarray(replaced.get(name, self.arrays[name][0]))
+            for rt in rts:
+                inputs[rt] = arr
+        try:
+            return self.session.run(None, inputs)
+        except Exception as e:  # ONNX Runtime raises its own exception types
+            raise InvalidOption(f"ONNX Runtime cannot run the model on these inputs ({e})") from None
+
+
+def feedable(model: onnx.ModelProto) -> set[str]:
+    """The file tensors of a split model that a :class:`WeightSession` can feed (its dense stubs
+    outside model-local functions)."""
+    out, other = set(), set()
+    for p in _places(model):
+        if p.tensor is None or (name := _stub_name(p)) is None:
+            continue
+        graph_io = p.node is None and not p.main and p.tensor.name in {v.name for v in (*p.graph.output, *p.graph.input)}
+        (other if p.part or p.in_function or graph_io else out).add(name)
+    return out - other
+
+
+@dataclass(frozen=True)
+class Packable:
+    """What :func:`pack` would write for a model, before any coding (see :func:`packable`).
+
+    Attributes:
+        model: the model with its stored tensors replaced by stubs.
+        tensors: the file's tensors, ``{name: (storage array, dtype)}``, the graph ``onnx::model`` first.
+        metadata: the ``ecnn.onnx`` entry the file needs.
+        feedable: the tensors a :class:`WeightSession` can feed (see :func:`feedable`).
+    """
+
+    model: onnx.ModelProto
+    tensors: dict
+    metadata: dict
+    feedable: set
+
+
+def packable(source, base_dir=None) -> Packable:
+    """The tensors and metadata of the file :func:`pack` writes, for callers that code them their own way
+    (a budget: :func:`ecnn.budget.measured.compress_onnx`).
+
+    Args:
+        source: a ``.onnx`` path or an ``onnx.ModelProto`` (not modified).
+        base_dir: folder of the model's external data (default: the ``.onnx`` file's folder).
+
+    Raises:
+        As :func:`split`; UnreadableInput for a file that is no ONNX model.
+    """
+    model, base = _load_onnx(source, base_dir)
+    s = split(model, base)
+    graph = np.frombuffer(model.SerializeToString(), dtype=np.uint8)
+    return Packable(
+        model=model,
+        tensors={GRAPH_TENSOR: (graph, dtypes.get("uint8")), **s.arrays},
+        metadata={METADATA_KEY: METADATA_VERSION_SUBGRAPHS if s.moved else METADATA_VERSION},
+        feedable=feedable(model),
+    )
+

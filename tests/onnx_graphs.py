@@ -173,3 +173,52 @@ def function():
 
 
 ALL = {"constants": constants, "if": if_branches, "loop": loop_body, "scan": scan_body, "nested": nested, "function": function}
+
+
+def gru():
+    """A GRU classifier over 12 steps with its initial state ``h0`` a graph input, and a linear head."""
+    rng = np.random.default_rng(7)
+    h, n_in, n_out, steps = 32, 16, 10, 12
+    g = helper.make_graph(
+        [
+            helper.make_node("GRU", ["x", "W", "R", "B", "", "h0"], ["", "hT"], hidden_size=h, linear_before_reset=1),
+            helper.make_node("Squeeze", ["hT", "axis0"], ["hs"]),
+            helper.make_node("MatMul", ["hs", "head"], ["logits"]),
+        ],
+        "gru",
+        [_vi("x", [steps, "N", n_in]), _vi("h0", [1, "N", h])],
+        [_vi("logits", ["N", n_out])],
+        [
+            numpy_helper.from_array(_w(rng, (1, 3 * h, n_in), 0.4), "W"),
+            numpy_helper.from_array(_w(rng, (1, 3 * h, h), 0.3), "R"),
+            numpy_helper.from_array(_w(rng, (1, 6 * h), 0.1), "B"),
+            numpy_helper.from_array(_w(rng, (h, n_out), 0.5), "head"),
+            numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        ],
+    )
+    feeds = {"x": rng.standard_normal((steps, 64, n_in)).astype(np.float32), "h0": np.zeros((1, 64, h), np.float32)}
+    return _model(g), [feeds]
+
+
+def sensitive():
+    """Two weights of one shape side by side: the output is 100 times the first's product plus 1/100 of the second's."""
+    rng = np.random.default_rng(8)
+    g = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "loud"], ["a"]),
+            helper.make_node("MatMul", ["x", "quiet"], ["b"]),
+            helper.make_node("Mul", ["a", "hundred"], ["a2"]),
+            helper.make_node("Mul", ["b", "hundredth"], ["b2"]),
+            helper.make_node("Add", ["a2", "b2"], ["y"]),
+        ],
+        "sensitive",
+        [_vi("x", ["N", D])],
+        [_vi("y", ["N", 16])],
+        [
+            numpy_helper.from_array(_w(rng, (D, 16)), "loud"),
+            numpy_helper.from_array(_w(rng, (D, 16)), "quiet"),
+            numpy_helper.from_array(np.array(100.0, np.float32), "hundred"),
+            numpy_helper.from_array(np.array(0.01, np.float32), "hundredth"),
+        ],
+    )
+    return _model(g), [{"x": rng.standard_normal((64, D)).astype(np.float32)}]

