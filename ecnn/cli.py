@@ -392,12 +392,6 @@ def _pack_budget(a, src: Path, out: Path) -> int:
         raise InvalidOption("--calib-inputs and --drop-metric are for .onnx models; weight files take --calib and --eval")
     if a.max_drop is not None and not a.eval:
         raise InvalidOption("--max-drop needs --eval module:function")
-    if src.is_dir() and not a.no_files and not a.quiet:
-        print(
-            "note: --target-size and --max-drop store only the weights; pack without them to store the "
-            "folder's config and tokenizer files too",
-            file=sys.stderr,
-        )
     target = budget.parse_size(a.target_size) if a.target_size is not None else None
     evaluate = budget.load_callable(a.eval) if a.eval else None
     calibration = budget.load_callable(a.calib) if a.calib else None
@@ -405,17 +399,22 @@ def _pack_budget(a, src: Path, out: Path) -> int:
     t0 = time.perf_counter()
     tensors = eio.load_weights(src)
     in_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    folder = eio.model_folder_files(src) if src.is_dir() and not a.no_files else None  # counted in --target-size
     cfg = budget.BudgetConfig(exact=tuple(a.exact))
     if calibration is None and not a.quiet:
         print(budget.NO_CALIBRATION, file=sys.stderr)
     res = budget.compress(
         tensors, out, target_bytes=target, max_metric_drop=a.max_drop, evaluate=evaluate,
         calibration=calibration, config=cfg, metadata=_metadata(a.metadata), progress=_stage_logger(a.quiet),
+        files=folder.stored if folder else None,
     )  # fmt: skip
     if a.json:
         figures = _pack_figures(out, in_bytes, res.size, time.perf_counter() - t0)
         if res.metric is not None:
             figures.update(base_metric=res.base_metric, metric=res.metric)
+        if folder is not None:
+            figures["stored_files"] = len(folder.stored)
+            figures["stored_bytes"] = folder.nbytes
         _emit_json(figures)
     elif not a.quiet:
         extra = f"; metric {res.base_metric:.6g} -> {res.metric:.6g}" if res.metric is not None else ""
@@ -424,6 +423,8 @@ def _pack_budget(a, src: Path, out: Path) -> int:
             f"packed {len(tensors)} tensors ({len(res.steps)} with chosen steps), {_human(in_bytes)} -> {_human(res.size)} "
             f"({_ratio(in_bytes, res.size)}) in {time.perf_counter() - t0:.1f} s{extra}: {out}"
         )
+        if folder is not None:
+            print(_stored_summary(folder))
     return 0
 
 

@@ -2,6 +2,8 @@
 size of a plain ``--bits N`` file the budget is no worse than that file (tiny BatchNorm CNN
 trained here)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,26 @@ def test_the_plain_grid_is_a_candidate_of_every_quantized_tensor(cnn):
     w = cnn.fc.weight.detach().double().numpy()
     t = next(t for t in p.tensors if t.name == "fc.weight")
     assert t.h == pytest.approx(1.0 / float(np.sum(w * w)))
+
+
+def test_cli_target_size_on_a_model_folder_stores_its_files_within_the_target(cnn, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from ecnn import cli
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in cnn.state_dict().items()}, folder / "model.safetensors")
+    config = b'{"architectures": ["BnCnn"], "hidden": 16}\n' + b" " * 3000  # a config that costs its bytes
+    (folder / "config.json").write_bytes(config)
+    (folder / "vocab.txt").write_bytes(b"a\nb\nc\n")
+    target = int(len(ecnn.encode(cnn.state_dict(), bits=4)) * 0.9) + len(config)
+    out = tmp_path / "m.ecnn"
+    assert cli.main(["pack", f"{folder}/", "-o", str(out), "--target-size", str(target), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["stored_files"] == 2 and out.stat().st_size <= target
+    with ecnn.open(out) as f:
+        assert f.read_file("config.json") == config and f.read_file("vocab.txt") == b"a\nb\nc\n"
+    assert cli.main(["pack", f"{folder}/", "-o", str(tmp_path / "w.ecnn"), "--target-size", str(target), "--no-files", "-q"]) == 0
+    with ecnn.open(tmp_path / "w.ecnn") as f:
+        assert f.file_names() == []

@@ -60,6 +60,7 @@ class Plan:
         evaluate: Callable[[Any], float] | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> CompressResult:
         """A file for a budget; arguments as in :func:`compress`."""
         target = check_target(target_bytes)
@@ -67,7 +68,7 @@ class Plan:
         if target is None and drop is None:
             raise InvalidOption("give target_bytes, max_metric_drop, or both")
         report = progress or (lambda stage, done, total: None)
-        search = Search(self.arrays, self.tensors, EncodeConfig(lossless=True), metadata)
+        search = Search(self.arrays, self.tensors, EncodeConfig(lossless=True), metadata, files)
         room = budget_summary.summary_room(target if target is not None else search.size(search.last))
         search.summary = "x" * room
         sweep: list[SweepPoint] = []
@@ -348,6 +349,7 @@ def compress(
     config: BudgetConfig = BudgetConfig(),
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> CompressResult:
     """Quantize a model to a size budget or an accuracy budget, choosing a step per tensor.
 
@@ -368,6 +370,8 @@ def compress(
         config: search options (:class:`BudgetConfig`).
         metadata: string-to-string map stored in the file.
         progress: ``progress(stage, done, total)`` callback.
+        files: stored files (name to bytes, e.g. a model folder's config and
+            tokenizer files), written into the file and counted in ``target_bytes``.
 
     Returns:
         A :class:`CompressResult`.
@@ -391,5 +395,7 @@ def compress(
     if target is None and drop is None:
         raise InvalidOption("give target_bytes, max_metric_drop, or both")
     p = plan(model_or_state_dict, calibration=calibration, config=config, progress=progress)
-    return p.compress(path, target_bytes=target, max_metric_drop=drop, evaluate=evaluate, metadata=metadata, progress=progress)
+    return p.compress(
+        path, target_bytes=target, max_metric_drop=drop, evaluate=evaluate, metadata=metadata, progress=progress, files=files
+    )
 

@@ -65,12 +65,13 @@ class Search:
     coded once per (tensor, candidate) and cached.
     """
 
-    def __init__(self, arrays, tensors: list[Tensor], exact_cfg: EncodeConfig, metadata):
+    def __init__(self, arrays, tensors: list[Tensor], exact_cfg: EncodeConfig, metadata, files=None):
         self.arrays = arrays  # all tensors: {name: (array, dtype)}
         self.tensors = tensors
         self.by_name = {t.name: t for t in tensors}
         self.moves = _path(tensors)
         self.metadata = dict(metadata or {})
+        self.files = dict(files or {})  # stored files (a model folder's config, tokenizer): in every size
         self.exact_cfg = exact_cfg
         self.summary = "x" * SUMMARY_CHARS  # room for the summary written with the file
         self._records: dict = {}  # (name, step or None) -> (record, payload)
@@ -170,7 +171,7 @@ class Search:
             rec, pay = self.record(name, choice.get(name))
             recs.append(rec)
             pays.append(pay)
-        return file.encode_records(recs, pays, metadata, self.exact_cfg.align)
+        return file.encode_records(recs, pays, metadata, self.exact_cfg.align, files=self.files)
 
     def size(self, k: int | dict, summary: str | None = "") -> int:
         """The real file size of allocation ``k`` (or of a choice; tensors coded one by one,
