@@ -83,7 +83,7 @@ class Effort:
         return got
 
 
-Effort.BEST = Effort("best")
+Effort.BEST = Effort("best", lanes_bound=True)  # a lanes plan whose sample loses is not fitted on all lanes
 Effort.BALANCED = Effort(
     "balanced",
     rowcol_classes=(8, 8),

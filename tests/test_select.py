@@ -29,7 +29,7 @@ def test_effort_of_takes_a_name_or_a_policy():
 def test_the_named_policies_are_those_of_spec_section_11_8():
     best, balanced, fast = Effort.BEST, Effort.BALANCED, Effort.FAST
     assert best.rowcol and best.lanes and best.rowcol_classes is None and best.head_classes is None
-    assert best.planes_with_fields and not best.head_early_stop and best.lanes_min_zeros == 0.25
+    assert best.planes_with_fields and not best.head_early_stop and best.lanes_min_zeros == 0.25 and best.lanes_bound
     assert balanced.rowcol_classes == (8, 8) and balanced.sign_classes == (1,) and balanced.lanes_min_zeros == 0.5
     assert balanced.lanes_bound and balanced.head_classes == ((1, 1), (8, 8)) and balanced.codebook_probe == 256
     assert not fast.rowcol and not fast.lanes and fast.head_classes == ((1, 1),)
