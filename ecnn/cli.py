@@ -236,8 +236,9 @@ def cmd_pack(a) -> int:
     if a.target_size is not None or a.max_drop is not None:
         return _pack_budget(a, src, out)
     cfg = make_config(
-        bits=a.bits, step=a.step, lossless=a.lossless, exact=tuple(a.exact), per_row=not a.per_tensor, effort=a.effort
-    )
+        bits=a.bits, step=a.step, lossless=a.lossless, exact=tuple(a.exact), per_row=not a.per_tensor, effort=a.effort,
+        format_minor=a.format_minor,
+    )  # fmt: skip
     _confirm_overwrite(out, a.force)
     t0 = time.perf_counter()
     if onnx_in:
@@ -381,10 +382,10 @@ def _pack_budget(a, src: Path, out: Path) -> int:
     from ecnn import io as eio
     from ecnn.errors import InvalidOption
 
-    if a.bits is not None or a.step is not None or a.lossless or a.per_tensor or a.effort != "best":
+    if a.bits is not None or a.step is not None or a.lossless or a.per_tensor or a.effort != "best" or a.format_minor != 4:
         raise InvalidOption(
-            "--target-size and --max-drop choose the steps and search at full effort; "
-            "drop --bits, --step, --lossless, --per-tensor and --effort"
+            "--target-size and --max-drop choose the steps and search at full effort in the current format; "
+            "drop --bits, --step, --lossless, --per-tensor, --effort and --format-minor"
         )
     if not src.is_dir() and eio.kind_of(src) == "onnx":
         return _pack_onnx_budget(a, src, out)
@@ -785,6 +786,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="for a folder input, store only the weights, not the folder's small files (config.json, tokenizer "
         "files, vocabularies, subfolders' configs; stored by default, so that one .ecnn is the whole model)",
+    )
+    sp.add_argument(
+        "--format-minor",
+        type=int,
+        choices=range(5),
+        default=4,
+        metavar="N",
+        help="write files that decoders of format 1.N read: 4 (default) the compact header, 3 or 2 the MessagePack "
+        "header with rANS coders, 1 without rANS, 0 the features of format 1.0 (a folder's stored files need 3)",
     )
     sp.add_argument(
         "--effort",

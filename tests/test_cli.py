@@ -434,3 +434,31 @@ def test_json_figures_of_an_onnx_model(tmp_path, capsys, caplog):
     back = _json(["unpack", str(tmp_path / "m.ecnn"), "-o", str(tmp_path / "back.onnx")], capsys, caplog)
     assert back["outputs"] == [str(tmp_path / "back.onnx")] and back["tensors"] == 2
     assert back["bytes"] == (tmp_path / "back.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("minor, written", [(0, 0), (1, 1), (3, 2), (4, 4)])
+def test_pack_format_minor_writes_files_older_decoders_read(tmp_path, capsys, minor, written):
+    """The file's minor version is the lowest that covers what it uses (spec/FORMAT.md 3): a file
+    without stored files written for 1.3 decoders is a 1.2 file."""
+    import ecnn
+
+    torch.manual_seed(0)
+    sd = {"w": torch.randn(64, 96), "b": torch.randn(64)}
+    src = tmp_path / "m.safetensors"
+    save_file(sd, src)
+    out = tmp_path / "old.ecnn"
+    assert main(["pack", str(src), "-o", str(out), "--format-minor", str(minor), "-q"]) == 0
+    assert main(["pack", str(src), "-o", str(tmp_path / "new.ecnn"), "-q"]) == 0
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == [1, written]
+    assert (out.read_bytes()[20] == 0xC1) == (minor == 4)  # the compact header's first byte (spec/FORMAT.md 6.7)
+    dec, new = ecnn.load_file(out), ecnn.load_file(tmp_path / "new.ecnn")
+    assert all(torch.equal(dec[k], new[k]) for k in sd)  # the same tensors, in whichever version
+    assert torch.equal(dec["b"], sd["b"]) and not torch.equal(dec["w"], sd["w"])
+
+
+def test_pack_format_minor_is_refused_with_a_budget(tmp_path, capsys):
+    src = tmp_path / "m.safetensors"
+    save_file({"w": torch.randn(64, 96)}, src)
+    assert main(["pack", str(src), "--target-size", "3000", "--format-minor", "3"]) == 1
+    assert "--format-minor" in capsys.readouterr().err
