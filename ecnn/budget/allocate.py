@@ -11,7 +11,6 @@ file with its summary (:mod:`ecnn.budget.summary`).
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import os
 from typing import Any, Callable, Mapping
@@ -26,7 +25,6 @@ from ecnn.budget.model import Weights, state_of
 from ecnn.budget.rounding import compensation
 from ecnn.budget.search import Search, bisect_metric
 from ecnn.budget.sensitivity import embedding_names, fill_unseen_rows, sensitivities
-from ecnn.budget.summary import METADATA_KEY
 from ecnn.config import EncodeConfig
 from ecnn.errors import BudgetTooSmall, InvalidOption, MetricNotReached
 
@@ -138,21 +136,7 @@ class Plan:
             if weights is not None:
                 weights.restore()
 
-        md = dict(metadata or {})
-        summ = summary(base, metric)
-        if plain_bits is None:
-            md[METADATA_KEY] = budget_summary.summary_json(summ, limit)
-        else:  # the plain file fits; its summary only where room is left
-            summ["plain_bits"] = plain_bits
-            for text in (budget_summary.summary_json(summ, limit), json.dumps({"version": budget_summary.VERSION, "plain_bits": plain_bits})):
-                if search.size(choice, text) <= target:
-                    md[METADATA_KEY] = text
-                    break
-        data = search.encode(choice, md)
-        if path is not None:
-            from ecnn.container.writer import atomic_write
-
-            atomic_write(path, [data])
+        data = search.write(choice, summary(base, metric), limit, target, plain_bits, metadata, path)
         per = _per_tensor(search, self.tensors, choice)
         report("done", 1, 1)
         return CompressResult(

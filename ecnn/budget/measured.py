@@ -21,7 +21,6 @@ the outputs (:func:`top1_agreement`, :func:`cosine`). Numpy only.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Callable, Mapping, Sequence
 
@@ -289,21 +288,7 @@ def compress(
             log.info("plain --bits %d fits: output error %.6g (allocation: %.6g)", bits, errors["plain"], errors[k])
             if errors["plain"] <= errors[k]:
                 plain_bits, choice, value = bits, pch, m_plain
-    md = dict(metadata or {})
-    summ = _summary(search, sweep, target, drop, base, value, metric)
-    if plain_bits is None:
-        md[METADATA_KEY] = budget_summary.summary_json(summ, limit)
-    else:  # the plain file fits; its summary only where room is left
-        summ["plain_bits"] = plain_bits
-        for text in (budget_summary.summary_json(summ, limit), json.dumps({"version": budget_summary.VERSION, "plain_bits": plain_bits})):
-            if search.size(choice, text) <= target:
-                md[METADATA_KEY] = text
-                break
-    data = search.encode(choice, md)
-    if path is not None:
-        from ecnn.container.writer import atomic_write
-
-        atomic_write(path, [data])
+    data = search.write(choice, _summary(search, sweep, target, drop, base, value, metric), limit, target, plain_bits, metadata, path)
     per = tuple(
         {
             "name": t.name,

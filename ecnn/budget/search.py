@@ -21,6 +21,7 @@ import numpy as np
 
 from ecnn import chunkrun, codec, dtypes, file, quantize
 from ecnn.budget.candidates import Tensor, symbols
+from ecnn.budget import summary as budget_summary
 from ecnn.budget.summary import METADATA_KEY, SUMMARY_CHARS
 from ecnn.config import EncodeConfig
 
@@ -187,6 +188,29 @@ class Search:
         """The allocated tensors of allocation ``k`` (or of a choice) as the file will hold them."""
         choice = self.choice(k) if isinstance(k, (int, np.integer)) else k
         return {n: (self.grid(n, c), self.arrays[n][1]) for n, c in choice.items()}
+
+    def write(self, choice: dict, summ: dict, limit: int, target: int | None, plain_bits: int | None, metadata, path) -> bytes:
+        """The final file of ``choice`` with the budget summary ``summ`` (at most ``limit`` characters) among
+        ``metadata``, written atomically to ``path`` if given. When the plain ``--bits plain_bits`` file was
+        kept, the summary goes in only where it still fits ``target``: whole, else its version and
+        ``plain_bits``, else not at all."""
+        import json
+
+        md = dict(metadata or {})
+        if plain_bits is None:
+            md[METADATA_KEY] = budget_summary.summary_json(summ, limit)
+        else:
+            summ["plain_bits"] = plain_bits
+            for text in (budget_summary.summary_json(summ, limit), json.dumps({"version": budget_summary.VERSION, "plain_bits": plain_bits})):
+                if self.size(choice, text) <= target:
+                    md[METADATA_KEY] = text
+                    break
+        data = self.encode(choice, md)
+        if path is not None:
+            from ecnn.container.writer import atomic_write
+
+            atomic_write(path, [data])
+        return data
 
     def encode(self, k: int | dict, metadata: Mapping[str, str]) -> bytes:
         """The file of allocation ``k`` (or of a choice) with ``metadata``, from the cached records (as
