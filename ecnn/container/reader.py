@@ -201,10 +201,7 @@ class Container:
 
     def payload(self, rec: TensorRecord, check: bool = True) -> memoryview:
         """The payload bytes of a record (zero-copy), checked against its CRC-32."""
-        data = self.buf[rec.offset : rec.offset + rec.length]
-        if check and fmt.crc32(data) != rec.crc32:
-            raise PayloadChecksumMismatch(f"payload of tensor {rec.name!r} is damaged (CRC-32 mismatch)")
-        return data
+        return self._checked(rec, check, f"payload of tensor {rec.name!r}")
 
     def file_record(self, name: str) -> FileRecord:
         try:
@@ -214,9 +211,13 @@ class Container:
 
     def file_payload(self, rec: FileRecord, check: bool = True) -> memoryview:
         """A stored file's bytes (zero-copy), checked against its CRC-32."""
+        return self._checked(rec, check, f"stored file {rec.name!r}")
+
+    def _checked(self, rec: TensorRecord | FileRecord, check: bool, what: str) -> memoryview:
+        """The bytes a record points at (zero-copy), checked against its CRC-32 when ``check``."""
         data = self.buf[rec.offset : rec.offset + rec.length]
         if check and fmt.crc32(data) != rec.crc32:
-            raise PayloadChecksumMismatch(f"stored file {rec.name!r} is damaged (CRC-32 mismatch)")
+            raise PayloadChecksumMismatch(f"{what} is damaged (CRC-32 mismatch)")
         return data
 
     def padding(self) -> list[tuple[int, int]]:
