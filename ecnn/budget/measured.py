@@ -28,7 +28,7 @@ import numpy as np
 
 from ecnn import quantize
 from ecnn.budget import summary as budget_summary
-from ecnn.budget.allocate import _plain_fit
+from ecnn.budget.allocate import _per_tensor, _plain_fit
 from ecnn.budget.candidates import Tensor, measure_all
 from ecnn.budget.config import BudgetConfig, CompressResult, Progress, SweepPoint, check_drop, check_target
 from ecnn.budget.search import Search, bisect_metric
@@ -289,18 +289,7 @@ def compress(
             if errors["plain"] <= errors[k]:
                 plain_bits, choice, value = bits, pch, m_plain
     data = search.write(choice, _summary(search, sweep, target, drop, base, value, metric), limit, target, plain_bits, metadata, path)
-    per = tuple(
-        {
-            "name": t.name,
-            "numel": int(t.arr.size),
-            "step": float(t.steps[choice[t.name]]),
-            "bits": t.cands[choice[t.name]].bits or None,
-            "exact": t.cands[choice[t.name]].exact,
-            "bytes": len(search.record(t.name, choice[t.name])[1]),
-            "sensitivity": float(t.h),
-        }
-        for t in tensors
-    )
+    per = _per_tensor(search, tensors, choice)
     report("done", 1, 1)
     return CompressResult(
         data=data,
