@@ -22,6 +22,7 @@ import ecnn
 import ecnn.numpy as en
 from ecnn import errors
 from ecnn.container import compact
+from ecnn.container.compact import varint_bytes
 from ecnn.container import format as fmt
 from ecnn.container import header as hdr
 from ecnn.container import writer
@@ -60,15 +61,6 @@ def _errors(data: bytes) -> tuple[str, str]:
     except ref_decoder.SpecError as e:
         ref = e.error
     return ours, ref
-
-
-def _uv(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 # --- round trips ------------------------------------------------------------------
@@ -192,17 +184,17 @@ def test_every_single_bit_flip_of_a_compact_file_is_detected():
     "hb, error",
     [
         # Records come with 16 spare bytes: room for one record (11 bytes at least), not for the counts inside it.
-        (b"\xc1\x00\x03" + _uv(1 << 20), "MalformedHeader"),  # 2^20 records in no bytes
-        (b"\xc1\x00\x03" + _uv((1 << 20) + 1), "MalformedHeader"),  # past the cap
-        (b"\xc1\x00\x03" + _uv((1 << 64) - 1), "MalformedHeader"),
-        (b"\xc1\x01\x03" + _uv(1 << 16), "MalformedHeader"),  # 65,536 metadata entries in no bytes
-        (b"\xc1\x02\x03\x00" + _uv(1 << 16), "MalformedHeader"),  # 65,536 files in no bytes
-        (b"\xc1\x02\x03\x00" + _uv((1 << 16) + 1), "LimitExceeded"),
-        (b"\xc1\x00\x03\x01\x00\x01a\x09" + _uv(32) + bytes(16), "MalformedHeader"),  # 32 dimensions in no bytes
-        (b"\xc1\x00\x03\x01\x00\x01a\x09" + _uv(33) + bytes(16), "LimitExceeded"),
-        (b"\xc1\x00\x03\x01\x00\x01a\x09\x00" + bytes(4) + b"\x00" + _uv(64) + bytes(16), "MalformedHeader"),
-        (b"\xc1\x00\x03\x01\x00\x01a\x09\x00" + bytes(4) + b"\x00" + _uv(65) + bytes(16), "LimitExceeded"),
-        (b"\xc1\x00\x03\x01\x00" + _uv(1 << 30) + bytes(16), "InvalidField"),  # a name of 2^30 bytes: refused before reading
+        (b"\xc1\x00\x03" + varint_bytes(1 << 20), "MalformedHeader"),  # 2^20 records in no bytes
+        (b"\xc1\x00\x03" + varint_bytes((1 << 20) + 1), "MalformedHeader"),  # past the cap
+        (b"\xc1\x00\x03" + varint_bytes((1 << 64) - 1), "MalformedHeader"),
+        (b"\xc1\x01\x03" + varint_bytes(1 << 16), "MalformedHeader"),  # 65,536 metadata entries in no bytes
+        (b"\xc1\x02\x03\x00" + varint_bytes(1 << 16), "MalformedHeader"),  # 65,536 files in no bytes
+        (b"\xc1\x02\x03\x00" + varint_bytes((1 << 16) + 1), "LimitExceeded"),
+        (b"\xc1\x00\x03\x01\x00\x01a\x09" + varint_bytes(32) + bytes(16), "MalformedHeader"),  # 32 dimensions in no bytes
+        (b"\xc1\x00\x03\x01\x00\x01a\x09" + varint_bytes(33) + bytes(16), "LimitExceeded"),
+        (b"\xc1\x00\x03\x01\x00\x01a\x09\x00" + bytes(4) + b"\x00" + varint_bytes(64) + bytes(16), "MalformedHeader"),
+        (b"\xc1\x00\x03\x01\x00\x01a\x09\x00" + bytes(4) + b"\x00" + varint_bytes(65) + bytes(16), "LimitExceeded"),
+        (b"\xc1\x00\x03\x01\x00" + varint_bytes(1 << 30) + bytes(16), "InvalidField"),  # a name of 2^30 bytes: refused before reading
         (b"\xc1\x00\x03\x01\x00\x01a\x0f" + bytes(16), "UnsupportedCoding"),
         (b"\xc1\x00\x03\x01\x00\x01a\x09\x00" + bytes(4) + b"\x07" + bytes(16), "UnsupportedCoding"),
         (b"\xc1\x00\x03\x01\x00\x01a\x09\x00" + bytes(4) + b"\x00\x01\x08" + bytes(16), "UnsupportedCoding"),

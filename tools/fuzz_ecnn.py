@@ -96,6 +96,7 @@ from ecnn import dtypes, errors
 from ecnn import repr as reprs
 from ecnn.coder import streams
 from ecnn.container import format as fmt
+from ecnn.container.compact import varint_bytes
 
 TARGETS = ("decode", "open", "cli")
 GENERATORS = (("raw", 15), ("header", 10), ("payload", 20), ("tree", 30), ("generate", 15), ("compact", 15))
@@ -470,15 +471,6 @@ def gen_generate(seed: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
 _COMPACT_BYTES = (0x00, 0x01, 0x06, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x0F, 0x20, 0x21, 0x40, 0x41, 0x7F, 0x80, 0xC1, 0xFF)
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def gen_compact(seed: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
     """The seed's header in the compact form (spec/FORMAT.md 6.7), then damaged field-aware."""
     from ecnn.container import compact
@@ -510,7 +502,7 @@ def gen_compact(seed: bytes, rng: random.Random, seeds: list[bytes]) -> bytes:
             k = rng.randint(1, 11)
             d[i:i] = b"\x80" * k + bytes([rng.choice((0, 1, 2, 3, 0x7F))])
         elif op < 0.6 and i < len(d):  # a count at or past its cap, in place of a byte
-            d[i : i + 1] = _uvarint(rng.choice((32, 33, 64, 65, 65536, 65537, 1 << 20, (1 << 20) + 1, (1 << 48) + 1, (1 << 64) - 1)))
+            d[i : i + 1] = varint_bytes(rng.choice((32, 33, 64, 65, 65536, 65537, 1 << 20, (1 << 20) + 1, (1 << 48) + 1, (1 << 64) - 1)))
         elif op < 0.75:
             del d[i : i + rng.randint(1, 4)]
         elif op < 0.85:
@@ -856,7 +848,7 @@ def _bomb_headers(nbytes: int) -> list[tuple[str, bytes]]:
     # as the 2^20-record cap allows; they parse to the end and fail only as duplicate names.
     one = b"\x00\x01a\x09\x00" + bytes(4) + b"\x00\x00\x00"
     n = min(nbytes // len(one), 1 << 20)
-    compact_records = b"\xc1\x00\x03" + _uvarint(n) + one * n
+    compact_records = b"\xc1\x00\x03" + varint_bytes(n) + one * n
     return [
         ("compact records of 12 bytes", compact_records),
         ("empty arrays", top + arrays(b"\x90", nbytes)),

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import ecnn.numpy as en  # noqa: E402
 from ecnn.config import EncodeConfig  # noqa: E402
 from ecnn.container import format as fmt  # noqa: E402
+from ecnn.container.compact import varint_bytes  # noqa: E402
 from ecnn.container.reader import Container  # noqa: E402
 from ecnn import codec  # noqa: E402
 
@@ -196,15 +197,6 @@ def build_raw(hb: bytes, area: bytes, *, align: int = 8, minor: int = 4, empty: 
     return data + area
 
 
-def _uv(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def invalid_compact(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     """Compact headers (1.4) broken one way each, written byte by byte from FORMAT.md 6.7 (CRC-32s recomputed).
 
@@ -232,8 +224,8 @@ def invalid_compact(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     add("varint_not_shortest", "MalformedHeader", "Tensor_Count 2 written as 82 00", count=b"\x82\x00")
     add("varint_overflow", "MalformedHeader", "a dimension of 2^64 (ten varint bytes)", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x01" + b"\x80" * 9 + b"\x02", 1))
     add("varint_too_long", "MalformedHeader", "a varint of eleven bytes", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x01" + b"\x80" * 10 + b"\x01", 1))
-    add("tensor_count_cap", "MalformedHeader", "Tensor_Count 2^20 + 1", count=_uv((1 << 20) + 1))
-    add("tensor_count_past_end", "MalformedHeader", "Tensor_Count 1000: more records than the bytes left can hold", count=_uv(1000))
+    add("tensor_count_cap", "MalformedHeader", "Tensor_Count 2^20 + 1", count=varint_bytes((1 << 20) + 1))
+    add("tensor_count_past_end", "MalformedHeader", "Tensor_Count 1000: more records than the bytes left can hold", count=varint_bytes(1000))
     add("reserved_flag", "UnknownField", "Flags bit 2 set", flags=b"\x04")
     add("align_log2", "InvalidField", "Align_Log2 13 (align 8192)", align=b"\x0d")
     add("dtype_code", "UnsupportedCoding", "dtype code 15", r1=ok["r1"].replace(b"bias\x09", b"bias\x0f", 1))
@@ -242,28 +234,28 @@ def invalid_compact(base: bytes) -> dict[str, tuple[bytes, str, str]]:
     add("ndim_cap", "LimitExceeded", "33 dimensions", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x21" + b"\x01" * 33, 1))
     add("streams_cap", "LimitExceeded", "65 streams", r0=ok["r0"][:-3] + b"\x41" + b"\x00\x00\x00" * 65)
     add("name_prefix", "InvalidField", "record 1 shares 10 bytes of a 9-byte name", r1=b"\x0a" + ok["r1"][1:])
-    add("name_too_long", "InvalidField", "a name of 1025 bytes", r1=b"\x03" + _uv(1022) + b"x" * 1022 + ok["r1"][6:])
+    add("name_too_long", "InvalidField", "a name of 1025 bytes", r1=b"\x03" + varint_bytes(1022) + b"x" * 1022 + ok["r1"][6:])
     add("name_utf8", "MalformedHeader", "record 1's name 'fc.' + ff: not UTF-8", r1=b"\x03\x01\xff" + ok["r1"][6:])
     add("name_empty", "InvalidField", "a name of no bytes", r0=b"\x00\x00" + ok["r0"][11:])
     add("bool_byte", "InvalidField", "a raw stream's signed byte is 2", r1=r1_int_raw[:-1] + b"\x02")
     add("duplicate_metadata_key", "DuplicateKey", "metadata key 'k' twice", flags=b"\x01", meta=b"\x02\x01k\x01a\x01k\x01b")
     add("empty_metadata", "InvalidField", "a metadata block of no entries", flags=b"\x01", meta=b"\x00")
-    add("metadata_cap", "MalformedHeader", "65,537 metadata entries", flags=b"\x01", meta=_uv(65537))
+    add("metadata_cap", "MalformedHeader", "65,537 metadata entries", flags=b"\x01", meta=varint_bytes(65537))
     add("duplicate_names", "DuplicateTensorName", "two records named fc.weight", r1=b"\x09\x00" + ok["r1"][6:])
-    add("dim_range", "InvalidField", "a dimension of 2^48 + 1", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x01" + _uv((1 << 48) + 1), 1))
+    add("dim_range", "InvalidField", "a dimension of 2^48 + 1", r1=ok["r1"].replace(b"\x09\x01\x03", b"\x09\x01" + varint_bytes((1 << 48) + 1), 1))
     add("step_zero", "InvalidField", "a uniform step of +0.0", r0=ok["r0"].replace(struct.pack("<I", 0x3F800000), bytes(4), 1))
     hb = b"".join({**ok, "r1": ok["r1"][:-1] + b"\x02"}.values())
     add("raw_length", "InvalidField", "a raw record of length 2 for 3 int8 elements", data=build_raw(hb, area[:-1]))
-    add("past_end", "TruncatedFile", "record 1's length of 1000 runs past the end", r1=ok["r1"][:-1] + _uv(1000))
+    add("past_end", "TruncatedFile", "record 1's length of 1000 runs past the end", r1=ok["r1"][:-1] + varint_bytes(1000))
     add("payload_checksum", "PayloadChecksumMismatch", "record 0's crc32 off by one bit",
         r0=ok["r0"].replace(struct.pack("<I", w.crc32), struct.pack("<I", w.crc32 ^ 1), 1))
     add("trailing_data", "TrailingData", "a byte after the last payload", data=base + b"\x00")
     blob = b'{"a": 1}\n'
-    files = lambda *recs: b"".join([_uv(len(recs))] + list(recs))  # noqa: E731
-    frec = lambda p, name, data=blob: _uv(p) + _uv(len(name)) + name + _uv(len(data)) + struct.pack("<I", fmt.crc32(data))  # noqa: E731
+    files = lambda *recs: b"".join([varint_bytes(len(recs))] + list(recs))  # noqa: E731
+    frec = lambda p, name, data=blob: varint_bytes(p) + varint_bytes(len(name)) + name + varint_bytes(len(data)) + struct.pack("<I", fmt.crc32(data))  # noqa: E731
     farea = area + bytes(fmt.align_up(len(area), 8) - len(area)) + blob
     add("file_dotdot", "BadFileName", "a stored file named '../config.json'", data=build_raw(b"".join({**ok, "flags": b"\x02", "tail": files(frec(0, b"../config.json"))}.values()), farea))
-    add("files_cap", "LimitExceeded", "File_Count 65,537", flags=b"\x02", tail=_uv(65537))
+    add("files_cap", "LimitExceeded", "File_Count 65,537", flags=b"\x02", tail=varint_bytes(65537))
     add("empty_files", "InvalidField", "a files block of no files", flags=b"\x02", tail=b"\x00")
     add("file_name_prefix", "InvalidField", "a file name sharing 1 byte with no previous name", data=build_raw(b"".join({**ok, "flags": b"\x02", "tail": files(frec(1, b"config.json"))}.values()), farea))
     two = files(frec(0, b"config.json"), frec(0, b"CONFIG.json", b""))

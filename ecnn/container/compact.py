@@ -80,7 +80,8 @@ _U32 = struct.Struct("<I")
 # --- writing -------------------------------------------------------------------
 
 
-def _varint(z: int) -> bytes:
+def varint_bytes(z: int) -> bytes:
+    """The unsigned LEB128 varint of a non-negative integer of any size, in its shortest form."""
     out = bytearray()
     while z >= 0x80:
         out.append(z & 0x7F | 0x80)
@@ -92,14 +93,14 @@ def _varint(z: int) -> bytes:
 def _uvarint(v: int) -> bytes:
     if type(v) is not int or not 0 <= v <= _U64:
         raise InvalidField(f"cannot store {v!r} as an unsigned varint (0..2^64-1)")
-    return _varint(v)
+    return varint_bytes(v)
 
 
 def _svarint(v: int) -> bytes:
     """Zigzag: 0, -1, 1, -2, ... as 0, 1, 2, 3, ...; the range is -2^64..2^64-1 (a varint below 2^65)."""
     if type(v) is not int or not -(1 << 64) <= v <= _U64:
         raise InvalidField(f"cannot store {v!r} as a signed varint (-2^64..2^64-1)")
-    return _varint(v << 1 if v >= 0 else (-v << 1) - 1)
+    return varint_bytes(v << 1 if v >= 0 else (-v << 1) - 1)
 
 
 def _string(b: bytes) -> bytes:
