@@ -14,8 +14,8 @@ int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t nta
     if (ntab > SIZE_MAX / m / sizeof(uint32_t) || ntab > SIZE_MAX / nsym / sizeof(uint32_t))
         return ECNN_RANS_NOMEM;
     t->sym = (uint16_t *)malloc(ntab * m * sizeof(uint16_t));
-    t->fs = (uint32_t *)malloc(ntab * nsym * sizeof(uint32_t));
-    if (!t->sym || !t->fs) {
+    t->fb = (uint32_t *)malloc(ntab * m * sizeof(uint32_t));
+    if (!t->sym || !t->fb) {
         ecnn_rans_tables_free(t);
         return ECNN_RANS_NOMEM;
     }
@@ -25,7 +25,7 @@ int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t nta
     for (size_t k = 0; k < ntab; k++) {
         const uint32_t *f = freqs + k * nsym;
         uint16_t *sy = t->sym + k * m;
-        uint32_t *fs = t->fs + k * nsym;
+        uint32_t *fb = t->fb + k * m;
         uint64_t start = 0;
         for (size_t s = 0; s < nsym; s++) {
             uint64_t n = f[s];
@@ -33,10 +33,11 @@ int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t nta
                 ecnn_rans_tables_free(t);
                 return ECNN_RANS_BAD_TABLE;
             }
-            /* start < 2^15 whenever n > 0; a symbol of frequency 0 is never looked up */
-            fs[s] = (uint32_t)(n & 0xFFFFu) | (uint32_t)((start & 0x7FFFu) << 16);
-            for (uint64_t j = 0; j < n; j++)
+            /* slot start + j: the symbol, its frequency (at most 2^15) and j (below it) */
+            for (uint64_t j = 0; j < n; j++) {
                 sy[start + j] = (uint16_t)s;
+                fb[start + j] = (uint32_t)n | (uint32_t)(j << 16);
+            }
             start += n;
         }
         if (start != m) {
@@ -50,9 +51,9 @@ int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t nta
 void ecnn_rans_tables_free(ecnn_rans_tables *t)
 {
     free(t->sym);
-    free(t->fs);
+    free(t->fb);
     t->sym = NULL;
-    t->fs = NULL;
+    t->fb = NULL;
 }
 
 static inline uint32_t rd32(const unsigned char *p)
@@ -90,20 +91,21 @@ typedef struct {
 
 static const unsigned char zero_word[2] = {0, 0};
 
-/* One symbol with state x, next word *p and word end e: a table lookup, a multiply, and a renormalization
- * without a branch. A lane out of words reads zeros and sets *bad, so the chunk is rejected. */
+/* One symbol with state x, next word *p and word end e: two independent lookups of the slot (the symbol,
+ * and its frequency and offset in its interval), a multiply, and a renormalization without a branch. A lane
+ * out of words reads zeros and sets *bad, so the chunk is rejected. */
 static inline uint32_t dec1(uint32_t *x, const unsigned char **p, const unsigned char *e, const uint16_t *sy,
-                            const uint32_t *fs, unsigned prec, uint32_t mask, uint32_t *bad)
+                            const uint32_t *fb, unsigned prec, uint32_t mask, uint32_t *bad)
 {
-    uint32_t v = *x, slot = v & mask, sym = sy[slot], f = fs[sym];
-    v = (f & 0xFFFFu) * (v >> prec) + slot - (f >> 16);
+    uint32_t v = *x, slot = v & mask, sym = sy[slot], f = fb[slot];
+    v = (f & 0xFFFFu) * (v >> prec) + (f >> 16);
     uint32_t need = v < ECNN_RANS_LOW;
     const unsigned char *q = *p;
     uint32_t ok = q < e;
     const unsigned char *r = ok ? q : zero_word;
     uint32_t w = (uint32_t)r[0] | ((uint32_t)r[1] << 8);
     *bad |= need & !ok;
-    *x = need ? (v << 16) | w : v;
+    *x = (v << (need << 4)) | (w & (0u - need));
     *p = q + 2 * (need & ok);
     return sym;
 }
@@ -117,7 +119,7 @@ static inline uint32_t dec1(uint32_t *x, const unsigned char **p, const unsigned
             x[i] = L->x[i], p[i] = L->p[i];                                                 \
         for (; k + NL <= n; k += NL)                                                        \
             for (size_t i = 0; i < NL; i++)                                                 \
-                buf[k + i] = (uint16_t)dec1(&x[i], &p[i], L->end[i], sy, fs, prec, mask, &bad); \
+                buf[k + i] = (uint16_t)dec1(&x[i], &p[i], L->end[i], sy, fb, prec, mask, &bad); \
         for (size_t i = 0; i < NL; i++)                                                     \
             L->x[i] = x[i], L->p[i] = p[i];                                                 \
     } while (0)
@@ -137,60 +139,75 @@ static inline uint32_t load16(const unsigned char *p)
 /* One step of a lane known to hold at least one more word: no bounds check, no branch. */
 #define FAST_STEP(x, p, k)                                                           \
     do {                                                                             \
-        uint32_t slot_ = x & mask, sym_ = sy[slot_], f_ = fs[sym_];                  \
-        uint32_t v_ = (f_ & 0xFFFFu) * (x >> prec) + slot_ - (f_ >> 16);             \
+        uint32_t slot_ = x & mask, f_ = fb[slot_];                                   \
+        buf[k] = sy[slot_];                                                          \
+        uint32_t v_ = (f_ & 0xFFFFu) * (x >> prec) + (f_ >> 16);                     \
         uint32_t w_ = load16(p);                                                     \
         uint32_t need_ = v_ < ECNN_RANS_LOW;                                         \
-        x = need_ ? (v_ << 16) | w_ : v_;                                            \
+        uint32_t m_ = 0u - need_;                                                    \
+        x = (((v_ << 16) | w_) & m_) | (v_ & ~m_);                                   \
         p += 2 * need_;                                                              \
-        buf[k] = (uint16_t)sym_;                                                     \
     } while (0)
 
-/* rounds whole rounds of four lanes whose words last (each lane holds at least rounds words, and a
- * symbol reads at most one), with the states in registers. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void rounds4(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned prec, uint16_t *buf, size_t rounds)
-{
-    uint32_t mask = ((uint32_t)1 << prec) - 1;
-    uint32_t x0 = L->x[0], x1 = L->x[1], x2 = L->x[2], x3 = L->x[3];
-    const unsigned char *p0 = L->p[0], *p1 = L->p[1], *p2 = L->p[2], *p3 = L->p[3];
-    for (size_t r = 0; r < rounds; r++, buf += 4) {
-        FAST_STEP(x0, p0, 0);
-        FAST_STEP(x1, p1, 1);
-        FAST_STEP(x2, p2, 2);
-        FAST_STEP(x3, p3, 3);
+/* rounds whole rounds of NL lanes whose words last (each lane holds at least rounds words, and a symbol
+ * reads at most one), with the states in locals; one function per lane count and precision, so that the
+ * loops unroll and the shifts are constants. */
+#define STEPS4(o) FAST_STEP(x[o], p[o], o); FAST_STEP(x[o + 1], p[o + 1], o + 1); \
+                  FAST_STEP(x[o + 2], p[o + 2], o + 2); FAST_STEP(x[o + 3], p[o + 3], o + 3)
+#define ROUNDS_FN(NL, P)                                                                                  \
+    static void rounds##NL##_##P(lanes_t *L, const uint16_t *sy, const uint32_t *fb, uint16_t *buf,       \
+                                 size_t rounds)                                                           \
+    {                                                                                                     \
+        const unsigned prec = P;                                                                          \
+        const uint32_t mask = ((uint32_t)1 << P) - 1;                                                     \
+        uint32_t x[NL];                                                                                   \
+        const unsigned char *p[NL];                                                                       \
+        memcpy(x, L->x, sizeof x);                                                                        \
+        memcpy(p, L->p, sizeof p);                                                                        \
+        for (size_t r = 0; r < rounds; r++, buf += NL) {                                                  \
+            STEPS4(0);                                                                                    \
+            if (NL >= 8) {                                                                                \
+                STEPS4(4 % NL);                                                                           \
+            }                                                                                             \
+        }                                                                                                 \
+        memcpy(L->x, x, sizeof x);                                                                        \
+        memcpy(L->p, p, sizeof p);                                                                        \
     }
-    L->x[0] = x0, L->x[1] = x1, L->x[2] = x2, L->x[3] = x3;
-    L->p[0] = p0, L->p[1] = p1, L->p[2] = p2, L->p[3] = p3;
-}
+#define ROUNDS_PRECISIONS(NL) \
+    ROUNDS_FN(NL, 10) ROUNDS_FN(NL, 11) ROUNDS_FN(NL, 12) ROUNDS_FN(NL, 13) ROUNDS_FN(NL, 14) ROUNDS_FN(NL, 15)
+ROUNDS_PRECISIONS(4)
+ROUNDS_PRECISIONS(8)
+
+typedef void (*rounds_fn)(lanes_t *, const uint16_t *, const uint32_t *, uint16_t *, size_t);
+static const rounds_fn ROUNDS4[6] = {rounds4_10, rounds4_11, rounds4_12, rounds4_13, rounds4_14, rounds4_15};
+static const rounds_fn ROUNDS8[6] = {rounds8_10, rounds8_11, rounds8_12, rounds8_13, rounds8_14, rounds8_15};
 
 /* n symbols with one table into buf, the lanes taken in turn. */
-static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned prec, uint16_t *buf, size_t n)
+static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fb, unsigned prec, uint16_t *buf, size_t n)
 {
     uint32_t mask = ((uint32_t)1 << prec) - 1, bad = 0;
     size_t k = 0, nl = L->n, j = L->next;
     while (k < n && j) { /* to the start of a round */
-        buf[k++] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, mask, &bad);
+        buf[k++] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fb, prec, mask, &bad);
         j = j + 1 == nl ? 0 : j + 1;
     }
-    if (nl == 4) { /* what ecnn writes */
+    if (nl == 4 || nl == 8) { /* what ecnn writes */
         /* as many rounds as every lane surely has words for, without checks; the rest checked */
-        size_t rounds = (n - k) / 4;
-        for (size_t l = 0; l < 4; l++) {
+        size_t rounds = (n - k) / nl;
+        for (size_t l = 0; l < nl; l++) {
             size_t left = (size_t)(L->end[l] - L->p[l]) / 2;
             if (left < rounds)
                 rounds = left;
         }
-        rounds4(L, sy, fs, prec, buf + k, rounds);
-        k += 4 * rounds;
-        ROUNDS(4);
-    } else if (nl == 8) {
-        ROUNDS(8);
+        (nl == 4 ? ROUNDS4 : ROUNDS8)[prec - ECNN_RANS_MIN_PRECISION](L, sy, fb, buf + k, rounds);
+        k += nl * rounds;
+        if (nl == 4)
+            ROUNDS(4);
+        else
+            ROUNDS(8);
     }
     for (; k < n; k++) {
-        buf[k] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, mask, &bad);
+        buf[k] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fb, prec, mask, &bad);
         j = j + 1 == nl ? 0 : j + 1;
     }
     L->next = j;
@@ -336,12 +353,12 @@ static int blocks_body(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_sc
         for (int64_t r = s->run_start[g]; r < s->run_start[g + 1]; r++) {
             const int32_t *ru = s->runs + 3 * r;
             const uint16_t *sy = t->sym + ((size_t)ru[0] << prec);
-            const uint32_t *fs = t->fs + (size_t)ru[0] * t->nsym;
+            const uint32_t *fb = t->fb + ((size_t)ru[0] << prec);
             size_t c0 = (size_t)ru[1], len = (size_t)(ru[2] - ru[1]), n = nrg * len;
             size_t ri = 0, cj = 0; /* where the next decoded symbol goes: row rg[ri], column c0 + cj */
             for (size_t k0 = 0; k0 < n; k0 += STAGE) {
                 size_t m = n - k0 < STAGE ? n - k0 : STAGE;
-                dec_run(L, sy, fs, prec, buf, m);
+                dec_run(L, sy, fb, prec, buf, m);
                 for (size_t used = 0; used < m;) {
                     size_t take = len - cj < m - used ? len - cj : m - used;
                     size_t base = rg[ri] * cols;
@@ -386,11 +403,11 @@ int ecnn_rans_decode_blocks(const ecnn_rans_tables *t, const ecnn_rans_chunk *c,
     return st ? st : close_chunk(&L);
 }
 
-/* One symbol of the next lane with the table sy/fs. */
-static inline uint32_t dec_next(lanes_t *L, const uint16_t *sy, const uint32_t *fs, unsigned prec, uint32_t *bad)
+/* One symbol of the next lane with the table sy/fb. */
+static inline uint32_t dec_next(lanes_t *L, const uint16_t *sy, const uint32_t *fb, unsigned prec, uint32_t *bad)
 {
     size_t j = L->next;
-    uint32_t sym = dec1(&L->x[j], &L->p[j], L->end[j], sy, fs, prec, ((uint32_t)1 << prec) - 1, bad);
+    uint32_t sym = dec1(&L->x[j], &L->p[j], L->end[j], sy, fb, prec, ((uint32_t)1 << prec) - 1, bad);
     L->next = j + 1 == L->n ? 0 : j + 1;
     return sym;
 }
@@ -471,7 +488,7 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
     uint32_t bad = 0;
     for (size_t g = 0; g < nsc; g++) {
         const uint16_t *qsy = quads->sym + (g << prec), *ssy = signs->sym + (g << prec);
-        const uint32_t *qfs = quads->fs + g * 16, *sfs = signs->fs + g * 2;
+        const uint32_t *qfb = quads->fb + (g << prec), *sfb = signs->fb + (g << prec);
         const int64_t *cg = scols + sstart[g];
         size_t ncg = (size_t)(sstart[g + 1] - sstart[g]), n;
         switch (out_kind) {
@@ -483,11 +500,11 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
         size_t nq = n / 4;
         for (size_t k0 = 0; k0 < nq; k0 += STAGE) {
             size_t m = nq - k0 < STAGE ? nq - k0 : STAGE;
-            dec_run(&L, qsy, qfs, prec, buf, m);
+            dec_run(&L, qsy, qfb, prec, buf, m);
             apply_signs(out, out_kind, pos + 4 * k0, buf, 4 * m, 1);
         }
         for (size_t j = 0; j < n % 4; j++)
-            buf[j] = (uint16_t)dec_next(&L, ssy, sfs, prec, &bad);
+            buf[j] = (uint16_t)dec_next(&L, ssy, sfb, prec, &bad);
         apply_signs(out, out_kind, pos + 4 * nq, buf, n % 4, 0);
         if (bad || L.short_read) {
             free(pos);

@@ -27,14 +27,14 @@ enum ecnn_rans_status {
 
 #define ECNN_RANS_MAX_NSYM (1 << 16)
 
-/* The decoding tables of T tables of n symbols (n <= 2^16) at precision P: for each table, the symbol
- * whose interval holds each slot s in 0..2^P-1 (2^P u16, 16 KiB at P = 13), and each symbol's
- * frequency and interval start. */
+/* The decoding tables of T tables of n symbols (n <= 2^16) at precision P: for each table and each slot
+ * s in 0..2^P-1, the symbol whose interval holds s (u16), and that symbol's frequency f with s's offset
+ * in its interval, f | (s - start) << 16 (u32; 48 KiB a table at P = 13). */
 typedef struct {
     unsigned precision;
     size_t ntab, nsym;
     uint16_t *sym; /* ntab << P entries */
-    uint32_t *fs;  /* ntab * nsym entries: frequency | start << 16 (both at most 2^15) */
+    uint32_t *fb;  /* ntab << P entries: frequency | offset << 16 (frequency at most 2^15, offset below it) */
 } ecnn_rans_tables;
 
 /* freqs: ntab * nsym frequencies, each table summing to 2^precision. */
