@@ -139,9 +139,25 @@ def test_entropy_is_a_lower_bound_of_the_fit():
     assert order0.fit(hist).symbol_bits >= rate.entropy_bits(hist) - 1e-6
 
 
-@pytest.mark.parametrize("nsym", [5, 127, 128, 129, 300, 2000])
-def test_log_tables_read_the_same_small_or_large(nsym):
-    """Tables are read nibble by nibble up to tables._SMALL_TABLE counts and with numpy above: same counts, same errors."""
+def _spec_log_codes(blob: bytes, pos: int, nsym: int) -> tuple[list[int], int]:
+    """Section 7.1 mode 1's nibbles read as the spec words it, one at a time (no range or pad checks)."""
+    nibs = [n for b in blob[pos:] for n in (b >> 4, b & 15)]
+    codes, i, prev = [], 0, 0
+    for _ in range(nsym):
+        z = nibs[i]
+        i += 1
+        if z == 15:
+            z = 15 + (nibs[i] << 8 | nibs[i + 1] << 4 | nibs[i + 2])
+            i += 3
+        prev += z >> 1 if z % 2 == 0 else -((z + 1) >> 1)
+        codes.append(prev)
+    return codes, pos + (i + 1) // 2
+
+
+@pytest.mark.parametrize("nsym", [1, 5, 127, 128, 129, 300, 2000])
+def test_log_tables_read_as_the_spec_words_them(nsym):
+    """The compiled reader of log tables against a nibble-by-nibble reading; truncation, a code out of
+    range and a non-zero pad nibble are ValueErrors."""
     rng = np.random.default_rng(nsym)
     for m in range(tables.MAX_LOG_MANTISSA + 1):
         top = tables.max_code(m)
@@ -150,11 +166,23 @@ def test_log_tables_read_the_same_small_or_large(nsym):
         got, end = tables.read(blob, 1, nsym)
         np.testing.assert_array_equal(got, tables.code_to_count(codes, m))
         assert end == len(blob) - 1
-        small = tables._read_log_small(blob, 3, nsym, m, top)  # after the mode and m varints
-        np.testing.assert_array_equal(small[0], got)
-        assert small[1] == end
-        with pytest.raises(ValueError, match="past the end"):
-            tables.read(blob[: len(blob) - 1 - max(1, nsym // 4)], 1, nsym)
+        spec_codes, spec_end = _spec_log_codes(blob, 3, nsym)  # after the mode and m varints
+        assert spec_codes == list(codes) and spec_end == end
+        for cut in range(1, min(end, 12)):
+            with pytest.raises(ValueError, match="past the end"):
+                tables.read(blob[: end - cut], 1, nsym)
+    # one code above top (m = 0: codes 0..max_code(0)); the escape holds it
+    top = tables.max_code(0)
+    bad = bytes([1, 0]) + bytes([0xF0 | ((2 * (top + 1)) - 15) >> 8, ((2 * (top + 1) - 15) & 0xFF)])
+    with pytest.raises(ValueError, match=f"code {top + 1} out of range"):
+        tables.read(bad, 0, 1)
+    with pytest.raises(ValueError, match="code -1 out of range"):
+        tables.read(bytes([1, 0, 0x10]), 0, 1)  # zigzag 1 is -1
+    with pytest.raises(ValueError, match="pad nibble"):
+        tables.read(bytes([1, 0, 0x21]), 0, 1)  # code 1, then a non-zero pad nibble
+    assert tables.read(bytes([1, 0, 0x20]), 0, 1)[1] == 3
+    with pytest.raises(ValueError, match="past the end"):
+        tables.read(bytes([1, 0]), 0, 1)
 
 
 def test_repeated_fits_come_from_the_cache_unchanged(monkeypatch):

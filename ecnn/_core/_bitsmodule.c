@@ -6,6 +6,8 @@
  * split(u, e_bits, m_bits, k, signs, heads, tails, shifts): the encoder's cut of bit patterns into the
  * signs (uint8), heads (uint32), tails (u's type) and row shifts (int64) of spec/CODING.md section 4.9.
  * pack(values, width) -> bytes: the low width bits of each value, least significant bit first (section 5.7).
+ * log_codes(buf, pos, top, codes) -> next: the codes of a log-coded count table (section 7.1, mode 1) into codes
+ * (a C-contiguous int64 array of nsym elements); the position after the table.
  *
  * The loops run without the GIL. Wrong buffer types raise TypeError, a width or layout that the
  * arrays cannot take ValueError. */
@@ -145,12 +147,50 @@ static PyObject *pack(PyObject *self, PyObject *args)
     return out;
 }
 
+static PyObject *log_codes(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *buf_o, *codes_o;
+    Py_ssize_t pos;
+    long long top;
+    if (!PyArg_ParseTuple(args, "OnLO:log_codes", &buf_o, &pos, &top, &codes_o))
+        return NULL;
+    Py_buffer buf, codes;
+    if (PyObject_GetBuffer(buf_o, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(codes_o, &codes, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    int sgn;
+    if (!native_int(&codes, &sgn) || !sgn || codes.itemsize != 8 || pos < 0) {
+        PyBuffer_Release(&codes);
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_TypeError, "log_codes: codes must be an aligned, native int64 array and pos >= 0");
+        return NULL;
+    }
+    size_t next = 0;
+    int64_t bad = 0;
+    int st = ecnn_bits_log_codes((const unsigned char *)buf.buf, (size_t)buf.len, (size_t)pos,
+                                 (size_t)(codes.len / 8), (int64_t)top, (int64_t *)codes.buf, &next, &bad);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&buf);
+    switch (st) {
+    case 0: return PyLong_FromSize_t(next);
+    case 1: PyErr_SetString(PyExc_ValueError, "table runs past the end of its stream"); return NULL;
+    case 2: PyErr_Format(PyExc_ValueError, "table code %lld out of range 0..%lld", (long long)bad, top); return NULL;
+    default: PyErr_SetString(PyExc_ValueError, "non-zero pad nibble after a table"); return NULL;
+    }
+}
+
 static PyMethodDef module_methods[] = {
     {"or_bits", or_bits, METH_VARARGS,
      "or_bits(out, buf, bit, width, shift)\n\nout[j] |= (the width bits at bit + j * width of buf) << shift."},
     {"split", split, METH_VARARGS,
      "split(u, e_bits, m_bits, k, signs, heads, tails, shifts)\n\nThe signs, heads, tails and row shifts of bit patterns."},
     {"pack", pack, METH_VARARGS, "pack(values, width) -> bytes\n\nThe low width bits of each value, LSB first."},
+    {"log_codes", log_codes, METH_VARARGS,
+     "log_codes(buf, pos, top, codes) -> next\n\nThe codes of a log-coded count table; the position after it."},
     {NULL, NULL, 0, NULL},
 };
 

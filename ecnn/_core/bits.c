@@ -212,3 +212,38 @@ int ecnn_bits_pack(unsigned char *out, const void *values, int kind, size_t coun
         out[pos++] = (unsigned char)acc; /* the pad bits are 0 */
     return 0;
 }
+
+int ecnn_bits_log_codes(const unsigned char *buf, size_t len, size_t pos, size_t nsym, int64_t top, int64_t *codes,
+                        size_t *next, int64_t *bad)
+{
+    if (pos > len)
+        return 1;
+    const unsigned char *b = buf + pos;
+    size_t avail = 2 * (len - pos); /* nibbles left */
+    size_t nib = 0;
+    int64_t prev = 0;
+    for (size_t k = 0; k < nsym; k++) {
+        if (nib >= avail)
+            return 1;
+        uint32_t z = (b[nib >> 1] >> (4 * (~nib & 1))) & 15u;
+        nib++;
+        if (z == 15) {
+            if (avail - nib < 3)
+                return 1;
+            uint32_t e = 0;
+            for (int j = 0; j < 3; j++, nib++)
+                e = (e << 4) | ((b[nib >> 1] >> (4 * (~nib & 1))) & 15u);
+            z = 15 + e;
+        }
+        prev += (z & 1) ? -(int64_t)((z + 1) >> 1) : (int64_t)(z >> 1);
+        if (prev < 0 || prev > top) {
+            *bad = prev;
+            return 2;
+        }
+        codes[k] = prev;
+    }
+    if ((nib & 1) && (b[nib >> 1] & 15))
+        return 3;
+    *next = pos + (nib + 1) / 2;
+    return 0;
+}

@@ -33,4 +33,12 @@ size_t ecnn_bits_pack_size(size_t count, unsigned width);
  * last byte's pad bits are 0. Returns 0, or -1 for a width out of range. */
 int ecnn_bits_pack(unsigned char *out, const void *values, int kind, size_t count, unsigned width);
 
+/* The codes of a log-coded count table (spec/CODING.md section 7.1, mode 1): nsym zigzag deltas, one nibble each
+ * (most significant nibble of a byte first) from nibble 0 at byte pos of buf, where the nibble 15 escapes
+ * 15 + the next three nibbles; each running sum must lie in 0..top. codes receives the nsym codes, *next the
+ * byte after the last nibble. Returns 0; 1 if the nibbles run past len; 2 for a code out of range (into
+ * *bad); 3 for a non-zero pad nibble after an odd number of nibbles. */
+int ecnn_bits_log_codes(const unsigned char *buf, size_t len, size_t pos, size_t nsym, int64_t top, int64_t *codes,
+                        size_t *next, int64_t *bad);
+
 #endif

@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from ecnn._core import _bits
 from ecnn.context import varint
 
 PRECISION = 24
@@ -78,7 +79,6 @@ MODE_VARINT = 0  # the counts, one varint each
 MODE_LOG = 1  # log-coded counts: nibble-packed differences of their codes
 MAX_LOG_MANTISSA = 4
 _NIBBLE_ESCAPE = 15
-_SMALL_TABLE = 128  # tables up to this many counts are read nibble by nibble, larger ones with numpy
 
 
 def code_to_count(e: np.ndarray, m: int) -> np.ndarray:
@@ -170,68 +170,6 @@ def read(buf, pos: int, nsym: int) -> tuple[np.ndarray, int]:
     (m,), pos = varint.decode(buf, 1, pos)
     if m > MAX_LOG_MANTISSA:
         raise ValueError(f"table mantissa bits {m} > {MAX_LOG_MANTISSA}")
-    top = max_code(m)
-    if nsym <= _SMALL_TABLE:
-        return _read_log_small(buf, pos, nsym, m, top)
-    # At most 4 nibbles per count: unpack that window, then walk the escapes only.
-    window = np.frombuffer(buf, np.uint8, count=max(0, min(len(buf) - pos, 2 * nsym)), offset=min(pos, len(buf)))
-    nibs = np.empty(2 * window.size, np.int64)
-    nibs[0::2], nibs[1::2] = window >> 4, window & 15
-    escapes = np.flatnonzero(nibs == _NIBBLE_ESCAPE)
-    starts = []  # nibble index of every escaped count
-    i = k = 0  # next nibble, counts read
-    while k < nsym:
-        j = int(np.searchsorted(escapes, i))
-        e = int(escapes[j]) if j < escapes.size else nibs.size + 4 * nsym  # none left: past the window
-        if k + (e - i) >= nsym:  # the rest are plain nibbles (or run past the window)
-            i += nsym - k
-            break
-        k += e - i + 1
-        starts.append(e)
-        i = e + 4
-    nib = i
-    if nib > nibs.size:
-        raise ValueError("table runs past the end of its stream")
-    z = nibs[:nib].copy()
-    keep = np.ones(nib, bool)
-    if starts:
-        st = np.array(starts, np.int64)
-        z[st] = _NIBBLE_ESCAPE + ((nibs[st + 1] << 8) | (nibs[st + 2] << 4) | nibs[st + 3])
-        keep[(st[:, None] + np.arange(1, 4)[None, :]).ravel()] = False
-    z = z[keep]
-    codes = np.cumsum(np.where(z % 2 == 0, z >> 1, -((z + 1) >> 1)))
-    if codes.size and (int(codes.min()) < 0 or int(codes.max()) > top):
-        bad = int(codes[np.flatnonzero((codes < 0) | (codes > top))[0]])
-        raise ValueError(f"table code {bad} out of range 0..{top}")
-    if nib % 2 and (buf[pos + (nib >> 1)] & 15):
-        raise ValueError("non-zero pad nibble after a table")
-    return code_to_count(codes, m), pos + (nib + 1) // 2
-
-
-def _read_log_small(buf, pos: int, nsym: int, m: int, top: int) -> tuple[np.ndarray, int]:
-    """Log-coded counts, one nibble at a time (quicker than numpy for small tables)."""
     codes = np.empty(nsym, np.int64)
-    nib = 0  # index of the next nibble from pos
-
-    def next_nibble() -> int:
-        nonlocal nib
-        i = pos + (nib >> 1)
-        if i >= len(buf):
-            raise ValueError("table runs past the end of its stream")
-        b = buf[i]
-        v = (b >> 4) if nib % 2 == 0 else (b & 15)
-        nib += 1
-        return v
-
-    prev = 0
-    for k in range(nsym):
-        z = next_nibble()
-        if z == _NIBBLE_ESCAPE:
-            z = _NIBBLE_ESCAPE + ((next_nibble() << 8) | (next_nibble() << 4) | next_nibble())
-        prev += (z >> 1) if z % 2 == 0 else -((z + 1) >> 1)
-        if not 0 <= prev <= top:
-            raise ValueError(f"table code {prev} out of range 0..{top}")
-        codes[k] = prev
-    if nib % 2 and (buf[pos + (nib >> 1)] & 15):
-        raise ValueError("non-zero pad nibble after a table")
-    return code_to_count(codes, m), pos + (nib + 1) // 2
+    pos = _bits.log_codes(buf, pos, max_code(m), codes)  # ValueError for a truncated or out-of-range table
+    return code_to_count(codes, m), pos
