@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn._core import _bits
 from ecnn.dtypes import DType
 from ecnn.errors import InvalidOption
 
@@ -87,8 +88,11 @@ def quantize(values: np.ndarray, dtype: DType, step: float, narrow: bool = False
     return _quantize_blocks(v, dtype, step, s, narrow).reshape(values.shape)
 
 
-def dequantize(q: np.ndarray, dtype: DType, step: float) -> np.ndarray:
-    """Reconstruct a tensor's storage array from its symbols."""
+def dequantize(q: np.ndarray, dtype: DType, step: float, runner=None) -> np.ndarray:
+    """Reconstruct a tensor's storage array from its symbols (one step for all; see :func:`dequantize_by_rows`)."""
+    if dtype.name in ("float32", "bfloat16", "float64") and q.size and q.dtype.kind == "i" and q.dtype.itemsize <= 4:
+        wide = np.float64 if dtype.name == "float64" else np.float32
+        return dequantize_by_rows(q, dtype, np.full(1, wide(np.float32(step))), runner=runner)
     with np.errstate(over="ignore"):  # overflow to infinity is the specified value (CODING.md 4.5)
         if dtype.name == "float64":
             return q.astype(np.float64) * np.float64(np.float32(step))
@@ -224,7 +228,7 @@ def _quantize_blocks(v: np.ndarray, dtype: DType, step: float, s: np.ndarray, na
     return out
 
 
-def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray) -> np.ndarray:
+def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray, runner=None) -> np.ndarray:
     """Reconstruct a tensor quantized with :func:`quantize_rows`.
 
     For float32, the result reuses ``q``'s memory when ``q`` is a C-contiguous
@@ -235,27 +239,55 @@ def dequantize_rows(q: np.ndarray, dtype: DType, step: float, codes: np.ndarray)
     out = None
     if dtype.name == "float32" and q.dtype == np.int32 and q.flags.c_contiguous:
         out = q.view(np.float32)
-    return dequantize_by_rows(q, dtype, s, out)
+    return dequantize_by_rows(q, dtype, s, out, runner=runner)
 
 
-def dequantize_by_rows(q: np.ndarray, dtype: DType, row_steps_: np.ndarray, out: np.ndarray | None = None, block: int = 1 << 18) -> np.ndarray:
+def dequantize_by_rows(
+    q: np.ndarray, dtype: DType, row_steps_: np.ndarray, out: np.ndarray | None = None, block: int = 1 << 18, runner=None
+) -> np.ndarray:
     """``binary32(q) * s_i`` row by row (binary64 for float64), rounded to ``dtype``.
 
-    Works through blocks of rows; writes into ``out`` (the tensor's storage
-    dtype and shape, or a float view of ``q`` itself) when given.
+    Writes into ``out`` (the tensor's storage dtype and shape, or a float
+    view of ``q`` itself) when given. float32, bfloat16 and float64 run in the
+    compiled core, float16 with numpy, in blocks of about ``block`` elements
+    (of whole rows, or of the one row's columns) that ``runner`` (an
+    :mod:`ecnn.coder.runner` runner; default: one after the other) may share
+    out among threads.
     """
-    rows = np.asarray(row_steps_).size
-    q2 = q.reshape(rows, q.size // rows if rows else 0)
-    cols = q2.shape[1]
-    out2 = np.empty((rows, cols), dtype=dtype.storage) if out is None else out.reshape(rows, cols)
-    step_rows = max(1, block // max(cols, 1))
-    for a in range(0, rows, step_rows):
-        b = min(rows, a + step_rows)
+    wide = np.float64 if dtype.name == "float64" else np.float32
+    steps = np.ascontiguousarray(row_steps_, wide).reshape(-1)
+    rows = steps.size
+    cols = q.size // rows if rows else 0
+    out = np.empty(q.shape, dtype=dtype.storage) if out is None else out
+    if rows == 1:  # one step: blocks of elements
+        q2, out2, span = q.reshape(1, -1), out.reshape(1, -1), block
+        nblocks = -(-cols // span)
+    else:  # blocks of whole rows
+        q2, out2, span = q.reshape(rows, cols), out.reshape(rows, cols), max(1, block // max(cols, 1))
+        nblocks = -(-rows // span)
+    compiled = dtype.name in ("float32", "bfloat16", "float64") and q2.dtype.kind == "i" and q2.dtype.itemsize <= 4
+    if compiled:
+        q2 = np.ascontiguousarray(q2)
+        o2 = out2.view(np.uint16) if dtype.name == "bfloat16" else out2
+        compiled = o2.flags.c_contiguous
+
+    def one(i: int) -> None:
+        a = i * span
+        if rows == 1:
+            qs, os_, ss = q2[:, a : a + span], out2[:, a : a + span], steps
+        else:
+            qs, os_, ss = q2[a : a + span], out2[a : a + span], steps[a : a + span]
+        if compiled:
+            _bits.scale_rows(qs, ss, os_.view(np.uint16) if dtype.name == "bfloat16" else os_)
+            return
         with np.errstate(over="ignore"):  # overflow to infinity is the specified value (CODING.md 4.5)
-            if dtype.name == "float64":
-                out2[a:b] = q2[a:b].astype(np.float64) * row_steps_[a:b, None]
-            else:
-                x = q2[a:b].astype(np.float32)
-                x *= row_steps_[a:b, None]
-                out2[a:b] = from_float(x, dtype)
-    return out2.reshape(q.shape)
+            x = qs.astype(wide)
+            x *= ss[:, None]
+            os_[...] = from_float(x, dtype)
+
+    if runner is None or nblocks < 2:
+        for i in range(nblocks):
+            one(i)
+    else:
+        runner.run(nblocks, one, out2)
+    return out.reshape(q.shape)

@@ -28,7 +28,7 @@ import numpy as np
 
 import torch
 
-from ecnn import dtypes, parallel, quantize
+from ecnn import chunkrun, dtypes, parallel, quantize
 from ecnn import file as _file
 from ecnn.config import from_options
 from ecnn.container.format import Limits
@@ -154,26 +154,28 @@ def _host_torch(h) -> torch.Tensor:
 
 
 def _dequantize_numpy(h, out: torch.Tensor | None) -> torch.Tensor:
-    """CPU dequantization with numpy, into ``out`` when it fits.
+    """CPU dequantization with :mod:`ecnn.quantize` (the compiled loop for float32, bfloat16 and float64),
+    into ``out`` when it fits.
 
-    One pass, one thread: ``float32(q) * float32(step)`` (float64 for float64
-    tensors), as :func:`ecnn.quantize.dequantize`. torch's threaded kernels
-    gain little here and suffer badly when the cores are oversubscribed.
+    ``float32(q) * float32(step)`` (float64 for float64 tensors), as
+    :func:`ecnn.quantize.dequantize`, in blocks on the decoding threads.
+    torch's threaded kernels gain little here and suffer badly when the cores
+    are oversubscribed.
     """
+    target = None
+    if out is not None:  # a numpy view of out's storage (bfloat16 as its uint16 bit patterns)
+        target = out.view(torch.int16).numpy().view(np.uint16) if h.dtype.name == "bfloat16" else out.numpy()
+        target = target.reshape(h.data.shape)
     if h.row_steps is not None:
-        fits = out is not None and h.dtype.name not in ("bfloat16",)
-        arr = quantize.dequantize_by_rows(h.data, h.dtype, h.row_steps, out.numpy() if fits else None)
-        if fits:
-            return out
-        t = from_array(arr, h.dtype, "cpu")
-        return out.copy_(t) if out is not None else t
-    if out is not None and h.dtype.name in ("float32", "float64"):
+        arr = quantize.dequantize_by_rows(h.data, h.dtype, h.row_steps, target, runner=chunkrun)
+    elif target is not None:
         wide = np.float64 if h.dtype.name == "float64" else np.float32
-        np.multiply(h.data, wide(np.float32(h.step)), out=out.numpy().reshape(h.data.shape), dtype=wide)
+        arr = quantize.dequantize_by_rows(h.data, h.dtype, np.full(1, wide(np.float32(h.step))), target, runner=chunkrun)
+    else:
+        arr = quantize.dequantize(h.data, h.dtype, h.step, runner=chunkrun)
+    if target is not None:
         return out
-    arr = quantize.dequantize(h.data, h.dtype, h.step)
-    t = from_array(arr, h.dtype, "cpu")
-    return out.copy_(t) if out is not None else t
+    return from_array(arr, h.dtype, "cpu")
 
 
 def materialize(h, device="cpu", out: torch.Tensor | None = None) -> torch.Tensor:

@@ -40,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "ecnn.chunkrun": BASE,  # the worker threads
     "ecnn._core": set(),  # the compiled core: C loops behind a thin binding, no ecnn imports
     # The stages, in the order data flows. No torch up to and including ecnn.parallel.
-    "ecnn.quantize": BASE,
+    "ecnn.quantize": BASE | {"ecnn._core"},  # symbols to values with a compiled loop
     "ecnn.context": {"ecnn.errors", "ecnn._core"},  # fits and merges tables with compiled loops
     "ecnn.coder": {"ecnn.errors", "ecnn.context", "ecnn._core"},  # coders code; who runs them on which thread is not theirs
     "ecnn.select": BASE | {"ecnn.context", "ecnn.coder"},  # choosing the model and coder of a stream

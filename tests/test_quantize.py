@@ -100,3 +100,52 @@ def test_row_steps_of_many_rows_equal_the_formula(name):
         many = quantize.row_steps(step, codes, dt)
         few = np.concatenate([quantize.row_steps(step, codes[i : i + 100], dt) for i in range(0, codes.size, 100)])
         assert many.dtype == few.dtype and many.tobytes() == few.tobytes()
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float64", "float16"])
+@pytest.mark.parametrize("qtype", [np.int8, np.int16, np.int32])
+def test_dequantize_by_rows_matches_the_numpy_formula(name, qtype):
+    """The compiled loop (float32, bfloat16, float64) gives the bits of ``from_float(float(q) * s_i)``, for
+    blocks of rows, one long row and one step, with steps over a wide range of exponents (overflow included)."""
+    from ecnn import chunkrun
+
+    dt = dtypes.get(name)
+    wide = np.float64 if name == "float64" else np.float32
+    rng = np.random.default_rng(5)
+    lim = np.iinfo(qtype).max if qtype != np.int32 else 1 << 23
+    for shape in [(7, 13), (1, 70001), (70001,), (3, 0), (600, 1000)]:
+        q = rng.integers(-lim, lim + 1, size=shape).astype(qtype)
+        rows = shape[0] if len(shape) == 2 else 1
+        steps = (rng.random(rows) * 2.0 ** rng.integers(-140, 100, rows)).astype(wide)
+        with np.errstate(over="ignore"):
+            want = quantize.from_float(q.reshape(rows, -1).astype(wide) * steps[:, None], dt).reshape(shape)
+            got = quantize.dequantize_by_rows(q, dt, steps, block=4096, runner=chunkrun)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        if q.size:
+            with np.errstate(over="ignore"):
+                one = quantize.dequantize(q, dt, float(steps[0]))
+                ref = quantize.from_float(q.astype(wide) * wide(np.float32(steps[0])), dt)
+            assert one.tobytes() == ref.tobytes()
+
+
+def test_scale_rows_in_place_and_bfloat16_ties():
+    from ecnn._core import _bits
+
+    q = np.array([[1, 3, -5, 1 << 22, 0, -(1 << 23)]], np.int32)
+    want = q.astype(np.float32) * np.float32(0.1)
+    _bits.scale_rows(q, np.array([0.1], np.float32), q.view(np.float32))  # int32 symbols into their own memory
+    assert q.view(np.float32).tobytes() == want.tobytes()
+    # bfloat16: halfway cases round to even (0x3F808000 -> 0x3F80, 0x3F818000 -> 0x3F82)
+    vals = np.array([0x3F808000, 0x3F818000, 0x3F80FFFF, 0x7F7FFFFF], np.uint32).view(np.float32)
+    out = np.empty(4, np.uint16)
+    _bits.scale_rows(np.ones((4, 1), np.int8), vals, out)  # one row per value, symbol 1: the value rounded
+    assert out.tolist() == [0x3F80, 0x3F82, 0x3F81, 0x7F80] == quantize.from_float(vals, dtypes.get("bfloat16")).tolist()
+    for args in [
+        (np.ones(4, np.uint8), np.ones(1, np.float32), np.empty(4, np.float32)),  # unsigned symbols
+        (np.ones(4, np.int64), np.ones(1, np.float32), np.empty(4, np.float32)),  # int64 symbols
+        (np.ones(4, np.int8), np.ones(1, np.float64), np.empty(4, np.float32)),  # step and output types differ
+        (np.ones(4, np.int8), np.ones(3, np.float32), np.empty(4, np.float32)),  # rows do not divide
+        (np.ones(4, np.int8), np.ones(1, np.float32), np.empty(5, np.float32)),  # out of another length
+    ]:
+        with pytest.raises(TypeError):
+            _bits.scale_rows(*args)

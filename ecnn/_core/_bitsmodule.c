@@ -6,6 +6,8 @@
  * split(u, e_bits, m_bits, k, signs, heads, tails, shifts): the encoder's cut of bit patterns into the
  * signs (uint8), heads (uint32), tails (u's type) and row shifts (int64) of spec/CODING.md section 4.9.
  * pack(values, width) -> bytes: the low width bits of each value, least significant bit first (section 5.7).
+ * scale_rows(q, steps, out): quantized symbols to values (scale.h): q a rows x cols int8/16/32 array, steps
+ * float32 (out float32, or uint16 for bfloat16) or float64 (out float64) of rows elements; out may be q.
  * log_codes(buf, pos, top, codes) -> next: the codes of a log-coded count table (section 7.1, mode 1) into codes
  * (a C-contiguous int64 array of nsym elements); the position after the table.
  *
@@ -19,6 +21,7 @@
 
 #include "bits.h"
 #include "pyints.h"
+#include "scale.h"
 
 static PyObject *or_bits(PyObject *self, PyObject *args)
 {
@@ -183,12 +186,70 @@ static PyObject *log_codes(PyObject *self, PyObject *args)
     }
 }
 
+/* The format letter of a native float or uint16 buffer ('f', 'd' or 'H'), or 0. */
+static char plain_format(const Py_buffer *v)
+{
+    const char *f = v->format ? v->format : "B";
+    if (*f == '@' || *f == '=')
+        f++;
+    if (f[0] == '\0' || f[1] != '\0')
+        return 0;
+    if ((f[0] == 'f' && v->itemsize == 4) || (f[0] == 'd' && v->itemsize == 8) || (f[0] == 'H' && v->itemsize == 2))
+        return ((uintptr_t)v->buf) % (uintptr_t)v->itemsize == 0 ? f[0] : 0;
+    return 0;
+}
+
+static PyObject *scale_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *q_o, *s_o, *out_o;
+    if (!PyArg_ParseTuple(args, "OOO:scale_rows", &q_o, &s_o, &out_o))
+        return NULL;
+    Py_buffer q, st, out;
+    if (get_ints(q_o, &q, 0, 1, "q") < 0)
+        return NULL;
+    if (PyObject_GetBuffer(s_o, &st, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&q);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(out_o, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&st);
+        PyBuffer_Release(&q);
+        return NULL;
+    }
+    char sf = plain_format(&st), of = plain_format(&out);
+    int kind = sf == 'f' && of == 'f' ? ECNN_SCALE_F32 : sf == 'f' && of == 'H' ? ECNN_SCALE_BF16
+             : sf == 'd' && of == 'd' ? ECNN_SCALE_F64 : -1;
+    int sgn = 0;
+    native_int(&q, &sgn);
+    size_t rows = (size_t)(st.len / (st.itemsize ? st.itemsize : 1));
+    size_t n = (size_t)(q.len / q.itemsize);
+    int ok = kind >= 0 && sgn && q.itemsize <= 4 && rows > 0 && n % rows == 0 && (size_t)(out.len / out.itemsize) == n;
+    int rc = -1;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = ecnn_scale_rows(q.buf, (unsigned)q.itemsize, rows, n / rows, st.buf, kind, out.buf);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&st);
+    PyBuffer_Release(&q);
+    if (rc) {
+        PyErr_SetString(PyExc_TypeError, "scale_rows: q must be int8/16/32, steps float32 with out float32 or uint16, "
+                                         "or steps and out float64, with one step per row and out as long as q");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"or_bits", or_bits, METH_VARARGS,
      "or_bits(out, buf, bit, width, shift)\n\nout[j] |= (the width bits at bit + j * width of buf) << shift."},
     {"split", split, METH_VARARGS,
      "split(u, e_bits, m_bits, k, signs, heads, tails, shifts)\n\nThe signs, heads, tails and row shifts of bit patterns."},
     {"pack", pack, METH_VARARGS, "pack(values, width) -> bytes\n\nThe low width bits of each value, LSB first."},
+    {"scale_rows", scale_rows, METH_VARARGS,
+     "scale_rows(q, steps, out)\n\nout[i, j] = binary32(q[i, j]) * steps[i] (binary64 for float64), rounded to out."},
     {"log_codes", log_codes, METH_VARARGS,
      "log_codes(buf, pos, top, codes) -> next\n\nThe codes of a log-coded count table; the position after it."},
     {NULL, NULL, 0, NULL},

@@ -142,15 +142,15 @@ def symbols(rec, payload, dt, sym_dtype: np.dtype | None = None) -> base.Symbols
 def values(s: base.Symbols, dt) -> np.ndarray:
     """Reconstruct the storage array from :class:`~ecnn.repr.base.Symbols` (``float32(q) * float32(step)``)."""
     if s.row_steps is not None:
-        return quantize.dequantize_by_rows(s.q, dt, s.row_steps)
-    return quantize.dequantize(s.q, dt, s.step)
+        return quantize.dequantize_by_rows(s.q, dt, s.row_steps, runner=chunkrun)
+    return quantize.dequantize(s.q, dt, s.step, runner=chunkrun)
 
 
 def _decode_uniform(rec, payload, dt) -> np.ndarray:
     ((d, p),) = base.split(rec, payload)
     m = quantize.qmax(dt)
     q = streams.decode(d, p, rec.numel, np.int32, -m, m, runner=chunkrun)
-    return quantize.dequantize(q, dt, quantize.step_from_bits(rec.repr["step"])).reshape(rec.shape)
+    return quantize.dequantize(q, dt, quantize.step_from_bits(rec.repr["step"]), runner=chunkrun).reshape(rec.shape)
 
 
 def _decode_rows(rec, payload, dt) -> np.ndarray:
@@ -158,7 +158,7 @@ def _decode_rows(rec, payload, dt) -> np.ndarray:
     m = quantize.qmax(dt)
     codes = streams.decode(d0, p0, rec.shape[0], np.int32, 0, quantize.MAX_ROW_CODE, runner=chunkrun)
     q = streams.decode(d1, p1, rec.numel, np.int32, -m, m, runner=chunkrun)
-    return quantize.dequantize_rows(q, dt, quantize.step_from_bits(rec.repr["step"]), codes).reshape(rec.shape)
+    return quantize.dequantize_rows(q, dt, quantize.step_from_bits(rec.repr["step"]), codes, runner=chunkrun).reshape(rec.shape)
 
 
 _KEYS = frozenset({"kind", "step"})
