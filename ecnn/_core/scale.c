@@ -13,18 +13,19 @@ static inline uint16_t bf16_of(float v)
 }
 
 /* Elements are read and written with memcpy, so that out may be q itself (as bytes, which may alias). */
-#define ROWS_LOOP(QT, OT, EXPR)                                       \
-    do {                                                              \
-        const unsigned char *qb = (const unsigned char *)q;           \
-        unsigned char *ob = (unsigned char *)out;                     \
-        for (size_t i = 0; i < rows; i++) {                           \
-            for (size_t j = 0; j < cols; j++) {                       \
-                QT v;                                                 \
-                memcpy(&v, qb + (i * cols + j) * sizeof(QT), sizeof v); \
-                OT r = EXPR;                                          \
-                memcpy(ob + (i * cols + j) * sizeof(OT), &r, sizeof r); \
-            }                                                         \
-        }                                                             \
+/* Elements are read and written with memcpy, so that out may be q itself (as bytes, which may alias). */
+#define ROWS_LOOP(QT, OT, EXPR)                                                 \
+    do {                                                                        \
+        for (size_t i = 0; i < rows; i++) {                                     \
+            const unsigned char *qr = (const unsigned char *)q + i * cols * sizeof(QT); \
+            unsigned char *orow = (unsigned char *)out + i * cols * sizeof(OT);  \
+            for (size_t j = 0; j < cols; j++) {                                 \
+                QT v;                                                           \
+                memcpy(&v, qr + j * sizeof(QT), sizeof v);                      \
+                OT r = EXPR;                                                    \
+                memcpy(orow + j * sizeof(OT), &r, sizeof r);                    \
+            }                                                                   \
+        }                                                                       \
     } while (0)
 
 #define BY_QSIZE(OT, EXPR)                                            \
