@@ -535,8 +535,9 @@ int ecnn_rans_encode(const uint32_t *cum, size_t ntab, size_t nsym, unsigned pre
         nw[l] = 0;
     }
     int status = ECNN_RANS_OK;
+    size_t l = count % lanes; /* the lane of symbol k, counted down with k */
     for (size_t k = count; k-- > 0;) {
-        size_t l = k % lanes;
+        l = l ? l - 1 : lanes - 1;
         int32_t tk = tab[k], sk = syms[k];
         if (tk < 0 || (size_t)tk >= ntab || sk < 0 || (size_t)sk >= nsym) {
             status = ECNN_RANS_BAD_SYMBOL;
