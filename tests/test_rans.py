@@ -254,3 +254,65 @@ def test_format_minor_1_writes_model_4_and_files_say_their_minor():
     assert codec.minor_version(cn.header["tensors"], [bytes(cn.payload(r)) for r in cn.records]) == 2  # model 5
     assert po[co.records[0].streams[0]["length"]] == 4 and co.minor == 1
     assert np.array_equal(ecnn.decode(new)["w"].numpy(), ecnn.decode(old)["w"].numpy())
+
+
+def _order_reference(rects, values, sclass, nsc, ntab, a, b):
+    """A chunk's symbols and tables in decoding order, written out with numpy (sections 5.8 and 5.6.5)."""
+    rc = rects.rclass[a:b]
+    syms, tabs = [], []
+    for g in range(len(rects.runs)):
+        sel = np.flatnonzero(rc == g) + a
+        if sel.size:
+            block = rects.sym[sel]
+            for t, c0, c1 in rects.runs[g]:
+                syms.append(np.ascontiguousarray(block[:, c0:c1]).ravel())
+                tabs.append(np.full(syms[-1].size, t, np.int32))
+    for g in range(nsc):
+        sub = values[a:b][:, np.flatnonzero(sclass == g)]
+        bits = (sub[sub != 0] > 0).astype(np.int32)
+        nq = bits.size // 4
+        syms += [(bits[: 4 * nq].reshape(nq, 4) << np.arange(4)).sum(axis=1), bits[4 * nq :]]
+        tabs += [np.full(nq, ntab + g, np.int32), np.full(bits.size - 4 * nq, ntab + nsc + g, np.int32)]
+    return np.concatenate(syms).astype(np.int32), np.concatenate(tabs).astype(np.int32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunk_order_of_the_compiled_core_matches_numpy(seed):
+    """The encoder's compiled chunk order: magnitudes by row class and run, columns in column order, then
+    the signs class by class, four per quad; for every symbol type and sign-class count."""
+    rng = np.random.default_rng(seed)
+    rows, cols = int(rng.integers(1, 40)), int(rng.integers(1, 50))
+    nrc, ncc = int(rng.integers(1, min(rows, 5) + 1)), int(rng.integers(1, min(cols, 6) + 1))
+    rclass = rng.integers(0, nrc, rows)
+    rclass[:nrc] = np.arange(nrc)
+    cclass = rng.integers(0, ncc, cols)
+    cclass[:ncc] = np.arange(ncc)
+    table_of = rng.integers(0, 3, nrc + ncc - 1)
+    values = rng.integers(-5, 6, (rows, cols)).astype([np.int8, np.int16, np.int32, np.int64][seed % 4])
+    sym = np.abs(values).astype([np.uint8, np.uint16, np.int32][seed % 3])
+    rects = blocks.Rects.of(sym, nrc, rclass, cclass, table_of)
+    nsc = [0, 1, 3][seed % 3]
+    sclass = rng.integers(0, max(nsc, 1), cols)
+    ntab = int(table_of.max()) + 1
+    orderer = rans._Orderer(rects, values, sclass if nsc else None, nsc, ntab)
+    for a in range(0, rows, 7):
+        b = min(rows, a + 7)
+        got_s, got_t = orderer.chunk(a, b)
+        want_s, want_t = _order_reference(rects, values, sclass, nsc, ntab, a, b)
+        np.testing.assert_array_equal(got_s, want_s)
+        np.testing.assert_array_equal(got_t, want_t)
+
+
+def test_chunk_order_rejects_a_bad_schedule():
+    sym = np.zeros((2, 4), np.uint8)
+    out = np.empty(8, np.int32), np.empty(8, np.int32)
+    runs = np.array([[0, 0, 4]], np.int32)
+    assert _rans.chunk_order(sym, np.zeros(2, np.uint8), runs, np.array([0, 1], np.int64), None, None, None, 1, *out) == 8
+    with pytest.raises(ValueError):  # a run past the columns
+        _rans.chunk_order(sym, np.zeros(2, np.uint8), np.array([[0, 0, 5]], np.int32), np.array([0, 1], np.int64), None, None, None, 1, *out)
+    with pytest.raises(ValueError):  # a row class without runs
+        _rans.chunk_order(sym, np.array([0, 1], np.uint8), runs, np.array([0, 1], np.int64), None, None, None, 1, *out)
+    with pytest.raises(ValueError):  # no room for the symbols
+        _rans.chunk_order(sym, np.zeros(2, np.uint8), runs, np.array([0, 1], np.int64), None, None, None, 1, np.empty(7, np.int32), np.empty(7, np.int32))
+    with pytest.raises(TypeError):  # int64 magnitudes
+        _rans.chunk_order(sym.astype(np.int64), np.zeros(2, np.uint8), runs, np.array([0, 1], np.int64), None, None, None, 1, *out)

@@ -329,6 +329,87 @@ e0:
     return ret;
 }
 
+static PyObject *chunk_order(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *mag_o, *rclass_o, *runs_o, *start_o, *vals_o, *scols_o, *sstart_o, *syms_o, *tabs_o;
+    Py_ssize_t ntab;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnOO:chunk_order", &mag_o, &rclass_o, &runs_o, &start_o, &vals_o, &scols_o,
+                          &sstart_o, &ntab, &syms_o, &tabs_o))
+        return NULL;
+    Py_buffer b[9];
+    int got = 0, mag_kind = 0, val_kind = 0, st = ECNN_RANS_BAD_LAYOUT;
+    int with_signs = vals_o != Py_None;
+    size_t nsc = 0, count = 0;
+    if (get_buf(mag_o, &b[got], 0, &mag_kind, "mag") < 0)
+        goto done;
+    got++;
+    if (mag_kind != ECNN_RANS_U8 && mag_kind != ECNN_RANS_U16 && mag_kind != ECNN_RANS_I32) {
+        PyErr_SetString(PyExc_TypeError, "mag must be uint8, uint16 or int32");
+        goto done;
+    }
+    if (get_kind(rclass_o, &b[got], 0, ECNN_RANS_U8, "rclass", "uint8") < 0)
+        goto done;
+    got++;
+    if (get_kind(runs_o, &b[got], 0, ECNN_RANS_I32, "runs", "int32") < 0)
+        goto done;
+    got++;
+    if (get_kind(start_o, &b[got], 0, ECNN_RANS_I64, "run_start", "int64") < 0)
+        goto done;
+    got++;
+    if (get_kind(syms_o, &b[got], 1, ECNN_RANS_I32, "syms", "int32") < 0)
+        goto done;
+    got++;
+    if (get_kind(tabs_o, &b[got], 1, ECNN_RANS_I32, "tabs", "int32") < 0)
+        goto done;
+    got++;
+    if (with_signs) {
+        if (get_buf(vals_o, &b[got], 0, &val_kind, "values") < 0)
+            goto done;
+        got++;
+        if (get_kind(scols_o, &b[got], 0, ECNN_RANS_I64, "scols", "int64") < 0)
+            goto done;
+        got++;
+        if (get_kind(sstart_o, &b[got], 0, ECNN_RANS_I64, "sstart", "int64") < 0)
+            goto done;
+        got++;
+    }
+    {
+        size_t nr = (size_t)b[1].len, nruns = (size_t)b[2].len / (3 * sizeof(int32_t));
+        size_t nrc = (size_t)b[3].len / sizeof(int64_t), n = (size_t)(b[0].len / b[0].itemsize);
+        size_t cap = (size_t)b[4].len / sizeof(int32_t);
+        int ok = nr > 0 && n % nr == 0 && nrc >= 2 && (size_t)b[2].len % (3 * sizeof(int32_t)) == 0 &&
+                 (size_t)b[5].len == (size_t)b[4].len && ntab >= 0;
+        size_t cols = ok ? n / nr : 0;
+        if (ok && with_signs) {
+            nsc = (size_t)b[8].len / sizeof(int64_t);
+            ok = nsc >= 2 && (size_t)(b[6].len / b[6].itemsize) == n && (size_t)b[7].len / sizeof(int64_t) == cols &&
+                 (val_kind == ECNN_RANS_I8 || val_kind == ECNN_RANS_I16 || val_kind == ECNN_RANS_I32 ||
+                  val_kind == ECNN_RANS_I64);
+            nsc -= 1;
+        }
+        if (ok) {
+            ecnn_rans_sched sc = {(const uint8_t *)b[1].buf, nr, cols, (const int32_t *)b[2].buf, nruns,
+                                  (const int64_t *)b[3].buf, nrc - 1, NULL};
+            const void *vals = with_signs ? b[6].buf : NULL;
+            const int64_t *scols = with_signs ? (const int64_t *)b[7].buf : NULL;
+            const int64_t *sstart = with_signs ? (const int64_t *)b[8].buf : NULL;
+            Py_BEGIN_ALLOW_THREADS
+            st = ecnn_rans_chunk_order(b[0].buf, mag_kind, &sc, vals, val_kind, scols, sstart, nsc, (size_t)ntab,
+                                       (int32_t *)b[4].buf, (int32_t *)b[5].buf, cap, &count);
+            Py_END_ALLOW_THREADS
+        }
+    }
+done:
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&b[i]);
+    if (got < (with_signs ? 9 : 6))
+        return NULL;
+    if (raise_status(st))
+        return NULL;
+    return PyLong_FromSize_t(count);
+}
+
 static PyMethodDef module_methods[] = {
     {"tables", tables, METH_VARARGS,
      "tables(freqs, precision) -> capsule\n\nDecoding tables of a (tables, symbols) uint32 array of frequencies,\n"
@@ -342,6 +423,11 @@ static PyMethodDef module_methods[] = {
      "decode_rowcol(tables, quads, signs, data, words, rclass, runs, run_start, order, scols, sstart, offset, out)\n\n"
      "Decode one ctx model 5 chunk: the magnitudes as decode_blocks, then the signs of the non-zero ones, class by\n"
      "class (columns scols[sstart[g]:sstart[g + 1]]), four per quad symbol; scols None: no signs."},
+    {"chunk_order", chunk_order, METH_VARARGS,
+     "chunk_order(mag, rclass, runs, run_start, values, scols, sstart, ntab, syms, tabs) -> count\n\n"
+     "One chunk's symbols in decoding order and each one's table, into syms and tabs (int32): the magnitudes\n"
+     "mag (rows x cols, columns in column order) by the runs, then (values not None) the signs of the\n"
+     "non-zero values class by class, four per quad symbol (table ntab + g), the rest one by one (ntab + nsc + g)."},
     {"encode", encode, METH_VARARGS,
      "encode(cum, precision, syms, tab, lanes) -> (bytes, words)\n\nCode int32 symbols, symbol k with table tab[k]\n"
      "of the (tables, symbols + 1) uint32 cumulative frequencies, in lanes lanes."},

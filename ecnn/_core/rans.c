@@ -516,6 +516,108 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
 }
 
 
+/* Element j of an integer array of kind k, widened. */
+static inline int64_t load_int(const void *a, int k, size_t j)
+{
+    switch (k) {
+    case ECNN_RANS_I8: return ((const int8_t *)a)[j];
+    case ECNN_RANS_U8: return ((const uint8_t *)a)[j];
+    case ECNN_RANS_I16: return ((const int16_t *)a)[j];
+    case ECNN_RANS_U16: return ((const uint16_t *)a)[j];
+    case ECNN_RANS_I32: return ((const int32_t *)a)[j];
+    case ECNN_RANS_U32: return ((const uint32_t *)a)[j];
+    default: return ((const int64_t *)a)[j];
+    }
+}
+
+#define COPY_RUN(T)                                                            \
+    do {                                                                       \
+        const T *row = (const T *)mag + i * cols + c0;                         \
+        for (size_t c = 0; c < len; c++)                                       \
+            syms[k + c] = (int32_t)row[c];                                     \
+    } while (0)
+
+int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *s, const void *vals, int val_kind,
+                          const int64_t *scols, const int64_t *sstart, size_t nsc, size_t ntab, int32_t *syms,
+                          int32_t *tabs, size_t cap, size_t *count)
+{
+    size_t nr = s->nr, cols = s->cols, k = 0;
+    if (mag_kind != ECNN_RANS_U8 && mag_kind != ECNN_RANS_U16 && mag_kind != ECNN_RANS_I32)
+        return ECNN_RANS_BAD_LAYOUT;
+    if (s->run_start[0] != 0 || (size_t)s->run_start[s->nrc] != s->nruns || cap < nr * cols)
+        return ECNN_RANS_BAD_LAYOUT;
+    for (size_t r = 0; r < s->nruns; r++) {
+        const int32_t *ru = s->runs + 3 * r;
+        if (ru[0] < 0 || ru[1] < 0 || ru[1] > ru[2] || (size_t)ru[2] > cols)
+            return ECNN_RANS_BAD_LAYOUT;
+    }
+    for (size_t g = 0; g < s->nrc; g++)
+        if (s->run_start[g + 1] < s->run_start[g])
+            return ECNN_RANS_BAD_LAYOUT;
+    for (size_t i = 0; i < nr; i++)
+        if (s->rclass[i] >= s->nrc)
+            return ECNN_RANS_BAD_LAYOUT;
+    for (size_t g = 0; g < s->nrc; g++) {
+        for (int64_t r = s->run_start[g]; r < s->run_start[g + 1]; r++) {
+            const int32_t *ru = s->runs + 3 * r;
+            size_t c0 = (size_t)ru[1], len = (size_t)(ru[2] - ru[1]);
+            for (size_t i = 0; i < nr; i++) {
+                if (s->rclass[i] != g)
+                    continue;
+                if (cap - k < len)
+                    return ECNN_RANS_BAD_LAYOUT;
+                if (mag_kind == ECNN_RANS_U8)
+                    COPY_RUN(uint8_t);
+                else if (mag_kind == ECNN_RANS_U16)
+                    COPY_RUN(uint16_t);
+                else
+                    COPY_RUN(int32_t);
+                for (size_t c = 0; c < len; c++)
+                    tabs[k + c] = ru[0];
+                k += len;
+            }
+        }
+    }
+    if (nsc && vals) {
+        if (sstart[0] != 0 || (size_t)sstart[nsc] != cols)
+            return ECNN_RANS_BAD_LAYOUT;
+        for (size_t g = 0; g < nsc; g++)
+            if (sstart[g + 1] < sstart[g])
+                return ECNN_RANS_BAD_LAYOUT;
+        for (size_t q = 0; q < cols; q++)
+            if (scols[q] < 0 || (size_t)scols[q] >= cols)
+                return ECNN_RANS_BAD_LAYOUT;
+        for (size_t g = 0; g < nsc; g++) {
+            const int64_t *cg = scols + sstart[g];
+            size_t ncg = (size_t)(sstart[g + 1] - sstart[g]);
+            uint32_t quad = 0, nb = 0; /* signs gathered for the next quad */
+            for (size_t i = 0; i < nr; i++) {
+                for (size_t q = 0; q < ncg; q++) {
+                    int64_t v = load_int(vals, val_kind, i * cols + (size_t)cg[q]);
+                    if (!v)
+                        continue;
+                    quad |= (uint32_t)(v > 0) << nb;
+                    if (++nb == 4) {
+                        if (k == cap)
+                            return ECNN_RANS_BAD_LAYOUT;
+                        syms[k] = (int32_t)quad;
+                        tabs[k++] = (int32_t)(ntab + g);
+                        quad = nb = 0;
+                    }
+                }
+            }
+            for (uint32_t b = 0; b < nb; b++) {
+                if (k == cap)
+                    return ECNN_RANS_BAD_LAYOUT;
+                syms[k] = (int32_t)((quad >> b) & 1u);
+                tabs[k++] = (int32_t)(ntab + nsc + g);
+            }
+        }
+    }
+    *count = k;
+    return ECNN_RANS_OK;
+}
+
 int ecnn_rans_encode(const uint32_t *cum, size_t ntab, size_t nsym, unsigned precision, const int32_t *syms,
                      const int32_t *tab, size_t count, size_t lanes, unsigned char *out, size_t *len, uint64_t *words)
 {

@@ -79,6 +79,19 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
                             const ecnn_rans_chunk *c, const ecnn_rans_sched *s, const int64_t *scols,
                             const int64_t *sstart, size_t nsc, int64_t offset, void *out, int out_kind);
 
+/* The encoder's view of one chunk: its symbols in decoding order and the table of each. The magnitudes (or
+ * indices) mag, nr x cols of kind mag_kind (unsigned 8 or 16 bits, or signed 32), with their columns already
+ * in column order, as the runs of s read them (s->order is not used; s->cols is cols): run (t, c0, c1) of
+ * row class g gives, for each row of class g, mag's columns c0..c1-1, with table t. Then, with vals (nr x
+ * cols signed values of kind val_kind, columns in their own order) and nsc > 0 sign classes, for each class
+ * g: the signs (1 positive) of the non-zero values of the columns scols[sstart[g] .. sstart[g + 1] - 1] in
+ * row-major order, four per symbol of table ntab + g (bit b the b-th sign), the last n mod 4 one per symbol
+ * of table ntab + nsc + g. syms and tabs have room for cap symbols; *count gets how many were written.
+ * Returns ECNN_RANS_OK, or ECNN_RANS_BAD_LAYOUT for a schedule or sizes that do not fit. */
+int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *s, const void *vals, int val_kind,
+                          const int64_t *scols, const int64_t *sstart, size_t nsc, size_t ntab, int32_t *syms,
+                          int32_t *tabs, size_t cap, size_t *count);
+
 /* Encode count symbols (indices into their tables) given in decoding order, symbol k with table
  * tab[k]; lanes lanes. out receives the chunk's bytes (at most count * 2 + lanes * 4), words[l]
  * each lane's word count; *len the bytes written. cum: ntab * (nsym + 1) cumulative frequencies. */

@@ -133,8 +133,9 @@ def encode(
     parts.append(varint.encode(p.table_of))
     parts += [f.blob for f in p.fits]
     sizes, chunks = [], []
+    orderer = _Orderer(rects)
     for a in range(0, rows, crows):
-        s, t = _chunk_order(rects, a, min(rows, a + crows))
+        s, t = orderer.chunk(a, min(rows, a + crows))
         data, words = _rans.encode(cum, prec, s, t, lanes)
         sizes += words
         chunks.append(data)
@@ -168,18 +169,32 @@ def _precision(hists: list[np.ndarray], counts: list[np.ndarray]) -> int:
     return min(q for q, b in costs.items() if b <= best * (1 + PRECISION_SLACK) + 64)
 
 
-def _chunk_order(rects: blocks.Rects, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``a .. b-1`` in decoding order (section 5.8): the symbols and each one's table."""
-    rc = rects.rclass[a:b]
-    syms, tabs = [], []
-    for g in range(len(rects.runs)):
-        sel = np.flatnonzero(rc == g) + a
-        if sel.size:
-            block = rects.sym[sel]
-            for t, c0, c1 in rects.runs[g]:
-                syms.append(np.ascontiguousarray(block[:, c0:c1]).ravel())
-                tabs.append(np.full(syms[-1].size, t, np.int32))
-    return np.ascontiguousarray(np.concatenate(syms), np.int32), np.concatenate(tabs)
+class _Orderer:
+    """The encoder's chunks in decoding order (section 5.8, and the signs of section 5.6.5), by the compiled core."""
+
+    def __init__(self, rects: blocks.Rects, values: np.ndarray | None = None, sclass: np.ndarray | None = None, nsc: int = 0, ntab: int = 0):
+        self.rects = rects
+        self.rclass = np.ascontiguousarray(rects.rclass, np.uint8)  # classes are below 64
+        flat = [r for g in rects.runs for r in g]
+        self.runs = np.array(flat, np.int32).reshape(-1, 3)
+        self.run_start = np.concatenate([[0], np.cumsum([len(g) for g in rects.runs])]).astype(np.int64)
+        self.values = values if nsc else None
+        self.ntab = ntab
+        self.nsc = nsc
+        if nsc:
+            self.scols = np.argsort(sclass, kind="stable").astype(np.int64)
+            self.sstart = np.concatenate([[0], np.cumsum(np.bincount(sclass, minlength=nsc))]).astype(np.int64)
+        else:
+            self.scols = self.sstart = None
+
+    def chunk(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``a .. b-1``: the symbols and each one's table."""
+        mag = self.rects.sym[a:b]
+        cap = mag.size + (mag.size // 4 + 3 * self.nsc if self.nsc else 0)
+        syms, tabs = np.empty(cap, np.int32), np.empty(cap, np.int32)
+        vals = None if self.values is None else np.ascontiguousarray(self.values[a:b])
+        n = _rans.chunk_order(mag, self.rclass[a:b], self.runs, self.run_start, vals, self.scols, self.sstart, self.ntab, syms, tabs)
+        return syms[:n], tabs[:n]
 
 
 def _table_hists(rects: blocks.Rects, ntab: int, nsym: int) -> list[np.ndarray]:
@@ -393,23 +408,11 @@ def encode_rowcol(
     parts += [f.blob for f in plan.fits]
     if nsc:
         parts += [f.blob for f in signs.fits]
-        class_cols = [np.flatnonzero(signs.sclass == g) for g in range(nsc)]
     ntab = len(counts)
+    orderer = _Orderer(rects, values, np.asarray(signs.sclass, np.int64) if nsc else None, nsc, ntab)
     sizes, chunks = [], []
     for a in range(0, rows, crows):
-        b = min(rows, a + crows)
-        s, t = _chunk_order(rects, a, b)
-        if nsc:
-            ss, ts = [s], [t]
-            v = values[a:b]
-            for g, cols_g in enumerate(class_cols):
-                sub = v if nsc == 1 else v[:, cols_g]
-                bits = (sub[sub != 0] > 0).astype(np.int32)
-                nq = bits.size // 4
-                quads = (bits[: 4 * nq].reshape(nq, 4) << np.arange(4, dtype=np.int32)).sum(axis=1, dtype=np.int32)
-                ss += [quads, bits[4 * nq :]]
-                ts += [np.full(nq, ntab + g, np.int32), np.full(bits.size - 4 * nq, ntab + nsc + g, np.int32)]
-            s, t = np.concatenate(ss).astype(np.int32), np.concatenate(ts).astype(np.int32)
+        s, t = orderer.chunk(a, min(rows, a + crows))
         data, words = _rans.encode(cum, prec, s, t, lanes)
         sizes += words
         chunks.append(data)
