@@ -516,25 +516,32 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
 }
 
 
-/* Element j of an integer array of kind k, widened. */
-static inline int64_t load_int(const void *a, int k, size_t j)
-{
-    switch (k) {
-    case ECNN_RANS_I8: return ((const int8_t *)a)[j];
-    case ECNN_RANS_U8: return ((const uint8_t *)a)[j];
-    case ECNN_RANS_I16: return ((const int16_t *)a)[j];
-    case ECNN_RANS_U16: return ((const uint16_t *)a)[j];
-    case ECNN_RANS_I32: return ((const int32_t *)a)[j];
-    case ECNN_RANS_U32: return ((const uint32_t *)a)[j];
-    default: return ((const int64_t *)a)[j];
-    }
-}
-
 #define COPY_RUN(T)                                                            \
     do {                                                                       \
         const T *row = (const T *)mag + i * cols + c0;                         \
         for (size_t c = 0; c < len; c++)                                       \
             syms[k + c] = (int32_t)row[c];                                     \
+    } while (0)
+
+/* The signs of class g's non-zero values in row-major order, four to a quad symbol (cap - k >= n / 4 is
+ * checked before: every row holds at most ncg of them). */
+#define GATHER_SIGNS(T)                                                                  \
+    do {                                                                                 \
+        const T *v_ = (const T *)vals;                                                   \
+        for (size_t i = 0; i < nr; i++) {                                                \
+            const T *row = v_ + i * cols;                                                \
+            for (size_t q = 0; q < ncg; q++) {                                           \
+                T x = ncg == cols ? row[q] : row[cg[q]];                                 \
+                if (!x)                                                                  \
+                    continue;                                                            \
+                quad |= (uint32_t)(x > 0) << nb;                                         \
+                if (++nb == 4) {                                                         \
+                    syms[k] = (int32_t)quad;                                             \
+                    tabs[k++] = (int32_t)(ntab + g);                                     \
+                    quad = nb = 0;                                                       \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
     } while (0)
 
 int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *s, const void *vals, int val_kind,
@@ -587,28 +594,20 @@ int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *
         for (size_t q = 0; q < cols; q++)
             if (scols[q] < 0 || (size_t)scols[q] >= cols)
                 return ECNN_RANS_BAD_LAYOUT;
+        if (cap - k < (nr * cols) / 4 + 3 * nsc)
+            return ECNN_RANS_BAD_LAYOUT;
         for (size_t g = 0; g < nsc; g++) {
             const int64_t *cg = scols + sstart[g];
             size_t ncg = (size_t)(sstart[g + 1] - sstart[g]);
             uint32_t quad = 0, nb = 0; /* signs gathered for the next quad */
-            for (size_t i = 0; i < nr; i++) {
-                for (size_t q = 0; q < ncg; q++) {
-                    int64_t v = load_int(vals, val_kind, i * cols + (size_t)cg[q]);
-                    if (!v)
-                        continue;
-                    quad |= (uint32_t)(v > 0) << nb;
-                    if (++nb == 4) {
-                        if (k == cap)
-                            return ECNN_RANS_BAD_LAYOUT;
-                        syms[k] = (int32_t)quad;
-                        tabs[k++] = (int32_t)(ntab + g);
-                        quad = nb = 0;
-                    }
-                }
+            switch (val_kind) {
+            case ECNN_RANS_I8: GATHER_SIGNS(int8_t); break;
+            case ECNN_RANS_I16: GATHER_SIGNS(int16_t); break;
+            case ECNN_RANS_I32: GATHER_SIGNS(int32_t); break;
+            case ECNN_RANS_I64: GATHER_SIGNS(int64_t); break;
+            default: return ECNN_RANS_BAD_LAYOUT;
             }
             for (uint32_t b = 0; b < nb; b++) {
-                if (k == cap)
-                    return ECNN_RANS_BAD_LAYOUT;
                 syms[k] = (int32_t)((quad >> b) & 1u);
                 tabs[k++] = (int32_t)(ntab + nsc + g);
             }
