@@ -36,8 +36,8 @@ setup(
         ),
         Extension(
             "ecnn._core._bits",
-            sources=["ecnn/_core/_bitsmodule.c", "ecnn/_core/bits.c", "ecnn/_core/scale.c"],
-            depends=["ecnn/_core/bits.h", "ecnn/_core/scale.h", "ecnn/_core/pyints.h"],
+            sources=["ecnn/_core/_bitsmodule.c", "ecnn/_core/bits.c", "ecnn/_core/scale.c", "ecnn/_core/crc.c"],
+            depends=["ecnn/_core/bits.h", "ecnn/_core/scale.h", "ecnn/_core/crc.h", "ecnn/_core/pyints.h"],
             # -O3 vectorizes the integer-to-float loops of scale.c (each element is one IEEE
             # conversion and multiplication, in any order: the same bits).
             extra_compile_args=["-std=c11", "-O3"],

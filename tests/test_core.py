@@ -463,3 +463,22 @@ def test_or_bits_rejects_other_arrays():
         _bits.or_bits(np.zeros(4, np.uint32)[::2], b"\xff" * 8, 0, 3, 0)
     with pytest.raises(ValueError):
         _bits.or_bits(np.zeros(4, np.uint8), b"\xff" * 8, 0, 0, 0)
+
+
+def test_crc32_of_the_compiled_core_is_zlibs():
+    """Every length around the 16- and 64-byte folds, odd offsets, chained CRCs, and a long buffer."""
+    import zlib
+
+    from ecnn._core import _bits
+    from ecnn.container import format as fmt
+
+    rng = np.random.default_rng(11)
+    big = rng.integers(0, 256, 1 << 18, dtype=np.uint8).tobytes()
+    for n in list(range(0, 200)) + [255, 256, 257, 1000, 4095, 4096, 4097, 65536 + 5, len(big) - 7]:
+        for off in (0, 1, 5, 7):
+            b = big[off : off + n]
+            for init in (0, 0xFFFFFFFF, 0x1234567):
+                assert _bits.crc32(b, init) == zlib.crc32(b, init), (n, off, init)
+    mv = memoryview(big)[3:]
+    assert fmt.crc32(mv[:100], mv[100:]) == zlib.crc32(big[3:])
+    assert _bits.CRC32_FAST in (0, 1)

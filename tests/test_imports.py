@@ -45,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "ecnn.coder": {"ecnn.errors", "ecnn.context", "ecnn._core"},  # coders code; who runs them on which thread is not theirs
     "ecnn.select": BASE | {"ecnn.context", "ecnn.coder"},  # choosing the model and coder of a stream
     "ecnn.rate": BASE | {"ecnn.quantize", "ecnn.context", "ecnn.coder", "ecnn.select"},  # the rate estimator
-    "ecnn.container": BASE,
+    "ecnn.container": BASE | {"ecnn._core"},  # the CRC-32 of payloads, compiled
     "ecnn.repr": BASE
     | {"ecnn.chunkrun", "ecnn.quantize", "ecnn.context", "ecnn.coder", "ecnn.select", "ecnn.container"}
     | {"ecnn._core"},  # fields merges its tails and signs with a compiled loop

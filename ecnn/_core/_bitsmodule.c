@@ -8,6 +8,8 @@
  * pack(values, width) -> bytes: the low width bits of each value, least significant bit first (section 5.7).
  * scale_rows(q, steps, out): quantized symbols to values (scale.h): q a rows x cols int8/16/32 array, steps
  * float32 (out float32, or uint16 for bfloat16) or float64 (out float64) of rows elements; out may be q.
+ * crc32(buf, crc=0) -> int: zlib.crc32 with carry-less multiplication (crc.h); CRC32_FAST says whether this
+ * machine has it (else zlib's is the faster).
  * log_codes(buf, pos, top, codes) -> next: the codes of a log-coded count table (section 7.1, mode 1) into codes
  * (a C-contiguous int64 array of nsym elements); the position after the table.
  *
@@ -20,6 +22,7 @@
 #include <string.h>
 
 #include "bits.h"
+#include "crc.h"
 #include "pyints.h"
 #include "scale.h"
 
@@ -242,6 +245,21 @@ static PyObject *scale_rows(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *crc32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer buf;
+    unsigned int crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|I:crc32", &buf, &crc))
+        return NULL;
+    uint32_t c;
+    Py_BEGIN_ALLOW_THREADS
+    c = ecnn_crc32((uint32_t)crc, (const unsigned char *)buf.buf, (size_t)buf.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyLong_FromUnsignedLong(c);
+}
+
 static PyMethodDef module_methods[] = {
     {"or_bits", or_bits, METH_VARARGS,
      "or_bits(out, buf, bit, width, shift)\n\nout[j] |= (the width bits at bit + j * width of buf) << shift."},
@@ -250,6 +268,7 @@ static PyMethodDef module_methods[] = {
     {"pack", pack, METH_VARARGS, "pack(values, width) -> bytes\n\nThe low width bits of each value, LSB first."},
     {"scale_rows", scale_rows, METH_VARARGS,
      "scale_rows(q, steps, out)\n\nout[i, j] = binary32(q[i, j]) * steps[i] (binary64 for float64), rounded to out."},
+    {"crc32", crc32, METH_VARARGS, "crc32(buf, crc=0) -> int\n\nzlib.crc32, by carry-less multiplication where the CPU has it."},
     {"log_codes", log_codes, METH_VARARGS,
      "log_codes(buf, pos, top, codes) -> next\n\nThe codes of a log-coded count table; the position after it."},
     {NULL, NULL, 0, NULL},
@@ -260,4 +279,13 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__bits(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__bits(void)
+{
+    ecnn_crc32_init();
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "CRC32_FAST", ecnn_crc32_fast()) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
