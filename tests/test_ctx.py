@@ -391,3 +391,27 @@ def test_wide_alphabets_plan_fewer_contexts():
         assert got and set(got) <= set(classes.ROWCOL_CLASSES)
         assert all((a + b - 1) ** 2 * nsym <= classes.ROWCOL_PLAN_BINS for a, b in got) or len(got) == 1
     assert len(classes.affordable_classes(65536)) < len(classes.affordable_classes(4096)) < len(classes.ROWCOL_CLASSES)
+
+
+@pytest.mark.parametrize("ds", [(), (1,), (3,), (2, 5), (1, 40)])
+def test_sig_hist_counts_the_contexts_of_sparse_contexts(ds):
+    """The compiled significance histogram against sparse.contexts and a bincount; a class out of range raises."""
+    from ecnn.context import sparse
+
+    rng = np.random.default_rng(len(ds) * 7 + sum(ds))
+    z = (rng.random((37, 29)) < 0.3).astype(np.int64)
+    top = int(sparse.bitlen(np.array([2 * z.shape[1]])).max())
+    n1 = np.cumsum(z, axis=1) - z
+    b = sparse.buckets(np.arange(z.shape[1])[None, :], n1, top + 1)
+    for k in (1, 3):
+        sc = sparse.step_classes(z, k)
+        d1, d2 = (ds + (0, 0))[:2]
+        x = sparse.contexts(z, top + 1, k, sc, d1, d2)
+        size = 2 * (top + 1) * k * (1 << len(ds))
+        want = np.bincount((2 * x + z).ravel(), minlength=size)
+        got = sparse.sig_hist(z.astype(np.uint8), b.astype(np.uint8), sc.astype(np.int64), k, ds, size)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):
+        sparse.sig_hist(z.astype(np.uint8), b.astype(np.uint8), np.full(z.shape[1], 3, np.int64), 3, (), size)
+    with pytest.raises(ValueError):  # a histogram too short for the contexts
+        sparse.sig_hist(z.astype(np.uint8), b.astype(np.uint8), np.zeros(z.shape[1], np.int64), 1, (), 4)

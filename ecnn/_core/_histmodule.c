@@ -191,6 +191,59 @@ fail_a:
     return NULL;
 }
 
+/* A 2-D uint8 array with contiguous rows, as get_mat. */
+static int get_u8mat(PyObject *obj, mat *a, const char *what)
+{
+    if (get_mat(obj, a) < 0)
+        return -1;
+    if (a->kind != ECNN_HIST_U8) {
+        PyErr_Format(PyExc_TypeError, "%s must be a 2-D uint8 array", what);
+        PyBuffer_Release(&a->view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sig_hist(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *z_o, *b_o, *sc_o, *h_o;
+    Py_ssize_t k, d1, d2;
+    if (!PyArg_ParseTuple(args, "OOOnnnO:sig_hist", &z_o, &b_o, &sc_o, &k, &d1, &d2, &h_o))
+        return NULL;
+    mat z, b;
+    Py_buffer sc, h;
+    size_t nsc, nh;
+    PyObject *ret = NULL;
+    if (get_u8mat(z_o, &z, "z") < 0)
+        return NULL;
+    if (get_u8mat(b_o, &b, "b") < 0)
+        goto fail_z;
+    if (get_i64(sc_o, &sc, 0, &nsc, "sc") < 0)
+        goto fail_b;
+    if (get_i64(h_o, &h, 1, &nh, "hist") < 0)
+        goto fail_sc;
+    int st = ECNN_HIST_SHAPE;
+    if (z.rows == b.rows && z.cols == b.cols && nsc == z.cols && k > 0 && d1 >= 0 && d2 >= 0) {
+        Py_BEGIN_ALLOW_THREADS
+        st = ecnn_hist_sig((const uint8_t *)z.view.buf, (const uint8_t *)b.view.buf, z.rows, z.cols, z.stride, b.stride,
+                           (const int64_t *)sc.buf, (int64_t)k, (size_t)d1, (size_t)d2, (int64_t *)h.buf, nh);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&h);
+    if (st)
+        raise_status(st, "sig_hist");
+    else
+        ret = Py_None, Py_INCREF(Py_None);
+fail_sc:
+    PyBuffer_Release(&sc);
+fail_b:
+    PyBuffer_Release(&b.view);
+fail_z:
+    PyBuffer_Release(&z.view);
+    return ret;
+}
+
 static PyObject *entropy(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -295,6 +348,9 @@ static PyMethodDef module_methods[] = {
     {"context_hist", context_hist, METH_VARARGS,
      "context_hist(sym, rclass, cclass, nsym, hist)\n\n"
      "hist[(rclass[i] + cclass[j]) * nsym + sym[i, j]] += 1 for every element of a 2-D uint8/uint16/int32 array."},
+    {"sig_hist", sig_hist, METH_VARARGS,
+     "sig_hist(z, b, sc, k, d1, d2, hist)\n\nThe significance histogram of a lanes model: hist[2x + z] += 1 with\n"
+     "x = b * k + sc[t], then 2x + z[t - d] for d = d1, d2 where non-zero (z and b 2-D uint8)."},
     {"entropy", entropy, METH_VARARGS,
      "entropy(hist) -> float\n\nThe empirical entropy in bits of the counts in each row of a 2-D int64 array, summed."},
     {"merge", merge, METH_VARARGS,

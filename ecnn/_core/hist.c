@@ -600,3 +600,28 @@ int ecnn_hist_fit(const int64_t *hist, size_t n, int64_t *counts, int64_t *codes
     free(used);
     return ECNN_HIST_OK;
 }
+
+int ecnn_hist_sig(const uint8_t *z, const uint8_t *b, size_t lanes, size_t steps, size_t zstride, size_t bstride,
+                  const int64_t *sc, int64_t k, size_t d1, size_t d2, int64_t *hist, size_t nh)
+{
+    if (k < 1)
+        return ECNN_HIST_RANGE;
+    for (size_t t = 0; t < steps; t++)
+        if (sc[t] < 0 || sc[t] >= k)
+            return ECNN_HIST_RANGE;
+    for (size_t i = 0; i < lanes; i++) {
+        const uint8_t *zr = z + i * zstride, *br = b + i * bstride;
+        for (size_t t = 0; t < steps; t++) {
+            uint64_t x = (uint64_t)br[t] * (uint64_t)k + (uint64_t)sc[t];
+            if (d1)
+                x = 2 * x + (t >= d1 ? zr[t - d1] : 0u);
+            if (d2)
+                x = 2 * x + (t >= d2 ? zr[t - d2] : 0u);
+            x = 2 * x + zr[t];
+            if (x >= nh)
+                return ECNN_HIST_RANGE;
+            hist[x]++;
+        }
+    }
+    return ECNN_HIST_OK;
+}

@@ -44,6 +44,14 @@ int ecnn_hist_axis_sums(const void *sym, int kind, size_t rows, size_t cols, siz
 int ecnn_hist_context(const void *sym, int kind, size_t rows, size_t cols, size_t row_stride, const int64_t *rclass,
                       const int64_t *cclass, size_t nsym, size_t nctx, int64_t *hist);
 
+/* The significance histogram of a lanes model (section 5.6.2, "Contexts") over a lanes x steps map z (0/1)
+ * with density buckets b (both uint8, rows zstride and bstride apart): the context of element (i, t) is
+ * x = b[i, t] * k + sc[t], then for d = d1 and d = d2 where non-zero x = 2x + z[i, t - d] (0 before step d);
+ * hist[2x + z[i, t]] += 1. ECNN_HIST_RANGE for a step class outside 0..k-1 (before counting), or an index
+ * at or past nh (hist then holds a partial count). */
+int ecnn_hist_sig(const uint8_t *z, const uint8_t *b, size_t lanes, size_t steps, size_t zstride, size_t bstride,
+                  const int64_t *sc, int64_t k, size_t d1, size_t d2, int64_t *hist, size_t nh);
+
 /* The empirical entropy in bits of the counts in each row of the k x nsym counts, summed over the rows
  * (sum of n log2 n - sum_s h_s log2 h_s, n the row's total). ECNN_HIST_RANGE for a negative count. */
 int ecnn_hist_entropy(const int64_t *hist, size_t k, size_t nsym, double *bits);

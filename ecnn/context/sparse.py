@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecnn._core import _hist
 from ecnn.context import order0, rate, tables, varint
 
 MAX_BUCKETS = 32
@@ -139,6 +140,19 @@ def contexts(z: np.ndarray, nb: int, k: int, sclass: np.ndarray, d1: int, d2: in
         if d:
             x = 2 * x + shifted(zi, d)
     return x
+
+
+def sig_hist(z: np.ndarray, b: np.ndarray, sclass: np.ndarray, k: int, ds: tuple, size: int) -> np.ndarray:
+    """Counts of (context, z) pairs, index ``2 x + z``, where ``x`` is :func:`contexts`' context with the
+    density buckets ``b`` given and the neighbour offsets ``ds`` (none, one or two): one compiled pass.
+
+    Args:
+        z: the lane-by-step map (0/1) as uint8; b: its buckets (uint8); sclass: the step classes (int64).
+        size: the histogram's length (every index must fall below it).
+    """
+    h = np.zeros(size, np.int64)
+    _hist.sig_hist(z, b, sclass, k, ds[0] if ds else 0, ds[1] if len(ds) > 1 else 0, h)
+    return h
 
 
 def prev_sign(v: np.ndarray) -> np.ndarray:

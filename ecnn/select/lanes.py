@@ -92,6 +92,7 @@ def _search(v: np.ndarray, transpose: bool, vlo: int, vhi: int, nval: int):
     n1 = np.cumsum(zi, axis=1) - zi
     top = int(sparse.bitlen(np.array([2 * steps])).max())  # buckets above this never occur
     bfull = sparse.buckets(np.arange(steps)[None, :], n1, top + 1)
+    z8, b8 = np.ascontiguousarray(z, np.uint8), np.ascontiguousarray(bfull, np.uint8)  # buckets <= top, below 2**8
     nbr = _neighbour_candidates(z)
     nsets = [()] + [tuple(nbr[:i]) for i in range(1, len(nbr) + 1)]
     best = None
@@ -105,13 +106,11 @@ def _search(v: np.ndarray, transpose: bool, vlo: int, vhi: int, nval: int):
             if (h > 0).sum() < 2:
                 continue
             side = rate.side_bits(order0.fit(h))
-        base = bfull * k + sc[None, :]
+        sc64 = np.ascontiguousarray(sc, np.int64)
         for ds in nsets:
-            x = base
-            for d in ds:
-                x = 2 * x + sparse.shifted(zi, d)
+            # contexts x = (bucket * k + class), then 2x + z[t - d] for each neighbour d: counts of (x, z)
             nx = (top + 1) * k * (1 << len(ds))
-            h01 = np.bincount((2 * x + zi).ravel(), minlength=2 * nx).astype(np.float64).reshape(-1, 2)
+            h01 = sparse.sig_hist(z8, b8, sc64, k, ds, 2 * nx).astype(np.float64).reshape(-1, 2)
             h1 = h01[:, 1].reshape(top + 1, -1)
             ht = (h01[:, 0] + h01[:, 1]).reshape(top + 1, -1)
             for nb in range(1, min(top + 1, sparse.MAX_BUCKETS) + 1):
