@@ -119,11 +119,7 @@ def encode(
     lanes = _lanes_for(rows, cols, crows) if lanes is None else lanes
     rects = blocks.Rects.of(sym, p.nrc, p.rclass, p.cclass, p.table_of)
     counts = [np.asarray(f.counts, np.int64) for f in p.fits]
-    if p.counts is not None and p.counts.shape == (p.nrc + p.ncc - 1, nsym) and int(p.counts.sum()) == sym.size:
-        hists = list(np.add.reduceat(p.counts, np.flatnonzero(np.diff(p.table_of, prepend=-1)), axis=0))
-    else:
-        hists = _table_hists(rects, len(counts), nsym)
-    prec = _precision(hists, counts)
+    prec = _precision(_plan_hists(p, rects, sym.size, nsym, len(counts)), counts)
     cum = cumulative(freqs_rows(np.stack(counts), prec))
     parts = [varint.encode([zigzag(int(offset)), int(nsym), int(rows), int(p.nrc), int(p.ncc), int(crows), int(lanes), prec])]
     if p.nrc > 1:
@@ -195,6 +191,14 @@ class _Orderer:
         vals = None if self.values is None else np.ascontiguousarray(self.values[a:b])
         n = _rans.chunk_order(mag, self.rclass[a:b], self.runs, self.run_start, vals, self.scols, self.sstart, self.ntab, syms, tabs)
         return syms[:n], tabs[:n]
+
+
+def _plan_hists(p: rowcol_ctx.RowColPlan, rects: blocks.Rects, count: int, nsym: int, ntab: int) -> list[np.ndarray]:
+    """The histogram of the symbols each table codes: from the plan's context counts when it holds those of
+    every symbol, else counted."""
+    if p.counts is not None and p.counts.shape == (p.nrc + p.ncc - 1, nsym) and int(p.counts.sum()) == count:
+        return list(np.add.reduceat(p.counts, np.flatnonzero(np.diff(p.table_of, prepend=-1)), axis=0))
+    return _table_hists(rects, ntab, nsym)
 
 
 def _table_hists(rects: blocks.Rects, ntab: int, nsym: int) -> list[np.ndarray]:
@@ -386,7 +390,7 @@ def encode_rowcol(
     lanes = _lanes_for(rows, cols, crows) if lanes is None else lanes
     rects = blocks.Rects.of(sym, plan.nrc, plan.rclass, plan.cclass, plan.table_of)
     counts = [np.asarray(f.counts, np.int64) for f in plan.fits]
-    prec = _precision(_table_hists(rects, len(counts), nsym), counts)
+    prec = _precision(_plan_hists(plan, rects, sym.size, nsym, len(counts)), counts)
     nsc = 0 if values is None else signs.k
     width = max(nsym, 16)
     rows_f = [np.pad(freqs(c, prec), (0, width - nsym)) for c in counts]
