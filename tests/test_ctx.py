@@ -415,3 +415,20 @@ def test_sig_hist_counts_the_contexts_of_sparse_contexts(ds):
         sparse.sig_hist(z.astype(np.uint8), b.astype(np.uint8), np.full(z.shape[1], 3, np.int64), 3, (), size)
     with pytest.raises(ValueError):  # a histogram too short for the contexts
         sparse.sig_hist(z.astype(np.uint8), b.astype(np.uint8), np.zeros(z.shape[1], np.int64), 1, (), 4)
+
+
+def test_prev_sign_is_the_sign_of_the_last_earlier_nonzero():
+    from ecnn.context import sparse
+
+    rng = np.random.default_rng(4)
+    for dtype, hi in ((np.int8, 3), (np.int32, 3), (np.int64, 1 << 40)):
+        v = (rng.integers(-hi, hi + 1, (13, 31)) * (rng.random((13, 31)) < 0.4)).astype(dtype)
+        want = np.zeros(v.shape, np.int64)
+        for i in range(v.shape[0]):
+            last = 0
+            for t in range(v.shape[1]):
+                want[i, t] = last
+                last = 1 if v[i, t] < 0 else 2 if v[i, t] > 0 else last
+        np.testing.assert_array_equal(sparse.prev_sign(v), want)
+        np.testing.assert_array_equal(sparse.prev_sign(v.T), sparse.prev_sign(np.ascontiguousarray(v.T)))
+        np.testing.assert_array_equal(sparse.prev_sign(v[::3]), want[::3])

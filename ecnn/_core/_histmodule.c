@@ -244,6 +244,36 @@ fail_z:
     return ret;
 }
 
+static PyObject *prev_sign(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *v_o, *out_o;
+    if (!PyArg_ParseTuple(args, "OO:prev_sign", &v_o, &out_o))
+        return NULL;
+    mat v;
+    if (get_mat(v_o, &v) < 0)
+        return NULL;
+    Py_buffer out;
+    if (PyObject_GetBuffer(out_o, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&v.view);
+        return NULL;
+    }
+    int sgn = 1, ok = v.kind == ECNN_HIST_I32 && native_int(&out, &sgn) && !sgn && out.itemsize == 1 &&
+                      (size_t)out.len == v.rows * v.cols;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        ecnn_hist_prev_sign((const int32_t *)v.view.buf, v.rows, v.cols, v.stride, (uint8_t *)out.buf);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&v.view);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "prev_sign: v must be a 2-D int32 array and out a uint8 array of its size");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *entropy(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -351,6 +381,9 @@ static PyMethodDef module_methods[] = {
     {"sig_hist", sig_hist, METH_VARARGS,
      "sig_hist(z, b, sc, k, d1, d2, hist)\n\nThe significance histogram of a lanes model: hist[2x + z] += 1 with\n"
      "x = b * k + sc[t], then 2x + z[t - d] for d = d1, d2 where non-zero (z and b 2-D uint8)."},
+    {"prev_sign", prev_sign, METH_VARARGS,
+     "prev_sign(v, out)\n\nThe value context of each element of a 2-D int32 array: 0 none, 1 last earlier\n"
+     "non-zero of its row negative, 2 positive (uint8 out)."},
     {"entropy", entropy, METH_VARARGS,
      "entropy(hist) -> float\n\nThe empirical entropy in bits of the counts in each row of a 2-D int64 array, summed."},
     {"merge", merge, METH_VARARGS,

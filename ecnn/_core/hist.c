@@ -625,3 +625,17 @@ int ecnn_hist_sig(const uint8_t *z, const uint8_t *b, size_t lanes, size_t steps
     }
     return ECNN_HIST_OK;
 }
+
+int ecnn_hist_prev_sign(const int32_t *v, size_t rows, size_t cols, size_t row_stride, uint8_t *out)
+{
+    for (size_t i = 0; i < rows; i++) {
+        const int32_t *r = v + i * row_stride;
+        uint8_t *o = out + i * cols, last = 0;
+        for (size_t t = 0; t < cols; t++) {
+            o[t] = last;
+            int32_t x = r[t];
+            last = x < 0 ? 1 : x > 0 ? 2 : last;
+        }
+    }
+    return ECNN_HIST_OK;
+}

@@ -52,6 +52,11 @@ int ecnn_hist_context(const void *sym, int kind, size_t rows, size_t cols, size_
 int ecnn_hist_sig(const uint8_t *z, const uint8_t *b, size_t lanes, size_t steps, size_t zstride, size_t bstride,
                   const int64_t *sc, int64_t k, size_t d1, size_t d2, int64_t *hist, size_t nh);
 
+/* The value context of a lanes model (section 5.6.2): for each element of a rows x cols array of int32 values
+ * (rows row_stride elements apart), 0 if no earlier element of its row is non-zero, else 1 if the last such
+ * is negative, 2 if positive; into out (rows x cols uint8, row-major). */
+int ecnn_hist_prev_sign(const int32_t *v, size_t rows, size_t cols, size_t row_stride, uint8_t *out);
+
 /* The empirical entropy in bits of the counts in each row of the k x nsym counts, summed over the rows
  * (sum of n log2 n - sum_s h_s log2 h_s, n the row's total). ECNN_HIST_RANGE for a negative count. */
 int ecnn_hist_entropy(const int64_t *hist, size_t k, size_t nsym, double *bits);

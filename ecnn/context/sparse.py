@@ -156,14 +156,14 @@ def sig_hist(z: np.ndarray, b: np.ndarray, sclass: np.ndarray, k: int, ds: tuple
 
 
 def prev_sign(v: np.ndarray) -> np.ndarray:
-    """Value context per symbol: 0 if the lane has no earlier non-zero, 1 if its last one is negative, 2 if positive."""
-    sgn = np.sign(v).astype(np.int64)
-    idx = np.where(sgn != 0, np.arange(v.shape[1])[None, :], -1)
-    last = np.maximum.accumulate(idx, axis=1)
-    before = np.full_like(last, -1)
-    before[:, 1:] = last[:, :-1]
-    code = np.take_along_axis(sgn, np.maximum(before, 0), axis=1)
-    return np.where(before < 0, 0, np.where(code < 0, 1, 2))
+    """Value context per symbol (uint8): 0 if the lane has no earlier non-zero, 1 if its last one is negative,
+    2 if positive. One compiled pass over the values as int32 (wider ones by their signs)."""
+    v = np.asarray(v)
+    out = np.zeros(v.shape, np.uint8)
+    if v.size:
+        w = v if v.dtype.kind == "i" and v.dtype.itemsize <= 4 else np.sign(v)
+        _hist.prev_sign(np.ascontiguousarray(w, np.int32).reshape(v.shape[0], -1), out)
+    return out
 
 
 @dataclass(frozen=True)
