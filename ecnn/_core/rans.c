@@ -523,25 +523,28 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
             syms[k + c] = (int32_t)row[c];                                     \
     } while (0)
 
-/* The signs of class g's non-zero values in row-major order, four to a quad symbol (cap - k >= n / 4 is
- * checked before: every row holds at most ncg of them). */
+/* The signs (1 positive) of class g's non-zero values in row-major order into bits; their number into n.
+ * Branch-free: every element's sign is written, and kept if it is non-zero. */
 #define GATHER_SIGNS(T)                                                                  \
     do {                                                                                 \
         const T *v_ = (const T *)vals;                                                   \
+        size_t m_ = 0;                                                                   \
         for (size_t i = 0; i < nr; i++) {                                                \
             const T *row = v_ + i * cols;                                                \
-            for (size_t q = 0; q < ncg; q++) {                                           \
-                T x = ncg == cols ? row[q] : row[cg[q]];                                 \
-                if (!x)                                                                  \
-                    continue;                                                            \
-                quad |= (uint32_t)(x > 0) << nb;                                         \
-                if (++nb == 4) {                                                         \
-                    syms[k] = (int32_t)quad;                                             \
-                    tabs[k++] = (int32_t)(ntab + g);                                     \
-                    quad = nb = 0;                                                       \
+            if (ncg == cols) {                                                           \
+                for (size_t q = 0; q < cols; q++) {                                      \
+                    bits[m_] = (uint8_t)(row[q] > 0);                                    \
+                    m_ += row[q] != 0;                                                   \
+                }                                                                        \
+            } else {                                                                     \
+                for (size_t q = 0; q < ncg; q++) {                                       \
+                    T x = row[cg[q]];                                                    \
+                    bits[m_] = (uint8_t)(x > 0);                                         \
+                    m_ += x != 0;                                                        \
                 }                                                                        \
             }                                                                            \
         }                                                                                \
+        n = m_;                                                                          \
     } while (0)
 
 int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *s, const void *vals, int val_kind,
@@ -564,15 +567,34 @@ int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *
     for (size_t i = 0; i < nr; i++)
         if (s->rclass[i] >= s->nrc)
             return ECNN_RANS_BAD_LAYOUT;
+    /* the chunk's rows by class, in increasing order (a counting sort) */
+    size_t *first = (size_t *)calloc(s->nrc + 1, sizeof *first), *rows = (size_t *)malloc((nr ? nr : 1) * sizeof *rows);
+    uint8_t *bits = nsc && vals ? (uint8_t *)malloc(nr * cols + 1) : NULL;
+    int st = ECNN_RANS_OK;
+    if (!first || !rows || (nsc && vals && !bits)) {
+        st = ECNN_RANS_NOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < nr; i++)
+        first[s->rclass[i] + 1]++;
+    for (size_t g = 0; g < s->nrc; g++)
+        first[g + 1] += first[g];
+    for (size_t i = 0; i < nr; i++)
+        rows[first[s->rclass[i]]++] = i;
+    for (size_t g = s->nrc; g > 0; g--) /* back to the starts */
+        first[g] = first[g - 1];
+    first[0] = 0;
     for (size_t g = 0; g < s->nrc; g++) {
+        const size_t *rg = rows + first[g], nrg = first[g + 1] - first[g];
         for (int64_t r = s->run_start[g]; r < s->run_start[g + 1]; r++) {
             const int32_t *ru = s->runs + 3 * r;
             size_t c0 = (size_t)ru[1], len = (size_t)(ru[2] - ru[1]);
-            for (size_t i = 0; i < nr; i++) {
-                if (s->rclass[i] != g)
-                    continue;
-                if (cap - k < len)
-                    return ECNN_RANS_BAD_LAYOUT;
+            if (cap - k < len * nrg) {
+                st = ECNN_RANS_BAD_LAYOUT;
+                goto done;
+            }
+            for (size_t j = 0; j < nrg; j++) {
+                size_t i = rg[j];
                 if (mag_kind == ECNN_RANS_U8)
                     COPY_RUN(uint8_t);
                 else if (mag_kind == ECNN_RANS_U16)
@@ -586,33 +608,47 @@ int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *
         }
     }
     if (nsc && vals) {
+        st = ECNN_RANS_BAD_LAYOUT;
         if (sstart[0] != 0 || (size_t)sstart[nsc] != cols)
-            return ECNN_RANS_BAD_LAYOUT;
+            goto done;
         for (size_t g = 0; g < nsc; g++)
             if (sstart[g + 1] < sstart[g])
-                return ECNN_RANS_BAD_LAYOUT;
+                goto done;
         for (size_t q = 0; q < cols; q++)
             if (scols[q] < 0 || (size_t)scols[q] >= cols)
-                return ECNN_RANS_BAD_LAYOUT;
+                goto done;
         if (cap - k < (nr * cols) / 4 + 3 * nsc)
-            return ECNN_RANS_BAD_LAYOUT;
+            goto done;
+        st = ECNN_RANS_OK;
         for (size_t g = 0; g < nsc; g++) {
             const int64_t *cg = scols + sstart[g];
-            size_t ncg = (size_t)(sstart[g + 1] - sstart[g]);
-            uint32_t quad = 0, nb = 0; /* signs gathered for the next quad */
+            size_t ncg = (size_t)(sstart[g + 1] - sstart[g]), n = 0;
             switch (val_kind) {
             case ECNN_RANS_I8: GATHER_SIGNS(int8_t); break;
             case ECNN_RANS_I16: GATHER_SIGNS(int16_t); break;
             case ECNN_RANS_I32: GATHER_SIGNS(int32_t); break;
             case ECNN_RANS_I64: GATHER_SIGNS(int64_t); break;
-            default: return ECNN_RANS_BAD_LAYOUT;
+            default: st = ECNN_RANS_BAD_LAYOUT; goto done;
             }
-            for (uint32_t b = 0; b < nb; b++) {
-                syms[k] = (int32_t)((quad >> b) & 1u);
-                tabs[k++] = (int32_t)(ntab + nsc + g);
+            size_t nq = n / 4;
+            for (size_t j = 0; j < nq; j++) {
+                const uint8_t *b4 = bits + 4 * j;
+                syms[k + j] = (int32_t)(b4[0] | b4[1] << 1 | b4[2] << 2 | b4[3] << 3);
+                tabs[k + j] = (int32_t)(ntab + g);
+            }
+            k += nq;
+            for (size_t j = 4 * nq; j < n; j++, k++) {
+                syms[k] = bits[j];
+                tabs[k] = (int32_t)(ntab + nsc + g);
             }
         }
     }
+done:
+    free(bits);
+    free(rows);
+    free(first);
+    if (st)
+        return st;
     *count = k;
     return ECNN_RANS_OK;
 }
