@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ecnn
+import ecnn.numpy
 from ecnn import codec, errors
 from ecnn._core import _rans
 from ecnn.coder import blocks, categorical, rans
@@ -316,3 +317,65 @@ def test_chunk_order_rejects_a_bad_schedule():
         _rans.chunk_order(sym, np.zeros(2, np.uint8), runs, np.array([0, 1], np.int64), None, None, None, 1, np.empty(7, np.int32), np.empty(7, np.int32))
     with pytest.raises(TypeError):  # int64 magnitudes
         _rans.chunk_order(sym.astype(np.int64), np.zeros(2, np.uint8), runs, np.array([0, 1], np.int64), None, None, None, 1, *out)
+
+
+@pytest.fixture
+def simd_off():
+    """Decode with the scalar path for the test's duration (the SIMD path is restored after)."""
+    _rans.use_simd(False)
+    yield
+    _rans.use_simd(True)
+
+
+@pytest.mark.parametrize("lanes", [16, 32])
+@pytest.mark.parametrize("p_geo, nsym", [(0.02, 300), (0.3, 40), (0.9, 3), (0.001, 5000)])
+def test_wide_lanes_decode_the_same_with_and_without_simd(lanes, p_geo, nsym):
+    """Chunks of 16 and 32 lanes (what the encoder writes for large chunks) through the SIMD path (where the
+    CPU has it) and the scalar one: the same symbols, those of the reference decoder; a damaged stream is
+    rejected by both, or both decode the same symbols."""
+    rng = np.random.default_rng(lanes + nsym)
+    sym = np.minimum(rng.geometric(p_geo, (300, 700)) - 1, nsym - 1).astype(np.int32)
+    desc, data = _stream(sym, 150, lanes)
+    assert rans.parse(data, sym.size, 0, 1 << 16).nchunks == 2
+    flips = [(int(pos), 1 << int(bit)) for pos, bit in zip(rng.integers(len(data) // 2, len(data), 12), rng.integers(0, 8, 12))]
+    results = []
+    for on in (True, False):
+        _rans.use_simd(on)
+        try:
+            results.append(rans.decode(desc, data, sym.size, np.int32, 0, 1 << 16))
+            damaged = []
+            for pos, bit in flips:
+                bad = bytearray(data)
+                bad[pos] ^= bit
+                try:
+                    damaged.append(rans.decode(desc, bytes(bad), sym.size, np.int32, 0, 1 << 16).tobytes())
+                except errors.CorruptPayload:
+                    damaged.append(None)
+            results.append(damaged)
+        finally:
+            _rans.use_simd(True)
+    assert np.array_equal(results[0], sym.ravel()) and np.array_equal(results[2], sym.ravel())
+    assert results[1] == results[3]
+    if nsym <= 300:
+        assert ref_decoder.decode_rans({"lo": 0, "hi": 1 << 16}, data, sym.size) == sym.ravel().tolist()
+
+
+def test_the_encoder_writes_wide_lanes_for_large_chunks_only():
+    assert rans._lanes_for(1000, 1000, 1000) == 32
+    assert rans._lanes_for(40, 4096, 40) == 16
+    assert rans._lanes_for(1, 5 * rans.LANE_SYMBOLS, 1) == 4
+    assert rans._lanes_for(1, 2 * rans.LANE_SYMBOLS, 1) == 2
+    assert rans._lanes_for(3, 3, 3) == 1
+
+
+def test_rowcol_signs_in_wide_lanes_decode_the_same_without_simd(simd_off):
+    """ctx model 5 (magnitudes and signs) of a quantized MiniLM-sized matrix, on the scalar path."""
+    rng = np.random.default_rng(9)
+    w = np.rint(rng.laplace(0, 6, (384, 1536))).astype(np.int32)
+    data = ecnn.numpy.encode({"w": w.astype(np.float32)}, config=EncodeConfig(steps={"w": 1.0}))
+    with ecnn.open(data) as f:
+        scalar = f.arrays()["w"][0]
+    _rans.use_simd(True)
+    with ecnn.open(data) as f:
+        simd = f.arrays()["w"][0]
+    assert np.array_equal(scalar, w.astype(np.float32)) and np.array_equal(simd, scalar)

@@ -136,6 +136,8 @@ def valid() -> dict[str, tuple[bytes, dict]]:
     # ctx model 5 (1.2): model 4 in rANS lanes, in chunks of one lane and in one chunk of three lanes.
     out["ctx_rowcol_rans"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=4096, format_minor=2))
     out["ctx_rowcol_rans_lanes"] = en.encode(ctx_rowcol_arrays(), config=EncodeConfig(steps={"w": 0.25, "p": 0.5}, chunk=1 << 15, format_minor=2))
+    # ctx model 5 in one chunk of 2^18 symbols, which the encoder deals to 32 lanes (a vector decoder's 4 x 8).
+    out["ctx_rowcol_rans_wide"] = en.encode(ctx_rowcol_wide_arrays(), config=EncodeConfig(steps={"w": 1.0}, chunk=1 << 18, format_minor=2))
     out["cat0_noncanonical"] = cat0_noncanonical_file()
     out["packed_streams"] = packed_streams_file()
     # Stored files (1.3): a model folder's small files after the tensors, and a file of stored files only.
@@ -672,6 +674,13 @@ def ctx_rowcol_arrays() -> dict:
     w = np.where(r.random((256, 96)) < r.uniform(0.2, 0.8, 96)[None, :], mag, -mag) * 0.25
     p = (np.abs(mag[:128]) + 3) * 0.5
     return {"w": w.astype(np.float32), "p": p.astype(np.float32)}
+
+
+def ctx_rowcol_wide_arrays() -> dict:
+    """A 256 x 1024 matrix of small Laplace integers with row scales: one chunk of 2^18 symbols."""
+    r = _rng(16)
+    scale = np.exp(r.standard_normal(256) * 0.4)[:, None] * 0.7
+    return {"w": np.rint(r.laplace(0, 1, (256, 1024)) * scale).astype(np.float32)}
 
 
 def _ctx_rowcol_streams(data: bytes) -> list[tuple[int, list[int]]]:

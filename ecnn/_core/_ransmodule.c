@@ -410,6 +410,15 @@ done:
     return PyLong_FromSize_t(count);
 }
 
+static PyObject *use_simd(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int on;
+    if (!PyArg_ParseTuple(args, "p:use_simd", &on))
+        return NULL;
+    return PyBool_FromLong(ecnn_rans_use_simd(on));
+}
+
 static PyMethodDef module_methods[] = {
     {"tables", tables, METH_VARARGS,
      "tables(freqs, precision) -> capsule\n\nDecoding tables of a (tables, symbols) uint32 array of frequencies,\n"
@@ -423,6 +432,9 @@ static PyMethodDef module_methods[] = {
      "decode_rowcol(tables, quads, signs, data, words, rclass, runs, run_start, order, scols, sstart, offset, out)\n\n"
      "Decode one ctx model 5 chunk: the magnitudes as decode_blocks, then the signs of the non-zero ones, class by\n"
      "class (columns scols[sstart[g]:sstart[g + 1]]), four per quad symbol; scols None: no signs."},
+    {"use_simd", use_simd, METH_VARARGS,
+     "use_simd(on) -> bool\n\nDecode chunks of 16 or 32 lanes with SIMD where the CPU has it (on), or never;\n"
+     "whether it now does. For tests: both paths give the same symbols. Not while another thread decodes."},
     {"chunk_order", chunk_order, METH_VARARGS,
      "chunk_order(mag, rclass, runs, run_start, values, scols, sstart, ntab, syms, tabs) -> count\n\n"
      "One chunk's symbols in decoding order and each one's table, into syms and tabs (int32): the magnitudes\n"
@@ -441,12 +453,14 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__rans(void)
 {
+    ecnn_rans_init();
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
     if (PyModule_AddIntConstant(m, "MAX_LANES", ECNN_RANS_MAX_LANES) < 0 ||
         PyModule_AddIntConstant(m, "MIN_PRECISION", ECNN_RANS_MIN_PRECISION) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_PRECISION", ECNN_RANS_MAX_PRECISION) < 0) {
+        PyModule_AddIntConstant(m, "MAX_PRECISION", ECNN_RANS_MAX_PRECISION) < 0 ||
+        PyModule_AddIntConstant(m, "SIMD", ecnn_rans_simd()) < 0) {
         Py_DECREF(m);
         return NULL;
     }

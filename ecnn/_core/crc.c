@@ -88,7 +88,7 @@ void ecnn_crc32_init(void)
     }
 #ifdef ECNN_HAVE_CLMUL
     __builtin_cpu_init();
-    fast = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    fast = __builtin_cpu_supports("pclmul") != 0 && __builtin_cpu_supports("sse4.1") != 0;
 #endif
 }
 

@@ -13,7 +13,7 @@ int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t nta
     size_t m = (size_t)1 << precision;
     if (ntab > SIZE_MAX / m / sizeof(uint32_t) || ntab > SIZE_MAX / nsym / sizeof(uint32_t))
         return ECNN_RANS_NOMEM;
-    t->sym = (uint16_t *)malloc(ntab * m * sizeof(uint16_t));
+    t->sym = (uint16_t *)calloc(ntab * m + 2, sizeof(uint16_t)); /* + 2: a 4-byte gather at the last slot */
     t->fb = (uint32_t *)malloc(ntab * m * sizeof(uint32_t));
     if (!t->sym || !t->fb) {
         ecnn_rans_tables_free(t);
@@ -85,6 +85,8 @@ static inline int64_t shifted(uint32_t sym, int64_t offset, unsigned shift)
 typedef struct {
     uint32_t x[ECNN_RANS_MAX_LANES];
     const unsigned char *p[ECNN_RANS_MAX_LANES], *end[ECNN_RANS_MAX_LANES];
+    const unsigned char *base; /* the chunk's first byte */
+    size_t len;                /* and its length */
     size_t n, next; /* lanes, the lane of the next symbol */
     uint32_t short_read; /* set once a lane needed a word it did not have */
 } lanes_t;
@@ -169,6 +171,16 @@ static inline uint32_t load16(const unsigned char *p)
             if (NL >= 8) {                                                                                \
                 STEPS4(4 % NL);                                                                           \
             }                                                                                             \
+            if (NL >= 16) {                                                                               \
+                STEPS4(8 % NL);                                                                           \
+                STEPS4(12 % NL);                                                                          \
+            }                                                                                             \
+            if (NL >= 32) {                                                                               \
+                STEPS4(16 % NL);                                                                          \
+                STEPS4(20 % NL);                                                                          \
+                STEPS4(24 % NL);                                                                          \
+                STEPS4(28 % NL);                                                                          \
+            }                                                                                             \
         }                                                                                                 \
         memcpy(L->x, x, sizeof x);                                                                        \
         memcpy(L->p, p, sizeof p);                                                                        \
@@ -177,10 +189,118 @@ static inline uint32_t load16(const unsigned char *p)
     ROUNDS_FN(NL, 10) ROUNDS_FN(NL, 11) ROUNDS_FN(NL, 12) ROUNDS_FN(NL, 13) ROUNDS_FN(NL, 14) ROUNDS_FN(NL, 15)
 ROUNDS_PRECISIONS(4)
 ROUNDS_PRECISIONS(8)
+ROUNDS_PRECISIONS(16)
+ROUNDS_PRECISIONS(32)
 
 typedef void (*rounds_fn)(lanes_t *, const uint16_t *, const uint32_t *, uint16_t *, size_t);
 static const rounds_fn ROUNDS4[6] = {rounds4_10, rounds4_11, rounds4_12, rounds4_13, rounds4_14, rounds4_15};
 static const rounds_fn ROUNDS8[6] = {rounds8_10, rounds8_11, rounds8_12, rounds8_13, rounds8_14, rounds8_15};
+static const rounds_fn ROUNDS16[6] = {rounds16_10, rounds16_11, rounds16_12, rounds16_13, rounds16_14, rounds16_15};
+static const rounds_fn ROUNDS32[6] = {rounds32_10, rounds32_11, rounds32_12, rounds32_13, rounds32_14, rounds32_15};
+
+/* The same rounds with AVX2 where the compiler and the CPU have it, for 16 or 32 lanes (two or four vectors
+ * of eight): the table entries and the words of the lanes that need one come from gathers. The words are
+ * read 4 bytes at a time at the lanes' byte offsets from the chunk's start, so each lane must hold at least
+ * rounds + 1 words (the caller checks), and the symbol table has 2 bytes of padding. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define ECNN_HAVE_AVX2 1
+static int have_avx2;
+
+#define AVX2_STEP(V)                                                                                          \
+    do {                                                                                                      \
+        __m256i s_ = _mm256_and_si256(x[V], mask);                                                            \
+        __m256i e_ = _mm256_i32gather_epi32((const int *)fb, s_, 4);                                          \
+        y[V] = _mm256_and_si256(_mm256_i32gather_epi32((const int *)sy, s_, 2), lo16);                        \
+        __m256i n_ = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_and_si256(e_, lo16), _mm256_srl_epi32(x[V], sh)), \
+                                      _mm256_srli_epi32(e_, 16));                                             \
+        __m256i need_ = _mm256_cmpeq_epi32(_mm256_min_epu32(n_, lo16), n_);                                   \
+        __m256i w_ = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), (const int *)base, off[V], need_, 1); \
+        x[V] = _mm256_blendv_epi8(n_, _mm256_or_si256(_mm256_slli_epi32(n_, 16), _mm256_and_si256(w_, lo16)), need_); \
+        off[V] = _mm256_sub_epi32(off[V], _mm256_add_epi32(need_, need_));                                    \
+    } while (0)
+
+__attribute__((target("avx2"))) static void rounds_avx2(lanes_t *L, const uint16_t *sy, const uint32_t *fb,
+                                                       unsigned prec, uint16_t *buf, size_t rounds)
+{
+    size_t nv = L->n / 8; /* 2 or 4 */
+    const unsigned char *base = L->base;
+    __m256i x[4], off[4], y[4];
+    for (size_t v = 0; v < nv; v++) {
+        uint32_t o[8];
+        for (size_t i = 0; i < 8; i++)
+            o[i] = (uint32_t)(L->p[8 * v + i] - base);
+        x[v] = _mm256_loadu_si256((const __m256i *)(L->x + 8 * v));
+        off[v] = _mm256_loadu_si256((const __m256i *)o);
+    }
+    const __m256i mask = _mm256_set1_epi32((int)(((uint32_t)1 << prec) - 1)), lo16 = _mm256_set1_epi32(0xFFFF);
+    const __m128i sh = _mm_cvtsi32_si128((int)prec);
+    if (nv == 2) {
+        for (size_t r = 0; r < rounds; r++, buf += 16) {
+            AVX2_STEP(0);
+            AVX2_STEP(1);
+            _mm256_storeu_si256((__m256i *)buf, _mm256_permute4x64_epi64(_mm256_packus_epi32(y[0], y[1]), 0xD8));
+        }
+    } else {
+        for (size_t r = 0; r < rounds; r++, buf += 32) {
+            AVX2_STEP(0);
+            AVX2_STEP(1);
+            AVX2_STEP(2);
+            AVX2_STEP(3);
+            _mm256_storeu_si256((__m256i *)buf, _mm256_permute4x64_epi64(_mm256_packus_epi32(y[0], y[1]), 0xD8));
+            _mm256_storeu_si256((__m256i *)(buf + 16), _mm256_permute4x64_epi64(_mm256_packus_epi32(y[2], y[3]), 0xD8));
+        }
+    }
+    for (size_t v = 0; v < nv; v++) {
+        uint32_t o[8];
+        _mm256_storeu_si256((__m256i *)(L->x + 8 * v), x[v]);
+        _mm256_storeu_si256((__m256i *)o, off[v]);
+        for (size_t i = 0; i < 8; i++)
+            L->p[8 * v + i] = base + o[i];
+    }
+}
+#endif
+
+void ecnn_rans_init(void)
+{
+#ifdef ECNN_HAVE_AVX2
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
+}
+
+int ecnn_rans_use_simd(int on)
+{
+#ifdef ECNN_HAVE_AVX2
+    ecnn_rans_init();
+    have_avx2 = have_avx2 && on;
+#else
+    (void)on;
+#endif
+    return ecnn_rans_simd();
+}
+
+int ecnn_rans_simd(void)
+{
+#ifdef ECNN_HAVE_AVX2
+    return have_avx2;
+#else
+    return 0;
+#endif
+}
+
+/* Whole rounds that every lane surely has words for (one per symbol at most; `spare` more kept back). */
+static size_t safe_rounds(const lanes_t *L, size_t want, size_t spare)
+{
+    size_t rounds = want;
+    for (size_t l = 0; l < L->n; l++) {
+        size_t left = (size_t)(L->end[l] - L->p[l]) / 2;
+        left = left > spare ? left - spare : 0;
+        if (left < rounds)
+            rounds = left;
+    }
+    return rounds;
+}
 
 /* n symbols with one table into buf, the lanes taken in turn. */
 static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fb, unsigned prec, uint16_t *buf, size_t n)
@@ -191,19 +311,33 @@ static void dec_run(lanes_t *L, const uint16_t *sy, const uint32_t *fb, unsigned
         buf[k++] = (uint16_t)dec1(&L->x[j], &L->p[j], L->end[j], sy, fb, prec, mask, &bad);
         j = j + 1 == nl ? 0 : j + 1;
     }
-    if (nl == 4 || nl == 8) { /* what ecnn writes */
-        /* as many rounds as every lane surely has words for, without checks; the rest checked */
-        size_t rounds = (n - k) / nl;
-        for (size_t l = 0; l < nl; l++) {
-            size_t left = (size_t)(L->end[l] - L->p[l]) / 2;
-            if (left < rounds)
-                rounds = left;
+#ifdef ECNN_HAVE_AVX2
+    if (have_avx2 && (nl == 16 || nl == 32) && L->len < ((size_t)1 << 31)) {
+        /* Batches of rounds: each batch as many as the lanes' words surely cover (a symbol reads at most
+         * one word, and the 4-byte reads one more); the words left shrink by about the bits per symbol / 16,
+         * so the batches soon cover nearly all rounds. */
+        for (;;) {
+            size_t rounds = safe_rounds(L, (n - k) / nl, 1);
+            if (rounds < 8)
+                break;
+            rounds_avx2(L, sy, fb, prec, buf + k, rounds);
+            k += nl * rounds;
         }
-        (nl == 4 ? ROUNDS4 : ROUNDS8)[prec - ECNN_RANS_MIN_PRECISION](L, sy, fb, buf + k, rounds);
-        k += nl * rounds;
+    }
+#endif
+    if (nl == 4 || nl == 8 || nl == 16 || nl == 32) { /* what ecnn writes */
+        /* as many rounds as every lane surely has words for, without checks; the rest checked */
+        for (;;) {
+            size_t rounds = safe_rounds(L, (n - k) / nl, 0);
+            if (!rounds)
+                break;
+            const rounds_fn *fns = nl == 4 ? ROUNDS4 : nl == 8 ? ROUNDS8 : nl == 16 ? ROUNDS16 : ROUNDS32;
+            fns[prec - ECNN_RANS_MIN_PRECISION](L, sy, fb, buf + k, rounds);
+            k += nl * rounds;
+        }
         if (nl == 4)
             ROUNDS(4);
-        else
+        else if (nl == 8)
             ROUNDS(8);
     }
     for (; k < n; k++) {
@@ -274,6 +408,8 @@ static int open_chunk(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_chu
         return ECNN_RANS_BAD_LAYOUT;
     L->n = nl;
     L->next = 0;
+    L->base = c->data;
+    L->len = c->len;
     L->short_read = 0;
     size_t pos = 0;
     for (size_t l = 0; l < nl; l++) {

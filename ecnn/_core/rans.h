@@ -37,6 +37,16 @@ typedef struct {
     uint32_t *fb;  /* ntab << P entries: frequency | offset << 16 (frequency at most 2^15, offset below it) */
 } ecnn_rans_tables;
 
+/* Look at the CPU once, before any decoding (the module's import). */
+void ecnn_rans_init(void);
+
+/* Whether the decoder uses SIMD gathers (AVX2) for chunks of 16 or 32 lanes here. */
+int ecnn_rans_simd(void);
+
+/* Use the SIMD path where the CPU has it (on != 0) or never (for tests: both paths give the same symbols);
+ * not while another thread decodes. Returns ecnn_rans_simd(). */
+int ecnn_rans_use_simd(int on);
+
 /* freqs: ntab * nsym frequencies, each table summing to 2^precision. */
 int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t ntab, size_t nsym, unsigned precision);
 void ecnn_rans_tables_free(ecnn_rans_tables *t);

@@ -31,7 +31,8 @@ from ecnn.context.varint import unzigzag, zigzag
 from ecnn.errors import CorruptPayload, InvalidField
 
 KEYS = {"coder", "length"}
-LANES = 4  # lanes per chunk that the encoder writes, at most (more ran slower on one core: registers)
+LANES = 4  # lanes per chunk that the encoder writes below WIDE_LANES * LANE_SYMBOLS symbols, at most
+WIDE_LANES = (32, 16)  # lanes of larger chunks: vectors of 8 lanes (the compiled decoder's SIMD path)
 LANE_SYMBOLS = 1 << 13  # and at least this many symbols per lane (each lane costs about 6 bytes)
 MAX_LANES = _rans.MAX_LANES
 MIN_PRECISION, MAX_PRECISION = _rans.MIN_PRECISION, _rans.MAX_PRECISION
@@ -110,7 +111,7 @@ def encode(
 
     The plan is the ``blocks`` one; the precision is the lowest whose coded
     size is within :data:`PRECISION_SLACK` of the best; ``lanes`` by default
-    :data:`LANES`, fewer for chunks of fewer than ``LANES * LANE_SYMBOLS`` symbols.
+    by :func:`_lanes_for`.
 
     Raises:
         ValueError: a symbol that its table gives count 0, or an alphabet over :data:`MAX_NSYM`.
@@ -142,8 +143,13 @@ def encode(
 
 
 def _lanes_for(rows: int, cols: int, crows: int) -> int:
-    """Lanes per chunk: :data:`LANES`, fewer for chunks of fewer than ``LANES * LANE_SYMBOLS`` symbols."""
-    return min(LANES, max(1, min(rows, crows) * cols // LANE_SYMBOLS))
+    """Lanes per chunk: the largest of :data:`WIDE_LANES` with :data:`LANE_SYMBOLS` symbols each, else
+    :data:`LANES`, fewer for chunks of fewer than ``LANES * LANE_SYMBOLS`` symbols."""
+    size = min(rows, crows) * cols
+    for wide in WIDE_LANES:
+        if size >= wide * LANE_SYMBOLS:
+            return wide
+    return min(LANES, max(1, size // LANE_SYMBOLS))
 
 
 def _precision(hists: list[np.ndarray], counts: list[np.ndarray]) -> int:
