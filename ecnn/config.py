@@ -41,6 +41,9 @@ class Effort:
             estimate has grown twice in a row.
         planes_with_fields: try byte planes for exact float matrices where
             ``fields`` applies.
+        planes_probe: byte planes are searched in full only where the fast search's
+            estimate, less this share, could beat ``fields`` (0: where the estimate
+            itself could).
         codebook_probe: try ``codebook`` only where a sample shows at most this
             many distinct values.
 
@@ -61,6 +64,7 @@ class Effort:
     head_classes: tuple[tuple[int, int], ...] | None = None
     head_early_stop: bool = False
     planes_with_fields: bool = True
+    planes_probe: float = 0.0
     codebook_probe: int = 4096
 
     # The named policies (set below the class).

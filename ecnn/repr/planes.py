@@ -19,6 +19,12 @@ def encode(arr: np.ndarray, dt, cfg, step=None, bound: int | None = None) -> bas
     b = contiguous(arr).reshape(-1).view(np.uint8).reshape(-1, dt.itemsize)
     rows = base.rows_of(arr)
     planes = [np.ascontiguousarray(b[:, k]) for k in range(dt.itemsize)]
+    if bound is not None and cfg.policy.name != "fast":
+        # A quick look first: the planes' estimate with the fast search, which the full search seldom
+        # improves on by enough to win (spec/CODING.md 11.3; Effort.planes_probe).
+        quick = [select.choose(p, 1, False, cfg.chunk, rows, effort="fast") for p in planes]
+        if base.cannot_win(sum(c.bits for c in quick) * (1.0 - cfg.policy.planes_probe), bound, [(p.size, cfg.chunk) for p in planes]):
+            return None
     choices = [select.choose(p, 1, False, cfg.chunk, rows, effort=cfg.effort) for p in planes]
     if base.cannot_win(sum(c.bits for c in choices), bound, [(p.size, cfg.chunk) for p in planes]):
         return None
