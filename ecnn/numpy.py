@@ -20,7 +20,7 @@ def _arrays(arrays: Mapping[str, np.ndarray]):
     out = {}
     for name, a in arrays.items():
         a = np.asarray(a)
-        out[name] = (a.astype(a.dtype.newbyteorder("=")), dtypes.from_numpy(a.dtype))
+        out[name] = (a.astype(a.dtype.newbyteorder("="), copy=False), dtypes.from_numpy(a.dtype))  # native arrays uncopied: encoding only reads them
     return out
 
 

@@ -91,7 +91,7 @@ def to_arrays(tensors) -> dict[str, tuple[np.ndarray, dtypes.DType]]:
             out[name] = to_array(v)
         else:
             a = np.asarray(v)
-            out[name] = (a.astype(a.dtype.newbyteorder("=")), dtypes.from_numpy(a.dtype))
+            out[name] = (a.astype(a.dtype.newbyteorder("="), copy=False), dtypes.from_numpy(a.dtype))  # native arrays uncopied: encoding only reads them
     return out
 
 

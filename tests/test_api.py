@@ -205,3 +205,19 @@ def test_per_tensor_steps_pack_grid_weights_without_requantizing():
     assert f.info("other").representation != "uniform"  # no bits/step: kept exact
     with pytest.raises(InvalidOption):
         ecnn.EncodeConfig(steps={"w": 0.0})
+
+
+@pytest.mark.parametrize("opts", [{"bits": 8}, {"bits": 3}, {"lossless": True}, {"step": 0.01}])
+def test_encode_reads_its_arrays_without_changing_or_copying_them(opts):
+    """Native-order numpy arrays go to the encoder as they are (no copy of the model), and come back unchanged."""
+    rng = np.random.default_rng(2)
+    arrays = {"w": (rng.standard_normal((64, 48)) * 0.1).astype(np.float32), "b": rng.standard_normal(48).astype(np.float32),
+              "i": rng.integers(-5, 5, 100).astype(np.int16)}
+    before = {k: v.copy() for k, v in arrays.items()}
+    from ecnn import numpy as enp
+
+    prepared = enp._arrays(arrays)
+    assert all(np.shares_memory(prepared[k][0], arrays[k]) for k in arrays)
+    ecnn.numpy.encode(arrays, **opts)
+    ecnn.encode(arrays, **opts)
+    assert all(np.array_equal(arrays[k], before[k]) for k in arrays)
