@@ -56,12 +56,13 @@ def encode(arr: np.ndarray, dt, cfg, step=None, bound=None) -> base.Candidate | 
     else:
         q = rank[inverse.reshape(-1)] - zero
     rep = {"kind": "codebook", "levels": k, "zero": zero}
-    c0 = select.choose(levels, dt.itemsize, False, chunk, contexts=True, effort=effort)  # codebook is 1.1 itself
-    c1 = select.choose(q, 4, True, chunk, base.rows_of(arr), contexts=True, effort=effort)
+    ctxs = max(1, cfg.format_minor)  # codebook is 1.1 itself; from 1.2 on, rowcol plans go in rANS lanes (model 5)
+    c0 = select.choose(levels, dt.itemsize, False, chunk, contexts=ctxs, effort=effort)
+    c1 = select.choose(q, 4, True, chunk, base.rows_of(arr), contexts=ctxs, effort=effort)
     if base.cannot_win(c0.bits + c1.bits, bound, [(k, chunk), (q.size, chunk)]):
         return None
-    d0, p0 = select.encode_choice(levels, c0, dt.itemsize, False, chunk)
-    d1, p1 = select.encode_choice(q, c1, 4, True, chunk)
+    d0, p0 = select.encode_choice(levels, c0, dt.itemsize, False, chunk, ctxs)
+    d1, p1 = select.encode_choice(q, c1, 4, True, chunk, ctxs)
     return rep, [d0, d1], p0 + p1
 
 
