@@ -824,10 +824,13 @@ int ecnn_rans_encode(const uint32_t *cum, size_t ntab, size_t nsym, unsigned pre
         }
         uint32_t x = xs[l];
         uint32_t xmax = (uint32_t)((((uint64_t)ECNN_RANS_LOW >> precision) << 16) * f - 1);
-        if (x > xmax) {
-            scratch[l * per + per - 1 - nw[l]++] = (uint16_t)x;
-            x >>= 16;
-        }
+        /* Renormalize without a branch: the low word is stored in the lane's next slot either way, and
+         * kept (the slot taken) only when x is too large. The slot exists: a lane has at most per
+         * symbols, and this one's word is at most its (nw + 1)-th. */
+        uint32_t big = x > xmax;
+        scratch[l * per + per - 1 - nw[l]] = (uint16_t)x;
+        nw[l] += big;
+        x >>= big << 4;
         xs[l] = ((x / f) << precision) + (x % f) + start;
     }
     if (status == ECNN_RANS_OK) {
