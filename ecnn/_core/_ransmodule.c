@@ -410,6 +410,39 @@ done:
     return PyLong_FromSize_t(count);
 }
 
+static PyObject *freqs(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *c_o, *out_o;
+    unsigned precision;
+    if (!PyArg_ParseTuple(args, "OIO:freqs", &c_o, &precision, &out_o))
+        return NULL;
+    Py_buffer c, out;
+    if (get_kind(c_o, &c, 0, ECNN_RANS_I64, "counts", "int64") < 0)
+        return NULL;
+    if (get_kind(out_o, &out, 1, ECNN_RANS_U32, "out", "uint32") < 0) {
+        PyBuffer_Release(&c);
+        return NULL;
+    }
+    int st = ECNN_RANS_BAD_LAYOUT;
+    if (c.ndim == 2 && (size_t)out.len / 4 == (size_t)c.len / 8) {
+        size_t k = (size_t)c.shape[0], n = (size_t)c.shape[1];
+        Py_BEGIN_ALLOW_THREADS
+        st = ecnn_rans_freqs((const int64_t *)c.buf, k, n, precision, (uint32_t *)out.buf);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&c);
+    if (st == ECNN_RANS_BAD_TABLE) {
+        PyErr_Format(PyExc_ValueError, "freqs: a row of zero counts, more used symbols than 2^%u, or a count "
+                                       "outside 0..2^32-1", precision);
+        return NULL;
+    }
+    if (raise_status(st))
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *use_simd(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -432,6 +465,9 @@ static PyMethodDef module_methods[] = {
      "decode_rowcol(tables, quads, signs, data, words, rclass, runs, run_start, order, scols, sstart, offset, out)\n\n"
      "Decode one ctx model 5 chunk: the magnitudes as decode_blocks, then the signs of the non-zero ones, class by\n"
      "class (columns scols[sstart[g]:sstart[g + 1]]), four per quad symbol; scols None: no signs."},
+    {"freqs", freqs, METH_VARARGS,
+     "freqs(counts, precision, out)\n\nStored counts (a 2-D int64 array) to rANS frequencies summing to\n"
+     "2**precision in each row (spec/CODING.md 7.3), into out (uint32, the same shape)."},
     {"use_simd", use_simd, METH_VARARGS,
      "use_simd(on) -> bool\n\nDecode chunks of 16 or 32 lanes with SIMD where the CPU has it (on), or never;\n"
      "whether it now does. For tests: both paths give the same symbols. Not while another thread decodes."},

@@ -48,6 +48,37 @@ int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t nta
     return ECNN_RANS_OK;
 }
 
+int ecnn_rans_freqs(const int64_t *counts, size_t k, size_t n, unsigned precision, uint32_t *out)
+{
+    if (precision < ECNN_RANS_MIN_PRECISION || precision > ECNN_RANS_MAX_PRECISION || n > ((size_t)1 << 20))
+        return ECNN_RANS_BAD_TABLE;
+    const int64_t m = (int64_t)1 << precision;
+    for (size_t r = 0; r < k; r++) {
+        const int64_t *c = counts + r * n;
+        uint32_t *f = out + r * n;
+        int64_t total = 0, z = 0;
+        size_t top = 0;
+        for (size_t s = 0; s < n; s++) {
+            if (c[s] < 0 || c[s] > (int64_t)UINT32_MAX)
+                return ECNN_RANS_BAD_TABLE;
+            total += c[s];
+            z += c[s] > 0;
+            if (c[s] > c[top])
+                top = s;
+        }
+        if (total == 0 || z > m)
+            return ECNN_RANS_BAD_TABLE;
+        int64_t free_ = m - z, sum = 0; /* c * free_ < 2^32 * 2^15 */
+        for (size_t s = 0; s < n; s++) {
+            int64_t v = c[s] > 0 ? 1 + c[s] * free_ / total : 0;
+            f[s] = (uint32_t)v;
+            sum += v;
+        }
+        f[top] += (uint32_t)(m - sum);
+    }
+    return ECNN_RANS_OK;
+}
+
 void ecnn_rans_tables_free(ecnn_rans_tables *t)
 {
     free(t->sym);

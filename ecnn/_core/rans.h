@@ -47,6 +47,13 @@ int ecnn_rans_simd(void);
  * not while another thread decodes. Returns ecnn_rans_simd(). */
 int ecnn_rans_use_simd(int on);
 
+/* Stored counts to rANS frequencies summing to 2^precision (spec/CODING.md section 7.3), for each of k rows
+ * of n counts (each at most 2^32 - 1, n at most 2^20): f_s = 0 for a count of 0, else 1 + c_s * (2^p - z)
+ * div total (z the non-zero counts), and the first largest count's symbol gets what is left. Returns
+ * ECNN_RANS_OK, or ECNN_RANS_BAD_TABLE for a row of zeros, more than 2^p non-zero counts, or a count out
+ * of range. */
+int ecnn_rans_freqs(const int64_t *counts, size_t k, size_t n, unsigned precision, uint32_t *out);
+
 /* freqs: ntab * nsym frequencies, each table summing to 2^precision. */
 int ecnn_rans_tables_init(ecnn_rans_tables *t, const uint32_t *freqs, size_t ntab, size_t nsym, unsigned precision);
 void ecnn_rans_tables_free(ecnn_rans_tables *t);

@@ -68,20 +68,18 @@ def freqs(counts: np.ndarray, precision: int) -> np.ndarray:
 
 
 def freqs_rows(counts: np.ndarray, precision: int) -> np.ndarray:
-    """:func:`freqs` of every row of a ``(k, n)`` array of counts: a ``(k, n)`` uint32 array."""
-    c = np.asarray(counts, np.int64)
-    total = c.sum(axis=1)
-    if np.any(total == 0):
-        raise ValueError("all stored counts are zero")
-    m = 1 << precision
-    z = np.count_nonzero(c, axis=1)
-    if np.any(z > m):
-        raise ValueError(f"a table has more used symbols than 2^{precision}")
-    free = (m - z)[:, None]
-    f = np.where(c > 0, 1 + (c * free) // total[:, None], 0)  # c * free < 2^32 * 2^15
-    rest = m - f.sum(axis=1)
-    f[np.arange(c.shape[0]), np.argmax(c, axis=1)] += rest  # the first index of the largest count
-    return f.astype(np.uint32)
+    """:func:`freqs` of every row of a ``(k, n)`` array of counts: a ``(k, n)`` uint32 array (compiled)."""
+    c = np.ascontiguousarray(counts, np.int64)
+    if c.ndim != 2:
+        c = c.reshape(1, -1)
+    f = np.empty(c.shape, np.uint32)
+    try:
+        _rans.freqs(c, precision, f)
+    except ValueError:
+        if np.any(c.sum(axis=1) == 0):
+            raise ValueError("all stored counts are zero") from None
+        raise ValueError(f"a table has more used symbols than 2^{precision}") from None
+    return f
 
 
 def cumulative(f: np.ndarray) -> np.ndarray:
