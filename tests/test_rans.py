@@ -379,3 +379,17 @@ def test_rowcol_signs_in_wide_lanes_decode_the_same_without_simd(simd_off):
     with ecnn.open(data) as f:
         simd = f.arrays()["w"][0]
     assert np.array_equal(scalar, w.astype(np.float32)) and np.array_equal(simd, scalar)
+
+
+def test_the_decoders_schedule_is_the_encoders_column_runs():
+    """rans._schedule cuts every row class's tables at once: the same runs as blocks.column_runs, class by class."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        nrc, ncc, cols = int(rng.integers(1, 10)), int(rng.integers(1, 10)), int(rng.integers(1, 40))
+        cclass = rng.integers(0, ncc, cols)
+        table_of = np.sort(rng.integers(0, 4, nrc + ncc - 1))
+        order, runs = blocks.column_runs(cclass, table_of, nrc)
+        flat, run_start, o = rans._schedule(cclass, table_of, nrc, ncc)
+        assert flat.tolist() == [list(r) for g in runs for r in g]
+        assert run_start.tolist() == np.concatenate([[0], np.cumsum([len(g) for g in runs])]).tolist()
+        assert (o is None) == (ncc == 1) and (o is None or o.tolist() == order.tolist())

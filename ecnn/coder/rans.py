@@ -337,9 +337,19 @@ def _read_lane_index(mv, pos: int, nchunks: int, lanes: int, what: str) -> tuple
 def _schedule(cclass: np.ndarray, table_of: np.ndarray, nrc: int, ncc: int) -> tuple:
     """The compiled decoder's view of the blocks order: the runs as int32 ``(t, c0, c1)`` triples, where each
     row class's runs start (int64, ``nrc + 1``), and the column order (int64; None for one column class)."""
-    order, runs = blocks.column_runs(cclass, table_of, nrc)
-    flat = np.ascontiguousarray(np.array([r for g in runs for r in g], np.int32).reshape(-1, 3))
-    run_start = np.concatenate([[0], np.cumsum([len(g) for g in runs])]).astype(np.int64)
+    # As blocks.column_runs, for every row class at once: the tables along the ordered columns, cut where they change.
+    order = np.argsort(cclass, kind="stable")
+    cs = np.asarray(cclass, np.int64)[order]
+    cols = cs.size
+    t = np.asarray(table_of, np.int64)[np.arange(nrc)[:, None] + cs[None, :]]
+    cut = np.ones((nrc, cols), bool)
+    cut[:, 1:] = t[:, 1:] != t[:, :-1]
+    g, c0 = np.nonzero(cut)  # row-major: class by class, columns in order
+    c1 = np.empty_like(c0)
+    c1[:-1] = np.where(g[1:] == g[:-1], c0[1:], cols)
+    c1[-1:] = cols
+    flat = np.ascontiguousarray(np.stack([t[g, c0], c0, c1], axis=1), np.int32)
+    run_start = np.concatenate([[0], np.cumsum(np.bincount(g, minlength=nrc))]).astype(np.int64)
     return flat, run_start, np.ascontiguousarray(order, np.int64) if ncc > 1 else None
 
 
