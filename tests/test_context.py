@@ -292,3 +292,33 @@ def test_histogram_counts_any_integer_type(dtype):
         if lo > int(info.min):
             with pytest.raises(ValueError):
                 order0.histogram(v, n, lo + 1)  # the smallest value is outside
+
+
+def test_varint_runs_read_by_the_compiled_core_match_the_python_reader(monkeypatch):
+    """Long runs of varints are read in C: the same values, positions and errors as the byte-by-byte reader,
+    on valid, cut, damaged and overlong inputs."""
+    from ecnn.context import varint
+
+    def read(buf, count, compiled):
+        monkeypatch.setattr(varint, "_COMPILED_FROM", 1 if compiled else 1 << 62)
+        try:
+            return varint.decode(buf, count, 1)
+        except ValueError as e:
+            return str(e)
+
+    rng = np.random.default_rng(1)
+    for it in range(3000):
+        k = int(rng.integers(1, 40))
+        vals = [int(x) >> int(s) for x, s in zip(rng.integers(0, 2**63, k, dtype=np.uint64), rng.integers(0, 63, k))]
+        b = bytearray(b"\x05" + varint.encode(vals))
+        if it % 3 == 0:
+            for _ in range(int(rng.integers(1, 4))):
+                b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        if it % 5 == 0:
+            b = b[: int(rng.integers(0, len(b) + 1))]
+        if it % 7 == 0:
+            b += bytes([0xFF] * int(rng.integers(0, 12)) + [int(rng.integers(0, 256))])
+        assert read(bytes(b), k, True) == read(bytes(b), k, False)
+    assert read(bytes([0] + [0x80] * 9 + [0x02]), 1, True) == "varint value out of range"
+    assert read(bytes([0] + [0xFF] * 9 + [0x01]), 1, True) == ([2**64 - 1], 11)
+    assert read(bytes([0, 0x80, 0x00]), 1, True) == "non-minimal varint"

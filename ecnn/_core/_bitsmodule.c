@@ -10,6 +10,7 @@
  * float32 (out float32, or uint16 for bfloat16) or float64 (out float64) of rows elements; out may be q.
  * crc32(buf, crc=0) -> int: zlib.crc32 with carry-less multiplication (crc.h); CRC32_FAST says whether this
  * machine has it (else zlib's is the faster).
+ * varints(buf, pos, out) -> next: len(out) varints into out (a C-contiguous uint64 array).
  * log_codes(buf, pos, top, codes) -> next: the codes of a log-coded count table (section 7.1, mode 1) into codes
  * (a C-contiguous int64 array of nsym elements); the position after the table.
  *
@@ -245,6 +246,42 @@ static PyObject *scale_rows(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *varints(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *buf_o, *out_o;
+    Py_ssize_t pos;
+    if (!PyArg_ParseTuple(args, "OnO:varints", &buf_o, &pos, &out_o))
+        return NULL;
+    Py_buffer buf, out;
+    if (PyObject_GetBuffer(buf_o, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(out_o, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    int sgn = 1;
+    if (!native_int(&out, &sgn) || sgn || out.itemsize != 8 || pos < 0) {
+        PyBuffer_Release(&out);
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_TypeError, "varints: out must be an aligned, native uint64 array and pos >= 0");
+        return NULL;
+    }
+    size_t next = 0;
+    int st = pos > buf.len ? 1
+                           : ecnn_bits_varints((const unsigned char *)buf.buf, (size_t)buf.len, (size_t)pos,
+                                               (size_t)(out.len / 8), (uint64_t *)out.buf, &next);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&buf);
+    switch (st) {
+    case 0: return PyLong_FromSize_t(next);
+    case 1: PyErr_SetString(PyExc_ValueError, "varint runs past the end of its stream"); return NULL;
+    case 2: PyErr_SetString(PyExc_ValueError, "varint longer than 10 bytes"); return NULL;
+    case 3: PyErr_SetString(PyExc_ValueError, "non-minimal varint"); return NULL;
+    default: PyErr_SetString(PyExc_ValueError, "varint value out of range"); return NULL;
+    }
+}
+
 static PyObject *crc32(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -268,6 +305,7 @@ static PyMethodDef module_methods[] = {
     {"pack", pack, METH_VARARGS, "pack(values, width) -> bytes\n\nThe low width bits of each value, LSB first."},
     {"scale_rows", scale_rows, METH_VARARGS,
      "scale_rows(q, steps, out)\n\nout[i, j] = binary32(q[i, j]) * steps[i] (binary64 for float64), rounded to out."},
+    {"varints", varints, METH_VARARGS, "varints(buf, pos, out) -> next\n\nlen(out) unsigned LEB128 varints into out (uint64)."},
     {"crc32", crc32, METH_VARARGS, "crc32(buf, crc=0) -> int\n\nzlib.crc32, by carry-less multiplication where the CPU has it."},
     {"log_codes", log_codes, METH_VARARGS,
      "log_codes(buf, pos, top, codes) -> next\n\nThe codes of a log-coded count table; the position after it."},

@@ -247,3 +247,29 @@ int ecnn_bits_log_codes(const unsigned char *buf, size_t len, size_t pos, size_t
     *next = pos + (nib + 1) / 2;
     return 0;
 }
+
+int ecnn_bits_varints(const unsigned char *buf, size_t len, size_t pos, size_t count, uint64_t *out, size_t *next)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint64_t value = 0;
+        unsigned k = 0;
+        for (;; k++) {
+            if (k == 10)
+                return 2;
+            if (pos >= len)
+                return 1;
+            unsigned b = buf[pos++];
+            if (k == 9 && !(b & 0x80) && (b & 0x7F) > 1)
+                return 4; /* bits above 2^63 */
+            value |= (uint64_t)(b & 0x7F) << (7 * k);
+            if (!(b & 0x80)) {
+                if (b == 0 && k > 0)
+                    return 3;
+                break;
+            }
+        }
+        out[i] = value;
+    }
+    *next = pos;
+    return 0;
+}

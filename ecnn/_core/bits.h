@@ -33,6 +33,11 @@ size_t ecnn_bits_pack_size(size_t count, unsigned width);
  * last byte's pad bits are 0. Returns 0, or -1 for a width out of range. */
 int ecnn_bits_pack(unsigned char *out, const void *values, int kind, size_t count, unsigned width);
 
+/* count unsigned LEB128 varints (spec/CODING.md section 6) from byte pos of buf into out; *next the byte
+ * after them. Returns 0; 1 if they run past len; 2 for one longer than 10 bytes; 3 for a non-minimal one (a
+ * final 0x00 group); 4 for a value of 2^64 or more. */
+int ecnn_bits_varints(const unsigned char *buf, size_t len, size_t pos, size_t count, uint64_t *out, size_t *next);
+
 /* The codes of a log-coded count table (spec/CODING.md section 7.1, mode 1): nsym zigzag deltas, one nibble each
  * (most significant nibble of a byte first) from nibble 0 at byte pos of buf, where the nibble 15 escapes
  * 15 + the next three nibbles; each running sum must lie in 0..top. codes receives the nsym codes, *next the

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecnn._core import _bits
+
 MAX_VARINT_BYTES = 10  # enough for any value below 2**64
+_COMPILED_FROM = 8  # runs of at least this many varints are read by the compiled core
 
 
 def encode(values) -> bytes:
@@ -45,6 +48,10 @@ def decode(buf, count: int, pos: int = 0) -> tuple[list[int], int]:
     of 2**64 or more, or on a non-minimal encoding (a redundant final 0x00
     group), so that every value has exactly one encoding.
     """
+    if count >= _COMPILED_FROM:
+        vals = np.empty(count, np.uint64)
+        pos = _bits.varints(buf, pos, vals)  # the same checks and messages, in C
+        return vals.tolist(), pos
     out: list[int] = []
     end = len(buf)
     for _ in range(count):
