@@ -107,11 +107,14 @@ DATASETS = {"mnist": load_mnist, "fashion": load_fashion}
 
 
 class LeNet300(nn.Module):
-    """784-300-100-10 (266,610 parameters)."""
+    """784-300-100-10 (266,610 parameters); ``widths``: the hidden widths, narrower after pruning."""
 
-    def __init__(self):
+    chain = ("fc1", "fc2", "fc3")
+
+    def __init__(self, widths: tuple[int, ...] = (300, 100)):
         super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 300), nn.Linear(300, 100), nn.Linear(100, 10)
+        h1, h2 = widths
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, h1), nn.Linear(h1, h2), nn.Linear(h2, 10)
 
     def forward(self, x):
         x = x.flatten(1)
@@ -119,12 +122,18 @@ class LeNet300(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080 parameters)."""
+    """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080 parameters).
 
-    def __init__(self):
+    ``widths``: the channels of the two convolutions and the hidden fc width, narrower after pruning.
+    """
+
+    chain = ("conv1", "conv2", "fc1", "fc2")
+
+    def __init__(self, widths: tuple[int, ...] = (20, 50, 500)):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5)
-        self.fc1, self.fc2 = nn.Linear(800, 500), nn.Linear(500, 10)
+        c1, c2, f1 = widths
+        self.conv1, self.conv2 = nn.Conv2d(1, c1, 5), nn.Conv2d(c1, c2, 5)
+        self.fc1, self.fc2 = nn.Linear(16 * c2, f1), nn.Linear(f1, 10)
 
     def forward(self, x):
         x = F.max_pool2d(self.conv1(x), 2)
@@ -163,8 +172,28 @@ def digit_cnn(pretrained: bool = True) -> nn.Module:
 MODELS = {"lenet300": LeNet300, "lenet5": LeNet5, "vgg": SmallVGG, "digit": digit_cnn}
 
 
-def new_model(name: str) -> nn.Module:
-    return MODELS[name]()
+def new_model(name: str, widths: tuple[int, ...] | None = None) -> nn.Module:
+    """A fresh model; ``widths`` (hidden widths) builds the narrower one of a pruned file."""
+    return MODELS[name]() if widths is None else MODELS[name](widths)
+
+
+def chain_of(name: str) -> tuple[str, ...]:
+    """The model's Linear / Conv2d layers in data-flow order (for group sparsity and narrowing)."""
+    chain = getattr(MODELS[name], "chain", ())
+    if not chain:
+        raise SystemExit(f"--group-lam / --narrow: no layer chain is defined for model {name!r}")
+    return chain
+
+
+def file_metadata(model_name: str, plan) -> dict[str, str]:
+    """The file's metadata: the architecture and its widths after narrowing, and the input normalization."""
+    return {"model": model_name, "widths": ",".join(map(str, plan.widths)), "mean": f"{MEAN:g}", "std": f"{STD:g}"}
+
+
+def model_from_metadata(meta: dict[str, str]) -> nn.Module:
+    """The plain (narrower) model that a file written with :func:`file_metadata` loads into."""
+    widths = tuple(int(w) for w in meta["widths"].split(","))
+    return new_model(meta["model"], widths[1:-1])
 
 
 # --- training ---------------------------------------------------------------
@@ -192,6 +221,13 @@ def _progress(total: int, desc: str):
 def train_epochs(model: nn.Module, data: Data, args, epochs: float, lr: float, rate_log: bool) -> None:
     """Adam with cosine decay over ``epochs`` (may be fractional); logs each epoch."""
     groups = et.param_groups(model, lr, lr * args.step_lr) if rate_log else model.parameters()
+    if rate_log and args.bias_step_lr != 1.0:
+        # The steps of 1-D tensors (biases) apart: a small tensor's soft entropy hardly
+        # answers its step, which then shrinks until the bias costs 16 bits a value.
+        bias_steps = {id(qp.quantizer.log_step) for qp in et.quantized_params(model) if qp.latent.ndim < 2}
+        rest = [p for p in groups[1]["params"] if id(p) not in bias_steps]
+        bias = [p for p in groups[1]["params"] if id(p) in bias_steps]
+        groups = [groups[0], dict(groups[1], params=rest), {"params": bias, "lr": lr * args.step_lr * args.bias_step_lr}]
     opt = torch.optim.Adam(groups, lr=lr)
     n = len(data.train_x)
     per_epoch = math.ceil(n / args.batch)
@@ -293,6 +329,9 @@ def train_config(args) -> et.TrainConfig:
         quantizer=args.quantizer,
         target_bytes=args.target_bytes,
         lam_gain=args.lam_gain,
+        group_lam=args.group_lam,
+        chain=chain_of(args.model) if args.group_lam > 0 else (),
+        group_inputs=args.group_inputs,
     )
 
 
@@ -314,16 +353,26 @@ def run(args, data: Data) -> dict:
     report = et.rate_report(model)
     final_lam = et.budget_status(model).lam
     steps = et.convert_(model)
+    metadata, plan = None, None
+    if args.narrow:
+        plan = et.narrow_(model, chain_of(args.model))
+        metadata = file_metadata(args.model, plan)
+        log.info("narrowed: widths %s (%d units removed)", "-".join(map(str, plan.widths)), plan.removed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.run}.ecnn"
-    size = ecnn.save_file(model.state_dict(), path, config=et.encode_config(steps))
-    decoded = new_model(args.model) if args.model != "digit" else digit_cnn(pretrained=False)
-    decoded.load_state_dict(ecnn.load_file(path))
-    dec_acc = accuracy(decoded, data.test_x, data.test_y)
+    size = ecnn.save_file(model.state_dict(), path, config=et.encode_config(steps), metadata=metadata)
     with ecnn.open(path) as f:
         coded = {info_name: f.info(info_name).coded_bytes for info_name in f.keys()}
-    nparams = sum(p.numel() for p in decoded.parameters())
+        meta = dict(f.metadata())
+    if meta.get("widths"):
+        decoded = model_from_metadata(meta)
+    else:
+        decoded = new_model(args.model) if args.model != "digit" else digit_cnn(pretrained=False)
+    decoded.load_state_dict(ecnn.load_file(path))
+    dec_acc = accuracy(decoded, data.test_x, data.test_y)
+    # The ratio counts the original network's parameters, whatever narrowing removed.
+    nparams = sum(p.numel() for p in (new_model(args.model) if args.model != "digit" else decoded).parameters())
     quant_coded = sum(coded[r.name] for r in report)
     res = {
         "run": args.run,
@@ -334,6 +383,10 @@ def run(args, data: Data) -> dict:
         "target_bytes": args.target_bytes,
         "final_lam": final_lam,
         "params": nparams,
+        "params_kept": sum(p.numel() for p in decoded.parameters()),
+        "widths": list(plan.widths) if plan is not None else None,
+        "group_lam": args.group_lam,
+        "metadata": meta,
         "file_bytes": size,
         "ratio": 4 * nparams / size,
         "bits_per_param": 8 * size / nparams,
@@ -434,12 +487,21 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--prune-ramp", type=int, default=2000)
     p.add_argument("--sparsity", type=float, default=0.9, help="magnitude baseline sparsity")
     p.add_argument("--exact-bias", action="store_true", help="keep biases exact instead of quantized")
+    p.add_argument("--bias-step-lr", type=float, default=1.0,
+                   help="learning rate of the biases' steps, times the steps' (0: they keep their initial step)")
+    p.add_argument("--group-lam", type=float, default=0.0,
+                   help="weight of the group lasso over whole units (structured sparsity); implies --narrow")
+    p.add_argument("--group-inputs", action="store_true", help="with --group-lam: also groups of the first layer's inputs")
+    p.add_argument("--narrow", action="store_true",
+                   help="remove dead units after training; the file's metadata records the widths and the input "
+                   "normalization")
     p.add_argument("--bf16", action="store_true", help="autocast the forward pass to bfloat16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP spinning on a shared machine)")
     p.add_argument("--out", default=str(ROOT / "bench" / "train"))
     p.add_argument("--name", default="", help="run name (default: model-dataset-method-lam)")
     args = p.parse_args(argv)
+    args.narrow = args.narrow or args.group_lam > 0
     args.command = "python tools/train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     return args
 
