@@ -49,14 +49,16 @@ JOBS: list[tuple[str, str]] = [
 def table(results: list[dict]) -> str:
     """Markdown table of results (one row per run)."""
     head = (
-        "| model | dataset | method | λ | params | file bytes | ratio | bits/param | float acc | .ecnn acc | drop "
+        "| model | dataset | method | λ | params | widths | file bytes | ratio | bits/param | float acc | .ecnn acc | drop "
         "| rate figure / coded | order-0 figure / coded | command |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for r in results:
+        method = r["method"] + (f" + group λ {r['group_lam']:g}" if r.get("group_lam") else "")
+        widths = "-".join(map(str, r["widths"])) if r.get("widths") else "full"
         rows.append(
-            f"| {r['model']} | {r['dataset']} | {r['method']} | {r['lam']:g} | {r['params']:,} | {r['file_bytes']:,} "
+            f"| {r['model']} | {r['dataset']} | {method} | {r['lam']:g} | {r['params']:,} | {widths} | {r['file_bytes']:,} "
             f"| {r['ratio']:.1f}x | {r['bits_per_param']:.3f} | {r['float_acc']:.2f}% | {r['ecnn_acc']:.2f}% "
             f"| {r['drop']:+.2f} | {100 * r['rate_vs_coded']:+.2f}% | {100 * r['order0_vs_coded']:+.2f}% | `{r['command']}` |"
         )
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
             f"## {bench}: entropy-constrained training ({time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())})\n\n"
             f"- machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread\n"
             f"- command (from the repository root, after `bash tools/setup_bench.sh`): `.venv/bin/{cmd}` ({time.time() - t0:.0f} s)\n"
-            "- ratio = 4 bytes x parameters / bytes of the whole .ecnn file; accuracies on the 10k test set; "
+            "- ratio = 4 bytes x parameters of the original network / bytes of the whole .ecnn file; widths: "
+            "the layer widths after narrowing (group sparsity; full: not narrowed); accuracies on the 10k test set; "
             "float acc is the same net trained without regularizer or quantizer; drop = float - .ecnn (points)\n"
             "- rate figure / coded: the final rate figure (the codec's estimate of the trained symbols) against the real coded "
             "bytes of the quantized tensors; order-0 figure: the value the regularizer trains on (order-0 coder)\n\n"

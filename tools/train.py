@@ -221,13 +221,6 @@ def _progress(total: int, desc: str):
 def train_epochs(model: nn.Module, data: Data, args, epochs: float, lr: float, rate_log: bool) -> None:
     """Adam with cosine decay over ``epochs`` (may be fractional); logs each epoch."""
     groups = et.param_groups(model, lr, lr * args.step_lr) if rate_log else model.parameters()
-    if rate_log and args.bias_step_lr != 1.0:
-        # The steps of 1-D tensors (biases) apart: a small tensor's soft entropy hardly
-        # answers its step, which then shrinks until the bias costs 16 bits a value.
-        bias_steps = {id(qp.quantizer.log_step) for qp in et.quantized_params(model) if qp.latent.ndim < 2}
-        rest = [p for p in groups[1]["params"] if id(p) not in bias_steps]
-        bias = [p for p in groups[1]["params"] if id(p) in bias_steps]
-        groups = [groups[0], dict(groups[1], params=rest), {"params": bias, "lr": lr * args.step_lr * args.bias_step_lr}]
     opt = torch.optim.Adam(groups, lr=lr)
     n = len(data.train_x)
     per_epoch = math.ceil(n / args.batch)
@@ -487,8 +480,6 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--prune-ramp", type=int, default=2000)
     p.add_argument("--sparsity", type=float, default=0.9, help="magnitude baseline sparsity")
     p.add_argument("--exact-bias", action="store_true", help="keep biases exact instead of quantized")
-    p.add_argument("--bias-step-lr", type=float, default=1.0,
-                   help="learning rate of the biases' steps, times the steps' (0: they keep their initial step)")
     p.add_argument("--group-lam", type=float, default=0.0,
                    help="weight of the group lasso over whole units (structured sparsity); implies --narrow")
     p.add_argument("--group-inputs", action="store_true", help="with --group-lam: also groups of the first layer's inputs")
