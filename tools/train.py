@@ -35,7 +35,7 @@ import pickle
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -328,6 +328,28 @@ def train_config(args) -> et.TrainConfig:
     )
 
 
+def finetune_narrowed(model: nn.Module, cfg: et.TrainConfig, data: Data, args) -> tuple[nn.Module, et.TrainConfig]:
+    """Narrow the group-sparse model, then train the narrower one on without the group term.
+
+    The group lasso shrinks the surviving units too; fine-tuning the narrowed
+    model with the rate term alone lets them grow back. The rate weight is
+    scaled by the ratio of quantized parameters after and before, so that a
+    bit of the file costs the task loss as much as before.
+    """
+    n_before = sum(qp.latent.numel() for qp in et.quantized_params(model))
+    et.convert_(model)
+    plan = et.narrow_(model, chain_of(args.model))
+    n_after = sum(p.numel() for p in model.parameters() if p.numel() >= 2 and (p.ndim >= 2 or cfg.quantize_bias))
+    cfg = replace(cfg, lam=cfg.lam * n_after / n_before, group_lam=0.0, chain=(), lam_warmup=0)
+    log.info(
+        "narrowed to %s for fine-tuning (%d of %d quantized parameters); lam %.4g",
+        "-".join(map(str, plan.widths)), n_after, n_before, cfg.lam,
+    )
+    et.prepare_(model, cfg)
+    train_epochs(model, data, args, args.finetune_epochs, args.finetune_lr or args.lr, rate_log=True)
+    return model, cfg
+
+
 def run(args, data: Data) -> dict:
     """One job: baseline -> prepare -> train -> convert -> pack -> decode -> evaluate."""
     t0 = time.time()
@@ -339,6 +361,9 @@ def run(args, data: Data) -> dict:
     if args.method == "magnitude":
         et.prune_magnitude_(model, args.sparsity)
     train_epochs(model, data, args, args.epochs, args.lr, rate_log=True)
+    first_cfg = cfg
+    if args.finetune_epochs > 0:
+        model, cfg = finetune_narrowed(model, cfg, data, args)
     et.settle_(model)
     with torch.no_grad():
         order0_bits = float(et.rate_bits(model)[0])
@@ -393,7 +418,8 @@ def run(args, data: Data) -> dict:
         "rate_vs_coded": rate_figure_bits / 8 / quant_coded - 1 if quant_coded else 0.0,
         "order0_vs_coded": order0_bits / 8 / quant_coded - 1 if quant_coded else 0.0,
         "tensors": [dict(asdict(r), coded_bytes=coded[r.name]) for r in report],
-        "config": asdict(cfg),
+        "config": asdict(first_cfg),
+        "finetune_config": asdict(cfg) if cfg is not first_cfg else None,
         "args": {k: v for k, v in vars(args).items() if k not in ("command",)},
         "seconds": time.time() - t0,
         "command": args.command,
@@ -483,6 +509,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--group-lam", type=float, default=0.0,
                    help="weight of the group lasso over whole units (structured sparsity); implies --narrow")
     p.add_argument("--group-inputs", action="store_true", help="with --group-lam: also groups of the first layer's inputs")
+    p.add_argument("--finetune-epochs", type=float, default=0,
+                   help="with --group-lam: then narrow and train the narrower model this long without the group term")
+    p.add_argument("--finetune-lr", type=float, default=0, help="learning rate of the fine-tuning (0: --lr)")
     p.add_argument("--narrow", action="store_true",
                    help="remove dead units after training; the file's metadata records the widths and the input "
                    "normalization")
