@@ -115,13 +115,14 @@ def main(argv=None) -> int:
     print(text)
     if not args.no_append:
         import torch
-        from benchlib import record_results
+        from benchlib import machine, record_results
 
         bench = "bench_train" if not args.only else f"bench_train --only {args.only}"
         cmd = "python tools/bench_train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         head = (
             f"## {bench}: entropy-constrained training ({time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())})\n\n"
-            f"- machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread\n"
+            f"- machine: {machine()}; Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread "
+            "(the figures are those of each run's JSON, from the machine that ran it)\n"
             f"- command (from the repository root, after `bash tools/setup_bench.sh`): `.venv/bin/{cmd}` ({time.time() - t0:.0f} s)\n"
             "- ratio = 4 bytes x parameters of the original network / bytes of the whole .ecnn file; widths: "
             "the layer widths after narrowing (group sparsity; full: not narrowed); accuracies on the 10k test set; "

@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ecnn  # noqa: E402
+from benchlib import machine  # noqa: E402  (tools/, beside this file)
 import ecnn.train as et  # noqa: E402
 from ecnn.budget import parse_size  # noqa: E402
 
@@ -422,6 +423,8 @@ def run(args, data: Data) -> dict:
         "finetune_config": asdict(cfg) if cfg is not first_cfg else None,
         "args": {k: v for k, v in vars(args).items() if k not in ("command",)},
         "seconds": time.time() - t0,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": f"{machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)",
         "command": args.command,
     }
     _log_result(res)
