@@ -300,3 +300,11 @@ def test_tool_models_take_narrower_widths_from_the_file_metadata():
     with torch.no_grad():
         assert torch.allclose(small(x), want, rtol=0, atol=1e-5)
     assert tool.model_from_metadata({"model": "lenet300", "widths": "784,50,20,10"}).fc2.weight.shape == (20, 50)
+
+
+def test_structured_doctest():
+    import doctest
+
+    from ecnn.train import structured
+
+    assert doctest.testmod(structured).failed == 0
