@@ -338,7 +338,7 @@ def finetune_narrowed(model: nn.Module, cfg: et.TrainConfig, data: Data, args) -
     bit of the file costs the task loss as much as before.
     """
     n_before = sum(qp.latent.numel() for qp in et.quantized_params(model))
-    steps = et.convert_(model)
+    et.convert_(model)
     plan = et.narrow_(model, chain_of(args.model))
     n_after = sum(p.numel() for p in model.parameters() if p.numel() >= 2 and (p.ndim >= 2 or cfg.quantize_bias))
     cfg = replace(cfg, lam=cfg.lam * n_after / n_before, group_lam=0.0, chain=(), lam_warmup=0)
@@ -347,12 +347,6 @@ def finetune_narrowed(model: nn.Module, cfg: et.TrainConfig, data: Data, args) -
         "-".join(map(str, plan.widths)), n_after, n_before, cfg.lam,
     )
     et.prepare_(model, cfg)
-    if args.finetune_keep_steps:
-        # Start from the grids the weights are on, so the first steps do not re-quantize them.
-        with torch.no_grad():
-            for qp in et.quantized_params(model):
-                if steps.get(qp.name):
-                    qp.quantizer.log_step.fill_(math.log(steps[qp.name]))
     train_epochs(model, data, args, args.finetune_epochs, args.finetune_lr or args.lr, rate_log=True)
     return model, cfg
 
@@ -521,8 +515,6 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune-epochs", type=float, default=0,
                    help="with --group-lam: then narrow and train the narrower model this long without the group term")
     p.add_argument("--finetune-lr", type=float, default=0, help="learning rate of the fine-tuning (0: --lr)")
-    p.add_argument("--finetune-keep-steps", action="store_true",
-                   help="the fine-tuning starts from the trained steps instead of fresh ones (--init-bits)")
     p.add_argument("--narrow", action="store_true",
                    help="remove dead units after training; the file's metadata records the widths and the input "
                    "normalization")
