@@ -130,7 +130,9 @@ def main(argv=None) -> int:
             "the layer widths after narrowing (group sparsity; full: not narrowed); accuracies on the 10k test set; "
             "float acc is the same net trained without regularizer or quantizer; drop = float - .ecnn (points)\n"
             "- rate figure / coded: the final rate figure (the codec's estimate of the trained symbols) against the real coded "
-            "bytes of the quantized tensors; order-0 figure: the value the regularizer trains on (order-0 coder)\n\n"
+            "bytes of the quantized tensors; order-0 figure: the value the regularizer trains on (order-0 coder); for a "
+            "narrowed run (widths given) both figures and the symbol statistics describe the tensors before the last "
+            "narrowing, the coded bytes those after, so the figures overstate the rate\n\n"
         )
         record_results(bench, head + text)
     return 0
