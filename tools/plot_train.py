@@ -59,7 +59,7 @@ def plot(model: str, results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=130)
+    fig, ax = plt.subplots(figsize=(9.0, 4.2), dpi=130)
     groups = {
         "ecnn, entropy-constrained training": [r for r in results if not r.get("widths")],
         "ecnn, + group sparsity, narrowed": [r for r in results if r.get("widths")],
@@ -81,7 +81,7 @@ def plot(model: str, results: list[dict], path: Path) -> None:
     ax.set_ylabel("test error (%)")
     ax.set_title(TITLES[model])
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6.5, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
