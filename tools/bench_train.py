@@ -40,6 +40,7 @@ JOBS: list[tuple[str, str]] = [
     ("lenet300", "--model lenet300 --method ebp --prune-energy 0.6 --prune-ramp 800 --lam 0 --epochs 4"),
     ("lenet300", "--model lenet300 --method ebp --prune-energy 0.3 --prune-ramp 800 --lam 0.3 --epochs 4 --assign-weight 0.1"),
     ("lenet300", "--model lenet300 --method ect --lam 0.5 --lam-warmup 400 --epochs 15 --assign-weight 0.1 --group-lam 5e-5 --name lenet300-mnist-ect-group5e-5"),
+    ("lenet300", "--model lenet300 --method ect --lam 0.5 --lam-warmup 400 --epochs 15 --assign-weight 0.1 --group-lam 5e-5 --finetune-epochs 3 --finetune-lr 2e-4 --name lenet300-mnist-ect-group5e-5-ft3"),
     ("lenet5", "--model lenet5 --base-epochs 6 --method ect --sweep 0.2,0.3,0.4,0.5 --epochs 4 --assign-weight 0.1"),
     ("lenet5", "--model lenet5 --base-epochs 6 --method ect --lam 0.5 --lam-warmup 400 --assign-weight 0.1 --group-lam 1.5e-4 --epochs 8 --finetune-epochs 8 --name lenet5-mnist-ect-group1.5e-4-ft8"),
     ("lenet5", "--model lenet5 --base-epochs 6 --method ect --lam 0.5 --lam-warmup 400 --epochs 4 --assign-weight 0.1 --name lenet5-mnist-ect-warmup"),
