@@ -39,7 +39,10 @@ JOBS: list[tuple[str, str]] = [
     ("lenet300", "--model lenet300 --method magnitude --sparsity 0.9 --lam 0.3 --epochs 4 --assign-weight 0.1"),
     ("lenet300", "--model lenet300 --method ebp --prune-energy 0.6 --prune-ramp 800 --lam 0 --epochs 4"),
     ("lenet300", "--model lenet300 --method ebp --prune-energy 0.3 --prune-ramp 800 --lam 0.3 --epochs 4 --assign-weight 0.1"),
+    ("lenet300", "--model lenet300 --method ect --lam 0.5 --lam-warmup 400 --epochs 15 --assign-weight 0.1 --group-lam 5e-5 --name lenet300-mnist-ect-group5e-5"),
+    ("lenet300", "--model lenet300 --method ect --lam 0.5 --lam-warmup 400 --epochs 15 --assign-weight 0.1 --group-lam 5e-5 --finetune-epochs 3 --finetune-lr 2e-4 --name lenet300-mnist-ect-group5e-5-ft3"),
     ("lenet5", "--model lenet5 --base-epochs 6 --method ect --sweep 0.2,0.3,0.4,0.5 --epochs 4 --assign-weight 0.1"),
+    ("lenet5", "--model lenet5 --base-epochs 6 --method ect --lam 0.5 --lam-warmup 400 --assign-weight 0.1 --group-lam 1.5e-4 --epochs 8 --finetune-epochs 8 --name lenet5-mnist-ect-group1.5e-4-ft8"),
     ("lenet5", "--model lenet5 --base-epochs 6 --method ect --lam 0.5 --lam-warmup 400 --epochs 4 --assign-weight 0.1 --name lenet5-mnist-ect-warmup"),
     ("digit", "--model digit --method ect --lam 0.2 --epochs 2 --assign-weight 0.1"),
     ("vgg", "--model vgg --dataset fashion --base-epochs 3 --method ect --lam 0.1 --epochs 2 --assign-weight 0.1"),
@@ -49,14 +52,16 @@ JOBS: list[tuple[str, str]] = [
 def table(results: list[dict]) -> str:
     """Markdown table of results (one row per run)."""
     head = (
-        "| model | dataset | method | λ | params | file bytes | ratio | bits/param | float acc | .ecnn acc | drop "
+        "| model | dataset | method | λ | params | widths | file bytes | ratio | bits/param | float acc | .ecnn acc | drop "
         "| rate figure / coded | order-0 figure / coded | command |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for r in results:
+        method = r["method"] + (f" + group λ {r['group_lam']:g}" if r.get("group_lam") else "")
+        widths = "-".join(map(str, r["widths"])) if r.get("widths") else "full"
         rows.append(
-            f"| {r['model']} | {r['dataset']} | {r['method']} | {r['lam']:g} | {r['params']:,} | {r['file_bytes']:,} "
+            f"| {r['model']} | {r['dataset']} | {method} | {r['lam']:g} | {r['params']:,} | {widths} | {r['file_bytes']:,} "
             f"| {r['ratio']:.1f}x | {r['bits_per_param']:.3f} | {r['float_acc']:.2f}% | {r['ecnn_acc']:.2f}% "
             f"| {r['drop']:+.2f} | {100 * r['rate_vs_coded']:+.2f}% | {100 * r['order0_vs_coded']:+.2f}% | `{r['command']}` |"
         )
@@ -113,18 +118,22 @@ def main(argv=None) -> int:
     print(text)
     if not args.no_append:
         import torch
-        from benchlib import record_results
+        from benchlib import machine, record_results
 
         bench = "bench_train" if not args.only else f"bench_train --only {args.only}"
         cmd = "python tools/bench_train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         head = (
             f"## {bench}: entropy-constrained training ({time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())})\n\n"
-            f"- machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread\n"
+            f"- machine: {machine()}; Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread "
+            "(the figures are those of each run's JSON, from the machine that ran it)\n"
             f"- command (from the repository root, after `bash tools/setup_bench.sh`): `.venv/bin/{cmd}` ({time.time() - t0:.0f} s)\n"
-            "- ratio = 4 bytes x parameters / bytes of the whole .ecnn file; accuracies on the 10k test set; "
+            "- ratio = 4 bytes x parameters of the original network / bytes of the whole .ecnn file; widths: "
+            "the layer widths after narrowing (group sparsity; full: not narrowed); accuracies on the 10k test set; "
             "float acc is the same net trained without regularizer or quantizer; drop = float - .ecnn (points)\n"
             "- rate figure / coded: the final rate figure (the codec's estimate of the trained symbols) against the real coded "
-            "bytes of the quantized tensors; order-0 figure: the value the regularizer trains on (order-0 coder)\n\n"
+            "bytes of the quantized tensors; order-0 figure: the value the regularizer trains on (order-0 coder); for a "
+            "narrowed run (widths given) both figures and the symbol statistics describe the tensors before the last "
+            "narrowing, the coded bytes those after, so the figures overstate the rate\n\n"
         )
         record_results(bench, head + text)
     return 0

@@ -35,7 +35,7 @@ import pickle
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import ecnn  # noqa: E402
+from benchlib import machine  # noqa: E402  (tools/, beside this file)
 import ecnn.train as et  # noqa: E402
 from ecnn.budget import parse_size  # noqa: E402
 
@@ -107,11 +108,14 @@ DATASETS = {"mnist": load_mnist, "fashion": load_fashion}
 
 
 class LeNet300(nn.Module):
-    """784-300-100-10 (266,610 parameters)."""
+    """784-300-100-10 (266,610 parameters); ``widths``: the hidden widths, narrower after pruning."""
 
-    def __init__(self):
+    chain = ("fc1", "fc2", "fc3")
+
+    def __init__(self, widths: tuple[int, ...] = (300, 100)):
         super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 300), nn.Linear(300, 100), nn.Linear(100, 10)
+        h1, h2 = widths
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, h1), nn.Linear(h1, h2), nn.Linear(h2, 10)
 
     def forward(self, x):
         x = x.flatten(1)
@@ -119,12 +123,18 @@ class LeNet300(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080 parameters)."""
+    """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080 parameters).
 
-    def __init__(self):
+    ``widths``: the channels of the two convolutions and the hidden fc width, narrower after pruning.
+    """
+
+    chain = ("conv1", "conv2", "fc1", "fc2")
+
+    def __init__(self, widths: tuple[int, ...] = (20, 50, 500)):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5)
-        self.fc1, self.fc2 = nn.Linear(800, 500), nn.Linear(500, 10)
+        c1, c2, f1 = widths
+        self.conv1, self.conv2 = nn.Conv2d(1, c1, 5), nn.Conv2d(c1, c2, 5)
+        self.fc1, self.fc2 = nn.Linear(16 * c2, f1), nn.Linear(f1, 10)
 
     def forward(self, x):
         x = F.max_pool2d(self.conv1(x), 2)
@@ -163,8 +173,28 @@ def digit_cnn(pretrained: bool = True) -> nn.Module:
 MODELS = {"lenet300": LeNet300, "lenet5": LeNet5, "vgg": SmallVGG, "digit": digit_cnn}
 
 
-def new_model(name: str) -> nn.Module:
-    return MODELS[name]()
+def new_model(name: str, widths: tuple[int, ...] | None = None) -> nn.Module:
+    """A fresh model; ``widths`` (hidden widths) builds the narrower one of a pruned file."""
+    return MODELS[name]() if widths is None else MODELS[name](widths)
+
+
+def chain_of(name: str) -> tuple[str, ...]:
+    """The model's Linear / Conv2d layers in data-flow order (for group sparsity and narrowing)."""
+    chain = getattr(MODELS[name], "chain", ())
+    if not chain:
+        raise SystemExit(f"--group-lam / --narrow: no layer chain is defined for model {name!r}")
+    return chain
+
+
+def file_metadata(model_name: str, plan) -> dict[str, str]:
+    """The file's metadata: the architecture and its widths after narrowing, and the input normalization."""
+    return {"model": model_name, "widths": ",".join(map(str, plan.widths)), "mean": f"{MEAN:g}", "std": f"{STD:g}"}
+
+
+def model_from_metadata(meta: dict[str, str]) -> nn.Module:
+    """The plain (narrower) model that a file written with :func:`file_metadata` loads into."""
+    widths = tuple(int(w) for w in meta["widths"].split(","))
+    return new_model(meta["model"], widths[1:-1])
 
 
 # --- training ---------------------------------------------------------------
@@ -293,7 +323,32 @@ def train_config(args) -> et.TrainConfig:
         quantizer=args.quantizer,
         target_bytes=args.target_bytes,
         lam_gain=args.lam_gain,
+        group_lam=args.group_lam,
+        chain=chain_of(args.model) if args.group_lam > 0 else (),
+        group_inputs=args.group_inputs,
     )
+
+
+def finetune_narrowed(model: nn.Module, cfg: et.TrainConfig, data: Data, args) -> tuple[nn.Module, et.TrainConfig]:
+    """Narrow the group-sparse model, then train the narrower one on without the group term.
+
+    The group lasso shrinks the surviving units too; fine-tuning the narrowed
+    model with the rate term alone lets them grow back. The rate weight is
+    scaled by the ratio of quantized parameters after and before, so that a
+    bit of the file costs the task loss as much as before.
+    """
+    n_before = sum(qp.latent.numel() for qp in et.quantized_params(model))
+    et.convert_(model)
+    plan = et.narrow_(model, chain_of(args.model))
+    n_after = sum(p.numel() for p in model.parameters() if p.numel() >= 2 and (p.ndim >= 2 or cfg.quantize_bias))
+    cfg = replace(cfg, lam=cfg.lam * n_after / n_before, group_lam=0.0, chain=(), lam_warmup=0)
+    log.info(
+        "narrowed to %s for fine-tuning (%d of %d quantized parameters); lam %.4g",
+        "-".join(map(str, plan.widths)), n_after, n_before, cfg.lam,
+    )
+    et.prepare_(model, cfg)
+    train_epochs(model, data, args, args.finetune_epochs, args.finetune_lr or args.lr, rate_log=True)
+    return model, cfg
 
 
 def run(args, data: Data) -> dict:
@@ -307,6 +362,9 @@ def run(args, data: Data) -> dict:
     if args.method == "magnitude":
         et.prune_magnitude_(model, args.sparsity)
     train_epochs(model, data, args, args.epochs, args.lr, rate_log=True)
+    first_cfg = cfg
+    if args.finetune_epochs > 0:
+        model, cfg = finetune_narrowed(model, cfg, data, args)
     et.settle_(model)
     with torch.no_grad():
         order0_bits = float(et.rate_bits(model)[0])
@@ -314,16 +372,26 @@ def run(args, data: Data) -> dict:
     report = et.rate_report(model)
     final_lam = et.budget_status(model).lam
     steps = et.convert_(model)
+    metadata, plan = None, None
+    if args.narrow:
+        plan = et.narrow_(model, chain_of(args.model))
+        metadata = file_metadata(args.model, plan)
+        log.info("narrowed: widths %s (%d units removed)", "-".join(map(str, plan.widths)), plan.removed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.run}.ecnn"
-    size = ecnn.save_file(model.state_dict(), path, config=et.encode_config(steps))
-    decoded = new_model(args.model) if args.model != "digit" else digit_cnn(pretrained=False)
-    decoded.load_state_dict(ecnn.load_file(path))
-    dec_acc = accuracy(decoded, data.test_x, data.test_y)
+    size = ecnn.save_file(model.state_dict(), path, config=et.encode_config(steps), metadata=metadata)
     with ecnn.open(path) as f:
         coded = {info_name: f.info(info_name).coded_bytes for info_name in f.keys()}
-    nparams = sum(p.numel() for p in decoded.parameters())
+        meta = dict(f.metadata())
+    if meta.get("widths"):
+        decoded = model_from_metadata(meta)
+    else:
+        decoded = new_model(args.model) if args.model != "digit" else digit_cnn(pretrained=False)
+    decoded.load_state_dict(ecnn.load_file(path))
+    dec_acc = accuracy(decoded, data.test_x, data.test_y)
+    # The ratio counts the original network's parameters, whatever narrowing removed.
+    nparams = sum(p.numel() for p in (new_model(args.model) if args.model != "digit" else decoded).parameters())
     quant_coded = sum(coded[r.name] for r in report)
     res = {
         "run": args.run,
@@ -334,6 +402,10 @@ def run(args, data: Data) -> dict:
         "target_bytes": args.target_bytes,
         "final_lam": final_lam,
         "params": nparams,
+        "params_kept": sum(p.numel() for p in decoded.parameters()),
+        "widths": list(plan.widths) if plan is not None else None,
+        "group_lam": args.group_lam,
+        "metadata": meta,
         "file_bytes": size,
         "ratio": 4 * nparams / size,
         "bits_per_param": 8 * size / nparams,
@@ -347,9 +419,12 @@ def run(args, data: Data) -> dict:
         "rate_vs_coded": rate_figure_bits / 8 / quant_coded - 1 if quant_coded else 0.0,
         "order0_vs_coded": order0_bits / 8 / quant_coded - 1 if quant_coded else 0.0,
         "tensors": [dict(asdict(r), coded_bytes=coded[r.name]) for r in report],
-        "config": asdict(cfg),
+        "config": asdict(first_cfg),
+        "finetune_config": asdict(cfg) if cfg is not first_cfg else None,
         "args": {k: v for k, v in vars(args).items() if k not in ("command",)},
         "seconds": time.time() - t0,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": f"{machine()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)",
         "command": args.command,
     }
     _log_result(res)
@@ -434,12 +509,22 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--prune-ramp", type=int, default=2000)
     p.add_argument("--sparsity", type=float, default=0.9, help="magnitude baseline sparsity")
     p.add_argument("--exact-bias", action="store_true", help="keep biases exact instead of quantized")
+    p.add_argument("--group-lam", type=float, default=0.0,
+                   help="weight of the group lasso over whole units (structured sparsity); implies --narrow")
+    p.add_argument("--group-inputs", action="store_true", help="with --group-lam: also groups of the first layer's inputs")
+    p.add_argument("--finetune-epochs", type=float, default=0,
+                   help="with --group-lam: then narrow and train the narrower model this long without the group term")
+    p.add_argument("--finetune-lr", type=float, default=0, help="learning rate of the fine-tuning (0: --lr)")
+    p.add_argument("--narrow", action="store_true",
+                   help="remove dead units after training; the file's metadata records the widths and the input "
+                   "normalization")
     p.add_argument("--bf16", action="store_true", help="autocast the forward pass to bfloat16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP spinning on a shared machine)")
     p.add_argument("--out", default=str(ROOT / "bench" / "train"))
     p.add_argument("--name", default="", help="run name (default: model-dataset-method-lam)")
     args = p.parse_args(argv)
+    args.narrow = args.narrow or args.group_lam > 0
     args.command = "python tools/train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     return args
 

@@ -33,7 +33,7 @@ from ecnn.coder.streams import DEFAULT_CHUNK
 from ecnn.context import rate as context_rate
 from ecnn.config import EncodeConfig
 from ecnn.errors import InvalidOption
-from ecnn.train import entropy, pruning
+from ecnn.train import entropy, pruning, structured
 from ecnn.train.config import TrainConfig
 from ecnn.train.quantizer import LloydQuantizer, UniformQuantizer
 
@@ -104,7 +104,13 @@ def prepare_(model: nn.Module, config: TrainConfig = TrainConfig()) -> nn.Module
 
     Returns:
         ``model``.
+
+    Raises:
+        InvalidOption: ``config.chain`` names modules that are not a chain of
+            Linear / Conv2d layers of ``model`` (see :func:`ecnn.train.group_penalty`).
     """
+    if config.chain:
+        structured.chain_layers(model, config.chain)
     targets = []
     for _, mod in model.named_modules():
         for attr, p in mod.named_parameters(recurse=False):
@@ -115,6 +121,12 @@ def prepare_(model: nn.Module, config: TrainConfig = TrainConfig()) -> nn.Module
         q = kind(p, config, prune=p.ndim >= 2).to(p.device)
         parametrize.register_parametrization(mod, attr, q)
         q.steps_seen.zero_()  # registering ran one check forward; training has not started
+    if config.group_lam > 0:
+        # A unit whose weights are all zero gets a zero bias too, so that it outputs
+        # zero and narrow_ can remove it exactly.
+        for _, mod, _ in structured.chain_layers(model, config.chain)[:-1]:
+            if parametrize.is_parametrized(mod, "weight") and parametrize.is_parametrized(mod, "bias"):
+                mod.parametrizations.bias[0].tie_to_units_(mod.parametrizations.weight[0], mod.parametrizations.weight)
     log.info("prepared %d tensors for %s training (lam=%g)", len(targets), config.method, config.lam)
     return model
 
@@ -232,6 +244,12 @@ def rate_bits(model: nn.Module, coder: bool = False) -> tuple[torch.Tensor, int]
 def regularizer(model: nn.Module) -> torch.Tensor:
     """``lam`` times the estimated rate in bits per quantized parameter; add it to the loss.
 
+    With ``TrainConfig.group_lam > 0`` it also adds ``group_lam`` times
+    :func:`ecnn.train.group_penalty` of ``TrainConfig.chain``: the
+    structured-sparsity term, the usual group lasso ``sum sqrt(size) * ||group||_2``,
+    which ramps up with ``lam_warmup`` too. Whole units die under it, and
+    :func:`ecnn.train.narrow_` removes them after :func:`convert_`.
+
     With ``TrainConfig.target_bytes`` the rate weight is not fixed: each call
     with gradients enabled (one per training step), after the warm-up,
     multiplies it by ``exp(lam_gain * e)``, where ``e`` is the log of the
@@ -259,16 +277,19 @@ def regularizer(model: nn.Module) -> torch.Tensor:
     q0 = qps[0].quantizer
     cfg = q0.config
     device = qps[0].latent.device
-    if cfg.lam == 0 or cfg.method == "none":
+    rate_on = cfg.lam > 0 and cfg.method != "none"
+    if not rate_on and cfg.group_lam == 0:
         return torch.zeros((), device=device)
-    lam = float(q0.lam_now)
     warm = cfg.lam_warmup and int(q0.steps_seen) < cfg.lam_warmup
-    if warm:
-        lam *= float(q0.steps_seen) / cfg.lam_warmup
+    ramp = float(q0.steps_seen) / cfg.lam_warmup if warm else 1.0
+    out = torch.zeros((), device=device)
     with torch.autocast(device_type=device.type, enabled=False):
-        bits, n = rate_bits(model)
-        out = lam * bits / n
-    if cfg.target_bytes is not None and torch.is_grad_enabled() and not warm:
+        if rate_on:
+            bits, n = rate_bits(model)
+            out = float(q0.lam_now) * ramp * bits / n
+        if cfg.group_lam > 0:
+            out = out + cfg.group_lam * ramp * structured.group_penalty(unwrap(model), cfg.chain, cfg.group_inputs)
+    if rate_on and cfg.target_bytes is not None and torch.is_grad_enabled() and not warm:
         _adapt_lam(model, qps)
     return out
 
@@ -456,10 +477,11 @@ def convert_(model: nn.Module) -> dict[str, float | None]:
     """
     settle_(model)
     steps: dict[str, float | None] = {}
-    for qp in list(quantized_params(model)):
-        sym = qp.quantizer.symbols(qp.latent)
+    qps = list(quantized_params(model))
+    # All symbols first: a bias tied to its units reads the latent weights.
+    values = [qp.quantizer.values(qp.quantizer.symbols(qp.latent)) for qp in qps]
+    for qp, value in zip(qps, values):
         # The decoder's values: float32(k) * float32(step), or the stored levels.
-        value = qp.quantizer.values(sym)
         steps[qp.name] = None if isinstance(qp.quantizer, LloydQuantizer) else qp.quantizer.float32_step()
         parametrize.remove_parametrizations(qp.module, qp.attr, leave_parametrized=False)
         param = getattr(qp.module, qp.attr)

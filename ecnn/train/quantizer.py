@@ -174,6 +174,25 @@ class UniformQuantizer(nn.Module):
             prev = q
         return max_iters
 
+    def tie_to_units_(self, weight_quantizer: "UniformQuantizer", weight_latent: nn.Module) -> None:
+        """Make this (bias) quantizer put a unit's bias on zero whenever the unit's weights are all zero.
+
+        ``weight_latent`` is the weight's parametrization list (its ``original``
+        is the latent weight). Kept outside the module tree (no cycle, not in
+        the state dict); ``copy.deepcopy`` of the whole model keeps the link
+        inside the copy.
+        """
+        self.__dict__["_unit_weight"] = (weight_quantizer, weight_latent)
+
+    def _tie(self, q: torch.Tensor) -> torch.Tensor:
+        """``q`` with the symbols of units whose weights quantize to all zero set to zero."""
+        src = self.__dict__.get("_unit_weight")
+        if src is None:
+            return q
+        wq, plist = src
+        alive = wq.symbols(plist.original).flatten(1).ne(0).any(1).to(q.device)
+        return torch.where(alive.reshape(alive.shape + (1,) * (q.ndim - 1)), q, torch.zeros_like(q))
+
     def coords(self, w: torch.Tensor) -> torch.Tensor:
         """Positions of ``w`` on the level axis: level ``k`` is at ``k`` (here ``w / step``)."""
         return w.float() / self.step
@@ -181,7 +200,7 @@ class UniformQuantizer(nn.Module):
     def symbols(self, w: torch.Tensor) -> torch.Tensor:
         """Integer symbols (int64) of ``w`` under the current step and assignment."""
         with torch.no_grad():
-            return self.assign(self.coords(w.detach()), self.mask(w)).long()
+            return self._tie(self.assign(self.coords(w.detach()), self.mask(w))).long()
 
     def values(self, q: torch.Tensor) -> torch.Tensor:
         """The float32 values of symbols ``q``, as the decoder computes them: ``float32(q) * float32(step)``."""
@@ -190,7 +209,7 @@ class UniformQuantizer(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         s = self.step
         v = w.float() / s
-        q = self.assign(v.detach(), self.mask(w))
+        q = self._tie(self.assign(v.detach(), self.mask(w)))
         if self.training and torch.is_grad_enabled():
             self._record(q)
         v_ste = v + (q - v).detach()
@@ -293,7 +312,7 @@ class LloydQuantizer(UniformQuantizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         s = self.step
         v = w.float() / s
-        q = self.assign(self.coords(w.detach()), self.mask(w))
+        q = self._tie(self.assign(self.coords(w.detach()), self.mask(w)))
         if self.training and torch.is_grad_enabled():
             self._record(q)
             self.update_levels_(w, q)
