@@ -174,7 +174,7 @@ def digit_cnn(widths: tuple[int, ...] | None = None, *, pretrained: bool | None 
     if widths is not None:
         c1, c2, c3, f1 = widths
         conv, fc = model.conv_layers, model.fc_layers
-        conv[0], conv[3], conv[6] = nn.Conv2d(1, c1, 3, padding=1), nn.Conv2d(c1, c2, 3, padding=1), nn.Conv2d(c2, c3, 3, padding=1)
+        conv[0], conv[3], conv[6] = (nn.Conv2d(i, o, 3, padding=1) for i, o in ((1, c1), (c1, c2), (c2, c3)))
         fc[0], fc[2] = nn.Linear(c3 * 3 * 3, f1), nn.Linear(f1, 10)
     if pretrained if pretrained is not None else widths is None:
         if widths is not None:
@@ -408,7 +408,8 @@ def run(args, data: Data) -> dict:
     decoded.load_state_dict(ecnn.load_file(path))
     dec_acc = accuracy(decoded, data.test_x, data.test_y)
     # The ratio counts the original network's parameters, whatever narrowing removed.
-    nparams = sum(p.numel() for p in (digit_cnn(pretrained=False) if args.model == "digit" else new_model(args.model)).parameters())
+    full = digit_cnn(pretrained=False) if args.model == "digit" else new_model(args.model)
+    nparams = sum(p.numel() for p in full.parameters())
     quant_coded = sum(coded[r.name] for r in report)
     res = {
         "run": args.run,
