@@ -302,6 +302,36 @@ def test_tool_models_take_narrower_widths_from_the_file_metadata():
     assert tool.model_from_metadata({"model": "lenet300", "widths": "784,50,20,10"}).fc2.weight.shape == (20, 50)
 
 
+
+def test_the_digit_cnn_narrows_along_its_chain_and_loads_from_the_file_metadata():
+    import train as tool
+
+    if not (tool.DIGIT_DIR / "model.py").exists():
+        pytest.skip("digit-recognizer-py is not installed")
+    torch.manual_seed(0)
+    model = tool.digit_cnn(pretrained=False)
+    conv, fc = model.conv_layers, model.fc_layers
+    with torch.no_grad():
+        conv[3].weight[5:20] = 0
+        conv[3].bias[5:20] = 0
+        fc[0].weight[100:] = 0
+        fc[0].bias[100:] = 0
+        fc[0].weight[:, 9 * 7 : 9 * 9] = 0  # nothing reads channels 7 and 8 of the last convolution
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        want = model(x)
+    plan = et.narrow_(model, tool.chain_of("digit"))
+    meta = tool.file_metadata("digit", plan)
+    assert meta["widths"] == "1,32,49,126,100,10"
+    small = tool.model_from_metadata(meta)
+    assert small.fc_layers[0].weight.shape == (100, 126 * 9)
+    small.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(small(x), want, rtol=0, atol=1e-5)
+    assert sum(p.numel() for p in tool.digit_cnn(pretrained=False).parameters()) == 390_410
+    with pytest.raises(ValueError, match="full widths"):
+        tool.digit_cnn((8, 8, 8, 8), pretrained=True)
+
 def test_structured_doctest():
     import doctest
 

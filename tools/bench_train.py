@@ -45,6 +45,9 @@ JOBS: list[tuple[str, str]] = [
     ("lenet5", "--model lenet5 --base-epochs 6 --method ect --lam 0.5 --lam-warmup 400 --assign-weight 0.1 --group-lam 1.5e-4 --epochs 8 --finetune-epochs 8 --name lenet5-mnist-ect-group1.5e-4-ft8"),
     ("lenet5", "--model lenet5 --base-epochs 6 --method ect --lam 0.5 --lam-warmup 400 --epochs 4 --assign-weight 0.1 --name lenet5-mnist-ect-warmup"),
     ("digit", "--model digit --method ect --lam 0.2 --epochs 2 --assign-weight 0.1"),
+    ("digit", "--model digit --method ect --lam 0.5 --lam-warmup 400 --assign-weight 0.1 --group-lam 1.5e-4 --epochs 4 --finetune-epochs 2 --name digit-mnist-ect-group1.5e-4-ft2"),
+    ("digit", "--model digit --method ect --lam 0.5 --lam-warmup 400 --assign-weight 0.1 --group-lam 3e-4 --epochs 4 --finetune-epochs 3 --name digit-mnist-ect-group3e-4-ft3"),
+    ("digit", "--model digit --method ect --lam 0.5 --lam-warmup 400 --assign-weight 0.1 --group-lam 6e-4 --epochs 4 --finetune-epochs 4 --name digit-mnist-ect-group6e-4-ft4"),
     ("vgg", "--model vgg --dataset fashion --base-epochs 3 --method ect --lam 0.1 --epochs 2 --assign-weight 0.1"),
 ]
 

@@ -158,16 +158,33 @@ class SmallVGG(nn.Module):
         return self.classifier(self.features(x))
 
 
-def digit_cnn(pretrained: bool = True) -> nn.Module:
-    """The digit-recognizer-py CNN, its model.py loaded by path (the package imports torchvision)."""
+def digit_cnn(widths: tuple[int, ...] | None = None, *, pretrained: bool | None = None) -> nn.Module:
+    """The digit-recognizer-py CNN, its model.py loaded by path (the package imports torchvision).
+
+    Conv 32, 64, 128 @3x3 (each with ReLU and a 2x2 max-pool), fc 256, fc 10
+    (390,410 parameters). ``widths``: the channels of the three convolutions
+    and the hidden fc width, narrower after pruning; such a model starts
+    untrained. ``pretrained`` (default: when ``widths`` is None) loads the
+    package's weights.
+    """
     spec = importlib.util.spec_from_file_location("digit_recognizer_model", DIGIT_DIR / "model.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     model = mod.CNN()
-    if pretrained:
+    if widths is not None:
+        c1, c2, c3, f1 = widths
+        conv, fc = model.conv_layers, model.fc_layers
+        conv[0], conv[3], conv[6] = (nn.Conv2d(i, o, 3, padding=1) for i, o in ((1, c1), (c1, c2), (c2, c3)))
+        fc[0], fc[2] = nn.Linear(c3 * 3 * 3, f1), nn.Linear(f1, 10)
+    if pretrained if pretrained is not None else widths is None:
+        if widths is not None:
+            raise ValueError("the pretrained weights fit only the full widths")
         state = torch.load(DIGIT_DIR / "models" / "handwriting_model.pth", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     return model
+
+
+digit_cnn.chain = ("conv_layers.0", "conv_layers.3", "conv_layers.6", "fc_layers.0", "fc_layers.2")
 
 
 MODELS = {"lenet300": LeNet300, "lenet5": LeNet5, "vgg": SmallVGG, "digit": digit_cnn}
@@ -387,11 +404,12 @@ def run(args, data: Data) -> dict:
     if meta.get("widths"):
         decoded = model_from_metadata(meta)
     else:
-        decoded = new_model(args.model) if args.model != "digit" else digit_cnn(pretrained=False)
+        decoded = digit_cnn(pretrained=False) if args.model == "digit" else new_model(args.model)
     decoded.load_state_dict(ecnn.load_file(path))
     dec_acc = accuracy(decoded, data.test_x, data.test_y)
     # The ratio counts the original network's parameters, whatever narrowing removed.
-    nparams = sum(p.numel() for p in (new_model(args.model) if args.model != "digit" else decoded).parameters())
+    full = digit_cnn(pretrained=False) if args.model == "digit" else new_model(args.model)
+    nparams = sum(p.numel() for p in full.parameters())
     quant_coded = sum(coded[r.name] for r in report)
     res = {
         "run": args.run,
