@@ -20,7 +20,7 @@ import ecnn
 import ecnn.train as et
 from ecnn.errors import InvalidOption
 from ecnn.train import api, entropy, pruning
-from ecnn.train.quantizer import UniformQuantizer
+from ecnn.train.quantizer import LloydQuantizer, UniformQuantizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,6 +141,33 @@ def test_ebp_prunes_each_layer_during_training_and_magnitude_pruning_fixes_spars
     w = [r for r in et.rate_report(base) if r.name.endswith("weight")]
     zeros = sum(r.zero_fraction * r.numel for r in w) / sum(r.numel for r in w)
     assert zeros >= 0.75
+
+
+@pytest.mark.parametrize("cls", [UniformQuantizer, LloydQuantizer])
+def test_pruned_weights_pass_their_gradient_to_the_weight_and_none_to_the_step(cls):
+    # Through ``v_ste * step`` a pruned weight would pull the step by its whole rounding
+    # error ``-w / step``; as the task loss wants pruned weights back, that shrank the step
+    # without end (thousands of levels). Pruned weights are 0 whatever the step.
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 32, generator=gen)
+    g = torch.randn(64, 32, generator=gen)
+    cfg = et.TrainConfig(method="ebp", lam=0.0, prune_energy=0.5, prune_ramp=0)
+    keep = None
+    step_grads = []
+    for upstream in (g, None):
+        q = cls(w, cfg, prune=True)
+        latent = w.clone().requires_grad_(True)
+        out = q(latent)
+        keep = q.mask(latent)
+        (out * (g if upstream is not None else g * keep)).sum().backward()
+        if upstream is not None:
+            assert 0.5 < float((~keep).float().mean()) < 0.95
+            assert torch.equal(out[~keep].detach(), torch.zeros(int((~keep).sum())))
+            assert torch.allclose(latent.grad, g, rtol=1e-5, atol=1e-6)  # straight through to every latent weight
+        step_grads.append(float(q.log_step.grad))
+    # The loss's gradient at the pruned positions does not reach the step.
+    assert step_grads[0] == pytest.approx(step_grads[1], rel=1e-5, abs=1e-7)
+    assert step_grads[0] != 0.0
 
 
 # --- prepare / regularizer / convert ------------------------------------------

@@ -209,11 +209,20 @@ class UniformQuantizer(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         s = self.step
         v = w.float() / s
-        q = self._tie(self.assign(v.detach(), self.mask(w)))
+        keep = self.mask(w)
+        q = self._tie(self.assign(v.detach(), keep))
         if self.training and torch.is_grad_enabled():
             self._record(q)
         v_ste = v + (q - v).detach()
-        return (v_ste * s).to(w.dtype)
+        out = v_ste * s
+        if keep is not None:
+            # A pruned weight is 0 whatever the step: it passes its gradient straight to the
+            # latent weight but none to the step. (Through ``v_ste * s`` it would pull the step
+            # by its whole rounding error, ``-w / step``, and, as the task loss wants the pruned
+            # weights back, shrink the step until the grid has thousands of levels.)
+            wf = w.float()
+            out = torch.where(keep, out, wf - wf.detach())
+        return out.to(w.dtype)
 
 
 class LloydQuantizer(UniformQuantizer):
@@ -312,10 +321,16 @@ class LloydQuantizer(UniformQuantizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         s = self.step
         v = w.float() / s
-        q = self._tie(self.assign(self.coords(w.detach()), self.mask(w)))
+        keep = self.mask(w)
+        q = self._tie(self.assign(self.coords(w.detach()), keep))
         if self.training and torch.is_grad_enabled():
             self._record(q)
             self.update_levels_(w, q)
         target = self.shape.to(w.device)[(q.long() + self.zero_index)]
         v_ste = v + (target - v).detach()
-        return (v_ste * s).to(w.dtype)
+        out = v_ste * s
+        if keep is not None:
+            # As in UniformQuantizer.forward: pruned weights give the step no gradient.
+            wf = w.float()
+            out = torch.where(keep, out, wf - wf.detach())
+        return out.to(w.dtype)
