@@ -25,15 +25,6 @@ from ecnn.train.quantizer import LloydQuantizer, UniformQuantizer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(n=256, d=16, k=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)

@@ -17,14 +17,6 @@ from ecnn.errors import InvalidOption
 MLP_CHAIN = ("0", "2", "4")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mlp(seed=0, d=16, h1=48, h2=32, k=4):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, k))
