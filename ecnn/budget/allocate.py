@@ -137,20 +137,8 @@ class Plan:
                 weights.restore()
 
         data = search.write(choice, summary(base, metric), limit, target, plain_bits, metadata, path)
-        per = _per_tensor(search, self.tensors, choice)
         report("done", 1, 1)
-        return CompressResult(
-            data=data,
-            size=len(data),
-            steps=search.steps(choice),
-            metric=metric,
-            base_metric=base,
-            distortion=search.distortion(choice),
-            sweep=tuple(sorted(sweep, key=lambda p: p.size)),
-            tensors=per,
-            plain_bits=plain_bits,
-            calibrated=self.calibrated,
-        )
+        return result(search, self.tensors, choice, data, metric, base, sweep, plain_bits, self.calibrated)
 
 
 PLAIN_SLACK = 1.15  # plain files predicted up to this much over the target are still coded to see if they fit
@@ -183,6 +171,24 @@ def _plain_fit(search: Search, target: int, k: int) -> tuple[int, dict] | None:
         if search.size(plains[b], None) <= target:
             return b, plains[b]
     return None
+
+
+def result(
+    search: Search, tensors: list[Tensor], choice: dict, data: bytes, metric, base, sweep, plain_bits, calibrated: bool
+) -> CompressResult:
+    """The :class:`CompressResult` of a written choice (torch and ONNX budgets alike)."""
+    return CompressResult(
+        data=data,
+        size=len(data),
+        steps=search.steps(choice),
+        metric=metric,
+        base_metric=base,
+        distortion=search.distortion(choice),
+        sweep=tuple(sorted(sweep, key=lambda p: p.size)),
+        tensors=_per_tensor(search, tensors, choice),
+        plain_bits=plain_bits,
+        calibrated=calibrated,
+    )
 
 
 def _per_tensor(search: Search, tensors: list[Tensor], choice: dict) -> tuple[dict, ...]:

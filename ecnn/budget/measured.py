@@ -28,7 +28,7 @@ import numpy as np
 
 from ecnn import quantize
 from ecnn.budget import summary as budget_summary
-from ecnn.budget.allocate import _per_tensor, _plain_fit
+from ecnn.budget.allocate import _plain_fit, result
 from ecnn.budget.candidates import Tensor, measure_all
 from ecnn.budget.config import BudgetConfig, CompressResult, Progress, SweepPoint, check_drop, check_target
 from ecnn.budget.search import Search, bisect_metric
@@ -289,20 +289,8 @@ def compress(
             if errors["plain"] <= errors[k]:
                 plain_bits, choice, value = bits, pch, m_plain
     data = search.write(choice, _summary(search, sweep, target, drop, base, value, metric), limit, target, plain_bits, metadata, path)
-    per = _per_tensor(search, tensors, choice)
     report("done", 1, 1)
-    return CompressResult(
-        data=data,
-        size=len(data),
-        steps=search.steps(choice),
-        metric=value,
-        base_metric=base,
-        distortion=search.distortion(choice),
-        sweep=tuple(sorted(sweep, key=lambda p: p.size)),
-        tensors=per,
-        plain_bits=plain_bits,
-        calibrated=True,
-    )
+    return result(search, tensors, choice, data, value, base, sweep, plain_bits, True)
 
 
 def compress_onnx(
