@@ -80,6 +80,21 @@ static int get_ints(PyObject *obj, Py_buffer *v, int writable, int any_sign, con
     return 0;
 }
 
+/* A writable, C-contiguous, aligned, native int64 (is_signed) or uint64 array, for results. */
+static int get_out64(PyObject *obj, Py_buffer *v, int is_signed, const char *what)
+{
+    if (get_ints(obj, v, 1, 1, what) < 0)
+        return -1;
+    int sgn = 0;
+    native_int(v, &sgn);
+    if (v->itemsize != 8 || sgn != is_signed) {
+        PyErr_Format(PyExc_TypeError, "%s must be an aligned, native %s array", what, is_signed ? "int64" : "uint64");
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *split(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -162,18 +177,15 @@ static PyObject *log_codes(PyObject *self, PyObject *args)
     long long top;
     if (!PyArg_ParseTuple(args, "OnLO:log_codes", &buf_o, &pos, &top, &codes_o))
         return NULL;
+    if (pos < 0) {
+        PyErr_SetString(PyExc_TypeError, "log_codes: pos must be >= 0");
+        return NULL;
+    }
     Py_buffer buf, codes;
     if (PyObject_GetBuffer(buf_o, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (PyObject_GetBuffer(codes_o, &codes, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+    if (get_out64(codes_o, &codes, 1, "log_codes: codes") < 0) {
         PyBuffer_Release(&buf);
-        return NULL;
-    }
-    int sgn;
-    if (!native_int(&codes, &sgn) || !sgn || codes.itemsize != 8 || pos < 0) {
-        PyBuffer_Release(&codes);
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_TypeError, "log_codes: codes must be an aligned, native int64 array and pos >= 0");
         return NULL;
     }
     size_t next = 0;
@@ -253,18 +265,15 @@ static PyObject *varints(PyObject *self, PyObject *args)
     Py_ssize_t pos;
     if (!PyArg_ParseTuple(args, "OnO:varints", &buf_o, &pos, &out_o))
         return NULL;
+    if (pos < 0) {
+        PyErr_SetString(PyExc_TypeError, "varints: pos must be >= 0");
+        return NULL;
+    }
     Py_buffer buf, out;
     if (PyObject_GetBuffer(buf_o, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (PyObject_GetBuffer(out_o, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+    if (get_out64(out_o, &out, 0, "varints: out") < 0) {
         PyBuffer_Release(&buf);
-        return NULL;
-    }
-    int sgn = 1;
-    if (!native_int(&out, &sgn) || sgn || out.itemsize != 8 || pos < 0) {
-        PyBuffer_Release(&out);
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_TypeError, "varints: out must be an aligned, native uint64 array and pos >= 0");
         return NULL;
     }
     size_t next = 0;
