@@ -430,6 +430,71 @@ static void put(void *out, int kind, size_t base, const int64_t *ord, const uint
 
 #define STAGE 1024 /* symbols decoded before they are put in place */
 
+/* A schedule whose runs, run starts, column order and row classes stay inside the chunk, with table indices
+ * below ntab; ECNN_RANS_OK or ECNN_RANS_BAD_LAYOUT. */
+static int check_sched(const ecnn_rans_sched *s, size_t ntab)
+{
+    if (s->run_start[0] != 0 || (size_t)s->run_start[s->nrc] != s->nruns)
+        return ECNN_RANS_BAD_LAYOUT;
+    for (size_t g = 0; g < s->nrc; g++)
+        if (s->run_start[g + 1] < s->run_start[g])
+            return ECNN_RANS_BAD_LAYOUT;
+    for (size_t r = 0; r < s->nruns; r++) {
+        const int32_t *ru = s->runs + 3 * r;
+        if (ru[0] < 0 || (size_t)ru[0] >= ntab || ru[1] < 0 || ru[1] > ru[2] || (size_t)ru[2] > s->cols)
+            return ECNN_RANS_BAD_LAYOUT;
+    }
+    if (s->order)
+        for (size_t q = 0; q < s->cols; q++)
+            if (s->order[q] < 0 || (size_t)s->order[q] >= s->cols)
+                return ECNN_RANS_BAD_LAYOUT;
+    for (size_t i = 0; i < s->nr; i++)
+        if (s->rclass[i] >= s->nrc)
+            return ECNN_RANS_BAD_LAYOUT;
+    return ECNN_RANS_OK;
+}
+
+/* Sign classes whose columns scols[sstart[g] .. sstart[g + 1] - 1] lie in 0..cols-1, the starts running from 0
+ * to cols without falling; ECNN_RANS_OK or ECNN_RANS_BAD_LAYOUT. */
+static int check_sign_classes(const int64_t *scols, const int64_t *sstart, size_t nsc, size_t cols)
+{
+    if (sstart[0] != 0 || (size_t)sstart[nsc] != cols)
+        return ECNN_RANS_BAD_LAYOUT;
+    for (size_t g = 0; g < nsc; g++)
+        if (sstart[g + 1] < sstart[g])
+            return ECNN_RANS_BAD_LAYOUT;
+    for (size_t q = 0; q < cols; q++)
+        if (scols[q] < 0 || (size_t)scols[q] >= cols)
+            return ECNN_RANS_BAD_LAYOUT;
+    return ECNN_RANS_OK;
+}
+
+/* The chunk's rows by class, in increasing order (a counting sort): rows of class g at
+ * (*rows)[(*first)[g] .. (*first)[g + 1] - 1]. The caller frees both; ECNN_RANS_OK or ECNN_RANS_NOMEM. */
+static int rows_by_class(const ecnn_rans_sched *s, size_t **first, size_t **rows)
+{
+    size_t nr = s->nr;
+    size_t *fs = (size_t *)calloc(s->nrc + 1, sizeof *fs), *rs = (size_t *)malloc((nr ? nr : 1) * sizeof *rs);
+    size_t *f = (size_t *)malloc((s->nrc ? s->nrc : 1) * sizeof *f);
+    if (!fs || !rs || !f) {
+        free(fs);
+        free(rs);
+        free(f);
+        return ECNN_RANS_NOMEM;
+    }
+    for (size_t i = 0; i < nr; i++)
+        fs[s->rclass[i] + 1]++;
+    for (size_t g = 0; g < s->nrc; g++)
+        fs[g + 1] += fs[g];
+    memcpy(f, fs, s->nrc * sizeof *f);
+    for (size_t i = 0; i < nr; i++)
+        rs[f[s->rclass[i]]++] = i;
+    free(f);
+    *first = fs;
+    *rows = rs;
+    return ECNN_RANS_OK;
+}
+
 /* Bind the lanes of a chunk and check the schedule; a status. */
 static int open_chunk(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_chunk *c, const ecnn_rans_sched *s,
                       unsigned shift)
@@ -457,24 +522,7 @@ static int open_chunk(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_chu
     if (pos != c->len)
         return ECNN_RANS_BAD_LAYOUT;
     /* The schedule comes from the parsed stream; check it anyway so that no write leaves out. */
-    if (s->run_start[0] != 0 || (size_t)s->run_start[s->nrc] != s->nruns)
-        return ECNN_RANS_BAD_LAYOUT;
-    for (size_t g = 0; g < s->nrc; g++)
-        if (s->run_start[g + 1] < s->run_start[g])
-            return ECNN_RANS_BAD_LAYOUT;
-    for (size_t r = 0; r < s->nruns; r++) {
-        const int32_t *ru = s->runs + 3 * r;
-        if (ru[0] < 0 || (size_t)ru[0] >= t->ntab || ru[1] < 0 || ru[1] > ru[2] || (size_t)ru[2] > s->cols)
-            return ECNN_RANS_BAD_LAYOUT;
-    }
-    if (s->order)
-        for (size_t q = 0; q < s->cols; q++)
-            if (s->order[q] < 0 || (size_t)s->order[q] >= s->cols)
-                return ECNN_RANS_BAD_LAYOUT;
-    for (size_t i = 0; i < s->nr; i++)
-        if (s->rclass[i] >= s->nrc)
-            return ECNN_RANS_BAD_LAYOUT;
-    return ECNN_RANS_OK;
+    return check_sched(s, t->ntab);
 }
 
 /* Section 5.8's rectangles: every run of every row class, row by row. A run's symbols over all the
@@ -484,34 +532,12 @@ static int blocks_body(lanes_t *L, const ecnn_rans_tables *t, const ecnn_rans_sc
                        unsigned shift, void *out, int out_kind)
 {
     unsigned prec = t->precision;
-    size_t cols = s->cols, nr = s->nr;
+    size_t cols = s->cols;
     uint16_t buf[STAGE];
-    /* the chunk's rows by class, in increasing order (a counting sort) */
-    size_t *first = (size_t *)calloc(s->nrc + 1, sizeof *first), *rows = (size_t *)malloc((nr ? nr : 1) * sizeof *rows);
-    if (!first || !rows) {
-        free(first);
-        free(rows);
-        return ECNN_RANS_NOMEM;
-    }
-    for (size_t i = 0; i < nr; i++)
-        first[s->rclass[i] + 1]++;
-    for (size_t g = 0; g < s->nrc; g++)
-        first[g + 1] += first[g];
-    {
-        size_t fill[64 + 1];
-        size_t *f = s->nrc <= 64 ? fill : (size_t *)malloc(s->nrc * sizeof *f);
-        if (!f) {
-            free(first);
-            free(rows);
-            return ECNN_RANS_NOMEM;
-        }
-        memcpy(f, first, s->nrc * sizeof *f);
-        for (size_t i = 0; i < nr; i++)
-            rows[f[s->rclass[i]]++] = i;
-        if (f != fill)
-            free(f);
-    }
-    int st = ECNN_RANS_OK;
+    size_t *first, *rows;
+    int st = rows_by_class(s, &first, &rows);
+    if (st)
+        return st;
     for (size_t g = 0; g < s->nrc && !st; g++) {
         size_t nrg = first[g + 1] - first[g];
         const size_t *rg = rows + first[g];
@@ -628,14 +654,11 @@ int ecnn_rans_decode_rowcol(const ecnn_rans_tables *t, const ecnn_rans_tables *q
     if (nsc) {
         if (out_kind == ECNN_RANS_U8 || out_kind == ECNN_RANS_U16 || out_kind == ECNN_RANS_U32 ||
             out_kind == ECNN_RANS_U64 || !quads || !signs || quads->ntab < nsc || signs->ntab < nsc ||
-            quads->nsym != 16 || signs->nsym != 2 || sstart[0] != 0 || (size_t)sstart[nsc] != s->cols || offset)
+            quads->nsym != 16 || signs->nsym != 2 || offset)
             return ECNN_RANS_BAD_LAYOUT;
-        for (size_t g = 0; g < nsc; g++)
-            if (sstart[g + 1] < sstart[g])
-                return ECNN_RANS_BAD_LAYOUT;
-        for (size_t q = 0; q < s->cols; q++)
-            if (scols[q] < 0 || (size_t)scols[q] >= s->cols)
-                return ECNN_RANS_BAD_LAYOUT;
+        st = check_sign_classes(scols, sstart, nsc, s->cols);
+        if (st)
+            return st;
     }
     st = blocks_body(&L, t, s, offset, 0, out, out_kind);
     if (st)
@@ -721,36 +744,19 @@ int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *
     size_t nr = s->nr, cols = s->cols, k = 0;
     if (mag_kind != ECNN_RANS_U8 && mag_kind != ECNN_RANS_U16 && mag_kind != ECNN_RANS_I32)
         return ECNN_RANS_BAD_LAYOUT;
-    if (s->run_start[0] != 0 || (size_t)s->run_start[s->nrc] != s->nruns || cap < nr * cols)
+    if (cap < nr * cols || check_sched(s, SIZE_MAX)) /* table indices are checked when the symbols are coded */
         return ECNN_RANS_BAD_LAYOUT;
-    for (size_t r = 0; r < s->nruns; r++) {
-        const int32_t *ru = s->runs + 3 * r;
-        if (ru[0] < 0 || ru[1] < 0 || ru[1] > ru[2] || (size_t)ru[2] > cols)
-            return ECNN_RANS_BAD_LAYOUT;
-    }
-    for (size_t g = 0; g < s->nrc; g++)
-        if (s->run_start[g + 1] < s->run_start[g])
-            return ECNN_RANS_BAD_LAYOUT;
-    for (size_t i = 0; i < nr; i++)
-        if (s->rclass[i] >= s->nrc)
-            return ECNN_RANS_BAD_LAYOUT;
-    /* the chunk's rows by class, in increasing order (a counting sort) */
-    size_t *first = (size_t *)calloc(s->nrc + 1, sizeof *first), *rows = (size_t *)malloc((nr ? nr : 1) * sizeof *rows);
-    uint8_t *bits = nsc && vals ? (uint8_t *)malloc(nr * cols + 1) : NULL;
-    int st = ECNN_RANS_OK;
-    if (!first || !rows || (nsc && vals && !bits)) {
+    if (nsc && vals && check_sign_classes(scols, sstart, nsc, cols))
+        return ECNN_RANS_BAD_LAYOUT;
+    size_t *first = NULL, *rows = NULL;
+    uint8_t *bits = NULL;
+    int st = rows_by_class(s, &first, &rows);
+    if (st)
+        return st;
+    if (nsc && vals && !(bits = (uint8_t *)malloc(nr * cols + 1))) {
         st = ECNN_RANS_NOMEM;
         goto done;
     }
-    for (size_t i = 0; i < nr; i++)
-        first[s->rclass[i] + 1]++;
-    for (size_t g = 0; g < s->nrc; g++)
-        first[g + 1] += first[g];
-    for (size_t i = 0; i < nr; i++)
-        rows[first[s->rclass[i]]++] = i;
-    for (size_t g = s->nrc; g > 0; g--) /* back to the starts */
-        first[g] = first[g - 1];
-    first[0] = 0;
     for (size_t g = 0; g < s->nrc; g++) {
         const size_t *rg = rows + first[g], nrg = first[g + 1] - first[g];
         for (int64_t r = s->run_start[g]; r < s->run_start[g + 1]; r++) {
@@ -775,18 +781,10 @@ int ecnn_rans_chunk_order(const void *mag, int mag_kind, const ecnn_rans_sched *
         }
     }
     if (nsc && vals) {
-        st = ECNN_RANS_BAD_LAYOUT;
-        if (sstart[0] != 0 || (size_t)sstart[nsc] != cols)
+        if (cap - k < (nr * cols) / 4 + 3 * nsc) {
+            st = ECNN_RANS_BAD_LAYOUT;
             goto done;
-        for (size_t g = 0; g < nsc; g++)
-            if (sstart[g + 1] < sstart[g])
-                goto done;
-        for (size_t q = 0; q < cols; q++)
-            if (scols[q] < 0 || (size_t)scols[q] >= cols)
-                goto done;
-        if (cap - k < (nr * cols) / 4 + 3 * nsc)
-            goto done;
-        st = ECNN_RANS_OK;
+        }
         for (size_t g = 0; g < nsc; g++) {
             const int64_t *cg = scols + sstart[g];
             size_t ncg = (size_t)(sstart[g + 1] - sstart[g]), n = 0;
