@@ -253,11 +253,13 @@ def fit(m: np.ndarray, transpose: bool, nb: int, k: int, d1: int, d2: int, vsign
         else:
             sfit = order0.fit(h)
             bits += rate.side_bits(sfit) + 8.0 * int(varint.varint_sizes([1]).sum())
-    x = contexts(z, nb, k, sc, d1, d2)
     nx = nb * k * (2 if d1 else 1) * (2 if d2 else 1)
-    ht = np.bincount(x.ravel(), minlength=nx)
-    h1 = np.bincount(x.ravel(), weights=z.ravel(), minlength=nx)
-    sig, sig_bits = fit_sig_bytes(ht - h1, h1)
+    n1 = np.cumsum(z, axis=1) - z
+    b = buckets(np.arange(steps)[None, :], n1, nb)  # below MAX_BUCKETS: a byte
+    z8, b8 = np.ascontiguousarray(z, np.uint8), np.ascontiguousarray(b, np.uint8)
+    h = sig_hist(z8, b8, np.ascontiguousarray(sc, np.int64), k, tuple(d for d in (d1, d2) if d), 2 * nx)
+    h = h.reshape(nx, 2)  # (zero, non-zero) counts of each context of contexts()
+    sig, sig_bits = fit_sig_bytes(h[:, 0], h[:, 1])
     bits += sig_bits + 8.0 * nx
     sel = v != 0
     vfits, vbits = value_tables(value_index(v[sel], vlo), prev_sign(v)[sel] if vsign else None, nval)

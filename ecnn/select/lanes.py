@@ -88,8 +88,7 @@ def _search(v: np.ndarray, transpose: bool, vlo: int, vhi: int, nval: int):
     """Best (bits, (nb, k, d1, d2, vsign)) on a sample ``v`` of lanes."""
     z = (v != 0).astype(np.int64)
     steps = z.shape[1]
-    zi = z
-    n1 = np.cumsum(zi, axis=1) - zi
+    n1 = np.cumsum(z, axis=1) - z
     top = int(sparse.bitlen(np.array([2 * steps])).max())  # buckets above this never occur
     bfull = sparse.buckets(np.arange(steps)[None, :], n1, top + 1)
     z8, b8 = np.ascontiguousarray(z, np.uint8), np.ascontiguousarray(bfull, np.uint8)  # buckets <= top, below 2**8
